@@ -1,0 +1,110 @@
+"""Events that the codec yields, one dataclass per kind of thing that happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Event",
+    "Stdout",
+    "Stderr",
+    "EndRequest",
+    "GetValuesResult",
+    "UnknownType",
+    "BeginRequest",
+    "Params",
+    "Stdin",
+    "Data",
+    "AbortRequest",
+    "GetValues",
+]
+
+
+class Event:
+    """Base class of all codec events."""
+
+    __slots__ = ()
+
+
+# What a client (the web server side) receives from the application.
+
+
+@dataclass(frozen=True, slots=True)
+class Stdout(Event):
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Stderr(Event):
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndRequest(Event):
+    """FCGI_END_REQUEST; ``protocol_status`` is a :class:`ProtocolStatus` value."""
+
+    request_id: int
+    app_status: int
+    protocol_status: int
+
+    @property
+    def complete(self) -> bool:
+        return self.protocol_status == 0
+
+
+@dataclass(frozen=True, slots=True)
+class GetValuesResult(Event):
+    values: dict[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownType(Event):
+    """The application did not understand a management record we sent."""
+
+    record_type: int
+
+
+# What an application (the responder side) receives from the client.
+
+
+@dataclass(frozen=True, slots=True)
+class BeginRequest(Event):
+    request_id: int
+    role: int
+    keep_conn: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Params(Event):
+    """The whole PARAMS stream of a request, decoded, once its empty record arrived."""
+
+    request_id: int
+    params: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stdin(Event):
+    """A piece of the request body; ``end`` is true for the closing empty record."""
+
+    request_id: int
+    data: bytes
+    end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Event):
+    request_id: int
+    data: bytes
+    end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AbortRequest(Event):
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetValues(Event):
+    names: tuple[bytes, ...]
