@@ -6,7 +6,7 @@ the message is for the log, never for the client.
 
 from __future__ import annotations
 
-from .fastcgi import ProtocolError
+from .fastcgi import ProtocolError, ProtocolStatus
 
 __all__ = [
     "BackendError",
@@ -16,6 +16,7 @@ __all__ = [
     "ResponseTimeout",
     "PoolOverloaded",
     "QueueTimeout",
+    "RequestRejected",
     "ProtocolError",
 ]
 
@@ -33,9 +34,17 @@ class ConnectError(BackendError):
 
 
 class BackendClosed(BackendError):
-    """The backend closed the connection before the request ended."""
+    """The backend closed the connection before the request ended.
+
+    ``response_started`` tells whether any response byte had arrived: a
+    request that got nothing back may be retried on another connection.
+    """
 
     http_status = 502
+
+    def __init__(self, message: str = "connection closed", *, response_started: bool = False):
+        super().__init__(message)
+        self.response_started = response_started
 
 
 class BackendProtocolError(BackendError):
@@ -60,3 +69,22 @@ class QueueTimeout(BackendError):
     """A request waited too long in the queue for a free backend connection."""
 
     http_status = 503
+
+
+class RequestRejected(BackendError):
+    """The backend ended the request without running it (END_REQUEST's protocol status).
+
+    OVERLOADED and CANT_MPX_CONN mean "try later" (503); UNKNOWN_ROLE is a
+    misconfigured backend (502).
+    """
+
+    def __init__(self, protocol_status: int, app_status: int = 0) -> None:
+        self.protocol_status = protocol_status
+        self.app_status = app_status
+        try:
+            name = ProtocolStatus(protocol_status).name
+        except ValueError:
+            name = f"protocol status {protocol_status}"
+        super().__init__(f"backend rejected the request: {name}")
+        if protocol_status in (ProtocolStatus.OVERLOADED, ProtocolStatus.CANT_MPX_CONN):
+            self.http_status = 503
