@@ -78,7 +78,8 @@ function form_post(): void
 
 function cookie(): void
 {
-    $visits = filter_var($_COOKIE['visits'] ?? 0, FILTER_VALIDATE_INT, ['options' => ['min_range' => 0, 'default' => 0]]) + 1;
+    $seen = $_COOKIE['visits'] ?? '';
+    $visits = (is_string($seen) && preg_match('/^\d{1,9}$/', $seen) ? (int) $seen : 0) + 1;
     $options = ['path' => '/', 'httponly' => true, 'samesite' => 'Lax', 'expires' => time() + 86400 * 30];
     // Two Set-Cookie headers: a front server must pass both, never fold them
     // into one line (RFC 6265, section 3).
