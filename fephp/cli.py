@@ -1,0 +1,93 @@
+"""The ``fephp`` console entry point: one argparse subcommand per tool.
+
+Adding a subcommand is one entry in :data:`COMMANDS`: a help line, a
+function that declares its arguments, and a function that runs it and
+returns the exit status.  This module and ``fephp.tap`` are the only places
+that touch the global reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, NamedTuple
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+
+class Command(NamedTuple):
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from .bench.command import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor as _reactor
+    from twisted.internet.error import ReactorNotRunning
+
+    from .bench.command import EXIT_INTERRUPTED, run
+
+    reactor: Any = _reactor
+    started = run(args, reactor)
+    if isinstance(started, int):
+        return started
+    bench, status = started
+    outcome: list[object] = []
+
+    def stop_reactor(result: object) -> None:
+        outcome.append(result)
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    status.addBoth(stop_reactor)
+    # Ctrl-C stops the reactor; end the run first so its partial report is printed.
+    reactor.addSystemEventTrigger("before", "shutdown", bench.stop)
+    if not outcome:
+        reactor.run()
+    if not outcome:
+        return EXIT_INTERRUPTED
+    result = outcome[0]
+    if isinstance(result, int):
+        return EXIT_INTERRUPTED if bench.interrupted and result == 0 else result
+    from twisted.python.failure import Failure
+
+    if isinstance(result, Failure):
+        sys.stderr.write(f"fephp bench: error: {result.getErrorMessage()}\n")
+    return 1
+
+
+COMMANDS: dict[str, Command] = {
+    "bench": Command("load an HTTP server and report latency percentiles", _bench_arguments, _run_bench),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fephp", description="fephp: a front server for PHP applications.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(func=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line *argv* (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else 2
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
