@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 __all__ = ["Schedule"]
 
-# Float rounding must not make the request due at exactly ``now`` wait a tick.
+# Float rounding must not make a count of zero sends negative.
 _EPSILON = 1e-9
 
 
@@ -43,7 +43,15 @@ class Schedule:
         """How many sends are due by *now*: indexes ``0 .. due(now) - 1``."""
         if now < self.start:
             return 0
-        return min(self.total, math.floor((now - self.start) * self.rps + _EPSILON) + 1)
+        # The float estimate can be one off either way; settle it against
+        # intended() itself, so that a send is due exactly at its own time
+        # (a timer armed for intended(i) always finds send i due).
+        last = min(self.total - 1, math.floor((now - self.start) * self.rps))
+        while last + 1 < self.total and self.intended(last + 1) <= now:
+            last += 1
+        while last >= 0 and self.intended(last) > now:
+            last -= 1
+        return last + 1
 
     @property
     def end(self) -> float:
