@@ -75,11 +75,8 @@ _TEXT_HTML = b"text/html"  # PHP's own default_mimetype
 _NO_BODY_STATUSES = frozenset((204, 304))
 
 
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
+# Standard reason phrases, looked up without an enum call per response.
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 
 def _parse(head: bytes) -> CGIHead:
@@ -122,7 +119,7 @@ def _parse(head: bytes) -> CGIHead:
         # answers 302 to both, and so do we.
         status = 302 if has_location else 200
     if not reason:
-        reason = _reason(status)
+        reason = _REASONS.get(status, b"")
     if not has_type and status not in _NO_BODY_STATUSES:
         # RFC 3875 6.3.1: a body needs a Content-Type, or browsers sniff
         # one.  PHP sends one unless default_mimetype is set empty; its
