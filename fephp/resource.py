@@ -1,0 +1,290 @@
+"""The web glue: route a request, serve a static file or run PHP, stream the answer.
+
+Every failure becomes a short page from :func:`error_page`, which names the
+status and nothing else: no path, no backend address, no PHP message.
+"""
+
+from __future__ import annotations
+
+import os
+from http import HTTPStatus
+from typing import Any, Optional
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, static
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from .backend import Backend
+from .cgienv import RequestFacts, build_env
+from .cgiresponse import CGIResponseError, HeadParser
+from .errors import BackendError
+from .routing import Forbidden, NotFound, Redirect, Router, Script, StaticFile
+
+__all__ = ["PHPApp", "error_page"]
+
+_SERVER = b"server"
+#: Headers about PHP's connection to us, not ours to the client (RFC 9110 7.6.1);
+#: Twisted frames the response itself.
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"))
+#: Methods whose empty body is still announced as CONTENT_LENGTH 0.
+_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+
+
+def error_page(status: int) -> bytes:
+    """A short HTML page for *status* that discloses nothing else."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    title = f"{status} {phrase}"
+    return (
+        f"<!DOCTYPE html>\n<html><head><title>{title}</title></head>"
+        f"<body><h1>{title}</h1></body></html>\n"
+    ).encode()
+
+
+def send_error(request: Request, status: int, headers: Optional[dict[bytes, bytes]] = None) -> bytes:
+    """Set *status* with its page on *request*; returns the body for render()."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"text/html; charset=utf-8")
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    body = error_page(status)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+class _StaticFile(static.File):
+    """Twisted's File (Range, If-Modified-Since, a producer per response), as nginx serves.
+
+    Twisted would label ``x.tar.gz`` with ``Content-Encoding: gzip`` and make
+    browsers unpack it; nginx sends such files as they are, and so do we.
+    """
+
+    contentEncodings: dict[str, str] = {}
+    defaultType = "application/octet-stream"
+
+
+class _PHPResponse:
+    """A :class:`fephp.backend.ResponseSink` that turns CGI output into the HTTP response."""
+
+    __slots__ = ("_request", "_parser", "_head_sent", "_producer", "_log_source", "stderr_lines")
+
+    log = Logger()
+
+    def __init__(self, request: Request, max_head_size: int) -> None:
+        self._request = request
+        self._parser: Optional[HeadParser] = HeadParser(max_head_size)
+        self._head_sent = False
+        self._producer: Optional[IPushProducer] = None
+        self._log_source = request
+
+    @property
+    def head_sent(self) -> bool:
+        return self._head_sent
+
+    def response_started(self, producer: IPushProducer) -> None:
+        self._producer = producer
+        # The HTTP transport pauses the FastCGI connection when the client is slow.
+        self._request.registerProducer(producer, True)
+
+    def stdout_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            self._request.write(data)
+            return
+        parsed = parser.feed(data)
+        if parsed is None:
+            return
+        head, rest = parsed
+        self._send_head(head)
+        if rest:
+            self._request.write(rest)
+
+    def _send_head(self, head: Any) -> None:
+        self._parser = None
+        self._head_sent = True
+        request = self._request
+        request.setResponseCode(head.status, head.reason or None)
+        add = request.responseHeaders.addRawHeader
+        for name, value in head.headers:
+            if name.lower() not in _HOP_BY_HOP:
+                add(name, value)
+
+    def stderr_received(self, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line:
+                self.log.warn(
+                    "PHP: {php_stderr}", php_stderr=line, uri=self._request.uri.decode("latin-1")
+                )
+
+    def finish_head(self) -> None:
+        """The response ended: a head still pending must be completed now."""
+        if self._parser is not None:
+            head, rest = self._parser.finish()
+            self._send_head(head)
+            if rest:
+                self._request.write(rest)
+
+    def unregister(self) -> None:
+        if self._producer is not None:
+            self._producer = None
+            self._request.unregisterProducer()
+
+
+class PHPApp(Resource):
+    """The whole site as one leaf resource: static files and PHP scripts under one root."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        backend: Backend,
+        server_software: str = "fephp",
+        server_name: Optional[str] = None,
+        max_cgi_head_size: int = 64 * 1024,
+    ) -> None:
+        super().__init__()
+        self.router = router
+        self.backend = backend
+        self.server_software = server_software
+        self._server_header = server_software.encode("latin-1", "replace")
+        self.server_name = server_name
+        self.max_cgi_head_size = max_cgi_head_size
+        self.document_root = router.root
+        #: Requests handed to PHP and not yet finished (for a graceful stop).
+        self.in_flight = 0
+        self._idle_waiters: list[Any] = []
+
+    def render(self, request: Request) -> Any:
+        request.setHeader(_SERVER, self._server_header)
+        uri = request.uri
+        path, _, query = uri.partition(b"?")
+        if not path.startswith(b"/"):
+            # "*" (OPTIONS *) and absolute-form targets are not for PHP.
+            return send_error(request, 400)
+        route = self.router.route(path)
+        kind = type(route)
+        if kind is Script:
+            return self._run_php(request, route, query)  # type: ignore[arg-type]
+        if kind is StaticFile:
+            return _StaticFile(route.path).render(request)  # type: ignore[union-attr]
+        if kind is Redirect:
+            location = route.location.encode("utf-8")  # type: ignore[union-attr]
+            if query:
+                location += b"?" + query
+            return send_error(request, 301, {b"location": location})
+        if kind is Forbidden:
+            return send_error(request, 403)
+        return send_error(request, 404)
+
+    def _run_php(self, request: Request, route: Script, query: bytes) -> Any:
+        content = request.content
+        length: Optional[int]
+        if content is None:
+            length = None
+        else:
+            content.seek(0, os.SEEK_END)
+            length = content.tell()
+            content.seek(0)
+        headers = [(name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values]
+        client = request.getClientAddress()
+        host = request.getHost()
+        facts = RequestFacts(
+            method=request.method,
+            raw_uri=request.uri,
+            query_string=query,
+            headers=headers,
+            content_length=length if length or request.method in _BODY_METHODS else None,
+            content_type=request.getHeader(b"content-type"),
+            server_protocol=request.clientproto,
+            https=request.isSecure(),
+            remote_addr=getattr(client, "host", "127.0.0.1"),
+            remote_port=getattr(client, "port", 0),
+            server_addr=getattr(host, "host", "127.0.0.1"),
+            server_port=getattr(host, "port", 0),
+            host=request.getHeader(b"host"),
+        )
+        env = build_env(
+            facts,
+            route,
+            document_root=self.document_root,
+            server_software=self.server_software,
+            server_name=self.server_name,
+        )
+        sink = _PHPResponse(request, self.max_cgi_head_size)
+        body = content if length else None
+        self.in_flight += 1
+        d = self.backend.request(env, body, sink)
+        finished = request.notifyFinish()
+        # The client went away: abort the FastCGI request and free its connection.
+        finished.addErrback(lambda _: d.cancel())
+        d.addCallbacks(self._php_done, self._php_failed, (request, sink), None, (request, sink))
+        d.addBoth(self._request_over)
+        return NOT_DONE_YET
+
+    def _php_done(self, app_status: int, request: Request, sink: _PHPResponse) -> None:
+        sink.unregister()
+        if request._disconnected:  # type: ignore[attr-defined]
+            return
+        try:
+            sink.finish_head()
+        except CGIResponseError as e:
+            self.log.error("bad CGI response from PHP for {uri}: {error}", uri=request.uri, error=str(e))
+            self._fail(request, sink, 502)
+            return
+        request.finish()
+
+    def _php_failed(self, failure: Failure, request: Request, sink: _PHPResponse) -> None:
+        sink.unregister()
+        if request._disconnected or failure.check(CancelledError):  # type: ignore[attr-defined]
+            return  # the client went away; nobody to answer
+        error = failure.value
+        if isinstance(error, (BackendError, CGIResponseError)):
+            status = error.http_status
+            self.log.error(
+                "{uri}: {status} ({kind}: {error})",
+                uri=request.uri,
+                status=status,
+                kind=type(error).__name__,
+                error=str(error),
+            )
+        else:
+            status = 502
+            self.log.failure("unexpected error while running {uri}", failure, uri=request.uri)
+        self._fail(request, sink, status)
+
+    def _fail(self, request: Request, sink: _PHPResponse, status: int) -> None:
+        if sink.head_sent:
+            # Part of the answer is out: the client must see it truncated,
+            # never a short response that looks complete.
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        request.responseHeaders = http.Headers()
+        request.setHeader(_SERVER, self._server_header)
+        body = send_error(request, status)
+        request.write(body)
+        request.finish()
+
+    def _request_over(self, _: object) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                if not d.called:  # a stop's grace period may have given up on it
+                    d.callback(None)
+
+    def wait_idle(self) -> "Deferred[None]":
+        """A Deferred that fires when no PHP request is in flight."""
+        if self.in_flight == 0:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        return d

@@ -1,0 +1,139 @@
+"""Twisted Web's Site and Request, bounded and quiet the way a front server must be."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any, Optional
+
+from twisted.web import http, server
+from twisted.web.resource import IResource
+
+from .resource import error_page
+
+__all__ = ["FrontSite", "FrontRequest"]
+
+
+def _raw_error(status: int) -> bytes:
+    body = error_page(status)
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+        % (status, http.RESPONSES.get(status, b"Error"), len(body))
+    ) + body
+
+
+class _Discard:
+    """Where the body of a request refused as too large goes."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args: Any) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class FrontRequest(server.Request):
+    """A Request that refuses bodies over the site's ``max_body_size`` with 413.
+
+    The check runs on the announced Content-Length before any of the body is
+    read, and on the running total of a chunked body.
+    """
+
+    # PHP always sends its own Content-Type; static files get theirs from File.
+    defaultContentType = None
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: Optional[int]) -> None:  # noqa: N802 - Twisted's name
+        limit = self.channel.site.max_body_size  # type: ignore[union-attr]
+        if length is not None and limit is not None and length > limit:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self._refused:
+            return
+        self._received += len(data)
+        limit = self.channel.site.max_body_size  # type: ignore[union-attr]
+        if limit is not None and self._received > limit:
+            self._refuse()
+            return
+        self.content.write(data)  # type: ignore[union-attr]
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.content = _Discard()  # type: ignore[assignment]
+        transport = self.channel.transport  # type: ignore[union-attr]
+        transport.write(_raw_error(413))
+        transport.loseConnection()
+
+    def process(self) -> None:
+        if self._refused:
+            return
+        super().process()
+
+
+class FrontSite(server.Site):
+    """The Site: a bounded request head, no form parsing, an optional access log.
+
+    Twisted's default would parse every form body into ``request.args`` (PHP
+    does that itself) and log every request through the global log; we log
+    only to the configured access log, in Combined Log Format.
+    """
+
+    requestFactory = FrontRequest
+
+    def __init__(
+        self,
+        resource: IResource,
+        *,
+        access_log: Optional[str] = None,
+        max_body_size: Optional[int] = None,
+        max_header_size: int = 16 * 1024,
+        timeout: Optional[float] = 60.0,
+        reactor: Any = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"timeout": timeout}
+        if reactor is not None:
+            kwargs["reactor"] = reactor
+        if access_log and access_log != "-":
+            kwargs["logPath"] = access_log
+        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
+        self.access_log = access_log
+        self.max_body_size = max_body_size
+        self.max_header_size = max_header_size
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
+        channel = super().buildProtocol(addr)
+        # Bounds the request line and headers together (Twisted answers 431/400).
+        channel.totalHeadersSize = self.max_header_size
+        return channel
+
+    def startFactory(self) -> None:  # noqa: N802 - Twisted's name
+        super().startFactory()
+        if not self.access_log:
+            self._logFile = None
+        elif self.access_log == "-":
+            self._logFile = _Stdout(sys.stdout)
+
+
+class _Stdout:
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, line: str) -> None:
+        self._stream.write(line)
+        self._stream.flush()
+
+    def close(self) -> None:
+        pass
