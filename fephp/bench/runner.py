@@ -461,6 +461,7 @@ class BenchRun:
         end = now if self._stopped_early else max(now, self._deadline)
         if end > self._last_tick:
             recorder.close_interval(end - self.measure_start, end - self._last_tick, keep=end > self.measure_start)
+        recorder.flush()
         wall = max(1e-9, now - self._t0)
         config = self.config
         report = Report(
