@@ -283,19 +283,28 @@ class PoolTestCase(SynchronousTestCase):
         self.assertEqual(len(self.endpoint.connects), 5)
 
     def test_hanging_connect_is_cancelled_after_connect_timeout_and_retried(self) -> None:
-        """A connect with no answer is cancelled after connect_timeout, and a new attempt follows."""
-        pool = self.make_pool(connect_timeout=5.0, queue_timeout=30.0)
-        d, _ = self.run_one(pool)
+        """A connect with no answer is cancelled after connect_timeout, and a new attempt serves the requests still waiting."""
+        pool = self.make_pool(size=1, connect_timeout=5.0, queue_timeout=30.0)
+        d1, _ = self.run_one(pool, "/1.php")
+        d1.addErrback(lambda f: f.trap(ConnectError))  # see the expected failure below
         first = self.endpoint.last
-        self.clock.advance(4.9)
+        self.clock.advance(3)
+        d2, _ = self.run_one(pool, "/2.php")
+        self.clock.advance(1.9)
         self.assertIs(first.cancelled, False)
         self.clock.advance(0.1)
         self.assertIs(first.cancelled, True)
         self.assertEqual(pool.stats()["failures"], 1)
         self.clock.advance(0.1)
-        self.assertEqual(len(self.endpoint.connects), 2)
-        self.endpoint.last.succeed().respond()
-        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual([c.at for c in self.endpoint.connects], [0.0, 5.1])
+        backend = self.endpoint.last.succeed()
+        self.assertEqual(pool.stats()["failures"], 0)
+        served = []
+        while (name := backend.script()) is not None:
+            served.append(name)
+            backend.respond()
+        self.assertEqual(served[-1], b"/2.php")
+        self.assertEqual(self.successResultOf(d2), 0)
 
     def test_later_requests_fail_after_connect_timeout_once_connects_have_failed(self) -> None:
         """During an outage already seen, a new request fails with ConnectError after connect_timeout."""
