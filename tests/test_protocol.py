@@ -31,6 +31,7 @@ STDIN_END = b"\x01\x05\x00\x01\x00\x00\x00\x00"
 ABORT = b"\x01\x02\x00\x01\x00\x00\x00\x00"
 HEAD = BEGIN_KEEP_CONN + PARAMS_RECORD + PARAMS_END
 
+#: Encodes what php-fpm would send; used for its record builders only.
 backend = ServerConnection()
 
 
