@@ -38,7 +38,19 @@ def normalize_client_endpoint(text: str) -> str:
     if text.startswith("unix:/"):
         # nginx's "unix:/path" spelling of a socket.
         return "unix:path=" + quoteStringArgument(text[len("unix:") :])
+    if text.startswith("unix:") and not _unix_path(text[len("unix:") :]):
+        # clientFromString would accept it and fail only at the first connect.
+        raise ValueError(f"no socket path in {text!r}")
     return text
+
+
+def _unix_path(arguments: str) -> str:
+    for argument in re.split(r"(?<!\\):", arguments):
+        if argument.startswith("path="):
+            return argument[len("path=") :]
+        if "=" not in argument:
+            return argument
+    return ""
 
 
 def _port(text: str) -> int:

@@ -102,7 +102,7 @@ class FastCGIPool:
         self._connecting = 0
         self._waiters: deque[_Waiter] = deque()
         self._failures = 0
-        self._last_error: Optional[Failure] = None
+        self._last_error = ""
         self._retry_call: Optional[IDelayedCall] = None
         self._reaper: Optional[IDelayedCall] = None
         self._closed = False
@@ -274,7 +274,7 @@ class FastCGIPool:
                 failures=self._failures,
             )
         self._failures = 0
-        self._last_error = None
+        self._last_error = ""
         if self._closed:
             proto.close()
             return
@@ -285,13 +285,20 @@ class FastCGIPool:
     def _connect_failed(self, failure: Failure) -> None:
         self._connecting -= 1
         self._failures += 1
-        self._last_error = failure
         if failure.check(TxTimeoutError, CancelledError):
             reason = f"no connection within {self.connect_timeout:g} s"
         else:
             reason = failure.getErrorMessage()
+        self._last_error = reason
         if self._failures == 1:
             self.log.warn("cannot connect to {name}: {reason}", name=self.name, reason=reason)
+        if not self._busy and not self._idle:
+            # A connect that hung for the whole connect timeout ends at the
+            # same moment as the waiters' first check: settle them here.
+            deadline = self._clock.seconds() - self.connect_timeout
+            for waiter in [w for w in self._waiters if w.since <= deadline]:
+                self._waiters.remove(waiter)
+                self._fail_waiter(waiter, self._connect_error())
         if self._waiters and self._retry_call is None and not self._closed:
             # Never wait so long between attempts that a request's connect
             # timeout passes with no attempt after the backend came back.
@@ -350,16 +357,17 @@ class FastCGIPool:
         self._cancel_timer(waiter)
         waiter.deferred.errback(Failure(error))
 
+    def _connect_error(self) -> ConnectError:
+        return ConnectError(
+            f"cannot connect to {self.name} within {self.connect_timeout:g} s: {self._last_error}"
+        )
+
     def _waiter_timed_out(self, waiter: _Waiter) -> None:
         waiter.timer = None
         now = self._clock.seconds()
         if self._failures and not self._busy and not self._idle:
             self._waiters.remove(waiter)
-            reason = self._last_error.getErrorMessage() if self._last_error else "unknown"
-            self._fail_waiter(
-                waiter,
-                ConnectError(f"cannot connect to {self.name} within {self.connect_timeout:g} s: {reason}"),
-            )
+            self._fail_waiter(waiter, self._connect_error())
             return
         remaining = waiter.since + self.queue_timeout - now
         if remaining > 0:

@@ -85,11 +85,6 @@ def test_normalize_refuses_bad_ports_and_empty_text(text: str) -> None:
         normalize_client_endpoint(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: endpoints.py passes 'unix:' and 'unix:path=' through to clientFromString, "
-    "which builds a UNIXClientEndpoint for the empty path; the mistake only shows at connect time",
-)
 @pytest.mark.parametrize("text", ["unix:", "unix:path="])
 def test_empty_socket_path_is_refused(text: str) -> None:
     """A UNIX socket address with an empty path is a ValueError at parse time."""

@@ -320,11 +320,6 @@ class PoolTestCase(SynchronousTestCase):
         self.clock.advance(0.25)
         self.failureResultOf(d, ConnectError)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: pool.py _waiter_timed_out runs before _connect_failed for the same deadline, "
-        "sees no failure yet and re-arms for queue_timeout",
-    )
     def test_hanging_connect_fails_the_request_after_connect_timeout(self) -> None:
         """When the backend never answers a connect, the waiting request fails with ConnectError at connect_timeout."""
         pool = self.make_pool(connect_timeout=5.0, queue_timeout=30.0)
