@@ -263,9 +263,9 @@ def warnings_for(report: Report) -> list[str]:
         lateness = report.lateness
         if lateness and lateness.count and lateness.p50_ms >= 0.2 * max(report.service.p50_ms, 0.001):
             notes.append(
-                f"the scheduler sent requests a median {lateness.p50_ms:.2f} ms late (Twisted's timers "
-                f"fire on a millisecond grid); that lateness is part of the intended-time latency, "
-                f"compare with the 'from sent' row"
+                f"the scheduler sent requests a median {lateness.p50_ms:.3f} ms late (timer granularity: "
+                f"Twisted's epoll reactor sleeps in whole milliseconds, select() finer; and the generator's "
+                f"own work); that lateness is part of the intended-time latency, compare with the 'from sent' row"
             )
     if report.cpu_fraction > CPU_WARNING_FRACTION:
         notes.append(
