@@ -163,13 +163,19 @@ def _encode_length(n: int) -> bytes:
 def encode_name_values(pairs: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]) -> bytes:
     """Name-value pairs (section 3.4): each length in 1 byte below 128, else 4 bytes."""
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    out = bytearray()
+    parts: list[bytes] = []
+    append = parts.append
+    # Runs for every request: the common short lengths skip the function call.
     for name, value in items:
-        out += _encode_length(len(name))
-        out += _encode_length(len(value))
-        out += name
-        out += value
-    return bytes(out)
+        n = len(name)
+        v = len(value)
+        if n < 0x80 and v < 0x80:
+            append(bytes((n, v)))
+        else:
+            append(_encode_length(n) + _encode_length(v))
+        append(name)
+        append(value)
+    return b"".join(parts)
 
 
 def _decode_length(data: bytes, pos: int) -> tuple[int, int]:
