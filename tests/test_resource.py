@@ -1,0 +1,113 @@
+"""PHPApp inside a real FrontSite over an in-memory transport, with a fake php-fpm behind the pool.
+
+HTTP parsing is Twisted's own; the FastCGI side is the real pool and
+protocol talking to a ServerConnection, so what reaches "php-fpm" is checked
+as FastCGI events.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from fephp.fastcgi import AbortRequest, BeginRequest, Params, Stdin
+from fephp.pool import FastCGIPool
+from fephp.resource import PHPApp, error_page
+from fephp.routing import Router
+from fephp.site import FrontSite
+from tests.test_pool import FakeEndpoint
+
+
+class ResourceTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        root = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, root)
+        (root / "index.php").write_text("<?php\n")
+        (root / "slow.php").write_text("<?php\n")
+        self.root = root
+        self.clock = Clock()
+        self.endpoint = FakeEndpoint(self.clock)
+        self.pool = FastCGIPool(self.endpoint, clock=self.clock, size=1, idle_timeout=None)
+        self.app = PHPApp(router=Router(root=str(root)), backend=self.pool, server_software="t")
+        self.site = FrontSite(self.app, max_body_size=100, timeout=None, reactor=self.clock)
+
+    def connect(self) -> tuple[object, StringTransport]:
+        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 5000),
+        )
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def test_client_disconnect_sends_abort_request(self) -> None:
+        """A client that goes away mid-request makes the pool send ABORT_REQUEST and drop the connection."""
+        channel, _ = self.connect()
+        channel.dataReceived(b"GET /slow.php HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = self.endpoint.last.succeed()
+        events = backend.received()
+        self.assertIsInstance(events[0], BeginRequest)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(backend.received(), [AbortRequest(1)])
+        self.assertTrue(backend.transport.disconnecting)
+        self.assertEqual(self.pool.stats()["busy"], 0)
+
+    def test_response_is_streamed_with_php_headers(self) -> None:
+        """PHP's status, headers and body reach the client; hop-by-hop headers do not."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /index.php HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+        backend = self.endpoint.last.succeed()
+        events = backend.received()
+        params = dict(next(e for e in events if isinstance(e, Params)).params)
+        self.assertEqual(params[b"CONTENT_LENGTH"], b"3")
+        self.assertEqual([e.data for e in events if isinstance(e, Stdin)], [b"abc", b""])
+        backend.send_output(
+            b"Status: 201 Created\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"Transfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\nfirst"
+        )
+        out = transport.value()
+        self.assertTrue(out.startswith(b"HTTP/1.1 201 Created\r\n"))
+        self.assertIn(b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n", out)
+        self.assertEqual(out.count(b"Transfer-Encoding"), 1)  # Twisted's own chunking only
+        self.assertTrue(out.endswith(b"5\r\nfirst\r\n"))
+
+    def test_slow_client_pauses_the_backend(self) -> None:
+        """When the HTTP transport asks its producer to pause, the FastCGI connection stops reading."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /index.php HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = self.endpoint.last.succeed()
+        backend.send_output(b"Content-Type: text/plain\r\n\r\nx")
+        transport.producer.pauseProducing()
+        self.assertEqual(backend.transport.producerState, "paused")
+        transport.producer.resumeProducing()
+        self.assertEqual(backend.transport.producerState, "producing")
+
+    def test_body_over_limit_is_413_before_any_backend_work(self) -> None:
+        """A Content-Length over max_body_size is answered 413 and nothing is connected."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /index.php HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertTrue(transport.value().endswith(error_page(413)))
+        self.assertEqual(self.endpoint.connects, [])
+
+    def test_truncated_cgi_head_is_502(self) -> None:
+        """A response that ends inside the CGI head becomes a 502 page."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /index.php HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = self.endpoint.last.succeed()
+        backend.received()
+        backend.proto.dataReceived(
+            backend.server.stdout(1, b"Content-Type: text/pl", close=True) + backend.server.end_request(1)
+        )
+        out = transport.value()
+        self.assertTrue(out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))
+        self.assertTrue(out.endswith(error_page(502)))
+
