@@ -25,7 +25,8 @@ class FakeServer:
     def __init__(self, config: BenchConfig) -> None:
         self.reactor = MemoryReactorClock()
         self.cpu = 0.0
-        self.bench = BenchRun(config, self.reactor, cpu_time=lambda: self.cpu)
+        self.progress: list[str] = []
+        self.bench = BenchRun(config, self.reactor, cpu_time=lambda: self.cpu, on_progress=self.progress.append)
         self.connections: list[tuple[HTTPClientConnection, StringTransport]] = []
         self._seen = 0
         self.reports: list[Report] = []
@@ -273,6 +274,21 @@ class RateModeTests(SynchronousTestCase):
             server.answer_all()
             server.reactor.advance(0.125)
         self.assertEqual(server.report.cpu_fraction, pytest.approx(0.9 / 0.875))
+
+
+    def test_progress_once_a_second(self) -> None:
+        """The progress callback gets one line per second with the rate of that second and the p99 so far."""
+        server = FakeServer(rate_config(duration=2.5, warmup=1.0))
+        for _ in range(30):
+            server.accept()
+            server.answer_all()
+            server.reactor.advance(0.125)
+        self.assertEqual(len(server.reports), 1)
+        self.assertEqual(len(server.progress), 3)  # at 1 s (end of warmup), 2 s and 3 s
+        self.assertTrue(server.progress[0].startswith("warmup    1.0 s        8.0 req/s"))
+        self.assertTrue(server.progress[1].startswith("   2.0 s        8.0 req/s  p99 so far      0.00 ms"))
+        self.assertEqual([s.end_s for s in server.report.timeseries], [1.0, 2.0, 2.5])
+        self.assertEqual([s.requests for s in server.report.timeseries], [8, 8, 4])
 
 
 class MaxModeTests(SynchronousTestCase):

@@ -234,6 +234,13 @@ class Recorder:
             self.timeseries.append(stats)
         return stats
 
+    def p99_so_far_ms(self) -> float | None:
+        """The measured p99 from the intended time so far (None before any measured response)."""
+        self.flush()
+        if not self.intended.get_total_count():
+            return None
+        return float(self.intended.get_value_at_percentile(99.0)) / 1000
+
     @property
     def errors_so_far(self) -> int:
         """Errors seen since the start, warmup included (for the progress line)."""
@@ -357,13 +364,11 @@ def format_text(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_progress(elapsed_s: float, stats: IntervalStats, total_errors: int, warming_up: bool) -> str:
-    """The live line shown on a terminal once a second."""
+def format_progress(elapsed_s: float, current_rps: float, p99_ms: float | None, errors: int, warming_up: bool) -> str:
+    """The live line shown on a terminal once a second: elapsed, current rate, p99 so far, errors."""
     phase = "warmup " if warming_up else ""
-    return (
-        f"{phase}{elapsed_s:6.1f} s  {stats.rps:9.1f} req/s  p99 {stats.p99_ms:9.2f} ms  "
-        f"errors {total_errors}"
-    )
+    p99 = "p99 so far        -" if p99_ms is None else f"p99 so far {p99_ms:9.2f} ms"
+    return f"{phase}{elapsed_s:6.1f} s  {current_rps:9.1f} req/s  {p99}  errors {errors}"
 
 
 def report_to_json(report: Report) -> dict[str, Any]:
