@@ -54,6 +54,7 @@ class _Waiter:
 
 
 class _ProtocolFactory(Factory):
+    noisy = False  # one log line per pooled connection is noise
     def __init__(self, pool: "FastCGIPool") -> None:
         self._pool = pool
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
@@ -83,6 +84,14 @@ class FrontRequest(server.Request):
         super().process()
 
 
+class _Channel(http.HTTPChannel):
+    """An HTTPChannel that tells its site when it is gone."""
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted's name
+        super().connectionLost(reason)
+        self.site._channel_closed(self)  # type: ignore[attr-defined]
+
+
 class FrontSite(server.Site):
     """The Site: a bounded request head, no form parsing, an optional access log.
 
@@ -92,6 +101,7 @@ class FrontSite(server.Site):
     """
 
     requestFactory = FrontRequest
+    protocol = _Channel
 
     def __init__(
         self,
@@ -112,12 +122,39 @@ class FrontSite(server.Site):
         self.access_log = access_log
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
+        self._channels: set[http.HTTPChannel] = set()
+        self._all_closed: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
         channel = super().buildProtocol(addr)
         # Bounds the request line and headers together (Twisted answers 431/400).
         channel.totalHeadersSize = self.max_header_size
+        self._channels.add(channel)
         return channel
+
+    def _channel_closed(self, channel: http.HTTPChannel) -> None:
+        self._channels.discard(channel)
+        if not self._channels and self._all_closed:
+            waiting, self._all_closed = self._all_closed, []
+            for d in waiting:
+                if not d.called:
+                    d.callback(None)
+
+    def close_connections(self) -> "Deferred[None]":
+        """Close every client connection once what was written to it is sent.
+
+        Used at shutdown: the reactor's own teardown would drop connections
+        with their last bytes still unsent.
+        """
+        d: Deferred[None] = Deferred()
+        if not self._channels:
+            d.callback(None)
+            return d
+        self._all_closed.append(d)
+        for channel in list(self._channels):
+            if channel.transport is not None:
+                channel.transport.loseConnection()
+        return d
 
     def startFactory(self) -> None:  # noqa: N802 - Twisted's name
         super().startFactory()

@@ -1,0 +1,155 @@
+"""The daemon's life: twistd fephp starts, serves, and stops leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, require_binary
+from tests.test_http_php import make_docroot
+
+from fephp.phpfpm import find_php_fpm
+
+pytestmark = pytest.mark.php
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, port: int, php: str) -> Path:
+    root = make_docroot(tmp_path)
+    config = tmp_path / "fephp.yaml"
+    config.write_text(
+        f"""
+server:
+  listen: ["tcp:{port}:interface=127.0.0.1"]
+  root: {root}
+  shutdown_grace: 5
+php:
+{php}
+  worker_pool_size: 2
+logging:
+  access_log: access.log
+"""
+    )
+    return config
+
+
+def wait_for(predicate, what: str, within: float = 20.0) -> None:
+    """Poll *predicate* (an outside process's state) until true, failing after *within* seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def answers(url: str) -> bool:
+    try:
+        get(url)
+        return True
+    except OSError:
+        return False
+
+
+def processes_with(marker: str) -> list[int]:
+    """PIDs whose command line mentions *marker*."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("mode", ["managed", "php-cgi"])
+def test_daemon_starts_serves_and_stops_cleanly(tmp_path: Path, mode: str) -> None:
+    """Daemonized with a pidfile it serves PHP; SIGTERM removes the pidfile and every process it started."""
+    if mode == "managed":
+        require_binary(find_php_fpm(), "php-fpm")
+        php = "  use_fpm: true"
+    else:
+        php = "  use_fpm: false"
+    port = free_port()
+    config = write_config(tmp_path, port, php)
+    pidfile = tmp_path / "fephp.pid"
+    logfile = tmp_path / "fephp.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    started = subprocess.run(
+        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "fephp", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr.decode()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(pidfile.exists, "the pidfile")
+        pid = int(pidfile.read_text())
+        wait_for(lambda: answers(base + "/static/hello.txt"), "the listener")
+        status, body = get(base + "/status.php")
+        assert (status, body) == (200, b"status body")
+        status, body = get(base + "/static/hello.txt")
+        assert (status, body) == (200, b"plain text\n")
+        if mode == "managed":
+            assert processes_with("php-fpm"), "managed mode runs php-fpm"
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists(), "the pidfile to go")
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), "fephp to exit")
+        wait_for(lambda: not processes_with(str(config)), "no process left")
+        access = (tmp_path / "access.log").read_text()
+        assert '"GET /status.php HTTP/1.1" 200' in access
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_bad_config_fails_before_daemonizing(tmp_path: Path) -> None:
+    """A config error names the key and the file and twistd exits non-zero, no pidfile written."""
+    config = tmp_path / "bad.yaml"
+    config.write_text("server:\n  root: /nonexistent/dir\n  listen: [tcp:1]\nphp:\n  worker_pool_size: many\n")
+    pidfile = tmp_path / "fephp.pid"
+    result = subprocess.run(
+        [*TWISTD, "--pidfile", str(pidfile), "fephp", "--config", str(config)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        timeout=60,
+    )
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode != 0
+    assert "bad.yaml" in output
+    assert "worker_pool_size" in output or "server.root" in output
+    assert not pidfile.exists()
