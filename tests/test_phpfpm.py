@@ -1,0 +1,209 @@
+"""ManagedPHPFPM against the real php-fpm: ready, serving, restarted after a crash, stopped with nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, threads
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, globalLogPublisher
+
+from fephp.cgiresponse import HeadParser
+from fephp.config import Config
+from fephp.fastcgi import ClientConnection, EndRequest, Stderr, Stdout
+from fephp.phpfpm import ManagedPHPFPM, PHPFPMError, find_php_fpm
+from tests.conftest import require_binary
+
+pytestmark = pytest.mark.php
+
+SCRIPT = Path(__file__).parent / "php" / "cgiprocess" / "environment.php"
+
+
+@pytest.fixture
+def fpm(tmp_path: Path) -> Iterator[ManagedPHPFPM]:
+    """A managed php-fpm with two workers (not yet started); stopped at teardown whatever the test did."""
+    binary = require_binary(find_php_fpm(), "php-fpm")
+    service = ManagedPHPFPM(
+        reactor, binary=binary, worker_pool_size=2, max_requests=0,
+        ini={"memory_limit": "77M"}, run_dir_parent=str(tmp_path),
+    )
+    yield service
+    if service.running:
+        pytest_twisted.blockon(service.stopService())
+
+
+def fastcgi_request(path: str) -> tuple[bytes, bytes, EndRequest]:
+    """One FastCGI request for environment.php over a plain blocking socket."""
+    conn = ClientConnection()
+    params = {
+        b"GATEWAY_INTERFACE": b"CGI/1.1",
+        b"REQUEST_METHOD": b"GET",
+        b"SCRIPT_FILENAME": str(SCRIPT).encode(),
+        b"SCRIPT_NAME": b"/environment.php",
+        b"REQUEST_URI": b"/environment.php",
+        b"QUERY_STRING": b"",
+        b"SERVER_PROTOCOL": b"HTTP/1.1",
+    }
+    stdout = stderr = b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(conn.begin_request(1, params, keep_conn=False) + conn.end_stdin(1))
+        while True:
+            data = s.recv(65536)
+            assert data, "php-fpm closed the connection before END_REQUEST"
+            for event in conn.receive_data(data):
+                if isinstance(event, Stdout):
+                    stdout += event.data
+                elif isinstance(event, Stderr):
+                    stderr += event.data
+                elif isinstance(event, EndRequest):
+                    return stdout, stderr, event
+
+
+def served(path: str) -> Any:
+    """Deferred: the decoded JSON body environment.php returns through php-fpm at *path*."""
+
+    def check(result: tuple[bytes, bytes, EndRequest]) -> Any:
+        stdout, _, end = result
+        assert (end.app_status, end.protocol_status) == (0, 0)
+        parsed = HeadParser().feed(stdout)
+        assert parsed is not None
+        return json.loads(parsed[1])
+
+    return threads.deferToThread(fastcgi_request, path).addCallback(check)
+
+
+def live_processes(marker: str) -> list[int]:
+    """Non-zombie processes whose command line (php-fpm's process title) contains *marker*."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def ours(service: ManagedPHPFPM) -> list[int]:
+    """The master (titled with our config path) and workers (titled with our pool name) alive now."""
+    return sorted(set(live_processes(service.config_path) + live_processes(f"pool {service.pool_name}")))
+
+
+def wait_until(predicate: Any, what: str, within: float = 15.0) -> Any:
+    """Deferred that fires once *predicate()* is true, polled on the reactor with a deadline."""
+
+    @pytest_twisted.inlineCallbacks
+    def poll() -> Any:
+        deadline = reactor.seconds() + within
+        while not predicate():
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            yield deferLater(reactor, 0.02, lambda: None)
+
+    return poll()
+
+
+@pytest_twisted.inlineCallbacks
+def test_ready_serves_and_stops_leaving_nothing(fpm: ManagedPHPFPM) -> Any:
+    """Started, it fires ready(), answers FastCGI on its private socket with our ini; stopped, no process and no run dir remain."""
+    assert stat.S_IMODE(os.stat(fpm.run_dir).st_mode) == 0o700
+    fpm.startService()
+    yield fpm.ready()
+    seen = yield served(fpm.socket_path)
+    assert seen["memory_limit"] == "77M"
+    assert seen["server"]["SCRIPT_NAME"] == "/environment.php"
+    assert len(ours(fpm)) == 3  # the master and two workers
+    yield fpm.stopService()
+    assert ours(fpm) == []
+    assert not os.path.exists(fpm.run_dir)
+    assert fpm.pid is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_killed_master_is_restarted(fpm: ManagedPHPFPM) -> Any:
+    """kill -9 of the master: its orphaned workers are killed, a new master comes up and serves, and stop leaves nothing."""
+    fpm.startService()
+    yield fpm.ready()
+    first = fpm.pid
+    assert first is not None
+    old_workers = [p for p in ours(fpm) if p != first]
+    assert len(old_workers) == 2
+    os.kill(first, signal.SIGKILL)
+    yield wait_until(lambda: fpm.pid not in (None, first), "a new php-fpm master")
+    yield fpm.ready()
+    assert fpm.restarts == 1
+    assert not set(old_workers) & set(ours(fpm))
+    seen = yield served(fpm.socket_path)
+    assert seen["memory_limit"] == "77M"
+    yield fpm.stopService()
+    assert ours(fpm) == []
+    assert not os.path.exists(fpm.run_dir)
+
+
+@pytest_twisted.inlineCallbacks
+def test_log_lines_reach_twisted_logger(fpm: ManagedPHPFPM) -> Any:
+    """php-fpm's "ready to handle connections" NOTICE arrives as an info event, its timestamp and level prefix removed."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        fpm.startService()
+        yield fpm.ready()
+        yield wait_until(
+            lambda: any(e.get("line") == "ready to handle connections" for e in events), "the NOTICE line"
+        )
+        yield fpm.stopService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    ready = [e for e in events if e.get("line") == "ready to handle connections"]
+    assert [e["log_level"] for e in ready] == [LogLevel.info]
+
+
+@pytest_twisted.inlineCallbacks
+def test_ready_fails_when_php_fpm_exits(tmp_path: Path) -> Any:
+    """A "php-fpm" that exits at once fails ready() with PHPFPMError; stopping then removes the run dir."""
+    service = ManagedPHPFPM(reactor, binary="/bin/false", run_dir_parent=str(tmp_path), restart_delay=5.0)
+    service.startService()
+    with pytest.raises(PHPFPMError) as raised:
+        yield service.ready()
+    assert "exited" in str(raised.value)
+    yield service.stopService()
+    assert not os.path.exists(service.run_dir)
+
+
+def test_from_config_takes_the_php_section(tmp_path: Path) -> None:
+    """from_config builds the pool from php.*: binary, pool size as max_children, max_requests and ini."""
+    (tmp_path / "public").mkdir()
+    config = Config.from_dict(
+        {"php": {"php_fpm_binary": "/bin/true", "worker_pool_size": 3, "max_requests": 50, "ini": {"memory_limit": "1G"}}},
+        base_dir=str(tmp_path),
+    )
+    service = ManagedPHPFPM.from_config(config, reactor)
+    try:
+        text = Path(service.config_path).read_text()
+        assert service.binary == "/bin/true"
+        assert f"[{service.pool_name}]" in text
+        assert f"listen = {service.socket_path}" in text
+        assert "pm.max_children = 3" in text
+        assert "pm.max_requests = 50" in text
+        assert "php_admin_value[memory_limit] = 1G" in text
+    finally:
+        stopped = service.stopService()
+    assert stopped.called  # never started: nothing to wait for
+    assert not os.path.exists(service.run_dir)
