@@ -1,0 +1,857 @@
+"""fephp against nginx and Caddy in front of one php-fpm pool, on loopback.
+
+Started by ``benchmarks/run`` (which installs what is missing first).  It
+starts one php-fpm pool and, in front of it, fephp (``twistd -n fephp``),
+nginx and Caddy, plus a fephp in php-cgi mode for the before/after line.
+Each scenario runs its candidates interleaved round by round (A B C A B C
+...), with wrk for the throughput scenarios and ``fephp bench`` for fe-php's
+fixed-rate scenario, and reads the CPU time of every process group from
+/proc before and after each measurement.  The result is one table, printed
+and written as markdown and JSON into the results folder.
+
+Everything started here runs in its own session and is killed at the end,
+on an error, on Ctrl-C or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DOCROOT = os.path.join(HERE, "docroot")
+sys.path.insert(0, REPO)
+
+from fephp.phpfpm import PoolSpec, find_php_fpm, php_fpm_argv, render_config  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BIG_SIZE = 1024 * 1024
+
+#: Bounds on every wait, so that a stuck server cannot hang the run.
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+TOOL_SLACK = 60.0
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP arrived: unwind and clean up as for Ctrl-C."""
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+class Processes:
+    """Every process this script starts, each in its own session, killed at the end."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], *, log: str, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=cwd, start_new_session=True,
+            )
+        self.started.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """TERM to the process's own group, KILL after STOP_TIMEOUT."""
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        # Children that outlived their leader (php-fpm workers, nginx workers).
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop_all(self) -> None:
+        for _name, proc in reversed(self.started):
+            self.stop(proc)
+        self.started.clear()
+
+
+# --------------------------------------------------------------------------
+# /proc
+
+
+def _proc_stats() -> dict[int, tuple[int, int, int]]:
+    """pid -> (ppid, utime+stime, cutime+cstime) in clock ticks, for every process."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        rest = raw[raw.rindex(b")") + 2:].split()
+        # Fields after the name: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17).
+        stats[int(entry)] = (int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14]))
+    return stats
+
+
+def group_cpu(root: int, stats: dict[int, tuple[int, int, int]]) -> tuple[float, float]:
+    """CPU seconds of *root* and its live descendants, and of its reaped children (cutime)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    own = 0
+    todo = [root]
+    seen = set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        own += stats[pid][1]
+        todo.extend(children.get(pid, ()))
+    reaped = stats[root][2] if root in stats else 0
+    return own / CLK_TCK, reaped / CLK_TCK
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------
+# small helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_unix_socket(path: str, proc: subprocess.Popen[bytes], log: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"php-fpm exited with {proc.returncode}; see {log}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"php-fpm did not listen on {path} within {READY_TIMEOUT:.0f} s; see {log}")
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[bytes], name: str, log: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}:\n{tail(log)}")
+        try:
+            status, _ = http_get(url, timeout=2.0)
+            if status == 200:
+                return
+            last = f"status {status}"
+        except OSError as e:
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} not ready at {url} within {READY_TIMEOUT:.0f} s ({last}); see {log}:\n{tail(log)}")
+
+
+def tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def command_output(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else "?"
+
+
+def machine_facts() -> dict[str, Any]:
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    import twisted
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version() + " (" + platform.python_implementation() + ")",
+        "twisted": twisted.__version__,
+        "php_fpm": command_output([find_php_fpm() or "php-fpm", "-v"]),
+        "nginx": command_output(["nginx", "-v"]),
+        "caddy": command_output(["caddy", "version"]),
+        "wrk": command_output(["wrk", "-v"]),
+    }
+
+
+# --------------------------------------------------------------------------
+# the servers
+
+
+PARAMS = """\
+fastcgi_param  QUERY_STRING       $query_string;
+fastcgi_param  REQUEST_METHOD     $request_method;
+fastcgi_param  CONTENT_TYPE       $content_type;
+fastcgi_param  CONTENT_LENGTH     $content_length;
+fastcgi_param  SCRIPT_NAME        $fastcgi_script_name;
+fastcgi_param  SCRIPT_FILENAME    $document_root$fastcgi_script_name;
+fastcgi_param  REQUEST_URI        $request_uri;
+fastcgi_param  DOCUMENT_URI       $document_uri;
+fastcgi_param  DOCUMENT_ROOT      $document_root;
+fastcgi_param  SERVER_PROTOCOL    $server_protocol;
+fastcgi_param  REQUEST_SCHEME     $scheme;
+fastcgi_param  HTTPS              $https if_not_empty;
+fastcgi_param  GATEWAY_INTERFACE  CGI/1.1;
+fastcgi_param  SERVER_SOFTWARE    nginx/$nginx_version;
+fastcgi_param  REMOTE_ADDR        $remote_addr;
+fastcgi_param  REMOTE_PORT        $remote_port;
+fastcgi_param  SERVER_ADDR        $server_addr;
+fastcgi_param  SERVER_PORT        $server_port;
+fastcgi_param  SERVER_NAME        $server_name;
+fastcgi_param  REDIRECT_STATUS    200;
+"""
+
+
+def nginx_conf(tmp: str, port: int, sock: str, children: int, workers: str) -> str:
+    # One worker by default: the upstream keepalive cache is per worker, and
+    # "auto" (2 here) would let two workers keep 2 x 8 idle connections to 8
+    # children, so that a worker could wait for a child pinned by the other's
+    # idle connection.  keepalive_requests are raised (defaults: 1000) so that
+    # nginx, like fephp and Caddy, never closes a busy kept connection.
+    return f"""\
+worker_processes {workers};
+user root;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    types {{ text/plain txt; text/html html; }}
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {tmp}/nginx-body;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    proxy_temp_path {tmp}/nginx-proxy;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+
+    upstream php {{
+        server unix:{sock};
+        keepalive {children};
+        keepalive_timeout 1s;
+        keepalive_requests 1000000;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {DOCROOT};
+        index index.php;
+
+        location / {{
+            try_files $uri $uri/ /index.php$is_args$args;
+        }}
+
+        location ~ \\.php$ {{
+            try_files $uri =404;
+            fastcgi_pass php;
+            fastcgi_keep_conn on;
+            include {tmp}/fastcgi_params;
+        }}
+    }}
+}}
+"""
+
+
+def caddyfile(port: int, sock: str) -> str:
+    return f"""\
+{{
+\tadmin off
+\tauto_https off
+}}
+
+http://127.0.0.1:{port} {{
+\tbind 127.0.0.1
+\troot * {DOCROOT}
+\tphp_fastcgi unix/{sock}
+\tfile_server
+}}
+"""
+
+
+def fephp_yaml(port: int, sock: str, children: int, use_fpm: bool) -> str:
+    php = f'{{use_fpm: true, fpm_socket: "unix:path={sock}", worker_pool_size: {children}, queue_size: 1024}}'
+    if not use_fpm:
+        php = "{use_fpm: false}"
+    # idle: 1 so that fephp's kept connections release their php-fpm children
+    # soon after its turn (nginx's upstream keepalive_timeout is 1s likewise).
+    return (
+        f'server: {{listen: ["tcp:{port}:interface=127.0.0.1"], root: "{DOCROOT}", index: [index.php], '
+        f"front_controller: /index.php, deny: [], server_software: fephp, shutdown_grace: 1}}\n"
+        f"php: {php}\n"
+        "timeouts: {connect: 5, response: 60, idle: 1, queue: 30}\n"
+        "logging: {access_log: null, level: warn}\n"
+    )
+
+
+def twistd_argv() -> list[str]:
+    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.access(beside, os.X_OK):
+        return [beside]
+    found = shutil.which("twistd")
+    if found:
+        return [found]
+    # The same entry point as the console script.
+    return [sys.executable, "-c", "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"]
+
+
+@dataclass
+class Front:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: str
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: str, procs: Processes) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.procs = procs
+        self.sock = os.path.join(tmp, "fpm.sock")
+        self.fronts: dict[str, Front] = {}
+        self.fpm: subprocess.Popen[bytes] | None = None
+        self.server_prefix = ["taskset", "-c", "1"] if args.pin else []
+        self.load_prefix = ["taskset", "-c", "0"] if args.pin else []
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = REPO + (os.pathsep + self.env["PYTHONPATH"] if self.env.get("PYTHONPATH") else "")
+
+    # -- start ------------------------------------------------------------
+
+    def start_fpm(self) -> None:
+        binary = find_php_fpm()
+        if binary is None:
+            raise RuntimeError("php-fpm not found (apt-get install php8.2-fpm)")
+        log = os.path.join(self.tmp, "php-fpm.log")
+        conf = os.path.join(self.tmp, "php-fpm.conf")
+        pool = PoolSpec(
+            name="bench",
+            listen=self.sock,
+            max_children=self.args.children,
+        )
+        with open(conf, "w") as f:
+            f.write(render_config([pool], pid_file=os.path.join(self.tmp, "php-fpm.pid"), error_log=log))
+        # OPcache on from startup: as php_admin_value[opcache.enable] it is
+        # applied per request, where PHP refuses to switch it on ("can't be
+        # temporary enabled") and warns; -d sets it before the children fork.
+        opcache = ["-d", "opcache.enable=1", "-d", "opcache.memory_consumption=64",
+                   "-d", "opcache.validate_timestamps=0"]
+        self.fpm = self.procs.start("php-fpm", self.server_prefix + php_fpm_argv(binary, conf) + opcache, log=log)
+        wait_for_unix_socket(self.sock, self.fpm, log)
+
+    def start_fephp(self, name: str, use_fpm: bool) -> None:
+        port = free_port()
+        conf = os.path.join(self.tmp, f"{name}.yaml")
+        with open(conf, "w") as f:
+            f.write(fephp_yaml(port, self.sock, self.args.children, use_fpm))
+        log = os.path.join(self.tmp, f"{name}.log")
+        argv = twistd_argv() + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp", "--config", conf]
+        proc = self.procs.start(name, self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
+        self.add_front(name, port, proc, log)
+
+    def start_nginx(self) -> None:
+        port = free_port()
+        with open(os.path.join(self.tmp, "fastcgi_params"), "w") as f:
+            f.write(PARAMS)
+        conf = os.path.join(self.tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_conf(self.tmp, port, self.sock, self.args.children, self.args.nginx_workers))
+        log = os.path.join(self.tmp, "nginx.log")
+        argv = ["nginx", "-p", self.tmp + "/", "-c", conf, "-e", os.path.join(self.tmp, "nginx-error.log"),
+                "-g", "daemon off;"]
+        proc = self.procs.start("nginx", self.server_prefix + argv, log=log)
+        self.add_front("nginx", port, proc, log)
+
+    def start_caddy(self) -> None:
+        port = free_port()
+        conf = os.path.join(self.tmp, "Caddyfile")
+        with open(conf, "w") as f:
+            f.write(caddyfile(port, self.sock))
+        env = dict(os.environ, HOME=self.tmp, XDG_CONFIG_HOME=os.path.join(self.tmp, "caddy-config"),
+                   XDG_DATA_HOME=os.path.join(self.tmp, "caddy-data"))
+        log = os.path.join(self.tmp, "caddy.log")
+        argv = ["caddy", "run", "--config", conf, "--adapter", "caddyfile"]
+        proc = self.procs.start("caddy", self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
+        self.add_front("caddy", port, proc, log)
+
+    def add_front(self, name: str, port: int, proc: subprocess.Popen[bytes], log: str) -> None:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/hello.php", proc, name, log)
+        self.fronts[name] = Front(name, url, proc, log)
+
+    def check(self) -> None:
+        """Every front gives the same answers before anything is measured."""
+        expect: dict[str, Callable[[bytes], bool]] = {
+            "/hello.php": lambda b: b == b"Hello, world!\n",
+            "/big.php": lambda b: len(b) == BIG_SIZE,
+            "/static.txt": lambda b: len(b) == 1024,
+            "/sleep50.php": lambda b: b.startswith(b"slept"),
+            "/": lambda b: b.startswith(b"fephp benchmark front controller"),
+            "/opcache.php": lambda b: b == b"opcache on\n",
+        }
+        for front in self.fronts.values():
+            for path, ok in expect.items():
+                status, body = http_get(front.url + path)
+                if status != 200 or not ok(body):
+                    raise RuntimeError(f"{front.name} {path}: status {status}, {len(body)} bytes: {body[:200]!r}")
+
+    def warm_up(self) -> None:
+        """Compile every script into opcache and let every front open its connections."""
+        for front in self.fronts.values():
+            if front.name == "fephp-cgi":
+                continue
+            for path in ("/hello.php", "/big.php", "/static.txt", "/"):
+                self.run_wrk(front.url + path, 8, 1.0)
+        time.sleep(self.args.pause)
+
+    # -- measure ----------------------------------------------------------
+
+    def run_wrk(self, url: str, connections: int, duration: float) -> dict[str, Any]:
+        argv = self.load_prefix + ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
+        out = self.run_tool(argv, duration)
+        return parse_wrk(out)
+
+    def run_fephp_bench(self, url: str, rps: float, connections: int, duration: float) -> dict[str, Any]:
+        out_json = os.path.join(self.tmp, "bench.json")
+        if os.path.exists(out_json):
+            os.unlink(out_json)
+        argv = self.load_prefix + [
+            sys.executable, "-m", "fephp.cli", "bench", "--url", url, "--duration", str(duration),
+            "--rps", str(rps), "--concurrency", str(connections), "--json", out_json, "--quiet",
+        ]
+        self.run_tool(argv, duration)
+        with open(out_json) as f:
+            report = json.load(f)
+        intended = report["latency_ms"]["intended"]
+        return {
+            "rps": report["achieved_rps"],
+            "p50_ms": intended["p50_ms"],
+            "p99_ms": intended["p99_ms"],
+            "requests": report["responses"],
+            "errors": report["error_count"],
+            "non_2xx": sum(n for code, n in report["status_codes"].items() if not code.startswith("2")),
+        }
+
+    def run_tool(self, argv: list[str], duration: float) -> str:
+        log = os.path.join(self.tmp, "tool.out")
+        proc = self.procs.start(argv[0], argv, log=log, env=self.env, cwd=REPO)
+        try:
+            proc.wait(timeout=duration + TOOL_SLACK)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{' '.join(argv)} ran past {duration + TOOL_SLACK:.0f} s")
+        finally:
+            self.procs.stop(proc)
+            self.procs.started.remove((argv[0], proc))
+        with open(log, errors="replace") as f:
+            out = f.read()
+        os.unlink(log)
+        if proc.returncode not in (0, 1):  # fephp bench exits 1 only for thresholds, which we do not set
+            raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{out[-2000:]}")
+        return out
+
+    def measure(self, scenario: "Scenario", front: Front, rss_samples: list[int] | None) -> dict[str, Any]:
+        assert self.fpm is not None
+        before = _proc_stats()
+        stop_sampling = threading.Event()
+        sampler = None
+        if rss_samples is not None:
+            def sample() -> None:
+                while not stop_sampling.wait(0.25):
+                    value = rss_kib(front.proc.pid)
+                    if value is not None:
+                        rss_samples.append(value)
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+        started = time.monotonic()
+        try:
+            if scenario.tool == "wrk":
+                result = self.run_wrk(front.url + scenario.path, scenario.connections, scenario.duration)
+            else:
+                result = self.run_fephp_bench(front.url + scenario.path, scenario.rps, scenario.connections,
+                                              scenario.duration)
+        finally:
+            stop_sampling.set()
+            if sampler is not None:
+                sampler.join(timeout=2)
+        elapsed = time.monotonic() - started
+        after = _proc_stats()
+        front_own0, front_reaped0 = group_cpu(front.proc.pid, before)
+        front_own1, front_reaped1 = group_cpu(front.proc.pid, after)
+        fpm0, _ = group_cpu(self.fpm.pid, before)
+        fpm1, _ = group_cpu(self.fpm.pid, after)
+        n = max(1, result["requests"])
+        result["front_cpu_s"] = front_own1 - front_own0
+        # php-cgi children are the front's own, reaped after each request: their
+        # time shows in the front's cutime and counts as PHP's.
+        result["php_cpu_s"] = (fpm1 - fpm0) + (front_reaped1 - front_reaped0)
+        result["front_us_per_req"] = result["front_cpu_s"] / n * 1e6
+        result["php_us_per_req"] = result["php_cpu_s"] / n * 1e6
+        result["wall_s"] = elapsed
+        return result
+
+
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _wrk_ms(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * WRK_UNITS[match.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """req/s, p50, p99 (ms), requests and errors from ``wrk --latency`` output."""
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", out, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    total = re.search(r"^\s+(\d+) requests in", out, re.M)
+    if not (rps and p50 and p99 and total):
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    errors = 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        errors = sum(int(g) for g in socket_errors.groups())
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": _wrk_ms(p50.group(1)),
+        "p99_ms": _wrk_ms(p99.group(1)),
+        "requests": int(total.group(1)),
+        "errors": errors,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+# --------------------------------------------------------------------------
+# scenarios and the table
+
+
+@dataclass
+class Scenario:
+    name: str
+    path: str
+    connections: int
+    duration: float
+    tool: str = "wrk"  # or "fephp-bench"
+    rps: float = 0.0
+    fronts: tuple[str, ...] = ("fephp", "nginx", "caddy")
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    d = args.duration
+    all_of_them = [
+        Scenario("hello c=1", "/hello.php", 1, d),
+        Scenario("hello c=10", "/hello.php", 10, d),
+        Scenario("hello c=64", "/hello.php", 64, d),
+        Scenario("1 MiB c=10", "/big.php", 10, d),
+        Scenario("sleep50 c=64", "/sleep50.php", 64, d),
+        Scenario("static 1 KiB c=64", "/static.txt", 64, d),
+        Scenario("fe-php 100 rps c=10", "/", 10, args.fephp_duration, tool="fephp-bench", rps=100.0,
+                 fronts=("fephp", "nginx", "caddy", "fephp-cgi")),
+    ]
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",")]
+        all_of_them = [s for s in all_of_them if any(w in s.name for w in wanted)]
+    return all_of_them
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
+    rows = []
+    for scenario in scenario_list:
+        by_front: dict[str, list[dict[str, Any]]] = {}
+        for r in scenario.rounds:
+            by_front.setdefault(r["front"], []).append(r)
+        nginx_rps = median([r["rps"] for r in by_front.get("nginx", [])])
+        for front in scenario.fronts:
+            runs = by_front.get(front, [])
+            if not runs:
+                continue
+            rps = median([r["rps"] for r in runs])
+            rows.append({
+                "scenario": scenario.name,
+                "front": front,
+                "rounds": len(runs),
+                "rps": rps,
+                "rps_each": [round(r["rps"], 1) for r in runs],
+                "p50_ms": median([r["p50_ms"] for r in runs]),
+                "p99_ms": median([r["p99_ms"] for r in runs]),
+                "front_us_per_req": median([r["front_us_per_req"] for r in runs]),
+                "php_us_per_req": median([r["php_us_per_req"] for r in runs]),
+                "errors": sum(r["errors"] + r["non_2xx"] for r in runs),
+                "vs_nginx": rps / nginx_rps if nginx_rps == nginx_rps and nginx_rps > 0 else float("nan"),
+            })
+    return rows
+
+
+COLUMNS = [
+    ("scenario", "scenario", "{}"),
+    ("front", "front", "{}"),
+    ("req/s", "rps", "{:.1f}"),
+    ("p50 ms", "p50_ms", "{:.3f}"),
+    ("p99 ms", "p99_ms", "{:.3f}"),
+    ("front CPU µs/req", "front_us_per_req", "{:.0f}"),
+    ("php CPU µs/req", "php_us_per_req", "{:.0f}"),
+    ("vs nginx", "vs_nginx", "{:.2f}"),
+    ("errors", "errors", "{}"),
+]
+
+
+def _cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [[fmt.format(row[key]) for _, key, fmt in COLUMNS] for row in rows]
+
+
+def text_table(rows: list[dict[str, Any]]) -> str:
+    header = [title for title, _, _ in COLUMNS]
+    cells = _cells(rows)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    for c in cells:
+        lines.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    header = [title for title, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|"]
+    for c in _cells(rows):
+        lines.append("| " + " | ".join(c) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run",
+        description="fephp, nginx and Caddy in front of one php-fpm pool: req/s, latency, CPU per request.",
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3; 1 with --quick)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per wrk measurement (default 10; 3 with --quick)")
+    parser.add_argument("--fephp-duration", type=float, default=None,
+                        help="seconds per fe-php scenario measurement (default 60; 5 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="short everything: a smoke run of a minute or two")
+    parser.add_argument("--children", type=int, default=8, help="php-fpm pm.max_children, fephp worker_pool_size "
+                        "and nginx upstream keepalive (default 8)")
+    parser.add_argument("--nginx-workers", default="1", help="nginx worker_processes (default 1; see the config)")
+    parser.add_argument("--pause", type=float, default=2.0,
+                        help="seconds between measurements, for idle FastCGI connections to close (default 2)")
+    parser.add_argument("--pin", action="store_true",
+                        help="taskset: load generator on CPU 0, servers and php-fpm on CPU 1")
+    parser.add_argument("--only", help="comma-separated substrings of scenario names to run (default: all)")
+    parser.add_argument("--out", help="results folder (default: a new temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder with configs and logs")
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.fephp_duration is None:
+        args.fephp_duration = 5.0 if args.quick else 60.0
+    if not (1 <= args.rounds <= 20):
+        parser.error("--rounds must be between 1 and 20")
+    if not (1 <= args.duration <= 600 and 1 <= args.fephp_duration <= 600):
+        parser.error("durations must be between 1 and 600 seconds")
+    if not (1 <= args.children <= 256):
+        parser.error("--children must be between 1 and 256")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("wrk", "nginx", "caddy") + (("taskset",) if args.pin else ()):
+        if shutil.which(tool) is None:
+            print(f"benchmarks: {tool} not found (benchmarks/run installs it)", file=sys.stderr)
+            return 2
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    # Started in the background by benchmarks/run, Python would inherit an
+    # ignored SIGINT; take it back so that Ctrl-C (forwarded) interrupts.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    # A short path: UNIX socket paths are limited to 107 bytes.
+    tmp = tempfile.mkdtemp(prefix="fephp-bench-")
+    out = args.out or tempfile.mkdtemp(prefix="fephp-bench-results-")
+    os.makedirs(out, exist_ok=True)
+    procs = Processes()
+    bench = Bench(args, tmp, procs)
+    scenario_list = scenarios(args)
+    rss: dict[str, Any] = {}
+    command = "benchmarks/run " + " ".join(sys.argv[1:] if argv is None else argv)
+    started_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    try:
+        facts = machine_facts()
+        print(f"benchmarks: {facts['nproc']} CPUs ({facts['cpu_model']}), {facts['ram_gib']} GiB; temp {tmp}",
+              file=sys.stderr)
+        bench.start_fpm()
+        bench.start_fephp("fephp", use_fpm=True)
+        bench.start_nginx()
+        bench.start_caddy()
+        if any("fephp-cgi" in s.fronts for s in scenario_list):
+            bench.start_fephp("fephp-cgi", use_fpm=False)
+        bench.check()
+        bench.warm_up()
+        rss["idle_kib"] = rss_kib(bench.fronts["fephp"].proc.pid)
+        load_samples: list[int] = []
+
+        total = sum(len(s.fronts) for s in scenario_list) * args.rounds
+        done = 0
+        for scenario in scenario_list:
+            for round_no in range(1, args.rounds + 1):
+                for name in scenario.fronts:
+                    front = bench.fronts[name]
+                    time.sleep(args.pause)
+                    sample_rss = load_samples if (name == "fephp" and scenario.name == "hello c=64") else None
+                    result = bench.measure(scenario, front, sample_rss)
+                    result.update(front=name, round=round_no)
+                    scenario.rounds.append(result)
+                    done += 1
+                    print(f"[{done}/{total}] {scenario.name:<20} {name:<9} round {round_no}: "
+                          f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.3f} ms  p99 {result['p99_ms']:8.3f} ms  "
+                          f"front {result['front_us_per_req']:6.0f} µs/req  php {result['php_us_per_req']:6.0f} µs/req"
+                          + (f"  errors {result['errors'] + result['non_2xx']}" if result["errors"] + result["non_2xx"] else ""),
+                          file=sys.stderr, flush=True)
+        time.sleep(args.pause)
+        rss["after_load_idle_kib"] = rss_kib(bench.fronts["fephp"].proc.pid)
+        if load_samples:
+            rss["hello_c64_max_kib"] = max(load_samples)
+            rss["hello_c64_median_kib"] = int(statistics.median(load_samples))
+            rss["hello_c64_samples"] = len(load_samples)
+    except KeyboardInterrupt:
+        print("benchmarks: interrupted", file=sys.stderr)
+        return 130
+    except Interrupted as e:
+        print(f"benchmarks: stopped by {e}", file=sys.stderr)
+        return 143
+    except RuntimeError as e:
+        print(f"benchmarks: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+        if args.keep:
+            print(f"benchmarks: configs and logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = summarize(scenario_list)
+    table = text_table(rows)
+    print(table)
+    settings = {
+        "rounds": args.rounds, "duration_s": args.duration, "fephp_duration_s": args.fephp_duration,
+        "php_fpm_children": args.children, "nginx_workers": args.nginx_workers, "pause_s": args.pause,
+        "pinned": args.pin,
+    }
+    rss_line = ", ".join(f"{k} {v}" for k, v in rss.items())
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(f"# fephp vs nginx vs Caddy ({started_at})\n\n")
+        f.write(f"Command: `{command}`\n\n")
+        f.write("Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()) + "\n\n")
+        f.write("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "\n\n")
+        f.write(markdown_table(rows) + "\n\n")
+        f.write(f"fephp RSS (KiB): {rss_line}\n")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({
+            "started_at": started_at, "command": command, "machine": facts, "settings": settings,
+            "table": rows, "rss": rss,
+            "runs": [{"scenario": s.name, "path": s.path, "connections": s.connections, "tool": s.tool,
+                      "duration_s": s.duration, "target_rps": s.rps or None, "rounds": s.rounds}
+                     for s in scenario_list],
+        }, f, indent=2)
+        f.write("\n")
+    print(f"\nfephp RSS (KiB): {rss_line}")
+    print(f"results: {out}/results.md and results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
