@@ -228,8 +228,8 @@ class _Validator:
         self.lines = lines
 
     def error(self, path: Path, problem: str) -> ConfigError:
-        line = None
-        for n in range(len(path), -1, -1):  # a default has no line: use its section's
+        line = self.lines.get(()) if not path else None
+        for n in range(len(path), 0, -1):  # a default has no line: use its section's
             if path[:n] in self.lines:
                 line = self.lines[path[:n]]
                 break
