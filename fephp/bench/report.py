@@ -256,7 +256,7 @@ def warnings_for(report: Report) -> list[str]:
             short = 1 - report.achieved_rps / target
             notes.append(
                 f"target rate not held: achieved {report.achieved_rps:.1f} of {target:g} req/s "
-                f"({short:.1%} short); raise --concurrency or lower --rps"
+                f"({short:.1%} short) on {report.concurrency} connections"
             )
         if report.queued:
             behind = report.lateness.max_ms if report.lateness else 0.0
