@@ -380,10 +380,31 @@ class _Validator:
 
         # Building the endpoint parses the string (and loads TLS keys) without listening.
         try:
-            serverFromString(MemoryReactor(), text)
+            if text.split(":", 1)[0] == "systemd":
+                self.systemd_endpoint(path, text)
+            else:
+                serverFromString(MemoryReactor(), text)
+        except ConfigError:
+            raise
         except Exception as e:
             raise self.error(path, f"not a server endpoint string: {text!r} ({_strerror(e) or type(e).__name__})") from None
         return text
+
+    def systemd_endpoint(self, path: Path, text: str) -> None:
+        """Check a ``systemd:`` string's arguments only.
+
+        Building it needs the sockets systemd passes (LISTEN_FDS), which a
+        ``check-config`` run outside the unit does not have.
+        """
+        from twisted.internet.endpoints import _parseServer
+
+        _, args, kwargs = _parseServer(text, None)
+        if args or kwargs.get("domain") not in ("INET", "INET6", "UNIX"):
+            raise self.error(path, f"not a server endpoint string: {text!r} (domain must be INET, INET6 or UNIX)")
+        if ("index" in kwargs) == ("name" in kwargs):
+            raise self.error(path, f"not a server endpoint string: {text!r} (give index or name, not both)")
+        if "index" in kwargs and not str(kwargs["index"]).isdigit():
+            raise self.error(path, f"not a server endpoint string: {text!r} (index must be a number)")
 
     def php(self, data: dict[Any, Any]) -> PHPConfig:
         p = ("php",)

@@ -359,3 +359,15 @@ def test_relative_config_path(site: Path, monkeypatch: pytest.MonkeyPatch) -> No
     config = load_config("fephp.yaml")
     assert (config.source, config.server.root) == (str(site / "fephp.yaml"), str(site / "public"))
     assert os.path.isabs(config.source)
+
+
+def test_systemd_listen_checks_arguments_only(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A systemd: listener is checked without the sockets systemd passes; a wrong domain is still an error."""
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    config = load_config(str(write(site, 'server:\n  listen: "systemd:domain=INET:index=0"\n' + EXTERNAL)))
+    assert config.server.listen == ("systemd:domain=INET:index=0",)
+    message = error_for(site, 'server:\n  listen: "systemd:domain=IPX:index=0"\n' + EXTERNAL)
+    assert message == (
+        f"{site / 'fephp.yaml'}, line 2: server.listen[0]: not a server endpoint string:"
+        " 'systemd:domain=IPX:index=0' (domain must be INET, INET6 or UNIX)"
+    )
