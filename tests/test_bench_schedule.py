@@ -41,6 +41,15 @@ def test_due_counts_sends_at_or_before_now() -> None:
     assert schedule.due(5.0) == 10
 
 
+def test_before_excludes_a_send_at_the_moment() -> None:
+    """before(t) counts sends strictly earlier than t: the first measured send after a warmup is index before(t)."""
+    schedule = Schedule.for_run(0.0, 4.0, 2.0)
+    assert schedule.before(0.0) == 0
+    assert schedule.before(0.5) == 2
+    assert schedule.before(0.6) == 3
+    assert schedule.before(99.0) == 8
+
+
 def test_bad_arguments_are_refused() -> None:
     """A zero rate has no schedule (it is the closed-loop mode) and time does not run backwards."""
     with pytest.raises(ValueError):

@@ -275,14 +275,16 @@ class BenchRun:
         self.measure_start = math.inf
         self._request_index = 0
         self._free: deque[_Slot] = deque()
-        self._pending: deque[float] = deque()
+        # Due but unsent requests are the indexes [_sent, _due) of the
+        # schedule: the queue is two counters, however far behind the run falls.
+        self._sent = 0
+        self._due = 0
         self._sending = False
         self._begun = False
         self._stopped_early = False
         self._finished: Deferred[Report] | None = None
         self._timers: dict[str, Any] = {}  # IDelayedCall
         self._schedule: Schedule | None = None
-        self._next_index = 0
         self._t0 = 0.0
         self._cpu0 = 0.0
         self._deadline = 0.0
@@ -364,15 +366,13 @@ class BenchRun:
         schedule = self._schedule
         assert schedule is not None
         now = self.now()
-        due = schedule.due(now)
-        pending = self._pending
-        if due > self._next_index:
-            intended = schedule.intended
-            pending.extend(intended(i) for i in range(self._next_index, due))
-            self._next_index = due
+        due = self._due = schedule.due(now)
         free = self._free
-        while pending and free:
-            free.popleft().start(pending.popleft(), now)
+        sent = self._sent
+        while sent < due and free:
+            free.popleft().start(schedule.intended(sent), now)
+            sent += 1
+        self._sent = sent
         if due < schedule.total:
             self._later("send", schedule.intended(due) - now, self._send_due)
         else:
@@ -382,8 +382,10 @@ class BenchRun:
     def slot_free(self, slot: _Slot) -> None:
         """*slot* has no request in flight: give it the next one, if any."""
         if self.rate_mode:
-            if self._pending:
-                intended = self._pending.popleft()
+            if self._sent < self._due:
+                assert self._schedule is not None
+                intended = self._schedule.intended(self._sent)
+                self._sent += 1
                 if intended >= self.measure_start:
                     self.recorder.queued += 1
                 slot.start(intended, self.now())
@@ -402,7 +404,7 @@ class BenchRun:
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self._sending or self._pending:
+        if self._sending or self._sent < self._due:
             return
         if any(slot.busy for slot in self.slots):
             return
@@ -456,11 +458,15 @@ class BenchRun:
             if slot.busy and not self._stopped_early:
                 recorder.error(slot.measured, ErrorKind.TIMEOUT)
             slot.close()
-        unsent = sum(1 for intended in self._pending if intended >= self.measure_start)
-        if self.rate_mode and self._schedule is not None and not self._stopped_early:
-            # Sends that never became due because the run was cut short.
-            unsent += self._schedule.total - self._next_index
-        self._pending.clear()
+        unsent = 0
+        schedule = self._schedule
+        if schedule is not None:
+            # Due but never sent (the measured ones), and, unless stopped on
+            # purpose, those that never fell due because the run was cut short.
+            unsent = max(0, self._due - max(self._sent, schedule.before(self.measure_start)))
+            if not self._stopped_early:
+                unsent += schedule.total - self._due
+            self._sent = self._due
         end = now if self._stopped_early else max(now, self._deadline)
         if end > self._last_tick:
             recorder.close_interval(end - self.measure_start, end - self._last_tick, keep=end > self.measure_start)

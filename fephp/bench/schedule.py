@@ -53,6 +53,13 @@ class Schedule:
             last -= 1
         return last + 1
 
+    def before(self, moment: float) -> int:
+        """How many sends are intended strictly before *moment*."""
+        count = self.due(moment)
+        if count and self.intended(count - 1) == moment:
+            count -= 1
+        return count
+
     @property
     def end(self) -> float:
         """The intended time of the last send, or ``start`` when there is none."""
