@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -139,6 +140,14 @@ def group_cpu(root: int, stats: dict[int, tuple[int, int, int]]) -> tuple[float,
         todo.extend(children.get(pid, ()))
     reaped = stats[root][2] if root in stats else 0
     return own / CLK_TCK, reaped / CLK_TCK
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds spent by the whole machine (all cores, not idle or iowait), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
 
 
 def rss_kib(pid: int) -> int | None:
@@ -531,6 +540,8 @@ class Bench:
     def measure(self, scenario: "Scenario", front: Front, rss_samples: list[int] | None) -> dict[str, Any]:
         assert self.fpm is not None
         before = _proc_stats()
+        busy0 = busy_cpu_s()
+        tool0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         stop_sampling = threading.Event()
         sampler = None
         if rss_samples is not None:
@@ -554,6 +565,8 @@ class Bench:
                 sampler.join(timeout=2)
         elapsed = time.monotonic() - started
         after = _proc_stats()
+        busy1 = busy_cpu_s()
+        tool1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         front_own0, front_reaped0 = group_cpu(front.proc.pid, before)
         front_own1, front_reaped1 = group_cpu(front.proc.pid, after)
         fpm0, _ = group_cpu(self.fpm.pid, before)
@@ -566,6 +579,11 @@ class Bench:
         result["front_us_per_req"] = result["front_cpu_s"] / n * 1e6
         result["php_us_per_req"] = result["php_cpu_s"] / n * 1e6
         result["wall_s"] = elapsed
+        # The load generator is our reaped child; what the machine spent beyond
+        # it, the front and php-fpm is other work (the machine is shared).
+        result["tool_cpu_s"] = (tool1.ru_utime + tool1.ru_stime) - (tool0.ru_utime + tool0.ru_stime)
+        other = (busy1 - busy0) - result["front_cpu_s"] - result["php_cpu_s"] - result["tool_cpu_s"]
+        result["other_cores"] = max(0.0, other) / elapsed
         return result
 
 
@@ -663,6 +681,7 @@ def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
                 "front_us_per_req": median([r["front_us_per_req"] for r in runs]),
                 "php_us_per_req": median([r["php_us_per_req"] for r in runs]),
                 "errors": sum(r["errors"] + r["non_2xx"] for r in runs),
+                "other_cores": median([r["other_cores"] for r in runs]),
                 "vs_nginx": rps / nginx_rps if nginx_rps == nginx_rps and nginx_rps > 0 else float("nan"),
             })
     return rows
@@ -678,6 +697,7 @@ COLUMNS = [
     ("php CPU µs/req", "php_us_per_req", "{:.0f}"),
     ("vs nginx", "vs_nginx", "{:.2f}"),
     ("errors", "errors", "{}"),
+    ("other load", "other_cores", "{:.2f}"),
 ]
 
 
@@ -799,6 +819,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{done}/{total}] {scenario.name:<20} {name:<9} round {round_no}: "
                           f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.3f} ms  p99 {result['p99_ms']:8.3f} ms  "
                           f"front {result['front_us_per_req']:6.0f} µs/req  php {result['php_us_per_req']:6.0f} µs/req"
+                          + f"  other load {result['other_cores']:.2f}"
                           + (f"  errors {result['errors'] + result['non_2xx']}" if result["errors"] + result["non_2xx"] else ""),
                           file=sys.stderr, flush=True)
         time.sleep(args.pause)
