@@ -1,4 +1,4 @@
-"""ManagedPHPFPM against the real php-fpm: ready, serving, restarted after a crash, stopped with nothing left."""
+"""ManagedPHPFPM: against the real php-fpm (ready, serving, restarted after a crash, stopped with nothing left), then on a fake reactor (backoff, timeouts, log levels)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from typing import Any, Iterator
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
-from twisted.internet.task import deferLater
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
 from twisted.logger import LogLevel, globalLogPublisher
 
 from fephp.cgiresponse import HeadParser
@@ -21,8 +23,6 @@ from fephp.config import Config
 from fephp.fastcgi import ClientConnection, EndRequest, Stderr, Stdout
 from fephp.phpfpm import ManagedPHPFPM, PHPFPMError, find_php_fpm
 from tests.conftest import require_binary
-
-pytestmark = pytest.mark.php
 
 SCRIPT = Path(__file__).parent / "php" / "cgiprocess" / "environment.php"
 
@@ -120,6 +120,7 @@ def wait_until(predicate: Any, what: str, within: float = 15.0) -> Any:
     return poll()
 
 
+@pytest.mark.php
 @pytest_twisted.inlineCallbacks
 def test_ready_serves_and_stops_leaving_nothing(fpm: ManagedPHPFPM) -> Any:
     """Started, it fires ready(), answers FastCGI on its private socket with our ini; stopped, no process and no run dir remain."""
@@ -136,6 +137,7 @@ def test_ready_serves_and_stops_leaving_nothing(fpm: ManagedPHPFPM) -> Any:
     assert fpm.pid is None
 
 
+@pytest.mark.php
 @pytest_twisted.inlineCallbacks
 def test_killed_master_is_restarted(fpm: ManagedPHPFPM) -> Any:
     """kill -9 of the master: its orphaned workers are killed, a new master comes up and serves, and stop leaves nothing."""
@@ -157,6 +159,7 @@ def test_killed_master_is_restarted(fpm: ManagedPHPFPM) -> Any:
     assert not os.path.exists(fpm.run_dir)
 
 
+@pytest.mark.php
 @pytest_twisted.inlineCallbacks
 def test_log_lines_reach_twisted_logger(fpm: ManagedPHPFPM) -> Any:
     """php-fpm's "ready to handle connections" NOTICE arrives as an info event, its timestamp and level prefix removed."""
@@ -175,6 +178,7 @@ def test_log_lines_reach_twisted_logger(fpm: ManagedPHPFPM) -> Any:
     assert [e["log_level"] for e in ready] == [LogLevel.info]
 
 
+@pytest.mark.php
 @pytest_twisted.inlineCallbacks
 def test_ready_fails_when_php_fpm_exits(tmp_path: Path) -> Any:
     """A "php-fpm" that exits at once fails ready() with PHPFPMError; stopping then removes the run dir."""
@@ -207,3 +211,146 @@ def test_from_config_takes_the_php_section(tmp_path: Path) -> None:
         stopped = service.stopService()
     assert stopped.called  # never started: nothing to wait for
     assert not os.path.exists(service.run_dir)
+
+
+# -- on a fake reactor: "php-fpm" is a recorded spawn the test ends by hand ------
+
+
+class FakeProcessTransport:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[str] = []
+
+    def signalProcess(self, name: str) -> None:  # noqa: N802 - Twisted's name
+        self.signals.append(name)
+
+
+class FakeReactor(Clock):
+    """A Clock that records spawned processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[Any, FakeProcessTransport, list[str], dict[str, str]]] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: list[str], env: dict[str, str], path: Any = None) -> FakeProcessTransport:  # noqa: N802
+        transport = FakeProcessTransport(100000 + len(self.spawned))
+        protocol.makeConnection(transport)
+        self.spawned.append((protocol, transport, args, env))
+        return transport
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[tuple[FakeReactor, ManagedPHPFPM]]:
+    clock = FakeReactor()
+    service = ManagedPHPFPM(clock, binary="/usr/sbin/php-fpm", run_dir_parent=str(tmp_path), worker_pool_size=3)
+    yield clock, service
+
+
+def listen_on(path: str) -> socket.socket:
+    """A listening UNIX socket at *path*: what a ready php-fpm looks like to the probe."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(1)
+    return s
+
+
+def exit_with(protocol: Any, code: int) -> None:
+    protocol.processExited(Failure(ProcessDone(0) if code == 0 else ProcessTerminated(exitCode=code)))
+
+
+def test_fake_spawn_arguments(fake: tuple[FakeReactor, ManagedPHPFPM]) -> None:
+    """php-fpm runs in the foreground on the generated config, in the run dir, with only PATH in its environment."""
+    clock, service = fake
+    service.startService()
+    _, transport, args, env = clock.spawned[0]
+    assert args[:4] == ["/usr/sbin/php-fpm", "--nodaemonize", "--fpm-config", service.config_path]
+    assert list(env) == ["PATH"]
+    assert service.pid == transport.pid
+    assert "pm.max_children = 3" in Path(service.config_path).read_text()
+
+
+def test_fake_ready_after_connect(fake: tuple[FakeReactor, ManagedPHPFPM]) -> None:
+    """ready() waits until a connect to the socket succeeds, then fires; later calls fire at once."""
+    clock, service = fake
+    service.startService()
+    d = service.ready()
+    clock.advance(0)
+    assert not d.called
+    with listen_on(service.socket_path):
+        clock.advance(service.probe_interval)
+        assert d.called
+        assert service.ready().called
+
+
+def test_fake_ready_timeout_kills(fake: tuple[FakeReactor, ManagedPHPFPM]) -> None:
+    """php-fpm not accepting within ready_timeout fails ready() with PHPFPMError and gets SIGKILL."""
+    clock, service = fake
+    service.startService()
+    d = service.ready()
+    clock.pump([0] + [service.probe_interval] * int(service.ready_timeout / service.probe_interval + 2))
+    _, transport, _, _ = clock.spawned[0]
+    assert transport.signals == ["KILL"]
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    assert str(failures[0].value) == "php-fpm not ready after 10.0 s"
+
+
+def test_fake_restart_backoff(fake: tuple[FakeReactor, ManagedPHPFPM]) -> None:
+    """Crashes before ready double the restart delay (0.5, 1, 2 s); once ready again it drops back to 0.5 s."""
+    clock, service = fake
+    service.startService()
+    for delay in (0.5, 1.0, 2.0):
+        exit_with(clock.spawned[-1][0], 1)
+        count = len(clock.spawned)
+        clock.advance(delay - 0.01)
+        assert len(clock.spawned) == count
+        clock.advance(0.01)
+        assert len(clock.spawned) == count + 1
+    with listen_on(service.socket_path):
+        clock.advance(service.probe_interval)
+        assert service.ready().called
+    exit_with(clock.spawned[-1][0], 1)
+    clock.advance(0.5)
+    assert (len(clock.spawned), service.restarts) == (5, 4)
+
+
+def test_fake_stop_term_then_kill(fake: tuple[FakeReactor, ManagedPHPFPM]) -> None:
+    """stopService sends SIGTERM, SIGKILL after stop_grace, fires once php-fpm exited, removes the run dir, restarts nothing."""
+    clock, service = fake
+    service.startService()
+    protocol, transport, _, _ = clock.spawned[0]
+    waiting = service.ready()
+    stopped = service.stopService()
+    assert transport.signals == ["TERM"]
+    assert waiting.called  # failed: php-fpm is being stopped
+    waiting.addErrback(lambda f: None)
+    clock.advance(service.stop_grace)
+    assert transport.signals == ["TERM", "KILL"]
+    assert not stopped.called
+    exit_with(protocol, 0)
+    assert stopped.called
+    assert not os.path.exists(service.run_dir)
+    clock.advance(60)
+    assert len(clock.spawned) == 1
+
+
+def test_fake_log_levels(fake: tuple[FakeReactor, ManagedPHPFPM]) -> None:
+    """php-fpm's lines, split across reads, are logged at its level without timestamp; other lines at warn."""
+    clock, service = fake
+    service.startService()
+    protocol = clock.spawned[0][0]
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        protocol.childDataReceived(2, b"[27-Nov-2026 03:21:40] NOTICE: fpm is run")
+        protocol.childDataReceived(2, b"ning, pid 1\n[27-Nov-2026 03:21:41] WARNING: [pool x] server reached max_children\n")
+        protocol.childDataReceived(2, b"[27-Nov-2026 03:21:42] ERROR: unable to bind\nPHP Warning:  something\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    logged = [(e["log_level"], e["line"]) for e in events if "line" in e]
+    assert logged == [
+        (LogLevel.info, "fpm is running, pid 1"),
+        (LogLevel.warn, "[pool x] server reached max_children"),
+        (LogLevel.error, "unable to bind"),
+        (LogLevel.warn, "PHP Warning:  something"),
+    ]
