@@ -101,7 +101,7 @@ def test_text_report_lines() -> None:
     lines = text.splitlines()
     assert "Target rate     100 req/s" in lines
     assert "Achieved rate   100.00 req/s" in lines
-    assert "Requests        1000 in 10.00 s: 995 responses, 5 errors" in lines
+    assert "Requests        1000 sent in 10.00 s: 995 responses, 5 errors" in lines
     assert "Status codes    200: 990, 404: 10" in lines
     assert any(line.split()[:2] == ["reset", "5"] for line in lines)
     assert "Received        120.6 KiB (123456 bytes)" in lines

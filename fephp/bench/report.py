@@ -111,7 +111,7 @@ class Report:
     duration_s: float
     warmup_s: float
     timeout_s: float
-    elapsed_s: float
+    elapsed_s: float  # the sending window: from the end of warmup to the later of the deadline and the last send
     responses: int
     errors: dict[str, int]
     status_codes: dict[int, int]
@@ -331,7 +331,7 @@ def format_text(report: Report) -> str:
         "",
         f"Target rate     {target}",
         f"Achieved rate   {report.achieved_rps:.2f} req/s",
-        f"Requests        {report.requests} in {report.elapsed_s:.2f} s: "
+        f"Requests        {report.requests} sent in {report.elapsed_s:.2f} s: "
         f"{report.responses} responses, {report.error_count} errors",
     ]
     codes = ", ".join(f"{code}: {n}" for code, n in sorted(report.status_codes.items()))

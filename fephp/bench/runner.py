@@ -181,6 +181,7 @@ class _Slot:
         self.intended = intended
         self.measured = intended >= run.measure_start
         self.request = run.next_request()
+        run.last_send = now
         connection = self.connection
         if connection is None:
             self.sent = None
@@ -280,6 +281,7 @@ class BenchRun:
         self._sent = 0
         self._due = 0
         self._sending = False
+        self.last_send = 0.0
         self._begun = False
         self._stopped_early = False
         self._finished: Deferred[Report] | None = None
@@ -470,6 +472,10 @@ class BenchRun:
         end = now if self._stopped_early else max(now, self._deadline)
         if end > self._last_tick:
             recorder.close_interval(end - self.measure_start, end - self._last_tick, keep=end > self.measure_start)
+        # The achieved rate is over the sending window: the run's duration,
+        # stretched when queued requests could only be sent after its end.
+        # Waiting for the last answers does not lower it; their latency shows.
+        window_end = now if self._stopped_early else max(self.last_send, self._deadline)
         recorder.flush()
         wall = max(1e-9, now - self._t0)
         config = self.config
@@ -481,7 +487,7 @@ class BenchRun:
             duration_s=config.duration,
             warmup_s=config.warmup,
             timeout_s=config.timeout,
-            elapsed_s=max(0.0, end - self.measure_start),
+            elapsed_s=max(0.0, window_end - self.measure_start),
             responses=recorder.intended.get_total_count(),
             errors=dict(recorder.errors),
             status_codes=dict(recorder.status_codes),
