@@ -24,7 +24,7 @@ PoolOverloaded and QueueTimeout (503), RequestRejected (503 or 502).
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -113,63 +113,7 @@ class FastCGIPool:
 
     def request(self, params: Params, body: Body, sink: ResponseSink) -> "Deferred[int]":
         """Run one request on a pooled connection (see the module docstring)."""
-        current: Optional[Deferred] = None
-        retried = False
-
-        def cancel(_: Deferred) -> None:
-            if current is not None:
-                current.cancel()
-
-        outer: Deferred[int] = Deferred(cancel)
-        position = _tell(body)
-
-        def attempt(fresh: bool) -> None:
-            nonlocal current
-            current = self._acquire(fresh)
-            current.addCallbacks(run, give_up)
-
-        def run(proto: FastCGIClientProtocol) -> None:
-            nonlocal current
-            reused = proto.completed > 0
-            try:
-                current = proto.request(params, body, sink)
-            except Exception:
-                self._release(proto)
-                give_up(Failure())
-                return
-            current.addBoth(done, proto, reused)
-
-        def done(result: object, proto: FastCGIClientProtocol, reused: bool) -> None:
-            nonlocal retried
-            self._release(proto)
-            if outer.called:
-                return
-            if isinstance(result, Failure):
-                error = result.value
-                if (
-                    reused
-                    and not retried
-                    and isinstance(error, BackendClosed)
-                    and not error.response_started
-                    and position is not None
-                ):
-                    # A kept connection the backend had already given up on.
-                    self.log.debug("retrying on a new connection: {error}", error=str(error))
-                    retried = True
-                    if position >= 0:
-                        body.seek(position)  # type: ignore[union-attr]
-                    attempt(True)
-                    return
-                outer.errback(result)
-            else:
-                outer.callback(result)  # type: ignore[arg-type]
-
-        def give_up(failure: Failure) -> None:
-            if not outer.called and not failure.check(CancelledError):
-                outer.errback(failure)
-
-        attempt(False)
-        return outer
+        return _PooledRequest(self, params, body, sink).start()
 
     def close(self) -> "Deferred[None]":
         """Refuse new requests, fail waiting ones, close idle connections.
@@ -230,18 +174,26 @@ class FastCGIPool:
     def _total(self) -> int:
         return len(self._idle) + len(self._busy) + self._connecting
 
+    def _take_idle(self) -> Optional[FastCGIClientProtocol]:
+        """The most recently used idle connection, now busy; None if there is none."""
+        idle = self._idle
+        while idle:
+            proto = idle.pop()
+            del self._idle_since[proto]
+            if proto.reusable:
+                self._busy.add(proto)
+                return proto
+            proto.close()
+        return None
+
     def _acquire(self, fresh: bool) -> "Deferred[FastCGIClientProtocol]":
         """A connection: an idle one unless *fresh*, else a new or released one."""
         if self._closed:
             return fail(ConnectError("the pool is shutting down"))
         if not fresh:
-            while self._idle:
-                proto = self._idle.pop()
-                self._idle_since.pop(proto, None)
-                if proto.reusable:
-                    self._busy.add(proto)
-                    return succeed(proto)
-                proto.close()
+            proto = self._take_idle()
+            if proto is not None:
+                return succeed(proto)
         if len(self._waiters) >= self.queue_size:
             return fail(PoolOverloaded(f"{len(self._waiters)} requests already wait for {self.name}"))
         now = self._clock.seconds()
@@ -398,6 +350,81 @@ class FastCGIPool:
         if self._idle_since:
             oldest = min(self._idle_since.values())
             self._reaper = self._clock.callLater(oldest + self.idle_timeout - now, self._reap)
+
+
+class _PooledRequest:
+    """One request's way through the pool: a connection, the request, maybe one retry."""
+
+    __slots__ = ("pool", "params", "body", "sink", "position", "current", "retried", "outer")
+
+    def __init__(self, pool: FastCGIPool, params: Params, body: Body, sink: ResponseSink) -> None:
+        self.pool = pool
+        self.params = params
+        self.body = body
+        self.sink = sink
+        self.position = _tell(body)
+        self.current: Optional[Deferred[Any]] = None
+        self.retried = False
+        self.outer: Deferred[int] = Deferred(self._cancel)
+
+    def start(self) -> "Deferred[int]":
+        pool = self.pool
+        proto = None if pool._closed else pool._take_idle()
+        if proto is not None:
+            # The common case, with no Deferred for the checkout.
+            self._run(proto)
+        else:
+            self._attempt(False)
+        return self.outer
+
+    def _cancel(self, _: object) -> None:
+        if self.current is not None:
+            self.current.cancel()
+
+    def _attempt(self, fresh: bool) -> None:
+        self.current = self.pool._acquire(fresh)
+        self.current.addCallbacks(self._run, self._give_up)
+
+    def _run(self, proto: FastCGIClientProtocol) -> None:
+        reused = proto.completed > 0
+        try:
+            d = proto.request(self.params, self.body, self.sink)
+        except Exception:
+            self.pool._release(proto)
+            self._give_up(Failure())
+            return
+        self.current = d
+        d.addBoth(self._done, proto, reused)
+
+    def _done(self, result: object, proto: FastCGIClientProtocol, reused: bool) -> None:
+        pool = self.pool
+        pool._release(proto)
+        outer = self.outer
+        if outer.called:
+            return
+        if type(result) is not Failure:
+            outer.callback(result)  # type: ignore[arg-type]
+            return
+        error = result.value  # type: ignore[attr-defined]
+        if (
+            reused
+            and not self.retried
+            and isinstance(error, BackendClosed)
+            and not error.response_started
+            and self.position is not None
+        ):
+            # A kept connection the backend had already given up on.
+            pool.log.debug("retrying on a new connection: {error}", error=str(error))
+            self.retried = True
+            if self.position >= 0:
+                self.body.seek(self.position)  # type: ignore[union-attr]
+            self._attempt(True)
+            return
+        outer.errback(result)
+
+    def _give_up(self, failure: Failure) -> None:
+        if not self.outer.called and not failure.check(CancelledError):
+            self.outer.errback(failure)
 
 
 def _tell(body: Body) -> Optional[int]:

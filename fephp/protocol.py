@@ -120,7 +120,6 @@ class _Request:
         "started",
         "body_sent",
         "output_paused",
-        "timeout_call",
         "last_activity",
     )
 
@@ -131,7 +130,6 @@ class _Request:
         self.started = False
         self.body_sent = False
         self.output_paused = False
-        self.timeout_call: Optional[IDelayedCall] = None
         self.last_activity = 0.0
 
     def _cancel(self, d: Deferred[int]) -> None:
@@ -177,6 +175,10 @@ class FastCGIClientProtocol(Protocol):
         self._broken = False
         self._reading_paused = False
         self._values: Optional[Deferred[dict[bytes, bytes]]] = None
+        # One timer per connection, not per request: it is armed by the first
+        # request and re-armed from each request's last activity, so
+        # back-to-back requests schedule nothing.
+        self._timeout_call: Optional[IDelayedCall] = None
         #: Requests completed on this connection (a pool's retry policy looks at it).
         self.completed = 0
 
@@ -217,6 +219,7 @@ class FastCGIClientProtocol(Protocol):
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         self._connected = False
         self._broken = True
+        self._cancel_timeout()
         request, self._request = self._request, None
         if request is not None:
             error = self._codec.connection_lost()
@@ -257,10 +260,8 @@ class FastCGIClientProtocol(Protocol):
         request = _Request(self, sink)
         self._request = request
         request.last_activity = self._clock.seconds()
-        if self._response_timeout is not None:
-            request.timeout_call = self._clock.callLater(
-                self._response_timeout, self._check_timeout, request
-            )
+        if self._response_timeout is not None and self._timeout_call is None:
+            self._timeout_call = self._clock.callLater(self._response_timeout, self._check_timeout)
         codec = self._codec
         head = codec.begin_request(_REQUEST_ID, params, keep_conn=True)
         if body is None or isinstance(body, (bytes, bytearray, memoryview)):
@@ -284,6 +285,7 @@ class FastCGIClientProtocol(Protocol):
     def close(self) -> None:
         """Drop the connection (idle or not)."""
         self._broken = True
+        self._cancel_timeout()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -313,26 +315,32 @@ class FastCGIClientProtocol(Protocol):
     def _finish(
         self, request: _Request, error: Optional[Exception], app_status: int = 0
     ) -> None:
-        if request.timeout_call is not None and request.timeout_call.active():
-            request.timeout_call.cancel()
-        request.timeout_call = None
+        if self._broken:
+            self._cancel_timeout()
         if error is None:
             request.deferred.callback(app_status)
         else:
             request.deferred.errback(Failure(error))
 
-    def _check_timeout(self, request: _Request) -> None:
-        request.timeout_call = None
-        if self._request is not request:
-            return
+    def _cancel_timeout(self) -> None:
+        if self._timeout_call is not None:
+            if self._timeout_call.active():
+                self._timeout_call.cancel()
+            self._timeout_call = None
+
+    def _check_timeout(self) -> None:
+        self._timeout_call = None
+        request = self._request
+        if request is None:
+            return  # idle: the next request arms the timer again
         assert self._response_timeout is not None
         idle_for = self._clock.seconds() - request.last_activity
         if request.output_paused:
             # A paused sink is a slow client, not a slow backend.
             idle_for = 0.0
         if idle_for < self._response_timeout:
-            request.timeout_call = self._clock.callLater(
-                self._response_timeout - idle_for, self._check_timeout, request
+            self._timeout_call = self._clock.callLater(
+                self._response_timeout - idle_for, self._check_timeout
             )
             return
         self._request = None
@@ -354,8 +362,7 @@ class FastCGIClientProtocol(Protocol):
             return
         self._request = None
         self._broken = True
-        if request.timeout_call is not None and request.timeout_call.active():
-            request.timeout_call.cancel()
+        self._cancel_timeout()
         if self._connected and self.transport is not None:
             self._write(self._codec.abort_request(_REQUEST_ID))
             self.transport.loseConnection()

@@ -164,7 +164,6 @@ class PHPApp(Resource):
         self._idle_waiters: list[Any] = []
 
     def render(self, request: Request) -> Any:
-        request.setHeader(_SERVER, self._server_header)
         uri = request.uri
         path, _, query = uri.partition(b"?")
         if not path.startswith(b"/"):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import IO, Any, Optional
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
@@ -79,13 +81,46 @@ class FrontRequest(server.Request):
         transport.loseConnection()
 
     def process(self) -> None:
+        """Render the site's one leaf resource, without Twisted's traversal.
+
+        Twisted's own process() splits and unquotes the path into
+        ``postpath`` for child lookups and formats the Date header anew for
+        every request; PHPApp routes the raw path itself, so neither is needed.
+        """
         if self._refused:
             return
-        super().process()
+        site = self.channel.site  # type: ignore[union-attr]
+        self.site = site
+        self.prepath = []
+        self.postpath = []
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"server", site.server_header)
+        headers.setRawHeaders(b"date", [site.http_date()])
+        try:
+            self.render(site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
 
 
 class _Channel(http.HTTPChannel):
-    """An HTTPChannel that tells its site when it is gone."""
+    """An HTTPChannel that tells its site when it is gone.
+
+    Its addresses are read once: Twisted asks for them on every request,
+    which costs a getsockname() each time.
+    """
+
+    _host: Any = None
+    _peer: Any = None
+
+    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+        if self._host is None:
+            self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return self._host
+
+    def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
+        if self._peer is None:
+            self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return self._peer
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted's name
         super().connectionLost(reason)
@@ -122,6 +157,9 @@ class FrontSite(server.Site):
         self.access_log = access_log
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
+        self.server_header = [getattr(resource, "server_software", "fephp").encode("latin-1", "replace")]
+        self._date_second = -1
+        self._date = b""
         self._channels: set[http.HTTPChannel] = set()
         self._all_closed: list[Deferred[None]] = []
 
@@ -131,6 +169,14 @@ class FrontSite(server.Site):
         channel.totalHeadersSize = self.max_header_size
         self._channels.add(channel)
         return channel
+
+    def http_date(self) -> bytes:
+        """The Date header's value, formatted once a second."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = http.datetimeToString(now)
+        return self._date
 
     def _channel_closed(self, channel: http.HTTPChannel) -> None:
         self._channels.discard(channel)

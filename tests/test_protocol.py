@@ -375,12 +375,19 @@ class ProtocolTestCase(SynchronousTestCase):
         self.clock.advance(10_000)
         self.assertNoResult(d)
 
-    def test_timer_is_cancelled_when_the_request_ends(self) -> None:
-        """A finished request leaves no delayed call behind."""
+    def test_timer_is_per_connection_and_lapses_when_idle(self) -> None:
+        """Back-to-back requests share one timer, which lapses once the connection is idle."""
         d = self.start()
         self.end()
         self.successResultOf(d)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        d = self.proto.request(PARAMS, b"", self.sink)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.end()
+        self.successResultOf(d)
+        self.clock.advance(60)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIs(self.proto.reusable, True)
 
     # -- the connection ends or breaks -----------------------------------------------------
 
