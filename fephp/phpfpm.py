@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Optional
@@ -275,10 +276,11 @@ class ManagedPHPFPM(Service):
             pass
         process = _FPMProcess(self)
         try:
+            argv = _orphan_guard(php_fpm_argv(self.binary, self.config_path))
             self._reactor.spawnProcess(
                 process,
-                self.binary,
-                php_fpm_argv(self.binary, self.config_path),
+                argv[0],
+                argv,
                 # Not fephp's environment: NOTIFY_SOCKET would let php-fpm tell
                 # systemd it is the service's main process.
                 env={"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")},
@@ -357,6 +359,25 @@ class ManagedPHPFPM(Service):
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+#: Run before php-fpm is exec'd (same pid): ask Linux to SIGTERM it when fephp
+#: dies, so that even a SIGKILLed fephp leaves no php-fpm behind.  php-fpm
+#: ends its workers on SIGTERM.  The check after prctl covers a fephp that
+#: died between fork and prctl.
+_GUARD = (
+    "import ctypes,os,sys\n"
+    "ctypes.CDLL(None).prctl(1, 15, 0, 0, 0)\n"  # PR_SET_PDEATHSIG, SIGTERM
+    "if os.getppid() != int(sys.argv[1]): sys.exit(70)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _orphan_guard(argv: list[str]) -> list[str]:
+    """*argv* behind the parent-death guard, where Linux provides it."""
+    if not sys.platform.startswith("linux") or not sys.executable:
+        return argv
+    return [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid()), *argv]
 
 
 def _accepts(path: str) -> bool:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +25,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from fephp.cgiresponse import HeadParser
 from fephp.config import Config
 from fephp.fastcgi import ClientConnection, EndRequest, Stderr, Stdout
-from fephp.phpfpm import ManagedPHPFPM, PHPFPMError, find_php_fpm
+from fephp.phpfpm import ManagedPHPFPM, PHPFPMError, find_php_fpm, php_fpm_argv
 from tests.conftest import require_binary
 
 SCRIPT = Path(__file__).parent / "php" / "cgiprocess" / "environment.php"
@@ -213,6 +217,47 @@ def test_from_config_takes_the_php_section(tmp_path: Path) -> None:
     assert not os.path.exists(service.run_dir)
 
 
+#: A fephp stand-in: starts a managed php-fpm, prints its master pid and pool name once ready.
+HOLDER = """
+import sys
+from twisted.internet import reactor
+from fephp.phpfpm import ManagedPHPFPM
+fpm = ManagedPHPFPM(reactor, binary=sys.argv[1], worker_pool_size=2, run_dir_parent=sys.argv[2])
+def started():
+    fpm.startService()
+    fpm.ready().addCallback(lambda _: print(fpm.pid, fpm.pool_name, fpm.config_path, flush=True))
+reactor.callWhenRunning(started)
+reactor.run()
+"""
+
+
+@pytest.mark.php
+def test_no_orphan_when_fephp_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the process that runs ManagedPHPFPM still ends its php-fpm master and workers (parent-death signal)."""
+    binary = require_binary(find_php_fpm(), "php-fpm")
+    repo = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, binary, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(repo)),
+    )
+    try:
+        assert holder.stdout is not None
+        ready, _, _ = select.select([holder.stdout], [], [], 20)
+        assert ready, "the holder's php-fpm was not ready within 20 s"
+        line = holder.stdout.readline().decode()
+        master, pool, config = line.split()
+        assert len(live_processes(config) + live_processes(f"pool {pool}")) == 3
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while live_processes(config) + live_processes(f"pool {pool}"):
+        assert time.monotonic() < deadline, "php-fpm outlived the process that started it"
+        time.sleep(0.02)  # polling another process's exit, bounded by the deadline
+    assert not os.path.exists(f"/proc/{master}") or "Z" in open(f"/proc/{master}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
 # -- on a fake reactor: "php-fpm" is a recorded spawn the test ends by hand ------
 
 
@@ -259,11 +304,13 @@ def exit_with(protocol: Any, code: int) -> None:
 
 
 def test_fake_spawn_arguments(fake: tuple[FakeReactor, ManagedPHPFPM]) -> None:
-    """php-fpm runs in the foreground on the generated config, in the run dir, with only PATH in its environment."""
+    """php-fpm runs in the foreground on the generated config (behind the parent-death guard) with only PATH in its environment."""
     clock, service = fake
     service.startService()
     _, transport, args, env = clock.spawned[0]
-    assert args[:4] == ["/usr/sbin/php-fpm", "--nodaemonize", "--fpm-config", service.config_path]
+    assert args[-len(php_fpm_argv("/usr/sbin/php-fpm", service.config_path)):] == php_fpm_argv(
+        "/usr/sbin/php-fpm", service.config_path
+    )
     assert list(env) == ["PATH"]
     assert service.pid == transport.pid
     assert "pm.max_children = 3" in Path(service.config_path).read_text()
