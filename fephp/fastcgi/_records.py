@@ -160,19 +160,25 @@ def _encode_length(n: int) -> bytes:
     return _LEN4.pack(n | 0x80000000)
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
 def encode_name_values(pairs: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]) -> bytes:
     """Name-value pairs (section 3.4): each length in 1 byte below 128, else 4 bytes."""
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
     parts: list[bytes] = []
     append = parts.append
-    # Runs for every request: the common short lengths skip the function call.
+    one = _ONE_BYTE
+    # Runs for every request: short lengths come from a table, no call, no allocation.
     for name, value in items:
         n = len(name)
         v = len(value)
         if n < 0x80 and v < 0x80:
-            append(bytes((n, v)))
+            append(one[n])
+            append(one[v])
         else:
-            append(_encode_length(n) + _encode_length(v))
+            append(_encode_length(n))
+            append(_encode_length(v))
         append(name)
         append(value)
     return b"".join(parts)
