@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -226,6 +227,33 @@ def test_progress_line_only_on_a_terminal(tmp_path: Path) -> None:
         assert process.wait(timeout=RUN_TIMEOUT) == 0
     assert b"\r" in seen and b"req/s" in seen and b"p99 so far" in seen and b"errors 0" in seen
     assert "\r" not in piped_stderr and "req/s" not in piped_stderr
+
+
+def test_interrupt_prints_the_partial_report() -> None:
+    """Ctrl-C ends a long run early: exit status 130, and the report covers what was measured."""
+    with bench_server("--mode", "ok") as port:
+        master, slave = pty.openpty()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fephp.cli", "bench", "--url", f"http://127.0.0.1:{port}/", "--rps", "50",
+             "--duration", "60"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, text=True,
+        )
+        os.close(slave)
+        try:
+            # The first progress line (after one second of load) says the run is under way.
+            ready, _, _ = select.select([master], [], [], RUN_TIMEOUT)
+            assert ready and b"req/s" in os.read(master, 4096)
+            process.send_signal(signal.SIGINT)
+            stdout, _ = process.communicate(timeout=RUN_TIMEOUT)
+        finally:
+            os.close(master)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 130
+    assert "Achieved rate" in stdout and "from intended" in stdout
+    requests = int(stdout.split("Requests")[1].split()[0])
+    assert 40 <= requests < 60 * 50 / 2
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
