@@ -241,6 +241,22 @@ class RateModeTests(SynchronousTestCase):
         protocol.dataReceived(OK)
         self.assertEqual(server.report.responses, 2)
 
+    def test_urls_take_turns_and_head_has_no_body(self) -> None:
+        """Several URLs are requested in turn; a HEAD answer ends with its header block despite its length."""
+        config = rate_config(urls=("http://127.0.0.1:8080/a", "http://127.0.0.1:8080/b"), method="HEAD", concurrency=1)
+        server = FakeServer(config)
+        lines = []
+        for _ in range(9):
+            server.accept()
+            for protocol, transport in server.connections:
+                if transport.value():
+                    lines.append(transport.value().split(b"\r\n", 1)[0])
+                    transport.clear()
+                    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            server.reactor.advance(0.125)
+        self.assertEqual(lines, [b"HEAD /a HTTP/1.1", b"HEAD /b HTTP/1.1"] * 4)
+        self.assertEqual(server.report.responses, 8)
+
     def test_warmup_is_not_measured(self) -> None:
         """Requests intended during the warmup are sent but left out of the report."""
         server = FakeServer(rate_config(warmup=0.5))
