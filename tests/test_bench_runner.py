@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError, DNSLookupError
@@ -37,7 +38,7 @@ class FakeServer:
         new = []
         for host, port, factory, timeout, _ in self.reactor.tcpClients[self._seen :]:
             assert (host, port) == ("127.0.0.1", 8080)
-            protocol = factory.buildProtocol(None)
+            protocol: Any = factory.buildProtocol(None)
             transport = StringTransport()
             protocol.makeConnection(transport)
             new.append((protocol, transport))
@@ -49,8 +50,9 @@ class FakeServer:
         """Fail every connect asked for since the last call; returns how many."""
         pending = self.reactor.tcpClients[self._seen :]
         self._seen = len(self.reactor.tcpClients)
+        no_connector: Any = None
         for _, _, factory, _, _ in pending:
-            factory.clientConnectionFailed(None, Failure(reason))
+            factory.clientConnectionFailed(no_connector, Failure(reason))
         return len(pending)
 
     def take_requests(self, transport: StringTransport) -> int:
@@ -73,7 +75,7 @@ class FakeServer:
         return self.reports[0]
 
 
-def rate_config(**changes: object) -> BenchConfig:
+def rate_config(**changes: Any) -> BenchConfig:
     # 8 req/s: 1/8 s steps are exact in binary floating point, as the fake clock needs.
     return replace(BenchConfig(urls=(URL,), duration=1.0, rps=8.0, concurrency=2, timeout=5.0), **changes)
 
