@@ -70,6 +70,7 @@ class ServerConfig:
     server_software: str = ""
     server_name: Optional[str] = None
     shutdown_grace: float = 10.0
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -144,14 +145,20 @@ class Config:
         return _Validator(source, base_dir, {}).config(data)
 
 
-def load_config(path: str) -> Config:
-    """Read, parse and validate the YAML file at *path*."""
+def load_config(path: str, text: Optional[str] = None) -> Config:
+    """Read, parse and validate the YAML file at *path*.
+
+    With *text*, that is the file's content and the file is not read again
+    (a worker process validates the text its parent read at start, so a file
+    edited since then never splits a running server into two configurations).
+    """
     source = os.path.abspath(path)
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(source, None, None, f"cannot read the file: {_strerror(e)}") from None
+    if text is None:
+        try:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(source, None, None, f"cannot read the file: {_strerror(e)}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -217,6 +224,9 @@ def _describe(value: Any) -> str:
 
 
 _SECTIONS = ("server", "php", "timeouts", "limits", "logging")
+#: Listener types a worker can adopt from its parent: plain stream sockets.
+#: ``ssl:`` would need each worker to wrap the adopted socket in TLS itself.
+_SHAREABLE = ("tcp", "tcp6", "unix", "systemd")
 
 
 class _Validator:
@@ -341,8 +351,21 @@ class _Validator:
         p = ("server",)
         defaults = ServerConfig()
         self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
-                             "server_software", "server_name", "shutdown_grace"))
-        listen = self.string_list((*p, "listen"), data.get("listen", list(defaults.listen)), self.server_endpoint)
+                             "server_software", "server_name", "shutdown_grace", "workers"))
+        workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
+
+        def endpoint(path: Path, text: str) -> str:
+            kind = text.split(":", 1)[0]
+            if workers > 1 and kind not in _SHAREABLE:
+                raise self.error(
+                    path,
+                    f"{kind}: listeners cannot be shared by {workers} workers (server.workers);"
+                    " use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
+                    " or set server.workers to 1",
+                )
+            return self.server_endpoint(path, text)
+
+        listen = self.string_list((*p, "listen"), data.get("listen", list(defaults.listen)), endpoint)
         if not listen:
             raise self.error((*p, "listen"), "must name at least one endpoint to listen on")
         if "root" in data:
@@ -372,7 +395,14 @@ class _Validator:
         assert software is not None
         name = self.string((*p, "server_name"), data.get("server_name"), nullable=True)
         grace = self.seconds((*p, "shutdown_grace"), data.get("shutdown_grace", defaults.shutdown_grace), allow_zero=True)
-        return ServerConfig(listen, root, index, front_controller, deny, software, name, grace)
+        return ServerConfig(listen, root, index, front_controller, deny, software, name, grace, workers)
+
+    def workers(self, path: Path, value: Any) -> int:
+        if value == "auto":
+            return os.cpu_count() or 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.error(path, f"must be an integer of 1 or more, or 'auto', not {_describe(value)}")
+        return value
 
     def server_endpoint(self, path: Path, text: str) -> str:
         from twisted.internet.endpoints import serverFromString
@@ -514,11 +544,13 @@ def _summary(config: Config) -> list[str]:
     if php.mode == "external":
         how = f"php-fpm at {php.fpm_socket}, up to {php.worker_pool_size} connections"
     elif php.mode == "managed":
-        how = f"managed php-fpm ({php.php_fpm_binary}), {php.worker_pool_size} workers"
+        how = f"managed php-fpm ({php.php_fpm_binary}), {php.worker_pool_size} children"
     else:
         how = f"php-cgi ({php.php_cgi_binary}), one process per request"
-    return [
-        f"  listen: {', '.join(config.server.listen)}",
+    lines = [f"  listen: {', '.join(config.server.listen)}"]
+    if config.server.workers > 1:
+        lines.append(f"  workers: {config.server.workers} processes sharing the listeners")
+    return lines + [
         f"  root: {config.server.root}",
         f"  php: {how}",
         f"  access log: {config.logging.access_log or 'off'}",

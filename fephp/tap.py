@@ -7,10 +7,19 @@ reactor; everything they build takes it as an argument.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogBeginner,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+)
 from twisted.python import usage
 
 from .backend import Backend
@@ -22,7 +31,10 @@ from .routing import Router
 from .service import FrontService
 from .site import FrontSite
 
-__all__ = ["Options", "makeService", "build_service"]
+if TYPE_CHECKING:
+    from .phpfpm import ManagedPHPFPM
+
+__all__ = ["Options", "makeService", "build_backend", "build_service", "build_site", "filter_log_level"]
 
 
 class Options(usage.Options):
@@ -35,48 +47,71 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:  # noqa: N802 - Twisted's name
         try:
-            self["loaded"] = load_config(self["config"])
+            try:
+                with open(self["config"], encoding="utf-8") as f:
+                    # Kept for worker processes, which check this same text.
+                    self["config_text"] = f.read()
+            except (OSError, UnicodeDecodeError):
+                self["config_text"] = None  # load_config reports it
+            self["loaded"] = load_config(self["config"], self["config_text"])
         except ConfigError as e:
             # twistd prints UsageError's text and exits non-zero before daemonizing.
             raise usage.UsageError(str(e)) from None
 
 
-def build_service(config: Config, reactor: Any) -> FrontService:
-    """The whole server for *config*, built on *reactor*."""
+def build_backend(
+    config: Config,
+    reactor: Any,
+    *,
+    fpm_socket_path: Optional[str] = None,
+    pool_size: Optional[int] = None,
+) -> "tuple[Backend, Optional[ManagedPHPFPM]]":
+    """The PHP backend for *config*, and the managed php-fpm it needs (or None).
+
+    *fpm_socket_path* is the socket of a php-fpm managed by someone else (a
+    worker's parent): the pool connects to it and starts nothing.
+    *pool_size* overrides ``php.worker_pool_size`` (a worker's share).
+    """
     php = config.php
     timeouts = config.timeouts
     managed = None
-    backend: Backend
     if not php.use_fpm:
         from .cgiprocess import PHPCGIBackend, find_php_cgi
 
-        backend = PHPCGIBackend(
+        cgi = PHPCGIBackend(
             reactor,
             php.php_cgi_binary or find_php_cgi(),
             ini=dict(php.ini),
             timeout=timeouts.response,
         )
+        return cgi, None
+    if php.fpm_socket:
+        endpoint = parse_client_endpoint(reactor, php.fpm_socket)
+        name = php.fpm_socket
     else:
-        if php.fpm_socket:
-            endpoint = parse_client_endpoint(reactor, php.fpm_socket)
-            name = php.fpm_socket
-        else:
+        if fpm_socket_path is None:
             from .phpfpm import ManagedPHPFPM
 
             managed = ManagedPHPFPM.from_config(config, reactor)
-            endpoint = UNIXClientEndpoint(reactor, managed.socket_path)
-            name = "managed php-fpm"
-        backend = FastCGIPool(
-            endpoint,
-            clock=reactor,
-            size=php.worker_pool_size,
-            queue_size=php.queue_size,
-            connect_timeout=timeouts.connect,
-            response_timeout=timeouts.response,
-            idle_timeout=timeouts.idle,
-            queue_timeout=timeouts.queue,
-            name=name,
-        )
+            fpm_socket_path = managed.socket_path
+        endpoint = UNIXClientEndpoint(reactor, fpm_socket_path)
+        name = "managed php-fpm"
+    pool = FastCGIPool(
+        endpoint,
+        clock=reactor,
+        size=pool_size or php.worker_pool_size,
+        queue_size=php.queue_size,
+        connect_timeout=timeouts.connect,
+        response_timeout=timeouts.response,
+        idle_timeout=timeouts.idle,
+        queue_timeout=timeouts.queue,
+        name=name,
+    )
+    return pool, managed
+
+
+def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp, FrontSite]":
+    """The application and the Site that serves it over *backend*."""
     server = config.server
     router = Router(
         root=server.root,
@@ -97,8 +132,15 @@ def build_service(config: Config, reactor: Any) -> FrontService:
         max_header_size=config.limits.max_header_size,
         reactor=reactor,
     )
+    return app, site
+
+
+def build_service(config: Config, reactor: Any) -> FrontService:
+    """The whole server for *config* in one process, built on *reactor*."""
+    backend, managed = build_backend(config, reactor)
+    app, site = build_site(config, reactor, backend)
     listeners = []
-    for description in server.listen:
+    for description in config.server.listen:
         listener = StreamServerEndpointService(serverFromString(reactor, description), site)
         # A port that cannot be bound stops twistd with the error, instead of
         # a server that runs and serves nothing.
@@ -110,19 +152,46 @@ def build_service(config: Config, reactor: Any) -> FrontService:
         backend=backend,
         listeners=listeners,
         clock=reactor,
-        shutdown_grace=server.shutdown_grace,
+        shutdown_grace=config.server.shutdown_grace,
         php_fpm=managed,
     )
 
 
-def makeService(options: Options) -> FrontService:  # noqa: N802 - twistd's name
+def makeService(options: Options) -> Service:  # noqa: N802 - twistd's name
     from twisted.internet import reactor
 
     config = options["loaded"]
-    service = build_service(config, reactor)
+    filter_log_level(config.logging.level)
+    service: Service
+    if config.server.workers > 1:
+        from .workers import build_supervisor
+
+        service = build_supervisor(config, options["config_text"], reactor)
+        how = f" with {config.server.workers} worker processes"
+    else:
+        service = build_service(config, reactor)
+        how = ""
     for description in config.server.listen:
-        print(f"fephp: serving {config.server.root} on {_describe(description)}", file=sys.stderr)
+        print(f"fephp: serving {config.server.root} on {_describe(description)}{how}", file=sys.stderr)
     return service
+
+
+def filter_log_level(level: str, beginner: LogBeginner = globalLogBeginner) -> None:
+    """Make the log observers twistd is about to install drop events below *level*.
+
+    twistd installs its observer (``--logfile``, syslog or stdout) with
+    ``beginner.beginLoggingTo()`` after makeService returns, so the filter
+    wraps the observers at that call, once.  Events logged before it (kept by
+    the beginner and replayed) are filtered too.
+    """
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    begin = beginner.beginLoggingTo
+
+    def filtered(observers: Iterable[ILogObserver], *args: Any, **kwargs: Any) -> None:
+        beginner.beginLoggingTo = begin  # type: ignore[method-assign]  # once
+        begin([FilteringLogObserver(o, [predicate]) for o in observers], *args, **kwargs)
+
+    beginner.beginLoggingTo = filtered  # type: ignore[method-assign]
 
 
 def _describe(description: str) -> str:

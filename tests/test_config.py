@@ -64,6 +64,7 @@ def test_defaults(site: Path) -> None:
             server_software=f"fephp/{__version__}",
             server_name=None,
             shutdown_grace=10.0,
+            workers=1,
         ),
         php=PHPConfig(
             use_fpm=True,
@@ -189,6 +190,10 @@ ERRORS = [
     ("timeouts:\n  connect: 5s\n", "timeouts.connect", 2, "must be a number of seconds, not the string '5s'"),
     ("timeouts:\n  idle: .inf\n", "timeouts.idle", 2, "must be more than zero seconds, not inf"),
     ("server:\n  shutdown_grace: -1\n", "server.shutdown_grace", 2, "must be zero or more seconds, not -1"),
+    ("server:\n  workers: 0\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the number 0"),
+    ("server:\n  workers: many\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the string 'many'"),
+    ("server:\n  workers: true\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the boolean true"),
+    ("server:\n  workers: 1.5\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the number 1.5"),
     ("limits:\n  max_body_size: 10x\n", "limits.max_body_size", 2, "must be a size in bytes (like 65536 or 64m), not '10x'"),
     ("limits:\n  max_header_size: 0\n", "limits.max_header_size", 2, "must be more than zero bytes, not 0"),
     ("limits:\n  max_header_size: false\n", "limits.max_header_size", 2,
@@ -371,3 +376,39 @@ def test_systemd_listen_checks_arguments_only(site: Path, monkeypatch: pytest.Mo
         f"{site / 'fephp.yaml'}, line 2: server.listen[0]: not a server endpoint string:"
         " 'systemd:domain=IPX:index=0' (domain must be INET, INET6 or UNIX)"
     )
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("3", 3), ("auto", os.cpu_count() or 1)])
+def test_workers(site: Path, value: str, expected: int) -> None:
+    """server.workers is a count of processes, or auto for one per CPU."""
+    config = load_config(str(write(site, f"server:\n  workers: {value}\n" + EXTERNAL)))
+    assert config.server.workers == expected
+
+
+def test_workers_refuse_tls_listeners(site: Path) -> None:
+    """With several workers an ssl: listener is an error at its line (workers cannot share TLS); tcp, unix and systemd pass."""
+    text = (
+        "server:\n  workers: 2\n  listen:\n    - tcp:8080\n    - unix:/tmp/fephp-w.sock\n"
+        "    - systemd:domain=INET:index=0\n    - ssl:8443:privateKey=key.pem\n" + EXTERNAL
+    )
+    assert error_for(site, text) == (
+        f"{site / 'fephp.yaml'}, line 7: server.listen[3]: ssl: listeners cannot be shared by 2 workers"
+        " (server.workers); use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
+        " or set server.workers to 1"
+    )
+    config = load_config(str(write(site, text.replace("    - ssl:8443:privateKey=key.pem\n", ""))))
+    assert config.server.listen == ("tcp:8080", "unix:/tmp/fephp-w.sock", "systemd:domain=INET:index=0")
+
+
+def test_check_config_names_workers(site: Path) -> None:
+    """check-config's summary says how many worker processes share the listeners."""
+    out = io.StringIO()
+    assert check_config_main(str(write(site, "server:\n  workers: 4\n" + EXTERNAL)), out=out, err=io.StringIO()) == 0
+    assert "  workers: 4 processes sharing the listeners\n" in out.getvalue()
+
+
+def test_text_given_is_not_read_again(site: Path) -> None:
+    """load_config with the text validates that text under the file's name, not what the file now holds."""
+    path = write(site, "php: [broken\n")
+    config = load_config(str(path), "server:\n  workers: 2\n" + EXTERNAL)
+    assert (config.source, config.server.workers) == (str(path), 2)

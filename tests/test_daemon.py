@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 from pathlib import Path
 
 import pytest
+from twisted.logger import LogBeginner, Logger, LogPublisher, formatEvent
 
 from tests.conftest import free_port, require_binary
 from tests.test_http_php import make_docroot
 
 from fephp.phpfpm import find_php_fpm
+from fephp.tap import filter_log_level
 
 pytestmark = pytest.mark.php
 
@@ -23,7 +27,7 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def write_config(tmp_path: Path, port: int, php: str) -> Path:
+def write_config(tmp_path: Path, port: int, php: str, logging: str = "") -> Path:
     root = make_docroot(tmp_path)
     config = tmp_path / "fephp.yaml"
     config.write_text(
@@ -37,7 +41,7 @@ php:
   worker_pool_size: 2
 logging:
   access_log: access.log
-"""
+{logging}"""
     )
     return config
 
@@ -153,3 +157,62 @@ def test_bad_config_fails_before_daemonizing(tmp_path: Path) -> None:
     assert "bad.yaml" in output
     assert "worker_pool_size" in output or "server.root" in output
     assert not pidfile.exists()
+
+
+def test_log_level_filters_the_observers_twistd_installs() -> None:
+    """filter_log_level wraps the observers given to the next beginLoggingTo: below the level nothing arrives, buffered or not."""
+    publisher = LogPublisher()
+    stdio = types.SimpleNamespace(stdout=io.StringIO(), stderr=io.StringIO())
+    warnings = types.SimpleNamespace(showwarning=None)
+    beginner = LogBeginner(publisher, io.StringIO(), stdio, warnings)  # type: ignore[arg-type]
+    log = Logger(namespace="fephp.test", observer=publisher)
+    filter_log_level("warn", beginner)
+    log.info("buffered info")
+    log.warn("buffered warn")
+    seen: list[str] = []
+    beginner.beginLoggingTo([lambda event: seen.append(formatEvent(event))], redirectStandardIO=False)
+    log.debug("debug")
+    log.error("error")
+    assert seen == ["buffered warn", "error"]
+
+
+@pytest.mark.php
+def test_log_level_error_keeps_info_out_of_the_logfile(tmp_path: Path) -> None:
+    """With logging.level error, twistd's --logfile gets fephp's errors (php-fpm killed) but not its info lines (php-fpm started)."""
+    require_binary(find_php_fpm(), "php-fpm")
+    port = free_port()
+    config = write_config(tmp_path, port, "  use_fpm: true", logging="  level: error\n")
+    pidfile = tmp_path / "fephp.pid"
+    logfile = tmp_path / "fephp.log"
+    started = subprocess.run(
+        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "fephp", "--config", str(config)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr.decode()
+    pid = 0
+    try:
+        wait_for(pidfile.exists, "the pidfile")
+        pid = int(pidfile.read_text())
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/status.php")[0] == 200 if answers(f"http://127.0.0.1:{port}/static/hello.txt") else False, "PHP")
+        master = next(p for p in processes_with("php-fpm: master") if _parent(p) == pid)
+        os.kill(master, signal.SIGKILL)
+        wait_for(lambda: "exited unexpectedly" in logfile.read_text(), "the error line")
+        text = logfile.read_text()
+        assert "[fephp.phpfpm.ManagedPHPFPM#error] php-fpm (pid " in text
+        assert "php-fpm started" not in text
+        assert "#info]" not in text
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not pidfile.exists(), "the pidfile to go")
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
