@@ -86,8 +86,23 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 1
 
 
+def _check_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="the YAML configuration file to validate")
+
+
+def _run_check_config(args: argparse.Namespace) -> int:
+    from .config import check_config_main
+
+    return check_config_main(args.file)
+
+
 COMMANDS: dict[str, Command] = {
     "bench": Command("load an HTTP server and report latency percentiles", _bench_arguments, _run_bench),
+    "check-config": Command(
+        "validate a configuration file without starting anything",
+        _check_config_arguments,
+        _run_check_config,
+    ),
 }
 
 
