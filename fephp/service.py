@@ -51,6 +51,16 @@ class FrontService(MultiService):
         for listener in listeners:
             listener.setServiceParent(self)
 
+    _site_started = False
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        # Hold the site started (its access log open) until the drain is
+        # over: the last listening port to close would stop it, before the
+        # requests still in flight are finished and logged.
+        self.site.doStart()
+        self._site_started = True
+        super().startService()
+
     def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
         Service.stopService(self)
         return self._stop()
@@ -79,6 +89,9 @@ class FrontService(MultiService):
             yield closed
         except Exception:
             self.log.warn("client connections still open at shutdown are dropped")
+        if self._site_started:
+            self._site_started = False
+            self.site.doStop()
         yield self.backend.close()
         if self.php_fpm is not None:
             yield self.php_fpm.stopService()

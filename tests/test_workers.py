@@ -8,6 +8,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -332,7 +333,14 @@ logging:
         assert served_by_only(new, replaced, port) == [new] * 5
         assert f"worker 1 (pid {killed}) exited" in logfile.read_text()
 
+        # A request in flight at SIGTERM is finished: the workers drain.
+        slow: list[tuple[int, bytes]] = []
+        client = threading.Thread(target=lambda: slow.append(get_tcp(port, "/sleep.php?ms=1500")))
+        client.start()
+        wait_for(lambda: any(_sleeping(pid) for pid in php_fpm), "PHP to be running the request")
         os.kill(parent, signal.SIGTERM)
+        client.join(timeout=20)
+        assert slow and slow[0][0] == 200 and slow[0][1].isdigit()
         wait_for(lambda: not pidfile.exists(), "the pidfile to go")
         wait_for(lambda: _zombie(parent), "the parent to exit")
         wait_for(lambda: not processes_with(str(config)), "no worker left")
@@ -342,6 +350,57 @@ logging:
         # Every worker that stopped gracefully flushed its lines: the survivor's
         # 5 + 20 and the replacement's 5.  The SIGKILLed one may lose its buffer.
         assert 5 + 20 + 5 <= access.count('"GET /status.php HTTP/1.1" 200') <= 5 + 5 + 1 + 20 + 5
+        assert '"GET /sleep.php?ms=1500 HTTP/1.1" 200' in access
     finally:
         if parent and not _zombie(parent):
             os.kill(parent, signal.SIGKILL)
+
+
+def _sleeping(pid: int) -> bool:
+    """Whether *pid* is in a sleep call (a PHP child in usleep())."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "nanosleep" in f.read()
+    except OSError:
+        return False
+
+
+def start_daemon(tmp_path: Path, workers: int) -> tuple[int, int, Path, Path]:
+    """twistd fephp with *workers* workers in managed mode: (parent pid, port, config, pidfile), once it answers."""
+    port = free_port()
+    root = make_docroot(tmp_path)
+    config = tmp_path / "fephp.yaml"
+    config.write_text(
+        f"server:\n  listen: [\"tcp:{port}:interface=127.0.0.1\"]\n  root: {root}\n  workers: {workers}\n"
+        "php:\n  worker_pool_size: 2\n"
+    )
+    pidfile = tmp_path / "fephp.pid"
+    started = subprocess.run(
+        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "fephp.log"), "fephp", "--config", str(config)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr.decode()
+    wait_for(pidfile.exists, "the pidfile")
+    parent = int(pidfile.read_text())
+    wait_for(lambda: answers(port), "the listener")
+    return parent, port, config, pidfile
+
+
+@pytest.mark.php
+def test_killed_parent_leaves_no_worker_and_no_php_fpm(tmp_path: Path) -> None:
+    """SIGKILL to the parent: the workers (parent-death signal, EOF) and php-fpm all exit by themselves."""
+    require_binary(find_php_fpm(), "php-fpm")
+    parent, port, config, _ = start_daemon(tmp_path, 2)
+    try:
+        wait_for(lambda: len(children_of(parent, "fephp.workers")) == 2, "two workers")
+        wait_for(lambda: len(children_of(parent, "php-fpm: master")) == 1, "php-fpm")
+        assert get_tcp(port, "/status.php") == (200, b"status body")
+        master = children_of(parent, "php-fpm: master")[0]
+        ours = children_of(parent, "fephp.workers") + [master] + children_of(master, "php-fpm: pool")
+    finally:
+        os.kill(parent, signal.SIGKILL)
+    wait_for(lambda: all(_zombie(pid) for pid in ours), "every worker and php-fpm process to exit")
+    assert not processes_with(str(config))
