@@ -497,7 +497,9 @@ class Bench:
     def run_wrk(self, url: str, connections: int, duration: float) -> dict[str, Any]:
         argv = self.load_prefix + ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
         out = self.run_tool(argv, duration)
-        return parse_wrk(out)
+        result = parse_wrk(out)
+        result["wrk_output"] = out  # kept in results.json, to check the parse
+        return result
 
     def run_fephp_bench(self, url: str, rps: float, connections: int, duration: float) -> dict[str, Any]:
         out_json = os.path.join(self.tmp, "bench.json")
@@ -517,6 +519,8 @@ class Bench:
             "p99_ms": intended["p99_ms"],
             "requests": report["responses"],
             "errors": report["error_count"],
+            "error_kinds": report["errors"],
+            "unsent": report["schedule"]["unsent"],
             "non_2xx": sum(n for code, n in report["status_codes"].items() if not code.startswith("2")),
         }
 
