@@ -435,11 +435,35 @@ def build_supervisor(config: Config, config_text: str, reactor: Any) -> WorkersS
 # -- the worker process ---------------------------------------------------------------
 
 
-class _SharedUNIXPort(unix.Port):
-    """An adopted UNIX listening socket that leaves its path alone when closed.
+class _OneAcceptPerWakeup:
+    """Accept one connection each time the shared socket is readable.
 
-    Twisted's UNIX port unlinks its path when it stops listening, even an
-    adopted one; the path belongs to the parent, which removes it last.
+    Twisted accepts up to 100 or more connections per readiness event, so
+    the first worker to wake takes a whole burst (a client opening 64
+    keep-alive connections at once gets them all on one worker, and the
+    other cores idle).  Taking one at a time lets every waiting worker take
+    its turn, and a busy worker, late back in its event loop, takes fewer.
+    """
+
+    @property
+    def numberAccepts(self) -> int:  # noqa: N802 - Twisted's name
+        return 1
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:  # noqa: N802 - Twisted's name
+        pass  # Twisted adapts it after each doRead
+
+
+class _SharedTCPPort(_OneAcceptPerWakeup, tcp.Port):
+    """An adopted TCP listening socket shared with other workers."""
+
+
+class _SharedUNIXPort(_OneAcceptPerWakeup, unix.Port):
+    """An adopted UNIX listening socket shared with other workers.
+
+    It leaves its path alone when closed: Twisted's UNIX port unlinks its
+    path when it stops listening, even an adopted one, but the path belongs
+    to the parent, which removes it last.
     """
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
@@ -458,11 +482,13 @@ class _AdoptedListener(Service):
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         super().startService()
+        # What reactor.adoptStreamPort does, with our port classes.
         if self.family == socket.AF_UNIX:
-            self.port = _SharedUNIXPort._fromListeningDescriptor(self._reactor, self.fd, self.factory)
-            self.port.startListening()
+            port: Any = _SharedUNIXPort._fromListeningDescriptor(self._reactor, self.fd, self.factory)
         else:
-            self.port = self._reactor.adoptStreamPort(self.fd, self.family, self.factory)
+            port = _SharedTCPPort._fromListeningDescriptor(self._reactor, self.fd, self.family, self.factory)
+        port.startListening()
+        self.port = port
         os.close(self.fd)  # the port holds its own duplicate
 
     def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name

@@ -404,3 +404,55 @@ def test_killed_parent_leaves_no_worker_and_no_php_fpm(tmp_path: Path) -> None:
         os.kill(parent, signal.SIGKILL)
     wait_for(lambda: all(_zombie(pid) for pid in ours), "every worker and php-fpm process to exit")
     assert not processes_with(str(config))
+
+
+class SelectableRecorder(Clock):
+    """Just enough reactor for a port and its connections: readers and writers are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers: set[Any] = set()
+
+    def addReader(self, reader: Any) -> None:  # noqa: N802 - Twisted's name
+        self.readers.add(reader)
+
+    def removeReader(self, reader: Any) -> None:  # noqa: N802 - Twisted's name
+        self.readers.discard(reader)
+
+    def addWriter(self, writer: Any) -> None:  # noqa: N802 - Twisted's name
+        pass
+
+    def removeWriter(self, writer: Any) -> None:  # noqa: N802 - Twisted's name
+        pass
+
+
+def test_adopted_port_accepts_one_connection_per_wakeup() -> None:
+    """A worker's adopted port takes one queued connection per readable event, however many wait, so a burst is shared out."""
+    from twisted.internet.protocol import Factory, Protocol
+
+    from fephp.workers import _SharedTCPPort
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(16)
+    listening.setblocking(False)
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(3)]
+    built: list[Any] = []
+
+    class Counting(Factory):
+        def buildProtocol(self, addr: Any) -> Protocol:  # noqa: N802 - Twisted's name
+            built.append(addr)
+            return Protocol()
+
+    reactor = SelectableRecorder()
+    port = _SharedTCPPort._fromListeningDescriptor(reactor, listening.fileno(), socket.AF_INET, Counting())
+    port.startListening()
+    try:
+        for expected in (1, 2, 3):
+            port.doRead()
+            assert len(built) == expected
+    finally:
+        for client in clients:
+            client.close()
+        port.socket.close()
+        listening.close()
