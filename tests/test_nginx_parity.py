@@ -332,6 +332,8 @@ PHP_CASES = [
     PHPCase("get-with-body", _get(b"/dump.php", b"Content-Type: text/plain", b"Content-Length: 3") + b"abc"),
     PHPCase("options", b"OPTIONS /dump.php HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
     PHPCase("header-value-utf8-and-lowercase-name", _get(b"/dump.php", b"X-Name: caf\xc3\xa9", b"x-lower: 1")),
+    PHPCase("empty-header-values", _get(b"/dump.php", b"X-Empty:", b"Cookie:")),
+    PHPCase("forwarded-for-passes-as-is", _get(b"/dump.php", b"X-Forwarded-For: 203.0.113.9")),
     PHPCase(
         "post-without-length",
         b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
@@ -500,6 +502,8 @@ PATH_CASES = [
     PathCase("static-range", _get(b"/static/hello.txt", b"Range: bytes=0-4"), 206, 206),
     PathCase("static-range-unsatisfiable", _get(b"/static/hello.txt", b"Range: bytes=500-"), 416, 416),
     PathCase("directory-redirect", _get(b"/sub?x=1"), 301, 301),
+    PathCase("static-directory-redirect", _get(b"/static"), 301, 301),
+    PathCase("php-name-wrong-case", _get(b"/Dump.php"), 404, 404),
     # nginx resolves dot segments and answers 400 when they climb above the
     # root; fephp refuses every dot segment with 403 (docs/routing.md rule 3).
     PathCase("dotdot-above-root", _get(b"/static/../../private.txt"), 400, 403),
@@ -644,6 +648,23 @@ async def test_static_validators(fronts):
     assert via_fephp.header("last-modified") == ["Tue, 14 Nov 2023 22:13:21 GMT"]
     assert len(via_nginx.header("etag")) == 1
     assert via_fephp.header("etag") == []
+    revalidate = _get(b"/static/hello.txt", b"If-None-Match: " + via_nginx.header("etag")[0].encode())
+    via_nginx, via_fephp = await both(fronts, revalidate)
+    assert (via_nginx.status, via_fephp.status) == (304, 200)
+
+
+@pytest_twisted.ensureDeferred
+async def test_expect_100_continue(fronts):
+    """A POST with Expect: 100-continue gets 100 Continue, then PHP's answer with the body, from both."""
+    request = (
+        b"POST /dump.php HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\nabc"
+    )
+    for port in (fronts.nginx.port, fronts.fephp.port):
+        raw = await deferToThread(_raw, port, request)
+        interim, _, final = raw.partition(b"\r\n\r\n")
+        assert (interim, final.split(b"\r\n", 1)[0]) == (b"HTTP/1.1 100 Continue", b"HTTP/1.1 200 OK")
+        assert b'"length": 3' in final
 
 
 @pytest.mark.parametrize(
