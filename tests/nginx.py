@@ -186,7 +186,11 @@ http {{
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._wait_connectable()
+        try:
+            self._wait_connectable()
+        except RuntimeError:
+            self.stop()
+            raise
         return self
 
     def _wait_connectable(self) -> None:

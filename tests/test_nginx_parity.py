@@ -11,7 +11,6 @@ are compared.  docs/compatibility.md is the prose version of this file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -178,14 +177,16 @@ async def both(fronts: Fronts, template: bytes) -> tuple[Response, Response]:
 
 # -- what PHP saw ---------------------------------------------------------------------
 
-#: Keys whose values differ by nature; checked per front in _comparable, then dropped.
-ALLOWED = ("SERVER_SOFTWARE", "SERVER_PORT", "HTTP_HOST", "REMOTE_PORT", "REQUEST_TIME", "REQUEST_TIME_FLOAT")
 #: Keys with a test of their own (test_remote_user_*, test_document_uri_*), left out of the table's comparison.
 SEPARATE = ("REMOTE_USER", "DOCUMENT_URI")
 
 
 def _comparable(response: Response, port: int, software: str) -> dict[str, Any]:
-    """The dump with the allow-listed $_SERVER keys checked and removed."""
+    """The dump with the $_SERVER keys that differ by nature checked per front and removed.
+
+    The allow-list: SERVER_SOFTWARE, SERVER_PORT, HTTP_HOST (its port),
+    REMOTE_PORT, REQUEST_TIME and REQUEST_TIME_FLOAT; and the SEPARATE keys.
+    """
     dump = json.loads(response.body)
     server = dump["server"]
     assert server.pop("SERVER_SOFTWARE") == software
@@ -317,8 +318,8 @@ PHP_CASES = [
         differs={"HTTP_COOKIE": ("b=2", "a=1; b=2")},
         other={"cookie": ({"b": "2"}, {"a": "1", "b": "2"})},
     ),
-    # httpoxy (CVE-2016-5385): nginx passes HTTP_PROXY and php-fpm drops it
-    # when reading the params; fephp never sends it (php-cgi mode included).
+    # httpoxy (CVE-2016-5385): no HTTP_PROXY in $_SERVER through nginx +
+    # php-fpm 8.2 either; fephp never sends it (php-cgi mode included).
     PHPCase("httpoxy", _get(b"/dump.php", b"Proxy: http://evil.example:3128")),
     PHPCase("underscore-headers", _get(b"/dump.php", b"X_Under: 1", b"X-Dash: 2", b"Content_Length: 99")),
     PHPCase("http-1.0", b"GET /dump.php?v=10 HTTP/1.0\r\nHost: {host}\r\n\r\n"),
