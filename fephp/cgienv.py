@@ -20,17 +20,19 @@ looks the same to an application moved from nginx:
 
 from __future__ import annotations
 
+import binascii
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .routing import Script
+from ._compat import SLOTS
 
 __all__ = ["RequestFacts", "build_env", "HEADER_NAME_CACHE_SIZE"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class RequestFacts:
     """What the HTTP layer knows about a request, as received."""
 
@@ -79,6 +81,21 @@ def _env_name(name: bytes) -> bytes | None:
         _env_names.clear()
     _env_names[name] = env
     return env
+
+
+def _remote_user(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if len(name) == 13 and name.lower() == b"authorization":
+            scheme, _, credentials = value.strip().partition(b" ")
+            if scheme.lower() != b"basic":
+                return b""
+            try:
+                decoded = binascii.a2b_base64(credentials.strip())
+            except binascii.Error:
+                return b""
+            user, colon, _ = decoded.partition(b":")
+            return user if colon and b"\0" not in user else b""
+    return b""
 
 
 def _server_name(host: bytes | None, server_addr: str) -> bytes:
@@ -156,6 +173,9 @@ def build_env(
         ),
         # php-cgi built with --enable-force-cgi-redirect refuses to run without it.
         (b"REDIRECT_STATUS", b"200"),
+        # nginx's $remote_user: the user name of a Basic Authorization header,
+        # whether or not the server checked it (RFC 3875 4.1.11), else "".
+        (b"REMOTE_USER", _remote_user(facts.headers)),
         # Always present, "" when empty, as nginx sends $fastcgi_path_info.
         (b"PATH_INFO", path_info),
     ]

@@ -34,7 +34,9 @@ import re
 import stat
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Union
 from urllib.parse import quote
+from ._compat import SLOTS
 
 __all__ = [
     "Forbidden",
@@ -47,14 +49,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class StaticFile:
     """Send the file at ``path`` (under the root, symlinks not resolved) as it is."""
 
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Script:
     """Run ``script_filename`` through PHP with these CGI path variables."""
 
@@ -64,28 +66,28 @@ class Script:
     document_uri: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Redirect:
     """Answer 301 to ``location`` (percent-encoded; the caller re-appends the query string)."""
 
     location: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Forbidden:
     """Answer 403; ``reason`` is for the log only."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class NotFound:
     """Answer 404; ``reason`` is for the log only."""
 
     reason: str
 
 
-Route = StaticFile | Script | Redirect | Forbidden | NotFound
+Route = Union[StaticFile, Script, Redirect, Forbidden, NotFound]
 
 # Every "%XY" with X, Y hex digits in either case, to its byte value.
 _HEX = {
@@ -284,7 +286,9 @@ class Router:
                 if isinstance(st, Forbidden):
                     return st
                 if stat.S_ISREG(st.st_mode):
-                    return Script(base + uri[:end], uri[:end], uri[end:], uri)
+                    # DOCUMENT_URI is the script's own path, as nginx's
+                    # $document_uri after try_files $fastcgi_script_name.
+                    return Script(base + uri[:end], uri[:end], uri[end:], uri[:end])
                 if not stat.S_ISDIR(st.st_mode):
                     return _NOT_REGULAR
                 if i == last:

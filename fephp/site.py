@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from http import HTTPStatus
 import sys
 import time
 from typing import IO, Any, Optional
@@ -21,7 +23,7 @@ def _raw_error(status: int) -> bytes:
     return (
         b"HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
         b"Content-Length: %d\r\nConnection: close\r\n\r\n"
-        % (status, http.RESPONSES.get(status, b"Error"), len(body))
+        % (status, HTTPStatus(status).phrase.encode(), len(body))
     ) + body
 
 
@@ -96,10 +98,64 @@ class FrontRequest(server.Request):
         headers = self.responseHeaders
         headers.setRawHeaders(b"server", site.server_header)
         headers.setRawHeaders(b"date", [site.http_date()])
+        hosts = self.requestHeaders.getRawHeaders(b"host")
+        if hosts is None:
+            # RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
+            bad = self.clientproto != b"HTTP/1.0"
+        else:
+            # Two Hosts (RFC 9112 3.2), or one that is no host[:port]: apps
+            # build links and password-reset URLs from SERVER_NAME.
+            bad = len(hosts) != 1 or not valid_host(hosts[0])
+        if bad:
+            self._answer(400)
+            return
+        uri = self.uri
+        if uri[:1] != b"/" and uri[:4].lower() == b"http":
+            # RFC 9112 3.2.2: a server MUST accept the absolute form; PHP
+            # gets the origin form in REQUEST_URI, as from nginx.
+            self.uri = _origin_form(uri)
+            self.path = self.uri.partition(b"?")[0]
         try:
             self.render(site.resource)
         except BaseException:
             self.processingFailed(Failure())
+
+    def _answer(self, status: int) -> None:
+        body = error_page(status)
+        self.setResponseCode(status)
+        self.setHeader(b"content-type", b"text/html; charset=utf-8")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.setHeader(b"connection", b"close")
+        self.write(body)
+        self.finish()
+
+
+def valid_host(host: bytes) -> bool:
+    """A Host value nginx would take: no path, no space or control byte, no "..".
+
+    Like ngx_http_validate_host, this keeps names apps may use verbatim in
+    links from carrying a path or a parent-directory step.
+    """
+    if not host or b".." in host:
+        return False
+    return not _BAD_HOST.search(host)
+
+
+_BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
+
+
+def _origin_form(uri: bytes) -> bytes:
+    """``http://host:port/p?q`` -> ``/p?q`` (and ``http://host?q`` -> ``/?q``)."""
+    scheme, sep, rest = uri.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return uri
+    cut = len(rest)
+    for mark in (b"/", b"?"):
+        index = rest.find(mark)
+        if index != -1:
+            cut = min(cut, index)
+    tail = rest[cut:]
+    return tail if tail.startswith(b"/") else b"/" + tail
 
 
 class _Channel(http.HTTPChannel):
@@ -125,6 +181,14 @@ class _Channel(http.HTTPChannel):
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted's name
         super().connectionLost(reason)
         self.site._channel_closed(self)  # type: ignore[attr-defined]
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 - Twisted's name
+        # One request or header line longer than the whole head may be: say
+        # so (RFC 6585 5) instead of Twisted's silent close.
+        transport = self.transport
+        if transport is not None:
+            transport.write(_raw_error(431))
+            transport.loseConnection()
 
 
 class FrontSite(server.Site):

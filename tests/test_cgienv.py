@@ -16,7 +16,7 @@ from fephp.cgiresponse import HeadParser
 from fephp.routing import Script
 
 ROOT = "/srv/www"
-FETCH = Script(ROOT + "/lib/exe/fetch.php", "/lib/exe/fetch.php", "/x y.png", "/lib/exe/fetch.php/x y.png")
+FETCH = Script(ROOT + "/lib/exe/fetch.php", "/lib/exe/fetch.php", "/x y.png", "/lib/exe/fetch.php")
 INDEX = Script(ROOT + "/index.php", "/index.php", "", "/index.php")
 
 POST = RequestFacts(
@@ -88,7 +88,7 @@ def test_representative_request() -> None:
         (b"CONTENT_LENGTH", b"7"),
         (b"SCRIPT_NAME", b"/lib/exe/fetch.php"),
         (b"REQUEST_URI", b"/lib/exe/fetch.php/x%20y.png?media=a&w=10"),
-        (b"DOCUMENT_URI", b"/lib/exe/fetch.php/x y.png"),
+        (b"DOCUMENT_URI", b"/lib/exe/fetch.php"),
         (b"DOCUMENT_ROOT", b"/srv/www"),
         (b"SERVER_PROTOCOL", b"HTTP/1.1"),
         (b"REQUEST_SCHEME", b"https"),
@@ -101,6 +101,7 @@ def test_representative_request() -> None:
         (b"SERVER_PORT", b"8443"),
         (b"SERVER_NAME", b"wiki.example"),
         (b"REDIRECT_STATUS", b"200"),
+        (b"REMOTE_USER", b"u"),
         (b"PATH_INFO", b"/x y.png"),
         (b"PATH_TRANSLATED", b"/srv/www/x y.png"),
         (b"HTTP_HOST", b"wiki.example:8443"),
@@ -135,6 +136,7 @@ def test_plain_get() -> None:
         b"SERVER_PORT": b"80",
         b"SERVER_NAME": b"example.org",
         b"REDIRECT_STATUS": b"200",
+        b"REMOTE_USER": b"",
         b"PATH_INFO": b"",
         b"HTTP_HOST": b"Example.ORG",
     }
@@ -324,3 +326,21 @@ def test_php_cgi_sees_exactly_our_environment(tmp_path: Path) -> None:
     assert seen["post"] == {"a": "1", "b": "2"}
     assert seen["cookie"] == {"a": "1", "b": "2"}
     assert seen["input"] == "a=1&b=2"
+
+
+@pytest.mark.parametrize(
+    "authorization,user",
+    [
+        (None, b""),
+        (b"Basic dTpw", b"u"),  # base64 of "u:p"
+        (b"basic YWxpY2U6c2VjcmV0OndpdGg6Y29sb25z", b"alice"),
+        (b"Bearer abc.def", b""),
+        (b"Basic !!!not-base64", b""),
+        (b"Basic bm9jb2xvbg==", b""),  # "nocolon": no user:password pair
+    ],
+    ids=["none", "basic", "basic-lowercase-scheme", "bearer", "not-base64", "no-colon"],
+)
+def test_remote_user_is_the_basic_user_name(authorization: bytes | None, user: bytes) -> None:
+    """REMOTE_USER is the user of a Basic Authorization header, else empty, as nginx's $remote_user."""
+    headers = [(b"Authorization", authorization)] if authorization else []
+    assert env_of(with_headers(*headers))[b"REMOTE_USER"] == user

@@ -421,11 +421,6 @@ async def test_path_info_as_nginx_with_the_workaround(fronts):
             b"/dump.php/extra/path",
             "/dump.php",
             id="path-info",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: fephp/routing.py gives document_uri the whole path for a script with PATH_INFO; "
-                "nginx's try_files $fastcgi_script_name rewrites $document_uri to the script",
-            ),
         ),
     ],
 )
@@ -451,10 +446,6 @@ async def test_raw_utf8_request_target(fronts):
         pytest.param(_get(b"/dump.php"), "", id="no-authorization"),
         pytest.param(_get(b"/dump.php", b"Authorization: Basic dTpw"), "u", id="basic"),
     ],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fephp/cgienv.py build_env never sends REMOTE_USER; nginx's fastcgi_params sends $remote_user",
 )
 @pytest_twisted.ensureDeferred
 async def test_remote_user_as_nginx_sends_it(fronts, request_, nginx_user):
@@ -564,10 +555,6 @@ async def test_directory_redirect_location(fronts):
 # -- the request line and Host -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fephp/resource.py PHPApp.render answers 400 to an absolute-form target (RFC 9112 3.2.2: MUST accept)",
-)
 @pytest_twisted.ensureDeferred
 async def test_absolute_form_target(fronts):
     """GET http://host/dump.php runs dump.php with the path-only REQUEST_URI through both fronts."""
@@ -590,11 +577,6 @@ async def test_absolute_form_target(fronts):
             id="two-hosts",
         ),
     ],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fephp (site.py/resource.py) runs PHP for an HTTP/1.1 request without Host or with two "
-    "(RFC 9112 3.2: MUST answer 400); with two, PHP sees HTTP_HOST 'a, b' and SERVER_NAME from the last",
 )
 @pytest_twisted.ensureDeferred
 async def test_bad_host_is_400(fronts, request_):
@@ -675,11 +657,6 @@ async def test_expect_100_continue(fronts):
         pytest.param(b"..", id="dots"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fephp accepts any Host and fephp/cgienv.py _server_name makes it SERVER_NAME unchecked; "
-    "nginx answers 400 to a Host that is not a host name (ngx_http_validate_host)",
-)
 @pytest_twisted.ensureDeferred
 async def test_invalid_host_is_400(fronts, host):
     """A Host header that is not a host[:port] gets 400 and runs no PHP, as from nginx."""
@@ -747,11 +724,6 @@ async def test_header_limits(fronts):
     assert under_fephp == b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a header line over 16 KiB hits Twisted's LineReceiver.MAX_LENGTH and fephp/site.py's channel "
-    "closes without a response; docs/configuration.md promises 431 (nginx answers 400)",
-)
 @pytest_twisted.ensureDeferred
 async def test_one_long_header_line_gets_an_answer(fronts):
     """A single 20 KB header line gets 431 from fephp, as documented (nginx: 400), not a silent close."""

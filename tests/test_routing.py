@@ -75,7 +75,7 @@ def at(root: str, expected: Route) -> Route:
 
 
 def script(path: str, path_info: str = "", document_uri: str | None = None) -> Script:
-    return Script("ROOT" + path, path, path_info, document_uri or path + path_info)
+    return Script("ROOT" + path, path, path_info, document_uri or path)
 
 
 FRONT = script("/index.php")
