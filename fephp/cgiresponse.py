@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import NoReturn
+from ._compat import SLOTS
 
 __all__ = ["CGIHead", "CGIResponseError", "HeadParser", "DEFAULT_MAX_HEAD_SIZE"]
 
@@ -42,7 +43,7 @@ class CGIResponseError(Exception):
     http_status = 502
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class CGIHead:
     """The response status and headers, in order, without the Status header; each Set-Cookie apart."""
 

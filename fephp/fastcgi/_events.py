@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from .._compat import SLOTS
 
 __all__ = [
     "Event",
@@ -29,19 +30,19 @@ class Event:
 # What a client (the web server side) receives from the application.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Stdout(Event):
     request_id: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Stderr(Event):
     request_id: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class EndRequest(Event):
     """FCGI_END_REQUEST; ``protocol_status`` is a :class:`ProtocolStatus` value."""
 
@@ -54,12 +55,12 @@ class EndRequest(Event):
         return self.protocol_status == 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class GetValuesResult(Event):
     values: dict[bytes, bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class UnknownType(Event):
     """The application did not understand a management record we sent."""
 
@@ -69,14 +70,14 @@ class UnknownType(Event):
 # What an application (the responder side) receives from the client.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class BeginRequest(Event):
     request_id: int
     role: int
     keep_conn: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Params(Event):
     """The whole PARAMS stream of a request, decoded, once its empty record arrived."""
 
@@ -84,7 +85,7 @@ class Params(Event):
     params: tuple[tuple[bytes, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Stdin(Event):
     """A piece of the request body; ``end`` is true for the closing empty record."""
 
@@ -93,18 +94,18 @@ class Stdin(Event):
     end: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Data(Event):
     request_id: int
     data: bytes
     end: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class AbortRequest(Event):
     request_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class GetValues(Event):
     names: tuple[bytes, ...]
