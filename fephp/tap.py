@@ -55,8 +55,10 @@ class Options(usage.Options):
                 self["config_text"] = None  # load_config reports it
             self["loaded"] = load_config(self["config"], self["config_text"])
         except ConfigError as e:
-            # twistd prints UsageError's text and exits non-zero before daemonizing.
-            raise usage.UsageError(str(e)) from None
+            # One message and a non-zero exit before anything starts or
+            # daemonizes (some Twisted releases exit 0 after a UsageError).
+            sys.stderr.write(f"fephp: {e}\n")
+            raise SystemExit(1) from None
 
 
 def build_backend(
