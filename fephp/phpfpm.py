@@ -422,10 +422,17 @@ class _FPMProcess(ProcessProtocol):
         self._buffers = {1: b"", 2: b""}
         self.kill_call: Any = None
         self.exited = False
+        self._pid: Optional[int] = None
+
+    def makeConnection(self, transport: Any) -> None:  # noqa: N802 - Twisted's name
+        # Twisted forgets the pid once the child is reaped; the log of its
+        # death still needs it.
+        self._pid = getattr(transport, "pid", None)
+        super().makeConnection(transport)
 
     @property
     def pid(self) -> Optional[int]:
-        return getattr(self.transport, "pid", None)
+        return getattr(self.transport, "pid", None) or self._pid
 
     def signal(self, name: str) -> None:
         if self.exited:

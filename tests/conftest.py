@@ -27,7 +27,7 @@ def require_binary(found: str | None, what: str) -> str:
     """*found*, or skip (locally) / fail (under CI) when it is missing."""
     if found:
         return found
-    message = f"{what} is not installed (apt-get install php8.2-fpm php8.2-cgi)"
+    message = f"{what} is not installed (see the README's test command for what to apt-get install)"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

@@ -201,7 +201,7 @@ def test_log_level_error_keeps_info_out_of_the_logfile(tmp_path: Path) -> None:
         os.kill(master, signal.SIGKILL)
         wait_for(lambda: "exited unexpectedly" in logfile.read_text(), "the error line")
         text = logfile.read_text()
-        assert "[fephp.phpfpm.ManagedPHPFPM#error] php-fpm (pid " in text
+        assert f"[fephp.phpfpm.ManagedPHPFPM#error] php-fpm (pid {master}) exited unexpectedly" in text
         assert "php-fpm started" not in text
         assert "#info]" not in text
     finally:
