@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -216,3 +217,128 @@ def _parent(pid: int) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except OSError:
         return 0
+
+
+def _start_daemon(tmp_path: Path, config: Path) -> tuple[Path, int]:
+    pidfile = tmp_path / "fephp.pid"
+    started = subprocess.run(
+        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "fephp.log"), "fephp", "--config", str(config)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr.decode()
+    wait_for(pidfile.exists, "the pidfile")
+    return pidfile, int(pidfile.read_text())
+
+
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
+    """A response still streaming when SIGTERM arrives is completed, to its last byte, before the daemon exits."""
+    require_binary(find_php_fpm(), "php-fpm")
+    port = free_port()
+    config = write_config(tmp_path, port, "  use_fpm: true")
+    pidfile, pid = _start_daemon(tmp_path, config)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/static/hello.txt"), "the listener")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /stream.php?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            while b"first\n" not in received:
+                received += s.recv(65536)
+            os.kill(pid, signal.SIGTERM)
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        assert b"first\n" in received and b"last\n" in received
+        assert received.endswith(b"0\r\n\r\n")  # the chunked body's end, not a cut
+        wait_for(lambda: not pidfile.exists(), "the pidfile to go")
+        wait_for(lambda: not processes_with(str(config)), "no process left")
+    finally:
+        if pidfile.exists():
+            os.kill(pid, signal.SIGKILL)
+
+
+def _self_signed(tmp_path: Path) -> Path:
+    """A PEM with a fresh key and a self-signed certificate for 127.0.0.1."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "server.pem"
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    return pem
+
+
+def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
+    """One daemon listening on TCP, a UNIX socket and TLS answers PHP on each; HTTPS is on only over TLS."""
+    require_binary(find_php_fpm(), "php-fpm")
+    import json
+    import ssl
+
+    tcp, tls = free_port(), free_port()
+    unix_path = tmp_path / "fephp.sock"
+    pem = _self_signed(tmp_path)
+    config = write_config(tmp_path, tcp, "  use_fpm: true")
+    config.write_text(
+        config.read_text().replace(
+            f'listen: ["tcp:{tcp}:interface=127.0.0.1"]',
+            f'listen: ["tcp:{tcp}:interface=127.0.0.1", "unix:{unix_path}", '
+            f'"ssl:{tls}:interface=127.0.0.1:privateKey={pem}"]',
+        )
+    )
+    pidfile, pid = _start_daemon(tmp_path, config)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{tcp}/static/hello.txt"), "the listener")
+        request = b"GET /env.php HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+        def env_over(sock: socket.socket) -> dict:
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            # The body is chunked: one chunk of JSON, then the terminator.
+            size, _, rest = body.partition(b"\r\n")
+            return json.loads(rest[: int(size, 16)])
+
+        with socket.create_connection(("127.0.0.1", tcp), timeout=10) as s:
+            over_tcp = env_over(s)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(unix_path))
+            over_unix = env_over(s)
+        context = ssl.create_default_context(cafile=str(pem))
+        with socket.create_connection(("127.0.0.1", tls), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                over_tls = env_over(s)
+        assert (over_tcp["REQUEST_SCHEME"], "HTTPS" in over_tcp) == ("http", False)
+        assert over_unix["REQUEST_SCHEME"] == "http"
+        assert (over_tls["REQUEST_SCHEME"], over_tls["HTTPS"], over_tls["SERVER_PORT"]) == ("https", "on", str(tls))
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists(), "the pidfile to go")

@@ -476,3 +476,22 @@ async def _read_until(port: int, data: bytes, marker: bytes) -> bytes:
             return out
 
     return await deferToThread(run)
+
+
+@pytest_twisted.ensureDeferred
+async def test_php_stderr_is_logged_at_warn_with_the_uri(front):
+    """What PHP writes to its error log comes out of fephp's logger at warn, tagged with the request."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        f = await front()
+        response, body = await f.get("/stderr.php?tag=xyz")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert (response.code, body) == (200, b"ok")
+    logged = [e for e in events if "to-stderr: xyz" in e.get("php_stderr", "")]
+    assert len(logged) == 1
+    assert logged[0]["log_level"] == LogLevel.warn
+    assert logged[0]["uri"] == "/stderr.php?tag=xyz"
