@@ -72,7 +72,7 @@ class _StaticFile(static.File):
 class _PHPResponse:
     """A :class:`fephp.backend.ResponseSink` that turns CGI output into the HTTP response."""
 
-    __slots__ = ("_request", "_parser", "_head_sent", "_producer", "_log_source", "stderr_lines")
+    __slots__ = ("_request", "_parser", "_head_sent", "_producer")
 
     log = Logger()
 
@@ -81,7 +81,6 @@ class _PHPResponse:
         self._parser: Optional[HeadParser] = HeadParser(max_head_size)
         self._head_sent = False
         self._producer: Optional[IPushProducer] = None
-        self._log_source = request
 
     @property
     def head_sent(self) -> bool:
