@@ -9,7 +9,7 @@ enough to serve again; the pool (:mod:`fephp.pool`) asks it through
 
 from __future__ import annotations
 
-from typing import IO, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -71,10 +71,12 @@ class _BodyWriter:
         self._paused = False
         self._done = False
 
-    def start(self) -> None:
+    def start(self, first: bytes) -> None:
+        """Write *first* (the request so far), then the rest of the file as it drains."""
         transport = self._proto.transport
         assert transport is not None
         transport.registerProducer(self, True)
+        self._proto._write(first)
         self._write_some()
 
     def _write_some(self) -> None:
@@ -266,11 +268,15 @@ class FastCGIClientProtocol(Protocol):
         head = codec.begin_request(_REQUEST_ID, params, keep_conn=True)
         if body is None or isinstance(body, (bytes, bytearray, memoryview)):
             data = bytes(body) if body else b""
-            self._write(head + codec.send_stdin(_REQUEST_ID, data) + codec.end_stdin(_REQUEST_ID))
-            request.body_sent = True
         else:
-            self._write(head)
-            _BodyWriter(self, request, body).start()
+            data = body.read(BODY_CHUNK_SIZE)
+            if len(data) == BODY_CHUNK_SIZE:
+                # More may follow: stream the rest as the transport takes it.
+                _BodyWriter(self, request, body).start(head + codec.send_stdin(_REQUEST_ID, data))
+                return request.deferred
+        # The whole request in one write.
+        self._write(head + codec.send_stdin(_REQUEST_ID, data) + codec.end_stdin(_REQUEST_ID))
+        request.body_sent = True
         return request.deferred
 
     def get_values(self, names: list[bytes]) -> "Deferred[dict[bytes, bytes]]":
@@ -292,8 +298,28 @@ class FastCGIClientProtocol(Protocol):
     # -- internals -----------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        transport: Any = self.transport
+        assert transport is not None
+        sock = getattr(transport, "socket", None)
+        if (
+            sock is not None
+            and not transport.dataBuffer
+            and not transport._tempDataLen
+            and not transport.disconnecting
+        ):
+            # Write-through: with nothing queued, send now.  Twisted's write()
+            # would queue the bytes and register the socket for writing, then
+            # unregister it once sent: two epoll_ctl calls and a loop
+            # iteration per request.  What the socket does not take (or an
+            # error) goes through write() as usual.
+            try:
+                sent = sock.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def _end_request(self, event: EndRequest) -> None:
         request, self._request = self._request, None

@@ -130,6 +130,16 @@ class ProtocolTestCase(SynchronousTestCase):
         self.proto.request(PARAMS, None, self.sink)
         self.assertEqual(self.transport.value(), HEAD + STDIN_END)
 
+    def test_small_file_body_goes_out_in_one_write(self) -> None:
+        """A file body smaller than a chunk is sent with the request head and its end in a single write."""
+        transport = BufferingTransport(limit=100_000)
+        proto = FastCGIClientProtocol(self.clock, response_timeout=None)
+        proto.makeConnection(transport)
+        proto.request(PARAMS, io.BytesIO(b"a=1&b=2"), self.sink)
+        self.assertEqual(transport.writes, [len(HEAD) + 8 + 7 + 1 + 8])
+        self.assertEqual(transport.value(), HEAD + encode_stream(RecordType.STDIN, 1, b"a=1&b=2") + STDIN_END)
+        self.assertIsNone(transport.producer)
+
     def test_file_body_is_streamed_as_the_transport_drains(self) -> None:
         """A file body bigger than the transport buffer is read and written a chunk at a time."""
         transport = BufferingTransport(limit=100_000)
@@ -162,7 +172,8 @@ class ProtocolTestCase(SynchronousTestCase):
             third, encode_stream(RecordType.STDIN, 1, data[2 * BODY_CHUNK_SIZE :]) + STDIN_END
         )
         self.assertIsNone(transport.producer)
-        self.assertLessEqual(max(transport.writes), BODY_CHUNK_SIZE + 4 * 16)
+        # Never more than the request head and one chunk in one write.
+        self.assertLessEqual(max(transport.writes), len(HEAD) + BODY_CHUNK_SIZE + 4 * 16)
 
         server = ServerConnection()
         events = server.receive_data(first + second + third)
@@ -246,7 +257,7 @@ class ProtocolTestCase(SynchronousTestCase):
         transport = BufferingTransport(limit=10)
         proto = FastCGIClientProtocol(self.clock, response_timeout=None)
         proto.makeConnection(transport)
-        d = proto.request(PARAMS, io.BytesIO(b"q" * 100), self.sink)
+        d = proto.request(PARAMS, io.BytesIO(b"q" * (3 * BODY_CHUNK_SIZE)), self.sink)
         proto.dataReceived(backend.end_request(1))
         self.assertEqual(self.successResultOf(d), 0)
         self.assertIs(proto.reusable, False)
