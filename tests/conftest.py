@@ -143,6 +143,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def processes_with(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose command line or title contains *marker*."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry))
+    return found
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live processes of process group *pgid*."""
     found = []

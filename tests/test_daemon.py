@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from twisted.logger import LogBeginner, Logger, LogPublisher, formatEvent
 
-from tests.conftest import free_port, require_binary
+from tests.conftest import free_port, processes_with, require_binary
 from tests.test_http_php import make_docroot
 
 from fephp.phpfpm import find_php_fpm
@@ -70,24 +70,6 @@ def answers(url: str) -> bool:
         return True
     except OSError:
         return False
-
-
-def processes_with(marker: str) -> list[int]:
-    """PIDs whose command line mentions *marker*."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-                with open(f"/proc/{entry}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        continue
-            except OSError:
-                continue
-            if marker in cmdline:
-                found.append(int(entry))
-    return found
 
 
 @pytest.mark.parametrize("mode", ["managed", "php-cgi"])

@@ -26,7 +26,7 @@ from fephp.cgiresponse import HeadParser
 from fephp.config import Config
 from fephp.fastcgi import ClientConnection, EndRequest, Stderr, Stdout
 from fephp.phpfpm import ManagedPHPFPM, PHPFPMError, find_php_fpm, php_fpm_argv
-from tests.conftest import require_binary
+from tests.conftest import processes_with, require_binary
 
 SCRIPT = Path(__file__).parent / "php" / "cgiprocess" / "environment.php"
 
@@ -86,28 +86,9 @@ def served(path: str) -> Any:
     return threads.deferToThread(fastcgi_request, path).addCallback(check)
 
 
-def live_processes(marker: str) -> list[int]:
-    """Non-zombie processes whose command line (php-fpm's process title) contains *marker*."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(entry))
-    return found
-
-
 def ours(service: ManagedPHPFPM) -> list[int]:
     """The master (titled with our config path) and workers (titled with our pool name) alive now."""
-    return sorted(set(live_processes(service.config_path) + live_processes(f"pool {service.pool_name}")))
+    return sorted(set(processes_with(service.config_path) + processes_with(f"pool {service.pool_name}")))
 
 
 def wait_until(predicate: Any, what: str, within: float = 15.0) -> Any:
@@ -247,12 +228,12 @@ def test_no_orphan_when_fephp_is_killed(tmp_path: Path) -> None:
         assert ready, "the holder's php-fpm was not ready within 20 s"
         line = holder.stdout.readline().decode()
         master, pool, config = line.split()
-        assert len(live_processes(config) + live_processes(f"pool {pool}")) == 3
+        assert len(processes_with(config) + processes_with(f"pool {pool}")) == 3
     finally:
         holder.kill()
         holder.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while live_processes(config) + live_processes(f"pool {pool}"):
+    while processes_with(config) + processes_with(f"pool {pool}"):
         assert time.monotonic() < deadline, "php-fpm outlived the process that started it"
         time.sleep(0.02)  # polling another process's exit, bounded by the deadline
     assert not os.path.exists(f"/proc/{master}") or "Z" in open(f"/proc/{master}/stat").read().rsplit(")", 1)[1].split()[0]

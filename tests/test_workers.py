@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 
 from fephp.phpfpm import find_php_fpm
 from fephp.workers import LOG_FD, WorkerSupervisor, connections_per_worker
-from tests.conftest import free_port, require_binary
-from tests.test_daemon import REPO, TWISTD, _zombie, processes_with, wait_for
+from tests.conftest import free_port, processes_with, require_binary
+from tests.test_daemon import REPO, TWISTD, _zombie, wait_for
 from tests.test_http_php import make_docroot
 
 
