@@ -204,9 +204,11 @@ class PHPApp(Resource):
             content_type=request.getHeader(b"content-type"),
             server_protocol=request.clientproto,
             https=request.isSecure(),
-            remote_addr=getattr(client, "host", "127.0.0.1"),
+            # A UNIX-socket listener has no IP or port: "unix:" and 0, as
+            # nginx's $remote_addr and $server_addr say for one.
+            remote_addr=getattr(client, "host", "unix:"),
             remote_port=getattr(client, "port", 0),
-            server_addr=getattr(host, "host", "127.0.0.1"),
+            server_addr=getattr(host, "host", "unix:"),
             server_port=getattr(host, "port", 0),
             host=request.getHeader(b"host"),
         )

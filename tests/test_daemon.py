@@ -319,7 +319,7 @@ def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
             with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
                 over_tls = env_over(s)
         assert (over_tcp["REQUEST_SCHEME"], "HTTPS" in over_tcp) == ("http", False)
-        assert over_unix["REQUEST_SCHEME"] == "http"
+        assert (over_unix["REQUEST_SCHEME"], over_unix["REMOTE_ADDR"], over_unix["SERVER_ADDR"]) == ("http", "unix:", "unix:")
         assert (over_tls["REQUEST_SCHEME"], over_tls["HTTPS"], over_tls["SERVER_PORT"]) == ("https", "on", str(tls))
     finally:
         os.kill(pid, signal.SIGTERM)
