@@ -47,6 +47,20 @@ logging:
     return config
 
 
+def daemonize(tmp_path: Path, config: Path) -> Path:
+    """``twistd --pidfile --logfile fephp --config`` in *tmp_path*; its pidfile once twistd has forked."""
+    pidfile = tmp_path / "fephp.pid"
+    started = subprocess.run(
+        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "fephp.log"), "fephp", "--config", str(config)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr.decode()
+    return pidfile
+
+
 def wait_for(predicate, what: str, within: float = 20.0) -> None:
     """Poll *predicate* (an outside process's state) until true, failing after *within* seconds."""
     deadline = time.monotonic() + within
@@ -82,17 +96,7 @@ def test_daemon_starts_serves_and_stops_cleanly(tmp_path: Path, mode: str) -> No
         php = "  use_fpm: false"
     port = free_port()
     config = write_config(tmp_path, port, php)
-    pidfile = tmp_path / "fephp.pid"
-    logfile = tmp_path / "fephp.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    started = subprocess.run(
-        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "fephp", "--config", str(config)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
-    assert started.returncode == 0, started.stderr.decode()
+    pidfile = daemonize(tmp_path, config)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(pidfile.exists, "the pidfile")
@@ -167,14 +171,7 @@ def test_log_level_error_keeps_info_out_of_the_logfile(tmp_path: Path) -> None:
     config = write_config(tmp_path, port, "  use_fpm: true", logging="  level: error\n")
     pidfile = tmp_path / "fephp.pid"
     logfile = tmp_path / "fephp.log"
-    started = subprocess.run(
-        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "fephp", "--config", str(config)],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        timeout=60,
-    )
-    assert started.returncode == 0, started.stderr.decode()
+    daemonize(tmp_path, config)
     pid = 0
     try:
         wait_for(pidfile.exists, "the pidfile")
@@ -202,15 +199,7 @@ def _parent(pid: int) -> int:
 
 
 def _start_daemon(tmp_path: Path, config: Path) -> tuple[Path, int]:
-    pidfile = tmp_path / "fephp.pid"
-    started = subprocess.run(
-        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "fephp.log"), "fephp", "--config", str(config)],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        timeout=60,
-    )
-    assert started.returncode == 0, started.stderr.decode()
+    pidfile = daemonize(tmp_path, config)
     wait_for(pidfile.exists, "the pidfile")
     return pidfile, int(pidfile.read_text())
 

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +20,7 @@ from twisted.python.failure import Failure
 from fephp.phpfpm import find_php_fpm
 from fephp.workers import LOG_FD, WorkerSupervisor, connections_per_worker
 from tests.conftest import free_port, processes_with, require_binary
-from tests.test_daemon import REPO, TWISTD, _zombie, wait_for
+from tests.test_daemon import _zombie, daemonize, wait_for
 from tests.test_http_php import make_docroot
 
 
@@ -296,14 +295,7 @@ logging:
     )
     pidfile = tmp_path / "fephp.pid"
     logfile = tmp_path / "fephp.log"
-    started = subprocess.run(
-        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "fephp", "--config", str(config)],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        timeout=60,
-    )
-    assert started.returncode == 0, started.stderr.decode()
+    daemonize(tmp_path, config)
     parent = 0
     try:
         wait_for(pidfile.exists, "the pidfile")
@@ -375,14 +367,7 @@ def start_daemon(tmp_path: Path, workers: int) -> tuple[int, int, Path, Path]:
         "php:\n  worker_pool_size: 2\n"
     )
     pidfile = tmp_path / "fephp.pid"
-    started = subprocess.run(
-        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "fephp.log"), "fephp", "--config", str(config)],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        timeout=60,
-    )
-    assert started.returncode == 0, started.stderr.decode()
+    daemonize(tmp_path, config)
     wait_for(pidfile.exists, "the pidfile")
     parent = int(pidfile.read_text())
     wait_for(lambda: answers(port), "the listener")
