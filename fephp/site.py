@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
-from .resource import error_page
+from .resource import error_page, send_error
 
 __all__ = ["FrontSite", "FrontRequest"]
 
@@ -121,12 +121,7 @@ class FrontRequest(server.Request):
             self.processingFailed(Failure())
 
     def _answer(self, status: int) -> None:
-        body = error_page(status)
-        self.setResponseCode(status)
-        self.setHeader(b"content-type", b"text/html; charset=utf-8")
-        self.setHeader(b"content-length", b"%d" % len(body))
-        self.setHeader(b"connection", b"close")
-        self.write(body)
+        self.write(send_error(self, status, {b"connection": b"close"}))
         self.finish()
 
 
