@@ -37,6 +37,13 @@ class ResponseSink(Protocol):
     def stderr_received(self, data: bytes) -> None:
         """A piece of PHP's error output for this request."""
 
+    def flush(self) -> None:
+        """All output received so far has been passed on: send what is held.
+
+        Called after each read that brought stdout; a sink may hold the
+        pieces of one read to send them together.
+        """
+
 
 class Backend(Protocol):
     def request(self, params: Params, body: Body, sink: ResponseSink) -> "Deferred[int]":

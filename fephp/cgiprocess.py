@@ -205,6 +205,7 @@ class _CGIProcess(ProcessProtocol):
         self._got_output = True
         self._arm()
         self._sink.stdout_received(data)
+        self._sink.flush()
 
     def errReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         if self._failure is not None:

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._io import write_through
 from .backend import Body, Params, ResponseSink
 from .errors import BackendClosed, BackendProtocolError, RequestRejected, ResponseTimeout
 from .fastcgi import (
@@ -198,6 +199,7 @@ class FastCGIClientProtocol(Protocol):
         except ProtocolError as e:
             self._fail_connection(BackendProtocolError(str(e)))
             return
+        wrote = None
         for event in events:
             request = self._request
             if type(event) is Stdout:
@@ -206,7 +208,8 @@ class FastCGIClientProtocol(Protocol):
                 if not request.started:
                     request.started = True
                     request.sink.response_started(_OutputControl(request))
-                request.sink.stdout_received(event.data)
+                wrote = request.sink
+                wrote.stdout_received(event.data)
             elif type(event) is Stderr:
                 if request is not None:
                     request.sink.stderr_received(event.data)
@@ -217,6 +220,8 @@ class FastCGIClientProtocol(Protocol):
                 if values is not None:
                     values.callback(event.values)
             # UnknownType answers a management record we do not send.
+        if wrote is not None:
+            wrote.flush()
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         self._connected = False
@@ -298,28 +303,7 @@ class FastCGIClientProtocol(Protocol):
     # -- internals -----------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        transport: Any = self.transport
-        assert transport is not None
-        sock = getattr(transport, "socket", None)
-        if (
-            sock is not None
-            and not transport.dataBuffer
-            and not transport._tempDataLen
-            and not transport.disconnecting
-        ):
-            # Write-through: with nothing queued, send now.  Twisted's write()
-            # would queue the bytes and register the socket for writing, then
-            # unregister it once sent: two epoll_ctl calls and a loop
-            # iteration per request.  What the socket does not take (or an
-            # error) goes through write() as usual.
-            try:
-                sent = sock.send(data)
-            except OSError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        write_through(self.transport, data)
 
     def _end_request(self, event: EndRequest) -> None:
         request, self._request = self._request, None

@@ -70,21 +70,24 @@ class _StaticFile(static.File):
 
 
 class _PHPResponse:
-    """A :class:`fephp.backend.ResponseSink` that turns CGI output into the HTTP response."""
+    """A :class:`fephp.backend.ResponseSink` that turns CGI output into the HTTP response.
 
-    __slots__ = ("_request", "_parser", "_head_sent", "_producer")
+    Body bytes are held until the backend has passed on all it read
+    (``flush``) or the response ends (``complete``).  A response that PHP
+    produced in one piece, most small pages, then goes out with a
+    Content-Length, head and body in one send, instead of a chunked head,
+    a chunk and a terminating chunk.
+    """
+
+    __slots__ = ("_request", "_parser", "_producer", "_held")
 
     log = Logger()
 
     def __init__(self, request: Request, max_head_size: int) -> None:
         self._request = request
         self._parser: Optional[HeadParser] = HeadParser(max_head_size)
-        self._head_sent = False
         self._producer: Optional[IPushProducer] = None
-
-    @property
-    def head_sent(self) -> bool:
-        return self._head_sent
+        self._held: list[bytes] = []
 
     def response_started(self, producer: IPushProducer) -> None:
         self._producer = producer
@@ -94,7 +97,7 @@ class _PHPResponse:
     def stdout_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None:
-            self._request.write(data)
+            self._held.append(data)
             return
         parsed = parser.feed(data)
         if parsed is None:
@@ -102,11 +105,16 @@ class _PHPResponse:
         head, rest = parsed
         self._send_head(head)
         if rest:
-            self._request.write(rest)
+            self._held.append(rest)
+
+    def flush(self) -> None:
+        held = self._held
+        if held:
+            self._held = []
+            self._request.write(held[0] if len(held) == 1 else b"".join(held))
 
     def _send_head(self, head: Any) -> None:
         self._parser = None
-        self._head_sent = True
         request = self._request
         request.setResponseCode(head.status, head.reason or None)
         add = request.responseHeaders.addRawHeader
@@ -121,13 +129,26 @@ class _PHPResponse:
                     "PHP: {php_stderr}", php_stderr=line, uri=self._request.uri.decode("latin-1")
                 )
 
-    def finish_head(self) -> None:
-        """The response ended: a head still pending must be completed now."""
+    def complete(self) -> None:
+        """The response ended: finish a pending head and write what is held.
+
+        Raises CGIResponseError for a head that never completed.
+        """
         if self._parser is not None:
             head, rest = self._parser.finish()
             self._send_head(head)
             if rest:
-                self._request.write(rest)
+                self._held.append(rest)
+        request = self._request
+        if (
+            not request.startedWriting  # type: ignore[attr-defined]
+            and request.method != b"HEAD"
+            and request.code not in http.NO_BODY_CODES
+            and not request.responseHeaders.hasHeader(b"content-length")
+        ):
+            # The whole body is here: its length is known.
+            request.setHeader(b"content-length", b"%d" % sum(map(len, self._held)))
+        self.flush()
 
     def unregister(self) -> None:
         if self._producer is not None:
@@ -235,7 +256,7 @@ class PHPApp(Resource):
         if request._disconnected:  # type: ignore[attr-defined]
             return
         try:
-            sink.finish_head()
+            sink.complete()
         except CGIResponseError as e:
             self.log.error("bad CGI response from PHP for {uri}: {error}", uri=request.uri, error=str(e))
             self._fail(request, sink, 502)
@@ -262,7 +283,7 @@ class PHPApp(Resource):
         self._fail(request, sink, status)
 
     def _fail(self, request: Request, sink: _PHPResponse, status: int) -> None:
-        if sink.head_sent:
+        if request.startedWriting:  # type: ignore[attr-defined]
             # Part of the answer is out: the client must see it truncated,
             # never a short response that looks complete.
             request.channel.transport.abortConnection()  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ from .backend import Backend
 from .config import Config, ConfigError, load_config
 from .endpoints import parse_client_endpoint
 from .pool import FastCGIPool
+from .reactor import install_if_free
 from .resource import PHPApp
 from .routing import Router
 from .service import FrontService
@@ -160,8 +161,7 @@ def build_service(config: Config, reactor: Any) -> FrontService:
 
 
 def makeService(options: Options) -> Service:  # noqa: N802 - twistd's name
-    from twisted.internet import reactor
-
+    reactor = install_if_free()
     config = options["loaded"]
     filter_log_level(config.logging.level)
     service: Service

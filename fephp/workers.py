@@ -570,9 +570,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     observer: Any = FilteringLogObserver(jsonFileLogObserver(log_file), [level])  # type: ignore[arg-type, list-item]
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
-    from twisted.internet import reactor as global_reactor
+    from .reactor import install_if_free
 
-    reactor: Any = global_reactor
+    reactor: Any = install_if_free()
 
     from .service import FrontService
     from .tap import build_backend, build_site

@@ -49,6 +49,9 @@ class Sink:
         assert self.producer is None and self.stdout == b""
         self.producer = producer
 
+    def flush(self) -> None:
+        pass
+
     def stdout_received(self, data: bytes) -> None:
         self.stdout += data
         self._check()

@@ -293,9 +293,10 @@ def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
                 data += chunk
             head, _, body = data.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 ")
-            # The body is chunked: one chunk of JSON, then the terminator.
-            size, _, rest = body.partition(b"\r\n")
-            return json.loads(rest[: int(size, 16)])
+            if b"\r\nTransfer-Encoding: chunked" in head:  # PHP's answer came in more than one read
+                size, _, body = body.partition(b"\r\n")
+                body = body[: int(size, 16)]
+            return json.loads(body)
 
         with socket.create_connection(("127.0.0.1", tcp), timeout=10) as s:
             over_tcp = env_over(s)

@@ -50,6 +50,9 @@ class Sink:
     def response_started(self, producer: IPushProducer) -> None:
         self.started += 1
 
+    def flush(self) -> None:
+        pass
+
     def stdout_received(self, data: bytes) -> None:
         self.stdout += data
 

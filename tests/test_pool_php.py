@@ -30,6 +30,9 @@ class Collector:
     def response_started(self, producer: IPushProducer) -> None:
         self.producer = producer
 
+    def flush(self) -> None:
+        pass
+
     def stdout_received(self, data: bytes) -> None:
         self.stdout += data
         if self._marker is not None and self._marker[0] in self.stdout:

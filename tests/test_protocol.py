@@ -46,6 +46,9 @@ class RecordingSink:
         self.producer = producer
         self.calls.append(("started",))
 
+    def flush(self) -> None:
+        self.calls.append(("flush",))
+
     def stdout_received(self, data: bytes) -> None:
         self.calls.append(("stdout", data))
 
@@ -201,7 +204,10 @@ class ProtocolTestCase(SynchronousTestCase):
     # -- what comes in --------------------------------------------------------------
 
     def test_output_reaches_the_sink_in_order_after_response_started(self) -> None:
-        """response_started comes once, first; stdout and stderr follow in arrival order."""
+        """response_started comes once, first; stdout and stderr follow in arrival order.
+
+        Each read that brought stdout ends with one flush, after its last piece.
+        """
         d = self.start()
         self.feed(backend.stdout(1, b"Status: 200\r\n\r\n") + backend.stderr(1, b"warn"))
         self.feed(backend.stdout(1, b"abc"))
@@ -212,14 +218,17 @@ class ProtocolTestCase(SynchronousTestCase):
                 ("started",),
                 ("stdout", b"Status: 200\r\n\r\n"),
                 ("stderr", b"warn"),
+                ("flush",),
                 ("stdout", b"abc"),
+                ("flush",),
                 ("stdout", b"def"),
+                ("flush",),
             ],
         )
         self.assertEqual(self.successResultOf(d), 4)
 
     def test_stderr_before_stdout_does_not_start_the_response(self) -> None:
-        """Only STDOUT starts the response; STDERR alone does not call response_started."""
+        """Only STDOUT starts the response (and is flushed); STDERR alone calls neither."""
         self.start()
         self.feed(backend.stderr(1, b"early"))
         self.assertEqual(self.sink.calls, [("stderr", b"early")])

@@ -79,6 +79,59 @@ class ResourceTestCase(SynchronousTestCase):
         self.assertEqual(out.count(b"Transfer-Encoding"), 1)  # Twisted's own chunking only
         self.assertTrue(out.endswith(b"5\r\nfirst\r\n"))
 
+    def test_whole_response_in_one_read_gets_a_content_length_and_one_write(self) -> None:
+        """PHP's whole answer in one read: a Content-Length, no chunking, head and body in one write."""
+        channel, transport = self.connect()
+        writes: list[bytes] = []
+        write = transport.write
+        transport.write = lambda data: (writes.append(data), write(data))  # type: ignore[method-assign]
+        channel.dataReceived(b"GET /index.php HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.endpoint.last.succeed().respond(b"hello")
+        self.assertEqual(len(writes), 1)
+        head, _, body = writes[0].partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"\r\nContent-Length: 5", head)
+        self.assertNotIn(b"Transfer-Encoding", head)
+        self.assertEqual(body, b"hello")
+
+    def test_response_over_several_reads_is_chunked(self) -> None:
+        """Output that keeps coming is sent as it arrives, chunked, and ends with the last chunk."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /index.php HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = self.endpoint.last.succeed()
+        backend.send_output(b"Content-Type: text/plain\r\n\r\nab")
+        self.assertTrue(transport.value().endswith(b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"))
+        backend.proto.dataReceived(backend.server.stdout(1, b"cd", close=True) + backend.server.end_request(1))
+        self.assertTrue(transport.value().endswith(b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"))
+
+    def test_no_length_is_invented_for_head_or_a_php_length(self) -> None:
+        """HEAD gets no Content-Length of its empty body; PHP's own Content-Length is kept as it is."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"HEAD /index.php HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = self.endpoint.last.succeed()
+        backend.respond(b"")
+        self.assertNotIn(b"Content-Length", transport.value())
+        transport.clear()
+        channel.dataReceived(b"GET /index.php HTTP/1.1\r\nHost: a\r\n\r\n")  # the kept connection
+        backend.proto.dataReceived(
+            backend.server.stdout(1, b"Content-Length: 2\r\n\r\nok", close=True) + backend.server.end_request(1)
+        )
+        out = transport.value()
+        self.assertEqual(out.count(b"Content-Length"), 1)
+        self.assertIn(b"Content-Length: 2\r\n", out)
+
+    def test_connection_lost_after_head_but_before_any_byte_out_is_a_clean_502(self) -> None:
+        """php-fpm dies after a head was read but before anything was sent: the client gets a 502 page."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /index.php HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = self.endpoint.last.succeed()
+        backend.proto.dataReceived(backend.server.stdout(1, b"Status: 200\r\nContent-Type: text/plain\r\n\r\n"))
+        backend.close()
+        out = transport.value()
+        self.assertTrue(out.startswith(b"HTTP/1.1 502 "), out)
+        self.assertIn(error_page(502), out)
+        self.assertFalse(transport.disconnecting and out == b"")
+
     def test_slow_client_pauses_the_backend(self) -> None:
         """When the HTTP transport asks its producer to pause, the FastCGI connection stops reading."""
         channel, transport = self.connect()
