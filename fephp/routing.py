@@ -51,9 +51,14 @@ __all__ = [
 
 @dataclass(frozen=True, **SLOTS)
 class StaticFile:
-    """Send the file at ``path`` (under the root, symlinks not resolved) as it is."""
+    """Send the file at ``path`` (under the root, symlinks not resolved) as it is.
+
+    ``stat`` is what the router saw of it (symlinks followed), so that the
+    file is not looked up twice.
+    """
 
     path: str
+    stat: Union[os.stat_result, None] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -307,7 +312,7 @@ class Router:
                 return self._fallback(directory=False)
             if _is_php_source(segments[-1]):
                 return _PHP_SOURCE
-            return StaticFile(full)
+            return StaticFile(full, st_full)
         if not stat.S_ISDIR(mode):
             return _NOT_REGULAR
         if not trailing and segments:
@@ -324,5 +329,5 @@ class Router:
                 return _DENIED
             if name.endswith(_PHP):
                 return Script(candidate, document_uri, "", document_uri)
-            return StaticFile(candidate)
+            return StaticFile(candidate, st)
         return self._fallback(directory=True)

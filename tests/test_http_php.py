@@ -17,7 +17,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from fephp.endpoints import parse_client_endpoint
 from fephp.pool import FastCGIPool
-from fephp.resource import PHPApp, error_page
+from fephp.resource import SMALL_STATIC_FILE, PHPApp, error_page
 from fephp.routing import Router
 from fephp.site import FrontSite
 
@@ -280,6 +280,29 @@ async def test_static_file_type_range_and_conditional(front):
     assert (response.code, body) == (206, b"plain")
     last_modified = header(response, "Last-Modified")[0]
     response, body = await f.get("/static/hello.txt", headers={"If-Modified-Since": last_modified})
+    assert (response.code, body) == (304, b"")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("size", [0, 1000, SMALL_STATIC_FILE, SMALL_STATIC_FILE + 1, 3 * 1024 * 1024])
+async def test_static_file_whole_by_size(front, docroot, size):
+    """Small files (read whole) and big ones (Twisted's producer) arrive byte for byte with the same validators."""
+    data = os.urandom(size)
+    (docroot / "static" / "blob.bin").write_bytes(data)
+    os.utime(docroot / "static" / "blob.bin", (1_700_000_000.5, 1_700_000_000.5))
+    f = await front()
+    response, body = await f.get("/static/blob.bin")
+    assert (response.code, len(body), hashlib.sha256(body).digest()) == (200, size, hashlib.sha256(data).digest())
+    assert response.length == size  # Content-Length (Twisted's client keeps it here)
+    assert header(response, "Content-Type") == ["application/octet-stream"]
+    assert header(response, "ETag") == ['"6553f100-%x"' % size]
+    assert header(response, "Last-Modified") == ["Tue, 14 Nov 2023 22:13:20 GMT"]
+    head = await _raw_request(
+        "127.0.0.1", f.port.getHost().port, b"HEAD /static/blob.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    assert b"\r\nContent-Length: %d\r\n" % size in head
+    response, body = await f.get("/static/blob.bin", headers={"If-None-Match": '"6553f100-%x"' % size})
     assert (response.code, body) == (304, b"")
 
 

@@ -623,17 +623,42 @@ async def test_no_content_status(fronts):
 
 @pytest_twisted.ensureDeferred
 async def test_static_validators(fronts):
-    """nginx sends an ETag and truncates Last-Modified; fephp (Twisted's File) sends no ETag and rounds up."""
+    """The same ETag and the same truncated Last-Modified from both, on a 200 and on a 206."""
     path = fronts.root / "static" / "hello.txt"
     os.utime(path, (1_700_000_000.5, 1_700_000_000.5))
-    via_nginx, via_fephp = await both(fronts, _get(b"/static/hello.txt"))
-    assert via_nginx.header("last-modified") == ["Tue, 14 Nov 2023 22:13:20 GMT"]
-    assert via_fephp.header("last-modified") == ["Tue, 14 Nov 2023 22:13:21 GMT"]
-    assert len(via_nginx.header("etag")) == 1
-    assert via_fephp.header("etag") == []
-    revalidate = _get(b"/static/hello.txt", b"If-None-Match: " + via_nginx.header("etag")[0].encode())
-    via_nginx, via_fephp = await both(fronts, revalidate)
-    assert (via_nginx.status, via_fephp.status) == (304, 200)
+    for extra in ((), (b"Range: bytes=0-4",)):
+        via_nginx, via_fephp = await both(fronts, _get(b"/static/hello.txt", *extra))
+        assert via_nginx.header("last-modified") == ["Tue, 14 Nov 2023 22:13:20 GMT"]
+        assert len(via_nginx.header("etag")) == 1
+        for name in ("last-modified", "etag"):
+            assert via_fephp.header(name) == via_nginx.header(name), (extra, name)
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize(
+    "condition, status",
+    [
+        (b'If-None-Match: "ETAG"', 304),
+        (b'If-None-Match: "other", W/"ETAG"', 304),
+        (b"If-None-Match: *", 304),
+        (b'If-None-Match: "other"', 200),
+        (b"If-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT", 304),
+        (b"If-Modified-Since: Tue, 14 Nov 2023 22:13:19 GMT", 200),
+        # If-None-Match decides alone when it is there (RFC 9110 13.2.2).
+        (b'If-None-Match: "other"\r\nIf-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT', 200),
+        (b"If-Modified-Since: yesterday", 200),
+    ],
+)
+async def test_static_revalidation(fronts, condition, status):
+    """Conditional GETs of a static file get the same status from both, a 304 without a body."""
+    path = fronts.root / "static" / "hello.txt"
+    os.utime(path, (1_700_000_000.5, 1_700_000_000.5))
+    first, _ = await both(fronts, _get(b"/static/hello.txt"))
+    condition = condition.replace(b'"ETAG"', first.header("etag")[0].encode())
+    via_nginx, via_fephp = await both(fronts, _get(b"/static/hello.txt", condition))
+    assert (via_nginx.status, via_fephp.status) == (status, status)
+    if status == 304:
+        assert via_fephp.body == b"" and via_fephp.header("content-length") == via_nginx.header("content-length")
 
 
 @pytest_twisted.ensureDeferred

@@ -69,7 +69,7 @@ def at(root: str, expected: Route) -> Route:
     changes = {
         f.name: root + getattr(expected, f.name)[4:]
         for f in dataclasses.fields(expected)
-        if getattr(expected, f.name).startswith("ROOT")
+        if isinstance(getattr(expected, f.name), str) and getattr(expected, f.name).startswith("ROOT")
     }
     return dataclasses.replace(expected, **changes)
 
@@ -195,6 +195,14 @@ def test_route(root: str, raw: bytes, expected: Route) -> None:
     """Each path routes to exactly the expected static file, script, redirect or refusal."""
     router = Router(root, index=("index.php", "index.html"), deny=("/data/", "/conf/"))
     assert router.route(raw) == at(root, expected)
+
+
+@pytest.mark.parametrize("raw", [b"/hello.txt", b"/linked.txt", b"/withhtml/"])
+def test_static_route_carries_the_files_stat(root: str, raw: bytes) -> None:
+    """A StaticFile holds the stat the router made of it (through symlinks), for the handler to reuse."""
+    route = Router(root, index=("index.php", "index.html")).route(raw)
+    assert isinstance(route, StaticFile) and route.stat is not None
+    assert (route.stat.st_ino, route.stat.st_size) == (os.stat(route.path).st_ino, os.stat(route.path).st_size)
 
 
 NO_FRONT_CASES: list[tuple[str, bytes, Route]] = [
