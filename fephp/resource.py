@@ -14,7 +14,9 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, static
+from twisted.web import static
+from twisted.web.http import NO_BODY_CODES, NOT_MODIFIED, stringToDatetime
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -102,7 +104,7 @@ def _none_match(header: bytes, etag: bytes) -> bool:
 
 def _not_modified_since(header: bytes, mtime: int) -> bool:
     try:
-        since = http.stringToDatetime(header.split(b";", 1)[0])
+        since = stringToDatetime(header.split(b";", 1)[0])
     except ValueError:
         return False  # an unreadable date is ignored (RFC 9110 13.1.3)
     return since >= mtime
@@ -182,7 +184,7 @@ class _PHPResponse:
         if (
             not request.startedWriting  # type: ignore[attr-defined]
             and request.method != b"HEAD"
-            and request.code not in http.NO_BODY_CODES
+            and request.code not in NO_BODY_CODES
             and not request.responseHeaders.hasHeader(b"content-length")
         ):
             # The whole body is here: its length is known.
@@ -269,7 +271,7 @@ class PHPApp(Resource):
             since = headers.getRawHeaders(b"if-modified-since")
             fresh = since is not None and _not_modified_since(since[0], mtime)
         if fresh:
-            request.setResponseCode(http.NOT_MODIFIED)
+            request.setResponseCode(NOT_MODIFIED)
             request.write(b"")
             request.finish()
             return NOT_DONE_YET
@@ -377,7 +379,7 @@ class PHPApp(Resource):
             # never a short response that looks complete.
             request.channel.transport.abortConnection()  # type: ignore[union-attr]
             return
-        request.responseHeaders = http.Headers()
+        request.responseHeaders = Headers()
         request.setHeader(_SERVER, self._server_header)
         body = send_error(request, status)
         request.write(body)

@@ -11,6 +11,8 @@ from typing import IO, Any, Optional
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import IResource
 
 from ._io import write_through
@@ -138,6 +140,26 @@ def valid_host(host: bytes) -> bool:
 
 
 _BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
+#: RFC 9110 5.6.2's token: a method or a header name.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A request target as Twisted takes it: printable ASCII, no space.
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+#: What a header value must not hold (RFC 9110 5.5).
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+
+_canonical_names: dict[bytes, bytes] = {}
+
+
+def _canonical_name(name: bytes) -> bytes:
+    """*name* as Headers stores it ("user-agent" -> "User-Agent"), learnt from Headers once per spelling."""
+    found = _canonical_names.get(name)
+    if found is None:
+        probe = Headers()
+        probe.addRawHeader(name, b"")
+        found = next(iter(probe.getAllRawHeaders()))[0]
+        if len(_canonical_names) < 1000:  # bounded: names are the client's to choose
+            _canonical_names[name] = found
+    return found
 
 
 def _origin_form(uri: bytes) -> bytes:
@@ -172,8 +194,88 @@ class _Channel(http.HTTPChannel):
     #: The response head, waiting for the first body bytes.
     _head: Optional[bytes] = None
 
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        """Take a whole bodiless request head in one step; anything else goes to Twisted's parser.
+
+        Twisted's HTTPChannel reads a request line by line, one method call
+        and one Headers update per line.  Most requests are a GET whose head
+        arrives whole in one read: that case is parsed here at once, into the
+        same Request state Twisted's parser builds.  Whatever this path does
+        not accept exactly (a body, folded lines, an invalid name, a state
+        other than waiting for a new request...) is handed untouched to
+        Twisted, which answers it as it always has.
+        """
+        if (
+            data[-4:] == b"\r\n\r\n"
+            and self.line_mode
+            and not self._buffer
+            and not self._busyReceiving
+            and not self._handlingRequest
+            and self.persistent
+            and self._HTTPChannel__first_line == 1  # type: ignore[attr-defined]
+            and not self.paused
+            and self.transport is not None
+            and not self.transport.disconnecting
+            and self._take_head(data)
+        ):
+            return
+        super().dataReceived(data)
+
+    def _take_head(self, data: bytes) -> bool:
+        head = data[:-4]
+        if b"\r\n\r\n" in head or len(head) > self.totalHeadersSize:
+            return False
+        lines = head.split(b"\r\n")
+        if len(lines) > self.maxHeaders or max(map(len, lines)) > self.MAX_LENGTH:
+            return False
+        parts = lines[0].split(b" ")
+        if len(parts) != 3:
+            return False
+        method, target, version = parts
+        if (
+            (version != b"HTTP/1.1" and version != b"HTTP/1.0")
+            or not _TOKEN.fullmatch(method)
+            or not _TARGET.fullmatch(target)
+        ):
+            return False
+        raw: dict[bytes, list[bytes]] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name):
+                return False  # also a folded line, which starts with a space
+            value = value.strip(b" \t")
+            if _BAD_VALUE.search(value):
+                return False
+            name = _canonical_name(name)
+            values = raw.get(name)
+            if values is None:
+                raw[name] = [value]
+            else:
+                values.append(value)
+        headers = Headers(raw)
+        if headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding") or headers.hasHeader(b"expect"):
+            return False  # a body (or a wish to send one): Twisted's parser reads it
+        # What HTTPChannel's lineReceived, allHeadersReceived and
+        # allContentReceived do for such a request, in that order.
+        self.resetTimeout()
+        if INonQueuedRequestFactory.providedBy(self.requestFactory):
+            request = self.requestFactory(self)
+        else:
+            request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        request.requestHeaders = headers
+        request.parseCookies()
+        self.persistent = self.checkPersistence(request, version)
+        request.gotLength(0)
+        if self.timeOut:
+            self._savedTimeOut = self.setTimeout(None)
+        self._handlingRequest = True
+        self.setRawMode()
+        request.requestReceived(method, target, version)
+        return True
+
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:  # noqa: N802
-        if not isinstance(headers, http.Headers):
+        if not isinstance(headers, Headers):
             super().writeHeaders(version, code, reason, headers)  # Twisted's old form, never ours
             return
         lines = [version, b" ", code, b" ", reason, b"\r\n"]
