@@ -144,21 +144,17 @@ _BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: A request target as Twisted takes it: printable ASCII, no space.
 _TARGET = re.compile(rb"[\x21-\x7e]+")
-#: What a header value must not hold (RFC 9110 5.5).
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
-
+#: Header names seen (all valid tokens), and how Headers spells each one.
 _canonical_names: dict[bytes, bytes] = {}
 
 
 def _canonical_name(name: bytes) -> bytes:
-    """*name* as Headers stores it ("user-agent" -> "User-Agent"), learnt from Headers once per spelling."""
-    found = _canonical_names.get(name)
-    if found is None:
-        probe = Headers()
-        probe.addRawHeader(name, b"")
-        found = next(iter(probe.getAllRawHeaders()))[0]
-        if len(_canonical_names) < 1000:  # bounded: names are the client's to choose
-            _canonical_names[name] = found
+    """*name*, a valid token, as Headers stores it ("user-agent" -> "User-Agent"), learnt from Headers."""
+    probe = Headers()
+    probe.addRawHeader(name, b"")
+    found = next(iter(probe.getAllRawHeaders()))[0]
+    if len(_canonical_names) < 1000:  # bounded: names are the client's to choose
+        _canonical_names[name] = found
     return found
 
 
@@ -191,6 +187,7 @@ class _Channel(http.HTTPChannel):
 
     _host: Any = None
     _peer: Any = None
+    _secure: Optional[bool] = None
     #: The response head, waiting for the first body bytes.
     _head: Optional[bytes] = None
 
@@ -225,6 +222,11 @@ class _Channel(http.HTTPChannel):
         head = data[:-4]
         if b"\r\n\r\n" in head or len(head) > self.totalHeadersSize:
             return False
+        # No NUL anywhere, and every CR and LF part of a line end (RFC 9110
+        # 5.5 for values; the request line is checked below).
+        crlf = head.count(b"\r\n")
+        if b"\0" in head or head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+            return False
         lines = head.split(b"\r\n")
         if len(lines) > self.maxHeaders or max(map(len, lines)) > self.MAX_LENGTH:
             return False
@@ -239,14 +241,18 @@ class _Channel(http.HTTPChannel):
         ):
             return False
         raw: dict[bytes, list[bytes]] = {}
+        canonical = _canonical_names
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):
-                return False  # also a folded line, which starts with a space
-            value = value.strip(b" \t")
-            if _BAD_VALUE.search(value):
+            known = canonical.get(name)
+            if known is None:
+                if not colon or not _TOKEN.fullmatch(name):
+                    return False  # also a folded line, which starts with a space
+                known = _canonical_name(name)
+            elif not colon:
                 return False
-            name = _canonical_name(name)
+            name = known
+            value = value.strip(b" \t")
             values = raw.get(name)
             if values is None:
                 raw[name] = [value]
@@ -314,6 +320,13 @@ class _Channel(http.HTTPChannel):
         if self._host is None:
             self._host = self.transport.getHost()  # type: ignore[union-attr]
         return self._host
+
+    def isSecure(self) -> bool:  # noqa: N802 - Twisted's name
+        # Asked for every request; the adaptation behind it costs, the answer never changes.
+        secure = self._secure
+        if secure is None:
+            secure = self._secure = super().isSecure()
+        return secure
 
     def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
         if self._peer is None:

@@ -167,20 +167,16 @@ def encode_name_values(pairs: Mapping[bytes, bytes] | Iterable[tuple[bytes, byte
     """Name-value pairs (section 3.4): each length in 1 byte below 128, else 4 bytes."""
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
     parts: list[bytes] = []
-    append = parts.append
+    extend = parts.extend
     one = _ONE_BYTE
     # Runs for every request: short lengths come from a table, no call, no allocation.
     for name, value in items:
         n = len(name)
         v = len(value)
         if n < 0x80 and v < 0x80:
-            append(one[n])
-            append(one[v])
+            extend((one[n], one[v], name, value))
         else:
-            append(_encode_length(n))
-            append(_encode_length(v))
-        append(name)
-        append(value)
+            extend((_encode_length(n), _encode_length(v), name, value))
     return b"".join(parts)
 
 
