@@ -372,7 +372,9 @@ def fephp_yaml(port: int, sock: str, children: int, use_fpm: bool) -> str:
     )
 
 
-def twistd_argv() -> list[str]:
+def twistd_argv(python: str | None = None) -> list[str]:
+    if python is not None:  # another interpreter (--pypy): its own twistd entry point
+        return [python, "-c", "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"]
     beside = os.path.join(os.path.dirname(sys.executable), "twistd")
     if os.access(beside, os.X_OK):
         return [beside]
@@ -427,13 +429,13 @@ class Bench:
         self.fpm = self.procs.start("php-fpm", self.server_prefix + php_fpm_argv(binary, conf) + opcache, log=log)
         wait_for_unix_socket(self.sock, self.fpm, log)
 
-    def start_fephp(self, name: str, use_fpm: bool) -> None:
+    def start_fephp(self, name: str, use_fpm: bool, python: str | None = None) -> None:
         port = free_port()
         conf = os.path.join(self.tmp, f"{name}.yaml")
         with open(conf, "w") as f:
             f.write(fephp_yaml(port, self.sock, self.args.children, use_fpm))
         log = os.path.join(self.tmp, f"{name}.log")
-        argv = twistd_argv() + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp", "--config", conf]
+        argv = twistd_argv(python) + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp", "--config", conf]
         proc = self.procs.start(name, self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
         self.add_front(name, port, proc, log)
 
@@ -642,15 +644,16 @@ class Scenario:
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     d = args.duration
+    fronts: tuple[str, ...] = ("fephp", "nginx", "caddy") + (("fephp-pypy",) if args.pypy else ())
     all_of_them = [
-        Scenario("hello c=1", "/hello.php", 1, d),
-        Scenario("hello c=10", "/hello.php", 10, d),
-        Scenario("hello c=64", "/hello.php", 64, d),
-        Scenario("1 MiB c=10", "/big.php", 10, d),
-        Scenario("sleep50 c=64", "/sleep50.php", 64, d),
-        Scenario("static 1 KiB c=64", "/static.txt", 64, d),
+        Scenario("hello c=1", "/hello.php", 1, d, fronts=fronts),
+        Scenario("hello c=10", "/hello.php", 10, d, fronts=fronts),
+        Scenario("hello c=64", "/hello.php", 64, d, fronts=fronts),
+        Scenario("1 MiB c=10", "/big.php", 10, d, fronts=fronts),
+        Scenario("sleep50 c=64", "/sleep50.php", 64, d, fronts=fronts),
+        Scenario("static 1 KiB c=64", "/static.txt", 64, d, fronts=fronts),
         Scenario("fe-php 100 rps c=10", "/", 10, args.fephp_duration, tool="fephp-bench", rps=100.0,
-                 fronts=("fephp", "nginx", "caddy", "fephp-cgi")),
+                 fronts=fronts + ("fephp-cgi",)),
     ]
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
@@ -751,6 +754,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated substrings of scenario names to run (default: all)")
     parser.add_argument("--out", help="results folder (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder with configs and logs")
+    parser.add_argument("--pypy", metavar="PYTHON",
+                        help="also run fephp on this interpreter, as 'fephp-pypy' (a PyPy venv with fephp's "
+                        "dependencies, e.g. .venv-pypy/bin/python)")
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
@@ -801,6 +807,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.start_fephp("fephp", use_fpm=True)
         bench.start_nginx()
         bench.start_caddy()
+        if args.pypy:
+            bench.start_fephp("fephp-pypy", use_fpm=True, python=args.pypy)
         if any("fephp-cgi" in s.fronts for s in scenario_list):
             bench.start_fephp("fephp-cgi", use_fpm=False)
         bench.check()

@@ -47,11 +47,12 @@ logging:
     return config
 
 
-def daemonize(tmp_path: Path, config: Path) -> Path:
-    """``twistd --pidfile --logfile fephp --config`` in *tmp_path*; its pidfile once twistd has forked."""
+def daemonize(tmp_path: Path, config: Path, *twistd_options: str) -> Path:
+    """``twistd [options] --pidfile --logfile fephp --config`` in *tmp_path*; its pidfile once twistd has forked."""
     pidfile = tmp_path / "fephp.pid"
     started = subprocess.run(
-        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "fephp.log"), "fephp", "--config", str(config)],
+        [*TWISTD, *twistd_options, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "fephp.log"),
+         "fephp", "--config", str(config)],
         cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         capture_output=True,
@@ -114,6 +115,8 @@ def test_daemon_starts_serves_and_stops_cleanly(tmp_path: Path, mode: str) -> No
         wait_for(lambda: not processes_with(str(config)), "no process left")
         access = (tmp_path / "access.log").read_text()
         assert '"GET /status.php HTTP/1.1" 200' in access
+        # twistd's own startup line: fephp's reactor, not Twisted's default one.
+        assert "reactor class: fephp.reactor.FrontReactor." in (tmp_path / "fephp.log").read_text()
     finally:
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
@@ -314,3 +317,18 @@ def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
     finally:
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not pidfile.exists(), "the pidfile to go")
+
+
+def test_a_reactor_chosen_on_the_command_line_is_kept(tmp_path: Path) -> None:
+    """``twistd --reactor poll fephp`` runs on poll: fephp installs its reactor only when none was chosen."""
+    port = free_port()
+    config = write_config(tmp_path, port, "  use_fpm: false")
+    pidfile = daemonize(tmp_path, config, "--reactor", "poll")
+    try:
+        wait_for(pidfile.exists, "the pidfile")
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/static/hello.txt"), "the listener")
+        assert "reactor class: twisted.internet.pollreactor.PollReactor." in (tmp_path / "fephp.log").read_text()
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            wait_for(lambda: not pidfile.exists(), "the pidfile to go")
