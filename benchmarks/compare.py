@@ -758,6 +758,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also run fephp on this interpreter, as 'fephp-pypy' (a PyPy venv with fephp's "
                         "dependencies, e.g. .venv-pypy/bin/python)")
     args = parser.parse_args(argv)
+    if args.pypy:
+        args.pypy = os.path.abspath(args.pypy)  # the servers run in the temp folder
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.duration is None:
