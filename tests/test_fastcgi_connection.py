@@ -426,6 +426,48 @@ def test_buffer_never_holds_more_than_one_record(piece: int) -> None:
     assert client._reader.pending == 0
 
 
+def test_stdout_comes_out_as_it_arrives_not_when_its_record_is_whole() -> None:
+    """Half of a STDOUT record is a Stdout event at once; the rest follows, then the next record."""
+    server = ServerConnection()
+    record = server.stdout(1, b"a" * 1000)
+    client = active_client()
+    assert client.receive_data(record[:508]) == [Stdout(1, b"a" * 500)]
+    assert client._reader.pending > 0 and not client.idle
+    end = server.stdout(1, b"", close=True) + server.end_request(1)
+    assert client.receive_data(record[508:] + end) == [Stdout(1, b"a" * 500), EndRequest(1, 0, 0)]
+    assert client._reader.pending == 0 and client.idle
+
+
+def test_a_stdout_record_whose_padding_is_cut_off() -> None:
+    """Content whole, padding still to come: the content is out, the padding is skipped when it comes."""
+    server = ServerConnection()
+    record = server.stdout(1, b"abc")  # 8 + 3 + 5 bytes of padding
+    assert len(record) == 16
+    client = active_client()
+    assert client.receive_data(record[:13]) == [Stdout(1, b"abc")]
+    assert client._reader.pending > 0
+    assert client.receive_data(record[13:15]) == []
+    assert client.receive_data(record[15:] + server.end_request(1)) == [EndRequest(1, 0, 0)]
+    assert client.idle
+
+
+def test_big_output_in_socket_sized_reads_is_passed_on_without_waiting_for_whole_records() -> None:
+    """64 KiB reads of 64 KiB records: each read's STDOUT bytes come out of that read."""
+    server = ServerConnection()
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    data = server.stdout(1, payload, close=True) + server.end_request(1)
+    client = active_client()
+    received = bytearray()
+    for start in range(0, len(data), 65536):
+        piece = data[start : start + 65536]
+        out = [e for e in client.receive_data(piece) if isinstance(e, Stdout)]
+        # All of the piece but the record headers and padding is output now.
+        assert sum(len(e.data) for e in out) >= len(piece) - 2 * (HEADER_LEN + 7) or start + 65536 >= len(data)
+        for e in out:
+            received += e.data
+    assert bytes(received) == payload and client.idle
+
+
 def test_idle_tracks_requests_partial_records_and_failure() -> None:
     """idle is true only with no request in flight, no partial record and no protocol error."""
     client = ClientConnection()
