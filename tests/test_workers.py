@@ -314,6 +314,9 @@ logging:
 
         killed = workers[0]
         os.kill(killed, signal.SIGKILL)
+        # kill() returns before the signal lands: a worker still running could
+        # answer one more request (its access-log line then lost with it).
+        wait_for(lambda: _zombie(killed) or not os.path.exists(f"/proc/{killed}"), "the killed worker to die")
         for _ in range(20):  # the other worker serves while the first is replaced
             assert get_tcp(port, "/status.php") == (200, b"status body")
         wait_for(
