@@ -458,6 +458,25 @@ async def test_flush_reaches_the_client_early(front):
     assert b"last" not in received
 
 
+@pytest_twisted.ensureDeferred
+async def test_framing_a_whole_answer_has_a_length_a_streamed_one_is_chunked(front):
+    """Through real php-fpm: a small page gets a Content-Length, flushed output stays chunked."""
+    f = await front()
+    port = f.port.getHost().port
+    whole = await _raw_request(
+        "127.0.0.1", port, b"GET /status.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = whole.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"status body"
+    assert b"\r\nContent-Length: 11\r\n" in head + b"\r\n" and b"Transfer-Encoding" not in head
+    streamed = await _raw_request(
+        "127.0.0.1", port, b"GET /stream.php?ms=200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = streamed.partition(b"\r\n\r\n")
+    assert b"\r\nTransfer-Encoding: chunked" in head and b"Content-Length" not in head
+    assert body.endswith(b"0\r\n\r\n") and b"first\n" in body and b"last\n" in body
+
+
 # -- helpers ----------------------------------------------------------------------
 
 
