@@ -9,7 +9,7 @@ enough to serve again; the pool (:mod:`fephp.pool`) asks it through
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable, Optional
+from typing import IO, Callable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime

@@ -258,9 +258,10 @@ class _Channel(http.HTTPChannel):
                 raw[name] = [value]
             else:
                 values.append(value)
-        headers = Headers(raw)
-        if headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding") or headers.hasHeader(b"expect"):
+        # raw's names are Headers' own spellings.
+        if b"Content-Length" in raw or b"Transfer-Encoding" in raw or b"Expect" in raw:
             return False  # a body (or a wish to send one): Twisted's parser reads it
+        headers = Headers(raw)
         # What HTTPChannel's lineReceived, allHeadersReceived and
         # allContentReceived do for such a request, in that order.
         self.resetTimeout()
