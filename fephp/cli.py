@@ -21,14 +21,7 @@ class Command(NamedTuple):
     run: Callable[[argparse.Namespace], int]
 
 
-#: The load generator uses 3.11's standard library (StrEnum, ...); the server
-#: itself also runs on PyPy 3.9, where ``fephp check-config`` must still work.
-BENCH_NEEDS = (3, 11)
-
-
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    if sys.version_info < BENCH_NEEDS:
-        return
     from .bench.command import add_arguments
 
     add_arguments(parser)
@@ -56,9 +49,6 @@ def _install_bench_reactor(concurrency: int) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    if sys.version_info < BENCH_NEEDS:
-        sys.stderr.write("fephp bench: needs Python 3.11 or newer (run it with CPython)\n")
-        return 2
     _install_bench_reactor(args.concurrency)
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import ReactorNotRunning

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -32,14 +32,17 @@ CPU_WARNING_FRACTION = 0.8
 RATE_HELD_FRACTION = 0.98
 
 
-class ErrorKind(StrEnum):
-    """Why a request got no response."""
+class ErrorKind(str, Enum):
+    """Why a request got no response; each member is its own JSON key (``str``, as 3.11's StrEnum)."""
 
     CONNECT_REFUSED = "connect_refused"
     CONNECT_ERROR = "connect_error"
     TIMEOUT = "timeout"
     RESET = "reset"
     MALFORMED = "malformed"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 _ERROR_HELP = {
