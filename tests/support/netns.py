@@ -797,6 +797,7 @@ class FPMHost:
         self.workdir = workdir
         self.binary = binary
         self.port = port
+        self.children = children
         self.pool_name = f"{host.name}_{secrets.token_hex(3)}"  # names its children in ps, unique per test
         self.process: Optional[HostProcess] = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -827,12 +828,14 @@ class FPMHost:
         return self.process is not None and self.process.running
 
     def start(self) -> "FPMHost":
-        """Start php-fpm and return once a connect from the root namespace succeeds."""
+        """Start php-fpm and return once a connect from the root namespace succeeds and every child is forked."""
         if self.running:
             raise RuntimeError(f"{self!r} is already running")
-        self.process = self.host.spawn(php_fpm_argv(self.binary, str(self.config)), log=self.workdir / "stderr.log")
+        process = self.process = self.host.spawn(php_fpm_argv(self.binary, str(self.config)), log=self.workdir / "stderr.log")
         try:
-            self.host.network.wait_connectable(self.address, self.process)
+            self.host.network.wait_connectable(self.address, process)
+            # The master listens before it forks its children: a connect alone does not mean they are there.
+            wait_until(lambda: len(process.members()) >= 1 + self.children, f"{self.children} php-fpm children")
         except BaseException:
             self.kill()
             raise
