@@ -26,6 +26,7 @@ from tests.support.netns import (  # noqa: F401 - fixtures
     Network,
     loopback_network,
     netns_network,
+    namespace_pids,
     network,
     open_network,
     start_fpm,
@@ -119,7 +120,7 @@ def test_fastcgi_across_hosts(each_network: Network, start_fpm: Any, tmp_path: P
     # The connection as php-fpm's own namespace sees it: to its listen address, from ours.
     assert (fpm.listen, ours[0]) in seen
     if net.kind == "netns":
-        assert fpm.process.pid in fpm.host.pids()
+        assert fpm.process.pid in namespace_pids(fpm.host.namespace or "")
         assert fpm.host.namespace is not None and fpm.host.namespace in subprocess.run(
             ["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
 
@@ -252,8 +253,9 @@ def test_teardown_leaves_nothing_even_when_the_test_fails(kind: str, tmp_path: P
                 # One that left its process group: only the namespace still knows it.
                 escaped = host.spawn(["sh", "-c", "setsid sleep 600 & wait"])
                 expected.add(escaped.pid)
-                known = set(fpm.process.members()) | {stubborn.pid, escaped.pid}  # type: ignore[union-attr]
-                wait_until(lambda: set(host.pids()) - known, "the escaped process to start")
+                known = set(fpm.process.members()) | {stubborn.pid}  # type: ignore[union-attr]
+                wait_until(lambda: set(namespace_pids(host.namespace or "")) - known - set(escaped.members()),
+                           "a process in the namespace outside every group we started")
                 made["namespace"], made["veth"] = host.namespace, host.veth
                 made["bridge"], made["route"] = net._claim.bridge, net._claim.route
             pids = set(host.pids()) | set(fpm.process.members()) | set(net.root.pids())  # type: ignore[union-attr]
@@ -276,6 +278,8 @@ def test_a_dead_sessions_network_is_swept_by_the_next(netns_network: Network, tm
     net = netns_network
     host = net.add_host("a")
     orphan = host.spawn([sys.executable, "-c", "import time; time.sleep(600)"])
+    # Until ip netns exec has entered the namespace, only the group (which a sweep does not know) finds it.
+    wait_until(lambda: orphan.pid in namespace_pids(host.namespace or ""), "the process to enter its namespace")
     claim = net._claim
     claim.owner_start = "0"  # as if its session had died: no live process started then
     claim.save()

@@ -489,10 +489,11 @@ class Host:
         return done
 
     def pids(self) -> list[int]:
-        """Live processes on this host: everything in its namespace, or (loopback) the groups it started."""
+        """Live processes on this host: the groups it started (one may not have entered the namespace yet) and everything in its namespace."""
+        found = {pid for p in self.processes for pid in p.members()}
         if self.namespace is not None:
-            return namespace_pids(self.namespace)
-        return sorted({pid for p in self.processes for pid in p.members()})
+            found.update(namespace_pids(self.namespace))
+        return sorted(found)
 
     def close(self) -> list[str]:
         """Kill what runs here and remove the namespace; the problems left (empty when clean)."""
