@@ -20,6 +20,7 @@ from fephp.fastcgi import ClientConnection, EndRequest, Stdout
 from fephp.phpfpm import find_php_fpm
 from tests.conftest import require_binary
 from tests.support.echo_http import start_echo
+from tests.support.load import HTTPLoad
 from tests.support.haproxy import Backend, Frontend, HAProxy, Server, render_config, start_haproxy  # noqa: F401
 from tests.support.netns import (  # noqa: F401 - fixtures
     FPMHost,
@@ -192,6 +193,30 @@ def test_haproxy_moves_traffic_off_a_killed_server(each_network: Network, start_
     answers = [net.http_get((lb_host.address, 8080), f"/{i}") for i in range(20)]
     assert [(status, json.loads(body)["name"]) for status, body in answers] == [(200, "b")] * 20
     assert lb.server("app", "b").state == "UP"
+
+
+def test_load_through_a_kill_accounts_for_every_request(each_network: Network, start_haproxy: Any, tmp_path: Path) -> None:
+    """A bounded load through HAProxy while one server is killed: every request ends, none hangs, and the last ones all reach the survivor."""
+    net = each_network
+    a, b, lb_host = net.add_host("a"), net.add_host("b"), net.add_host("lb")
+    echo_a = start_echo(a, 8000, "a", log=tmp_path / "a.log")
+    start_echo(b, 8000, "b", log=tmp_path / "b.log")
+    lb: HAProxy = start_haproxy(
+        net, [Frontend("web", lb_host.address, 8080, "app")],
+        [Backend("app", (Server("a", a.address, 8000), Server("b", b.address, 8000)))], host=lb_host,
+    )
+    lb.wait_server("app", "a", "UP")
+    lb.wait_server("app", "b", "UP")
+    load = HTTPLoad(net, (lb_host.address, 8080), "/", total=300, concurrency=4, timeout=REQUEST_TIMEOUT + TIMEOUT_SLACK, within=60).start()
+    wait_until(lambda: load.completed >= 30, "the first 30 answers")
+    echo_a.kill()
+    lb.wait_server("app", "a", "DOWN")
+    down_at = time.monotonic()
+    outcomes = load.wait()
+    assert len(outcomes) == 300 and [o for o in outcomes if o.hung] == []
+    assert [o for o in outcomes if not o.ok and o.status not in (502, 503)] == []  # HAProxy's answers for a dead server
+    after = [json.loads(o.body)["name"] for o in outcomes if o.started > down_at]
+    assert after and set(after) == {"b"}
 
 
 def test_proxy_protocol_v2_shows_the_real_client(each_network: Network, start_haproxy: Any, tmp_path: Path) -> None:

@@ -25,8 +25,13 @@ in a conftest's ``pytest_plugins``)::
         network.http_get(lb.frontend_address("web"), "/")
 
 ``lb.servers()`` gives every server's :class:`ServerState` (``status``,
-``check_status``, ``sessions_total``), ``lb.command("show servers state")``
-any stats-socket command's text, ``lb.kill()`` / ``lb.stop()`` end it.
+``check_status``, ``sessions_total``), ``lb.operational_states()`` the
+``srv_op_state`` of ``show servers state``, ``lb.command(...)`` any
+stats-socket command's text, ``lb.kill()`` / ``lb.stop()`` end it.  Backends
+retry a refused connect at once on another server (``retries 2``, ``option
+redispatch 1``), as a production config would; without that, a request sent
+to a server just killed waits a second per retry.  For load through it while
+a server dies, see :mod:`tests.support.load`.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ class Server:
 
 @dataclass(frozen=True)
 class Backend:
-    """A backend: its servers, balancing, and health checks (``check_path`` None: TCP connect checks only)."""
+    """A backend: its servers, balancing, health checks (``check_path`` None: TCP connect checks only), retries on connect failures."""
 
     name: str
     servers: Sequence[Server]
@@ -91,6 +96,8 @@ class Backend:
     inter_ms: int = 100
     fall: int = 2
     rise: int = 2
+    retries: int = 2
+    redispatch: bool = True
     extra: Sequence[str] = ()  # further lines for the section, verbatim
 
 
@@ -158,7 +165,12 @@ def render_config(
             "",
         ]
     for b in backends:
-        lines += [f"backend {b.name}", f"    mode {b.mode}", f"    balance {b.balance}"]
+        lines += [f"backend {b.name}", f"    mode {b.mode}", f"    balance {b.balance}", f"    retries {b.retries}"]
+        if b.redispatch:
+            # A connect refused by a dead server is retried at once on another; retried on the same
+            # one, each try first waits min(timeout connect, 1 s), and a request queued behind a
+            # freshly killed server would take retries seconds.
+            lines.append("    option redispatch 1")
         if b.check_path is not None:
             lines += [f"    option httpchk GET {b.check_path}", "    http-check expect status 200"]
         # fastinter/downinter as inter: the default would slow down the very transitions tests wait for.
