@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,7 +40,8 @@ REPO = os.path.dirname(HERE)
 DOCROOT = os.path.join(HERE, "docroot")
 sys.path.insert(0, REPO)
 
-from fephp.phpfpm import PoolSpec, find_php_fpm, php_fpm_argv, render_config  # noqa: E402
+from fephp.process.binaries import find_php  # noqa: E402
+from fephp.process.fpmconfig import PoolSpec, php_fpm_argv, render_config  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BIG_SIZE = 1024 * 1024
@@ -253,7 +254,7 @@ def machine_facts() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version() + " (" + platform.python_implementation() + ")",
         "twisted": twisted.__version__,
-        "php_fpm": command_output([find_php_fpm() or "php-fpm", "-v"]),
+        "php_fpm": command_output([find_php("php-fpm") or "php-fpm", "-v"]),
         "nginx": command_output(["nginx", "-v"]),
         "caddy": command_output(["caddy", "version"]),
         "wrk": command_output(["wrk", "-v"]),
@@ -409,7 +410,7 @@ class Bench:
     # -- start ------------------------------------------------------------
 
     def start_fpm(self) -> None:
-        binary = find_php_fpm()
+        binary = find_php("php-fpm")
         if binary is None:
             raise RuntimeError("php-fpm not found (apt-get install php8.2-fpm)")
         log = os.path.join(self.tmp, "php-fpm.log")

@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fephp.fastcgi import ClientConnection, EndRequest, Stdout  # noqa: E402
-from fephp.phpfpm import PoolSpec, find_php_fpm, php_fpm_argv, render_config  # noqa: E402
+from fephp.process.binaries import find_php  # noqa: E402
+from fephp.process.fpmconfig import PoolSpec, php_fpm_argv, render_config  # noqa: E402
 
 SCRIPT = "<?php echo 'Hello, world!';\n"
 
@@ -74,8 +75,8 @@ def pool_loop(sock_path: str, script: str, n: int) -> list[float]:
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
 
-    from fephp.endpoints import parse_client_endpoint
-    from fephp.pool import FastCGIPool
+    from fephp.backend.endpoints import parse_client_endpoint
+    from fephp.backend.pool import FastCGIPool
 
     class Sink:
         def response_started(self, producer: object) -> None:
@@ -135,7 +136,7 @@ def main() -> int:
         print(" ".join(f"{t:.9f}" for t in pool_loop(sock_path, script, int(n))))
         return 0
 
-    binary = find_php_fpm()
+    binary = find_php("php-fpm")
     if not binary:
         print("php-fpm not found (apt-get install php8.2-fpm)", file=sys.stderr)
         return 1

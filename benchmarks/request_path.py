@@ -29,11 +29,11 @@ from twisted.internet.defer import succeed  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 
+from fephp.backend.pool import FastCGIPool  # noqa: E402
+from fephp.cgi.routing import Router  # noqa: E402
 from fephp.fastcgi import ServerConnection  # noqa: E402
-from fephp.pool import FastCGIPool  # noqa: E402
-from fephp.resource import PHPApp  # noqa: E402
-from fephp.routing import Router  # noqa: E402
-from fephp.site import FrontSite  # noqa: E402
+from fephp.web.app import PHPApp  # noqa: E402
+from fephp.web.site import FrontSite  # noqa: E402
 
 REQUEST = b"GET /hello.php HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 

@@ -91,7 +91,7 @@ def _check_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_check_config(args: argparse.Namespace) -> int:
-    from .config import check_config_main
+    from .server.check import check_config_main
 
     return check_config_main(args.file)
 

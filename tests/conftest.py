@@ -6,181 +6,19 @@ where it fails them: CI must prove the real thing.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from fephp.phpfpm import PoolSpec, find_php_fpm, php_fpm_argv, render_config
-
-PHP_DIR = Path(__file__).parent / "php"
-READY_WITHIN = 15.0
-
-
-def require_binary(found: str | None, what: str) -> str:
-    """*found*, or skip (locally) / fail (under CI) when it is missing."""
-    if found:
-        return found
-    message = f"{what} is not installed (see the README's test command for what to apt-get install)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_connectable(address: str | tuple[str, int], process: subprocess.Popen, log: Path) -> None:
-    """Block until a connect to *address* succeeds; fail if php-fpm exits or takes too long."""
-    deadline = time.monotonic() + READY_WITHIN
-    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"php-fpm exited with {process.returncode}: {log.read_text()}")
-        with socket.socket(family) as s:
-            try:
-                s.connect(address)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"php-fpm not ready in {READY_WITHIN} s: {log.read_text()}")
-        time.sleep(0.02)  # readiness polling of an external process, bounded by the deadline
-
-
-@dataclass
-class PHPFPM:
-    """A php-fpm master with a UNIX-socket pool and a TCP pool, each of ``children`` children."""
-
-    workdir: Path
-    children: int = 8
-    max_requests: int = 0
-    binary: str = ""
-    unix_path: str = ""
-    tcp_port: int = 0
-    process: subprocess.Popen | None = None
-    config: Path = field(init=False)
-    log: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.unix_path = str(self.workdir / "fpm.sock")
-        self.tcp_port = self.tcp_port or free_port()
-        self.config = self.workdir / "php-fpm.conf"
-        self.log = self.workdir / "php-fpm.log"
-        pools = [
-            PoolSpec("unix", self.unix_path, self.children, self.max_requests),
-            PoolSpec("tcp", f"127.0.0.1:{self.tcp_port}", self.children, self.max_requests),
-        ]
-        self.config.write_text(
-            render_config(pools, pid_file=str(self.workdir / "php-fpm.pid"), error_log=str(self.log))
-        )
-
-    @property
-    def unix_endpoint(self) -> str:
-        return f"unix:path={self.unix_path}"
-
-    @property
-    def tcp_endpoint(self) -> str:
-        return f"tcp:host=127.0.0.1:port={self.tcp_port}"
-
-    def start(self) -> "PHPFPM":
-        if os.path.exists(self.unix_path):
-            os.unlink(self.unix_path)
-        self.process = subprocess.Popen(
-            php_fpm_argv(self.binary, str(self.config)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            # A group of its own, so kill() reaches children forked after it looked.
-            start_new_session=True,
-        )
-        wait_connectable(self.unix_path, self.process, self.log)
-        wait_connectable(("127.0.0.1", self.tcp_port), self.process, self.log)
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL the master and its children, as a crash would."""
-        if self.process is None:
-            return
-        pid = self.process.pid
-        os.killpg(pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        children = _group_members(pid)
-        self.process = None
-        deadline = time.monotonic() + 10
-        while any(_alive(p) for p in children) and time.monotonic() < deadline:
-            time.sleep(0.01)  # the kernel closes a killed child's sockets a moment later
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.process = None
-
-    def script(self, name: str) -> str:
-        return str(PHP_DIR / "fastcgi" / name)
-
-
-def _alive(pid: int) -> bool:
-    """True while *pid* exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def processes_with(marker: str) -> list[int]:
-    """Live (non-zombie) processes whose command line or title contains *marker*."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live processes of process group *pgid*."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+from fephp.process.binaries import find_php
+from tests.support.php_fpm import PHPFPM
+from tests.support.processes import require_binary
 
 
 @pytest.fixture(scope="session")
 def php_fpm_binary() -> str:
-    return require_binary(find_php_fpm(), "php-fpm")
+    return require_binary(find_php("php-fpm"), "php-fpm")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,161 @@
+"""The one door to Twisted's private names: each use behind a named function, from fephp's side.
+
+fephp reaches past Twisted's public API in a few places, for speed on the
+request path or for a behaviour Twisted has no public switch for.  Every such
+use is here and nowhere else, with what it relies on and the release it was
+checked against (Twisted 23.10 to 26.10), and ``tests/unit/test_twisted_door.py``
+exercises each against the installed Twisted, so that an upgrade that changes
+one fails there, by name, instead of somewhere on the request path.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any, Optional
+
+from twisted.internet.endpoints import _parseServer
+from twisted.internet.tcp import Connection
+
+__all__ = [
+    "adopt_listening_port",
+    "channel_between_requests",
+    "channel_dispatch",
+    "endpoint_arguments",
+    "epoll_poll_and_dispatch",
+    "raise_listen_errors",
+    "request_disconnected",
+    "send_now",
+]
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """``transport.write(data)``, but sent by this call when the socket can take it.
+
+    Twisted's ``write()`` queues the bytes and registers the socket for
+    writing; the reactor sends them on its next turn and unregisters it: two
+    ``epoll_ctl`` calls and a loop iteration for every response.  With nothing
+    queued, sending now is the same thing sooner.  Whatever the socket does
+    not take, and any error, goes through ``write()`` as usual, which keeps
+    Twisted's ordering, backpressure and error handling.  Any other transport
+    (TLS, in-memory, a wrapper) just gets ``write()``: a TLS wrapper would
+    even lend its plain socket through attribute lookup.
+
+    Relies on ``tcp.Connection._tempDataLen`` (bytes written since the last
+    flush into ``dataBuffer``, in abstract.FileDescriptor since Twisted 8).
+    """
+    if (
+        isinstance(transport, Connection)
+        and not transport.TLS
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+        and not transport.disconnecting
+        and transport.connected
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
+def channel_between_requests(channel: Any) -> bool:
+    """Whether an HTTPChannel waits for the first line of a new request, with nothing buffered.
+
+    Relies on LineReceiver's ``_buffer`` and ``_busyReceiving`` and on
+    HTTPChannel's ``_handlingRequest`` and its name-mangled ``__first_line``
+    (1 before a request line, 2 after one tolerated empty line, 0 inside a
+    head), all in twisted.web.http since Twisted 16.
+    """
+    return bool(
+        channel.line_mode
+        and not channel._buffer
+        and not channel._busyReceiving
+        and not channel._handlingRequest
+        and channel._HTTPChannel__first_line == 1
+    )
+
+
+def channel_dispatch(channel: Any, request: Any, method: bytes, target: bytes, version: bytes) -> None:
+    """Hand *request*, whose whole bodiless head was parsed elsewhere, to its channel.
+
+    What HTTPChannel.allContentReceived does once a head and an empty body
+    are in: the idle timeout is saved and stopped while the request is
+    handled (``_savedTimeOut``, restored by requestDone), the channel is
+    marked busy (``_handlingRequest``: later bytes are buffered for the next
+    request) and put in raw mode, then the request is told it has arrived.
+    """
+    if channel.timeOut:
+        channel._savedTimeOut = channel.setTimeout(None)
+    channel._handlingRequest = True
+    channel.setRawMode()
+    request.requestReceived(method, target, version)
+
+
+def request_disconnected(request: Any) -> bool:
+    """Whether the client of a twisted.web Request has gone (``Request._disconnected``, since Twisted 8)."""
+    return bool(request._disconnected)
+
+
+def raise_listen_errors(service: Any) -> Any:
+    """Make a StreamServerEndpointService raise when its port cannot be bound, instead of logging it.
+
+    ``_raiseSynchronously`` (twisted.application.internet, since Twisted
+    12.2) is what twistd's own ``strports`` services use, so that a server
+    that cannot listen stops with the error instead of running and serving
+    nothing.  Returns *service*.
+    """
+    service._raiseSynchronously = True
+    return service
+
+
+def endpoint_arguments(description: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A server endpoint string's positional and keyword arguments, unescaped.
+
+    ``twisted.internet.endpoints._parseServer`` is the parser behind
+    serverFromString (since Twisted 10.2); fephp uses it to check a
+    ``systemd:`` string, whose endpoint cannot be built outside the unit
+    that passes the sockets.
+    """
+    _, args, kwargs = _parseServer(description, None)
+    return tuple(args), dict(kwargs)
+
+
+def adopt_listening_port(port_class: Any, reactor: Any, fd: int, factory: Any, family: Optional[int] = None) -> Any:
+    """A listening port of *port_class* (a tcp.Port or unix.Port subclass) over the inherited descriptor *fd*.
+
+    What ``reactor.adoptStreamPort`` does, with fephp's own port classes: it
+    calls the classes' ``_fromListeningDescriptor`` (since Twisted 12.1),
+    which duplicates *fd*; the caller closes its own copy.  Returns the
+    port, not yet listening: call ``startListening()``.
+    """
+    if family is None:
+        return port_class._fromListeningDescriptor(reactor, fd, factory)
+    return port_class._fromListeningDescriptor(reactor, fd, family, factory)
+
+
+def epoll_poll_and_dispatch(reactor: Any, timeout: Optional[float]) -> None:
+    """One turn of an EPollReactor's poll loop, calling each ready socket straight away.
+
+    Twisted's own ``EPollReactor.doPoll`` hands every ready socket to its
+    protocol inside ``log.callWithLogger``, which asks the connection for its
+    log prefix and pushes a context dictionary: about a sixth of the CPU
+    fephp spends on a small PHP request.  This is that loop without it; it
+    relies on the reactor's ``_poller``, ``_selectables`` and
+    ``_doReadOrWrite`` (twisted.internet.epollreactor, since Twisted 11).
+    """
+    try:
+        events = reactor._poller.poll(-1 if timeout is None else timeout, len(reactor._selectables))
+    except OSError as e:
+        if e.errno == errno.EINTR:
+            return
+        raise
+    selectables = reactor._selectables
+    dispatch = reactor._doReadOrWrite
+    for fd, event in events:
+        selectable = selectables.get(fd)
+        # A socket an earlier event of this batch closed is gone.
+        if selectable is not None:
+            dispatch(selectable, fd, event)

@@ -1,0 +1,461 @@
+"""A pool of kept FastCGI connections to one backend, on an injected clock.
+
+What it guarantees:
+
+- at most ``size`` connections exist (idle + busy + connecting).  php-fpm
+  pins one child to each kept connection, so ``size`` must not exceed the
+  pool's ``pm.max_children``; requests beyond it wait here, in a queue of at
+  most ``queue_size``, not in php-fpm's listen backlog;
+- a connection is handed out again only after a clean END_REQUEST;
+- a request that fails on a kept connection before any response byte came
+  back (php-fpm closed it after ``pm.max_requests`` or on reload) is retried
+  once on a new connection;
+- while the backend is down, connects are retried with backoff as long as
+  requests wait, each request failing with :class:`ConnectError` once it has
+  waited ``connect_timeout``; the first successful connect ends the outage;
+- idle connections are closed after ``idle_timeout`` and forgotten as soon
+  as the backend closes them.
+
+Errors, all :class:`fephp.backend.errors.BackendError`: ConnectError (502),
+BackendClosed and BackendProtocolError (502), ResponseTimeout (504),
+PoolOverloaded and QueueTimeout (503), RequestRejected (503 or 502).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Optional
+
+from twisted.application.internet import backoffPolicy
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import TimeoutError as TxTimeoutError
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .errors import BackendClosed, ConnectError, PoolOverloaded, QueueTimeout
+from .interface import Body, Params, ResponseSink
+from .protocol import FastCGIClientProtocol
+
+__all__ = ["FastCGIPool", "GET_VALUES_NAMES", "should_retry"]
+
+#: The three variables of section 4.1.
+GET_VALUES_NAMES = (b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS")
+
+
+class _Waiter:
+    __slots__ = ("deferred", "since", "timer")
+
+    def __init__(self, deferred: "Deferred[FastCGIClientProtocol]", since: float):
+        self.deferred = deferred
+        self.since = since
+        self.timer: Optional[IDelayedCall] = None
+
+
+class _ProtocolFactory(Factory):
+    noisy = False  # one log line per pooled connection is noise
+
+    def __init__(self, pool: "FastCGIPool") -> None:
+        self._pool = pool
+
+    def buildProtocol(self, addr: object) -> FastCGIClientProtocol:  # noqa: N802
+        pool = self._pool
+        return FastCGIClientProtocol(
+            pool._clock, response_timeout=pool.response_timeout, on_close=pool._connection_closed
+        )
+
+
+class FastCGIPool:
+    """Kept connections to one FastCGI backend; provides :class:`fephp.backend.interface.Backend`."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        *,
+        clock: IReactorTime,
+        size: int = 16,
+        queue_size: int = 1024,
+        connect_timeout: float = 5.0,
+        response_timeout: Optional[float] = 60.0,
+        idle_timeout: Optional[float] = 30.0,
+        queue_timeout: float = 30.0,
+        backoff: Callable[[int], float] = backoffPolicy(0.05, 0.5, 2.0, jitter=lambda: 0.0),
+        name: str = "php-fpm",
+    ) -> None:
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self._endpoint = endpoint
+        self._clock = clock
+        self.size = size
+        self.queue_size = queue_size
+        self.connect_timeout = connect_timeout
+        self.response_timeout = response_timeout
+        self.idle_timeout = idle_timeout
+        self.queue_timeout = max(queue_timeout, connect_timeout)
+        self._backoff = backoff
+        self.name = name
+        self._factory = _ProtocolFactory(self)
+        self._idle: list[FastCGIClientProtocol] = []
+        self._idle_since: dict[FastCGIClientProtocol, float] = {}
+        self._busy: set[FastCGIClientProtocol] = set()
+        self._connecting = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._failures = 0
+        self._last_error = ""
+        self._retry_call: Optional[IDelayedCall] = None
+        self._reaper: Optional[IDelayedCall] = None
+        self._closed = False
+        self._drained: list[Deferred[None]] = []
+
+    # -- Backend -------------------------------------------------------------
+
+    def request(self, params: Params, body: Body, sink: ResponseSink) -> "Deferred[int]":
+        """Run one request on a pooled connection (see the module docstring)."""
+        return _PooledRequest(self, params, body, sink).start()
+
+    def close(self) -> "Deferred[None]":
+        """Refuse new requests, fail waiting ones, close idle connections.
+
+        Fires once requests in flight have finished and their connections are closed.
+        """
+        self._closed = True
+        for call in (self._retry_call, self._reaper):
+            if call is not None and call.active():
+                call.cancel()
+        self._retry_call = self._reaper = None
+        while self._waiters:
+            self._fail_waiter(self._waiters.popleft(), ConnectError("the pool is shutting down"))
+        idle, self._idle = self._idle, []
+        self._idle_since.clear()
+        for proto in idle:
+            proto.close()
+        if not self._busy:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
+
+    # -- introspection ----------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "idle": len(self._idle),
+            "busy": len(self._busy),
+            "connecting": self._connecting,
+            "waiting": len(self._waiters),
+            "failures": self._failures,
+        }
+
+    def probe(self) -> "Deferred[dict[bytes, bytes]]":
+        """FCGI_GET_VALUES over a connection of its own (section 4.1).
+
+        php-fpm closes a connection after answering GET_VALUES, so the probe
+        never uses or spoils a pooled one.  php-fpm answers only
+        ``FCGI_MPXS_CONNS=0``; php-cgi also gives MAX_CONNS and MAX_REQS.
+        """
+        factory = Factory.forProtocol(
+            lambda: FastCGIClientProtocol(self._clock, response_timeout=None)
+        )
+        connecting = self._endpoint.connect(factory)
+        connecting.addTimeout(self.connect_timeout, self._clock)
+
+        def ask(proto: FastCGIClientProtocol) -> "Deferred[dict[bytes, bytes]]":
+            d = proto.get_values(list(GET_VALUES_NAMES))
+            d.addTimeout(self.connect_timeout, self._clock)
+
+            def close(result: Any) -> Any:
+                proto.close()
+                return result
+
+            return d.addBoth(close)
+
+        return connecting.addCallback(ask)  # type: ignore[call-overload]
+
+    # -- connections ------------------------------------------------------------
+
+    def _total(self) -> int:
+        return len(self._idle) + len(self._busy) + self._connecting
+
+    def _take_idle(self) -> Optional[FastCGIClientProtocol]:
+        """The most recently used idle connection, now busy; None if there is none."""
+        idle = self._idle
+        while idle:
+            proto = idle.pop()
+            del self._idle_since[proto]
+            if proto.reusable:
+                self._busy.add(proto)
+                return proto
+            proto.close()
+        return None
+
+    def _acquire(self, fresh: bool) -> "Deferred[FastCGIClientProtocol]":
+        """A connection: an idle one unless *fresh*, else a new or released one."""
+        if self._closed:
+            return fail(ConnectError("the pool is shutting down"))
+        if not fresh:
+            proto = self._take_idle()
+            if proto is not None:
+                return succeed(proto)
+        if len(self._waiters) >= self.queue_size:
+            return fail(PoolOverloaded(f"{len(self._waiters)} requests already wait for {self.name}"))
+        now = self._clock.seconds()
+        waiter = _Waiter(Deferred(lambda d: self._forget_waiter(waiter)), now)
+        waiter.timer = self._clock.callLater(self.connect_timeout, self._waiter_timed_out, waiter)
+        self._waiters.append(waiter)
+        self._maybe_connect()
+        return waiter.deferred
+
+    def _maybe_connect(self) -> None:
+        if (
+            self._retry_call is None
+            and not self._closed
+            and self._connecting < len(self._waiters)
+            and self._total() < self.size
+        ):
+            self._connect()
+
+    def _connect(self) -> None:
+        self._connecting += 1
+        d = self._endpoint.connect(self._factory)
+        d.addTimeout(self.connect_timeout, self._clock)
+        d.addCallbacks(self._connected, self._connect_failed)
+
+    def _connected(self, proto: FastCGIClientProtocol) -> None:
+        self._connecting -= 1
+        if self._failures:
+            self.log.info(
+                "{name} is reachable again after {failures} failed connects",
+                name=self.name,
+                failures=self._failures,
+            )
+        self._failures = 0
+        self._last_error = ""
+        if self._closed:
+            proto.close()
+            return
+        self._busy.add(proto)
+        self._release(proto)
+        self._maybe_connect()
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting -= 1
+        self._failures += 1
+        if failure.check(TxTimeoutError, CancelledError):
+            reason = f"no connection within {self.connect_timeout:g} s"
+        else:
+            reason = failure.getErrorMessage()
+        self._last_error = reason
+        if self._failures == 1:
+            self.log.warn("cannot connect to {name}: {reason}", name=self.name, reason=reason)
+        if not self._busy and not self._idle:
+            # A connect that hung for the whole connect timeout ends at the
+            # same moment as the waiters' first check: settle them here.
+            deadline = self._clock.seconds() - self.connect_timeout
+            for waiter in [w for w in self._waiters if w.since <= deadline]:
+                self._waiters.remove(waiter)
+                self._fail_waiter(waiter, self._connect_error())
+        if self._waiters and self._retry_call is None and not self._closed:
+            # Never wait so long between attempts that a request's connect
+            # timeout passes with no attempt after the backend came back.
+            delay = min(self._backoff(self._failures), self.connect_timeout / 2)
+            self._retry_call = self._clock.callLater(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        self._maybe_connect()
+
+    def _release(self, proto: FastCGIClientProtocol) -> None:
+        """A request ended on *proto*: hand it on, keep it idle, or drop it."""
+        self._busy.discard(proto)
+        if proto.reusable and not self._closed:
+            if self._waiters:
+                waiter = self._waiters.popleft()
+                self._cancel_timer(waiter)
+                self._busy.add(proto)
+                waiter.deferred.callback(proto)
+                return
+            self._idle.append(proto)
+            self._idle_since[proto] = self._clock.seconds()
+            self._schedule_reaper()
+        else:
+            proto.close()
+            self._maybe_connect()
+        self._check_drained()
+
+    def _connection_closed(self, proto: FastCGIClientProtocol) -> None:
+        if proto in self._idle_since:
+            del self._idle_since[proto]
+            self._idle.remove(proto)
+        self._maybe_connect()
+
+    def _check_drained(self) -> None:
+        if self._closed and not self._busy and self._drained:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    # -- waiting ------------------------------------------------------------
+
+    def _cancel_timer(self, waiter: _Waiter) -> None:
+        if waiter.timer is not None and waiter.timer.active():
+            waiter.timer.cancel()
+        waiter.timer = None
+
+    def _forget_waiter(self, waiter: _Waiter) -> None:
+        self._cancel_timer(waiter)
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    def _fail_waiter(self, waiter: _Waiter, error: Exception) -> None:
+        self._cancel_timer(waiter)
+        waiter.deferred.errback(Failure(error))
+
+    def _connect_error(self) -> ConnectError:
+        return ConnectError(
+            f"cannot connect to {self.name} within {self.connect_timeout:g} s: {self._last_error}"
+        )
+
+    def _waiter_timed_out(self, waiter: _Waiter) -> None:
+        waiter.timer = None
+        now = self._clock.seconds()
+        if self._failures and not self._busy and not self._idle:
+            self._waiters.remove(waiter)
+            self._fail_waiter(waiter, self._connect_error())
+            return
+        remaining = waiter.since + self.queue_timeout - now
+        if remaining > 0:
+            waiter.timer = self._clock.callLater(remaining, self._waiter_timed_out, waiter)
+            return
+        self._waiters.remove(waiter)
+        self._fail_waiter(
+            waiter, QueueTimeout(f"no free connection to {self.name} within {self.queue_timeout:g} s")
+        )
+
+    # -- idle connections -------------------------------------------------------
+
+    def _schedule_reaper(self) -> None:
+        if self._reaper is None and self.idle_timeout is not None:
+            self._reaper = self._clock.callLater(self.idle_timeout, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper = None
+        assert self.idle_timeout is not None
+        now = self._clock.seconds()
+        deadline = now - self.idle_timeout
+        for proto, since in list(self._idle_since.items()):
+            if since <= deadline:
+                del self._idle_since[proto]
+                self._idle.remove(proto)
+                proto.close()
+        if self._idle_since:
+            oldest = min(self._idle_since.values())
+            self._reaper = self._clock.callLater(oldest + self.idle_timeout - now, self._reap)
+
+
+class _PooledRequest:
+    """One request's way through the pool: a connection, the request, maybe one retry."""
+
+    __slots__ = ("pool", "params", "body", "sink", "position", "current", "retried", "outer")
+
+    def __init__(self, pool: FastCGIPool, params: Params, body: Body, sink: ResponseSink) -> None:
+        self.pool = pool
+        self.params = params
+        self.body = body
+        self.sink = sink
+        self.position = _tell(body)
+        self.current: Optional[Deferred[Any]] = None
+        self.retried = False
+        self.outer: Deferred[int] = Deferred(self._cancel)
+
+    def start(self) -> "Deferred[int]":
+        pool = self.pool
+        proto = None if pool._closed else pool._take_idle()
+        if proto is not None:
+            # The common case, with no Deferred for the checkout.
+            self._run(proto)
+        else:
+            self._attempt(False)
+        return self.outer
+
+    def _cancel(self, _: object) -> None:
+        if self.current is not None:
+            self.current.cancel()
+
+    def _attempt(self, fresh: bool) -> None:
+        self.current = self.pool._acquire(fresh)
+        self.current.addCallbacks(self._run, self._give_up)
+
+    def _run(self, proto: FastCGIClientProtocol) -> None:
+        reused = proto.completed > 0
+        try:
+            d = proto.request(self.params, self.body, self.sink)
+        except Exception:
+            self.pool._release(proto)
+            self._give_up(Failure())
+            return
+        self.current = d
+        d.addBoth(self._done, proto, reused)
+
+    def _done(self, result: object, proto: FastCGIClientProtocol, reused: bool) -> None:
+        pool = self.pool
+        pool._release(proto)
+        outer = self.outer
+        if outer.called:
+            return
+        if type(result) is not Failure:
+            outer.callback(result)  # type: ignore[arg-type]
+            return
+        error = result.value  # type: ignore[attr-defined]
+        position = self.position
+        if should_retry(error, reused=reused, retried=self.retried, rewindable=position is not None):
+            assert position is not None
+            pool.log.debug("retrying on a new connection: {error}", error=str(error))
+            self.retried = True
+            if position >= 0:
+                self.body.seek(position)  # type: ignore[union-attr]
+            self._attempt(True)
+            return
+        outer.errback(result)
+
+    def _give_up(self, failure: Failure) -> None:
+        if not self.outer.called and not failure.check(CancelledError):
+            self.outer.errback(failure)
+
+
+def should_retry(error: BaseException, *, reused: bool, retried: bool, rewindable: bool) -> bool:
+    """Whether a request that failed with *error* goes once more, on a new connection.
+
+    Only a kept connection (*reused*) that the backend had already given up
+    on: php-fpm closes one after ``pm.max_requests`` or on a reload, and the
+    request then fails with BackendClosed before any response byte.  Never
+    twice (*retried*), and never with a body that cannot be rewound.
+    """
+    return (
+        reused
+        and not retried
+        and rewindable
+        and isinstance(error, BackendClosed)
+        and not error.response_started
+    )
+
+
+def _tell(body: Body) -> Optional[int]:
+    """Where a file body starts, so a retry can rewind it.
+
+    -1 for a body that needs no rewinding, None for one that cannot be rewound.
+    """
+    if body is None or isinstance(body, (bytes, bytearray, memoryview)):
+        return -1
+    try:
+        return body.tell()
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -1,0 +1,41 @@
+"""``fephp check-config FILE``: validate a configuration and say what it would run, starting nothing."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from .config import Config, ConfigError, load_config
+
+__all__ = ["check_config_main"]
+
+
+def _summary(config: Config) -> list[str]:
+    php = config.php
+    if php.mode == "external":
+        how = f"php-fpm at {php.fpm_socket}, up to {php.worker_pool_size} connections"
+    elif php.mode == "managed":
+        how = f"managed php-fpm ({php.php_fpm_binary}), {php.worker_pool_size} children"
+    else:
+        how = f"php-cgi ({php.php_cgi_binary}), one process per request"
+    lines = [f"  listen: {', '.join(config.server.listen)}"]
+    if config.server.workers > 1:
+        lines.append(f"  workers: {config.server.workers} processes sharing the listeners")
+    return lines + [
+        f"  root: {config.server.root}",
+        f"  php: {how}",
+        f"  access log: {config.logging.access_log or 'off'}",
+    ]
+
+
+def check_config_main(path: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Validate the file at *path*: print ``OK: <file>`` and a summary (0) or the error (1)."""
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        print(f"error: {e}", file=err)
+        return 1
+    print(f"OK: {config.source}", file=out)
+    for line in _summary(config):
+        print(line, file=out)
+    return 0

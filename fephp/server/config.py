@@ -1,0 +1,526 @@
+"""The YAML configuration: parsed, validated and resolved before anything starts.
+
+:func:`load_config` turns a file into a frozen :class:`Config` whose paths are
+absolute and whose values are checked; anything wrong raises one
+:class:`ConfigError` naming the file, the dotted key and the line YAML found
+it on.  ``docs/configuration.md`` describes every key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional
+
+import yaml
+from twisted.internet.endpoints import serverFromString
+
+from .. import __version__
+from .._twisted import endpoint_arguments
+from ..backend.endpoints import parse_client_endpoint
+from ..process.binaries import find_php
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LimitsConfig",
+    "LoggingConfig",
+    "PHPConfig",
+    "ServerConfig",
+    "TimeoutsConfig",
+    "load_config",
+]
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# php-fpm.conf is an ini file: a key outside this set, or a newline in a value,
+# could add directives of its own to the generated configuration.
+_INI_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+Path = tuple[Any, ...]  # ("php", "ini", "memory_limit") or ("server", "listen", 0)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; ``str()`` is one line for the operator.
+
+    ``file``, ``key`` (dotted, or None for the whole file), ``line`` (1-based,
+    or None when unknown) and ``problem`` are kept for programs.
+    """
+
+    def __init__(self, file: str, key: Optional[str], line: Optional[int], problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.line = line
+        self.problem = problem
+        where = file if line is None else f"{file}, line {line}"
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``server``: where fephp listens and how it maps URLs to the document root."""
+
+    listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
+    root: str = ""
+    index: tuple[str, ...] = ("index.php",)
+    front_controller: Optional[str] = "/index.php"
+    deny: tuple[str, ...] = ()
+    server_software: str = ""
+    server_name: Optional[str] = None
+    shutdown_grace: float = 10.0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class PHPConfig:
+    """``php``: how PHP runs (external php-fpm, managed php-fpm, or php-cgi)."""
+
+    use_fpm: bool = True
+    fpm_socket: Optional[str] = None
+    worker_pool_size: int = 16
+    queue_size: int = 1024
+    php_fpm_binary: Optional[str] = None
+    php_cgi_binary: Optional[str] = None
+    max_requests: int = 1000
+    ini: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def mode(self) -> str:
+        """``"external"``, ``"managed"`` or ``"php-cgi"``."""
+        if not self.use_fpm:
+            return "php-cgi"
+        return "external" if self.fpm_socket else "managed"
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    """``timeouts``, in seconds."""
+
+    connect: float = 5.0
+    response: float = 60.0
+    idle: float = 30.0
+    queue: float = 30.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """``limits``, in bytes."""
+
+    max_body_size: int = 64 * 1024**2
+    max_header_size: int = 16 * 1024
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``logging``: the access log (absolute path, ``"-"`` or None) and the level."""
+
+    access_log: Optional[str] = None
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated configuration; ``source`` is the file it came from."""
+
+    server: ServerConfig
+    php: PHPConfig = PHPConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    source: str = "<dict>"
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, *, source: str = "<dict>", base_dir: Optional[str] = None
+    ) -> "Config":
+        """Validate *data* (what YAML would give); relative paths resolve against *base_dir*.
+
+        *base_dir* defaults to the directory of *source* when that is a file,
+        else the current directory.  Errors carry no line numbers.
+        """
+        if base_dir is None:
+            base_dir = os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else os.getcwd()
+        return _Validator(source, base_dir, {}).config(data)
+
+
+def load_config(path: str, text: Optional[str] = None) -> Config:
+    """Read, parse and validate the YAML file at *path*.
+
+    With *text*, that is the file's content and the file is not read again
+    (a worker process validates the text its parent read at start, so a file
+    edited since then never splits a running server into two configurations).
+    """
+    source = os.path.abspath(path)
+    if text is None:
+        try:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(source, None, None, f"cannot read the file: {_strerror(e)}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = " ".join(filter(None, [e.context, e.problem]))
+        raise ConfigError(source, None, line, f"not valid YAML: {problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, None, None, f"not valid YAML: {e}") from None
+    lines: dict[Path, int] = {}
+    if node is not None:
+        _index_lines(source, node, (), lines)
+    return _Validator(source, os.path.dirname(source), lines).config(data)
+
+
+def _strerror(e: Exception) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
+def _index_lines(source: str, node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
+    """Record the line of every key and list item under *node*; refuse duplicate keys."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(source, _dotted((*path, key)), line, "duplicate key")
+            seen.add(key)
+            lines[(*path, key)] = line
+            _index_lines(source, value_node, (*path, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            _index_lines(source, item, (*path, i), lines)
+
+
+def _dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+_SECTIONS = ("server", "php", "timeouts", "limits", "logging")
+#: Listener types a worker can adopt from its parent: plain stream sockets.
+#: ``ssl:`` would need each worker to wrap the adopted socket in TLS itself.
+_SHAREABLE = ("tcp", "tcp6", "unix", "systemd")
+
+
+class _Validator:
+    """Checks one document, turning each problem into a ConfigError at its key's line."""
+
+    def __init__(self, source: str, base_dir: str, lines: dict[Path, int]) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.lines = lines
+
+    def error(self, path: Path, problem: str) -> ConfigError:
+        line = self.lines.get(()) if not path else None
+        for n in range(len(path), 0, -1):  # a default has no line: use its section's
+            if path[:n] in self.lines:
+                line = self.lines[path[:n]]
+                break
+        return ConfigError(self.source, _dotted(path) or None, line, problem)
+
+    # -- the document ---------------------------------------------------------
+
+    def config(self, data: Any) -> Config:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.error((), f"the top level must be a mapping of sections, not {_describe(data)}")
+        self.known(data, (), _SECTIONS)
+        sections = {name: self.section(data, name) for name in _SECTIONS}
+        return Config(
+            server=self.server(sections["server"]),
+            php=self.php(sections["php"]),
+            timeouts=self.timeouts(sections["timeouts"]),
+            limits=self.limits(sections["limits"]),
+            logging=self.logging(sections["logging"]),
+            source=self.source,
+        )
+
+    def known(self, data: dict[Any, Any], path: Path, names: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in names:
+                hint = difflib.get_close_matches(str(key), names, n=1)
+                expected = f"did you mean {hint[0]!r}?" if hint else "expected one of: " + ", ".join(names)
+                raise self.error((*path, key), f"unknown key; {expected}")
+
+    def section(self, data: dict[Any, Any], name: str) -> dict[Any, Any]:
+        value = data.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error((name,), f"must be a mapping, not {_describe(value)}")
+        return value
+
+    # -- value checkers ---------------------------------------------------------
+
+    def integer(self, path: Path, value: Any, *, minimum: int) -> int:
+        # YAML's true/false are bools, and bool is an int in Python: refuse them.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(path, f"must be an integer, not {_describe(value)}")
+        if value < minimum:
+            raise self.error(path, f"must be at least {minimum}, not {value}")
+        return value
+
+    def seconds(self, path: Path, value: Any, *, allow_zero: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(path, f"must be a number of seconds, not {_describe(value)}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            bound = "zero or more" if allow_zero else "more than zero"
+            raise self.error(path, f"must be {bound} seconds, not {value}")
+        return float(value)
+
+    def size(self, path: Path, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise self.error(path, f"must be a size in bytes (like 65536 or 64m), not {_describe(value)}")
+        if isinstance(value, str):
+            match = _SIZE.match(value)
+            if not match:
+                raise self.error(path, f"must be a size in bytes (like 65536 or 64m), not {value!r}")
+            value = int(match[1]) * _SIZE_FACTORS[match[2].lower()]
+        if value <= 0:
+            raise self.error(path, f"must be more than zero bytes, not {value}")
+        return value
+
+    def boolean(self, path: Path, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(path, f"must be true or false, not {_describe(value)}")
+        return value
+
+    def string(self, path: Path, value: Any, *, nullable: bool = False) -> Optional[str]:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str):
+            kind = "a string or null" if nullable else "a string"
+            raise self.error(path, f"must be {kind}, not {_describe(value)}")
+        if not value.strip():
+            raise self.error(path, "must not be empty")
+        if any(c in value for c in "\r\n\0"):
+            raise self.error(path, "must not contain a line break or NUL")
+        return value
+
+    def string_list(self, path: Path, value: Any, check: Callable[[Path, str], str]) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.error(path, f"must be a list of strings, not {_describe(value)}")
+        out = []
+        for i, item in enumerate(value):
+            text = self.string((*path, i), item)
+            assert text is not None
+            out.append(check((*path, i), text))
+        return tuple(out)
+
+    def url_prefix(self, path: Path, value: str) -> str:
+        if not value.startswith("/"):
+            raise self.error(path, f"must start with '/', not {value!r}")
+        return value
+
+    def absolute(self, value: str) -> str:
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(value)))
+
+    # -- sections ---------------------------------------------------------------
+
+    def server(self, data: dict[Any, Any]) -> ServerConfig:
+        p = ("server",)
+        defaults = ServerConfig()
+        self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
+                             "server_software", "server_name", "shutdown_grace", "workers"))
+        workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
+
+        def endpoint(path: Path, text: str) -> str:
+            kind = text.split(":", 1)[0]
+            if workers > 1 and kind not in _SHAREABLE:
+                raise self.error(
+                    path,
+                    f"{kind}: listeners cannot be shared by {workers} workers (server.workers);"
+                    " use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
+                    " or set server.workers to 1",
+                )
+            return self.server_endpoint(path, text)
+
+        listen = self.string_list((*p, "listen"), data.get("listen", list(defaults.listen)), endpoint)
+        if not listen:
+            raise self.error((*p, "listen"), "must name at least one endpoint to listen on")
+        if "root" in data:
+            root_text = self.string((*p, "root"), data["root"])
+            assert root_text is not None
+            root = self.absolute(root_text)
+        else:
+            root = os.path.join(self.base_dir, "public")
+        if not os.path.isdir(root):
+            what = "does not exist" if not os.path.exists(root) else "is not a directory"
+            default = "" if "root" in data else " (the default: public/ beside the config file)"
+            raise self.error((*p, "root"), f"the document root {root}{default} {what}")
+
+        def index_name(path: Path, name: str) -> str:
+            if "/" in name or name in (".", ".."):
+                raise self.error(path, f"must be a file name without '/', not {name!r}")
+            return name
+
+        index = self.string_list((*p, "index"), data.get("index", list(defaults.index)), index_name)
+        front_controller = self.string((*p, "front_controller"), data.get("front_controller", defaults.front_controller), nullable=True)
+        if front_controller is not None:
+            self.url_prefix((*p, "front_controller"), front_controller)
+        deny = self.string_list((*p, "deny"), data.get("deny", []), self.url_prefix)
+        software = self.string((*p, "server_software"), data.get("server_software", f"fephp/{__version__}"))
+        assert software is not None
+        name = self.string((*p, "server_name"), data.get("server_name"), nullable=True)
+        grace = self.seconds((*p, "shutdown_grace"), data.get("shutdown_grace", defaults.shutdown_grace), allow_zero=True)
+        return ServerConfig(listen, root, index, front_controller, deny, software, name, grace, workers)
+
+    def workers(self, path: Path, value: Any) -> int:
+        if value == "auto":
+            return os.cpu_count() or 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.error(path, f"must be an integer of 1 or more, or 'auto', not {_describe(value)}")
+        return value
+
+    def server_endpoint(self, path: Path, text: str) -> str:
+        # Building the endpoint parses the string (and loads TLS keys) without
+        # listening; it only keeps the reactor, so none is needed.
+        try:
+            if text.split(":", 1)[0] == "systemd":
+                self.systemd_endpoint(path, text)
+            else:
+                serverFromString(None, text)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise self.error(path, f"not a server endpoint string: {text!r} ({_strerror(e) or type(e).__name__})") from None
+        return text
+
+    def systemd_endpoint(self, path: Path, text: str) -> None:
+        """Check a ``systemd:`` string's arguments only.
+
+        Building it needs the sockets systemd passes (LISTEN_FDS), which a
+        ``check-config`` run outside the unit does not have.
+        """
+        args, kwargs = endpoint_arguments(text)
+        if args or kwargs.get("domain") not in ("INET", "INET6", "UNIX"):
+            raise self.error(path, f"not a server endpoint string: {text!r} (domain must be INET, INET6 or UNIX)")
+        if ("index" in kwargs) == ("name" in kwargs):
+            raise self.error(path, f"not a server endpoint string: {text!r} (give index or name, not both)")
+        if "index" in kwargs and not str(kwargs["index"]).isdigit():
+            raise self.error(path, f"not a server endpoint string: {text!r} (index must be a number)")
+
+    def php(self, data: dict[Any, Any]) -> PHPConfig:
+        p = ("php",)
+        d = PHPConfig()
+        self.known(data, p, ("use_fpm", "fpm_socket", "worker_pool_size", "queue_size",
+                             "php_fpm_binary", "php_cgi_binary", "max_requests", "ini"))
+        use_fpm = self.boolean((*p, "use_fpm"), data.get("use_fpm", d.use_fpm))
+        socket = self.string((*p, "fpm_socket"), data.get("fpm_socket"), nullable=True)
+        if socket is not None:
+            try:
+                parse_client_endpoint(None, socket)
+            except ValueError as e:
+                raise self.error((*p, "fpm_socket"), f"not a php-fpm address: {e}") from None
+        size = self.integer((*p, "worker_pool_size"), data.get("worker_pool_size", d.worker_pool_size), minimum=1)
+        queue = self.integer((*p, "queue_size"), data.get("queue_size", d.queue_size), minimum=0)
+        max_requests = self.integer((*p, "max_requests"), data.get("max_requests", d.max_requests), minimum=0)
+        fpm_binary = self.string((*p, "php_fpm_binary"), data.get("php_fpm_binary"), nullable=True)
+        cgi_binary = self.string((*p, "php_cgi_binary"), data.get("php_cgi_binary"), nullable=True)
+        # Only the binary the chosen mode runs must exist.
+        if use_fpm and socket is None:
+            fpm_binary = self.binary((*p, "php_fpm_binary"), fpm_binary, "php-fpm")
+        elif not use_fpm:
+            cgi_binary = self.binary((*p, "php_cgi_binary"), cgi_binary, "php-cgi")
+        ini = self.ini((*p, "ini"), data.get("ini", {}))
+        return PHPConfig(use_fpm, socket, size, queue, fpm_binary, cgi_binary, max_requests, ini)
+
+    def binary(self, path: Path, value: Optional[str], what: str) -> str:
+        if value is None:
+            found = find_php(what)
+            if found is None:
+                raise self.error(path, f"no {what} binary found on PATH or in the usual folders; install it or give its path")
+            return found
+        resolved = shutil.which(value) if "/" not in value else self.absolute(value)
+        if resolved is None or not os.path.isfile(resolved):
+            raise self.error(path, f"{value!r} is not an existing file")
+        if not os.access(resolved, os.X_OK):
+            raise self.error(path, f"{resolved} is not executable")
+        return os.path.abspath(resolved)
+
+    def ini(self, path: Path, value: Any) -> Mapping[str, str]:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(path, f"must be a mapping of PHP ini settings, not {_describe(value)}")
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not _INI_KEY.match(key):
+                raise self.error((*path, key), "is not a PHP ini setting name (letters, digits, '_', '.', '-')")
+            if isinstance(item, bool):
+                text = "1" if item else "0"
+            elif isinstance(item, (int, float, str)):
+                text = str(item)
+            else:
+                raise self.error((*path, key), f"must be a string or a number, not {_describe(item)}")
+            if any(c in text for c in "\r\n\0"):
+                raise self.error((*path, key), "must not contain a line break or NUL")
+            out[key] = text
+        return MappingProxyType(out)
+
+    def timeouts(self, data: dict[Any, Any]) -> TimeoutsConfig:
+        p = ("timeouts",)
+        d = TimeoutsConfig()
+        self.known(data, p, ("connect", "response", "idle", "queue"))
+        return TimeoutsConfig(
+            *(self.seconds((*p, k), data.get(k, getattr(d, k))) for k in ("connect", "response", "idle", "queue"))
+        )
+
+    def limits(self, data: dict[Any, Any]) -> LimitsConfig:
+        p = ("limits",)
+        d = LimitsConfig()
+        self.known(data, p, ("max_body_size", "max_header_size"))
+        return LimitsConfig(
+            self.size((*p, "max_body_size"), data.get("max_body_size", d.max_body_size)),
+            self.size((*p, "max_header_size"), data.get("max_header_size", d.max_header_size)),
+        )
+
+    def logging(self, data: dict[Any, Any]) -> LoggingConfig:
+        p = ("logging",)
+        self.known(data, p, ("access_log", "level"))
+        access = self.string((*p, "access_log"), data.get("access_log"), nullable=True)
+        if access is not None and access != "-":
+            access = self.absolute(access)
+            folder = os.path.dirname(access)
+            if not os.path.isdir(folder):
+                raise self.error((*p, "access_log"), f"the folder {folder} does not exist")
+            if os.path.isdir(access):
+                raise self.error((*p, "access_log"), f"{access} is a directory")
+        level = data.get("level", "info")
+        if level not in LOG_LEVELS:
+            raise self.error((*p, "level"), f"must be one of {', '.join(LOG_LEVELS)}, not {_describe(level)}")
+        return LoggingConfig(access, level)

@@ -1,0 +1,369 @@
+"""``server.workers``, from the parent's side: several worker processes serving the same listening sockets.
+
+The twistd process (the parent) serves no requests.  It binds every
+``server.listen`` endpoint once, before twistd daemonizes or drops
+privileges, runs the managed php-fpm (if any), and supervises the workers:
+processes running ``python -m fephp.server.worker`` that each adopt the listening
+sockets (passed as file descriptors) and serve them with the same site as a
+single fephp.  The kernel hands each new connection to one of the workers
+waiting in accept.
+
+What flows between them:
+
+- fd 0, parent to worker: the configuration text, length-prefixed, so that a
+  worker restarted later runs the configuration the server started with.
+  Then nothing: EOF means the parent is gone and the worker stops.
+- fd 1: the worker's standard output (the ``access_log: "-"`` lines), which
+  the parent copies to its own standard output a whole line at a time.
+- fd 2: the worker's stderr (a traceback if it cannot start), logged as errors.
+- fd 3: the worker's log events as JSON records, re-emitted into the parent's
+  log with the worker's number and pid as the log system.
+- fd 4 and up: the listening sockets, in ``server.listen`` order.
+
+A worker that dies is started again after a backoff.  Stopping the parent
+(SIGTERM) sends SIGTERM to the workers, which drain as a single fephp does,
+then stops php-fpm and closes the listening sockets.  A worker also stops
+when its parent dies: Linux's parent-death signal, and EOF on its stdin
+elsewhere.
+
+The worker's side is :mod:`fephp.server.worker`.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.python.failure import Failure
+
+__all__ = [
+    "CONFIG_HEADER",
+    "EXIT_CONFIG",
+    "FIRST_LISTEN_FD",
+    "LOG_FD",
+    "SharedListener",
+    "WorkerSupervisor",
+    "WorkersService",
+    "connections_per_worker",
+]
+
+#: The first descriptor number of the listening sockets in a worker.
+FIRST_LISTEN_FD = 4
+LOG_FD = 3
+#: Bound on a buffered partial line or log record from a worker.
+MAX_RECORD = 64 * 1024
+#: Exit status of a worker whose configuration does not load (EX_CONFIG).
+EXIT_CONFIG = 78
+#: The length prefix of the configuration text on a worker's stdin.
+CONFIG_HEADER = struct.Struct("!I")
+
+
+def connections_per_worker(pool_size: int, workers: int) -> int:
+    """Each worker's FastCGI pool: an equal share of *pool_size*, at least one.
+
+    A kept connection pins a php-fpm child, so the workers together must not
+    hold more connections than php-fpm has children.
+    """
+    return max(1, pool_size // workers)
+
+
+class SharedListener(Service):
+    """One ``server.listen`` endpoint, bound by the parent and never accepted on there.
+
+    It listens through the endpoint (so every option of the string applies:
+    interface, backlog, a UNIX socket's mode and lock file, systemd's
+    inherited sockets) in privilegedStartService, before twistd drops
+    privileges, then stops reading: only the workers accept.
+    """
+
+    def __init__(self, reactor: Any, description: str) -> None:
+        self._reactor = reactor
+        self.description = description
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:  # noqa: N802 - Twisted's name
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self.port is not None:
+            return
+        result: list[Any] = []
+        serverFromString(self._reactor, self.description).listen(Factory()).addBoth(result.append)
+        # Stream endpoints listen synchronously; a port that cannot be bound
+        # stops twistd with the error.
+        if not result:
+            raise RuntimeError(f"{self.description}: the endpoint did not listen at once")
+        if isinstance(result[0], Failure):
+            result[0].raiseException()
+        self.port = result[0]
+        self.port.stopReading()
+
+    @property
+    def fileno(self) -> int:
+        return int(self.port.fileno())
+
+    @property
+    def family(self) -> int:
+        return int(self.port.socket.family)
+
+    def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
+        super().stopService()
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        return port.stopListening() or succeed(None)
+
+
+class WorkerSupervisor(Service):
+    """Starts *count* workers, restarts any that dies, stops them all on stop.
+
+    A worker that exits is started again after *restart_delay* seconds,
+    doubling up to *max_restart_delay* while workers keep dying within
+    *stable_after* seconds of their start.  On stop each gets SIGTERM and,
+    after *stop_grace* seconds, SIGKILL.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        count: int,
+        argv: Callable[[int], list[str]],
+        config_text: str,
+        listeners: Sequence[SharedListener],
+        env: Optional[dict[str, str]] = None,
+        stop_grace: float = 15.0,
+        restart_delay: float = 0.5,
+        max_restart_delay: float = 30.0,
+        stable_after: float = 10.0,
+        publish: Callable[[dict[str, Any]], None] = globalLogPublisher,
+        stdout: Any = None,
+    ) -> None:
+        self._reactor = reactor
+        self.count = count
+        self._argv = argv
+        self._config = config_text.encode("utf-8")
+        self._listeners = listeners
+        self._env = env
+        self.stop_grace = stop_grace
+        self.restart_delay = restart_delay
+        self.max_restart_delay = max_restart_delay
+        self.stable_after = stable_after
+        self._publish = publish
+        self._stdout = stdout
+        self.workers: dict[int, _WorkerProcess] = {}
+        self.restarts = 0
+        self._failures = 0
+        self._restarts: dict[int, Any] = {}  # index -> IDelayedCall
+        self._stopping = False
+        self._stopped: Optional[Deferred[None]] = None
+
+    @property
+    def pids(self) -> list[int]:
+        """The running workers' process ids, by worker number."""
+        return [w.pid for _, w in sorted(self.workers.items()) if w.pid is not None]  # type: ignore[misc]
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        super().startService()
+        for index in range(1, self.count + 1):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        self._restarts.pop(index, None)
+        worker = _WorkerProcess(self, index, self._reactor.seconds())
+        child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r", LOG_FD: "r"}
+        for i, listener in enumerate(self._listeners):
+            child_fds[FIRST_LISTEN_FD + i] = listener.fileno
+        argv = self._argv(index)
+        try:
+            transport = self._reactor.spawnProcess(worker, argv[0], argv, env=self._env, childFDs=child_fds)
+        except Exception as e:
+            self.log.error("cannot start worker {index}: {error}", index=index, error=str(e))
+            self._schedule_restart(index, 0.0)
+            return
+        worker.pid = transport.pid
+        self.workers[index] = worker
+        transport.write(CONFIG_HEADER.pack(len(self._config)) + self._config)
+        self.log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
+
+    def _exited(self, worker: "_WorkerProcess", reason: Failure) -> None:
+        if self.workers.get(worker.index) is not worker:
+            return
+        del self.workers[worker.index]
+        if self._stopping:
+            if not self.workers and self._stopped is not None:
+                self._stopped.callback(None)
+            return
+        self.log.error(
+            "worker {index} (pid {pid}) exited: {reason}",
+            index=worker.index,
+            pid=worker.pid,
+            reason=reason.getErrorMessage(),
+        )
+        self._schedule_restart(worker.index, self._reactor.seconds() - worker.started)
+
+    def _schedule_restart(self, index: int, ran_for: float) -> None:
+        if not self.running or self._stopping:
+            return
+        if ran_for >= self.stable_after:
+            self._failures = 0
+        delay = min(self.max_restart_delay, self.restart_delay * 2**self._failures)
+        self._failures += 1
+        self.restarts += 1
+        self.log.warn("restarting worker {index} in {delay} s", index=index, delay=delay)
+        self._restarts[index] = self._reactor.callLater(delay, self._spawn, index)
+
+    def stopService(self) -> "Deferred[None]":  # noqa: N802 - Twisted's name
+        super().stopService()
+        if self._stopped is not None:
+            return _chain(self._stopped)
+        self._stopping = True
+        for call in self._restarts.values():
+            if call.active():
+                call.cancel()
+        self._restarts.clear()
+        self._stopped = Deferred()
+        if not self.workers:
+            self._stopped.callback(None)
+            return _chain(self._stopped)
+        self.log.info("stopping {count} workers", count=len(self.workers))
+        for worker in self.workers.values():
+            worker.signal("TERM")
+            worker.kill_call = self._reactor.callLater(self.stop_grace, worker.signal, "KILL")
+        return _chain(self._stopped)
+
+    # -- what workers send --------------------------------------------------------
+
+    def _log_record(self, worker: "_WorkerProcess", record: bytes) -> None:
+        try:
+            event = eventFromJSON(record.decode("utf-8"))
+        except ValueError:
+            self.log.error("worker {index}: {line}", index=worker.index, line=record.decode("utf-8", "replace"))
+            return
+        event["log_system"] = f"worker {worker.index} pid {worker.pid}"
+        self._publish(event)
+
+    def _stderr_line(self, worker: "_WorkerProcess", line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()
+        if text:
+            self.log.error("worker {index}: {line}", index=worker.index, line=text)
+
+    def _stdout_line(self, worker: "_WorkerProcess", line: bytes) -> None:
+        out = self._stdout if self._stdout is not None else sys.stdout
+        out.write(line.decode("utf-8", "replace"))
+        out.flush()
+
+
+def _chain(d: "Deferred[None]") -> "Deferred[None]":
+    """A new Deferred that fires with *d* (each caller gets its own)."""
+    out: Deferred[None] = Deferred()
+
+    def fire(result: Any) -> Any:
+        out.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return out
+
+
+class _WorkerProcess(ProcessProtocol):
+    """One worker: its output to the parent's outputs, its exit to the supervisor."""
+
+    def __init__(self, supervisor: WorkerSupervisor, index: int, started: float) -> None:
+        self._supervisor = supervisor
+        self.index = index
+        self.started = started
+        self.kill_call: Any = None
+        self.exited = False
+        self.pid: Optional[int] = None  # kept after the process is reaped
+        self._buffers: dict[int, bytes] = {}
+
+    def signal(self, name: str) -> None:
+        if self.exited:
+            return
+        try:
+            transport: Any = self.transport
+            transport.signalProcess(name)
+        except Exception:
+            pass  # exited, not yet reaped
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        # JSON log records are "\x1e" + JSON + "\n", and JSON holds no raw
+        # newline: every output is cut at line ends.
+        *lines, rest = (self._buffers.get(fd, b"") + data).split(b"\n")
+        if len(rest) > MAX_RECORD:
+            lines.append(rest)
+            rest = b""
+        self._buffers[fd] = rest
+        for line in lines:
+            self._deliver(fd, line)
+
+    def childConnectionLost(self, childFD: int) -> None:  # noqa: N802 - Twisted's name
+        rest = self._buffers.pop(childFD, b"")
+        if rest:
+            self._deliver(childFD, rest)
+
+    def _deliver(self, fd: int, line: bytes) -> None:
+        if fd == LOG_FD:
+            record = line.strip(b"\x1e\n ")
+            if record:
+                self._supervisor._log_record(self, record)
+        elif fd == 1:
+            self._supervisor._stdout_line(self, line + b"\n")
+        else:
+            self._supervisor._stderr_line(self, line)
+
+    def processExited(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+        # Not processEnded: the exit is what matters, whatever holds the pipes.
+        self.exited = True
+        if self.kill_call is not None and self.kill_call.active():
+            self.kill_call.cancel()
+        self._supervisor._exited(self, reason)
+
+
+class WorkersService(MultiService):
+    """The parent: shared listeners, the managed php-fpm, the supervised workers.
+
+    Stopping stops the workers first (they drain their requests), then
+    closes the listening sockets, then stops php-fpm.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[SharedListener],
+        supervisor: WorkerSupervisor,
+        php_fpm: Optional[Service] = None,
+    ) -> None:
+        super().__init__()
+        self.listeners = list(listeners)
+        self.supervisor = supervisor
+        self.php_fpm = php_fpm
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+        if php_fpm is not None:
+            php_fpm.setServiceParent(self)
+        supervisor.setServiceParent(self)
+
+    def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
+        Service.stopService(self)
+        return self._stop()
+
+    @inlineCallbacks
+    def _stop(self) -> Any:
+        yield self.supervisor.stopService()
+        yield DeferredList([listener.stopService() for listener in self.listeners])
+        if self.php_fpm is not None:
+            yield self.php_fpm.stopService()

@@ -1,0 +1,82 @@
+"""The site's one resource, from the HTTP side: route a request, then serve a file, run PHP or refuse.
+
+Every refusal and failure becomes a short page from
+:func:`fephp.web.errors.error_page`, which names the status and nothing
+else: no path, no backend address, no PHP message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from ..backend.interface import Backend
+from ..cgi.routing import Forbidden, Redirect, Router, Script, StaticFile
+from .errors import send_error
+from .php import PHPHandler
+from .static import serve_static
+
+__all__ = ["PHPApp"]
+
+
+class PHPApp(Resource):
+    """The whole site as one leaf resource: static files and PHP scripts under one root."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        backend: Backend,
+        server_software: str = "fephp",
+        server_name: Optional[str] = None,
+        max_cgi_head_size: int = 64 * 1024,
+    ) -> None:
+        super().__init__()
+        self.router = router
+        self.server_software = server_software
+        self.php = PHPHandler(
+            backend,
+            document_root=router.root,
+            server_software=server_software,
+            server_name=server_name,
+            max_cgi_head_size=max_cgi_head_size,
+        )
+
+    @property
+    def backend(self) -> Backend:
+        return self.php.backend
+
+    @property
+    def in_flight(self) -> int:
+        """Requests handed to PHP and not yet finished."""
+        return self.php.in_flight
+
+    def wait_idle(self) -> "Deferred[None]":
+        """A Deferred that fires when no PHP request is in flight (for a graceful stop)."""
+        return self.php.wait_idle()
+
+    def render(self, request: Request) -> Any:
+        uri = request.uri
+        path, _, query = uri.partition(b"?")
+        if not path.startswith(b"/"):
+            # "*" (OPTIONS *) and absolute-form targets are not for PHP.
+            return send_error(request, 400)
+        route = self.router.route(path)
+        kind = type(route)
+        if kind is Script:
+            return self.php.run(request, route, query)  # type: ignore[arg-type]
+        if kind is StaticFile:
+            return serve_static(request, route)  # type: ignore[arg-type]
+        if kind is Redirect:
+            location = route.location.encode("utf-8")  # type: ignore[union-attr]
+            if query:
+                location += b"?" + query
+            return send_error(request, 301, {b"location": location})
+        if kind is Forbidden:
+            return send_error(request, 403)
+        return send_error(request, 404)

@@ -1,0 +1,254 @@
+"""PHP from the HTTP side: a routed script sent to the backend, its CGI answer streamed to the client.
+
+:class:`PHPHandler` builds the CGI environment of a request, hands it to the
+backend (the FastCGI pool or php-cgi) with a :class:`_PHPResponse` as the
+sink, and turns the outcome into the response: PHP's own, or an error page
+when PHP could not answer.  A client that goes away cancels the backend
+request.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES
+from twisted.web.http_headers import Headers
+from twisted.web.server import NOT_DONE_YET, Request
+
+from .._twisted import request_disconnected
+from ..backend.errors import BackendError
+from ..backend.interface import Backend
+from ..cgi.environ import RequestFacts, build_env
+from ..cgi.response import CGIResponseError, HeadParser
+from ..cgi.routing import Script
+from .errors import send_error
+
+__all__ = ["PHPHandler"]
+
+_SERVER = b"server"
+#: Headers about PHP's connection to us, not ours to the client (RFC 9110 7.6.1);
+#: Twisted frames the response itself.
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"))
+#: Methods whose empty body is still announced as CONTENT_LENGTH 0.
+_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+
+
+class _PHPResponse:
+    """A :class:`fephp.backend.interface.ResponseSink` that turns CGI output into the HTTP response.
+
+    Body bytes are held until the backend has passed on all it read
+    (``flush``) or the response ends (``complete``).  A response that PHP
+    produced in one piece, most small pages, then goes out with a
+    Content-Length, head and body in one send, instead of a chunked head,
+    a chunk and a terminating chunk.
+    """
+
+    __slots__ = ("_request", "_parser", "_producer", "_held")
+
+    log = Logger()
+
+    def __init__(self, request: Request, max_head_size: int) -> None:
+        self._request = request
+        self._parser: Optional[HeadParser] = HeadParser(max_head_size)
+        self._producer: Optional[IPushProducer] = None
+        self._held: list[bytes] = []
+
+    def response_started(self, producer: IPushProducer) -> None:
+        self._producer = producer
+        # The HTTP transport pauses the FastCGI connection when the client is slow.
+        self._request.registerProducer(producer, True)
+
+    def stdout_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            self._held.append(data)
+            return
+        parsed = parser.feed(data)
+        if parsed is None:
+            return
+        head, rest = parsed
+        self._send_head(head)
+        if rest:
+            self._held.append(rest)
+
+    def flush(self) -> None:
+        held = self._held
+        if held:
+            self._held = []
+            self._request.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def _send_head(self, head: Any) -> None:
+        self._parser = None
+        request = self._request
+        request.setResponseCode(head.status, head.reason or None)
+        add = request.responseHeaders.addRawHeader
+        for name, value in head.headers:
+            if name.lower() not in _HOP_BY_HOP:
+                add(name, value)
+
+    def stderr_received(self, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line:
+                self.log.warn(
+                    "PHP: {php_stderr}", php_stderr=line, uri=self._request.uri.decode("latin-1")
+                )
+
+    def complete(self) -> None:
+        """The response ended: finish a pending head and write what is held.
+
+        Raises CGIResponseError for a head that never completed.
+        """
+        if self._parser is not None:
+            self._parser.finish()  # raises: the output ended inside the head
+        request = self._request
+        if (
+            not request.startedWriting  # type: ignore[attr-defined]
+            and request.method != b"HEAD"
+            and request.code not in NO_BODY_CODES
+            and not request.responseHeaders.hasHeader(b"content-length")
+        ):
+            # The whole body is here: its length is known.
+            request.setHeader(b"content-length", b"%d" % sum(map(len, self._held)))
+        self.flush()
+
+    def unregister(self) -> None:
+        if self._producer is not None:
+            self._producer = None
+            self._request.unregisterProducer()
+
+
+class PHPHandler:
+    """Runs scripts for one site through *backend*, counting the requests in flight."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        document_root: str,
+        server_software: str = "fephp",
+        server_name: Optional[str] = None,
+        max_cgi_head_size: int = 64 * 1024,
+    ) -> None:
+        self.backend = backend
+        self.document_root = document_root
+        self.server_software = server_software
+        self._server_header = server_software.encode("latin-1", "replace")
+        self.server_name = server_name
+        self.max_cgi_head_size = max_cgi_head_size
+        #: Requests handed to PHP and not yet finished (for a graceful stop).
+        self.in_flight = 0
+        self._idle_waiters: list[Any] = []
+
+    def run(self, request: Request, route: Script, query: bytes) -> Any:
+        """Send *route* to PHP with the CGI environment of *request*; PHP's answer is streamed to it."""
+        content = request.content
+        length: Optional[int]
+        if content is None:
+            length = None
+        else:
+            content.seek(0, os.SEEK_END)
+            length = content.tell()
+            content.seek(0)
+        headers = [(name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values]
+        client = request.getClientAddress()
+        host = request.getHost()
+        facts = RequestFacts(
+            method=request.method,
+            raw_uri=request.uri,
+            query_string=query,
+            headers=headers,
+            content_length=length if length or request.method in _BODY_METHODS else None,
+            content_type=request.getHeader(b"content-type"),
+            server_protocol=request.clientproto,
+            https=request.isSecure(),
+            # A UNIX-socket listener has no IP or port: "unix:" and 0, as
+            # nginx's $remote_addr and $server_addr say for one.
+            remote_addr=getattr(client, "host", "unix:"),
+            remote_port=getattr(client, "port", 0),
+            server_addr=getattr(host, "host", "unix:"),
+            server_port=getattr(host, "port", 0),
+            host=request.getHeader(b"host"),
+        )
+        env = build_env(
+            facts,
+            route,
+            document_root=self.document_root,
+            server_software=self.server_software,
+            server_name=self.server_name,
+        )
+        sink = _PHPResponse(request, self.max_cgi_head_size)
+        body = content if length else None
+        self.in_flight += 1
+        d = self.backend.request(env, body, sink)
+        finished = request.notifyFinish()
+        # The client went away: abort the FastCGI request and free its connection.
+        finished.addErrback(lambda _: d.cancel())
+        d.addCallbacks(self._php_done, self._php_failed, (request, sink), {}, (request, sink))
+        d.addBoth(self._request_over)
+        return NOT_DONE_YET
+
+    def _php_done(self, app_status: int, request: Request, sink: _PHPResponse) -> None:
+        sink.unregister()
+        if request_disconnected(request):
+            return
+        try:
+            sink.complete()
+        except CGIResponseError as e:
+            self.log.error("bad CGI response from PHP for {uri}: {error}", uri=request.uri, error=str(e))
+            self._fail(request, sink, 502)
+            return
+        request.finish()
+
+    def _php_failed(self, failure: Failure, request: Request, sink: _PHPResponse) -> None:
+        sink.unregister()
+        if request_disconnected(request) or failure.check(CancelledError):
+            return  # the client went away; nobody to answer
+        error = failure.value
+        if isinstance(error, (BackendError, CGIResponseError)):
+            status = error.http_status
+            self.log.error(
+                "{uri}: {status} ({kind}: {error})",
+                uri=request.uri,
+                status=status,
+                kind=type(error).__name__,
+                error=str(error),
+            )
+        else:
+            status = 502
+            self.log.failure("unexpected error while running {uri}", failure, uri=request.uri)
+        self._fail(request, sink, status)
+
+    def _fail(self, request: Request, sink: _PHPResponse, status: int) -> None:
+        if request.startedWriting:  # type: ignore[attr-defined]
+            # Part of the answer is out: the client must see it truncated,
+            # never a short response that looks complete.
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        request.responseHeaders = Headers()
+        request.setHeader(_SERVER, self._server_header)
+        body = send_error(request, status)
+        request.write(body)
+        request.finish()
+
+    def _request_over(self, _: object) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                if not d.called:  # a stop's grace period may have given up on it
+                    d.callback(None)
+
+    def wait_idle(self) -> "Deferred[None]":
+        """A Deferred that fires when no PHP request is in flight."""
+        if self.in_flight == 0:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        return d

@@ -1,0 +1,425 @@
+"""Twisted Web's Site and Request, bounded and quiet the way a front server must be."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from typing import IO, Any, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import INonQueuedRequestFactory
+from twisted.web.resource import IResource
+
+from .._twisted import channel_between_requests, channel_dispatch, send_now
+from .errors import raw_error_response, send_error
+
+__all__ = ["FrontSite", "FrontRequest"]
+
+
+class _Discard:
+    """Where the body of a request refused as too large goes."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args: Any) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class FrontRequest(server.Request):
+    """A Request that refuses bodies over the site's ``max_body_size`` with 413.
+
+    The check runs on the announced Content-Length before any of the body is
+    read, and on the running total of a chunked body.
+    """
+
+    # PHP always sends its own Content-Type; static files get theirs from File.
+    defaultContentType = None
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: Optional[int]) -> None:  # noqa: N802 - Twisted's name
+        limit = self.channel.site.max_body_size  # type: ignore[attr-defined]
+        if length is not None and limit is not None and length > limit:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self._refused:
+            return
+        self._received += len(data)
+        limit = self.channel.site.max_body_size  # type: ignore[attr-defined]
+        if limit is not None and self._received > limit:
+            self._refuse()
+            return
+        self.content.write(data)  # type: ignore[attr-defined]  # a file once gotLength made it
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.content = _Discard()  # type: ignore[assignment]
+        transport: Any = self.channel.transport
+        transport.write(raw_error_response(413))
+        transport.loseConnection()
+
+    def process(self) -> None:
+        """Render the site's one leaf resource, without Twisted's traversal.
+
+        Twisted's own process() splits and unquotes the path into
+        ``postpath`` for child lookups and formats the Date header anew for
+        every request; PHPApp routes the raw path itself, so neither is needed.
+        """
+        if self._refused:
+            return
+        site = self.channel.site  # type: ignore[attr-defined]
+        self.site = site
+        self.prepath = []
+        self.postpath = []
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"server", site.server_header)
+        headers.setRawHeaders(b"date", [site.http_date()])
+        hosts = self.requestHeaders.getRawHeaders(b"host")
+        if hosts is None:
+            # RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
+            bad = self.clientproto != b"HTTP/1.0"
+        else:
+            # Two Hosts (RFC 9112 3.2), or one that is no host[:port]: apps
+            # build links and password-reset URLs from SERVER_NAME.
+            bad = len(hosts) != 1 or not valid_host(hosts[0])
+        if bad:
+            self._answer(400)
+            return
+        uri = self.uri
+        if uri[:1] != b"/" and uri[:4].lower() == b"http":
+            # RFC 9112 3.2.2: a server MUST accept the absolute form; PHP
+            # gets the origin form in REQUEST_URI, as from nginx.
+            self.uri = _origin_form(uri)
+            self.path = self.uri.partition(b"?")[0]
+        try:
+            self.render(site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def _answer(self, status: int) -> None:
+        self.write(send_error(self, status, {b"connection": b"close"}))
+        self.finish()
+
+
+def valid_host(host: bytes) -> bool:
+    """A Host value nginx would take: no path, no space or control byte, no "..".
+
+    Like ngx_http_validate_host, this keeps names apps may use verbatim in
+    links from carrying a path or a parent-directory step.
+    """
+    if not host or b".." in host:
+        return False
+    return not _BAD_HOST.search(host)
+
+
+_BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
+#: RFC 9110 5.6.2's token: a method or a header name.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A request target as Twisted takes it: printable ASCII, no space.
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+#: Header names seen (all valid tokens), and how Headers spells each one.
+_canonical_names: dict[bytes, bytes] = {}
+
+
+def _canonical_name(name: bytes) -> bytes:
+    """*name*, a valid token, as Headers stores it ("user-agent" -> "User-Agent"), learnt from Headers."""
+    probe = Headers()
+    probe.addRawHeader(name, b"")
+    found = next(iter(probe.getAllRawHeaders()))[0]
+    if len(_canonical_names) < 1000:  # bounded: names are the client's to choose
+        _canonical_names[name] = found
+    return found
+
+
+def _origin_form(uri: bytes) -> bytes:
+    """``http://host:port/p?q`` -> ``/p?q`` (and ``http://host?q`` -> ``/?q``)."""
+    scheme, sep, rest = uri.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return uri
+    cut = len(rest)
+    for mark in (b"/", b"?"):
+        index = rest.find(mark)
+        if index != -1:
+            cut = min(cut, index)
+    tail = rest[cut:]
+    return tail if tail.startswith(b"/") else b"/" + tail
+
+
+class _Channel(http.HTTPChannel):
+    """An HTTPChannel that tells its site when it is gone, and writes a response in few sends.
+
+    Its addresses are read once: Twisted asks for them on every request,
+    which costs a getsockname() each time.
+
+    The response head is held until the first body bytes (or the end of the
+    response) and goes out in the same send, straight to the socket when
+    nothing is queued (:func:`fephp._twisted.send_now`): a small response
+    costs one ``send`` and no ``epoll_ctl``, where Twisted would queue the
+    head and the body and send them on the reactor's next turn.
+    """
+
+    _host: Any = None
+    _peer: Any = None
+    _secure: Optional[bool] = None
+    #: The response head, waiting for the first body bytes.
+    _head: Optional[bytes] = None
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        """Take a whole bodiless request head in one step; anything else goes to Twisted's parser.
+
+        Twisted's HTTPChannel reads a request line by line, one method call
+        and one Headers update per line.  Most requests are a GET whose head
+        arrives whole in one read: that case is parsed here at once, into the
+        same Request state Twisted's parser builds.  Whatever this path does
+        not accept exactly (a body, folded lines, an invalid name, a state
+        other than waiting for a new request...) is handed untouched to
+        Twisted, which answers it as it always has.
+        """
+        if (
+            data[-4:] == b"\r\n\r\n"
+            and self.persistent
+            and not self.paused
+            and channel_between_requests(self)
+            and self.transport is not None
+            and not self.transport.disconnecting  # type: ignore[attr-defined]
+            and self._take_head(data)
+        ):
+            return
+        super().dataReceived(data)
+
+    def _take_head(self, data: bytes) -> bool:
+        head = data[:-4]
+        if b"\r\n\r\n" in head or len(head) > self.totalHeadersSize:
+            return False
+        # No NUL anywhere, and every CR and LF part of a line end (RFC 9110
+        # 5.5 for values; the request line is checked below).
+        crlf = head.count(b"\r\n")
+        if b"\0" in head or head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+            return False
+        lines = head.split(b"\r\n")
+        if len(lines) > self.maxHeaders or max(map(len, lines)) > self.MAX_LENGTH:
+            return False
+        parts = lines[0].split(b" ")
+        if len(parts) != 3:
+            return False
+        method, target, version = parts
+        if (
+            (version != b"HTTP/1.1" and version != b"HTTP/1.0")
+            or not _TOKEN.fullmatch(method)
+            or not _TARGET.fullmatch(target)
+        ):
+            return False
+        raw: dict[bytes, list[bytes]] = {}
+        canonical = _canonical_names
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            known = canonical.get(name)
+            if known is None:
+                if not colon or not _TOKEN.fullmatch(name):
+                    return False  # also a folded line, which starts with a space
+                known = _canonical_name(name)
+            elif not colon:
+                return False
+            name = known
+            value = value.strip(b" \t")
+            values = raw.get(name)
+            if values is None:
+                raw[name] = [value]
+            else:
+                values.append(value)
+        # raw's names are Headers' own spellings.
+        if b"Content-Length" in raw or b"Transfer-Encoding" in raw or b"Expect" in raw:
+            return False  # a body (or a wish to send one): Twisted's parser reads it
+        headers = Headers(raw)
+        # What HTTPChannel's lineReceived, allHeadersReceived and
+        # allContentReceived do for such a request, in that order.
+        self.resetTimeout()
+        if INonQueuedRequestFactory.providedBy(self.requestFactory):
+            request = self.requestFactory(self)
+        else:
+            request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        request.requestHeaders = headers
+        request.parseCookies()
+        self.persistent = self.checkPersistence(request, version)
+        request.gotLength(0)
+        channel_dispatch(self, request, method, target, version)
+        return True
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:  # noqa: N802
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)  # Twisted's old form, never ours
+            return
+        lines = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        self._head = b"".join(lines)
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            data = head + data
+        send_now(self.transport, data)
+
+    def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted's name
+        self.write(b"".join(iovec))
+
+    def _flush_head(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            send_now(self.transport, head)
+
+    def requestDone(self, request: Any) -> None:  # noqa: N802 - Twisted's name
+        # A response with no body (HEAD, 204, 304, an empty page) ends here.
+        self._flush_head()
+        super().requestDone(request)
+
+    def loseConnection(self) -> None:  # noqa: N802 - Twisted's name
+        self._flush_head()
+        super().loseConnection()
+
+    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+        if self._host is None:
+            self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return self._host
+
+    def isSecure(self) -> bool:  # noqa: N802 - Twisted's name
+        # Asked for every request; the adaptation behind it costs, the answer never changes.
+        secure = self._secure
+        if secure is None:
+            secure = self._secure = super().isSecure()
+        return secure
+
+    def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
+        if self._peer is None:
+            self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return self._peer
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
+        super().connectionLost(reason)
+        self.site._channel_closed(self)  # type: ignore[attr-defined]
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 - Twisted's name
+        # One request or header line longer than the whole head may be: say
+        # so (RFC 6585 5) instead of Twisted's silent close.
+        transport = self.transport
+        if transport is not None:
+            transport.write(raw_error_response(431))
+            transport.loseConnection()
+
+
+class FrontSite(server.Site):
+    """The Site: a bounded request head, no form parsing, an optional access log.
+
+    Twisted's default would parse every form body into ``request.args`` (PHP
+    does that itself) and log every request through the global log; we log
+    only to the configured access log, in Combined Log Format.
+    """
+
+    requestFactory = FrontRequest
+    protocol = _Channel  # type: ignore[assignment]  # Twisted types it as its own channel
+
+    def __init__(
+        self,
+        resource: IResource,
+        *,
+        access_log: Optional[str] = None,
+        max_body_size: Optional[int] = None,
+        max_header_size: int = 16 * 1024,
+        timeout: Optional[float] = 60.0,
+        reactor: Any = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"timeout": timeout}
+        if reactor is not None:
+            kwargs["reactor"] = reactor
+        if access_log and access_log != "-":
+            kwargs["logPath"] = access_log
+        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
+        self.access_log = access_log
+        self.max_body_size = max_body_size
+        self.max_header_size = max_header_size
+        self.server_header = [getattr(resource, "server_software", "fephp").encode("latin-1", "replace")]
+        self._date_second = -1
+        self._date = b""
+        self._channels: set[http.HTTPChannel] = set()
+        self._all_closed: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
+        channel = super().buildProtocol(addr)
+        # Bounds the request line and headers together (Twisted answers 431/400).
+        channel.totalHeadersSize = self.max_header_size
+        self._channels.add(channel)
+        return channel
+
+    def http_date(self) -> bytes:
+        """The Date header's value, formatted once a second."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = http.datetimeToString(now)
+        return self._date
+
+    def _channel_closed(self, channel: http.HTTPChannel) -> None:
+        self._channels.discard(channel)
+        if not self._channels and self._all_closed:
+            waiting, self._all_closed = self._all_closed, []
+            for d in waiting:
+                if not d.called:
+                    d.callback(None)
+
+    def close_connections(self) -> "Deferred[None]":
+        """Close every client connection once what was written to it is sent.
+
+        Used at shutdown: the reactor's own teardown would drop connections
+        with their last bytes still unsent.
+        """
+        d: Deferred[None] = Deferred()
+        if not self._channels:
+            d.callback(None)
+            return d
+        self._all_closed.append(d)
+        for channel in list(self._channels):
+            if channel.transport is not None:
+                channel.transport.loseConnection()
+        return d
+
+    def startFactory(self) -> None:  # noqa: N802 - Twisted's name
+        super().startFactory()
+        if not self.access_log:
+            self.logFile = None  # type: ignore[assignment]
+        elif self.access_log == "-":
+            self.logFile = _Stdout(sys.stdout)
+
+
+class _Stdout:
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, line: str) -> None:
+        self._stream.write(line)
+        self._stream.flush()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,121 @@
+"""Static files from fephp's side: served by fephp itself, with nginx's validators and types.
+
+A small file is read whole and sent with its head in one write; Range
+requests, large files and other methods than GET and HEAD go through
+Twisted's File and its producers, which read a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.web import static
+from twisted.web.http import NOT_MODIFIED, stringToDatetime
+from twisted.web.server import NOT_DONE_YET, Request
+
+from ..cgi.routing import StaticFile
+from .errors import send_error
+
+__all__ = ["SMALL_STATIC_FILE", "serve_static"]
+
+
+class _StaticFile(static.File):
+    """Twisted's File (Range, a producer per response), as nginx serves.
+
+    Twisted would label ``x.tar.gz`` with ``Content-Encoding: gzip`` and make
+    browsers unpack it; nginx sends such files as they are, and so do we.
+    Last-Modified is the modification time cut to the second, as nginx's
+    (Twisted rounds it up), so that it is the same on a 200 and a 206.
+    """
+
+    contentEncodings: dict[str, str] = {}
+    defaultType = "application/octet-stream"
+
+    def getModificationTime(self) -> float:  # noqa: N802 - Twisted's name
+        return int(super().getModificationTime())
+
+
+#: Static files up to this size are read whole and sent with their head in
+#: one piece; larger files and Range requests go through Twisted's File and
+#: its producers, which read a chunk at a time.
+SMALL_STATIC_FILE = 128 * 1024
+
+_content_types: dict[str, bytes] = {}
+
+
+def _content_type(path: str) -> bytes:
+    """The Content-Type for *path* by its extension, from the same table as File's."""
+    ext = os.path.splitext(path)[1].lower()
+    found = _content_types.get(ext)
+    if found is None:
+        found = _content_types[ext] = _StaticFile.contentTypes.get(ext, _StaticFile.defaultType).encode("latin-1")
+    return found
+
+
+def _none_match(header: bytes, etag: bytes) -> bool:
+    """Whether an If-None-Match list holds *etag* or ``*`` (weak comparison, RFC 9110 13.1.2)."""
+    for tag in header.split(b","):
+        tag = tag.strip()
+        if tag == etag or tag == b"*" or tag == b"W/" + etag:
+            return True
+    return False
+
+
+def _not_modified_since(header: bytes, mtime: int) -> bool:
+    try:
+        since = stringToDatetime(header.split(b";", 1)[0])
+    except ValueError:
+        return False  # an unreadable date is ignored (RFC 9110 13.1.3)
+    return since >= mtime
+
+
+def serve_static(request: Request, route: StaticFile) -> Any:
+    """Send a static file, with nginx's validators: ETag and Last-Modified.
+
+    A small file is read whole and sent with its head in one write.
+    Other methods than GET and HEAD, Range requests and big files go to
+    Twisted's File.
+    """
+    st = route.stat
+    method = request.method
+    if st is None or (method != b"GET" and method != b"HEAD"):
+        return _StaticFile(route.path).render(request)
+    mtime = int(st.st_mtime)
+    size = st.st_size
+    # nginx's ETag: the modification time and the size, in hex.
+    etag = b'"%x-%x"' % (mtime, size)
+    request.etag = etag  # type: ignore[assignment]
+    request.lastModified = mtime  # type: ignore[assignment]
+    headers = request.requestHeaders
+    tags = headers.getRawHeaders(b"if-none-match")
+    if tags is not None:
+        # RFC 9110 13.2.2: If-None-Match, when present, decides alone.
+        fresh = _none_match(b",".join(tags), etag)
+    else:
+        since = headers.getRawHeaders(b"if-modified-since")
+        fresh = since is not None and _not_modified_since(since[0], mtime)
+    if fresh:
+        request.setResponseCode(NOT_MODIFIED)
+        request.write(b"")
+        request.finish()
+        return NOT_DONE_YET
+    if size > SMALL_STATIC_FILE or headers.hasHeader(b"range"):
+        return _StaticFile(route.path).render(request)
+    try:
+        fd = os.open(route.path, os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError:
+        return send_error(request, 403)
+    except OSError:  # gone since the router looked
+        return send_error(request, 404)
+    try:
+        data = b"" if method == b"HEAD" else os.read(fd, size)
+    except OSError:  # a directory now, or an I/O error
+        return send_error(request, 404)
+    finally:
+        os.close(fd)
+    request.setHeader(b"content-type", _content_type(route.path))
+    request.setHeader(b"accept-ranges", b"bytes")
+    if method == b"HEAD":
+        request.setHeader(b"content-length", b"%d" % size)
+    return data  # Twisted's render() adds Content-Length and writes it

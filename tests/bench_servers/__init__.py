@@ -1,1 +1,0 @@
-"""Small HTTP servers that misbehave on purpose, run as subprocesses by the bench tests."""

@@ -1,0 +1,521 @@
+"""fephp's web front through real HTTP, in front of a real php-fpm."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+
+from fephp.backend.endpoints import parse_client_endpoint
+from fephp.backend.pool import FastCGIPool
+from fephp.cgi.routing import Router
+from fephp.web.app import PHPApp
+from fephp.web.errors import error_page
+from fephp.web.site import FrontSite
+from fephp.web.static import SMALL_STATIC_FILE
+from tests.support.docroot import make_docroot
+
+pytestmark = pytest.mark.php
+
+
+class Front:
+    """A FrontSite on 127.0.0.1, with its pool, for one test."""
+
+    def __init__(self, root: Path, backend_address: str, **options) -> None:
+        pool_options = {
+            k: options.pop(k)
+            for k in ("size", "queue_size", "response_timeout", "connect_timeout", "queue_timeout")
+            if k in options
+        }
+        pool_options.setdefault("size", 4)
+        self.pool = FastCGIPool(
+            parse_client_endpoint(reactor, backend_address), clock=reactor, **pool_options
+        )
+        self.app = PHPApp(
+            router=Router(
+                root=str(root),
+                index=("index.php",),
+                front_controller=options.pop("front_controller", "/index.php"),
+                deny=("/data/",),
+            ),
+            backend=self.pool,
+            server_software=options.pop("server_software", "fephp-test"),
+        )
+        self.site = FrontSite(self.app, **options)
+        self.port = None
+
+    async def start(self) -> "Front":
+        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
+        return self
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port.getHost().port}"
+
+    async def stop(self) -> None:
+        await self.port.stopListening()
+        await self.pool.close()
+
+    async def get(self, path: str, **kwargs):
+        response = await treq.request(kwargs.pop("method", "GET"), self.base + path, **kwargs)
+        body = await treq.content(response)
+        return response, body
+
+
+@pytest.fixture
+def docroot(tmp_path: Path) -> Path:
+    return make_docroot(tmp_path)
+
+
+@pytest.fixture
+def front(php_fpm, docroot):
+    fronts = []
+
+    async def make(**options) -> Front:
+        f = await Front(docroot, options.pop("backend", php_fpm.unix_endpoint), **options).start()
+        fronts.append(f)
+        return f
+
+    yield make
+    for f in fronts:
+        pytest_twisted.blockon(defer.ensureDeferred(f.stop()))
+
+
+def header(response, name: str) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else v for v in response.headers.getRawHeaders(name, [])]
+
+
+# -- the CGI environment -----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_cgi_environment_is_what_nginx_gives(front, docroot):
+    """PHP's $_SERVER holds nginx's fastcgi_params values for a script with PATH_INFO."""
+    f = await front()
+    response, body = await f.get(
+        "/env.php/extra/x?a=1&b=%20",
+        headers={"Authorization": "Basic dTpw", "Proxy": "http://evil", "X-Custom": "v"},
+    )
+    env = json.loads(body)
+    port = f.port.getHost().port
+    expected = {
+        "SCRIPT_FILENAME": str(docroot / "env.php"),
+        "SCRIPT_NAME": "/env.php",
+        "PATH_INFO": "/extra/x",
+        "PATH_TRANSLATED": str(docroot) + "/extra/x",
+        "REQUEST_URI": "/env.php/extra/x?a=1&b=%20",
+        "DOCUMENT_URI": "/env.php",
+        "DOCUMENT_ROOT": str(docroot),
+        "QUERY_STRING": "a=1&b=%20",
+        "REQUEST_METHOD": "GET",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REQUEST_SCHEME": "http",
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": "fephp-test",
+        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_ADDR": "127.0.0.1",
+        "SERVER_PORT": str(port),
+        "SERVER_NAME": "127.0.0.1",
+        "REDIRECT_STATUS": "200",
+        "HTTP_HOST": f"127.0.0.1:{port}",
+        "HTTP_AUTHORIZATION": "Basic dTpw",
+        "HTTP_X_CUSTOM": "v",
+    }
+    assert response.code == 200
+    assert {k: env.get(k) for k in expected} == expected
+    assert env["REMOTE_PORT"].isdigit()
+    assert "HTTP_PROXY" not in env
+    assert "HTTPS" not in env
+    assert not [k for k in env if k.startswith("HTTP_X_FORWARDED")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_front_controller_gets_pretty_urls(front):
+    """A path matching no file runs /index.php with the original REQUEST_URI and query."""
+    f = await front()
+    response, body = await f.get("/blog/2024/hello-world?page=2")
+    data = json.loads(body)
+    assert response.code == 200
+    assert data == {
+        "script": "index.php",
+        "REQUEST_URI": "/blog/2024/hello-world?page=2",
+        "QUERY_STRING": "page=2",
+        "SCRIPT_NAME": "/index.php",
+        "PATH_INFO": "",
+        "DOCUMENT_URI": "/index.php",
+        "GET": {"page": "2"},
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_front_controller_off_gives_404(front):
+    """With front_controller null, an unmatched path is a plain 404 and runs nothing."""
+    f = await front(front_controller=None)
+    response, body = await f.get("/blog/post")
+    assert response.code == 404
+    assert b"404 Not Found" in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_split_at_first_php_segment(front):
+    """/lib/exe/fetch.php/x.png runs fetch.php with PATH_INFO /x.png."""
+    f = await front()
+    response, body = await f.get("/lib/exe/fetch.php/x.png")
+    assert json.loads(body) == {"SCRIPT_NAME": "/lib/exe/fetch.php", "PATH_INFO": "/x.png"}
+
+
+# -- routing and security ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path,status",
+    [
+        ("/.env", 403),
+        ("/.git/config", 403),
+        ("/.htaccess", 403),
+        ("/data/secret.txt", 403),
+        ("/uploads/image.jpg/x.php", 404),
+        ("/nothere.php", 404),
+        ("/%2e%2e/private.txt", 403),
+        ("/static/../../private.txt", 403),
+        ("/static/%2e%2e%2f%2e%2e%2fprivate.txt", 403),
+        ("/env.php%00.txt", 404),
+        ("/SOURCE.PHP", 403),
+    ],
+    ids=[
+        "dotenv",
+        "git",
+        "htaccess",
+        "deny",
+        "cve-2019-11043",
+        "missing-php",
+        "dotdot-encoded",
+        "dotdot",
+        "encoded-slashes",
+        "nul",
+        "uppercase-php-source",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_refused_paths_execute_and_disclose_nothing(front, path, status):
+    """Hidden files, denied prefixes, escapes and tricks get an error page that leaks nothing."""
+    f = await front()
+    raw = await _raw_request(
+        "127.0.0.1",
+        f.port.getHost().port,
+        b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode(),
+    )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 %d %s" % (status, {403: b"Forbidden", 404: b"Not Found"}[status])
+    assert body == error_page(status)
+
+
+@pytest_twisted.ensureDeferred
+async def test_php_source_is_never_sent(front):
+    """A .php file runs; its source never appears, even through a symlinked directory."""
+    f = await front()
+    _, body = await f.get("/linkdir/linked.php")
+    assert body == b"linked php"
+    _, body = await f.get("/status.php")
+    assert b"<?php" not in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_symlink_inside_root_is_followed(front):
+    """A symlinked directory inside the root serves its files, as nginx does."""
+    f = await front()
+    response, body = await f.get("/linkdir/linked.txt")
+    assert (response.code, body) == (200, b"linked content\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_directory_index_and_redirect(front):
+    """/sub/ runs sub/index.php; /sub redirects to /sub/ keeping the query."""
+    f = await front()
+    response, body = await f.get("/sub/")
+    assert (response.code, body) == (200, b"sub index")
+    response, _ = await f.get("/sub?x=1", allow_redirects=False)
+    assert response.code == 301
+    assert header(response, "Location") == ["/sub/?x=1"]
+
+
+# -- static files ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_static_file_type_range_and_conditional(front):
+    """Static files carry a Content-Type, honour Range and answer 304 when unchanged."""
+    f = await front()
+    response, body = await f.get("/static/style.css")
+    assert response.code == 200
+    assert header(response, "Content-Type")[0].startswith("text/css")
+    assert body == b"body { color: black; }\n"
+    response, body = await f.get("/static/hello.txt", headers={"Range": "bytes=0-4"})
+    assert (response.code, body) == (206, b"plain")
+    last_modified = header(response, "Last-Modified")[0]
+    response, body = await f.get("/static/hello.txt", headers={"If-Modified-Since": last_modified})
+    assert (response.code, body) == (304, b"")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("size", [0, 1000, SMALL_STATIC_FILE, SMALL_STATIC_FILE + 1, 3 * 1024 * 1024])
+async def test_static_file_whole_by_size(front, docroot, size):
+    """Small files (read whole) and big ones (Twisted's producer) arrive byte for byte with the same validators."""
+    data = os.urandom(size)
+    (docroot / "static" / "blob.bin").write_bytes(data)
+    os.utime(docroot / "static" / "blob.bin", (1_700_000_000.5, 1_700_000_000.5))
+    f = await front()
+    response, body = await f.get("/static/blob.bin")
+    assert (response.code, len(body), hashlib.sha256(body).digest()) == (200, size, hashlib.sha256(data).digest())
+    assert response.length == size  # Content-Length (Twisted's client keeps it here)
+    assert header(response, "Content-Type") == ["application/octet-stream"]
+    assert header(response, "ETag") == ['"6553f100-%x"' % size]
+    assert header(response, "Last-Modified") == ["Tue, 14 Nov 2023 22:13:20 GMT"]
+    head = await _raw_request(
+        "127.0.0.1", f.port.getHost().port, b"HEAD /static/blob.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    assert b"\r\nContent-Length: %d\r\n" % size in head
+    response, body = await f.get("/static/blob.bin", headers={"If-None-Match": '"6553f100-%x"' % size})
+    assert (response.code, body) == (304, b"")
+
+
+# -- bodies, forms, cookies, uploads ------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_body_reaches_php_with_content_length(front):
+    """A chunked request body arrives whole, and PHP sees its CONTENT_LENGTH."""
+    f = await front()
+    payload = os.urandom(300_000)
+
+    def chunks():
+        for i in range(0, len(payload), 65536):
+            yield payload[i : i + 65536]
+
+    host, port = "127.0.0.1", f.port.getHost().port
+    data = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks()) + b"0\r\n\r\n"
+    raw = await _raw_request(
+        host,
+        port,
+        b"POST /echo.php HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + data,
+    )
+    expected = f"{len(payload)} {hashlib.sha256(payload).hexdigest()} {len(payload)}".encode()
+    assert raw.split(b"\r\n\r\n", 1)[0].startswith(b"HTTP/1.1 200")
+    assert expected in raw
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_form_and_two_cookies(front):
+    """A urlencoded POST reaches $_POST; two Set-Cookie headers stay apart; cookies come back."""
+    f = await front()
+    response, body = await f.get(
+        "/form.php", method="POST", data={"name": "a b&c"}, headers={"Cookie": "x=1; y=2"}
+    )
+    data = json.loads(body)
+    assert data == {"post": {"name": "a b&c"}, "cookies": {"x": "1", "y": "2"}, "method": "POST"}
+    assert sorted(header(response, "Set-Cookie")) == ["a=1", "b=2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_upload(front):
+    """A multipart upload reaches $_FILES with its name, size and content."""
+    f = await front()
+    content = os.urandom(200_000)
+    response, body = await f.get(
+        "/upload.php",
+        method="POST",
+        data={"field": "v"},
+        files={"file": ("photo.bin", "application/octet-stream", content)},
+    )
+    assert json.loads(body) == {
+        "name": "photo.bin",
+        "size": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "field": "v",
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_and_location_headers(front):
+    """Status: sets the HTTP status; Location alone gives 302."""
+    f = await front()
+    response, body = await f.get("/status.php?code=418")
+    assert (response.code, body, header(response, "X-Test")) == (418, b"status body", ["yes"])
+    response, _ = await f.get("/status.php?to=/elsewhere", allow_redirects=False)
+    assert (response.code, header(response, "Location")) == (302, ["/elsewhere"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_sends_no_body(front):
+    """HEAD runs the script with REQUEST_METHOD HEAD and sends headers only."""
+    f = await front()
+    raw = await _raw_request(
+        "127.0.0.1", f.port.getHost().port, b"HEAD /status.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert rest == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_big_response_by_hash(front):
+    """An 8 MiB PHP response arrives complete through HTTP."""
+    f = await front()
+    response, body = await f.get("/big.php")
+    assert len(body) == 8 * 1024 * 1024
+    assert hashlib.sha256(body).digest() == hashlib.sha256(bytes(range(256)) * 256 * 128).digest()
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_over_the_limit_is_413(front):
+    """A body larger than max_body_size is refused with 413 before PHP runs."""
+    f = await front(max_body_size=1000)
+    response, body = await f.get("/echo.php", method="POST", data=b"x" * 5000)
+    assert response.code == 413
+
+
+# -- failures ---------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_down_is_502_without_details(front, tmp_path):
+    """No php-fpm listening gives a 502 page naming no socket or path."""
+    f = await front(backend=f"unix:path={tmp_path}/none.sock", connect_timeout=0.5)
+    response, body = await f.get("/env.php")
+    assert response.code == 502
+    assert b"502 Bad Gateway" in body
+    assert b"none.sock" not in body and str(tmp_path).encode() not in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_too_slow_is_504(front):
+    """A script silent for longer than the response timeout gives 504."""
+    f = await front(response_timeout=0.3)
+    response, body = await f.get("/sleep.php?ms=2000")
+    assert response.code == 504
+    assert b"504 Gateway Timeout" in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_full_is_503(front):
+    """With every connection busy and the queue full, a request gets 503 at once."""
+    f = await front(size=1, queue_size=0)
+    slow = f.get("/sleep.php?ms=1500")
+    response, body = await f.get("/env.php")
+    assert response.code == 503
+    await slow
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_disconnect_frees_the_connection(front):
+    """A client that goes away mid-request aborts it and the pool's connection is free again."""
+    f = await front(size=1)
+    port = f.port.getHost().port
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /sleep.php?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    while f.pool.stats()["busy"] == 0:
+        await _tick()
+    sock.close()
+    while f.pool.stats()["busy"] != 0:
+        await _tick()
+    response, body = await f.get("/status.php")
+    assert (response.code, body) == (200, b"status body")
+
+
+@pytest_twisted.ensureDeferred
+async def test_flush_reaches_the_client_early(front):
+    """Output PHP flushes reaches the HTTP client before the script ends."""
+    f = await front()
+    port = f.port.getHost().port
+    received = await _read_until(port, b"GET /stream.php?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n", b"first\n")
+    assert b"last" not in received
+
+
+@pytest_twisted.ensureDeferred
+async def test_framing_a_whole_answer_has_a_length_a_streamed_one_is_chunked(front):
+    """Through real php-fpm: a small page gets a Content-Length, flushed output stays chunked."""
+    f = await front()
+    port = f.port.getHost().port
+    whole = await _raw_request(
+        "127.0.0.1", port, b"GET /status.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = whole.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"status body"
+    assert b"\r\nContent-Length: 11\r\n" in head + b"\r\n" and b"Transfer-Encoding" not in head
+    streamed = await _raw_request(
+        "127.0.0.1", port, b"GET /stream.php?ms=200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = streamed.partition(b"\r\n\r\n")
+    assert b"\r\nTransfer-Encoding: chunked" in head and b"Content-Length" not in head
+    assert body.endswith(b"0\r\n\r\n") and b"first\n" in body and b"last\n" in body
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _tick() -> defer.Deferred:
+    d: defer.Deferred = defer.Deferred()
+    reactor.callLater(0.01, d.callback, None)
+    return d
+
+
+async def _raw_request(host: str, port: int, data: bytes) -> bytes:
+    """Send raw bytes, read until the server closes (a thread keeps the reactor free)."""
+    from twisted.internet.threads import deferToThread
+
+    def run() -> bytes:
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(data)
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out
+                out += chunk
+
+    return await deferToThread(run)
+
+
+async def _read_until(port: int, data: bytes, marker: bytes) -> bytes:
+    from twisted.internet.threads import deferToThread
+
+    def run() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(data)
+            out = b""
+            while marker not in out:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+            return out
+
+    return await deferToThread(run)
+
+
+@pytest_twisted.ensureDeferred
+async def test_php_stderr_is_logged_at_warn_with_the_uri(front):
+    """What PHP writes to its error log comes out of fephp's logger at warn, tagged with the request."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        f = await front()
+        response, body = await f.get("/stderr.php?tag=xyz")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert (response.code, body) == (200, b"ok")
+    logged = [e for e in events if "to-stderr: xyz" in e.get("php_stderr", "")]
+    assert len(logged) == 1
+    assert logged[0]["log_level"] == LogLevel.warn
+    assert logged[0]["uri"] == "/stderr.php?tag=xyz"

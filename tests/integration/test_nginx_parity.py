@@ -1,0 +1,759 @@
+"""Differential tests: the same requests through nginx + php-fpm and through fephp.
+
+Both fronts serve one document root through the session php-fpm.  For PHP
+requests the script ``tests/php/parity/dump.php`` answers what PHP saw
+($_SERVER, $_GET, $_POST, $_COOKIE, $_FILES, php://input, headers_list());
+the two answers must be equal apart from the allow-list in
+:func:`_comparable` and the differences a case names, each asserted with
+both fronts' exact values.  For refused and static paths the status codes
+are compared.  docs/compatibility.md is the prose version of this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.threads import deferToThread
+
+from fephp.backend.endpoints import parse_client_endpoint
+from fephp.backend.pool import FastCGIPool
+from fephp.cgi.routing import Router
+from fephp.web.app import PHPApp
+from fephp.web.site import FrontSite
+from tests.support import PHP_DIR
+from tests.support.nginx import Nginx, find_nginx
+
+pytestmark = pytest.mark.php
+
+DUMP = PHP_DIR / "parity" / "dump.php"
+SITE = PHP_DIR / "site"
+SECRET = b"parity-secret-7f3a"
+ABSENT = object()  # a $_SERVER key that is not there at all
+
+
+# -- the two fronts -------------------------------------------------------------
+
+
+def make_root(base: Path) -> Path:
+    """A document root holding the dump script under every name the cases use."""
+    root = base / "root"
+    root.mkdir()
+    for name in ("index.php", "dump.php", "sub/index.php", "a b/dump.php", "café/dump.php", "data/x.php"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DUMP, root / name)
+    shutil.copytree(SITE / "static", root / "static")
+    shutil.copytree(SITE / "uploads", root / "uploads")
+    shutil.copytree(SITE / "noindex", root / "noindex")
+    (root / "data" / "secret.txt").write_bytes(SECRET + b"\n")
+    (root / ".env").write_bytes(b"APP_KEY=" + SECRET + b"\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_bytes(b"[core] # " + SECRET + b"\n")
+    (root / ".well-known").mkdir()
+    (root / ".well-known" / "security.txt").write_text("Contact: mailto:security@example.org\n")
+    (root / "SOURCE.PHP").write_bytes(b"<?php // " + SECRET + b"\n")
+    (base / "private.txt").write_bytes(SECRET + b"\n")
+    return root
+
+
+class FephpFront:
+    """fephp on 127.0.0.1, port 0, in this process."""
+
+    def __init__(self, root: Path, backend: str) -> None:
+        self.pool = FastCGIPool(parse_client_endpoint(reactor, backend), clock=reactor, size=4)
+        app = PHPApp(
+            router=Router(root=str(root), index=("index.php",), front_controller="/index.php", deny=("/data/",)),
+            backend=self.pool,
+            server_software="fephp-test",
+        )
+        self.site = FrontSite(app, max_body_size=64 * 1024 * 1024)
+        self.listening: Any = None
+
+    async def start(self) -> "FephpFront":
+        self.listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.listening.getHost().port)
+
+    async def stop(self) -> None:
+        await self.listening.stopListening()
+        await self.pool.close()
+
+
+@dataclass
+class Fronts:
+    nginx: Nginx  # the recommended config, as it is
+    nginx_keep: Nginx  # the same, keeping PATH_INFO across try_files
+    fephp: FephpFront
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def fronts(tmp_path_factory: pytest.TempPathFactory, php_fpm) -> Iterator[Fronts]:
+    base = tmp_path_factory.mktemp("parity")
+    root = make_root(base)
+    binary = find_nginx()
+    server = Nginx(base / "nginx", root=root, fpm_socket=php_fpm.unix_path, binary=binary).start()
+    keep = Nginx(base / "nginx-keep", root=root, fpm_socket=php_fpm.unix_path, binary=binary, keep_path_info=True)
+    try:
+        keep.start()
+        front = pytest_twisted.blockon(defer.ensureDeferred(FephpFront(root, php_fpm.unix_endpoint).start()))
+        try:
+            yield Fronts(server, keep, front, root)
+        finally:
+            pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
+    finally:
+        keep.stop()
+        server.stop()
+
+
+# -- raw HTTP -----------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]  # in order, names lowercased
+    body: bytes
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name]
+
+
+def _exchange(port: int, data: bytes, head_only: bool) -> Response:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        raw = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    _, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name.strip().lower(), value.strip()))
+    if not head_only and ("transfer-encoding", "chunked") in headers:
+        body = _dechunk(body)
+    return Response(int(status), reason, headers, body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return out
+        out += data[:size]
+        data = data[size + 2 :]
+
+
+async def send(port: int, template: bytes) -> Response:
+    """Send *template* with ``{host}`` replaced by 127.0.0.1:*port*; read until the server closes."""
+    data = template.replace(b"{host}", b"127.0.0.1:%d" % port)
+    return await deferToThread(_exchange, port, data, data.startswith(b"HEAD "))
+
+
+async def both(fronts: Fronts, template: bytes) -> tuple[Response, Response]:
+    """The same request through nginx, then through fephp."""
+    return await send(fronts.nginx.port, template), await send(fronts.fephp.port, template)
+
+
+# -- what PHP saw ---------------------------------------------------------------------
+
+#: Keys with a test of their own (test_remote_user_*, test_document_uri_*), left out of the table's comparison.
+SEPARATE = ("REMOTE_USER", "DOCUMENT_URI")
+
+
+def _comparable(response: Response, port: int, software: str) -> dict[str, Any]:
+    """The dump with the $_SERVER keys that differ by nature checked per front and removed.
+
+    The allow-list: SERVER_SOFTWARE, SERVER_PORT, HTTP_HOST (its port),
+    REMOTE_PORT, REQUEST_TIME and REQUEST_TIME_FLOAT; and the SEPARATE keys.
+    """
+    dump = json.loads(response.body)
+    server = dump["server"]
+    assert server.pop("SERVER_SOFTWARE") == software
+    assert server.pop("SERVER_PORT") == str(port)
+    host = server.pop("HTTP_HOST", None)
+    # Debian's fastcgi_params sends HTTP_HOST as $host, without the port;
+    # fephp passes the Host header as received.
+    assert host == ("127.0.0.1" if software.startswith("nginx/") else f"127.0.0.1:{port}")
+    assert server.pop("REMOTE_PORT").isdigit()
+    assert isinstance(server.pop("REQUEST_TIME"), int)
+    assert isinstance(server.pop("REQUEST_TIME_FLOAT"), float)
+    for key in SEPARATE:
+        server.pop(key, None)
+    return dump
+
+
+@dataclass(frozen=True)
+class PHPCase:
+    """A request whose PHP view must be the same through both fronts but for *differs*."""
+
+    id: str
+    request: bytes
+    status: int = 200
+    #: $_SERVER key -> (value under nginx, value under fephp); ABSENT when missing.
+    differs: dict[str, tuple[object, object]] = field(default_factory=dict)
+    #: The status line's reason phrase through (nginx, fephp), if they differ.
+    reasons: tuple[str, str] | None = None
+    #: The same for the dump's other parts ("cookie", "get", ...).
+    other: dict[str, tuple[object, object]] = field(default_factory=dict)
+    bug: str | None = None
+
+
+def _path_info(script: str, path_info: str) -> dict[str, tuple[object, object]]:
+    """The $_SERVER differences of a PATH_INFO request under the recommended nginx config."""
+    return {
+        "PATH_INFO": ("", path_info),
+        "PATH_TRANSLATED": (ABSENT, "{root}" + path_info),
+        "PHP_SELF": (script, script + path_info),
+    }
+
+
+def _get(target: bytes, *headers: bytes) -> bytes:
+    extra = b"".join(h + b"\r\n" for h in headers)
+    return b"GET " + target + b" HTTP/1.1\r\nHost: {host}\r\n" + extra + b"Connection: close\r\n\r\n"
+
+
+def _post(target: bytes, content_type: bytes, body: bytes, *headers: bytes) -> bytes:
+    extra = b"".join(h + b"\r\n" for h in headers)
+    return (
+        b"POST " + target + b" HTTP/1.1\r\nHost: {host}\r\nContent-Type: " + content_type
+        + b"\r\nContent-Length: %d\r\n" % len(body) + extra + b"Connection: close\r\n\r\n" + body
+    )
+
+
+FILE_CONTENT = bytes((i * 7919) % 256 for i in range(150_000))
+BOUNDARY = b"parity-boundary-42"
+MULTIPART = (
+    b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue \xc3\xa9\r\n'
+    b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; filename="photo.bin"\r\n'
+    b"Content-Type: application/octet-stream\r\n\r\n" + FILE_CONTENT + b"\r\n"
+    b"--" + BOUNDARY + b"--\r\n"
+)
+CHUNKED_BODY = bytes(range(256)) * 400
+CHUNKED = (
+    b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
+    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (CHUNKED_BODY[:40_000], CHUNKED_BODY[40_000:]))
+    + b"0\r\n\r\n"
+)
+
+PHP_CASES = [
+    PHPCase("get-query", _get(b"/dump.php?a=1&b[]=2&b[]=3&c=%20x+y&empty=")),
+    PHPCase("query-trailing-question-mark", _get(b"/dump.php?")),
+    PHPCase("front-controller-root", _get(b"/")),
+    PHPCase("front-controller-pretty-url", _get(b"/blog/2024/hello-world?page=2&sort=desc")),
+    PHPCase("front-controller-missing-static", _get(b"/static/missing.css")),
+    PHPCase("front-controller-well-known", _get(b"/.well-known/webfinger?resource=acct:a@b")),
+    # The recommended config loses PATH_INFO under nginx (try_files resets
+    # fastcgi_split_path_info's captures, nginx ticket #321) and rewrites
+    # $document_uri to the script; fephp sends what the config means
+    # (test_path_info_as_nginx_with_the_workaround compares the rest,
+    # test_document_uri_as_nginx_sends_it DOCUMENT_URI).
+    PHPCase("path-info", _get(b"/dump.php/extra/path?x=1"), differs=_path_info("/dump.php", "/extra/path")),
+    PHPCase("index-php-extra", _get(b"/index.php/extra"), differs=_path_info("/index.php", "/extra")),
+    PHPCase("path-info-encoded", _get(b"/dump.php/a%20b/%C3%A9"), differs=_path_info("/dump.php", "/a b/é")),
+    PHPCase("directory-index", _get(b"/sub/?q=1")),
+    PHPCase("merged-slashes", _get(b"//sub///index.php")),
+    PHPCase("percent-encoded-space-dir", _get(b"/a%20b/dump.php")),
+    PHPCase("percent-encoded-utf8-dir", _get(b"/caf%C3%A9/dump.php")),
+    PHPCase("percent-encoded-dot-php", _get(b"/dump%2Ephp?z=1")),
+    PHPCase("unicode-query-encoded", _get(b"/dump.php?q=%E2%9C%93&name=caf%C3%A9")),
+    PHPCase(
+        "post-urlencoded",
+        _post(b"/dump.php?from=query", b"application/x-www-form-urlencoded", b"name=a+b%26c&list[]=1&list[]=2"),
+    ),
+    PHPCase("post-multipart-file", _post(b"/dump.php", b"multipart/form-data; boundary=" + BOUNDARY, MULTIPART)),
+    PHPCase("post-json", _post(b"/dump.php", b"application/json", b'{"a": [1, 2, "\xe2\x9c\x93"]}')),
+    PHPCase("post-empty", _post(b"/dump.php", b"application/x-www-form-urlencoded", b"")),
+    # nginx 1.22 buffers a chunked body and sends CONTENT_LENGTH (php-fpm
+    # needs it), keeping HTTP_TRANSFER_ENCODING; so does fephp.
+    PHPCase("post-chunked", CHUNKED),
+    PHPCase(
+        "put-body",
+        b"PUT /dump.php HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+        b"Connection: close\r\n\r\nhello",
+    ),
+    PHPCase("delete", b"DELETE /dump.php?id=3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    PHPCase("cookies", _get(b"/dump.php", b"Cookie: a=1; b=two%20words; c=\xc3\xa9")),
+    PHPCase(
+        "authorization-bearer",
+        _get(b"/dump.php", b"Authorization: Bearer abc.def.ghi"),
+    ),
+    PHPCase(
+        "repeated-headers",
+        _get(b"/dump.php", b"X-Multi: first", b"X-Multi: second", b"Accept: text/html", b"Accept: */*"),
+        # nginx before 1.23 sends a repeated header as repeated FastCGI
+        # params and php-fpm keeps the last; fephp joins them with ", "
+        # (RFC 9110 5.3), as nginx 1.23 and later do.
+        differs={
+            "HTTP_X_MULTI": ("second", "first, second"),
+            "HTTP_ACCEPT": ("*/*", "text/html, */*"),
+        },
+    ),
+    PHPCase(
+        "repeated-cookie-headers",
+        _get(b"/dump.php", b"Cookie: a=1", b"Cookie: b=2"),
+        # nginx 1.22 sends two HTTP_COOKIE params (php-fpm keeps the last);
+        # fephp joins them with "; " (RFC 9113 8.2.3), as nginx 1.23+ does.
+        differs={"HTTP_COOKIE": ("b=2", "a=1; b=2")},
+        other={"cookie": ({"b": "2"}, {"a": "1", "b": "2"})},
+    ),
+    # httpoxy (CVE-2016-5385): no HTTP_PROXY in $_SERVER through nginx +
+    # php-fpm 8.2 either; fephp never sends it (php-cgi mode included).
+    PHPCase("httpoxy", _get(b"/dump.php", b"Proxy: http://evil.example:3128")),
+    PHPCase("underscore-headers", _get(b"/dump.php", b"X_Under: 1", b"X-Dash: 2", b"Content_Length: 99")),
+    PHPCase("http-1.0", b"GET /dump.php?v=10 HTTP/1.0\r\nHost: {host}\r\n\r\n"),
+    PHPCase("php-set-cookie", _get(b"/dump.php?set_cookie=1")),
+    PHPCase("php-location", _get(b"/dump.php?location=/elsewhere%3Fa%3D1"), status=302),
+    PHPCase("php-location-301", _get(b"/dump.php?location=/moved&status=301"), status=301),
+    # nginx writes no reason phrase for a code it does not know; clients
+    # ignore the phrase (RFC 9112 4).
+    PHPCase("php-status", _get(b"/dump.php?status=418"), status=418, reasons=("", "I'm a Teapot")),
+    PHPCase("php-status-451", _get(b"/dump.php?status=451"), status=451),
+    PHPCase("get-with-body", _get(b"/dump.php", b"Content-Type: text/plain", b"Content-Length: 3") + b"abc"),
+    PHPCase("options", b"OPTIONS /dump.php HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    PHPCase("header-value-utf8-and-lowercase-name", _get(b"/dump.php", b"X-Name: caf\xc3\xa9", b"x-lower: 1")),
+    PHPCase("empty-header-values", _get(b"/dump.php", b"X-Empty:", b"Cookie:")),
+    PHPCase("forwarded-for-passes-as-is", _get(b"/dump.php", b"X-Forwarded-For: 203.0.113.9")),
+    PHPCase(
+        "post-without-length",
+        b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        # No body: nginx sends $content_length, empty; fephp announces 0 for
+        # POST, PUT and PATCH.  PHP reads both as no body.
+        differs={"CONTENT_LENGTH": ("", "0")},
+    ),
+    PHPCase("php-status-404", _get(b"/no/such/page?status=404"), status=404),
+]
+
+
+def _param(case: PHPCase) -> Any:
+    marks = [pytest.mark.xfail(strict=True, reason=case.bug)] if case.bug else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in PHP_CASES])
+@pytest_twisted.ensureDeferred
+async def test_php_sees_the_same_request(fronts, case):
+    """PHP's superglobals, input, status and response headers match nginx's, but for the named differences."""
+    via_nginx, via_fephp = await both(fronts, case.request)
+    assert (via_nginx.status, via_fephp.status) == (case.status, case.status)
+    assert (via_nginx.reason, via_fephp.reason) == (case.reasons or (via_nginx.reason, via_nginx.reason))
+    nginx = _comparable(via_nginx, fronts.nginx.port, "nginx/1.22.1")
+    fephp = _comparable(via_fephp, fronts.fephp.port, "fephp-test")
+    root = str(fronts.root)
+    for key, (under_nginx, under_fephp) in case.differs.items():
+        assert nginx["server"].pop(key, ABSENT) == _at(under_nginx, root), key
+        assert fephp["server"].pop(key, ABSENT) == _at(under_fephp, root), key
+    for key, (under_nginx, under_fephp) in case.other.items():
+        assert (nginx.pop(key), fephp.pop(key)) == (under_nginx, under_fephp), key
+    assert _differences(nginx["server"], fephp["server"]) == {}
+    assert fephp == nginx
+    for name in ("content-type", "set-cookie", "location", "x-parity"):
+        assert via_fephp.header(name) == via_nginx.header(name), name
+
+
+def _at(value: object, root: str) -> object:
+    return value.replace("{root}", root) if isinstance(value, str) else value
+
+
+def _differences(nginx: dict[str, Any], fephp: dict[str, Any]) -> dict[str, tuple[object, object]]:
+    """Key -> (nginx's value, fephp's value) for every key whose values differ."""
+    return {
+        k: (nginx.get(k, ABSENT), fephp.get(k, ABSENT))
+        for k in sorted(nginx.keys() | fephp.keys())
+        if nginx.get(k, ABSENT) != fephp.get(k, ABSENT)
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_runs_php_and_sends_no_body(fronts):
+    """HEAD reaches PHP as HEAD through both fronts, with the same status and PHP headers and no body."""
+    request = b"HEAD /dump.php?set_cookie=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    via_nginx, via_fephp = await both(fronts, request)
+    assert (via_nginx.status, via_nginx.body) == (200, b"")
+    assert (via_fephp.status, via_fephp.body) == (200, b"")
+    for name in ("content-type", "set-cookie", "location", "x-parity"):
+        assert via_fephp.header(name) == via_nginx.header(name), name
+    assert via_nginx.header("set-cookie") == ["first=one; path=/", "second=two; path=/; HttpOnly"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_path_info_as_nginx_with_the_workaround(fronts):
+    """With PATH_INFO kept across try_files, nginx and fephp agree but for fephp's PATH_TRANSLATED (RFC 3875 4.1.6)."""
+    request = _get(b"/dump.php/extra/p%C3%A4th?x=1")
+    via_nginx = await send(fronts.nginx_keep.port, request)
+    via_fephp = await send(fronts.fephp.port, request)
+    nginx = _comparable(via_nginx, fronts.nginx_keep.port, "nginx/1.22.1")["server"]
+    fephp = _comparable(via_fephp, fronts.fephp.port, "fephp-test")["server"]
+    assert (nginx["PATH_INFO"], nginx["PHP_SELF"]) == ("/extra/päth", "/dump.php/extra/päth")
+    assert (nginx.get("PATH_TRANSLATED", ABSENT), fephp.pop("PATH_TRANSLATED")) == (ABSENT, f"{fronts.root}/extra/päth")
+    assert _differences(nginx, fephp) == {}
+
+
+@pytest.mark.parametrize(
+    "target,document_uri",
+    [
+        pytest.param(b"/dump.php?x=1", "/dump.php", id="script"),
+        pytest.param(b"/blog/post", "/index.php", id="front-controller"),
+        pytest.param(b"/sub/", "/sub/index.php", id="directory-index"),
+        pytest.param(b"/a%20b/dump.php", "/a b/dump.php", id="encoded"),
+        pytest.param(
+            b"/dump.php/extra/path",
+            "/dump.php",
+            id="path-info",
+        ),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_document_uri_as_nginx_sends_it(fronts, target, document_uri):
+    """DOCUMENT_URI is the script's URL path through both fronts, as nginx's $document_uri after try_files."""
+    for port in (fronts.nginx.port, fronts.nginx_keep.port, fronts.fephp.port):
+        response = await send(port, _get(target))
+        assert (port, json.loads(response.body)["server"]["DOCUMENT_URI"]) == (port, document_uri)
+
+
+@pytest_twisted.ensureDeferred
+async def test_raw_utf8_request_target(fronts):
+    """A request target with raw (unencoded) UTF-8 reaches PHP through nginx; fephp answers 400."""
+    via_nginx, via_fephp = await both(fronts, _get("/dump.php?q=✓".encode()))
+    assert (via_nginx.status, json.loads(via_nginx.body)["get"]) == (200, {"q": "✓"})
+    assert via_fephp.status == 400
+
+
+@pytest.mark.parametrize(
+    "request_,nginx_user",
+    [
+        pytest.param(_get(b"/dump.php"), "", id="no-authorization"),
+        pytest.param(_get(b"/dump.php", b"Authorization: Basic dTpw"), "u", id="basic"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_remote_user_as_nginx_sends_it(fronts, request_, nginx_user):
+    """REMOTE_USER is the Basic user name ("" without one) through both fronts, as nginx's $remote_user."""
+    via_nginx, via_fephp = await both(fronts, request_)
+    assert json.loads(via_nginx.body)["server"].get("REMOTE_USER", ABSENT) == nginx_user
+    assert json.loads(via_fephp.body)["server"].get("REMOTE_USER", ABSENT) == nginx_user
+
+
+@pytest_twisted.ensureDeferred
+async def test_basic_authorization_reaches_php_auth_vars(fronts):
+    """A Basic Authorization header gives PHP_AUTH_USER/PW and HTTP_AUTHORIZATION through both fronts."""
+    via_nginx, via_fephp = await both(fronts, _get(b"/dump.php", b"Authorization: Basic dTpw"))
+    for response in (via_nginx, via_fephp):
+        server = json.loads(response.body)["server"]
+        assert (server["HTTP_AUTHORIZATION"], server["PHP_AUTH_USER"], server["PHP_AUTH_PW"]) == ("Basic dTpw", "u", "p")
+        assert "AUTH_TYPE" not in server
+
+
+# -- refused, redirected and static paths ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathCase:
+    """A request whose status must be *nginx* through nginx and *fephp* through fephp."""
+
+    id: str
+    request: bytes
+    nginx: int
+    fephp: int
+    bug: str | None = None
+
+
+PATH_CASES = [
+    PathCase("dotenv", _get(b"/.env"), 403, 403),
+    PathCase("git-config", _get(b"/.git/config"), 403, 403),
+    PathCase("hidden-in-subdir", _get(b"/static/.hidden"), 403, 403),
+    PathCase("deny-prefix", _get(b"/data/secret.txt"), 403, 403),
+    PathCase("deny-prefix-php", _get(b"/data/x.php"), 403, 403),
+    PathCase("deny-prefix-encoded", _get(b"/%64ata/secret.txt"), 403, 403),
+    PathCase("well-known-file", _get(b"/.well-known/security.txt"), 200, 200),
+    PathCase("cve-2019-11043-upload-trick", _get(b"/uploads/image.jpg/x.php"), 404, 404),
+    PathCase("missing-php", _get(b"/nothere.php"), 404, 404),
+    PathCase("missing-php-with-path-info", _get(b"/nothere.php/x"), 404, 404),
+    PathCase("static-file", _get(b"/static/hello.txt"), 200, 200),
+    PathCase("static-range", _get(b"/static/hello.txt", b"Range: bytes=0-4"), 206, 206),
+    PathCase("static-range-unsatisfiable", _get(b"/static/hello.txt", b"Range: bytes=500-"), 416, 416),
+    PathCase("directory-redirect", _get(b"/sub?x=1"), 301, 301),
+    PathCase("static-directory-redirect", _get(b"/static"), 301, 301),
+    PathCase("php-name-wrong-case", _get(b"/Dump.php"), 404, 404),
+    # nginx resolves dot segments and answers 400 when they climb above the
+    # root; fephp refuses every dot segment with 403 (docs/routing.md rule 3).
+    PathCase("dotdot-above-root", _get(b"/static/../../private.txt"), 400, 403),
+    PathCase("dotdot-encoded-above-root", _get(b"/%2e%2e/private.txt"), 400, 403),
+    PathCase("dotdot-inside-root", _get(b"/static/../static/hello.txt"), 200, 403),
+    PathCase("dot-segment", _get(b"/./static/hello.txt"), 200, 403),
+    # nginx serves a .PHP file as text (its location regex is case-sensitive):
+    # the source leaks; fephp refuses PHP source in any spelling.
+    PathCase("uppercase-php-source", _get(b"/SOURCE.PHP"), 200, 403),
+    # nginx's try_files $uri/ stops at a directory without an index (403);
+    # fephp hands it to the front controller (docs/routing.md).
+    PathCase("directory-without-index", _get(b"/noindex/"), 403, 200),
+    # nginx refuses an encoded NUL and a bad escape in the request line
+    # (400); fephp routes them to nothing (404).
+    PathCase("nul-byte", _get(b"/dump.php%00.txt"), 400, 404),
+    PathCase("bad-percent-escape", _get(b"/%zz"), 400, 404),
+    # nginx's static handler allows only GET and HEAD on files (405).
+    PathCase("post-to-static-file", _post(b"/static/hello.txt", b"text/plain", b"x"), 405, 405),
+]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.bug)] if c.bug else []) for c in PATH_CASES],
+)
+@pytest_twisted.ensureDeferred
+async def test_refused_and_static_paths(fronts, case):
+    """Each path gets the listed status from each front, and no secret or PHP source ever comes back."""
+    via_nginx, via_fephp = await both(fronts, case.request)
+    assert (via_nginx.status, via_fephp.status) == (case.nginx, case.fephp)
+    assert SECRET not in via_fephp.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_static_bodies_and_types_match(fronts):
+    """A static file, a byte range and a CSS file come back with the same bytes, type and range headers."""
+    for request in (
+        _get(b"/static/hello.txt"),
+        _get(b"/static/style.css"),
+        _get(b"/static/hello.txt", b"Range: bytes=0-4"),
+        _get(b"/static/hello.txt", b"Range: bytes=-3"),
+    ):
+        via_nginx, via_fephp = await both(fronts, request)
+        assert via_fephp.body == via_nginx.body
+        for name in ("content-type", "content-range", "content-length"):
+            assert via_fephp.header(name) == via_nginx.header(name), (request, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_directory_redirect_location(fronts):
+    """/sub?x=1 redirects to /sub/?x=1 through both (nginx absolute, fephp relative)."""
+    via_nginx, via_fephp = await both(fronts, _get(b"/sub?x=1"))
+    assert via_nginx.header("location") == [f"http://127.0.0.1:{fronts.nginx.port}/sub/?x=1"]
+    assert via_fephp.header("location") == ["/sub/?x=1"]
+
+
+# -- the request line and Host -------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_absolute_form_target(fronts):
+    """GET http://host/dump.php runs dump.php with the path-only REQUEST_URI through both fronts."""
+    results = []
+    for port in (fronts.nginx.port, fronts.fephp.port):
+        request = b"GET http://127.0.0.1:%d/dump.php?abs=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n" % port
+        response = await send(port, request)
+        assert response.status == 200
+        server = json.loads(response.body)["server"]
+        results.append((server["REQUEST_URI"], server["SCRIPT_NAME"], server["QUERY_STRING"]))
+    assert results == [("/dump.php?abs=1", "/dump.php", "abs=1")] * 2
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(b"GET /dump.php HTTP/1.1\r\nConnection: close\r\n\r\n", id="no-host"),
+        pytest.param(
+            b"GET /dump.php HTTP/1.1\r\nHost: {host}\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+            id="two-hosts",
+        ),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_host_is_400(fronts, request_):
+    """An HTTP/1.1 request without a Host header, or with two, gets 400 and runs no PHP, as from nginx."""
+    via_nginx, via_fephp = await both(fronts, request_)
+    assert (via_nginx.status, via_fephp.status) == (400, 400)
+
+
+@pytest_twisted.ensureDeferred
+async def test_http10_without_host(fronts):
+    """HTTP/1.0 without Host: SERVER_NAME matches; nginx invents HTTP_HOST from $host, fephp sends none."""
+    via_nginx, via_fephp = await both(fronts, b"GET /dump.php HTTP/1.0\r\n\r\n")
+    nginx, fephp = json.loads(via_nginx.body)["server"], json.loads(via_fephp.body)["server"]
+    assert (nginx["SERVER_NAME"], fephp["SERVER_NAME"]) == ("127.0.0.1", "127.0.0.1")
+    assert (nginx["HTTP_HOST"], fephp.get("HTTP_HOST", ABSENT)) == ("127.0.0.1", ABSENT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_host_spelling_and_server_name(fronts):
+    """nginx sends its server_name and the Host lowercased; fephp (server_name null) the Host as sent and lowercased."""
+    via_nginx, via_fephp = await both(fronts, b"GET /dump.php HTTP/1.1\r\nHost: Example.COM\r\nConnection: close\r\n\r\n")
+    nginx, fephp = json.loads(via_nginx.body)["server"], json.loads(via_fephp.body)["server"]
+    assert (nginx["SERVER_NAME"], nginx["HTTP_HOST"]) == ("127.0.0.1", "example.com")
+    assert (fephp["SERVER_NAME"], fephp["HTTP_HOST"]) == ("example.com", "Example.COM")
+
+
+@pytest_twisted.ensureDeferred
+async def test_fragment_in_request_target(fronts):
+    """nginx cuts a (client-illegal) '#fragment' off the path; fephp treats it as part of the name and falls back."""
+    via_nginx, via_fephp = await both(fronts, _get(b"/dump.php#frag"))
+    nginx, fephp = json.loads(via_nginx.body)["server"], json.loads(via_fephp.body)["server"]
+    assert (nginx["SCRIPT_NAME"], nginx["REQUEST_URI"]) == ("/dump.php", "/dump.php#frag")
+    assert (fephp["SCRIPT_NAME"], fephp["REQUEST_URI"]) == ("/index.php", "/dump.php#frag")
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_content_status(fronts):
+    """A 204 from PHP comes back with the same status, PHP headers and no body through both."""
+    via_nginx, via_fephp = await both(fronts, _get(b"/dump.php?status=204"))
+    assert (via_nginx.status, via_nginx.body, via_fephp.status, via_fephp.body) == (204, b"", 204, b"")
+    for name in ("content-type", "x-parity", "content-length", "transfer-encoding"):
+        assert via_fephp.header(name) == via_nginx.header(name), name
+
+
+@pytest_twisted.ensureDeferred
+async def test_static_validators(fronts):
+    """The same ETag and the same truncated Last-Modified from both, on a 200 and on a 206."""
+    path = fronts.root / "static" / "hello.txt"
+    os.utime(path, (1_700_000_000.5, 1_700_000_000.5))
+    for extra in ((), (b"Range: bytes=0-4",)):
+        via_nginx, via_fephp = await both(fronts, _get(b"/static/hello.txt", *extra))
+        assert via_nginx.header("last-modified") == ["Tue, 14 Nov 2023 22:13:20 GMT"]
+        assert len(via_nginx.header("etag")) == 1
+        for name in ("last-modified", "etag"):
+            assert via_fephp.header(name) == via_nginx.header(name), (extra, name)
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize(
+    "condition, status",
+    [
+        (b'If-None-Match: "ETAG"', 304),
+        (b'If-None-Match: "other", W/"ETAG"', 304),
+        (b"If-None-Match: *", 304),
+        (b'If-None-Match: "other"', 200),
+        (b"If-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT", 304),
+        (b"If-Modified-Since: Tue, 14 Nov 2023 22:13:19 GMT", 200),
+        # If-None-Match decides alone when it is there (RFC 9110 13.2.2).
+        (b'If-None-Match: "other"\r\nIf-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT', 200),
+        (b"If-Modified-Since: yesterday", 200),
+    ],
+)
+async def test_static_revalidation(fronts, condition, status):
+    """Conditional GETs of a static file get the same status from both, a 304 without a body."""
+    path = fronts.root / "static" / "hello.txt"
+    os.utime(path, (1_700_000_000.5, 1_700_000_000.5))
+    first, _ = await both(fronts, _get(b"/static/hello.txt"))
+    condition = condition.replace(b'"ETAG"', first.header("etag")[0].encode())
+    via_nginx, via_fephp = await both(fronts, _get(b"/static/hello.txt", condition))
+    assert (via_nginx.status, via_fephp.status) == (status, status)
+    if status == 304:
+        assert via_fephp.body == b"" and via_fephp.header("content-length") == via_nginx.header("content-length")
+
+
+@pytest_twisted.ensureDeferred
+async def test_expect_100_continue(fronts):
+    """A POST with Expect: 100-continue gets 100 Continue, then PHP's answer with the body, from both."""
+    request = (
+        b"POST /dump.php HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\nabc"
+    )
+    for port in (fronts.nginx.port, fronts.fephp.port):
+        raw = await deferToThread(_raw, port, request)
+        interim, _, final = raw.partition(b"\r\n\r\n")
+        assert (interim, final.split(b"\r\n", 1)[0]) == (b"HTTP/1.1 100 Continue", b"HTTP/1.1 200 OK")
+        assert b'"length": 3' in final
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param(b"evil.example/x", id="slash"),
+        pytest.param(b"..", id="dots"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_invalid_host_is_400(fronts, host):
+    """A Host header that is not a host[:port] gets 400 and runs no PHP, as from nginx."""
+    request = b"GET /dump.php HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    via_nginx, via_fephp = await both(fronts, request)
+    assert (via_nginx.status, via_fephp.status) == (400, 400)
+
+
+@pytest_twisted.ensureDeferred
+async def test_lenient_request_parsing(fronts):
+    """nginx refuses a folded header and a lower-case method with 400; fephp (Twisted) unfolds and passes them on."""
+    folded = b"GET /dump.php HTTP/1.1\r\nHost: {host}\r\nX-Fold: a\r\n  b\r\nConnection: close\r\n\r\n"
+    via_nginx, via_fephp = await both(fronts, folded)
+    assert (via_nginx.status, via_fephp.status) == (400, 200)
+    assert json.loads(via_fephp.body)["server"]["HTTP_X_FOLD"] == "a b"  # RFC 9112 5.2 allows either
+    lower = b"get /dump.php HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    via_nginx, via_fephp = await both(fronts, lower)
+    assert (via_nginx.status, via_fephp.status) == (400, 200)
+    assert json.loads(via_fephp.body)["server"]["REQUEST_METHOD"] == "get"  # methods are case-sensitive tokens
+
+
+@pytest_twisted.ensureDeferred
+async def test_smuggling_shapes_refused_by_both(fronts):
+    """Content-Length with Transfer-Encoding, or a non-numeric Content-Length, gets 400 from both."""
+    for request in (
+        b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
+    ):
+        via_nginx, via_fephp = await both(fronts, request)
+        assert (via_nginx.status, via_fephp.status) == (400, 400)
+
+
+@pytest_twisted.ensureDeferred
+async def test_php_response_headers_repeat_and_x_accel(fronts):
+    """Repeated Link and Vary headers pass as sent; nginx consumes X-Accel-*, fephp passes them to the client."""
+    via_nginx, via_fephp = await both(fronts, _get(b"/dump.php?multi_header=1&accel=1"))
+    for name in ("link", "vary"):
+        assert via_fephp.header(name) == via_nginx.header(name), name
+    assert via_nginx.header("link") == ["</a.css>; rel=preload", "</b.js>; rel=preload"]
+    assert (via_nginx.header("x-accel-buffering"), via_nginx.header("x-accel-expires")) == ([], [])
+    assert (via_fephp.header("x-accel-buffering"), via_fephp.header("x-accel-expires")) == (["no"], ["60"])
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except ConnectionResetError:
+            pass
+        return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_limits(fronts):
+    """Three 6 KB headers pass nginx (8 KB per line) but exceed fephp's 16 KB head: 400 from fephp."""
+    request = b"GET /dump.php HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-Big%d: %s\r\n" % (i, b"a" * 6000) for i in range(3))
+    request += b"Connection: close\r\n\r\n"
+    under_nginx = await deferToThread(_raw, fronts.nginx.port, request)
+    under_fephp = await deferToThread(_raw, fronts.fephp.port, request)
+    assert under_nginx.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert under_fephp == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_long_header_line_gets_an_answer(fronts):
+    """A single 20 KB header line gets 431 from fephp, as documented (nginx: 400), not a silent close."""
+    request = b"GET /dump.php HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\nConnection: close\r\n\r\n"
+    under_nginx = await deferToThread(_raw, fronts.nginx.port, request)
+    under_fephp = await deferToThread(_raw, fronts.fephp.port, request)
+    assert under_nginx.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert under_fephp.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")

@@ -1,0 +1,207 @@
+"""The FastCGI client and pool against a real php-fpm, over UNIX and TCP sockets."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from fephp.backend.endpoints import parse_client_endpoint
+from fephp.backend.errors import BackendClosed, ConnectError
+from fephp.backend.pool import FastCGIPool
+from fephp.testing import RecordingSink
+
+pytestmark = pytest.mark.php
+
+
+def params_for(script: str, *, method: str = "GET", query: str = "", length: int = 0) -> list:
+    return [
+        (b"SCRIPT_FILENAME", script.encode()),
+        (b"SCRIPT_NAME", b"/" + script.rsplit("/", 1)[1].encode()),
+        (b"REQUEST_METHOD", method.encode()),
+        (b"QUERY_STRING", query.encode()),
+        (b"CONTENT_LENGTH", str(length).encode()),
+        (b"CONTENT_TYPE", b"application/octet-stream"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"GATEWAY_INTERFACE", b"CGI/1.1"),
+        (b"REDIRECT_STATUS", b"200"),
+    ]
+
+
+def make_pool(address: str, **kwargs) -> FastCGIPool:
+    kwargs.setdefault("size", 4)
+    kwargs.setdefault("connect_timeout", 2.0)
+    kwargs.setdefault("response_timeout", 20.0)
+    return FastCGIPool(parse_client_endpoint(reactor, address), clock=reactor, **kwargs)
+
+
+@pytest.fixture(params=["unix", "tcp"])
+def address(request, php_fpm) -> str:
+    return php_fpm.unix_endpoint if request.param == "unix" else php_fpm.tcp_endpoint
+
+
+@pytest_twisted.ensureDeferred
+async def test_hello_world(php_fpm, address):
+    """A script's CGI headers and body arrive whole, with app status 0."""
+    pool = make_pool(address)
+    sink = RecordingSink()
+    status = await pool.request(params_for(php_fpm.script("hello.php")), None, sink)
+    head, body = sink.split()
+    assert status == 0
+    assert body == b"Hello, world!"
+    assert b"Content-type: text/plain" in head or b"Content-Type: text/plain" in head
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_is_kept_and_reused(php_fpm, address):
+    """Sequential requests run on one kept connection, served by one php-fpm child."""
+    pool = make_pool(address)
+    pids = set()
+    for _ in range(5):
+        sink = RecordingSink()
+        await pool.request(params_for(php_fpm.script("sleep.php"), query="ms=0"), None, sink)
+        pids.add(sink.split()[1])
+    assert len(pids) == 1
+    assert pool.stats()["idle"] == 1
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_mib_body_echoed_by_hash(php_fpm, address):
+    """A 1 MiB request body, streamed from a file, reaches PHP byte for byte."""
+    pool = make_pool(address)
+    payload = bytes(range(256)) * 4096 + b"tail"
+    sink = RecordingSink()
+    await pool.request(
+        params_for(php_fpm.script("echo.php"), method="POST", length=len(payload)),
+        io.BytesIO(payload),
+        sink,
+    )
+    assert sink.split()[1] == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}".encode()
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_eight_mib_response_by_hash(php_fpm, address):
+    """An 8 MiB response arrives complete and in order."""
+    pool = make_pool(address)
+    sink = RecordingSink()
+    await pool.request(params_for(php_fpm.script("big.php")), None, sink)
+    body = sink.split()[1]
+    expected = bytes(range(256)) * 256 * 128
+    assert len(body) == 8 * 1024 * 1024
+    assert hashlib.sha256(body).digest() == hashlib.sha256(expected).digest()
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_flushed_output_arrives_before_the_script_ends(php_fpm, address):
+    """What PHP flush()es reaches the sink while the script still sleeps."""
+    pool = make_pool(address)
+    sink = RecordingSink()
+    d = pool.request(params_for(php_fpm.script("stream.php"), query="ms=800"), None, sink)
+    await sink.wait_for(b"first\n")
+    assert not d.called
+    assert sink.split()[1] == b"first\n"
+    await d
+    assert sink.split()[1] == b"first\nlast\n"
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stderr_reaches_the_sink(php_fpm, address):
+    """PHP's stderr comes back as STDERR records, apart from the response."""
+    pool = make_pool(address)
+    sink = RecordingSink()
+    await pool.request(params_for(php_fpm.script("stderr.php"), query="tag=abc"), None, sink)
+    assert b"to-stderr: abc" in sink.stderr
+    assert sink.split()[1] == b"ok"
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_hundred_concurrent_requests_through_eight_connections(php_fpm, address):
+    """200 requests at once all succeed while never more than 8 connections exist."""
+    pool = make_pool(address, size=8)
+    most = 0
+    sinks = [RecordingSink() for _ in range(200)]
+    pending = [
+        pool.request(params_for(php_fpm.script("sleep.php"), query="ms=5"), None, s) for s in sinks
+    ]
+    stats = pool.stats()
+    most = stats["busy"] + stats["idle"] + stats["connecting"]
+    assert stats["waiting"] == 200
+    results = await defer.gatherResults(pending)
+    assert results == [0] * 200
+    assert most <= 8
+    assert all(s.split()[1].isdigit() for s in sinks)
+    assert pool.stats()["idle"] <= 8
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_refused_is_a_connect_error_within_the_timeout(tmp_path):
+    """A socket nobody listens on gives ConnectError no later than the connect timeout allows."""
+    pool = make_pool(f"unix:path={tmp_path / 'nobody.sock'}", connect_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ConnectError):
+        await pool.request(params_for("/nonexistent.php"), None, RecordingSink())
+    assert time.monotonic() - started < 2.5
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_kill_and_restart_recovers(own_php_fpm):
+    """php-fpm killed mid-run fails in-flight requests fast; after a restart the pool serves again."""
+    fpm = own_php_fpm.start()
+    pool = make_pool(fpm.unix_endpoint, size=4, connect_timeout=1.0)
+    sink = RecordingSink()
+    await pool.request(params_for(fpm.script("hello.php")), None, sink)
+    in_flight = [
+        pool.request(params_for(fpm.script("sleep.php"), query="ms=3000"), None, RecordingSink())
+        for _ in range(4)
+    ]
+    fpm.kill()
+    outcomes = await defer.DeferredList(in_flight, consumeErrors=True)
+    assert all(not ok for ok, _ in outcomes)
+    assert all(f.check(BackendClosed, ConnectError) for _, f in outcomes)
+    # While it is down: a clear connect error, no hang.
+    with pytest.raises(ConnectError):
+        await pool.request(params_for(fpm.script("hello.php")), None, RecordingSink())
+    fpm.start()
+    sink = RecordingSink()
+    await pool.request(params_for(fpm.script("hello.php")), None, sink)
+    assert sink.split()[1] == b"Hello, world!"
+    assert pool.stats()["failures"] == 0
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stale_kept_connection_is_retried(tmp_path, php_fpm_binary):
+    """A child that exits after pm.max_requests leaves a stale connection; the next request still succeeds."""
+    from tests.support.php_fpm import PHPFPM
+
+    fpm = PHPFPM(tmp_path / "fpm", binary=php_fpm_binary, children=1, max_requests=1).start()
+    try:
+        pool = make_pool(fpm.unix_endpoint, size=1)
+        for _ in range(4):
+            sink = RecordingSink()
+            status = await pool.request(params_for(fpm.script("hello.php")), None, sink)
+            assert (status, sink.split()[1]) == (0, b"Hello, world!")
+        await pool.close()
+    finally:
+        fpm.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_values_probe(php_fpm, address):
+    """php-fpm answers GET_VALUES with FCGI_MPXS_CONNS=0."""
+    pool = make_pool(address)
+    values = await pool.probe()
+    assert values.get(b"FCGI_MPXS_CONNS") == b"0"
+    await pool.close()

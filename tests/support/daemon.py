@@ -1,0 +1,82 @@
+"""Running twistd fephp as a user would: a config file, a daemon, its pidfile and log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support import REPO
+from tests.support.docroot import make_docroot
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def write_config(tmp_path: Path, port: int, php: str, logging: str = "") -> Path:
+    root = make_docroot(tmp_path)
+    config = tmp_path / "fephp.yaml"
+    config.write_text(
+        f"""
+server:
+  listen: ["tcp:{port}:interface=127.0.0.1"]
+  root: {root}
+  shutdown_grace: 5
+php:
+{php}
+  worker_pool_size: 2
+logging:
+  access_log: access.log
+{logging}"""
+    )
+    return config
+
+
+def daemonize(tmp_path: Path, config: Path, *twistd_options: str) -> Path:
+    """``twistd [options] --pidfile --logfile fephp --config`` in *tmp_path*; its pidfile once twistd has forked."""
+    pidfile = tmp_path / "fephp.pid"
+    started = subprocess.run(
+        [*TWISTD, *twistd_options, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "fephp.log"),
+         "fephp", "--config", str(config)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr.decode()
+    return pidfile
+
+
+def wait_for(predicate, what: str, within: float = 20.0) -> None:
+    """Poll *predicate* (an outside process's state) until true, failing after *within* seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def answers(url: str) -> bool:
+    try:
+        get(url)
+        return True
+    except OSError:
+        return False
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -1,0 +1,505 @@
+"""FastCGIPool on a Clock, with a fake endpoint whose connects the test fires by hand.
+
+Each successful connect gets a :class:`fephp.testing.FakeFastCGIServer`: a real
+FastCGIClientProtocol on a StringTransport, with a ServerConnection that reads
+what the pool wrote and writes what php-fpm would answer.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from fephp.backend.errors import (
+    BackendClosed,
+    ConnectError,
+    PoolOverloaded,
+    QueueTimeout,
+)
+from fephp.backend.pool import FastCGIPool, should_retry
+from fephp.fastcgi import (
+    AbortRequest,
+    BeginRequest,
+    GetValues,
+    Params,
+    Stdin,
+)
+from fephp.testing import FakeEndpoint, RecordingSink
+
+ABORT = b"\x01\x02\x00\x01\x00\x00\x00\x00"
+
+
+def params(name: str) -> list[tuple[bytes, bytes]]:
+    return [(b"SCRIPT_NAME", name.encode())]
+
+
+class PoolTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoint = FakeEndpoint(self.clock)
+
+    def make_pool(self, **kwargs: Any) -> FastCGIPool:
+        kwargs.setdefault("connect_timeout", 5.0)
+        kwargs.setdefault("queue_timeout", 10.0)
+        kwargs.setdefault("response_timeout", None)
+        kwargs.setdefault("idle_timeout", None)
+        return FastCGIPool(self.endpoint, clock=self.clock, **kwargs)
+
+    def run_one(self, pool: FastCGIPool, name: str = "/a.php") -> tuple["Deferred[int]", RecordingSink]:
+        sink = RecordingSink()
+        return pool.request(params(name), b"", sink), sink
+
+    def run_until(self, deadline: float) -> None:
+        """Advance from one delayed call to the next, so each runs at its own time, up to *deadline*."""
+        while True:
+            due = [c.getTime() for c in self.clock.getDelayedCalls() if c.getTime() <= deadline]
+            if not due:
+                break
+            self.clock.advance(max(0.0, min(due) - self.clock.seconds()))
+        self.clock.advance(deadline - self.clock.seconds())
+
+    # -- reuse and limits --------------------------------------------------------------
+
+    def test_idle_connection_is_reused(self) -> None:
+        """Two requests one after the other share one connection."""
+        pool = self.make_pool()
+        d1, sink1 = self.run_one(pool, "/1.php")
+        backend = self.endpoint.last.succeed()
+        self.assertEqual(backend.script(), b"/1.php")
+        backend.respond(b"one", app_status=0)
+        self.assertEqual(self.successResultOf(d1), 0)
+        self.assertEqual(sink1.stdout, b"Content-Type: text/plain\r\n\r\none")
+        self.assertEqual(pool.stats(), {"idle": 1, "busy": 0, "connecting": 0, "waiting": 0, "failures": 0})
+
+        d2, _ = self.run_one(pool, "/2.php")
+        self.assertEqual(len(self.endpoint.connects), 1)
+        self.assertEqual(backend.script(), b"/2.php")
+        backend.respond(app_status=3)
+        self.assertEqual(self.successResultOf(d2), 3)
+
+    def test_never_more_than_size_connections_and_waiters_are_served_in_order(self) -> None:
+        """With size 2, four requests make two connects, and the others get connections first come first served."""
+        pool = self.make_pool(size=2)
+        results = [self.run_one(pool, f"/{i}.php")[0] for i in range(1, 5)]
+        self.assertEqual(len(self.endpoint.connects), 2)
+        self.assertEqual(pool.stats()["waiting"], 4)
+
+        b = self.endpoint.connects[1].succeed()
+        self.assertEqual(b.script(), b"/1.php")
+        a = self.endpoint.connects[0].succeed()
+        self.assertEqual(a.script(), b"/2.php")
+        self.assertEqual(pool.stats(), {"idle": 0, "busy": 2, "connecting": 0, "waiting": 2, "failures": 0})
+
+        b.respond()
+        self.assertEqual(b.script(), b"/3.php")
+        a.respond()
+        self.assertEqual(a.script(), b"/4.php")
+        a.respond()
+        b.respond()
+        self.assertEqual([self.successResultOf(d) for d in results], [0, 0, 0, 0])
+        self.assertEqual(len(self.endpoint.connects), 2)
+        self.assertEqual(pool.stats()["idle"], 2)
+
+    def test_full_queue_is_refused_at_once(self) -> None:
+        """Beyond queue_size waiting requests, a request fails at once with PoolOverloaded (503)."""
+        pool = self.make_pool(size=1, queue_size=1)
+        d1, _ = self.run_one(pool)
+        self.endpoint.last.succeed()
+        d2, _ = self.run_one(pool)
+        d3, _ = self.run_one(pool)
+        failure = self.failureResultOf(d3, PoolOverloaded)
+        self.assertEqual(failure.value.http_status, 503)
+        self.assertNoResult(d1)
+        self.assertNoResult(d2)
+        self.assertEqual(len(self.endpoint.connects), 1)
+
+    def test_waiting_beyond_queue_timeout_with_a_healthy_pool(self) -> None:
+        """A request that gets no connection within queue_timeout fails with QueueTimeout (503)."""
+        pool = self.make_pool(size=1, connect_timeout=5.0, queue_timeout=10.0)
+        d1, _ = self.run_one(pool)
+        self.endpoint.last.succeed()
+        d2, _ = self.run_one(pool)
+        self.clock.advance(5)
+        self.clock.advance(4.9)
+        self.assertNoResult(d2)
+        self.clock.advance(0.1)
+        failure = self.failureResultOf(d2, QueueTimeout)
+        self.assertEqual(failure.value.http_status, 503)
+        self.assertEqual(pool.stats()["waiting"], 0)
+        self.assertNoResult(d1)
+        self.assertEqual(len(self.endpoint.connects), 1)
+
+    # -- connecting ---------------------------------------------------------------------
+
+    def test_refused_connects_are_retried_with_backoff_then_fail(self) -> None:
+        """While a request waits, refused connects are retried at growing intervals; it fails with ConnectError after connect_timeout."""
+        pool = self.make_pool(connect_timeout=5.0)
+        self.endpoint.refusing = True
+        d, _ = self.run_one(pool)
+        self.run_until(4.99)
+        self.assertNoResult(d)
+        times = [round(c.at, 6) for c in self.endpoint.connects]
+        # backoffPolicy(0.05, 0.5, 2.0): 0.1, 0.2, 0.4, then at most 0.5 between attempts.
+        self.assertEqual(times, [0.0, 0.1, 0.3, 0.7, 1.2, 1.7, 2.2, 2.7, 3.2, 3.7, 4.2, 4.7])
+        self.run_until(5.0)
+        failure = self.failureResultOf(d, ConnectError)
+        self.assertEqual(failure.value.http_status, 502)
+        self.assertIn("refused", str(failure.value))
+        self.assertEqual(pool.stats()["waiting"], 0)
+        self.run_until(60.0)
+        self.assertEqual(len(self.endpoint.connects), len(times))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_connect_that_succeeds_after_refusals_serves_the_request_and_resets_failures(self) -> None:
+        """The first successful connect ends the outage: the request runs and backoff starts over."""
+        pool = self.make_pool()
+        d, _ = self.run_one(pool)
+        self.endpoint.last.refuse()
+        self.clock.advance(0.1)
+        self.endpoint.last.refuse()
+        self.assertEqual(pool.stats()["failures"], 2)
+        self.clock.advance(0.2)
+        backend = self.endpoint.last.succeed()
+        self.assertEqual(pool.stats()["failures"], 0)
+        self.assertEqual(backend.script(), b"/a.php")
+        backend.respond()
+        self.assertEqual(self.successResultOf(d), 0)
+
+        # A second outage backs off from the first step again.
+        backend.close()
+        self.run_one(pool)
+        self.assertEqual(len(self.endpoint.connects), 4)
+        self.endpoint.last.refuse()
+        self.clock.advance(0.099)
+        self.assertEqual(len(self.endpoint.connects), 4)
+        self.clock.advance(0.001)
+        self.assertEqual(len(self.endpoint.connects), 5)
+
+    def test_hanging_connect_is_cancelled_after_connect_timeout_and_retried(self) -> None:
+        """A connect with no answer is cancelled after connect_timeout, and a new attempt serves the requests still waiting."""
+        pool = self.make_pool(size=1, connect_timeout=5.0, queue_timeout=30.0)
+        d1, _ = self.run_one(pool, "/1.php")
+        d1.addErrback(lambda f: f.trap(ConnectError))  # see the expected failure below
+        first = self.endpoint.last
+        self.clock.advance(3)
+        d2, _ = self.run_one(pool, "/2.php")
+        self.clock.advance(1.9)
+        self.assertIs(first.cancelled, False)
+        self.clock.advance(0.1)
+        self.assertIs(first.cancelled, True)
+        self.assertEqual(pool.stats()["failures"], 1)
+        self.clock.advance(0.1)
+        self.assertEqual([c.at for c in self.endpoint.connects], [0.0, 5.1])
+        backend = self.endpoint.last.succeed()
+        self.assertEqual(pool.stats()["failures"], 0)
+        served = []
+        while (name := backend.script()) is not None:
+            served.append(name)
+            backend.respond()
+        self.assertEqual(served[-1], b"/2.php")
+        self.assertEqual(self.successResultOf(d2), 0)
+
+    def test_later_requests_fail_after_connect_timeout_once_connects_have_failed(self) -> None:
+        """During an outage already seen, a new request fails with ConnectError after connect_timeout."""
+        pool = self.make_pool(connect_timeout=5.0, queue_timeout=30.0)
+        self.endpoint.refusing = True
+        first, _ = self.run_one(pool)
+        self.clock.advance(2)
+        d, _ = self.run_one(pool)
+        self.clock.advance(3)
+        self.failureResultOf(first, ConnectError)
+        self.clock.advance(1.75)
+        self.assertNoResult(d)
+        self.clock.advance(0.25)
+        self.failureResultOf(d, ConnectError)
+
+    def test_hanging_connect_fails_the_request_after_connect_timeout(self) -> None:
+        """When the backend never answers a connect, the waiting request fails with ConnectError at connect_timeout."""
+        pool = self.make_pool(connect_timeout=5.0, queue_timeout=30.0)
+        d, _ = self.run_one(pool)
+        self.clock.advance(5.0)
+        self.failureResultOf(d, ConnectError)
+
+    # -- idle connections ----------------------------------------------------------------
+
+    def test_idle_connection_closed_by_the_backend_is_forgotten(self) -> None:
+        """When php-fpm closes an idle connection, the next request connects anew."""
+        pool = self.make_pool()
+        d, _ = self.run_one(pool)
+        backend = self.endpoint.last.succeed()
+        backend.respond()
+        self.successResultOf(d)
+        backend.close()
+        self.assertEqual(pool.stats()["idle"], 0)
+        d2, _ = self.run_one(pool, "/2.php")
+        self.assertEqual(len(self.endpoint.connects), 2)
+        self.assertEqual(backend.transport.value(), b"")
+        second = self.endpoint.last.succeed()
+        self.assertEqual(second.script(), b"/2.php")
+
+    def test_idle_timeout_closes_idle_connections(self) -> None:
+        """Each connection is closed idle_timeout seconds after it went idle."""
+        pool = self.make_pool(size=2, idle_timeout=30.0)
+        d1, _ = self.run_one(pool)
+        d2, _ = self.run_one(pool)
+        a = self.endpoint.connects[0].succeed()
+        b = self.endpoint.connects[1].succeed()
+        a.respond()
+        self.clock.advance(10)
+        b.respond()
+        self.clock.advance(19.9)
+        self.assertEqual((a.transport.disconnecting, b.transport.disconnecting), (False, False))
+        self.clock.advance(0.1)
+        self.assertEqual((a.transport.disconnecting, b.transport.disconnecting), (True, False))
+        self.assertEqual(pool.stats()["idle"], 1)
+        self.clock.advance(9.9)
+        self.assertIs(b.transport.disconnecting, False)
+        self.clock.advance(0.1)
+        self.assertIs(b.transport.disconnecting, True)
+        self.assertEqual(pool.stats()["idle"], 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reused_connection_is_not_closed_by_its_old_idle_time(self) -> None:
+        """A connection that went back to work and idle again gets a full idle_timeout."""
+        pool = self.make_pool(idle_timeout=30.0)
+        d, _ = self.run_one(pool)
+        backend = self.endpoint.last.succeed()
+        backend.respond()
+        self.clock.advance(20)
+        self.run_one(pool)
+        backend.received()
+        backend.respond()
+        self.clock.advance(10)
+        self.assertIs(backend.transport.disconnecting, False)
+        self.clock.advance(20)
+        self.assertIs(backend.transport.disconnecting, True)
+
+    # -- retry ---------------------------------------------------------------------------------
+
+    def test_request_on_a_kept_connection_closed_before_any_output_is_retried_once(self) -> None:
+        """php-fpm closing a kept connection under a request: the request runs again on a new connection, body rewound."""
+        pool = self.make_pool()
+        d1, _ = self.run_one(pool)
+        first = self.endpoint.last.succeed()
+        first.respond()
+        self.successResultOf(d1)
+        first.received()
+
+        body = io.BytesIO(b"skip:" + b"payload" * 10)
+        body.seek(5)
+        sink = RecordingSink()
+        d = pool.request(params("/post.php"), body, sink)
+        sent = first.received()
+        first.close()
+        self.assertNoResult(d)
+        self.assertEqual(len(self.endpoint.connects), 2)
+
+        second = self.endpoint.last.succeed()
+        resent = second.received()
+        self.assertEqual(resent, sent)
+        self.assertEqual(
+            [e for e in resent if isinstance(e, Stdin)],
+            [Stdin(1, b"payload" * 10), Stdin(1, b"", end=True)],
+        )
+        second.respond(b"done")
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual(sink.stdout, b"Content-Type: text/plain\r\n\r\ndone")
+        self.assertEqual(sink.started, 1)
+
+    def test_retry_happens_only_once(self) -> None:
+        """If the retried request's new connection closes too, the request fails with BackendClosed."""
+        pool = self.make_pool()
+        d1, _ = self.run_one(pool)
+        first = self.endpoint.last.succeed()
+        first.respond()
+        self.successResultOf(d1)
+        d, _ = self.run_one(pool)
+        first.close()
+        second = self.endpoint.last.succeed()
+        second.respond()
+        self.successResultOf(d)
+        d3, _ = self.run_one(pool)
+        second.close()
+        third = self.endpoint.last.succeed()
+        third.close()
+        failure = self.failureResultOf(d3, BackendClosed)
+        self.assertIs(failure.value.response_started, False)
+        self.assertEqual(len(self.endpoint.connects), 3)
+
+    def test_not_retried_once_response_bytes_arrived(self) -> None:
+        """A kept connection that closes after some output fails the request; nothing is sent twice."""
+        pool = self.make_pool()
+        d1, _ = self.run_one(pool)
+        first = self.endpoint.last.succeed()
+        first.respond()
+        self.successResultOf(d1)
+        d, sink = self.run_one(pool)
+        first.send_output(b"Status: 200\r\n\r\nhalf")
+        first.close()
+        failure = self.failureResultOf(d, BackendClosed)
+        self.assertIs(failure.value.response_started, True)
+        self.assertEqual(len(self.endpoint.connects), 1)
+
+    def test_not_retried_on_a_new_connection(self) -> None:
+        """A fresh connection that closes before any output is not retried: the backend itself is failing."""
+        pool = self.make_pool()
+        d, _ = self.run_one(pool)
+        self.endpoint.last.succeed().close()
+        failure = self.failureResultOf(d, BackendClosed)
+        self.assertIs(failure.value.response_started, False)
+        self.assertEqual(len(self.endpoint.connects), 1)
+
+    def test_unseekable_body_is_not_retried(self) -> None:
+        """A file body whose position cannot be told cannot be rewound, so the request is not retried."""
+
+        class Pipe(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, buffer: Any) -> int:
+                return 0
+
+            def tell(self) -> int:
+                raise OSError("not seekable")
+
+        pool = self.make_pool()
+        d1, _ = self.run_one(pool)
+        first = self.endpoint.last.succeed()
+        first.respond()
+        self.successResultOf(d1)
+        d = pool.request(params("/p.php"), Pipe(), RecordingSink())  # type: ignore[arg-type]
+        first.close()
+        self.failureResultOf(d, BackendClosed)
+        self.assertEqual(len(self.endpoint.connects), 1)
+
+    # -- cancellation -------------------------------------------------------------------------
+
+    def test_cancel_while_waiting_removes_the_waiter(self) -> None:
+        """A cancelled waiting request leaves the queue, and the connection it would have had goes idle."""
+        pool = self.make_pool(size=1)
+        d1, _ = self.run_one(pool, "/1.php")
+        backend = self.endpoint.last.succeed()
+        backend.received()
+        d2, _ = self.run_one(pool, "/2.php")
+        self.assertEqual(pool.stats()["waiting"], 1)
+        d2.cancel()
+        self.failureResultOf(d2, CancelledError)
+        self.assertEqual(pool.stats()["waiting"], 0)
+        backend.respond()
+        self.successResultOf(d1)
+        self.assertEqual(backend.transport.value(), b"")
+        self.assertEqual(pool.stats(), {"idle": 1, "busy": 0, "connecting": 0, "waiting": 0, "failures": 0})
+
+    def test_cancel_while_running_aborts_the_request(self) -> None:
+        """Cancelling a running request sends ABORT_REQUEST, drops the connection and frees its place."""
+        pool = self.make_pool(size=1)
+        d, _ = self.run_one(pool)
+        backend = self.endpoint.last.succeed()
+        self.assertEqual([type(e) for e in backend.received()], [BeginRequest, Params, Stdin])
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(backend.received(), [AbortRequest(1)])
+        self.assertIs(backend.transport.disconnecting, True)
+        self.assertEqual(pool.stats()["busy"], 0)
+        self.assertEqual(pool.stats()["idle"], 0)
+        self.run_one(pool)
+        self.assertEqual(len(self.endpoint.connects), 2)
+
+    # -- shutting down --------------------------------------------------------------------------
+
+    def test_close_fails_waiters_and_fires_when_busy_connections_finish(self) -> None:
+        """close() fails waiting requests, lets running ones finish, then closes their connections and fires."""
+        pool = self.make_pool(size=1)
+        d1, _ = self.run_one(pool)
+        backend = self.endpoint.last.succeed()
+        d2, _ = self.run_one(pool)
+        closing = pool.close()
+        self.failureResultOf(d2, ConnectError)
+        self.assertNoResult(closing)
+        self.assertIs(backend.transport.disconnecting, False)
+        backend.respond()
+        self.assertEqual(self.successResultOf(d1), 0)
+        self.assertIs(backend.transport.disconnecting, True)
+        self.assertIsNone(self.successResultOf(closing))
+        self.failureResultOf(self.run_one(pool)[0], ConnectError)
+        self.assertEqual(len(self.endpoint.connects), 1)
+
+    def test_close_closes_idle_connections_at_once(self) -> None:
+        """close() with only idle connections closes them and fires at once."""
+        pool = self.make_pool(size=2, idle_timeout=30.0)
+        ds = [self.run_one(pool)[0] for _ in range(2)]
+        backends = [c.succeed() for c in self.endpoint.connects]
+        for backend in backends:
+            backend.respond()
+        closing = pool.close()
+        self.assertIsNone(self.successResultOf(closing))
+        self.assertEqual([b.transport.disconnecting for b in backends], [True, True])
+        self.assertEqual(pool.stats()["idle"], 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        for d in ds:
+            self.successResultOf(d)
+
+    def test_close_while_connecting_drops_the_new_connection(self) -> None:
+        """A connect that completes after close() is closed straight away."""
+        pool = self.make_pool()
+        d, _ = self.run_one(pool)
+        pool.close()
+        self.failureResultOf(d, ConnectError)
+        backend = self.endpoint.last.succeed()
+        self.assertIs(backend.transport.disconnecting, True)
+        self.assertEqual(backend.transport.value(), b"")
+
+    # -- probe ------------------------------------------------------------------------------------
+
+    def test_probe_asks_get_values_on_a_connection_of_its_own(self) -> None:
+        """probe() connects separately, sends GET_VALUES for the three spec names, and closes after the answer."""
+        pool = self.make_pool()
+        d1, _ = self.run_one(pool)
+        pooled = self.endpoint.last.succeed()
+        pooled.respond()
+        self.successResultOf(d1)
+        pooled.received()
+
+        probing = pool.probe()
+        self.assertEqual(len(self.endpoint.connects), 2)
+        backend = self.endpoint.last.succeed()
+        self.assertEqual(
+            backend.received(),
+            [GetValues((b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS"))],
+        )
+        backend.proto.dataReceived(backend.server.get_values_result({b"FCGI_MPXS_CONNS": b"0"}))
+        self.assertEqual(self.successResultOf(probing), {b"FCGI_MPXS_CONNS": b"0"})
+        self.assertIs(backend.transport.disconnecting, True)
+        self.assertEqual(pooled.transport.value(), b"")
+        self.assertEqual(pool.stats()["idle"], 1)
+
+    def test_probe_times_out_when_the_backend_does_not_answer(self) -> None:
+        """A probe with no GET_VALUES_RESULT within connect_timeout fails and closes its connection."""
+        pool = self.make_pool(connect_timeout=5.0)
+        probing = pool.probe()
+        backend = self.endpoint.last.succeed()
+        self.clock.advance(5)
+        self.failureResultOf(probing)
+        self.assertIs(backend.transport.disconnecting, True)
+
+
+@pytest.mark.parametrize(
+    ("error", "reused", "retried", "rewindable", "expected"),
+    [
+        (BackendClosed("closed"), True, False, True, True),
+        (BackendClosed("closed"), False, False, True, False),
+        (BackendClosed("closed"), True, True, True, False),
+        (BackendClosed("closed"), True, False, False, False),
+        (BackendClosed("closed", response_started=True), True, False, True, False),
+        (ConnectError("refused"), True, False, True, False),
+    ],
+    ids=["stale-kept-connection", "fresh-connection", "already-retried", "body-not-rewindable", "response-started", "not-a-close"],
+)
+def test_should_retry(error: Exception, reused: bool, retried: bool, rewindable: bool, expected: bool) -> None:
+    """Only a kept connection closed before any response byte is retried, once, with a body that can be rewound."""
+    assert should_retry(error, reused=reused, retried=retried, rewindable=rewindable) is expected

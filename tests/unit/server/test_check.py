@@ -1,0 +1,40 @@
+"""fephp check-config: the OK line and summary, or the one error line."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from fephp.server.check import check_config_main
+from tests.support.configs import EXTERNAL, write
+
+
+def test_check_config_ok(site: Path) -> None:
+    """check_config_main prints OK, the file and a summary, and returns 0."""
+    path = write(site, EXTERNAL)
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config_main(str(path), out=out, err=err) == 0
+    assert out.getvalue() == (
+        f"OK: {path}\n"
+        "  listen: tcp:8080:interface=127.0.0.1\n"
+        f"  root: {site / 'public'}\n"
+        "  php: php-fpm at 127.0.0.1:9000, up to 16 connections\n"
+        "  access log: off\n"
+    )
+    assert err.getvalue() == ""
+
+
+def test_check_config_error(site: Path) -> None:
+    """check_config_main prints the one-line error to err and returns 1."""
+    path = write(site, "php:\n  fpm_socket: 127.0.0.1:9000\n  worker_pool_size: many\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config_main(str(path), out=out, err=err) == 1
+    assert out.getvalue() == ""
+    assert err.getvalue() == f"error: {path}, line 3: php.worker_pool_size: must be an integer, not the string 'many'\n"
+
+
+def test_check_config_names_workers(site: Path) -> None:
+    """check-config's summary says how many worker processes share the listeners."""
+    out = io.StringIO()
+    assert check_config_main(str(write(site, "server:\n  workers: 4\n" + EXTERNAL)), out=out, err=io.StringIO()) == 0
+    assert "  workers: 4 processes sharing the listeners\n" in out.getvalue()

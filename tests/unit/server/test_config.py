@@ -1,0 +1,364 @@
+"""Configuration loading: defaults, path resolution, and one exact message per kind of error."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from fephp import __version__
+from fephp.process.binaries import find_php
+from fephp.server.config import (
+    Config,
+    ConfigError,
+    LimitsConfig,
+    LoggingConfig,
+    PHPConfig,
+    ServerConfig,
+    TimeoutsConfig,
+    load_config,
+)
+from tests.support.configs import EXTERNAL, write
+
+
+def error_for(folder: Path, text: str) -> str:
+    path = write(folder, text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path))
+    return str(raised.value)
+
+
+def test_defaults(site: Path) -> None:
+    """A file naming only an external php-fpm gets every documented default, public/ beside it as root."""
+    path = write(site, EXTERNAL)
+    config = load_config(str(path))
+    assert config == Config(
+        server=ServerConfig(
+            listen=("tcp:8080:interface=127.0.0.1",),
+            root=str(site / "public"),
+            index=("index.php",),
+            front_controller="/index.php",
+            deny=(),
+            server_software=f"fephp/{__version__}",
+            server_name=None,
+            shutdown_grace=10.0,
+            workers=1,
+        ),
+        php=PHPConfig(
+            use_fpm=True,
+            fpm_socket="127.0.0.1:9000",
+            worker_pool_size=16,
+            queue_size=1024,
+            php_fpm_binary=None,
+            php_cgi_binary=None,
+            max_requests=1000,
+            ini=MappingProxyType({}),
+        ),
+        timeouts=TimeoutsConfig(connect=5.0, response=60.0, idle=30.0, queue=30.0),
+        limits=LimitsConfig(max_body_size=64 * 1024 * 1024, max_header_size=16 * 1024),
+        logging=LoggingConfig(access_log=None, level="info"),
+        source=str(path),
+    )
+    assert config.php.mode == "external"
+
+
+def test_every_key_set(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key given is taken as written: sizes with suffixes, float seconds, relative paths against the file's folder."""
+    (site / "app" / "web").mkdir(parents=True)
+    (site / "logs").mkdir()
+    monkeypatch.chdir("/")
+    path = write(
+        site,
+        """
+server:
+  listen: "unix:/tmp/fephp-test.sock"
+  root: app/web
+  index: [index.php, index.html]
+  front_controller: null
+  deny: [/data/, /conf/]
+  server_software: Apache
+  server_name: example.test
+  shutdown_grace: 0
+php:
+  fpm_socket: unix:path=/run/php/php8.2-fpm.sock
+  worker_pool_size: 4
+  queue_size: 0
+  max_requests: 0
+  ini: {memory_limit: 256M, display_errors: false, max_input_vars: 5000}
+timeouts: {connect: 0.5, response: 120, idle: 2.5, queue: 1}
+limits: {max_body_size: 1g, max_header_size: 8192}
+logging: {access_log: logs/access.log, level: debug}
+""",
+    )
+    config = load_config(str(path))
+    assert config.server == ServerConfig(
+        listen=("unix:/tmp/fephp-test.sock",),
+        root=str(site / "app" / "web"),
+        index=("index.php", "index.html"),
+        front_controller=None,
+        deny=("/data/", "/conf/"),
+        server_software="Apache",
+        server_name="example.test",
+        shutdown_grace=0.0,
+    )
+    assert (config.php.worker_pool_size, config.php.queue_size, config.php.max_requests) == (4, 0, 0)
+    assert dict(config.php.ini) == {"memory_limit": "256M", "display_errors": "0", "max_input_vars": "5000"}
+    assert config.timeouts == TimeoutsConfig(connect=0.5, response=120.0, idle=2.5, queue=1.0)
+    assert config.limits == LimitsConfig(max_body_size=1024**3, max_header_size=8192)
+    assert config.logging == LoggingConfig(access_log=str(site / "logs" / "access.log"), level="debug")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("64m", 64 * 1024**2),
+        ("16k", 16 * 1024),
+        ("2G", 2 * 1024**3),
+        ("10kb", 10 * 1024),
+        ("512", 512),
+        (1000, 1000),
+    ],
+)
+def test_sizes(site: Path, text: object, expected: int) -> None:
+    """Sizes are bytes, or a number with k, m or g (powers of 1024, any case, an optional b)."""
+    path = write(site, EXTERNAL + f"limits:\n  max_body_size: {text}\n")
+    assert load_config(str(path)).limits.max_body_size == expected
+
+
+def test_binaries_resolve_against_the_config_folder(site: Path) -> None:
+    """A relative php_fpm_binary is found beside the config file and made absolute."""
+    fake = site / "bin" / "php-fpm"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    config = load_config(str(write(site, "php:\n  php_fpm_binary: bin/php-fpm\n")))
+    assert (config.php.mode, config.php.php_fpm_binary) == ("managed", str(fake))
+
+
+def test_managed_mode_finds_php_fpm(site: Path) -> None:
+    """Managed mode with php_fpm_binary null resolves to what find_php("php-fpm") finds."""
+    found = find_php("php-fpm")
+    if found is None:
+        pytest.skip("php-fpm is not installed")
+    config = load_config(str(write(site, "php:\n  use_fpm: true\n")))
+    assert (config.php.mode, config.php.php_fpm_binary, config.php.php_cgi_binary) == ("managed", found, None)
+
+
+def test_php_cgi_mode_finds_php_cgi(site: Path) -> None:
+    """use_fpm false with php_cgi_binary null resolves to what find_php("php-cgi") finds."""
+    found = find_php("php-cgi")
+    if found is None:
+        pytest.skip("php-cgi is not installed")
+    config = load_config(str(write(site, "php:\n  use_fpm: false\n")))
+    assert (config.php.mode, config.php.php_cgi_binary, config.php.php_fpm_binary) == ("php-cgi", found, None)
+
+
+#: (YAML after the external php-fpm lines, dotted key, line, problem).
+ERRORS = [
+    ("php:\n  worker_pool_size: many\n", "php.worker_pool_size", 2, "must be an integer, not the string 'many'"),
+    ("php:\n  worker_pool_size: true\n", "php.worker_pool_size", 2, "must be an integer, not the boolean true"),
+    ("php:\n  worker_pool_size: 0\n", "php.worker_pool_size", 2, "must be at least 1, not 0"),
+    ("php:\n  queue_size: -1\n", "php.queue_size", 2, "must be at least 0, not -1"),
+    ("php:\n  max_requests: 1.5\n", "php.max_requests", 2, "must be an integer, not the number 1.5"),
+    ("php:\n  use_fpm: 'no'\n", "php.use_fpm", 2, "must be true or false, not the string 'no'"),
+    ("sever:\n  root: x\n", "sever", 1, "unknown key; did you mean 'server'?"),
+    ("timeouts:\n  conect: 5\n", "timeouts.conect", 2, "unknown key; did you mean 'connect'?"),
+    ("logging:\n  zzz: 1\n", "logging.zzz", 2, "unknown key; expected one of: access_log, level"),
+    ("timeouts:\n  response: 0\n", "timeouts.response", 2, "must be more than zero seconds, not 0"),
+    ("timeouts:\n  connect: 5s\n", "timeouts.connect", 2, "must be a number of seconds, not the string '5s'"),
+    ("timeouts:\n  idle: .inf\n", "timeouts.idle", 2, "must be more than zero seconds, not inf"),
+    ("server:\n  shutdown_grace: -1\n", "server.shutdown_grace", 2, "must be zero or more seconds, not -1"),
+    ("server:\n  workers: 0\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the number 0"),
+    ("server:\n  workers: many\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the string 'many'"),
+    ("server:\n  workers: true\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the boolean true"),
+    ("server:\n  workers: 1.5\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the number 1.5"),
+    ("limits:\n  max_body_size: 10x\n", "limits.max_body_size", 2, "must be a size in bytes (like 65536 or 64m), not '10x'"),
+    ("limits:\n  max_header_size: 0\n", "limits.max_header_size", 2, "must be more than zero bytes, not 0"),
+    ("limits:\n  max_header_size: false\n", "limits.max_header_size", 2,
+     "must be a size in bytes (like 65536 or 64m), not the boolean false"),
+    ("server:\n  front_controller: index.php\n", "server.front_controller", 2, "must start with '/', not 'index.php'"),
+    ("server:\n  deny:\n    - /data/\n    - conf/\n", "server.deny[1]", 4, "must start with '/', not 'conf/'"),
+    ("server:\n  index: [a/b.php]\n", "server.index[0]", 2, "must be a file name without '/', not 'a/b.php'"),
+    ("server:\n  index: {a: 1}\n", "server.index", 2, "must be a list of strings, not a mapping"),
+    ("server:\n  listen: []\n", "server.listen", 2, "must name at least one endpoint to listen on"),
+    ("server:\n  server_software: \"a\\nb\"\n", "server.server_software", 2, "must not contain a line break or NUL"),
+    ("server:\n  server_name: ''\n", "server.server_name", 2, "must not be empty"),
+    ("logging:\n  level: verbose\n", "logging.level", 2, "must be one of debug, info, warn, error, not the string 'verbose'"),
+    ("php:\n  ini:\n    memory limit: 1G\n", "php.ini.memory limit", 3,
+     "is not a PHP ini setting name (letters, digits, '_', '.', '-')"),
+    ("php:\n  ini:\n    memory_limit: [1G]\n", "php.ini.memory_limit", 3, "must be a string or a number, not a list"),
+    ("php:\n  ini: 5\n", "php.ini", 2, "must be a mapping of PHP ini settings, not the number 5"),
+    ("php:\n  queue_size: 1\n  queue_size: 2\n", "php.queue_size", 3, "duplicate key"),
+    ("php: 3\n", "php", 1, "must be a mapping, not the number 3"),
+]
+
+
+@pytest.mark.parametrize(("tail", "key", "line", "problem"), ERRORS, ids=[e[1] + ":" + e[3][:30] for e in ERRORS])
+def test_error_names_file_key_and_line(site: Path, tail: str, key: str, line: int, problem: str) -> None:
+    """Each invalid value gives exactly "<file>, line <n>: <key>: <problem>" with the line of the key in the file."""
+    # The external php-fpm goes last so that the lines of *tail* are as written.
+    if tail.startswith("php:\n"):
+        text = tail + "  fpm_socket: 127.0.0.1:9000\n"
+    elif tail.startswith("php:"):
+        text = tail  # the php section itself is the error
+    else:
+        text = tail + EXTERNAL
+    path = site / "fephp.yaml"
+    assert error_for(site, text) == f"{path}, line {line}: {key}: {problem}"
+
+
+def test_bad_listen_endpoint(site: Path) -> None:
+    """A listen string Twisted cannot parse is an error at that list item's line, with Twisted's reason."""
+    message = error_for(site, 'server:\n  listen:\n    - "tcp:8080"\n    - "tcp:80:bogus=1"\n' + EXTERNAL)
+    assert message.startswith(
+        f"{site / 'fephp.yaml'}, line 4: server.listen[1]: not a server endpoint string: 'tcp:80:bogus=1' ("
+    )
+    assert "bogus" in message
+
+
+def test_bad_fpm_socket(site: Path) -> None:
+    """An fpm_socket that is no client endpoint is an error at its line, and nothing is connected to."""
+    message = error_for(site, "php:\n  fpm_socket: 'unix:'\n")
+    assert message.startswith(f"{site / 'fephp.yaml'}, line 2: php.fpm_socket: not a php-fpm address: ")
+
+
+def test_missing_root(site: Path) -> None:
+    """A root that does not exist is an error naming the resolved path at its line."""
+    message = error_for(site, "server:\n  root: nowhere\n" + EXTERNAL)
+    assert message == f"{site / 'fephp.yaml'}, line 2: server.root: the document root {site / 'nowhere'} does not exist"
+
+
+def test_root_is_a_file(site: Path) -> None:
+    """A root that is a file is an error."""
+    message = error_for(site, "server:\n  root: afile\n" + EXTERNAL)
+    assert message == f"{site / 'fephp.yaml'}, line 2: server.root: the document root {site / 'afile'} is not a directory"
+
+
+def test_missing_default_root(tmp_path: Path) -> None:
+    """Without server.root and without public/ beside the file, the error says the default is missing (no line to give)."""
+    message = error_for(tmp_path, EXTERNAL)
+    assert message == (
+        f"{tmp_path / 'fephp.yaml'}: server.root: the document root {tmp_path / 'public'}"
+        " (the default: public/ beside the config file) does not exist"
+    )
+
+
+def test_default_error_takes_its_section_line(tmp_path: Path) -> None:
+    """A defaulted key's error points at its section's line when the section is in the file."""
+    message = error_for(tmp_path, EXTERNAL + "server:\n  index: [index.php]\n")
+    assert message.startswith(f"{tmp_path / 'fephp.yaml'}, line 3: server.root: the document root ")
+
+
+def test_access_log_folder_must_exist(site: Path) -> None:
+    """An access log in a folder that does not exist is an error naming the folder."""
+    message = error_for(site, EXTERNAL + "logging:\n  access_log: nolog/access.log\n")
+    assert message == f"{site / 'fephp.yaml'}, line 4: logging.access_log: the folder {site / 'nolog'} does not exist"
+
+
+def test_access_log_dash_is_stdout(site: Path) -> None:
+    """access_log "-" stays "-" (standard output), not a path."""
+    config = load_config(str(write(site, EXTERNAL + "logging:\n  access_log: '-'\n")))
+    assert config.logging.access_log == "-"
+
+
+def test_binary_must_exist_and_be_executable(site: Path) -> None:
+    """A php_cgi_binary that does not exist, or is not executable, is an error at its line (a name with '/' is relative to the file)."""
+    message = error_for(site, "php:\n  use_fpm: false\n  php_cgi_binary: ./nope\n")
+    assert message == f"{site / 'fephp.yaml'}, line 3: php.php_cgi_binary: './nope' is not an existing file"
+    (site / "afile").chmod(stat.S_IRUSR)
+    message = error_for(site, "php:\n  use_fpm: false\n  php_cgi_binary: ./afile\n")
+    # Even root may execute only a file with an execute bit.
+    assert message == f"{site / 'fephp.yaml'}, line 3: php.php_cgi_binary: {site / 'afile'} is not executable"
+
+
+def test_yaml_syntax_error(site: Path) -> None:
+    """Broken YAML is an error with the line where the parser gave up."""
+    message = error_for(site, "php:\n  fpm_socket: [\n")
+    assert message == (
+        f"{site / 'fephp.yaml'}, line 3: not valid YAML: while parsing a flow node"
+        " expected the node content, but found '<stream end>'"
+    )
+
+
+def test_top_level_must_be_a_mapping(site: Path) -> None:
+    """A document that is a list is an error about the whole file."""
+    assert error_for(site, "- a\n- b\n") == f"{site / 'fephp.yaml'}, line 1: the top level must be a mapping of sections, not a list"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A file that cannot be read is an error naming it, with the system's reason."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path / "absent.yaml"))
+    assert str(raised.value) == f"{tmp_path / 'absent.yaml'}: cannot read the file: No such file or directory"
+    assert (raised.value.key, raised.value.line) == (None, None)
+
+
+def test_error_attributes(site: Path) -> None:
+    """ConfigError keeps file, key, line and problem apart for programs."""
+    path = write(site, "php:\n  fpm_socket: 127.0.0.1:9000\n  queue_size: -5\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path))
+    e = raised.value
+    assert (e.file, e.key, e.line, e.problem) == (str(path), "php.queue_size", 3, "must be at least 0, not -5")
+
+
+def test_from_dict(site: Path) -> None:
+    """Config.from_dict validates a plain dict the same way, with no line numbers, against base_dir."""
+    config = Config.from_dict({"php": {"fpm_socket": "/run/php.sock"}}, base_dir=str(site))
+    assert (config.server.root, config.php.fpm_socket, config.source) == (str(site / "public"), "/run/php.sock", "<dict>")
+    with pytest.raises(ConfigError) as raised:
+        Config.from_dict({"php": {"fpm_socket": "/run/php.sock", "queue_size": "x"}}, base_dir=str(site))
+    assert str(raised.value) == "<dict>: php.queue_size: must be an integer, not the string 'x'"
+
+
+def test_relative_config_path(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config path given relative to the current folder is reported and resolved as absolute."""
+    write(site, EXTERNAL)
+    monkeypatch.chdir(site)
+    config = load_config("fephp.yaml")
+    assert (config.source, config.server.root) == (str(site / "fephp.yaml"), str(site / "public"))
+    assert os.path.isabs(config.source)
+
+
+def test_systemd_listen_checks_arguments_only(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A systemd: listener is checked without the sockets systemd passes; a wrong domain is still an error."""
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    config = load_config(str(write(site, 'server:\n  listen: "systemd:domain=INET:index=0"\n' + EXTERNAL)))
+    assert config.server.listen == ("systemd:domain=INET:index=0",)
+    message = error_for(site, 'server:\n  listen: "systemd:domain=IPX:index=0"\n' + EXTERNAL)
+    assert message == (
+        f"{site / 'fephp.yaml'}, line 2: server.listen[0]: not a server endpoint string:"
+        " 'systemd:domain=IPX:index=0' (domain must be INET, INET6 or UNIX)"
+    )
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("3", 3), ("auto", os.cpu_count() or 1)])
+def test_workers(site: Path, value: str, expected: int) -> None:
+    """server.workers is a count of processes, or auto for one per CPU."""
+    config = load_config(str(write(site, f"server:\n  workers: {value}\n" + EXTERNAL)))
+    assert config.server.workers == expected
+
+
+def test_workers_refuse_tls_listeners(site: Path) -> None:
+    """With several workers an ssl: listener is an error at its line (workers cannot share TLS); tcp, unix and systemd pass."""
+    text = (
+        "server:\n  workers: 2\n  listen:\n    - tcp:8080\n    - unix:/tmp/fephp-w.sock\n"
+        "    - systemd:domain=INET:index=0\n    - ssl:8443:privateKey=key.pem\n" + EXTERNAL
+    )
+    assert error_for(site, text) == (
+        f"{site / 'fephp.yaml'}, line 7: server.listen[3]: ssl: listeners cannot be shared by 2 workers"
+        " (server.workers); use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
+        " or set server.workers to 1"
+    )
+    config = load_config(str(write(site, text.replace("    - ssl:8443:privateKey=key.pem\n", ""))))
+    assert config.server.listen == ("tcp:8080", "unix:/tmp/fephp-w.sock", "systemd:domain=INET:index=0")
+
+
+def test_text_given_is_not_read_again(site: Path) -> None:
+    """load_config with the text validates that text under the file's name, not what the file now holds."""
+    path = write(site, "php: [broken\n")
+    config = load_config(str(path), "server:\n  workers: 2\n" + EXTERNAL)
+    assert (config.source, config.server.workers) == (str(path), 2)
