@@ -1,0 +1,175 @@
+"""fephp._twisted against the installed Twisted: each use of a private name still does what fephp relies on.
+
+When a Twisted upgrade renames or changes one of them, the test named after
+that function fails here, instead of a request misbehaving somewhere.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import tcp
+from twisted.internet.defer import fail
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request
+
+from fephp import _twisted
+
+
+def _connected_pair() -> tuple[tcp.Connection, socket.socket]:
+    ours, theirs = socket.socketpair()
+    connection = tcp.Connection(ours, Protocol(), reactor=MemoryReactor())  # type: ignore[arg-type]
+    connection.connected = 1
+    return connection, theirs
+
+
+def test_send_now_sends_at_once_when_nothing_is_queued() -> None:
+    """With an empty buffer the bytes reach the peer during the call, and nothing is left queued."""
+    connection, peer = _connected_pair()
+    with connection.socket, peer:
+        _twisted.send_now(connection, b"hello")
+        assert peer.recv(100) == b"hello"
+        assert (connection.dataBuffer, connection._tempDataLen) == (b"", 0)
+
+
+def test_send_now_queues_behind_bytes_already_written() -> None:
+    """Bytes Twisted holds (write() since the last flush, counted in _tempDataLen) keep their place: the new ones queue."""
+    connection, peer = _connected_pair()
+    with connection.socket, peer:
+        connection.write(b"first")
+        assert connection._tempDataLen == 5
+        _twisted.send_now(connection, b"second")
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)
+        assert connection._tempDataLen == 11
+
+
+def test_send_now_writes_through_other_transports() -> None:
+    """A transport that is not a plain TCP connection just gets write()."""
+    transport = StringTransport()
+    _twisted.send_now(transport, b"x")
+    assert transport.value() == b"x"
+
+
+def _channel() -> HTTPChannel:
+    channel = HTTPChannel()
+    channel.makeConnection(StringTransport())
+    return channel
+
+
+def test_channel_between_requests_before_and_inside_a_head() -> None:
+    """A fresh channel waits for a request line; once part of a head has arrived it does not."""
+    channel = _channel()
+    assert _twisted.channel_between_requests(channel) is True
+    channel.dataReceived(b"GET / HTTP/1.1\r\n")
+    assert _twisted.channel_between_requests(channel) is False
+
+
+def test_channel_between_requests_after_a_tolerated_empty_line() -> None:
+    """The one empty line Twisted eats before a request line (IE's after a POST) leaves the state its own parser must finish."""
+    channel = _channel()
+    channel.dataReceived(b"\r\n")
+    assert channel._HTTPChannel__first_line == 2  # type: ignore[attr-defined]
+    assert _twisted.channel_between_requests(channel) is False
+
+
+def test_channel_dispatch_hands_the_request_over_and_marks_the_channel_busy() -> None:
+    """The request gets requestReceived(method, target, version); the channel then buffers what follows and stops its idle timer."""
+    channel = _channel()
+    channel.timeOut = 30
+    received: list[tuple[bytes, bytes, bytes]] = []
+
+    class Recording(Request):
+        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+            received.append((command, path, version))
+
+    request = Recording(channel)
+    channel.requests.append(request)
+    _twisted.channel_dispatch(channel, request, b"GET", b"/x", b"HTTP/1.1")
+    assert received == [(b"GET", b"/x", b"HTTP/1.1")]
+    assert channel._handlingRequest is True
+    assert channel._savedTimeOut == 30
+    assert channel.timeOut is None
+    assert channel.line_mode == 0
+    assert _twisted.channel_between_requests(channel) is False
+
+
+def test_request_disconnected_follows_connection_lost() -> None:
+    """A Request is not disconnected until its connection is lost."""
+    request = Request(_channel())
+    assert _twisted.request_disconnected(request) is False
+    request.connectionLost(Failure(ConnectionDone()))
+    assert _twisted.request_disconnected(request) is True
+
+
+class _Unbindable:
+    def listen(self, factory: Any) -> Any:
+        return fail(CannotListenError("127.0.0.1", 1, OSError("in use")))
+
+
+def test_raise_listen_errors_makes_the_service_raise() -> None:
+    """A listener service told to raise fails at start with the endpoint's error instead of logging it."""
+    service = _twisted.raise_listen_errors(StreamServerEndpointService(_Unbindable(), Factory()))  # type: ignore[arg-type]
+    with pytest.raises(CannotListenError):
+        service.privilegedStartService()
+
+
+def test_endpoint_arguments_split_and_unescape() -> None:
+    """A systemd: string splits into no positional arguments and its keyword arguments; escaped colons are undone."""
+    assert _twisted.endpoint_arguments("systemd:domain=INET:index=0") == ((), {"domain": "INET", "index": "0"})
+    assert _twisted.endpoint_arguments("systemd:domain=UNIX:name=a\\:b") == ((), {"domain": "UNIX", "name": "a:b"})
+
+
+def test_adopt_listening_port_duplicates_the_descriptor() -> None:
+    """The adopted port listens on the same address through a descriptor of its own."""
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(1)
+    with listening:
+        port = _twisted.adopt_listening_port(tcp.Port, MemoryReactor(), listening.fileno(), Factory(), socket.AF_INET)
+        port.startListening()
+        try:
+            assert port.fileno() != listening.fileno()
+            assert port.getHost().port == listening.getsockname()[1]
+        finally:
+            port.socket.close()
+
+
+def test_epoll_poll_and_dispatch_calls_a_ready_reader() -> None:
+    """One turn of the loop finds a readable socket and calls its doRead."""
+    epollreactor = pytest.importorskip("twisted.internet.epollreactor", reason="epoll is Linux's")
+    reactor = epollreactor.EPollReactor()
+    ours, theirs = socket.socketpair()
+    calls: list[str] = []
+
+    class Reader:
+        def fileno(self) -> int:
+            return ours.fileno()
+
+        def doRead(self) -> None:  # noqa: N802 - Twisted's name
+            calls.append(ours.recv(10).decode())
+
+        def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
+            return "reader"
+
+        def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+            pass
+
+    reader = Reader()
+    try:
+        reactor.addReader(reader)  # type: ignore[arg-type]
+        theirs.send(b"ping")
+        _twisted.epoll_poll_and_dispatch(reactor, 1.0)
+        assert calls == ["ping"]
+    finally:
+        reactor.removeReader(reader)  # type: ignore[arg-type]
+        reactor._poller.close()
+        ours.close()
+        theirs.close()
