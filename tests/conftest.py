@@ -15,6 +15,9 @@ from fephp.process.binaries import find_php
 from tests.support.php_fpm import PHPFPM
 from tests.support.processes import require_binary
 
+#: Fixtures defined beside the machinery they drive: simulated hosts, HAProxy.
+pytest_plugins = ["tests.support.netns", "tests.support.haproxy"]
+
 
 @pytest.fixture(scope="session")
 def php_fpm_binary() -> str:

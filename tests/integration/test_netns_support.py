@@ -17,22 +17,12 @@ from typing import Any, Callable
 import pytest
 
 from fephp.fastcgi import ClientConnection, EndRequest, Stdout
-from fephp.phpfpm import find_php_fpm
-from tests.conftest import require_binary
+from fephp.process.binaries import find_php
 from tests.support.echo_http import start_echo
+from tests.support.haproxy import Backend, Frontend, HAProxy, Server, render_config
 from tests.support.load import HTTPLoad
-from tests.support.haproxy import Backend, Frontend, HAProxy, Server, render_config, start_haproxy  # noqa: F401
-from tests.support.netns import (  # noqa: F401 - fixtures
-    FPMHost,
-    Network,
-    loopback_network,
-    netns_network,
-    namespace_pids,
-    network,
-    open_network,
-    start_fpm,
-    wait_until,
-)
+from tests.support.netns import FPMHost, Network, namespace_pids, open_network, wait_until
+from tests.support.processes import require_binary
 
 #: Bound on one request in these tests; a frozen host must make a request fail within about this.
 REQUEST_TIMEOUT = 1.0
@@ -256,7 +246,7 @@ def _ip_lines(*args: str) -> str:
 @pytest.mark.parametrize("kind", ["netns", "loopback"])
 def test_teardown_leaves_nothing_even_when_the_test_fails(kind: str, tmp_path: Path) -> None:
     """A network closed by a failing test leaves no namespace, veth, bridge, route, claim or process, frozen or stubborn ones included."""
-    binary = require_binary(find_php_fpm(), "php-fpm")
+    binary = require_binary(find_php("php-fpm"), "php-fpm")
     made: dict[str, Any] = {}
 
     class TestFailed(Exception):

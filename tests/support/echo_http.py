@@ -45,7 +45,8 @@ def start_echo(host: "Host", port: int, name: str, *, proxy_protocol: bool = Fal
 
 def main() -> None:
     # Twisted is imported here only: importing this module from a test must not install a reactor.
-    from twisted.internet import reactor as installed, stdio
+    from twisted.internet import reactor as installed
+    from twisted.internet import stdio
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.protocol import Protocol
     from twisted.web.resource import Resource

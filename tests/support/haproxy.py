@@ -9,10 +9,10 @@ admin stats socket.  :class:`HAProxy` runs it in the foreground (``-db``) on a
 host of a :class:`tests.support.netns.Network` (the root namespace unless told
 otherwise), ready once every frontend accepts and the stats socket answers.
 
-Using it from a test (import the fixture into the module, or name this module
-in a conftest's ``pytest_plugins``)::
+Using it from a test (tests/conftest.py registers the fixture through
+``pytest_plugins``)::
 
-    from tests.support.haproxy import Backend, Frontend, Server, start_haproxy  # noqa: F401
+    from tests.support.haproxy import Backend, Frontend, Server
 
     def test_failover(network, start_haproxy) -> None:
         a, b = network.add_host("a"), network.add_host("b")
@@ -48,8 +48,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import pytest
 
-from tests.conftest import require_binary
 from tests.support.netns import READY_WITHIN, Host, HostProcess, Network, wait_until
+from tests.support.processes import require_binary
 
 __all__ = [
     "Backend",

@@ -20,10 +20,8 @@ slot (its /24) in a registry under a lock file (``/run/fephp-netns`` as root),
 writes down every name before it creates the thing, and removes it all when it
 closes; a later session sweeps what a killed session left behind.
 
-Using it from a test (the fixtures must be imported into the test module, or
-named in a conftest's ``pytest_plugins``)::
-
-    from tests.support.netns import network, start_fpm  # noqa: F401 - fixtures
+Using it from a test (tests/conftest.py registers its fixtures through
+``pytest_plugins``)::
 
     def test_two_php_hosts(network: Network, start_fpm) -> None:
         a = start_fpm(network.add_host("php1"))        # php-fpm on php1's address, port 9000, ready
@@ -67,8 +65,9 @@ from typing import IO, Any, Callable, Iterator, Mapping, Optional, Sequence, Uni
 
 import pytest
 
-from fephp.phpfpm import PoolSpec, find_php_fpm, php_fpm_argv, render_config
-from tests.conftest import require_binary
+from fephp.process.binaries import find_php
+from fephp.process.fpmconfig import PoolSpec, php_fpm_argv, render_config
+from tests.support.processes import require_binary
 
 __all__ = [
     "FPMHost",
@@ -874,7 +873,7 @@ class FPMHost:
 @pytest.fixture
 def start_fpm(tmp_path: Path) -> Iterator[Callable[..., FPMHost]]:
     """A factory: ``start_fpm(host, children=4)`` starts php-fpm on *host* (any network's) and returns it ready."""
-    binary = require_binary(find_php_fpm(), "php-fpm")
+    binary = require_binary(find_php("php-fpm"), "php-fpm")
     started: list[FPMHost] = []
 
     def make(host: Host, **options: Any) -> FPMHost:
