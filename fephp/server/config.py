@@ -1,9 +1,11 @@
-"""The YAML configuration: parsed, validated and resolved before anything starts.
+"""Reading the YAML configuration: parsed, validated and resolved before anything starts.
 
-:func:`load_config` turns a file into a frozen :class:`Config` whose paths are
-absolute and whose values are checked; anything wrong raises one
-:class:`ConfigError` naming the file, the dotted key and the line YAML found
-it on.  ``docs/configuration.md`` describes every key.
+:func:`load_config` turns a file into a frozen :class:`Config` (the
+dataclasses of :mod:`fephp.server.settings`) whose paths are absolute and
+whose values are checked; anything wrong raises one :class:`ConfigError`
+naming the file, the dotted key and the line YAML found it on.  The checks
+of a section live in one method of :class:`_Validator`, built from the value
+checkers above them.  ``docs/configuration.md`` describes every key.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
@@ -24,6 +25,15 @@ from .. import __version__
 from .._twisted import endpoint_arguments
 from ..backend.endpoints import parse_client_endpoint
 from ..process.binaries import find_php
+from .settings import (
+    Config,
+    ConfigError,
+    LimitsConfig,
+    LoggingConfig,
+    PHPConfig,
+    ServerConfig,
+    TimeoutsConfig,
+)
 
 __all__ = [
     "Config",
@@ -33,6 +43,7 @@ __all__ = [
     "PHPConfig",
     "ServerConfig",
     "TimeoutsConfig",
+    "config_from_dict",
     "load_config",
 ]
 
@@ -46,107 +57,15 @@ _INI_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 Path = tuple[Any, ...]  # ("php", "ini", "memory_limit") or ("server", "listen", 0)
 
 
-class ConfigError(Exception):
-    """A configuration that cannot run; ``str()`` is one line for the operator.
+def config_from_dict(data: Any, *, source: str = "<dict>", base_dir: Optional[str] = None) -> Config:
+    """Validate *data* (what YAML would give); relative paths resolve against *base_dir*.
 
-    ``file``, ``key`` (dotted, or None for the whole file), ``line`` (1-based,
-    or None when unknown) and ``problem`` are kept for programs.
+    *base_dir* defaults to the directory of *source* when that is a file,
+    else the current directory.  Errors carry no line numbers.
     """
-
-    def __init__(self, file: str, key: Optional[str], line: Optional[int], problem: str) -> None:
-        self.file = file
-        self.key = key
-        self.line = line
-        self.problem = problem
-        where = file if line is None else f"{file}, line {line}"
-        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """``server``: where fephp listens and how it maps URLs to the document root."""
-
-    listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
-    root: str = ""
-    index: tuple[str, ...] = ("index.php",)
-    front_controller: Optional[str] = "/index.php"
-    deny: tuple[str, ...] = ()
-    server_software: str = ""
-    server_name: Optional[str] = None
-    shutdown_grace: float = 10.0
-    workers: int = 1
-
-
-@dataclass(frozen=True)
-class PHPConfig:
-    """``php``: how PHP runs (external php-fpm, managed php-fpm, or php-cgi)."""
-
-    use_fpm: bool = True
-    fpm_socket: Optional[str] = None
-    worker_pool_size: int = 16
-    queue_size: int = 1024
-    php_fpm_binary: Optional[str] = None
-    php_cgi_binary: Optional[str] = None
-    max_requests: int = 1000
-    ini: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
-    @property
-    def mode(self) -> str:
-        """``"external"``, ``"managed"`` or ``"php-cgi"``."""
-        if not self.use_fpm:
-            return "php-cgi"
-        return "external" if self.fpm_socket else "managed"
-
-
-@dataclass(frozen=True)
-class TimeoutsConfig:
-    """``timeouts``, in seconds."""
-
-    connect: float = 5.0
-    response: float = 60.0
-    idle: float = 30.0
-    queue: float = 30.0
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    """``limits``, in bytes."""
-
-    max_body_size: int = 64 * 1024**2
-    max_header_size: int = 16 * 1024
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    """``logging``: the access log (absolute path, ``"-"`` or None) and the level."""
-
-    access_log: Optional[str] = None
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class Config:
-    """A whole, validated configuration; ``source`` is the file it came from."""
-
-    server: ServerConfig
-    php: PHPConfig = PHPConfig()
-    timeouts: TimeoutsConfig = TimeoutsConfig()
-    limits: LimitsConfig = LimitsConfig()
-    logging: LoggingConfig = LoggingConfig()
-    source: str = "<dict>"
-
-    @classmethod
-    def from_dict(
-        cls, data: Any, *, source: str = "<dict>", base_dir: Optional[str] = None
-    ) -> "Config":
-        """Validate *data* (what YAML would give); relative paths resolve against *base_dir*.
-
-        *base_dir* defaults to the directory of *source* when that is a file,
-        else the current directory.  Errors carry no line numbers.
-        """
-        if base_dir is None:
-            base_dir = os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else os.getcwd()
-        return _Validator(source, base_dir, {}).config(data)
+    if base_dir is None:
+        base_dir = os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else os.getcwd()
+    return _Validator(source, base_dir, {}).config(data)
 
 
 def load_config(path: str, text: Optional[str] = None) -> Config:

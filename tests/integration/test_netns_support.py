@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import signal
 import socket
 import struct
 import subprocess

@@ -8,13 +8,13 @@ from pathlib import Path
 from twisted.internet import reactor
 
 from fephp.server.build import build_managed_php_fpm
-from fephp.server.config import Config
+from fephp.server.config import config_from_dict
 
 
-def test_from_config_takes_the_php_section(tmp_path: Path) -> None:
-    """from_config builds the pool from php.*: binary, pool size as max_children, max_requests and ini."""
+def test_managed_php_fpm_takes_the_php_section(tmp_path: Path) -> None:
+    """build_managed_php_fpm builds the pool from php.*: binary, pool size as max_children, max_requests and ini."""
     (tmp_path / "public").mkdir()
-    config = Config.from_dict(
+    config = config_from_dict(
         {"php": {"php_fpm_binary": "/bin/true", "worker_pool_size": 3, "max_requests": 50, "ini": {"memory_limit": "1G"}}},
         base_dir=str(tmp_path),
     )

@@ -19,6 +19,7 @@ from fephp.server.config import (
     PHPConfig,
     ServerConfig,
     TimeoutsConfig,
+    config_from_dict,
     load_config,
 )
 from tests.support.configs import EXTERNAL, write
@@ -306,11 +307,11 @@ def test_error_attributes(site: Path) -> None:
 
 
 def test_from_dict(site: Path) -> None:
-    """Config.from_dict validates a plain dict the same way, with no line numbers, against base_dir."""
-    config = Config.from_dict({"php": {"fpm_socket": "/run/php.sock"}}, base_dir=str(site))
+    """config_from_dict validates a plain dict the same way, with no line numbers, against base_dir."""
+    config = config_from_dict({"php": {"fpm_socket": "/run/php.sock"}}, base_dir=str(site))
     assert (config.server.root, config.php.fpm_socket, config.source) == (str(site / "public"), "/run/php.sock", "<dict>")
     with pytest.raises(ConfigError) as raised:
-        Config.from_dict({"php": {"fpm_socket": "/run/php.sock", "queue_size": "x"}}, base_dir=str(site))
+        config_from_dict({"php": {"fpm_socket": "/run/php.sock", "queue_size": "x"}}, base_dir=str(site))
     assert str(raised.value) == "<dict>: php.queue_size: must be an integer, not the string 'x'"
 
 

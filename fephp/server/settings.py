@@ -1,0 +1,112 @@
+"""What a configuration is: frozen dataclasses, one per section, and the error that names a bad key.
+
+:mod:`fephp.server.config` reads and checks a YAML file into these;
+everything that builds the server takes them.  ``docs/configuration.md``
+describes every key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Optional
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LimitsConfig",
+    "LoggingConfig",
+    "PHPConfig",
+    "ServerConfig",
+    "TimeoutsConfig",
+]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; ``str()`` is one line for the operator.
+
+    ``file``, ``key`` (dotted, or None for the whole file), ``line`` (1-based,
+    or None when unknown) and ``problem`` are kept for programs.
+    """
+
+    def __init__(self, file: str, key: Optional[str], line: Optional[int], problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.line = line
+        self.problem = problem
+        where = file if line is None else f"{file}, line {line}"
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``server``: where fephp listens and how it maps URLs to the document root."""
+
+    listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
+    root: str = ""
+    index: tuple[str, ...] = ("index.php",)
+    front_controller: Optional[str] = "/index.php"
+    deny: tuple[str, ...] = ()
+    server_software: str = ""
+    server_name: Optional[str] = None
+    shutdown_grace: float = 10.0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class PHPConfig:
+    """``php``: how PHP runs (external php-fpm, managed php-fpm, or php-cgi)."""
+
+    use_fpm: bool = True
+    fpm_socket: Optional[str] = None
+    worker_pool_size: int = 16
+    queue_size: int = 1024
+    php_fpm_binary: Optional[str] = None
+    php_cgi_binary: Optional[str] = None
+    max_requests: int = 1000
+    ini: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def mode(self) -> str:
+        """``"external"``, ``"managed"`` or ``"php-cgi"``."""
+        if not self.use_fpm:
+            return "php-cgi"
+        return "external" if self.fpm_socket else "managed"
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    """``timeouts``, in seconds."""
+
+    connect: float = 5.0
+    response: float = 60.0
+    idle: float = 30.0
+    queue: float = 30.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """``limits``, in bytes."""
+
+    max_body_size: int = 64 * 1024**2
+    max_header_size: int = 16 * 1024
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``logging``: the access log (absolute path, ``"-"`` or None) and the level."""
+
+    access_log: Optional[str] = None
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated configuration; ``source`` is the file it came from."""
+
+    server: ServerConfig
+    php: PHPConfig = PHPConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    source: str = "<dict>"
