@@ -31,7 +31,7 @@ from twisted.internet.testing import StringTransport  # noqa: E402
 
 from fephp.backend.pool import FastCGIPool  # noqa: E402
 from fephp.cgi.routing import Router  # noqa: E402
-from fephp.fastcgi import ServerConnection  # noqa: E402
+from fephp.fastcgi import ResponderConnection  # noqa: E402
 from fephp.web.app import PHPApp  # noqa: E402
 from fephp.web.site import FrontSite  # noqa: E402
 
@@ -59,7 +59,7 @@ def build(root: str):  # type: ignore[no-untyped-def]
         peerAddress=IPv4Address("TCP", "127.0.0.1", 5000),
     )
     channel.makeConnection(http)
-    php = ServerConnection()
+    php = ResponderConnection()
     answer = php.stdout(1, b"Content-type: text/html; charset=UTF-8\r\n\r\nHello, world!") + php.end_request(1)
 
     def one() -> None:

@@ -25,7 +25,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from .backend.protocol import FastCGIClientProtocol
-from .fastcgi import Event, Params, ServerConnection
+from .fastcgi import Event, Params, ResponderConnection
 
 __all__ = [
     "FakeEndpoint",
@@ -140,7 +140,7 @@ class FakeFastCGIServer:
         proto = pending.factory.buildProtocol(None)  # type: ignore[arg-type]  # no address to give
         assert isinstance(proto, FastCGIClientProtocol)
         self.proto: FastCGIClientProtocol = proto
-        self.server: ServerConnection = ServerConnection()
+        self.server: ResponderConnection = ResponderConnection()
         self._unread: list[Event] = []
         proto.makeConnection(self.transport)
         pending.deferred.callback(proto)

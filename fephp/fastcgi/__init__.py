@@ -1,10 +1,10 @@
 """A sans-io FastCGI 1.0 codec: bytes in, events out, no sockets and no reactor.
 
 The client end (:class:`ClientConnection`) is what fephp runs; the responder end
-(:class:`ServerConnection`) stands in for PHP in tests.
+(:class:`ResponderConnection`) stands in for PHP in tests.
 """
 
-from ._connection import MAX_PARAMS_LEN, ClientConnection, ServerConnection
+from ._client import ClientConnection
 from ._errors import ProtocolError
 from ._events import (
     AbortRequest,
@@ -20,6 +20,7 @@ from ._events import (
     Stdout,
     UnknownType,
 )
+from ._reader import MAX_PARAMS_LEN
 from ._records import (
     HEADER_LEN,
     MAX_CONTENT_LEN,
@@ -34,6 +35,7 @@ from ._records import (
     encode_stream,
     padding_for,
 )
+from ._responder import ResponderConnection
 
 __all__ = [
     "AbortRequest",
@@ -54,7 +56,7 @@ __all__ = [
     "ProtocolStatus",
     "RecordType",
     "Role",
-    "ServerConnection",
+    "ResponderConnection",
     "Stderr",
     "Stdin",
     "Stdout",

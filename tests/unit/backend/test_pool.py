@@ -1,7 +1,7 @@
 """FastCGIPool on a Clock, with a fake endpoint whose connects the test fires by hand.
 
 Each successful connect gets a :class:`fephp.testing.FakeFastCGIServer`: a real
-FastCGIClientProtocol on a StringTransport, with a ServerConnection that reads
+FastCGIClientProtocol on a StringTransport, with a ResponderConnection that reads
 what the pool wrote and writes what php-fpm would answer.
 """
 

@@ -22,7 +22,7 @@ from fephp.backend.protocol import BODY_CHUNK_SIZE, FastCGIClientProtocol
 from fephp.fastcgi import (
     ProtocolStatus,
     RecordType,
-    ServerConnection,
+    ResponderConnection,
     Stdin,
     encode_record,
     encode_stream,
@@ -44,7 +44,7 @@ ABORT = b"\x01\x02\x00\x01\x00\x00\x00\x00"
 HEAD = BEGIN_KEEP_CONN + PARAMS_RECORD + PARAMS_END
 
 #: Encodes what php-fpm would send; used for its record builders only.
-backend = ServerConnection()
+backend = ResponderConnection()
 
 
 class BufferingTransport(StringTransport):
@@ -169,7 +169,7 @@ class ProtocolTestCase(SynchronousTestCase):
         # Never more than the request head and one chunk in one write.
         self.assertLessEqual(max(transport.writes), len(HEAD) + BODY_CHUNK_SIZE + 4 * 16)
 
-        server = ServerConnection()
+        server = ResponderConnection()
         events = server.receive_data(first + second + third)
         self.assertEqual(b"".join(e.data for e in events if isinstance(e, Stdin)), data)
         proto.dataReceived(backend.end_request(1))

@@ -1,4 +1,4 @@
-"""The client and responder state machines paired over a fake link (fephp.fastcgi._connection).
+"""The client and responder state machines paired over a fake link (fephp.fastcgi._client).
 
 Bytes written by one end are fed to the other, whole or split at every offset,
 and the events must come out the same.
@@ -24,7 +24,7 @@ from fephp.fastcgi import (
     ProtocolError,
     ProtocolStatus,
     RecordType,
-    ServerConnection,
+    ResponderConnection,
     Stderr,
     Stdin,
     Stdout,
@@ -49,7 +49,7 @@ class ConnectionPair:
 
     def __init__(self) -> None:
         self.client = ClientConnection()
-        self.server = ServerConnection()
+        self.server = ResponderConnection()
 
     def to_server(self, data: bytes) -> list[Event]:
         return self.server.receive_data(data)
@@ -84,7 +84,7 @@ def client_bytes() -> bytes:
 
 def server_bytes() -> bytes:
     """What a responder writes back: stdout, stderr, more stdout, the stream ends, END_REQUEST."""
-    server = ServerConnection()
+    server = ResponderConnection()
     return (
         server.stdout(1, b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n")
         + server.stderr(1, b"PHP Notice: x")
@@ -210,9 +210,9 @@ def test_abort_request_reaches_the_responder_and_leaves_the_request_active() -> 
 def test_client_output_split_at_every_offset_gives_the_same_events() -> None:
     """The responder's events do not depend on where the client's bytes were cut."""
     data = client_bytes()
-    assert ServerConnection().receive_data(data) == EXPECTED_SERVER_EVENTS
+    assert ResponderConnection().receive_data(data) == EXPECTED_SERVER_EVENTS
     for cut in range(len(data) + 1):
-        server = ServerConnection()
+        server = ResponderConnection()
         events = server.receive_data(data[:cut]) + server.receive_data(data[cut:])
         assert coalesce(events) == EXPECTED_SERVER_EVENTS, cut
 
@@ -220,7 +220,7 @@ def test_client_output_split_at_every_offset_gives_the_same_events() -> None:
 def test_client_output_fed_byte_by_byte_gives_the_same_events() -> None:
     """Feeding the responder one byte at a time yields the same events."""
     data = client_bytes()
-    server = ServerConnection()
+    server = ResponderConnection()
     events: list[Event] = []
     for i in range(len(data)):
         events += server.receive_data(data[i : i + 1])
@@ -285,12 +285,12 @@ def test_unknown_type_from_the_application() -> None:
 
 def test_responder_reports_a_record_type_it_does_not_know() -> None:
     """The responder turns a record of type 99 into UnknownType(99)."""
-    assert ServerConnection().receive_data(encode_record(99, 0, b"??")) == [UnknownType(99)]
+    assert ResponderConnection().receive_data(encode_record(99, 0, b"??")) == [UnknownType(99)]
 
 
 def test_responder_ignores_records_for_unknown_request_ids() -> None:
     """STDIN for a request id that was never begun is dropped (section 3.3)."""
-    server = ServerConnection()
+    server = ResponderConnection()
     assert server.receive_data(encode_record(RecordType.STDIN, 5, b"x")) == []
 
 
@@ -409,7 +409,7 @@ def test_connection_lost_inside_a_record_is_a_protocol_error() -> None:
 @pytest.mark.parametrize("piece", [1000, 4096, 70001])
 def test_buffer_never_holds_more_than_one_record(piece: int) -> None:
     """Feeding 1 MB of output in pieces never leaves more than one record's bytes buffered."""
-    server = ServerConnection()
+    server = ResponderConnection()
     payload = bytes(range(251)) * 4200
     data = server.stdout(1, payload, close=True) + server.end_request(1)
     client = active_client()
@@ -426,7 +426,7 @@ def test_buffer_never_holds_more_than_one_record(piece: int) -> None:
 
 def test_stdout_comes_out_as_it_arrives_not_when_its_record_is_whole() -> None:
     """Half of a STDOUT record is a Stdout event at once; the rest follows, then the next record."""
-    server = ServerConnection()
+    server = ResponderConnection()
     record = server.stdout(1, b"a" * 1000)
     client = active_client()
     assert client.receive_data(record[:508]) == [Stdout(1, b"a" * 500)]
@@ -438,7 +438,7 @@ def test_stdout_comes_out_as_it_arrives_not_when_its_record_is_whole() -> None:
 
 def test_a_stdout_record_whose_padding_is_cut_off() -> None:
     """Content whole, padding still to come: the content is out, the padding is skipped when it comes."""
-    server = ServerConnection()
+    server = ResponderConnection()
     record = server.stdout(1, b"abc")  # 8 + 3 + 5 bytes of padding
     assert len(record) == 16
     client = active_client()
@@ -451,7 +451,7 @@ def test_a_stdout_record_whose_padding_is_cut_off() -> None:
 
 def test_big_output_in_socket_sized_reads_is_passed_on_without_waiting_for_whole_records() -> None:
     """64 KiB reads of 64 KiB records: each read's STDOUT bytes come out of that read."""
-    server = ServerConnection()
+    server = ResponderConnection()
     payload = bytes(range(256)) * 4096  # 1 MiB
     data = server.stdout(1, payload, close=True) + server.end_request(1)
     client = active_client()

@@ -1,7 +1,7 @@
 """PHPApp inside a real FrontSite over an in-memory transport, with a fake php-fpm behind the pool.
 
 HTTP parsing is Twisted's own; the FastCGI side is the real pool and
-protocol talking to a ServerConnection, so what reaches "php-fpm" is checked
+protocol talking to a ResponderConnection, so what reaches "php-fpm" is checked
 as FastCGI events.
 """
 
