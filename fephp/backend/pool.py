@@ -38,6 +38,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .._deferreds import Waiters
 from .errors import BackendClosed, ConnectError, PoolOverloaded, QueueTimeout
 from .interface import Body, Params, ResponseSink
 from .protocol import FastCGIClientProtocol
@@ -112,7 +113,7 @@ class FastCGIPool:
         self._retry_call: Optional[IDelayedCall] = None
         self._reaper: Optional[IDelayedCall] = None
         self._closed = False
-        self._drained: list[Deferred[None]] = []
+        self._drained: Waiters[None] = Waiters()
 
     # -- Backend -------------------------------------------------------------
 
@@ -138,9 +139,7 @@ class FastCGIPool:
             proto.close()
         if not self._busy:
             return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
-        return d
+        return self._drained.wait()
 
     # -- introspection ----------------------------------------------------------
 
@@ -296,10 +295,8 @@ class FastCGIPool:
         self._maybe_connect()
 
     def _check_drained(self) -> None:
-        if self._closed and not self._busy and self._drained:
-            drained, self._drained = self._drained, []
-            for d in drained:
-                d.callback(None)
+        if self._closed and not self._busy:
+            self._drained.fire(None)
 
     # -- waiting ------------------------------------------------------------
 

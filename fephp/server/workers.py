@@ -31,16 +31,21 @@ The worker's side is :mod:`fephp.server.worker`.
 
 from __future__ import annotations
 
+import functools
 import struct
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, cast
 
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
+
+from .._deferreds import chained
+from ..process.supervisor import ChildProcess, SupervisedProcess
 
 __all__ = [
     "CONFIG_HEADER",
@@ -126,11 +131,11 @@ class SharedListener(Service):
 
 
 class WorkerSupervisor(Service):
-    """Starts *count* workers, restarts any that dies, stops them all on stop.
+    """Keeps *count* worker processes running, each in a :class:`SupervisedProcess` of its own.
 
-    A worker that exits is started again after *restart_delay* seconds,
-    doubling up to *max_restart_delay* while workers keep dying within
-    *stable_after* seconds of their start.  On stop each gets SIGTERM and,
+    A worker that exits is started again after a backoff: *restart_delay*
+    seconds, doubling up to *max_restart_delay* while it keeps dying within
+    *stable_after* seconds of its start.  On stop each gets SIGTERM and,
     after *stop_grace* seconds, SIGKILL.
     """
 
@@ -159,91 +164,67 @@ class WorkerSupervisor(Service):
         self._listeners = listeners
         self._env = env
         self.stop_grace = stop_grace
-        self.restart_delay = restart_delay
-        self.max_restart_delay = max_restart_delay
         self.stable_after = stable_after
         self._publish = publish
         self._stdout = stdout
-        self.workers: dict[int, _WorkerProcess] = {}
-        self.restarts = 0
-        self._failures = 0
-        self._restarts: dict[int, Any] = {}  # index -> IDelayedCall
-        self._stopping = False
-        self._stopped: Optional[Deferred[None]] = None
+        backoff = backoffPolicy(restart_delay, max_restart_delay, 2.0, jitter=lambda: 0.0)
+        self._slots = {
+            index: SupervisedProcess(
+                reactor,
+                f"worker {index}",
+                functools.partial(self._spawn, index),
+                backoff=backoff,
+                stop_grace=stop_grace,
+                stable_after=stable_after,
+                on_exit=self._died,
+            )
+            for index in range(1, count + 1)
+        }
+        self._stopping: Optional[Deferred[Any]] = None
 
     @property
     def pids(self) -> list[int]:
         """The running workers' process ids, by worker number."""
-        return [w.pid for _, w in sorted(self.workers.items()) if w.pid is not None]  # type: ignore[misc]
+        return [slot.pid for _, slot in sorted(self._slots.items()) if slot.pid is not None]
+
+    @property
+    def restarts(self) -> int:
+        """How many times a worker was started again after it died."""
+        return sum(slot.restarts for slot in self._slots.values())
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         super().startService()
-        for index in range(1, self.count + 1):
-            self._spawn(index)
+        for slot in self._slots.values():
+            slot.start()
 
-    def _spawn(self, index: int) -> None:
-        self._restarts.pop(index, None)
-        worker = _WorkerProcess(self, index, self._reactor.seconds())
+    def _spawn(self, index: int) -> "_WorkerProcess":
+        worker = _WorkerProcess(self, index)
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r", LOG_FD: "r"}
         for i, listener in enumerate(self._listeners):
             child_fds[FIRST_LISTEN_FD + i] = listener.fileno
         argv = self._argv(index)
-        try:
-            transport = self._reactor.spawnProcess(worker, argv[0], argv, env=self._env, childFDs=child_fds)
-        except Exception as e:
-            self.log.error("cannot start worker {index}: {error}", index=index, error=str(e))
-            self._schedule_restart(index, 0.0)
-            return
-        worker.pid = transport.pid
-        self.workers[index] = worker
+        transport = self._reactor.spawnProcess(worker, argv[0], argv, env=self._env, childFDs=child_fds)
         transport.write(CONFIG_HEADER.pack(len(self._config)) + self._config)
         self.log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
+        return worker
 
-    def _exited(self, worker: "_WorkerProcess", reason: Failure) -> None:
-        if self.workers.get(worker.index) is not worker:
-            return
-        del self.workers[worker.index]
-        if self._stopping:
-            if not self.workers and self._stopped is not None:
-                self._stopped.callback(None)
-            return
+    def _died(self, process: ChildProcess, reason: Failure) -> None:
+        worker = cast(_WorkerProcess, process)
         self.log.error(
             "worker {index} (pid {pid}) exited: {reason}",
             index=worker.index,
             pid=worker.pid,
             reason=reason.getErrorMessage(),
         )
-        self._schedule_restart(worker.index, self._reactor.seconds() - worker.started)
-
-    def _schedule_restart(self, index: int, ran_for: float) -> None:
-        if not self.running or self._stopping:
-            return
-        if ran_for >= self.stable_after:
-            self._failures = 0
-        delay = min(self.max_restart_delay, self.restart_delay * 2**self._failures)
-        self._failures += 1
-        self.restarts += 1
-        self.log.warn("restarting worker {index} in {delay} s", index=index, delay=delay)
-        self._restarts[index] = self._reactor.callLater(delay, self._spawn, index)
 
     def stopService(self) -> "Deferred[None]":  # noqa: N802 - Twisted's name
         super().stopService()
-        if self._stopped is not None:
-            return _chain(self._stopped)
-        self._stopping = True
-        for call in self._restarts.values():
-            if call.active():
-                call.cancel()
-        self._restarts.clear()
-        self._stopped = Deferred()
-        if not self.workers:
-            self._stopped.callback(None)
-            return _chain(self._stopped)
-        self.log.info("stopping {count} workers", count=len(self.workers))
-        for worker in self.workers.values():
-            worker.signal("TERM")
-            worker.kill_call = self._reactor.callLater(self.stop_grace, worker.signal, "KILL")
-        return _chain(self._stopped)
+        if self._stopping is None:
+            running = [slot for slot in self._slots.values() if slot.process is not None]
+            if running:
+                self.log.info("stopping {count} workers", count=len(running))
+            self._stopping = DeferredList([slot.stop() for slot in self._slots.values()])
+        return chained(self._stopping)
 
     # -- what workers send --------------------------------------------------------
 
@@ -267,71 +248,27 @@ class WorkerSupervisor(Service):
         out.flush()
 
 
-def _chain(d: "Deferred[None]") -> "Deferred[None]":
-    """A new Deferred that fires with *d* (each caller gets its own)."""
-    out: Deferred[None] = Deferred()
+class _WorkerProcess(ChildProcess):
+    """One worker process: its log records, stdout and stderr to the parent's own."""
 
-    def fire(result: Any) -> Any:
-        out.callback(None)
-        return result
+    # JSON log records are "\x1e" + JSON + "\n", and JSON holds no raw
+    # newline: every output is cut at line ends.
+    max_line = MAX_RECORD
 
-    d.addBoth(fire)
-    return out
-
-
-class _WorkerProcess(ProcessProtocol):
-    """One worker: its output to the parent's outputs, its exit to the supervisor."""
-
-    def __init__(self, supervisor: WorkerSupervisor, index: int, started: float) -> None:
-        self._supervisor = supervisor
+    def __init__(self, supervisor: WorkerSupervisor, index: int) -> None:
+        super().__init__()
+        self._workers = supervisor
         self.index = index
-        self.started = started
-        self.kill_call: Any = None
-        self.exited = False
-        self.pid: Optional[int] = None  # kept after the process is reaped
-        self._buffers: dict[int, bytes] = {}
 
-    def signal(self, name: str) -> None:
-        if self.exited:
-            return
-        try:
-            transport: Any = self.transport
-            transport.signalProcess(name)
-        except Exception:
-            pass  # exited, not yet reaped
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        # JSON log records are "\x1e" + JSON + "\n", and JSON holds no raw
-        # newline: every output is cut at line ends.
-        *lines, rest = (self._buffers.get(fd, b"") + data).split(b"\n")
-        if len(rest) > MAX_RECORD:
-            lines.append(rest)
-            rest = b""
-        self._buffers[fd] = rest
-        for line in lines:
-            self._deliver(fd, line)
-
-    def childConnectionLost(self, childFD: int) -> None:  # noqa: N802 - Twisted's name
-        rest = self._buffers.pop(childFD, b"")
-        if rest:
-            self._deliver(childFD, rest)
-
-    def _deliver(self, fd: int, line: bytes) -> None:
+    def line_received(self, fd: int, line: bytes) -> None:
         if fd == LOG_FD:
             record = line.strip(b"\x1e\n ")
             if record:
-                self._supervisor._log_record(self, record)
+                self._workers._log_record(self, record)
         elif fd == 1:
-            self._supervisor._stdout_line(self, line + b"\n")
+            self._workers._stdout_line(self, line + b"\n")
         else:
-            self._supervisor._stderr_line(self, line)
-
-    def processExited(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
-        # Not processEnded: the exit is what matters, whatever holds the pipes.
-        self.exited = True
-        if self.kill_call is not None and self.kill_call.active():
-            self.kill_call.cancel()
-        self._supervisor._exited(self, reason)
+            self._workers._stderr_line(self, line)
 
 
 class WorkersService(MultiService):

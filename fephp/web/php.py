@@ -20,6 +20,7 @@ from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET, Request
 
+from .._deferreds import Waiters
 from .._twisted import request_disconnected
 from ..backend.errors import BackendError
 from ..backend.interface import Backend
@@ -144,7 +145,7 @@ class PHPHandler:
         self.max_cgi_head_size = max_cgi_head_size
         #: Requests handed to PHP and not yet finished (for a graceful stop).
         self.in_flight = 0
-        self._idle_waiters: list[Any] = []
+        self._idle_waiters: Waiters[None] = Waiters()
 
     def run(self, request: Request, route: Script, query: bytes) -> Any:
         """Send *route* to PHP with the CGI environment of *request*; PHP's answer is streamed to it."""
@@ -239,16 +240,11 @@ class PHPHandler:
 
     def _request_over(self, _: object) -> None:
         self.in_flight -= 1
-        if self.in_flight == 0 and self._idle_waiters:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for d in waiters:
-                if not d.called:  # a stop's grace period may have given up on it
-                    d.callback(None)
+        if self.in_flight == 0:
+            self._idle_waiters.fire(None)  # a stop's grace period may have given up on some
 
     def wait_idle(self) -> "Deferred[None]":
         """A Deferred that fires when no PHP request is in flight."""
         if self.in_flight == 0:
             return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle_waiters.append(d)
-        return d
+        return self._idle_waiters.wait()

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import IO, Any, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -15,6 +15,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import IResource
 
+from .._deferreds import Waiters
 from .._twisted import channel_between_requests, channel_dispatch, send_now
 from .errors import raw_error_response, send_error
 
@@ -364,7 +365,7 @@ class FrontSite(server.Site):
         self._date_second = -1
         self._date = b""
         self._channels: set[http.HTTPChannel] = set()
-        self._all_closed: list[Deferred[None]] = []
+        self._all_closed: Waiters[None] = Waiters()
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
         channel = super().buildProtocol(addr)
@@ -383,11 +384,8 @@ class FrontSite(server.Site):
 
     def _channel_closed(self, channel: http.HTTPChannel) -> None:
         self._channels.discard(channel)
-        if not self._channels and self._all_closed:
-            waiting, self._all_closed = self._all_closed, []
-            for d in waiting:
-                if not d.called:
-                    d.callback(None)
+        if not self._channels:
+            self._all_closed.fire(None)
 
     def close_connections(self) -> "Deferred[None]":
         """Close every client connection once what was written to it is sent.
@@ -395,11 +393,9 @@ class FrontSite(server.Site):
         Used at shutdown: the reactor's own teardown would drop connections
         with their last bytes still unsent.
         """
-        d: Deferred[None] = Deferred()
         if not self._channels:
-            d.callback(None)
-            return d
-        self._all_closed.append(d)
+            return succeed(None)
+        d = self._all_closed.wait()
         for channel in list(self._channels):
             if channel.transport is not None:
                 channel.transport.loseConnection()

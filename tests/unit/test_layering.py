@@ -2,7 +2,8 @@
 
 The layers, from the bottom (docs/architecture.md draws them)::
 
-    _compat, _twisted            leaves: what differs between Pythons, and the door to Twisted's privates
+    _compat, _twisted,           leaves: what differs between Pythons, the door to Twisted's privates,
+    _deferreds                   Deferreds that wait for one event together
     fastcgi, cgi                 pure: the standard library only
     backend, process             Twisted, below the web
     web                          twisted.web, over backend and cgi
@@ -31,12 +32,13 @@ ALLOWED: dict[str, set[str]] = {
     "cgi": {"_compat"},
     "_compat": set(),
     "_twisted": set(),
-    "backend": {"fastcgi", "_compat", "_twisted"},
-    "process": {"_compat", "_twisted"},
-    "web": {"cgi", "backend", "_compat", "_twisted"},
-    "server": {"fastcgi", "cgi", "backend", "process", "web", "_compat", "_twisted", "fephp"},
+    "_deferreds": set(),
+    "backend": {"fastcgi", "_compat", "_twisted", "_deferreds"},
+    "process": {"_compat", "_twisted", "_deferreds"},
+    "web": {"cgi", "backend", "_compat", "_twisted", "_deferreds"},
+    "server": {"fastcgi", "cgi", "backend", "process", "web", "_compat", "_twisted", "_deferreds", "fephp"},
     "bench": set(),
-    "testing": {"fastcgi", "cgi", "backend", "web", "_compat", "_twisted"},
+    "testing": {"fastcgi", "cgi", "backend", "web", "_compat", "_twisted", "_deferreds"},
     "tap": {"server"},
     "cli": {"server", "bench"},
     "fephp": set(),
