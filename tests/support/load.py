@@ -162,7 +162,8 @@ class HTTPLoad:
                     conn = None
             except (OSError, http.client.HTTPException) as e:
                 error = _classify(e)
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 conn = None
             with self._lock:
                 self._outcomes.append(Outcome(index, started, time.monotonic(), status, error, body))
