@@ -19,7 +19,7 @@ from fephp.process.binaries import find_php
 from tests.support.echo_http import start_echo
 from tests.support.haproxy import Backend, Frontend, HAProxy, Server, render_config
 from tests.support.load import HTTPLoad
-from tests.support.netns import FPMHost, Network, namespace_pids, open_network, wait_until
+from tests.support.netns import FPMHost, Network, namespace_pids, open_network, require_netns, wait_until
 from tests.support.processes import require_binary
 
 #: Bound on one request in these tests; a frozen host must make a request fail within about this.
@@ -244,6 +244,8 @@ def _ip_lines(*args: str) -> str:
 @pytest.mark.parametrize("kind", ["netns", "loopback"])
 def test_teardown_leaves_nothing_even_when_the_test_fails(kind: str, tmp_path: Path) -> None:
     """A network closed by a failing test leaves no namespace, veth, bridge, route, claim or process, frozen or stubborn ones included."""
+    if kind == "netns":
+        require_netns()
     binary = require_binary(find_php("php-fpm"), "php-fpm")
     made: dict[str, Any] = {}
 

@@ -80,6 +80,7 @@ __all__ = [
     "netns_network",
     "network",
     "open_network",
+    "require_netns",
     "start_fpm",
     "wait_until",
 ]
@@ -715,6 +716,18 @@ def _open_netns() -> Network:
     return network
 
 
+def require_netns() -> None:
+    """Skip the calling test, with the kernel's reason, where namespaces cannot be made (tried once per process)."""
+    _ensure_ip()
+    if not _proven:
+        try:
+            _open_netns().close()
+        except NetnsRefused:
+            pass
+    if _refused is not None:
+        pytest.skip(f"network namespaces unavailable: {_refused}")
+
+
 @contextlib.contextmanager
 def open_network(kind: str = "auto") -> Iterator[Network]:
     """A network of *kind* (``netns``, ``loopback``, or ``auto``: netns where allowed), closed on the way out whatever happened."""
@@ -753,11 +766,8 @@ def network() -> Iterator[Network]:
 @pytest.fixture
 def netns_network() -> Iterator[Network]:
     """A network of namespaces; skips with the kernel's reason where it refuses."""
-    _ensure_ip()
-    try:
-        net = _open_netns()
-    except NetnsRefused as e:
-        pytest.skip(f"network namespaces unavailable: {e}")
+    require_netns()
+    net = _open_netns()
     try:
         yield net
     finally:
