@@ -195,13 +195,16 @@ def test_load_through_a_kill_accounts_for_every_request(each_network: Network, s
     )
     lb.wait_server("app", "a", "UP")
     lb.wait_server("app", "b", "UP")
-    load = HTTPLoad(net, (lb_host.address, 8080), "/", total=300, concurrency=4, timeout=REQUEST_TIMEOUT + TIMEOUT_SLACK, within=60).start()
+    load = HTTPLoad(net, (lb_host.address, 8080), "/", total=20000, concurrency=4, timeout=REQUEST_TIMEOUT + TIMEOUT_SLACK, within=60).start()
     wait_until(lambda: load.completed >= 30, "the first 30 answers")
     echo_a.kill()
     lb.wait_server("app", "a", "DOWN")
     down_at = time.monotonic()
+    done_at_down = load.completed
+    wait_until(lambda: load.completed >= done_at_down + 30, "30 answers after a was marked DOWN")
+    load.stop()
     outcomes = load.wait()
-    assert len(outcomes) == 300 and [o for o in outcomes if o.hung] == []
+    assert len(outcomes) == load.started and [o for o in outcomes if o.hung] == []
     assert [o for o in outcomes if not o.ok and o.status not in (502, 503)] == []  # HAProxy's answers for a dead server
     after = [json.loads(o.body)["name"] for o in outcomes if o.started > down_at]
     assert after and set(after) == {"b"}

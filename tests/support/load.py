@@ -6,12 +6,14 @@ which hung (no answer within the request timeout).  :class:`HTTPLoad` sends
 GETs from the root namespace of a :class:`tests.support.netns.Network`
 (source ``.1``) on a few threads, bounded in count and in time::
 
-    load = HTTPLoad(network, lb.frontend_address("web"), "/", total=200, concurrency=4, timeout=2.0).start()
+    load = HTTPLoad(network, lb.frontend_address("web"), "/", total=5000, concurrency=4, timeout=2.0, within=30).start()
     wait_until(lambda: load.completed >= 50, "the first 50 answers")
     fpm.kill()
+    ...  # wait for what the test is about, then
+    load.stop()                       # or let it run to total (or to within seconds)
     outcomes = load.wait()
     assert [o for o in outcomes if o.hung] == []
-    assert len(outcomes) == 200
+    assert len(outcomes) == load.started
 
 Each :class:`Outcome` has its status (None without a response), its error
 (``refused``, ``reset``, ``timeout``, or an exception's name), the body, and
@@ -100,6 +102,7 @@ class HTTPLoad:
         self._outcomes: list[Outcome] = []
         self._threads: list[threading.Thread] = []
         self._deadline = 0.0
+        self._stopping = threading.Event()
 
     @property
     def completed(self) -> int:
@@ -119,6 +122,16 @@ class HTTPLoad:
             self._threads.append(thread)
         return self
 
+    @property
+    def started(self) -> int:
+        """How many requests were started so far (each ends in exactly one outcome)."""
+        with self._lock:
+            return self._next
+
+    def stop(self) -> None:
+        """Start no more requests; those in flight still finish (or time out)."""
+        self._stopping.set()
+
     def wait(self) -> list[Outcome]:
         """Every outcome, once each thread has finished (at most *within* plus one request timeout)."""
         limit = self._deadline + self.timeout + 5.0
@@ -130,7 +143,7 @@ class HTTPLoad:
 
     def _take(self) -> Optional[int]:
         with self._lock:
-            if self._next >= self.total or time.monotonic() > self._deadline:
+            if self._next >= self.total or self._stopping.is_set() or time.monotonic() > self._deadline:
                 return None
             self._next += 1
             return self._next - 1
