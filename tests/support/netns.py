@@ -38,8 +38,17 @@ Fixtures: ``network`` (namespaces where the kernel allows, else loopback; the
 reason is in ``network.fallback_reason``), ``netns_network`` (namespaces or
 skip, with the kernel's reason), ``loopback_network``, and ``start_fpm`` (a
 factory of started :class:`FPMHost` on any host).  Outside fixtures,
-``with open_network("auto") as net:`` gives the same.  Everything polls with a
-deadline (:func:`wait_until`); nothing sleeps to synchronise.
+``with open_network("auto") as net:`` gives the same, and ``require_netns()``
+skips a test that needs real namespaces.  Everything polls with a deadline
+(:func:`wait_until`); nothing sleeps to synchronise.  Other helpers for the
+same tests: :mod:`tests.support.haproxy` (HAProxy and its stats socket),
+:mod:`tests.support.load` (bounded load counting failed and hung requests),
+:mod:`tests.support.echo_http` (a tiny HTTP server that names itself and the
+client it saw, plain or behind the PROXY protocol).
+
+Loopback hosts share the root namespace, so a process on one connects to
+another from 127.0.0.1, not from its host's address; tests that check the
+source address of host-to-host traffic expect that difference.
 """
 
 from __future__ import annotations
