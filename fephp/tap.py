@@ -7,6 +7,7 @@ reactor; everything they build takes it as an argument.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from twisted.application.service import Service
@@ -16,6 +17,7 @@ from .server.build import build_server
 from .server.config import ConfigError, load_config
 from .server.logs import filter_log_level
 from .server.reactor import install_if_free
+from .server.signals import install_signal_handlers, not_supported
 
 __all__ = ["Options", "makeService"]
 
@@ -49,6 +51,13 @@ def makeService(options: Options) -> Service:  # noqa: N802 - twistd's name
     config = options["loaded"]
     filter_log_level(config.logging.level)
     service = build_server(config, options["config_text"], reactor)
+    # None of the signals an operator commonly sends may end fephp uncleanly.
+    handlers = {
+        signal.SIGHUP: not_supported(signal.SIGHUP, "reloading the configuration"),
+        signal.SIGUSR1: not_supported(signal.SIGUSR1, "reopening the log files"),
+        signal.SIGUSR2: not_supported(signal.SIGUSR2, "SIGUSR2"),
+    }
+    reactor.callWhenRunning(install_signal_handlers, reactor, handlers)
     how = f" with {config.server.workers} worker processes" if config.server.workers > 1 else ""
     for description in config.server.listen:
         print(f"fephp: serving {config.server.root} on {_describe(description)}{how}", file=sys.stderr)

@@ -35,6 +35,7 @@ from ..web.site import FrontSite
 from .build import build_front
 from .config import ConfigError, load_config
 from .reactor import install_if_free
+from .signals import ignore_operator_signals
 from .workers import CONFIG_HEADER, EXIT_CONFIG, LOG_FD, connections_per_worker
 
 __all__ = ["main"]
@@ -197,8 +198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # asked for (SIGTERM from the parent, the parent-death signal, EOF).
         signal.signal(signal.SIGTERM, on_signal)
         # Ctrl-C in a terminal reaches the whole process group: the parent
-        # stops the workers itself.
+        # stops the workers itself, and answers the operator's other signals.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_operator_signals()
         service.startService()
         reactor.addReader(_ParentWatch(0, stop))
 
