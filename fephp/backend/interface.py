@@ -1,4 +1,4 @@
-"""What the web resource needs from a way of running PHP.
+"""What the web layer needs from a way of running PHP, from the web layer's side: Backend and ResponseSink.
 
 Both the FastCGI pool (:mod:`fephp.backend.pool`) and the php-cgi fallback
 (:mod:`fephp.backend.phpcgi`) provide :class:`Backend`; the resource hands each

@@ -1,4 +1,4 @@
-"""A Twisted Protocol over the sans-io FastCGI codec: one request at a time per connection.
+"""One FastCGI connection, from the web server's side: a Twisted Protocol over the sans-io codec, one request at a time.
 
 php-fpm answers GET_VALUES with ``FCGI_MPXS_CONNS=0``: it never multiplexes,
 so every request uses request id 1 and a connection carries one request after
@@ -157,6 +157,21 @@ class _Request:
 
 class FastCGIClientProtocol(Protocol):
     """The web server's end of one FastCGI connection.
+
+    States::
+
+        idle ---request()---> sending (the body is still being written)
+                                 |  the body is all out
+                                 v
+                              awaiting (STDOUT and STDERR flow to the sink;
+                                 |      paused while the sink is)
+                                 |  END_REQUEST
+                                 v
+                              idle (reusable)
+
+        any state --protocol error, response timeout, cancel, END_REQUEST
+                    before the body was all out--> broken (never reused)
+        any state --connectionLost--> closed
 
     :param clock: for the response timeout.
     :param response_timeout: seconds the backend may stay silent during a

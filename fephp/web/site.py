@@ -1,4 +1,4 @@
-"""Twisted Web's Site and Request, bounded and quiet the way a front server must be."""
+"""The HTTP server side of fephp on Twisted Web: Site, channel and Request, bounded and quiet as a front server must be."""
 
 from __future__ import annotations
 
