@@ -17,7 +17,7 @@ import ctypes
 import os
 import signal
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred, succeed
@@ -30,9 +30,11 @@ from .._deferreds import Waiters
 __all__ = [
     "DEFAULT_BACKOFF",
     "ChildProcess",
+    "ProcessInfo",
     "SupervisedProcess",
     "death_guard_argv",
     "die_with_parent",
+    "live_processes",
     "processes_titled",
 ]
 
@@ -74,28 +76,51 @@ def die_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:
         raise SystemExit("fephp: the parent process is gone")
 
 
+class ProcessInfo(NamedTuple):
+    """A process as Linux's ``/proc`` shows it."""
+
+    pid: int
+    #: The command line, or the title a process gave itself, NULs as spaces.
+    cmdline: bytes
+    #: ``/proc/PID/stat`` after the name: state, ppid, pgrp, ...
+    stat: list[bytes]
+
+    @property
+    def ppid(self) -> int:
+        return int(self.stat[1])
+
+    @property
+    def pgid(self) -> int:
+        return int(self.stat[2])
+
+
+def live_processes() -> list[ProcessInfo]:
+    """Every process alive now (zombies left out), read from ``/proc``; one that ends meanwhile is skipped."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").strip()
+        except (OSError, IndexError):
+            continue
+        if stat and stat[0] != b"Z":
+            found.append(ProcessInfo(int(entry), cmdline, stat))
+    return found
+
+
 def processes_titled(title: str) -> list[int]:
-    """Live (not zombie) processes whose command line, as ``/proc`` shows it, is exactly *title*.
+    """Live processes whose command line, as ``/proc`` shows it, is exactly *title*.
 
     php-fpm's children retitle themselves ``php-fpm: pool NAME``; fephp names
     each managed pool uniquely, so this finds the children of a pool whose
     master is gone and nothing else on the host.
     """
     wanted = title.encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").strip()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if cmdline == wanted and state != b"Z":
-            found.append(int(entry))
-    return found
+    return [p.pid for p in live_processes() if p.cmdline == wanted]
 
 
 #: The restart delay after the n-th failure in a row: 0.5 s, doubling, at most 30 s.

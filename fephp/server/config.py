@@ -35,17 +35,8 @@ from .settings import (
     TimeoutsConfig,
 )
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "LimitsConfig",
-    "LoggingConfig",
-    "PHPConfig",
-    "ServerConfig",
-    "TimeoutsConfig",
-    "config_from_dict",
-    "load_config",
-]
+#: Config and ConfigError are re-exported: what load_config returns and raises.
+__all__ = ["Config", "ConfigError", "config_from_dict", "load_config"]
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)

@@ -18,7 +18,7 @@ from fephp.cgi.response import HeadParser
 from fephp.process.binaries import find_php
 from fephp.testing import RecordingSink
 from tests.support import PHP_DIR
-from tests.support.processes import require_binary
+from tests.support.processes import alive, require_binary
 
 SCRIPTS = PHP_DIR / "cgiprocess"
 #: Keys PHP adds to $_SERVER by itself, whatever the environment.
@@ -65,14 +65,6 @@ def split(output: bytes) -> tuple[Any, bytes]:
     parsed = HeadParser().feed(output)
     assert parsed is not None, output
     return parsed
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.php

@@ -10,23 +10,9 @@ import pytest
 
 from fephp.process.binaries import find_php
 from tests.support.daemon import answers, daemonize, get, wait_for, write_config, zombie
-from tests.support.processes import free_port, processes_with, require_binary
+from tests.support.processes import children_of, free_port, processes_with, require_binary
 
 pytestmark = pytest.mark.php
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry))
-    return sorted(found)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -46,14 +32,14 @@ def test_operator_signals_change_nothing_and_kill_nothing(tmp_path: Path, worker
         wait_for(lambda: answers(base + "/static/hello.txt"), "the listener")
         if workers > 1:
             wait_for(lambda: len(processes_with("fephp.server.worker")) >= workers, "the worker processes")
-        before = _children(pid)
+        before = children_of(pid)
         for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             os.kill(pid, signum)
             name = signal.Signals(signum).name
             wait_for(lambda: f"{name} received" in log.read_text(), f"the {name} log line")
         assert get(base + "/status.php") == (200, b"status body")
         assert pidfile.exists() and not zombie(pid)
-        assert _children(pid) == before
+        assert children_of(pid) == before
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not pidfile.exists(), "the pidfile to go")
         wait_for(lambda: not processes_with(str(config)), "no process left")

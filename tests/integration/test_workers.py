@@ -14,28 +14,12 @@ import pytest
 from fephp.process.binaries import find_php
 from tests.support.daemon import daemonize, wait_for, zombie
 from tests.support.docroot import make_docroot
-from tests.support.processes import free_port, processes_with, require_binary
+from tests.support.processes import children_of, free_port, processes_with, require_binary
 
 # -- the supervisor on a fake reactor ---------------------------------------------------
 
 
 # -- real twistd with two workers -------------------------------------------------------
-
-
-def children_of(parent: int, marker: str) -> list[int]:
-    """Live processes whose parent is *parent* and whose command line mentions *marker*."""
-    return sorted(
-        pid for pid in processes_with(marker) if _stat(pid) is not None and _stat(pid)[1] == parent  # type: ignore[index]
-    )
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1])
 
 
 def socket_owner(conn: http.client.HTTPConnection, server_port: int, candidates: list[int]) -> int | None:

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from fephp.process.supervisor import live_processes
+
 
 def require_binary(found: str | None, what: str) -> str:
     """*found*, or skip (locally) / fail (under CI) when it is missing."""
@@ -35,34 +37,16 @@ def alive(pid: int) -> bool:
 
 def processes_with(marker: str) -> list[int]:
     """Live (non-zombie) processes whose command line or title contains *marker*."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(entry))
-    return found
+    wanted = marker.encode()
+    return [p.pid for p in live_processes() if wanted in p.cmdline]
 
 
 def group_members(pgid: int) -> list[int]:
     """Live processes of process group *pgid*."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [p.pid for p in live_processes() if p.pgid == pgid]
+
+
+def children_of(parent: int, marker: str = "") -> list[int]:
+    """Live children of *parent* whose command line contains *marker*."""
+    wanted = marker.encode()
+    return sorted(p.pid for p in live_processes() if p.ppid == parent and wanted in p.cmdline)

@@ -11,7 +11,8 @@ import pytest
 
 from fephp import __version__
 from fephp.process.binaries import find_php
-from fephp.server.config import (
+from fephp.server.config import config_from_dict, load_config
+from fephp.server.settings import (
     Config,
     ConfigError,
     LimitsConfig,
@@ -19,8 +20,6 @@ from fephp.server.config import (
     PHPConfig,
     ServerConfig,
     TimeoutsConfig,
-    config_from_dict,
-    load_config,
 )
 from tests.support.configs import EXTERNAL, write
 
