@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Optional
 
-__all__ = ["PoolSpec", "php_fpm_argv", "render_config"]
+__all__ = ["PING_PATH", "PING_RESPONSE", "STATUS_PATH", "PoolSpec", "php_fpm_argv", "render_config"]
+
+#: php-fpm's status page (``pm.status_path``) and liveness answer (``ping.path``).
+#: php-fpm answers them itself, matched on the SCRIPT_NAME a web server sends;
+#: fephp's router only ever sends the name of an existing ``.php`` file, so no
+#: URL of the site reaches them: only fephp's own admin side asks.
+STATUS_PATH = "/fephp-fpm-status"
+PING_PATH = "/fephp-fpm-ping"
+PING_RESPONSE = "pong"
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,8 @@ class PoolSpec:
     max_requests: int = 0
     request_terminate_timeout: int = 0
     php_admin_values: Mapping[str, str] = field(default_factory=dict)
+    status_path: Optional[str] = STATUS_PATH
+    ping_path: Optional[str] = PING_PATH
 
 
 def render_config(
@@ -63,6 +73,10 @@ def render_config(
             "clear_env = yes",
             "security.limit_extensions = .php",
         ]
+        if pool.status_path:
+            lines.append(f"pm.status_path = {pool.status_path}")
+        if pool.ping_path:
+            lines += [f"ping.path = {pool.ping_path}", f"ping.response = {PING_RESPONSE}"]
         if pool.listen.startswith("/"):
             lines.append("listen.mode = 0600")
         for key, value in sorted(pool.php_admin_values.items()):

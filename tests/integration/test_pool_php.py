@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from twisted.internet import defer, reactor
 from fephp.backend.endpoints import parse_client_endpoint
 from fephp.backend.errors import BackendClosed, ConnectError
 from fephp.backend.pool import FastCGIPool
+from fephp.process.fpmconfig import PING_PATH, STATUS_PATH
 from fephp.testing import RecordingSink
 
 pytestmark = pytest.mark.php
@@ -204,4 +206,28 @@ async def test_get_values_probe(php_fpm, address):
     pool = make_pool(address)
     values = await pool.probe()
     assert values.get(b"FCGI_MPXS_CONNS") == b"0"
+    await pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_pool_answers_its_status_page_and_ping(php_fpm, address):
+    """A pool rendered by fephp answers pm.status_path with its JSON figures and ping.path with "pong"."""
+    pool = make_pool(address)
+    sink = RecordingSink()
+    await pool.request(
+        [(b"SCRIPT_NAME", STATUS_PATH.encode()), (b"SCRIPT_FILENAME", STATUS_PATH.encode()),
+         (b"QUERY_STRING", b"json"), (b"REQUEST_METHOD", b"GET")],
+        None,
+        sink,
+    )
+    status = json.loads(sink.split()[1])
+    assert status["process manager"] == "static"
+    assert status["total processes"] == php_fpm.children
+    ping = RecordingSink()
+    await pool.request(
+        [(b"SCRIPT_NAME", PING_PATH.encode()), (b"SCRIPT_FILENAME", PING_PATH.encode()), (b"REQUEST_METHOD", b"GET")],
+        None,
+        ping,
+    )
+    assert ping.split()[1] == b"pong"
     await pool.close()
