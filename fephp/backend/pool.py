@@ -16,6 +16,12 @@ What it guarantees:
 - idle connections are closed after ``idle_timeout`` and forgotten as soon
   as the backend closes them.
 
+A balancer over several pools (:mod:`fephp.backend.balancer`) keeps the one
+queue itself and uses :meth:`FastCGIPool.try_request`: a connection now (idle,
+or a new connect if there is room) or None, and a failed connect fails the
+request at once; ``on_capacity`` tells it when a connection may have become
+free.
+
 Errors, all :class:`fephp.backend.errors.BackendError`: ConnectError (502),
 BackendClosed and BackendProtocolError (502), ResponseTimeout (504),
 PoolOverloaded and QueueTimeout (503), RequestRejected (503 or 502).
@@ -89,6 +95,7 @@ class FastCGIPool:
         queue_timeout: float = 30.0,
         backoff: Callable[[int], float] = backoffPolicy(0.05, 0.5, 2.0, jitter=lambda: 0.0),
         name: str = "php-fpm",
+        on_capacity: Optional[Callable[[], None]] = None,
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
@@ -102,6 +109,9 @@ class FastCGIPool:
         self.queue_timeout = max(queue_timeout, connect_timeout)
         self._backoff = backoff
         self.name = name
+        #: Called (with no argument) whenever a connection may have become free
+        #: for :meth:`try_request`: one was put back, closed, or failed to connect.
+        self.on_capacity = on_capacity
         self._factory = _ProtocolFactory(self)
         self._idle: list[FastCGIClientProtocol] = []
         self._idle_since: dict[FastCGIClientProtocol, float] = {}
@@ -121,6 +131,30 @@ class FastCGIPool:
         """Run one request on a pooled connection (see the module docstring)."""
         return _PooledRequest(self, params, body, sink).start()
 
+    def try_request(self, params: Params, body: Body, sink: ResponseSink) -> "Optional[Deferred[int]]":
+        """Run one request now, or None when every connection is busy (or the pool is closed).
+
+        Never waits in this pool's queue: the request runs on an idle
+        connection, or on a new one when there is room, and a connect that
+        fails or times out fails it with :class:`ConnectError` at once, with
+        no retry here (the caller has other backends to try).  The one retry
+        of a request whose kept connection turned out stale still happens.
+        """
+        if not self.has_room():
+            return None
+        return _PooledRequest(self, params, body, sink, direct=True).start()
+
+    def has_room(self) -> bool:
+        """Whether :meth:`try_request` would start a request now."""
+        return not self._closed and (bool(self._idle) or self._total() < self.size)
+
+    def drop_idle(self) -> None:
+        """Close the idle connections (to a backend taken out of service: they may lead to a hung host)."""
+        idle, self._idle = self._idle, []
+        self._idle_since.clear()
+        for proto in idle:
+            proto.close()
+
     def close(self) -> "Deferred[None]":
         """Refuse new requests, fail waiting ones, close idle connections.
 
@@ -133,10 +167,7 @@ class FastCGIPool:
         self._retry_call = self._reaper = None
         while self._waiters:
             self._fail_waiter(self._waiters.popleft(), ConnectError("the pool is shutting down"))
-        idle, self._idle = self._idle, []
-        self._idle_since.clear()
-        for proto in idle:
-            proto.close()
+        self.drop_idle()
         if not self._busy:
             return succeed(None)
         return self._drained.wait()
@@ -226,8 +257,33 @@ class FastCGIPool:
         d.addTimeout(self.connect_timeout, self._clock)
         d.addCallbacks(self._connected, self._connect_failed)
 
-    def _connected(self, proto: FastCGIClientProtocol) -> None:
-        self._connecting -= 1
+    def _connect_now(self) -> "Deferred[FastCGIClientProtocol]":
+        """A new connection for one request of :meth:`try_request`, busy once made; ConnectError at once if it fails."""
+        self._connecting += 1
+        d = self._endpoint.connect(self._factory)
+        d.addTimeout(self.connect_timeout, self._clock)
+
+        def connected(proto: FastCGIClientProtocol) -> FastCGIClientProtocol:
+            self._connecting -= 1
+            self._connect_succeeded()
+            if self._closed:
+                proto.close()
+                self._check_drained()
+                raise ConnectError("the pool is shutting down")
+            self._busy.add(proto)
+            return proto
+
+        def failed(failure: Failure) -> Failure:
+            self._connecting -= 1
+            if failure.check(CancelledError):
+                return failure  # the caller gave up: not the backend's failure
+            self._note_connect_failure(failure)
+            self._capacity()
+            return Failure(ConnectError(f"cannot connect to {self.name}: {self._last_error}"))
+
+        return d.addCallbacks(connected, failed)
+
+    def _connect_succeeded(self) -> None:
         if self._failures:
             self.log.info(
                 "{name} is reachable again after {failures} failed connects",
@@ -236,6 +292,20 @@ class FastCGIPool:
             )
         self._failures = 0
         self._last_error = ""
+
+    def _note_connect_failure(self, failure: Failure) -> None:
+        self._failures += 1
+        if failure.check(TxTimeoutError, CancelledError):
+            reason = f"no connection within {self.connect_timeout:g} s"
+        else:
+            reason = failure.getErrorMessage()
+        self._last_error = reason
+        if self._failures == 1:
+            self.log.warn("cannot connect to {name}: {reason}", name=self.name, reason=reason)
+
+    def _connected(self, proto: FastCGIClientProtocol) -> None:
+        self._connecting -= 1
+        self._connect_succeeded()
         if self._closed:
             proto.close()
             return
@@ -245,14 +315,7 @@ class FastCGIPool:
 
     def _connect_failed(self, failure: Failure) -> None:
         self._connecting -= 1
-        self._failures += 1
-        if failure.check(TxTimeoutError, CancelledError):
-            reason = f"no connection within {self.connect_timeout:g} s"
-        else:
-            reason = failure.getErrorMessage()
-        self._last_error = reason
-        if self._failures == 1:
-            self.log.warn("cannot connect to {name}: {reason}", name=self.name, reason=reason)
+        self._note_connect_failure(failure)
         if not self._busy and not self._idle:
             # A connect that hung for the whole connect timeout ends at the
             # same moment as the waiters' first check: settle them here.
@@ -270,7 +333,7 @@ class FastCGIPool:
         self._retry_call = None
         self._maybe_connect()
 
-    def _release(self, proto: FastCGIClientProtocol) -> None:
+    def _release(self, proto: FastCGIClientProtocol, notify: bool = True) -> None:
         """A request ended on *proto*: hand it on, keep it idle, or drop it."""
         self._busy.discard(proto)
         if proto.reusable and not self._closed:
@@ -287,12 +350,19 @@ class FastCGIPool:
             proto.close()
             self._maybe_connect()
         self._check_drained()
+        if notify:
+            self._capacity()
 
     def _connection_closed(self, proto: FastCGIClientProtocol) -> None:
         if proto in self._idle_since:
             del self._idle_since[proto]
             self._idle.remove(proto)
         self._maybe_connect()
+        self._capacity()
+
+    def _capacity(self) -> None:
+        if self.on_capacity is not None and not self._closed:
+            self.on_capacity()
 
     def _check_drained(self) -> None:
         if self._closed and not self._busy:
@@ -361,10 +431,13 @@ class FastCGIPool:
 class _PooledRequest:
     """One request's way through the pool: a connection, the request, maybe one retry."""
 
-    __slots__ = ("pool", "params", "body", "sink", "position", "current", "retried", "outer")
+    __slots__ = ("pool", "params", "body", "sink", "position", "current", "retried", "outer", "direct")
 
-    def __init__(self, pool: FastCGIPool, params: Params, body: Body, sink: ResponseSink) -> None:
+    def __init__(
+        self, pool: FastCGIPool, params: Params, body: Body, sink: ResponseSink, *, direct: bool = False
+    ) -> None:
         self.pool = pool
+        self.direct = direct  # try_request's: never waits in the pool's queue
         self.params = params
         self.body = body
         self.sink = sink
@@ -388,7 +461,15 @@ class _PooledRequest:
             self.current.cancel()
 
     def _attempt(self, fresh: bool) -> None:
-        self.current = self.pool._acquire(fresh)
+        pool = self.pool
+        if self.direct:
+            proto = None if fresh else pool._take_idle()
+            if proto is not None:
+                self._run(proto)
+                return
+            self.current = pool._connect_now()
+        else:
+            self.current = pool._acquire(fresh)
         self.current.addCallbacks(self._run, self._give_up)
 
     def _run(self, proto: FastCGIClientProtocol) -> None:
@@ -404,7 +485,18 @@ class _PooledRequest:
 
     def _done(self, result: object, proto: FastCGIClientProtocol, reused: bool) -> None:
         pool = self.pool
-        pool._release(proto)
+        if not self.direct:
+            pool._release(proto)
+            self._settle(result, reused)
+            return
+        # try_request's: the balancer hears of the free connection only once a
+        # retry (if there is one) has taken its place, so the pool stays in size.
+        pool._release(proto, notify=False)
+        self._settle(result, reused)
+        pool._capacity()
+
+    def _settle(self, result: object, reused: bool) -> None:
+        pool = self.pool
         outer = self.outer
         if outer.called:
             return

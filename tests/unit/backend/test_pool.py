@@ -454,6 +454,103 @@ class PoolTestCase(SynchronousTestCase):
         self.assertIs(backend.transport.disconnecting, True)
         self.assertEqual(backend.transport.value(), b"")
 
+    # -- try_request: a balancer's entry -------------------------------------------------------
+
+    def test_try_request_takes_an_idle_connection_or_connects_within_size_else_says_none(self) -> None:
+        """try_request runs at once on an idle connection or a new one while there is room, and answers None when all are busy."""
+        pool = self.make_pool(size=2)
+        d1 = pool.try_request(params("/1.php"), b"", RecordingSink())
+        d2 = pool.try_request(params("/2.php"), b"", RecordingSink())
+        assert d1 is not None and d2 is not None
+        self.assertEqual(len(self.endpoint.connects), 2)
+        self.assertIs(pool.has_room(), False)
+        self.assertIsNone(pool.try_request(params("/3.php"), b"", RecordingSink()))
+        self.assertEqual(pool.stats()["waiting"], 0)
+        a = self.endpoint.connects[0].succeed()
+        self.endpoint.connects[1].succeed()
+        self.assertEqual(a.script(), b"/1.php")
+        a.respond()
+        self.successResultOf(d1)
+        self.assertIs(pool.has_room(), True)
+        d3 = pool.try_request(params("/3.php"), b"", RecordingSink())
+        assert d3 is not None
+        self.assertEqual(a.script(), b"/3.php")
+        self.assertEqual(len(self.endpoint.connects), 2)
+
+    def test_try_request_fails_at_once_on_a_refused_connect_with_no_retry(self) -> None:
+        """A refused connect fails try_request's request with ConnectError at once; nothing is scheduled to connect again."""
+        pool = self.make_pool()
+        self.endpoint.refusing = True
+        d = pool.try_request(params("/a.php"), b"", RecordingSink())
+        assert d is not None
+        failure = self.failureResultOf(d, ConnectError)
+        self.assertIn("refused", str(failure.value))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.endpoint.connects), 1)
+        self.assertEqual(pool.stats(), {"idle": 0, "busy": 0, "connecting": 0, "waiting": 0, "failures": 1})
+
+    def test_try_request_connect_that_hangs_fails_after_connect_timeout(self) -> None:
+        """A connect with no answer fails try_request's request with ConnectError after connect_timeout, not queue_timeout."""
+        pool = self.make_pool(connect_timeout=2.0, queue_timeout=30.0)
+        d = pool.try_request(params("/a.php"), b"", RecordingSink())
+        assert d is not None
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.failureResultOf(d, ConnectError)
+        self.assertIs(self.endpoint.last.cancelled, True)
+
+    def test_on_capacity_follows_each_freed_connection(self) -> None:
+        """on_capacity is called when a request ends, when a connection closes and when a connect fails."""
+        calls: list[bool] = []
+        pool = self.make_pool(size=1)
+        pool.on_capacity = lambda: calls.append(pool.has_room())
+        d = pool.try_request(params("/a.php"), b"", RecordingSink())
+        backend = self.endpoint.last.succeed()
+        self.assertEqual(calls, [])
+        backend.respond()
+        self.successResultOf(d)
+        self.assertEqual(calls, [True])
+        backend.close()
+        self.assertEqual(calls, [True, True])
+        self.endpoint.refusing = True
+        self.failureResultOf(pool.try_request(params("/b.php"), b"", RecordingSink()), ConnectError)  # type: ignore[arg-type]
+        self.assertEqual(calls, [True, True, True])
+
+    def test_stale_connection_retry_keeps_try_request_within_size(self) -> None:
+        """A retry after a stale kept connection takes the place it left before on_capacity is told, so size 1 stays one connection."""
+        pool = self.make_pool(size=1)
+        d1 = pool.try_request(params("/1.php"), b"", RecordingSink())
+        first = self.endpoint.last.succeed()
+        first.respond()
+        self.successResultOf(d1)  # type: ignore[arg-type]
+        d2 = pool.try_request(params("/2.php"), b"", RecordingSink())
+        assert d2 is not None
+        taken: list[object] = []
+        pool.on_capacity = lambda: taken.append(pool.try_request(params("/other.php"), b"", RecordingSink()))
+        first.close()
+        self.assertEqual(taken, [None, None])  # told twice (the end of the request, the closed connection), room neither time
+        self.assertEqual(len(self.endpoint.connects), 2)
+        second = self.endpoint.last.succeed()
+        self.assertEqual(second.script(), b"/2.php")
+        self.assertNoResult(d2)
+
+    def test_drop_idle_closes_idle_connections_only(self) -> None:
+        """drop_idle closes idle connections and leaves busy ones running."""
+        pool = self.make_pool(size=2)
+        d1, _ = self.run_one(pool)
+        d2, _ = self.run_one(pool)
+        a = self.endpoint.connects[0].succeed()
+        b = self.endpoint.connects[1].succeed()
+        a.respond()
+        self.successResultOf(d1)
+        pool.drop_idle()
+        self.assertIs(a.transport.disconnecting, True)
+        self.assertIs(b.transport.disconnecting, False)
+        self.assertEqual(pool.stats()["idle"], 0)
+        b.respond()
+        self.successResultOf(d2)
+
     # -- probe ------------------------------------------------------------------------------------
 
     def test_probe_asks_get_values_on_a_connection_of_its_own(self) -> None:
