@@ -26,6 +26,7 @@ from .._twisted import endpoint_arguments
 from ..backend.endpoints import parse_client_endpoint
 from ..process.binaries import find_php
 from .settings import (
+    AdminConfig,
     Config,
     ConfigError,
     LimitsConfig,
@@ -39,6 +40,10 @@ from .settings import (
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config"]
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+ACCESS_LOG_FORMATS = ("combined", "json")
+LOG_FORMATS = ("text", "json")
+#: A query parameter's name as ``logging.secret_query`` takes it.
+_QUERY_NAME = re.compile(r"^[^&=\s]+$")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # php-fpm.conf is an ini file: a key outside this set, or a newline in a value,
@@ -137,7 +142,7 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-_SECTIONS = ("server", "php", "timeouts", "limits", "logging")
+_SECTIONS = ("server", "php", "timeouts", "limits", "logging", "admin")
 #: Listener types a worker can adopt from its parent: plain stream sockets.
 #: ``ssl:`` would need each worker to wrap the adopted socket in TLS itself.
 _SHAREABLE = ("tcp", "tcp6", "unix", "systemd")
@@ -174,6 +179,7 @@ class _Validator:
             timeouts=self.timeouts(sections["timeouts"]),
             limits=self.limits(sections["limits"]),
             logging=self.logging(sections["logging"]),
+            admin=self.admin(sections["admin"], sections["server"]),
             source=self.source,
         )
 
@@ -348,7 +354,8 @@ class _Validator:
         p = ("php",)
         d = PHPConfig()
         self.known(data, p, ("use_fpm", "fpm_socket", "worker_pool_size", "queue_size",
-                             "php_fpm_binary", "php_cgi_binary", "max_requests", "ini"))
+                             "php_fpm_binary", "php_cgi_binary", "max_requests", "ini",
+                             "status_path", "ping_path"))
         use_fpm = self.boolean((*p, "use_fpm"), data.get("use_fpm", d.use_fpm))
         socket = self.string((*p, "fpm_socket"), data.get("fpm_socket"), nullable=True)
         if socket is not None:
@@ -367,7 +374,16 @@ class _Validator:
         elif not use_fpm:
             cgi_binary = self.binary((*p, "php_cgi_binary"), cgi_binary, "php-cgi")
         ini = self.ini((*p, "ini"), data.get("ini", {}))
-        return PHPConfig(use_fpm, socket, size, queue, fpm_binary, cgi_binary, max_requests, ini)
+        paths = {}
+        for key in ("status_path", "ping_path"):
+            path = self.string((*p, key), data.get(key), nullable=True)
+            if path is not None:
+                self.url_prefix((*p, key), path)
+                if socket is None:
+                    # The managed pool has fephp's own; php-cgi has neither.
+                    raise self.error((*p, key), "applies to an external pool only (php.fpm_socket)")
+            paths[key] = path
+        return PHPConfig(use_fpm, socket, size, queue, fpm_binary, cgi_binary, max_requests, ini, **paths)
 
     def binary(self, path: Path, value: Optional[str], what: str) -> str:
         if value is None:
@@ -421,7 +437,7 @@ class _Validator:
 
     def logging(self, data: dict[Any, Any]) -> LoggingConfig:
         p = ("logging",)
-        self.known(data, p, ("access_log", "level"))
+        self.known(data, p, ("access_log", "level", "access_log_format", "access_log_duration", "format", "secret_query"))
         access = self.string((*p, "access_log"), data.get("access_log"), nullable=True)
         if access is not None and access != "-":
             access = self.absolute(access)
@@ -433,4 +449,31 @@ class _Validator:
         level = data.get("level", "info")
         if level not in LOG_LEVELS:
             raise self.error((*p, "level"), f"must be one of {', '.join(LOG_LEVELS)}, not {_describe(level)}")
-        return LoggingConfig(access, level)
+        access_format = self.choice((*p, "access_log_format"), data.get("access_log_format", "combined"), ACCESS_LOG_FORMATS)
+        duration = self.boolean((*p, "access_log_duration"), data.get("access_log_duration", False))
+        log_format = self.choice((*p, "format"), data.get("format", "text"), LOG_FORMATS)
+
+        def query_name(path: Path, name: str) -> str:
+            if not _QUERY_NAME.match(name):
+                raise self.error(path, f"must be a query parameter name (no '&', '=' or space), not {name!r}")
+            return name
+
+        secret = self.string_list((*p, "secret_query"), data.get("secret_query", []), query_name)
+        return LoggingConfig(access, level, access_format, duration, log_format, secret)
+
+    def choice(self, path: Path, value: Any, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            raise self.error(path, f"must be one of {', '.join(choices)}, not {_describe(value)}")
+        return str(value)
+
+    def admin(self, data: dict[Any, Any], server: dict[Any, Any]) -> AdminConfig:
+        p = ("admin",)
+        self.known(data, p, ("listen",))
+        listen = self.string_list((*p, "listen"), data.get("listen") or [], self.server_endpoint)
+        public = server.get("listen", list(ServerConfig().listen))
+        public = {public} if isinstance(public, str) else set(public) if isinstance(public, list) else set()
+        for i, description in enumerate(listen):
+            # Metrics and status name backends, sockets and load: never for the public.
+            if description in public:
+                raise self.error((*p, "listen", i), f"{description!r} is also in server.listen; the admin listener must be another one")
+        return AdminConfig(listen)

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Mapping, Optional
 
 __all__ = [
+    "AdminConfig",
     "Config",
     "ConfigError",
     "LimitsConfig",
@@ -65,6 +66,10 @@ class PHPConfig:
     php_cgi_binary: Optional[str] = None
     max_requests: int = 1000
     ini: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: An external pool's ``pm.status_path`` and ``ping.path``, when it has them
+    #: (the managed pool always has fephp's own, fephp.process.fpmconfig).
+    status_path: Optional[str] = None
+    ping_path: Optional[str] = None
 
     @property
     def mode(self) -> str:
@@ -94,10 +99,23 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    """``logging``: the access log (absolute path, ``"-"`` or None) and the level."""
+    """``logging``: the access log (absolute path, ``"-"`` or None) and its form, fephp's own log's level and form."""
 
     access_log: Optional[str] = None
     level: str = "info"
+    access_log_format: str = "combined"  # or "json"
+    #: The total time in ms at the end of each combined line (json always has it).
+    access_log_duration: bool = False
+    format: str = "text"  # or "json"
+    #: Query parameters whose values the access log writes as "REDACTED".
+    secret_query: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """``admin``: the private listeners of /metrics, /status, /healthz and /readyz (none by default)."""
+
+    listen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,4 +127,5 @@ class Config:
     timeouts: TimeoutsConfig = TimeoutsConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
+    admin: AdminConfig = AdminConfig()
     source: str = "<dict>"

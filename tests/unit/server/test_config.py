@@ -13,6 +13,7 @@ from fephp import __version__
 from fephp.process.binaries import find_php
 from fephp.server.config import config_from_dict, load_config
 from fephp.server.settings import (
+    AdminConfig,
     Config,
     ConfigError,
     LimitsConfig,
@@ -166,7 +167,17 @@ ERRORS = [
     ("php:\n  use_fpm: 'no'\n", "php.use_fpm", 2, "must be true or false, not the string 'no'"),
     ("sever:\n  root: x\n", "sever", 1, "unknown key; did you mean 'server'?"),
     ("timeouts:\n  conect: 5\n", "timeouts.conect", 2, "unknown key; did you mean 'connect'?"),
-    ("logging:\n  zzz: 1\n", "logging.zzz", 2, "unknown key; expected one of: access_log, level"),
+    ("logging:\n  zzz: 1\n", "logging.zzz", 2,
+     "unknown key; expected one of: access_log, level, access_log_format, access_log_duration, format, secret_query"),
+    ("logging:\n  access_log_format: clf\n", "logging.access_log_format", 2, "must be one of combined, json, not the string 'clf'"),
+    ("logging:\n  format: xml\n", "logging.format", 2, "must be one of text, json, not the string 'xml'"),
+    ("logging:\n  access_log_duration: 1\n", "logging.access_log_duration", 2, "must be true or false, not the number 1"),
+    ("logging:\n  secret_query: [token, 'a=b']\n", "logging.secret_query[1]", 2,
+     "must be a query parameter name (no '&', '=' or space), not 'a=b'"),
+    ("admin:\n  listen: [\"tcp:8080:interface=127.0.0.1\"]\n", "admin.listen[0]", 2,
+     "'tcp:8080:interface=127.0.0.1' is also in server.listen; the admin listener must be another one"),
+    ("admin:\n  port: 9100\n", "admin.port", 2, "unknown key; expected one of: listen"),
+    ("php:\n  status_path: status\n", "php.status_path", 2, "must start with '/', not 'status'"),
     ("timeouts:\n  response: 0\n", "timeouts.response", 2, "must be more than zero seconds, not 0"),
     ("timeouts:\n  connect: 5s\n", "timeouts.connect", 2, "must be a number of seconds, not the string '5s'"),
     ("timeouts:\n  idle: .inf\n", "timeouts.idle", 2, "must be more than zero seconds, not inf"),
@@ -208,6 +219,47 @@ def test_error_names_file_key_and_line(site: Path, tail: str, key: str, line: in
         text = tail + EXTERNAL
     path = site / "fephp.yaml"
     assert error_for(site, text) == f"{path}, line {line}: {key}: {problem}"
+
+
+def test_operations_keys(site: Path) -> None:
+    """The admin listener, the log forms, the secret query parameters and an external pool's status and ping paths are taken as written."""
+    path = write(
+        site,
+        """
+admin:
+  listen: ["tcp:9100:interface=127.0.0.1", "unix:/tmp/fephp-admin.sock"]
+logging:
+  access_log_format: json
+  access_log_duration: true
+  format: json
+  secret_query: [token, password]
+php:
+  fpm_socket: 127.0.0.1:9000
+  status_path: /status
+  ping_path: /ping
+""",
+    )
+    config = load_config(str(path))
+    assert config.admin == AdminConfig(listen=("tcp:9100:interface=127.0.0.1", "unix:/tmp/fephp-admin.sock"))
+    assert config.logging == LoggingConfig(
+        access_log=None, level="info", access_log_format="json", access_log_duration=True,
+        format="json", secret_query=("token", "password"),
+    )
+    assert (config.php.status_path, config.php.ping_path) == ("/status", "/ping")
+
+
+def test_no_admin_listener_by_default(site: Path) -> None:
+    """Without an admin section, and with an empty list, there is no admin listener."""
+    assert load_config(str(write(site, EXTERNAL))).admin.listen == ()
+    assert load_config(str(write(site, EXTERNAL + "admin:\n  listen: []\n"))).admin.listen == ()
+
+
+def test_status_path_is_for_an_external_pool_only(site: Path) -> None:
+    """php.status_path on the managed pool is an error: fephp gives that pool its own."""
+    if find_php("php-fpm") is None:
+        pytest.skip("php-fpm is not installed")
+    message = error_for(site, "php:\n  status_path: /status\n")
+    assert message == f"{site / 'fephp.yaml'}, line 2: php.status_path: applies to an external pool only (php.fpm_socket)"
 
 
 def test_bad_listen_endpoint(site: Path) -> None:
