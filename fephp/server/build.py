@@ -117,6 +117,7 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         max_body_size=config.limits.max_body_size,
         max_header_size=config.limits.max_header_size,
         reactor=reactor,
+        http2=server.http2,
     )
     return app, site
 

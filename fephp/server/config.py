@@ -271,7 +271,7 @@ class _Validator:
         p = ("server",)
         defaults = ServerConfig()
         self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
-                             "server_software", "server_name", "shutdown_grace", "workers"))
+                             "server_software", "server_name", "shutdown_grace", "workers", "http2"))
         workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
 
         def endpoint(path: Path, text: str) -> str:
@@ -313,7 +313,11 @@ class _Validator:
         assert software is not None
         name = self.string((*p, "server_name"), data.get("server_name"), nullable=True)
         grace = self.seconds((*p, "shutdown_grace"), data.get("shutdown_grace", defaults.shutdown_grace), allow_zero=True)
-        return ServerConfig(listen, root, index, front_controller, deny, software, name, grace, workers)
+        http2 = self.boolean((*p, "http2"), data.get("http2", defaults.http2))
+        return ServerConfig(
+            listen, root, index, front_controller, deny, software, name, grace, workers,
+            http2=http2,
+        )
 
     def workers(self, path: Path, value: Any) -> int:
         if value == "auto":

@@ -52,6 +52,8 @@ class ServerConfig:
     server_name: Optional[str] = None
     shutdown_grace: float = 10.0
     workers: int = 1
+    #: Offer HTTP/2 (ALPN "h2") on every ssl: listener.
+    http2: bool = True
 
 
 @dataclass(frozen=True)

@@ -230,7 +230,8 @@ class PHPHandler:
         if request.startedWriting:  # type: ignore[attr-defined]
             # Part of the answer is out: the client must see it truncated,
             # never a short response that looks complete.
-            request.channel.transport.abortConnection()  # type: ignore[union-attr]
+            # An HTTP/1.1 channel cuts the connection, an HTTP/2 stream is reset.
+            request.channel.abort_response()  # type: ignore[union-attr,attr-defined]
             return
         request.responseHeaders = Headers()
         request.setHeader(_SERVER, self._server_header)

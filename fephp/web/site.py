@@ -18,6 +18,7 @@ from twisted.web.resource import IResource
 from .._deferreds import Waiters
 from .._twisted import channel_between_requests, channel_dispatch, send_now
 from .errors import raw_error_response, send_error
+from .http2 import H2Connection
 
 __all__ = ["FrontSite", "FrontRequest"]
 
@@ -73,9 +74,7 @@ class FrontRequest(server.Request):
     def _refuse(self) -> None:
         self._refused = True
         self.content = _Discard()  # type: ignore[assignment]
-        transport: Any = self.channel.transport
-        transport.write(raw_error_response(413))
-        transport.loseConnection()
+        self.channel.refuse(413)  # type: ignore[union-attr,attr-defined]  # _Channel's, or an HTTP/2 stream's
 
     def process(self) -> None:
         """Render the site's one leaf resource, without Twisted's traversal.
@@ -164,6 +163,10 @@ def _origin_form(uri: bytes) -> bytes:
     return tail if tail.startswith(b"/") else b"/" + tail
 
 
+#: A TLS channel's state before ALPN's answer is read (and a default no transport attribute has).
+_ALPN_PENDING = object()
+
+
 class _Channel(http.HTTPChannel):
     """An HTTPChannel that tells its site when it is gone, and writes a response in few sends.
 
@@ -182,6 +185,17 @@ class _Channel(http.HTTPChannel):
     _secure: Optional[bool] = None
     #: The response head, waiting for the first body bytes.
     _head: Optional[bytes] = None
+    #: The HTTP/2 connection every byte goes to once ALPN chose "h2"; or
+    #: _ALPN_PENDING on a TLS connection before its first bytes; or None.
+    _h2: Any = None
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        super().connectionMade()
+        # A TLS transport (possibly behind a PROXY protocol wrapper, which
+        # lends its attributes) knows the ALPN answer once the handshake is
+        # done, which is before the first application bytes arrive.
+        if self.site.http2 and getattr(self.transport, "negotiatedProtocol", _ALPN_PENDING) is not _ALPN_PENDING:  # type: ignore[attr-defined]
+            self._h2 = _ALPN_PENDING
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         """Take a whole bodiless request head in one step; anything else goes to Twisted's parser.
@@ -193,7 +207,17 @@ class _Channel(http.HTTPChannel):
         not accept exactly (a body, folded lines, an invalid name, a state
         other than waiting for a new request...) is handed untouched to
         Twisted, which answers it as it always has.
+
+        On a TLS connection whose ALPN chose "h2", every byte goes to the
+        HTTP/2 connection instead (:meth:`_negotiated`).
         """
+        h2 = self._h2
+        if h2 is not None:
+            if h2 is _ALPN_PENDING:
+                h2 = self._negotiated()
+            if h2 is not None:
+                h2.dataReceived(data)
+                return
         if (
             data[-4:] == b"\r\n\r\n"
             and self.persistent
@@ -205,6 +229,38 @@ class _Channel(http.HTTPChannel):
         ):
             return
         super().dataReceived(data)
+
+    def _negotiated(self) -> Optional[H2Connection]:
+        """The HTTP/2 connection to hand this transport to, if ALPN chose "h2"; None to stay HTTP/1.1."""
+        self._h2 = None
+        if getattr(self.transport, "negotiatedProtocol", None) != b"h2":
+            return None
+        self.setTimeout(None)  # the HTTP/2 connection keeps its own
+        # HTTPChannel registered itself as the transport's producer; the
+        # HTTP/2 connection takes its place.
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        site = self.site  # type: ignore[attr-defined]
+        h2 = H2Connection(
+            site,
+            clock=site.reactor,
+            max_header_size=self.totalHeadersSize,
+            max_line_length=min(self.MAX_LENGTH, self.totalHeadersSize),
+        )
+        self._h2 = h2
+        h2.makeConnection(self.transport)
+        return h2
+
+    def refuse(self, status: int) -> None:
+        """Answer *status* with its page straight away and close: the request cannot be read on."""
+        transport: Any = self.transport
+        transport.write(raw_error_response(status))
+        transport.loseConnection()
+
+    def abort_response(self) -> None:
+        """Cut the connection: a response already begun cannot end well, and must not look whole."""
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def _take_head(self, data: bytes) -> bool:
         head = data[:-4]
@@ -319,6 +375,9 @@ class _Channel(http.HTTPChannel):
         return self._peer
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
+        h2 = self._h2
+        if h2 is not None and h2 is not _ALPN_PENDING:
+            h2.connectionLost(reason)
         super().connectionLost(reason)
         self.site._channel_closed(self)  # type: ignore[attr-defined]
 
@@ -351,6 +410,7 @@ class FrontSite(server.Site):
         max_header_size: int = 16 * 1024,
         timeout: Optional[float] = 60.0,
         reactor: Any = None,
+        http2: bool = True,
     ) -> None:
         kwargs: dict[str, Any] = {"timeout": timeout}
         if reactor is not None:
@@ -361,6 +421,8 @@ class FrontSite(server.Site):
         self.access_log = access_log
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
+        #: Offer HTTP/2 over TLS (ALPN "h2"); ``server.http2``.
+        self.http2 = http2
         self.server_header = [getattr(resource, "server_software", "fephp").encode("latin-1", "replace")]
         self._date_second = -1
         self._date = b""
@@ -373,6 +435,10 @@ class FrontSite(server.Site):
         channel.totalHeadersSize = self.max_header_size
         self._channels.add(channel)
         return channel
+
+    def acceptableProtocols(self) -> list[bytes]:  # noqa: N802 - Twisted's name
+        """What a TLS listener offers by ALPN (IProtocolNegotiationFactory), the preferred first."""
+        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
 
     def http_date(self) -> bytes:
         """The Date header's value, formatted once a second."""

@@ -47,6 +47,7 @@ def test_defaults(site: Path) -> None:
             server_name=None,
             shutdown_grace=10.0,
             workers=1,
+            http2=True,
         ),
         php=PHPConfig(
             use_fpm=True,
@@ -186,6 +187,7 @@ ERRORS = [
     ("server:\n  workers: many\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the string 'many'"),
     ("server:\n  workers: true\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the boolean true"),
     ("server:\n  workers: 1.5\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the number 1.5"),
+    ("server:\n  http2: 'off'\n", "server.http2", 2, "must be true or false, not the string 'off'"),
     ("limits:\n  max_body_size: 10x\n", "limits.max_body_size", 2, "must be a size in bytes (like 65536 or 64m), not '10x'"),
     ("limits:\n  max_header_size: 0\n", "limits.max_header_size", 2, "must be more than zero bytes, not 0"),
     ("limits:\n  max_header_size: false\n", "limits.max_header_size", 2,
@@ -414,3 +416,9 @@ def test_text_given_is_not_read_again(site: Path) -> None:
     path = write(site, "php: [broken\n")
     config = load_config(str(path), "server:\n  workers: 2\n" + EXTERNAL)
     assert (config.source, config.server.workers) == (str(path), 2)
+
+
+def test_http2_can_be_switched_off(site: Path) -> None:
+    """server.http2: false reaches the ServerConfig; absent, HTTP/2 is on."""
+    assert load_config(str(write(site, "server:\n  http2: false\n" + EXTERNAL))).server.http2 is False
+    assert load_config(str(write(site, EXTERNAL))).server.http2 is True

@@ -1,0 +1,648 @@
+"""HTTP/2 from the server's side: one TLS connection's streams, each served as a twisted.web Request, over the sans-io h2 library.
+
+The h2 library keeps the protocol state (frames, HPACK, stream states, flow
+control windows); this module is the glue: bytes from the transport go to
+``h2``, its events become :class:`FrontRequest <fephp.web.site.FrontRequest>`
+objects whose channel is a :class:`_Stream`, and what a Request writes goes
+back out as HEADERS and DATA frames.
+
+A stream holds at most :data:`STREAM_BUFFER` bytes its client has not taken
+(its flow-control window closed, or the connection's socket full); past that
+its producer, the FastCGI connection of a PHP response or the file of a
+static one, is paused until the bytes are sent.  A slow client therefore
+slows PHP down instead of making fephp buffer the response, as over
+HTTP/1.1.  Request bodies are read as fast as they come, into the request's
+content file, as over HTTP/1.1, bounded by ``limits.max_body_size``.
+
+Twisted has an HTTP/2 server of its own (``twisted.web._http2``, private and
+"in early draft form"); fephp does not use it: it sends one frame per reactor
+turn, lets a stream's queue grow with the peer's window (megabytes from a
+browser) whatever the socket takes, and gives each stream no transport, so
+nothing of it would carry fephp's bounds and errors.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Optional
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from .._twisted import request_disconnected
+from .errors import error_page
+
+__all__ = ["H2Connection", "MAX_CONCURRENT_STREAMS", "STREAM_BUFFER"]
+
+#: Bytes of one response held for a client that does not take them (its
+#: window closed, the socket full); past this the response's producer is
+#: paused, and resumed once half of it is sent.
+STREAM_BUFFER = 64 * 1024
+#: Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
+#: each may hold a FastCGI connection.  nginx's http2_max_concurrent_streams.
+MAX_CONCURRENT_STREAMS = 128
+#: The receive window of each stream and of the connection: request bodies
+#: are read as they come (into the content file), so a large window costs
+#: no memory and saves round trips on uploads.
+RECEIVE_WINDOW = 1024 * 1024
+#: The most the HPACK decoder unpacks for one header list, whatever
+#: ``limits.max_header_size`` says (which is checked on the decoded list,
+#: for a 431 like HTTP/1.1's); a list past this closes the connection.
+MIN_DECODED_HEADER_LIST = 64 * 1024
+#: Bytes a stream sends per turn of the round robin over the ready streams:
+#: a large response does not hold a small one back.
+SEND_QUANTUM = 16 * 1024
+#: Stream resets a client may send in a burst, and refills per second; past
+#: them the connection is closed (HTTP/2 Rapid Reset, CVE-2023-44487: every
+#: reset stream aborts a PHP request that was started for it).
+RESET_BURST = 200
+RESET_RATE = 20.0
+
+#: Response headers that HTTP/2 forbids (RFC 9113 8.2.2): the connection
+#: frames and persists itself.
+_CONNECTION_SPECIFIC = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+#: The part of an HTTP/1.1 request line around the method and the target
+#: (" ", " HTTP/1.1\r\n"), so that a request measures the same in both.
+_LINE_OVERHEAD = 12
+#: The same for one header line (": ", "\r\n").
+_HEADER_OVERHEAD = 4
+
+
+@implementer(IPushProducer)
+class H2Connection(Protocol, TimeoutMixin):
+    """One HTTP/2 connection: the h2 state machine, its streams, and the transport's producer.
+
+    Made by the HTTP/1.1 channel when ALPN chose "h2" on a TLS connection
+    (:class:`fephp.web.site._Channel`), which then passes it every byte
+    it receives.  The idle timeout (the site's) runs while no stream is
+    open; a stream being answered stops it, as over HTTP/1.1.
+
+    Outgoing bytes are sent by :meth:`_pump`, once per reactor turn in which
+    anything was written: a small response's HEADERS and DATA (with
+    END_STREAM) leave in one write.
+    """
+
+    log = Logger()
+
+    def __init__(self, site: Any, *, clock: Any, max_header_size: int, max_line_length: int) -> None:
+        self.site = site
+        self.factory = site
+        self._clock = clock
+        self.callLater = clock.callLater  # type: ignore[method-assign]  # TimeoutMixin's clock
+        self.timeOut = getattr(site, "timeOut", None)
+        self.max_header_size = max_header_size
+        self.max_line_length = max_line_length
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        self._conn = h2.connection.H2Connection(config=config)
+        decoded_bound = max(MIN_DECODED_HEADER_LIST, 2 * max_header_size)
+        # The settings of the first SETTINGS frame: set before
+        # initiate_connection, which sends them.
+        self._conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: decoded_bound,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
+            },
+        )
+        self._conn.decoder.max_header_list_size = decoded_bound
+        self._streams: dict[int, _Stream] = {}
+        #: Streams with a head, bytes or an end to send (a dict as an ordered set).
+        self._ready: dict[int, _Stream] = {}
+        self._pump_call: Any = None
+        self._paused = False  # the transport takes no more for now
+        self._reset_tokens = float(RESET_BURST)
+        self._reset_time = clock.seconds()
+        self._host: Any = None
+        self._peer: Any = None
+        self._secure: Optional[bool] = None
+        self._lost = False
+
+    # -- the transport's side ------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        transport = self.transport
+        assert transport is not None
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]  # every TCP or TLS transport is a consumer
+        self.setTimeout(self.timeOut)
+        conn = self._conn
+        conn.initiate_connection()
+        # The connection's window starts at 65535 whatever SETTINGS say
+        # (RFC 9113 6.9.2); only WINDOW_UPDATE widens it.
+        conn.increment_flow_control_window(RECEIVE_WINDOW - 65535)
+        self._write_control()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self._lost:
+            return
+        try:
+            events = self._conn.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            # h2 has queued a GOAWAY with the error's code.
+            self.log.debug("HTTP/2 protocol error from {peer}: {error}", peer=str(self.getPeer()), error=str(e))
+            self._write_control()
+            self._close()
+            return
+        self.resetTimeout()
+        for event in events:
+            kind = type(event)
+            if kind is h2.events.RequestReceived:
+                self._request_received(event)
+            elif kind is h2.events.DataReceived:
+                self._data_received(event)
+            elif kind is h2.events.StreamEnded:
+                stream = self._streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None:
+                    stream.request_ended()
+            elif kind is h2.events.StreamReset:
+                self._stream_reset(event.stream_id)  # type: ignore[attr-defined]
+            elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
+                self._window_opened()
+            elif kind is h2.events.ConnectionTerminated:
+                self._close()
+                return
+            if self._lost:
+                return
+        self._write_control()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
+        if self._lost:
+            return
+        self._lost = True
+        self.setTimeout(None)
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
+        streams, self._streams = self._streams, {}
+        self._ready.clear()
+        for stream in streams.values():
+            stream.connection_lost(reason)
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - Twisted's name
+        self.log.info("Timing out HTTP/2 client: {peer}", peer=str(self.getPeer()))
+        self._conn.close_connection()
+        self._write_control()
+        self._close()
+
+    def _close(self) -> None:
+        transport = self.transport
+        if transport is not None and not self._lost:
+            transport.loseConnection()
+
+    # IPushProducer, for the transport: its buffer is full, or has room again.
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._paused = True
+        for stream in self._streams.values():
+            stream.pause_producer()
+        # Nor read what the client sends meanwhile: it could only make us
+        # write more (PING and SETTINGS answers, new responses).
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._paused = False
+        resume = getattr(self.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
+        self._schedule_pump()
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._close()
+
+    # -- what the streams' Requests see -----------------------------------------
+
+    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+        if self._host is None and self.transport is not None:
+            self._host = self.transport.getHost()
+        return self._host
+
+    def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
+        if self._peer is None and self.transport is not None:
+            self._peer = self.transport.getPeer()
+        return self._peer
+
+    def isSecure(self) -> bool:  # noqa: N802 - Twisted's name
+        # HTTP/2 is only negotiated over TLS (ALPN); no cleartext h2c.
+        return True
+
+    # -- events in ------------------------------------------------------------------
+
+    def _request_received(self, event: Any) -> None:
+        stream_id = event.stream_id
+        method = path = authority = None
+        raw: dict[bytes, list[bytes]] = {}
+        size = 0
+        for name, value in event.headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue  # :scheme: always https here (h2 only over TLS)
+            size += len(name) + len(value) + _HEADER_OVERHEAD
+            values = raw.get(name)
+            if values is None:
+                raw[name] = [value]
+            else:
+                values.append(value)
+        stream = _Stream(self, stream_id, request_in=event.stream_ended is not None)
+        self._streams[stream_id] = stream
+        self.setTimeout(None)  # a stream is being answered
+        if method is None or path is None:
+            # CONNECT (no :path); h2 refuses requests without :method.
+            stream.refuse(405 if method == b"CONNECT" else 400)
+            return
+        line = len(method) + len(path) + _LINE_OVERHEAD
+        if line > self.max_line_length:
+            stream.refuse(414)
+            return
+        if line + size > self.max_header_size:
+            stream.refuse(431)
+            return
+        if authority is not None:
+            # :authority is the Host (RFC 9113 8.3.1); h2 has refused a
+            # request whose Host header differs from it.
+            raw[b"host"] = [authority]
+        stream.start(method, path, Headers(raw), ended=event.stream_ended is not None)
+
+    def _data_received(self, event: Any) -> None:
+        stream_id = event.stream_id
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.body_received(event.data)
+        # Read as it comes (the body goes to the content file): give the
+        # window back at once, for the connection even if the stream is gone.
+        try:
+            self._conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def _stream_reset(self, stream_id: int) -> None:
+        stream = self._streams.pop(stream_id, None)
+        self._ready.pop(stream_id, None)
+        if stream is not None:
+            stream.connection_lost(Failure(ConnectionLost("the client reset the stream")))
+            self._maybe_idle()
+        now = self._clock.seconds()
+        self._reset_tokens = min(float(RESET_BURST), self._reset_tokens + max(0.0, now - self._reset_time) * RESET_RATE)
+        self._reset_time = now
+        if self._reset_tokens < 1:
+            self.log.warn("HTTP/2 client {peer} resets streams too fast; closing", peer=str(self.getPeer()))
+            self._conn.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self._write_control()
+            self._close()
+        else:
+            self._reset_tokens -= 1
+
+    def _window_opened(self) -> None:
+        for stream_id, stream in self._streams.items():
+            if stream.has_pending():
+                self._ready[stream_id] = stream
+        self._schedule_pump()
+
+    # -- bytes out --------------------------------------------------------------------
+
+    def stream_ready(self, stream: "_Stream") -> None:
+        """*stream* has something to send: send it on this reactor turn's pump."""
+        self._ready[stream.stream_id] = stream
+        self._schedule_pump()
+
+    def stream_done(self, stream: "_Stream") -> None:
+        """*stream* sent its END_STREAM or was reset by us: forget it."""
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        self._ready.pop(stream.stream_id, None)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if not self._streams and not self._lost:
+            self.setTimeout(self.timeOut)
+
+    def _schedule_pump(self) -> None:
+        if self._pump_call is None and not self._lost:
+            self._pump_call = self._clock.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        """Send what the ready streams hold, a quantum each per round, while the transport takes it."""
+        self._pump_call = None
+        if self._lost:
+            return
+        conn = self._conn
+        ready = self._ready
+        while ready and not self._paused:
+            for stream in list(ready.values()):
+                stream.send(SEND_QUANTUM)
+                if not stream.sendable():
+                    ready.pop(stream.stream_id, None)
+            data = conn.data_to_send()
+            if not data:
+                break
+            self.transport.write(data)  # type: ignore[union-attr]  # may pause us
+            if self._lost:
+                return
+        self._write_control()
+        for stream in list(self._streams.values()):
+            stream.after_send(self._paused)
+
+    def _write_control(self) -> None:
+        data = self._conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    @property
+    def paused(self) -> bool:
+        """Whether the transport has asked for no more bytes for now."""
+        return self._paused
+
+    @property
+    def h2(self) -> h2.connection.H2Connection:
+        """The h2 state machine (for a stream's frames)."""
+        return self._conn
+
+
+class _Stream:
+    """One request and its response on an HTTP/2 connection: the channel its Request writes to.
+
+    States: *open* (the head is in, the body arriving), *dispatched* (the
+    whole request is in and handed to the Request), *done* (requestDone:
+    the end is queued), *gone* (END_STREAM sent, or the stream reset by
+    either side); a refused request goes from open to gone.
+    """
+
+    #: Request.__init__ reads it; an HTTP/2 stream has no transport of its own.
+    transport = None
+
+    def __init__(self, connection: H2Connection, stream_id: int, *, request_in: bool) -> None:
+        self._connection = connection
+        self.stream_id = stream_id
+        self.site = connection.site
+        self.factory = connection.factory
+        self.request: Any = None
+        self._method = b""
+        self._path = b""
+        self._head: Optional[list[tuple[bytes, bytes]]] = None
+        self._pending: deque[bytes] = deque()
+        self._pending_size = 0
+        self._ended = False  # requestDone: nothing more will be written
+        self._gone = False
+        self._request_in = request_in  # the client's END_STREAM has arrived
+        self._producer: Any = None
+        self._streaming = False
+        self._producer_paused = False
+
+    # -- from the connection ---------------------------------------------------------
+
+    def start(self, method: bytes, path: bytes, headers: Headers, *, ended: bool) -> None:
+        self._method = method
+        self._path = path
+        request = self.site.requestFactory(self, queued=False)
+        self.request = request
+        request.requestHeaders = headers
+        request.parseCookies()
+        lengths = headers.getRawHeaders(b"content-length")
+        length: Optional[int] = None
+        if ended:
+            length = 0
+        elif lengths is not None:
+            # h2 has checked that it is a number and that DATA adds up to it.
+            length = int(lengths[0])
+        request.gotLength(length)  # may refuse it (413), which makes the stream gone
+        if self._gone:
+            return
+        expect = headers.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" and not ended:
+            self._connection.h2.send_headers(self.stream_id, [(b":status", b"100")])
+
+    def body_received(self, data: bytes) -> None:
+        if not self._gone and self.request is not None:
+            self.request.handleContentChunk(data)
+
+    def request_ended(self) -> None:
+        self._request_in = True
+        if self._gone or self.request is None:
+            return
+        # "HTTP/2.0", as nginx sends SERVER_PROTOCOL and logs it.
+        self.request.requestReceived(self._method, self._path, b"HTTP/2.0")
+
+    def connection_lost(self, reason: Failure) -> None:
+        self._gone = True
+        self._pending.clear()
+        request = self.request
+        if request is not None and not request.finished and not request_disconnected(request):
+            request.connectionLost(reason)
+
+    # -- what a Request calls -------------------------------------------------------------
+
+    def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
+        return self._connection.getPeer()
+
+    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+        return self._connection.getHost()
+
+    def isSecure(self) -> bool:  # noqa: N802 - Twisted's name
+        return self._connection.isSecure()
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:  # noqa: N802
+        if self._gone:
+            return
+        lines = [(b":status", code)]
+        for name, values in headers.getAllRawHeaders():
+            name = name.lower()
+            if name in _CONNECTION_SPECIFIC:
+                continue
+            for value in values:
+                lines.append((name, value))
+        self._head = lines
+        self._connection.stream_ready(self)
+
+    def write(self, data: bytes) -> None:
+        if self._gone or not data:
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        self._connection.stream_ready(self)
+        if self._pending_size > STREAM_BUFFER:
+            self.pause_producer()
+
+    def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted's name
+        self.write(b"".join(iovec))
+
+    def requestDone(self, request: Any) -> None:  # noqa: N802 - Twisted's name
+        if self._gone:
+            return
+        self._ended = True
+        self._connection.stream_ready(self)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802 - Twisted's name
+        if self._producer is not None:
+            raise RuntimeError(f"producer {producer!r} registered while {self._producer!r} still is")
+        self._producer = producer
+        self._streaming = bool(streaming)
+        self._producer_paused = False
+        if self._gone:
+            producer.stopProducing()
+            return
+        if streaming:
+            if self._pending_size > STREAM_BUFFER or self._connection.paused:
+                self.pause_producer()
+        else:
+            # A pull producer is asked for more after each send (after_send).
+            self._connection.stream_ready(self)
+
+    def unregisterProducer(self) -> None:  # noqa: N802 - Twisted's name
+        self._producer = None
+        self._producer_paused = False
+
+    def loseConnection(self) -> None:  # noqa: N802 - Twisted's name
+        # Request.loseConnection: this stream, not the connection.
+        self.abort_response()
+
+    def abort_response(self) -> None:
+        """End the response cut short: the client sees a reset stream, never a response that looks whole."""
+        if self._gone:
+            return
+        self._reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    def refuse(self, status: int) -> None:
+        """Answer *status* with its page before the request is read (or whole), and reset the stream.
+
+        RFC 9113 8.1: a server may answer before the request is complete
+        and then reset the stream with NO_ERROR, so that the client stops
+        sending its body.
+        """
+        if self._gone:
+            return
+        body = error_page(status)
+        conn = self._connection.h2
+        headers = [
+            (b":status", b"%d" % status),
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        try:
+            conn.send_headers(self.stream_id, headers)
+            # An error page is shorter than any initial window (65535).
+            conn.send_data(self.stream_id, body, end_stream=True)
+            if not self._request_in:
+                conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._gone = True
+        self._connection.stream_done(self)
+        self._connection._write_control()
+
+    # -- the pump's side ------------------------------------------------------------------
+
+    def has_pending(self) -> bool:
+        return bool(self._pending) and not self._gone
+
+    def sendable(self) -> bool:
+        """Whether the next send could put a frame out."""
+        if self._gone:
+            return False
+        if self._head is not None or (self._ended and not self._pending):
+            return True
+        return bool(self._pending) and self._connection.h2.local_flow_control_window(self.stream_id) > 0
+
+    def send(self, budget: int) -> None:
+        """Hand h2 the held head and up to *budget* body bytes that the windows allow; END_STREAM after the last."""
+        if self._gone:
+            return
+        conn = self._connection.h2
+        stream_id = self.stream_id
+        try:
+            if self._head is not None:
+                head, self._head = self._head, None
+                end = self._ended and not self._pending
+                conn.send_headers(stream_id, head, end_stream=end)
+                if end:
+                    self._finished()
+                    return
+            pending = self._pending
+            sent = 0
+            while pending and sent < budget:
+                window = conn.local_flow_control_window(stream_id)
+                if window <= 0:
+                    return
+                size = min(window, conn.max_outbound_frame_size, budget - sent)
+                chunk = pending[0]
+                if len(chunk) > size:
+                    piece = chunk[:size]
+                    pending[0] = chunk[size:]
+                else:
+                    piece = pending.popleft()
+                self._pending_size -= len(piece)
+                sent += len(piece)
+                last = self._ended and not pending
+                conn.send_data(stream_id, piece, end_stream=last)
+                if last:
+                    self._finished()
+                    return
+            if self._ended and not pending:
+                conn.end_stream(stream_id)
+                self._finished()
+        except h2.exceptions.StreamClosedError:
+            # The client reset it meanwhile; StreamReset tells the Request.
+            self._gone = True
+            self._pending.clear()
+        except h2.exceptions.ProtocolError as e:
+            # A header PHP sent that HTTP/2 cannot carry, for one.
+            self._connection.log.error(
+                "HTTP/2 response to {uri} refused by h2: {error}", uri=self._path, error=str(e)
+            )
+            self._reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    def after_send(self, transport_paused: bool) -> None:
+        """The pump is done for this turn: a producer that may go on is resumed, or asked for more."""
+        producer = self._producer
+        if producer is None or self._gone or transport_paused:
+            return
+        if self._streaming:
+            if self._producer_paused and self._pending_size <= STREAM_BUFFER // 2:
+                self._producer_paused = False
+                producer.resumeProducing()
+        elif self._pending_size < STREAM_BUFFER and not self._ended:
+            producer.resumeProducing()  # writes its next piece, which schedules the next pump
+
+    def pause_producer(self) -> None:
+        producer = self._producer
+        if producer is not None and self._streaming and not self._producer_paused:
+            self._producer_paused = True
+            producer.pauseProducing()
+
+    def _finished(self) -> None:
+        self._gone = True
+        self._connection.stream_done(self)
+
+    def _reset(self, code: int) -> None:
+        try:
+            self._connection.h2.reset_stream(self.stream_id, code)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._gone = True
+        self._pending.clear()
+        self._connection.stream_done(self)
+        self._connection._schedule_pump()
+        request = self.request
+        if request is not None and not request.finished and not request_disconnected(request):
+            request.connectionLost(Failure(ConnectionLost("the response was cut short")))
