@@ -25,6 +25,7 @@ from ..cgi.routing import Router
 from ..process.binaries import find_php
 from ..process.phpfpm import ManagedPHPFPM, PHPFPMError
 from ..web.app import PHPApp
+from ..web.compress import Compression
 from ..web.site import FrontSite
 from .config import Config
 from .service import FrontService
@@ -36,7 +37,7 @@ from .workers import (
     connections_per_worker,
 )
 
-__all__ = ["build_backend", "build_front", "build_managed_php_fpm", "build_server", "build_site"]
+__all__ = ["build_backend", "build_compression", "build_front", "build_managed_php_fpm", "build_server", "build_site"]
 
 
 def build_managed_php_fpm(config: Config, reactor: Any, *, children: Optional[int] = None) -> ManagedPHPFPM:
@@ -96,6 +97,20 @@ def build_backend(
     return pool, managed
 
 
+def build_compression(config: Config) -> Optional[Compression]:
+    """The response compression policy of ``compression``, or None when it is off."""
+    c = config.compression
+    if not c.enabled:
+        return None
+    return Compression(
+        algorithms=c.algorithms,
+        min_size=c.min_size,
+        levels={"gzip": c.gzip_level, "br": c.brotli_level, "zstd": c.zstd_level},
+        types=c.types,
+        precompressed=c.precompressed,
+    )
+
+
 def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp, FrontSite]":
     """The application and the Site that serves it over *backend*."""
     server = config.server
@@ -118,6 +133,7 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         max_header_size=config.limits.max_header_size,
         reactor=reactor,
         http2=server.http2,
+        compression=build_compression(config),
     )
     return app, site
 

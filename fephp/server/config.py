@@ -25,8 +25,10 @@ from .. import __version__
 from .._twisted import endpoint_arguments
 from ..backend.endpoints import parse_client_endpoint
 from ..process.binaries import find_php
+from ..web.compress import CODINGS
 from .settings import (
     AdminConfig,
+    CompressionConfig,
     Config,
     ConfigError,
     LimitsConfig,
@@ -142,7 +144,9 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-_SECTIONS = ("server", "php", "timeouts", "limits", "logging", "admin")
+_SECTIONS = ("server", "php", "timeouts", "limits", "logging", "admin", "compression")
+#: A media type as Content-Type names it (RFC 9110 8.3.1), or ``type/*``.
+_MEDIA_TYPE = re.compile(r"^[a-z0-9!#$&^_.+-]+/([a-z0-9!#$&^_.+-]+|\*)$")
 #: Listener types a worker can adopt from its parent: plain stream sockets.
 #: ``ssl:`` would need each worker to wrap the adopted socket in TLS itself.
 _SHAREABLE = ("tcp", "tcp6", "unix", "systemd")
@@ -180,6 +184,7 @@ class _Validator:
             limits=self.limits(sections["limits"]),
             logging=self.logging(sections["logging"]),
             admin=self.admin(sections["admin"], sections["server"]),
+            compression=self.compression(sections["compression"]),
             source=self.source,
         )
 
@@ -481,3 +486,46 @@ class _Validator:
             if description in public:
                 raise self.error((*p, "listen", i), f"{description!r} is also in server.listen; the admin listener must be another one")
         return AdminConfig(listen)
+
+    def compression(self, data: dict[Any, Any]) -> CompressionConfig:
+        p = ("compression",)
+        d = CompressionConfig()
+        self.known(data, p, ("enabled", "algorithms", "min_size", "gzip_level", "brotli_level",
+                             "zstd_level", "types", "precompressed"))
+
+        def coding(path: Path, name: str) -> str:
+            if name not in CODINGS:
+                raise self.error(path, f"must be one of {', '.join(CODINGS)}, not {name!r}")
+            return name
+
+        algorithms = self.string_list((*p, "algorithms"), data.get("algorithms", list(d.algorithms)), coding)
+        if not algorithms:
+            raise self.error((*p, "algorithms"), "must name at least one coding (set compression.enabled: false for none)")
+        for i, name in enumerate(algorithms):
+            if name in algorithms[:i]:
+                raise self.error((*p, "algorithms", i), f"{name!r} is named twice")
+
+        def media_type(path: Path, text: str) -> str:
+            lowered = text.strip().lower()
+            if not _MEDIA_TYPE.match(lowered):
+                raise self.error(path, f"must be a media type like text/html or text/*, not {text!r}")
+            return lowered
+
+        types = self.string_list((*p, "types"), data.get("types", list(d.types)), media_type)
+
+        def level(key: str, low: int, high: int) -> int:
+            value = self.integer((*p, key), data.get(key, getattr(d, key)), minimum=low)
+            if value > high:
+                raise self.error((*p, key), f"must be at most {high}, not {value}")
+            return value
+
+        return CompressionConfig(
+            enabled=self.boolean((*p, "enabled"), data.get("enabled", d.enabled)),
+            algorithms=algorithms,
+            min_size=self.size((*p, "min_size"), data.get("min_size", d.min_size)),
+            gzip_level=level("gzip_level", 1, 9),
+            brotli_level=level("brotli_level", 0, 11),
+            zstd_level=level("zstd_level", 1, 19),
+            types=types,
+            precompressed=self.boolean((*p, "precompressed"), data.get("precompressed", d.precompressed)),
+        )

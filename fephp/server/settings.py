@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Optional
 
+from ..web.compress import CODINGS, DEFAULT_TYPES
+
 __all__ = [
     "AdminConfig",
+    "CompressionConfig",
     "Config",
     "ConfigError",
     "LimitsConfig",
@@ -121,6 +124,20 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class CompressionConfig:
+    """``compression``: response compression, and precompressed static files beside the originals."""
+
+    enabled: bool = True
+    algorithms: tuple[str, ...] = CODINGS
+    min_size: int = 512
+    gzip_level: int = 5
+    brotli_level: int = 4
+    zstd_level: int = 3
+    types: tuple[str, ...] = DEFAULT_TYPES
+    precompressed: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, validated configuration; ``source`` is the file it came from."""
 
@@ -130,4 +147,5 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
+    compression: CompressionConfig = CompressionConfig()
     source: str = "<dict>"

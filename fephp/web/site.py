@@ -16,7 +16,8 @@ from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import IResource
 
 from .._deferreds import Waiters
-from .._twisted import channel_between_requests, channel_dispatch, send_now
+from .._twisted import channel_between_requests, channel_dispatch, request_disconnected, send_now
+from .compress import Compression, Encoder
 from .errors import raw_error_response, send_error
 from .http2 import H2Connection
 
@@ -53,6 +54,32 @@ class FrontRequest(server.Request):
     defaultContentType = None
     _received = 0
     _refused = False
+    #: The body's streaming encoder, once the first write chose to compress.
+    _stream: Optional[Encoder] = None
+
+    def write(self, data: bytes) -> None:
+        """Write body bytes; the first write decides on compression (:meth:`Compression.begin`)."""
+        if not self.startedWriting:
+            compression = self.site.compression if self.site is not None else None  # type: ignore[attr-defined]
+            if compression is not None:
+                data, self._stream = compression.begin(self, data)
+        elif self._stream is not None:
+            data = self._stream.compress(data)
+            if not data:
+                return
+        super().write(data)
+
+    def finish(self) -> None:
+        if not self.startedWriting and not request_disconnected(self):
+            self.write(b"")  # the head, and with it the decision
+        stream = self._stream
+        if stream is not None:
+            self._stream = None
+            if not request_disconnected(self) and not self.finished:
+                tail = stream.finish()
+                if tail:
+                    super().write(tail)
+        super().finish()
 
     def gotLength(self, length: Optional[int]) -> None:  # noqa: N802 - Twisted's name
         limit = self.channel.site.max_body_size  # type: ignore[attr-defined]
@@ -411,6 +438,7 @@ class FrontSite(server.Site):
         timeout: Optional[float] = 60.0,
         reactor: Any = None,
         http2: bool = True,
+        compression: Optional[Compression] = None,
     ) -> None:
         kwargs: dict[str, Any] = {"timeout": timeout}
         if reactor is not None:
@@ -423,6 +451,8 @@ class FrontSite(server.Site):
         self.max_header_size = max_header_size
         #: Offer HTTP/2 over TLS (ALPN "h2"); ``server.http2``.
         self.http2 = http2
+        #: The response compression policy, or None for none.
+        self.compression = compression
         self.server_header = [getattr(resource, "server_software", "fephp").encode("latin-1", "replace")]
         self._date_second = -1
         self._date = b""

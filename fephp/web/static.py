@@ -8,16 +8,18 @@ Twisted's File and its producers, which read a chunk at a time.
 from __future__ import annotations
 
 import os
-from typing import Any
+import stat
+from typing import Any, Optional
 
 from twisted.web import static
 from twisted.web.http import NOT_MODIFIED, stringToDatetime
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..cgi.routing import StaticFile
+from .compress import Compression, add_vary, weak_etag
 from .errors import send_error
 
-__all__ = ["SMALL_STATIC_FILE", "serve_static"]
+__all__ = ["PRECOMPRESSED_SUFFIXES", "SMALL_STATIC_FILE", "serve_static"]
 
 
 class _StaticFile(static.File):
@@ -40,6 +42,9 @@ class _StaticFile(static.File):
 #: one piece; larger files and Range requests go through Twisted's File and
 #: its producers, which read a chunk at a time.
 SMALL_STATIC_FILE = 128 * 1024
+
+#: The file beside ``x`` that holds ``x`` in each content coding.
+PRECOMPRESSED_SUFFIXES = {"zstd": ".zst", "br": ".br", "gzip": ".gz"}
 
 _content_types: dict[str, bytes] = {}
 
@@ -70,17 +75,51 @@ def _not_modified_since(header: bytes, mtime: int) -> bool:
     return since >= mtime
 
 
-def serve_static(request: Request, route: StaticFile) -> Any:
+def _precompressed(codings: tuple[str, ...], path: str, original: os.stat_result) -> Optional[tuple[str, os.stat_result, str]]:
+    """The first of *codings* with a regular file beside *path* not older than it: (its path, stat, coding)."""
+    for coding in codings:
+        candidate = path + PRECOMPRESSED_SUFFIXES[coding]
+        try:
+            st = os.stat(candidate)
+        except (OSError, ValueError):
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mtime >= original.st_mtime:
+            return candidate, st, coding
+    return None
+
+
+def serve_static(request: Request, route: StaticFile, *, content_type: Optional[bytes] = None, as_get: bool = False) -> Any:
     """Send a static file, with nginx's validators: ETag and Last-Modified.
 
     A small file is read whole and sent with its head in one write.
     Other methods than GET and HEAD, Range requests and big files go to
-    Twisted's File.
+    Twisted's File.  With compression on, a client that accepts a coding
+    gets ``x.zst``, ``x.br`` or ``x.gz`` instead of ``x`` when one is there
+    and not older, labelled with ``x``'s Content-Type; it is a
+    representation of its own, with its own ETag, Last-Modified and ranges.
+
+    *content_type* replaces the one of the file's extension; *as_get* serves
+    any method but HEAD as GET (a file named by X-Sendfile, as nginx does).
     """
     st = route.stat
     method = request.method
+    if as_get and method != b"HEAD":
+        method = b"GET"
     if st is None or (method != b"GET" and method != b"HEAD"):
         return _StaticFile(route.path).render(request)
+    path = route.path
+    ctype = content_type or _content_type(path)
+    compression: Optional[Compression] = request.site.compression if request.site is not None else None  # type: ignore[attr-defined]
+    coding = None
+    if compression is not None and compression.type_compressible(ctype):
+        codings = compression.codings_for(request.getHeader(b"accept-encoding"))
+        found = _precompressed(codings, path, st) if codings and compression.precompressed else None
+        if found is not None:
+            path, st, coding = found
+            request.setHeader(b"content-encoding", coding.encode())
+            add_vary(request.responseHeaders)
+    else:
+        compression = None
     mtime = int(st.st_mtime)
     size = st.st_size
     # nginx's ETag: the modification time and the size, in hex.
@@ -96,14 +135,22 @@ def serve_static(request: Request, route: StaticFile) -> Any:
         since = headers.getRawHeaders(b"if-modified-since")
         fresh = since is not None and _not_modified_since(since[0], mtime)
     if fresh:
+        if compression is not None and coding is None and size >= compression.min_size:
+            # RFC 9110 15.4.5: the 304 carries the Vary and ETag the 200 would.
+            add_vary(request.responseHeaders)
+            if codings:
+                request.etag = weak_etag(etag)  # type: ignore[assignment]
         request.setResponseCode(NOT_MODIFIED)
         request.write(b"")
         request.finish()
         return NOT_DONE_YET
     if size > SMALL_STATIC_FILE or headers.hasHeader(b"range"):
-        return _StaticFile(route.path).render(request)
+        big = _StaticFile(path)
+        big.type = ctype.decode("latin-1")  # type: ignore[assignment]
+        big.encoding = None  # File sets both or neither
+        return big.render_GET(request)
     try:
-        fd = os.open(route.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except PermissionError:
         return send_error(request, 403)
     except OSError:  # gone since the router looked
@@ -114,7 +161,7 @@ def serve_static(request: Request, route: StaticFile) -> Any:
         return send_error(request, 404)
     finally:
         os.close(fd)
-    request.setHeader(b"content-type", _content_type(route.path))
+    request.setHeader(b"content-type", ctype)
     request.setHeader(b"accept-ranges", b"bytes")
     if method == b"HEAD":
         request.setHeader(b"content-length", b"%d" % size)

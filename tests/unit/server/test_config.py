@@ -14,6 +14,7 @@ from fephp.process.binaries import find_php
 from fephp.server.config import config_from_dict, load_config
 from fephp.server.settings import (
     AdminConfig,
+    CompressionConfig,
     Config,
     ConfigError,
     LimitsConfig,
@@ -206,6 +207,19 @@ ERRORS = [
     ("php:\n  ini: 5\n", "php.ini", 2, "must be a mapping of PHP ini settings, not the number 5"),
     ("php:\n  queue_size: 1\n  queue_size: 2\n", "php.queue_size", 3, "duplicate key"),
     ("php: 3\n", "php", 1, "must be a mapping, not the number 3"),
+    ("compression:\n  algorithms: [gzip, deflate]\n", "compression.algorithms[1]", 2,
+     "must be one of zstd, br, gzip, not 'deflate'"),
+    ("compression:\n  algorithms: [gzip, gzip]\n", "compression.algorithms[1]", 2, "'gzip' is named twice"),
+    ("compression:\n  algorithms: []\n", "compression.algorithms", 2,
+     "must name at least one coding (set compression.enabled: false for none)"),
+    ("compression:\n  gzip_level: 10\n", "compression.gzip_level", 2, "must be at most 9, not 10"),
+    ("compression:\n  brotli_level: -1\n", "compression.brotli_level", 2, "must be at least 0, not -1"),
+    ("compression:\n  zstd_level: 0\n", "compression.zstd_level", 2, "must be at least 1, not 0"),
+    ("compression:\n  min_size: 0\n", "compression.min_size", 2, "must be more than zero bytes, not 0"),
+    ("compression:\n  enabled: 'yes'\n", "compression.enabled", 2, "must be true or false, not the string 'yes'"),
+    ("compression:\n  types: [text/html, html]\n", "compression.types[1]", 2,
+     "must be a media type like text/html or text/*, not 'html'"),
+    ("compression:\n  level: 5\n", "compression.level", 2, "unknown key; did you mean 'zstd_level'?"),
 ]
 
 
@@ -409,6 +423,25 @@ def test_workers_refuse_tls_listeners(site: Path) -> None:
     )
     config = load_config(str(write(site, text.replace("    - ssl:8443:privateKey=key.pem\n", ""))))
     assert config.server.listen == ("tcp:8080", "unix:/tmp/fephp-w.sock", "systemd:domain=INET:index=0")
+
+
+def test_compression_keys(site: Path) -> None:
+    """Every compression key is taken as written; types are lower-cased; the default is on."""
+    assert load_config(str(write(site, EXTERNAL))).compression == CompressionConfig()
+    text = EXTERNAL + (
+        "compression:\n  enabled: false\n  algorithms: [gzip, br]\n  min_size: 1k\n  gzip_level: 9\n"
+        "  brotli_level: 11\n  zstd_level: 19\n  types: [Text/HTML, 'application/*']\n  precompressed: false\n"
+    )
+    assert load_config(str(write(site, text))).compression == CompressionConfig(
+        enabled=False,
+        algorithms=("gzip", "br"),
+        min_size=1024,
+        gzip_level=9,
+        brotli_level=11,
+        zstd_level=19,
+        types=("text/html", "application/*"),
+        precompressed=False,
+    )
 
 
 def test_text_given_is_not_read_again(site: Path) -> None:
