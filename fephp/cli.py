@@ -27,29 +27,11 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
-#: Up to this many connections ``fephp bench`` runs on the select() reactor.
-SELECT_REACTOR_MAX_CONNECTIONS = 256
-
-
-def _install_bench_reactor(concurrency: int) -> None:
-    """Pick the reactor whose timers keep the send schedule best.
-
-    epoll (Twisted's default on Linux) sleeps in whole milliseconds, rounded
-    up, so each timed send leaves about half a millisecond late; select()
-    takes a microsecond timeout and cuts that lateness to about a tenth.
-    select() costs grow with the number of descriptors and stop at
-    FD_SETSIZE (1024), so many connections keep the default.
-    """
-    if "twisted.internet.reactor" in sys.modules:
-        return  # already chosen (tests, or an embedding program)
-    if concurrency <= SELECT_REACTOR_MAX_CONNECTIONS:
-        from twisted.internet import selectreactor
-
-        selectreactor.install()
-
-
 def _run_bench(args: argparse.Namespace) -> int:
-    _install_bench_reactor(args.concurrency)
+    from .bench.reactor import install
+
+    # select() for a fixed rate's fine timers, epoll for a closed loop.
+    install(args.concurrency, rate_mode=args.rps > 0)
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import ReactorNotRunning
 

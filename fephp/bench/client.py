@@ -28,6 +28,8 @@ __all__ = [
 MAX_HEADER_BYTES = 64 * 1024
 #: Largest chunk-size line (with extensions) accepted.
 MAX_CHUNK_LINE_BYTES = 4096
+#: Distinct header blocks remembered per run (see :class:`ResponseParser`); past it the memory starts afresh.
+MAX_CACHED_HEADS = 256
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
@@ -37,15 +39,22 @@ class MalformedResponse(Exception):
 
 
 class ResponseParser:
-    """Parses one response at a time; call :meth:`expect` before each request is sent."""
+    """Parses one response at a time; call :meth:`expect` before each request is sent.
 
-    __slots__ = ("_buffer", "_state", "_remaining", "_no_body", "status", "keep_alive", "received")
+    *head_cache*, shared by the connections of a run, maps a header block
+    already seen to what was read from it: a server sends the same few
+    blocks again and again (nginx's differ only in their Date, once a
+    second), and one dict look-up costs far less than reading the fields.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buffer", "_state", "_remaining", "_no_body", "_heads", "status", "keep_alive", "received")
+
+    def __init__(self, head_cache: dict[bytes, tuple[int, bool, int, bool]] | None = None) -> None:
         self._buffer = b""
         self._state = _DONE
         self._remaining = 0
         self._no_body = False
+        self._heads = {} if head_cache is None else head_cache
         #: Status code of the response being parsed (0 until the status line is read).
         self.status = 0
         #: Whether the connection may carry another request after this response.
@@ -71,7 +80,7 @@ class ResponseParser:
 
     def expect(self, no_body: bool = False) -> None:
         """Get ready for the next response; *no_body* for an answer to HEAD."""
-        self._buffer = b""
+        # The buffer is already empty: a response ends with no bytes left over.
         self._state = _HEAD
         self._no_body = no_body
         self.status = 0
@@ -86,8 +95,25 @@ class ResponseParser:
         """
         self.received += len(data)
         state = self._state
-        if state == _LENGTH:
-            # The hot path of a keep-alive benchmark: a body segment.
+        if state == _HEAD and not self._buffer:
+            # The hot path of a keep-alive benchmark: a whole header block,
+            # often the whole response, in one read.
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                self._read_head(data[:end])
+                if self._state == _LENGTH:
+                    remaining = self._remaining - (len(data) - end - 4)
+                    if remaining > 0:
+                        self._remaining = remaining
+                        return False
+                    if remaining < 0:
+                        raise MalformedResponse("bytes after the end of the response body")
+                    self._state = _DONE
+                    return True
+                self._buffer = data[end + 4 :]
+                return self._advance()
+        elif state == _LENGTH:
+            # A body segment.
             remaining = self._remaining - len(data)
             if remaining > 0:
                 self._remaining = remaining
@@ -96,9 +122,9 @@ class ResponseParser:
                 raise MalformedResponse("bytes after the end of the response body")
             self._state = _DONE
             return True
-        if state == _UNTIL_CLOSE:
+        elif state == _UNTIL_CLOSE:
             return False
-        if state == _DONE:
+        elif state == _DONE:
             raise MalformedResponse("bytes received while no response was expected")
         self._buffer += data
         return self._advance()
@@ -114,7 +140,7 @@ class ResponseParser:
                         raise MalformedResponse(f"header block longer than {MAX_HEADER_BYTES} bytes")
                     return False
                 self._buffer = buffer[end + 4 :]
-                self._parse_head(buffer[:end])
+                self._read_head(buffer[:end])
             elif state == _LENGTH:
                 remaining = self._remaining - len(buffer)
                 self._buffer = b""
@@ -185,43 +211,21 @@ class ResponseParser:
             raise MalformedResponse("bytes after the end of the response")
         self._state = _DONE
 
-    def _parse_head(self, head: bytes) -> None:
-        line_end = head.find(b"\r\n")
-        status_line = head if line_end < 0 else head[:line_end]
-        parts = status_line.split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
-            raise MalformedResponse(f"bad status line {status_line[:80]!r}")
-        status = int(parts[1])
+    def _read_head(self, head: bytes) -> None:
+        """Take in a header block (without its blank line) and set the state for the body."""
+        heads = self._heads
+        known = heads.get(head)
+        if known is None:
+            known = _parse_head(head)
+            if known[0] >= 200 or known[0] == 101:  # interim responses are never cached
+                if len(heads) >= MAX_CACHED_HEADS:
+                    heads.clear()
+                heads[head] = known
+        status, keep_alive, length, chunked = known
         if 100 <= status < 200 and status != 101:
             # An interim response (100 Continue, 103 Early Hints): the final one follows.
             self._state = _HEAD
             return
-        keep_alive = parts[0] != b"HTTP/1.0"
-        length = -1
-        chunked = False
-        if line_end >= 0:
-            # Only three fields matter; a few C-level finds over the lowered
-            # block cost far less than splitting every line in the hot loop.
-            fields = head[line_end:].lower() + b"\r\n"
-            at = fields.find(b"\r\ncontent-length:")
-            while at >= 0:
-                value = _field_value(fields, at + 17)
-                if not value.isdigit():
-                    raise MalformedResponse(f"bad Content-Length {value[:40]!r}")
-                if length >= 0 and int(value) != length:
-                    raise MalformedResponse("conflicting Content-Length fields")
-                length = int(value)
-                at = fields.find(b"\r\ncontent-length:", at + 17)
-            at = fields.find(b"\r\ntransfer-encoding:")
-            if at >= 0:
-                chunked = _field_value(fields, at + 20).endswith(b"chunked")
-            at = fields.find(b"\r\nconnection:")
-            if at >= 0:
-                tokens = _field_value(fields, at + 13)
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
         self.status = status
         self.keep_alive = keep_alive
         # RFC 9112 section 6.3: no body for HEAD, 1xx, 204 and 304; then chunked
@@ -230,12 +234,51 @@ class ResponseParser:
             self._state = _DONE
         elif chunked:
             self._state = _CHUNK_SIZE
-        elif length >= 0:
+        elif length > 0:
             self._remaining = length
-            self._state = _LENGTH if length else _DONE
+            self._state = _LENGTH
+        elif length == 0:
+            self._state = _DONE
         else:
             self.keep_alive = False
             self._state = _UNTIL_CLOSE
+
+
+def _parse_head(head: bytes) -> tuple[int, bool, int, bool]:
+    """Status, keep-alive, Content-Length (-1: none) and chunked, from a header block; or MalformedResponse."""
+    line_end = head.find(b"\r\n")
+    status_line = head if line_end < 0 else head[:line_end]
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        raise MalformedResponse(f"bad status line {status_line[:80]!r}")
+    status = int(parts[1])
+    keep_alive = parts[0] != b"HTTP/1.0"
+    length = -1
+    chunked = False
+    if line_end >= 0:
+        # Only three fields matter; a few C-level finds over the lowered
+        # block cost far less than splitting every line.
+        fields = head[line_end:].lower() + b"\r\n"
+        at = fields.find(b"\r\ncontent-length:")
+        while at >= 0:
+            value = _field_value(fields, at + 17)
+            if not value.isdigit():
+                raise MalformedResponse(f"bad Content-Length {value[:40]!r}")
+            if length >= 0 and int(value) != length:
+                raise MalformedResponse("conflicting Content-Length fields")
+            length = int(value)
+            at = fields.find(b"\r\ncontent-length:", at + 17)
+        at = fields.find(b"\r\ntransfer-encoding:")
+        if at >= 0:
+            chunked = _field_value(fields, at + 20).endswith(b"chunked")
+        at = fields.find(b"\r\nconnection:")
+        if at >= 0:
+            tokens = _field_value(fields, at + 13)
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+    return status, keep_alive, length, chunked
 
 
 def _field_value(fields: bytes, start: int) -> bytes:
@@ -257,9 +300,9 @@ class ConnectionOwner(TypingProtocol):
 class HTTPClientConnection(Protocol):
     """One keep-alive connection; :meth:`send` one request, then wait for the owner's callback."""
 
-    def __init__(self, owner: ConnectionOwner) -> None:
+    def __init__(self, owner: ConnectionOwner, head_cache: dict[bytes, tuple[int, bool, int, bool]] | None = None) -> None:
         self.owner = owner
-        self.parser = ResponseParser()
+        self.parser = ResponseParser(head_cache)
         self._socket_send: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802

@@ -152,14 +152,18 @@ class Recorder:
 
     Latencies are counted per whole microsecond in plain dicts and only
     poured into the HDR histograms (``record_value(value, count)``) once a
-    second and at the end: a response costs a few dict updates instead of
-    three pure-Python histogram insertions.
+    second and at the end: a response costs a dict update or two instead of
+    pure-Python histogram insertions.  The current second's dict serves both
+    the per-second slice and the run's totals: warmup responses are also
+    counted apart, to be left out of the totals.  In a closed loop a request
+    is sent the moment it is issued, so the latency from the send *is* the
+    latency from the intended time: :attr:`service` is :attr:`intended`.
     """
 
     def __init__(self, rate_mode: bool) -> None:
         self.rate_mode = rate_mode
         self.intended = _histogram()
-        self.service = _histogram()
+        self.service = _histogram() if rate_mode else self.intended
         self.lateness = _histogram()
         self.status_codes: dict[int, int] = {}
         self.errors: dict[str, int] = {kind.value: 0 for kind in ErrorKind}
@@ -167,37 +171,46 @@ class Recorder:
         self.queued = 0
         self.timeseries: list[IntervalStats] = []
         self._interval = _histogram(INTERVAL_SIGNIFICANT_DIGITS)
-        self._pending_intended: dict[int, int] = {}
+        self._pending: dict[int, int] = {}  # this second's latencies from intended, warmup included
+        self._pending_warmup: dict[int, int] = {}  # the warmup part of _pending
         self._pending_service: dict[int, int] = {}
         self._pending_lateness: dict[int, int] = {}
-        self._pending_interval: dict[int, int] = {}
-        self._interval_requests = 0
         self._interval_errors = 0
         self._total_errors_seen = 0
+        #: ``response(measured, status, size, intended, sent, done)``: a complete response, three times on one clock.
+        self.response = self._response_rate if rate_mode else self._response_closed
 
-    def response(self, measured: bool, status: int, size: int, intended: float, sent: float, done: float) -> None:
-        """A complete response; the three times are seconds on one clock."""
+    def _response_closed(self, measured: bool, status: int, size: int, intended: float, sent: float, done: float) -> None:
         latency = int((done - intended) * 1_000_000)
-        counts = self._pending_interval
+        counts = self._pending
         counts[latency] = counts.get(latency, 0) + 1
-        self._interval_requests += 1
+        if measured:
+            codes = self.status_codes
+            codes[status] = codes.get(status, 0) + 1
+            self.bytes_received += size
+        else:
+            counts = self._pending_warmup
+            counts[latency] = counts.get(latency, 0) + 1
+
+    def _response_rate(self, measured: bool, status: int, size: int, intended: float, sent: float, done: float) -> None:
+        latency = int((done - intended) * 1_000_000)
+        counts = self._pending
+        counts[latency] = counts.get(latency, 0) + 1
         if not measured:
+            counts = self._pending_warmup
+            counts[latency] = counts.get(latency, 0) + 1
             return
-        counts = self._pending_intended
-        counts[latency] = counts.get(latency, 0) + 1
         service = int((done - sent) * 1_000_000)
         counts = self._pending_service
         counts[service] = counts.get(service, 0) + 1
-        if self.rate_mode:
-            late = int((sent - intended) * 1_000_000)
-            counts = self._pending_lateness
-            counts[late] = counts.get(late, 0) + 1
+        late = int((sent - intended) * 1_000_000)
+        counts = self._pending_lateness
+        counts[late] = counts.get(late, 0) + 1
         codes = self.status_codes
         codes[status] = codes.get(status, 0) + 1
         self.bytes_received += size
 
     def error(self, measured: bool, kind: str) -> None:
-        self._interval_requests += 1
         self._interval_errors += 1
         self._total_errors_seen += 1
         if measured:
@@ -205,12 +218,19 @@ class Recorder:
 
     def flush(self) -> None:
         """Pour the counted latencies into the histograms."""
-        for counts, histogram in (
-            (self._pending_intended, self.intended),
-            (self._pending_service, self.service),
-            (self._pending_lateness, self.lateness),
-            (self._pending_interval, self._interval),
-        ):
+        pending = self._pending
+        warmup = self._pending_warmup
+        interval = self._interval
+        intended = self.intended
+        for value, count in pending.items():
+            clamped = min(HIGHEST_US, max(1, value))
+            interval.record_value(clamped, count)
+            measured = count - warmup.get(value, 0)
+            if measured:
+                intended.record_value(clamped, measured)
+        pending.clear()
+        warmup.clear()
+        for counts, histogram in ((self._pending_service, self.service), (self._pending_lateness, self.lateness)):
             for value, count in counts.items():
                 histogram.record_value(min(HIGHEST_US, max(1, value)), count)
             counts.clear()
@@ -220,18 +240,18 @@ class Recorder:
         self.flush()
         histogram = self._interval
         responses = histogram.get_total_count()
+        requests = responses + self._interval_errors
         stats = IntervalStats(
             end_s=round(end_s, 6),
             seconds=round(seconds, 6),
-            requests=self._interval_requests,
+            requests=requests,
             errors=self._interval_errors,
-            rps=self._interval_requests / seconds if seconds > 0 else 0.0,
+            rps=requests / seconds if seconds > 0 else 0.0,
             p50_ms=histogram.get_value_at_percentile(50.0) / 1000 if responses else 0.0,
             p99_ms=histogram.get_value_at_percentile(99.0) / 1000 if responses else 0.0,
             max_ms=histogram.get_max_value() / 1000 if responses else 0.0,
         )
         histogram.reset()
-        self._interval_requests = 0
         self._interval_errors = 0
         if keep:
             self.timeseries.append(stats)

@@ -154,7 +154,7 @@ class _SlotFactory(ClientFactory):
         self.slot = slot
 
     def buildProtocol(self, addr: object) -> HTTPClientConnection:  # noqa: N802
-        return HTTPClientConnection(self.slot)
+        return HTTPClientConnection(self.slot, self.slot.run.head_cache)
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:  # noqa: N802
         self.slot.connect_failed(reason)
@@ -180,7 +180,7 @@ class _Slot:
         self.busy = True
         self.intended = intended
         self.measured = intended >= run.measure_start
-        self.request = run.next_request()
+        request = self.request = run.single_request or run.next_request()
         run.last_send = now
         connection = self.connection
         if connection is None:
@@ -188,7 +188,7 @@ class _Slot:
             run.reactor.connectTCP(run.address, run.origin.port, self.factory, timeout=run.config.timeout)
         else:
             self.sent = now
-            connection.send(self.request, run.head)
+            connection.send(request, run.head)
 
     # ConnectionOwner
 
@@ -205,16 +205,16 @@ class _Slot:
             return
         run = self.run
         parser = connection.parser
-        sent = self.sent
-        assert sent is not None
-        run.recorder.response(self.measured, parser.status, parser.received, self.intended, sent, run.now())
+        now = run.now()
+        sent: Any = self.sent  # set: a response came, so the request was sent
+        run.record_response(self.measured, parser.status, parser.received, self.intended, sent, now)
         self.busy = False
-        if not parser.keep_alive and self.connection is connection:
+        if not parser.keep_alive:
             self.connection = None
             transport: Any = connection.transport
             if transport is not None:
                 transport.loseConnection()
-        run.slot_free(self)
+        run.slot_free(self, now)
 
     def response_failed(self, connection: HTTPClientConnection, kind: str) -> None:
         if connection is not self.connection or not self.busy:
@@ -272,6 +272,11 @@ class BenchRun:
         self.head = config.method.upper() == "HEAD"
         self.rate_mode = config.rps > 0
         self.recorder = Recorder(self.rate_mode)
+        self.record_response = self.recorder.response
+        # The request of a single-URL run, taken without a call per send (b"": several URLs).
+        self.single_request = self._requests[0] if len(self._requests) == 1 else b""
+        #: What every connection's parser remembers of the header blocks it read.
+        self.head_cache: dict[bytes, tuple[int, bool, int, bool]] = {}
         self.slots = [_Slot(self) for _ in range(config.concurrency)]
         self.measure_start = math.inf
         self._request_index = 0
@@ -381,8 +386,8 @@ class BenchRun:
             self._timers.pop("send", None)
             self._end_sending()
 
-    def slot_free(self, slot: _Slot) -> None:
-        """*slot* has no request in flight: give it the next one, if any."""
+    def slot_free(self, slot: _Slot, now: float | None = None) -> None:
+        """*slot* has no request in flight: give it the next one, if any (*now*: the clock, if just read)."""
         if self.rate_mode:
             if self._sent < self._due:
                 assert self._schedule is not None
@@ -390,13 +395,14 @@ class BenchRun:
                 self._sent += 1
                 if intended >= self.measure_start:
                     self.recorder.queued += 1
-                slot.start(intended, self.now())
+                slot.start(intended, self.now() if now is None else now)
                 return
             if self._sending:
                 self._free.append(slot)
                 return
         elif self._sending:
-            now = self.now()
+            if now is None:
+                now = self.now()
             slot.start(now, now)
             return
         self._maybe_finish()
@@ -476,8 +482,10 @@ class BenchRun:
         # stretched when queued requests could only be sent after its end.
         # Waiting for the last answers does not lower it; their latency shows.
         window_end = now if self._stopped_early else max(self.last_send, self._deadline)
+        # The generator's CPU over the run, before the summaries below cost their own.
+        cpu_fraction = (self._cpu_time() - self._cpu0) / max(1e-9, now - self._t0)
         recorder.flush()
-        wall = max(1e-9, now - self._t0)
+        latency = LatencySummary.from_histogram(recorder.intended)
         config = self.config
         report = Report(
             urls=config.urls,
@@ -492,12 +500,12 @@ class BenchRun:
             errors=dict(recorder.errors),
             status_codes=dict(recorder.status_codes),
             bytes_received=recorder.bytes_received,
-            latency=LatencySummary.from_histogram(recorder.intended),
-            service=LatencySummary.from_histogram(recorder.service),
+            latency=latency,
+            service=latency if recorder.service is recorder.intended else LatencySummary.from_histogram(recorder.service),
             lateness=LatencySummary.from_histogram(recorder.lateness) if self.rate_mode else None,
             queued=recorder.queued,
             unsent=unsent,
-            cpu_fraction=(self._cpu_time() - self._cpu0) / wall,
+            cpu_fraction=cpu_fraction,
             timeseries=tuple(recorder.timeseries),
         )
         finished.callback(report)
