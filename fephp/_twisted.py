@@ -11,9 +11,11 @@ one fails there, by name, instead of somewhere on the request path.
 from __future__ import annotations
 
 import errno
+import select
 from typing import Any, Optional
 
 from twisted.internet.endpoints import _parseServer
+from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.tcp import Connection
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "epoll_poll_and_dispatch",
     "raise_listen_errors",
     "request_disconnected",
+    "select_and_dispatch",
     "send_now",
 ]
 
@@ -159,3 +162,32 @@ def epoll_poll_and_dispatch(reactor: Any, timeout: Optional[float]) -> None:
         # A socket an earlier event of this batch closed is gone.
         if selectable is not None:
             dispatch(selectable, fd, event)
+
+
+def select_and_dispatch(reactor: Any, timeout: Optional[float]) -> None:
+    """One turn of a SelectReactor's loop, calling each ready socket straight away.
+
+    The select() counterpart of :func:`epoll_poll_and_dispatch`, for the
+    load generator's fixed-rate runs (select() takes a microsecond timeout).
+    It relies on the reactor's ``_reads``, ``_writes`` and ``_doReadOrWrite``
+    (twisted.internet.selectreactor, since Twisted 8).  A descriptor closed
+    behind the reactor's back makes select() fail; then Twisted's own
+    ``doSelect`` runs the turn, and its recovery drops that descriptor.
+    """
+    reads = reactor._reads
+    writes = reactor._writes
+    try:
+        readable, writable, _ = select.select(reads, writes, (), timeout)
+    except (ValueError, TypeError, OSError) as e:
+        if isinstance(e, OSError) and e.errno == errno.EINTR:
+            return
+        SelectReactor.doSelect(reactor, timeout)
+        return
+    dispatch = reactor._doReadOrWrite
+    for selectable in readable:
+        # A socket an earlier event of this batch closed is gone.
+        if selectable in reads:
+            dispatch(selectable, "doRead")
+    for selectable in writable:
+        if selectable in writes:
+            dispatch(selectable, "doWrite")

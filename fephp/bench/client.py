@@ -16,6 +16,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from .._twisted import send_now
+
 __all__ = [
     "ConnectionOwner",
     "HTTPClientConnection",
@@ -303,36 +305,16 @@ class HTTPClientConnection(Protocol):
     def __init__(self, owner: ConnectionOwner, head_cache: dict[bytes, tuple[int, bool, int, bool]] | None = None) -> None:
         self.owner = owner
         self.parser = ResponseParser(head_cache)
-        self._socket_send: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802
-        # Writing straight to the socket saves the reactor a round of
-        # write-readiness polling per request.  It is only safe while the
-        # transport buffers nothing, which holds here: a request is written
-        # only after the whole previous response came back.
-        transport = self.transport
-        sock = getattr(transport, "socket", None)
-        if sock is not None and hasattr(transport, "_tempDataBuffer"):
-            self._socket_send = sock.send
         self.owner.connected(self)
 
     def send(self, request: bytes, no_body: bool = False) -> None:
         """Write *request* (complete, pre-encoded bytes) and expect its response."""
         self.parser.expect(no_body)
-        transport: Any = self.transport
-        send = self._socket_send
-        if send is not None and not transport._tempDataBuffer and not transport.dataBuffer:
-            try:
-                sent = send(request)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                # Let the transport meet the error and report the loss.
-                sent = 0
-            if sent < len(request):
-                transport.write(request[sent:])
-            return
-        transport.write(request)
+        # Straight to the socket when nothing is queued: that saves the
+        # reactor a round of write-readiness polling per request.
+        send_now(self.transport, request)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         parser = self.parser

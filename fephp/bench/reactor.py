@@ -5,22 +5,21 @@ Twisted hands every ready socket to its protocol inside
 pushes a context dictionary, so that anything logged while the event is
 handled names its connection.  A load generator handles one or two socket
 events per request and logs nothing while it runs; that context cost about
-half of ``fephp bench``'s CPU per request in a closed loop (docs/bench.md).
-These reactors dispatch each event directly.  Everything else, including how
-a disconnect or a protocol's exception is handled, is Twisted's own code.
-
-fephp's server reactor does the same for epoll; this module keeps its own
-copy because the load generator imports nothing else of fephp.
+as much as the rest of ``fephp bench``'s own work per request in a closed
+loop (docs/bench.md).  These reactors dispatch each event directly, through
+the loops in ``fephp._twisted`` (the one door to Twisted's private names, a
+leaf that imports nothing else of fephp).  Everything else, including how a
+disconnect or a protocol's exception is handled, is Twisted's own code.
 """
 
 from __future__ import annotations
 
-import errno
-import select
 import sys
 from typing import Any, Optional
 
 from twisted.internet.selectreactor import SelectReactor
+
+from .._twisted import epoll_poll_and_dispatch, select_and_dispatch
 
 __all__ = ["BenchSelectReactor", "BenchEPollReactor", "choose", "install"]
 
@@ -34,23 +33,7 @@ class BenchSelectReactor(SelectReactor):
     """A SelectReactor whose loop calls each ready socket straight away."""
 
     def doSelect(self, timeout: Optional[float]) -> None:  # noqa: N802 - Twisted's name
-        reads = self._reads
-        writes = self._writes
-        try:
-            r, w, _ = select.select(reads, writes, (), timeout)
-        except (ValueError, TypeError, OSError) as e:
-            if isinstance(e, OSError) and e.errno == errno.EINTR:
-                return
-            # A closed descriptor still registered: Twisted's own recovery.
-            return SelectReactor.doSelect(self, timeout)
-        dispatch = self._doReadOrWrite
-        for selectable in r:
-            # A socket an earlier event of this batch closed is gone.
-            if selectable in reads:
-                dispatch(selectable, "doRead")
-        for selectable in w:
-            if selectable in writes:
-                dispatch(selectable, "doWrite")
+        select_and_dispatch(self, timeout)
 
     doIteration = doSelect
 
@@ -65,18 +48,7 @@ else:
         """An EPollReactor whose poll loop calls each ready socket straight away."""
 
         def doPoll(self, timeout: Optional[float]) -> None:  # noqa: N802 - Twisted's name
-            try:
-                events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
-            except OSError as e:
-                if e.errno == errno.EINTR:
-                    return
-                raise
-            selectables = self._selectables
-            dispatch = self._doReadOrWrite
-            for fd, event in events:
-                selectable = selectables.get(fd)
-                if selectable is not None:
-                    dispatch(selectable, fd, event)
+            epoll_poll_and_dispatch(self, timeout)
 
         doIteration = doPoll
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
@@ -49,31 +48,3 @@ def test_reactor_dispatches_real_sockets(reactor_class: Any) -> None:
     reactor.run(installSignalHandlers=False)
     port.stopListening()
     assert seen == [b"ping", b"lost"]
-
-
-def test_select_reactor_survives_a_closed_descriptor() -> None:
-    """A descriptor closed behind the reactor's back is dropped by Twisted's recovery, not raised."""
-    reactor = BenchSelectReactor()
-    a, b = socket.socketpair()
-
-    class Reader:
-        lost: list[object] = []
-
-        def fileno(self) -> int:
-            return a.fileno()
-
-        def doRead(self) -> None:  # noqa: N802
-            pass
-
-        def connectionLost(self, reason: object) -> None:  # noqa: N802
-            self.lost.append(reason)
-
-        def logPrefix(self) -> str:  # noqa: N802
-            return "reader"
-
-    reader = Reader()
-    reactor.addReader(reader)
-    a.close()
-    b.close()
-    reactor.doIteration(0)
-    assert reader.lost and reader not in reactor.getReaders()

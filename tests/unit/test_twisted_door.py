@@ -173,3 +173,39 @@ def test_epoll_poll_and_dispatch_calls_a_ready_reader() -> None:
         reactor._poller.close()
         ours.close()
         theirs.close()
+
+
+def test_select_and_dispatch_calls_a_ready_reader_and_recovers_a_closed_one() -> None:
+    """One turn of the select() loop calls a readable socket's doRead; a descriptor closed meanwhile is dropped."""
+    from twisted.internet.selectreactor import SelectReactor
+
+    reactor = SelectReactor()
+    ours, theirs = socket.socketpair()
+    calls: list[str] = []
+    lost: list[Failure] = []
+
+    class Reader:
+        def fileno(self) -> int:
+            return ours.fileno()
+
+        def doRead(self) -> None:  # noqa: N802 - Twisted's name
+            calls.append(ours.recv(10).decode())
+
+        def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
+            return "reader"
+
+        def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+            lost.append(reason)
+
+    reader = Reader()
+    try:
+        reactor.addReader(reader)  # type: ignore[arg-type]
+        theirs.send(b"ping")
+        _twisted.select_and_dispatch(reactor, 1.0)
+        assert calls == ["ping"]
+        ours.close()
+        _twisted.select_and_dispatch(reactor, 0)
+        assert len(lost) == 1 and reader not in reactor.getReaders()
+    finally:
+        ours.close()
+        theirs.close()
