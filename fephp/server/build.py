@@ -26,6 +26,7 @@ from ..process.binaries import find_php
 from ..process.phpfpm import ManagedPHPFPM, PHPFPMError
 from ..web.app import PHPApp
 from ..web.compress import Compression
+from ..web.figures import SiteFigures
 from ..web.site import FrontSite
 from .config import Config
 from .service import FrontService
@@ -126,9 +127,15 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         server_software=server.server_software,
         server_name=server.server_name,
     )
+    logging = config.logging
     site = FrontSite(
         app,
-        access_log=config.logging.access_log,
+        access_log=logging.access_log,
+        access_log_format=logging.access_log_format,
+        access_log_duration=logging.access_log_duration,
+        secret_query=logging.secret_query,
+        # Counting costs a little per request: only when someone can read it.
+        figures=SiteFigures() if config.admin.listen else None,
         max_body_size=config.limits.max_body_size,
         max_header_size=config.limits.max_header_size,
         reactor=reactor,

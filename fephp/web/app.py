@@ -71,6 +71,7 @@ class PHPApp(Resource):
         if kind is Script:
             return self.php.run(request, route, query)  # type: ignore[arg-type]
         if kind is StaticFile:
+            request.kind = "static"  # type: ignore[attr-defined]  # for the access log and the figures
             return serve_static(request, route)  # type: ignore[arg-type]
         if kind is Redirect:
             location = route.location.encode("utf-8")  # type: ignore[union-attr]

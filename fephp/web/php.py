@@ -10,6 +10,7 @@ request.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -32,6 +33,8 @@ from .errors import send_error
 __all__ = ["PHPHandler"]
 
 _SERVER = b"server"
+_REQUEST_ID = b"x-request-id"
+_monotonic = time.monotonic
 #: Headers about PHP's connection to us, not ours to the client (RFC 9110 7.6.1);
 #: Twisted frames the response itself.
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"))
@@ -93,10 +96,14 @@ class _PHPResponse:
                 add(name, value)
 
     def stderr_received(self, data: bytes) -> None:
+        request = self._request
         for line in data.decode("utf-8", "replace").splitlines():
             if line:
                 self.log.warn(
-                    "PHP: {php_stderr}", php_stderr=line, uri=self._request.uri.decode("latin-1")
+                    "[{request_id}] PHP: {php_stderr}",
+                    php_stderr=line,
+                    uri=request.uri.decode("latin-1"),
+                    request_id=_request_id(request),
                 )
 
     def complete(self) -> None:
@@ -141,6 +148,8 @@ class PHPHandler:
         self.document_root = document_root
         self.server_software = server_software
         self._server_header = server_software.encode("latin-1", "replace")
+        #: The access log's "backend" field.
+        self.backend_name: str = getattr(backend, "name", type(backend).__name__)
         self.server_name = server_name
         self.max_cgi_head_size = max_cgi_head_size
         #: Requests handed to PHP and not yet finished (for a graceful stop).
@@ -187,6 +196,10 @@ class PHPHandler:
         sink = _PHPResponse(request, self.max_cgi_head_size)
         body = content if length else None
         self.in_flight += 1
+        # For the access log (fephp.web.site.FrontRequest); any Request may come here.
+        request.kind = "php"  # type: ignore[attr-defined]
+        request.backend_name = self.backend_name  # type: ignore[attr-defined]
+        request.php_started_at = _monotonic()  # type: ignore[attr-defined]
         d = self.backend.request(env, body, sink)
         finished = request.notifyFinish()
         # The client went away: abort the FastCGI request and free its connection.
@@ -196,18 +209,23 @@ class PHPHandler:
         return NOT_DONE_YET
 
     def _php_done(self, app_status: int, request: Request, sink: _PHPResponse) -> None:
+        request.php_ended_at = _monotonic()  # type: ignore[attr-defined]
         sink.unregister()
         if request_disconnected(request):
             return
         try:
             sink.complete()
         except CGIResponseError as e:
-            self.log.error("bad CGI response from PHP for {uri}: {error}", uri=request.uri, error=str(e))
+            self.log.error(
+                "[{request_id}] bad CGI response from PHP for {uri}: {error}",
+                uri=request.uri, error=str(e), request_id=_request_id(request),
+            )
             self._fail(request, sink, 502)
             return
         request.finish()
 
     def _php_failed(self, failure: Failure, request: Request, sink: _PHPResponse) -> None:
+        request.php_ended_at = _monotonic()  # type: ignore[attr-defined]
         sink.unregister()
         if request_disconnected(request) or failure.check(CancelledError):
             return  # the client went away; nobody to answer
@@ -215,15 +233,19 @@ class PHPHandler:
         if isinstance(error, (BackendError, CGIResponseError)):
             status = error.http_status
             self.log.error(
-                "{uri}: {status} ({kind}: {error})",
+                "[{request_id}] {uri}: {status} ({kind}: {error})",
                 uri=request.uri,
                 status=status,
                 kind=type(error).__name__,
                 error=str(error),
+                request_id=_request_id(request),
             )
         else:
             status = 502
-            self.log.failure("unexpected error while running {uri}", failure, uri=request.uri)
+            self.log.failure(
+                "[{request_id}] unexpected error while running {uri}", failure,
+                uri=request.uri, request_id=_request_id(request),
+            )
         self._fail(request, sink, status)
 
     def _fail(self, request: Request, sink: _PHPResponse, status: int) -> None:
@@ -233,8 +255,11 @@ class PHPHandler:
             # An HTTP/1.1 channel cuts the connection, an HTTP/2 stream is reset.
             request.channel.abort_response()  # type: ignore[union-attr,attr-defined]
             return
+        request_id = request.responseHeaders.getRawHeaders(_REQUEST_ID)
         request.responseHeaders = Headers()
         request.setHeader(_SERVER, self._server_header)
+        if request_id:
+            request.responseHeaders.setRawHeaders(_REQUEST_ID, request_id)
         body = send_error(request, status)
         request.write(body)
         request.finish()
@@ -249,3 +274,8 @@ class PHPHandler:
         if self.in_flight == 0:
             return succeed(None)
         return self._idle_waiters.wait()
+
+
+def _request_id(request: Request) -> str:
+    """The request's X-Request-Id for a log line ("-" for a Request that has none)."""
+    return (getattr(request, "request_id", b"") or b"-").decode("ascii", "replace")

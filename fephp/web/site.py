@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import sys
+import secrets
 import time
-from typing import IO, Any, Optional
+from typing import Any, Optional, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import connectionDone
@@ -18,10 +18,23 @@ from twisted.web.resource import IResource
 from .._deferreds import Waiters
 from .._twisted import channel_between_requests, channel_dispatch, request_disconnected, send_now
 from .compress import Compression, Encoder
+from .accesslog import AccessLog, LoggedRequest, combined_line, json_line, redact_query, secret_names
 from .errors import raw_error_response, send_error
+from .figures import SiteFigures
 from .http2 import H2Connection
 
-__all__ = ["FrontSite", "FrontRequest"]
+__all__ = ["FrontSite", "FrontRequest", "MAX_REQUEST_ID", "valid_request_id"]
+
+_monotonic = time.monotonic
+#: The longest X-Request-Id taken from a client (a UUID is 36, nginx's $request_id 32).
+MAX_REQUEST_ID = 128
+#: Letters, digits and the punctuation of UUIDs, base64 and common trace ids.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/@-]{1,%d}" % MAX_REQUEST_ID)
+
+
+def valid_request_id(value: bytes) -> bool:
+    """An X-Request-Id fephp passes on as it came: bounded in length, no space, quote or control byte."""
+    return _REQUEST_ID.fullmatch(value) is not None
 
 
 class _Discard:
@@ -56,10 +69,22 @@ class FrontRequest(server.Request):
     _refused = False
     #: The body's streaming encoder, once the first write chose to compress.
     _stream: Optional[Encoder] = None
+    #: The X-Request-Id of this request (the client's when well-formed, else one of ours).
+    request_id = b""
+    #: ``time.monotonic()`` at the end of the request head, and at the first response byte.
+    started_at = 0.0
+    first_byte_at: Optional[float] = None
+    #: What served it ("php", "static" or "other"), and PHP's part (fephp.web.php sets them).
+    kind = "other"
+    backend_name: Optional[str] = None
+    php_started_at: Optional[float] = None
+    php_ended_at: Optional[float] = None
 
     def write(self, data: bytes) -> None:
         """Write body bytes; the first write decides on compression (:meth:`Compression.begin`)."""
         if not self.startedWriting:
+            if self.first_byte_at is None:
+                self.first_byte_at = _monotonic()
             compression = self.site.compression if self.site is not None else None  # type: ignore[attr-defined]
             if compression is not None:
                 data, self._stream = compression.begin(self, data)
@@ -82,6 +107,7 @@ class FrontRequest(server.Request):
         super().finish()
 
     def gotLength(self, length: Optional[int]) -> None:  # noqa: N802 - Twisted's name
+        self.started_at = _monotonic()
         limit = self.channel.site.max_body_size  # type: ignore[attr-defined]
         if length is not None and limit is not None and length > limit:
             self._refuse()
@@ -119,6 +145,17 @@ class FrontRequest(server.Request):
         headers = self.responseHeaders
         headers.setRawHeaders(b"server", site.server_header)
         headers.setRawHeaders(b"date", [site.http_date()])
+        given = self.requestHeaders.getRawHeaders(b"x-request-id")
+        if given is not None and len(given) == 1 and _REQUEST_ID.fullmatch(given[0]):
+            request_id = given[0]
+        else:
+            # PHP sees the id the log and the client see (HTTP_X_REQUEST_ID).
+            request_id = site.new_request_id()
+            self.requestHeaders.setRawHeaders(b"x-request-id", [request_id])
+        self.request_id = request_id
+        headers.setRawHeaders(b"x-request-id", [request_id])
+        if not self.started_at:  # a request that never announced a length (an HTTP/2 stream)
+            self.started_at = _monotonic()
         hosts = self.requestHeaders.getRawHeaders(b"host")
         if hosts is None:
             # RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
@@ -418,11 +455,13 @@ class _Channel(http.HTTPChannel):
 
 
 class FrontSite(server.Site):
-    """The Site: a bounded request head, no form parsing, an optional access log.
+    """The Site: a bounded request head, no form parsing, request ids, an optional access log and figures.
 
     Twisted's default would parse every form body into ``request.args`` (PHP
     does that itself) and log every request through the global log; we log
-    only to the configured access log, in Combined Log Format.
+    only to the configured access log (:mod:`fephp.web.accesslog`), in
+    Combined Log Format or JSON.  With *figures* (the admin listener is on),
+    every finished request is counted there.
     """
 
     requestFactory = FrontRequest
@@ -439,14 +478,27 @@ class FrontSite(server.Site):
         reactor: Any = None,
         http2: bool = True,
         compression: Optional[Compression] = None,
+        access_log_format: str = "combined",
+        access_log_duration: bool = False,
+        secret_query: Sequence[str] = (),
+        figures: Optional[SiteFigures] = None,
     ) -> None:
         kwargs: dict[str, Any] = {"timeout": timeout}
         if reactor is not None:
             kwargs["reactor"] = reactor
-        if access_log and access_log != "-":
-            kwargs["logPath"] = access_log
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
+        if reactor is None:
+            from twisted.internet import reactor
+        self._call_later = reactor.callLater
         self.access_log = access_log
+        self.access_log_format = access_log_format
+        self.access_log_duration = access_log_duration
+        self.secret_query = secret_names(secret_query)
+        self.figures = figures
+        self._access: Optional[AccessLog] = None
+        # Unique per process start; the counter makes each id of this process unique.
+        self._id_prefix = secrets.token_hex(8).encode()
+        self._id_count = 0
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
         #: Offer HTTP/2 over TLS (ALPN "h2"); ``server.http2``.
@@ -469,6 +521,10 @@ class FrontSite(server.Site):
     def acceptableProtocols(self) -> list[bytes]:  # noqa: N802 - Twisted's name
         """What a TLS listener offers by ALPN (IProtocolNegotiationFactory), the preferred first."""
         return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
+    def new_request_id(self) -> bytes:
+        """32 hex digits: this process's random prefix and a counter."""
+        self._id_count += 1
+        return b"%s%016x" % (self._id_prefix, self._id_count)
 
     def http_date(self) -> bytes:
         """The Date header's value, formatted once a second."""
@@ -499,19 +555,63 @@ class FrontSite(server.Site):
 
     def startFactory(self) -> None:  # noqa: N802 - Twisted's name
         super().startFactory()
-        if not self.access_log:
-            self.logFile = None  # type: ignore[assignment]
-        elif self.access_log == "-":
-            self.logFile = _Stdout(sys.stdout)
+        self.logFile = None  # type: ignore[assignment]  # Twisted's; ours is self._access
+        if self.access_log:
+            self._access = AccessLog(self.access_log, self._call_later)
 
+    def stopFactory(self) -> None:  # noqa: N802 - Twisted's name
+        super().stopFactory()
+        access, self._access = self._access, None
+        if access is not None:
+            access.close()
 
-class _Stdout:
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
+    def reopen_logs(self) -> None:
+        """Write what the access log holds and open its file anew (SIGUSR1, after logrotate)."""
+        if self._access is not None:
+            self._access.reopen()
 
-    def write(self, line: str) -> None:
-        self._stream.write(line)
-        self._stream.flush()
+    def flush_logs(self) -> None:
+        if self._access is not None:
+            self._access.flush()
 
-    def close(self) -> None:
-        pass
+    def log(self, request: Any) -> None:
+        """One finished request: counted in the figures, written to the access log."""
+        now = _monotonic()
+        duration = now - request.started_at
+        first = request.first_byte_at
+        kind = request.kind
+        figures = self.figures
+        if figures is not None:
+            figures.request_done(
+                request.method, request.code, kind, duration,
+                None if first is None else first - request.started_at, request.sentLength,
+            )
+        access = self._access
+        if access is None:
+            return
+        php = None
+        if request.php_started_at is not None and request.php_ended_at is not None:
+            php = request.php_ended_at - request.php_started_at
+        client = request.getClientAddress()
+        headers = request.requestHeaders
+        referer = headers.getRawHeaders(b"referer")
+        agent = headers.getRawHeaders(b"user-agent")
+        entry = LoggedRequest(
+            time=time.time(),
+            remote=getattr(client, "host", None) or "-",
+            method=request.method,
+            uri=redact_query(request.uri, self.secret_query),
+            protocol=request.clientproto,
+            status=request.code,
+            bytes_sent=request.sentLength,
+            duration=duration,
+            php_duration=php,
+            backend=request.backend_name,
+            request_id=request.request_id or b"-",
+            referer=referer[0] if referer else None,
+            user_agent=agent[0] if agent else None,
+        )
+        if self.access_log_format == "json":
+            access.write(json_line(entry))
+        else:
+            access.write(combined_line(entry, duration=self.access_log_duration))

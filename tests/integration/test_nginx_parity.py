@@ -12,6 +12,7 @@ are compared.  docs/compatibility.md is the prose version of this file.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import socket
@@ -185,7 +186,9 @@ def _comparable(response: Response, port: int, software: str) -> dict[str, Any]:
     """The dump with the $_SERVER keys that differ by nature checked per front and removed.
 
     The allow-list: SERVER_SOFTWARE, SERVER_PORT, HTTP_HOST (its port),
-    REMOTE_PORT, REQUEST_TIME and REQUEST_TIME_FLOAT; and the SEPARATE keys.
+    REMOTE_PORT, REQUEST_TIME and REQUEST_TIME_FLOAT, fephp's
+    HTTP_X_REQUEST_ID (a new id per request; nginx sends none); and the
+    SEPARATE keys.
     """
     dump = json.loads(response.body)
     server = dump["server"]
@@ -198,6 +201,8 @@ def _comparable(response: Response, port: int, software: str) -> dict[str, Any]:
     assert server.pop("REMOTE_PORT").isdigit()
     assert isinstance(server.pop("REQUEST_TIME"), int)
     assert isinstance(server.pop("REQUEST_TIME_FLOAT"), float)
+    if software.startswith("fephp"):
+        assert re.fullmatch(r"[0-9a-f]{32}", server.pop("HTTP_X_REQUEST_ID"))
     for key in SEPARATE:
         server.pop(key, None)
     return dump

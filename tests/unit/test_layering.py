@@ -4,6 +4,7 @@ The layers, from the bottom (docs/architecture.md draws them)::
 
     _compat, _twisted,           leaves: what differs between Pythons, the door to Twisted's privates,
     _deferreds                   Deferreds that wait for one event together
+    _stats                       figures the request path keeps (histograms), read at scrape time
     fastcgi, cgi                 pure: the standard library only
     backend, process             Twisted, below the web
     web                          twisted.web, over backend and cgi
@@ -33,18 +34,23 @@ ALLOWED: dict[str, set[str]] = {
     "_compat": set(),
     "_twisted": set(),
     "_deferreds": set(),
-    "backend": {"fastcgi", "_compat", "_twisted", "_deferreds"},
+    "_stats": set(),
+    "backend": {"fastcgi", "_compat", "_twisted", "_deferreds", "_stats"},
     "process": {"_compat", "_twisted", "_deferreds"},
-    "web": {"cgi", "backend", "_compat", "_twisted", "_deferreds"},
-    "server": {"fastcgi", "cgi", "backend", "process", "web", "_compat", "_twisted", "_deferreds", "fephp"},
+    "web": {"cgi", "backend", "_compat", "_twisted", "_deferreds", "_stats"},
+    "server": {"fastcgi", "cgi", "backend", "process", "web", "_compat", "_twisted", "_deferreds", "_stats", "fephp"},
     "bench": {"_twisted"},
-    "testing": {"fastcgi", "cgi", "backend", "web", "_compat", "_twisted", "_deferreds"},
+    "testing": {"fastcgi", "cgi", "backend", "web", "_compat", "_twisted", "_deferreds", "_stats"},
     "tap": {"server"},
     "cli": {"server", "bench"},
     "fephp": set(),
 }
 #: Layers whose only outside imports may be the standard library, and what of it they may not use.
-PURE = {"fastcgi": {"socket", "asyncio", "logging", "select", "selectors"}, "cgi": {"socket", "asyncio", "logging"}}
+PURE = {
+    "fastcgi": {"socket", "asyncio", "logging", "select", "selectors"},
+    "cgi": {"socket", "asyncio", "logging"},
+    "_stats": {"socket", "asyncio", "logging"},
+}
 #: Modules whose functions may import lazily: process entry points.
 ENTRY_POINTS = {"fephp.tap", "fephp.cli", "fephp.server.worker"}
 

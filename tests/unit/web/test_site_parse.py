@@ -46,6 +46,7 @@ class Echo(Resource):
 def run(data: bytes, *, bytewise: bool, calls: list[bool]) -> tuple[bytes, bool, bool]:
     site = FrontSite(Echo(), timeout=None, reactor=Clock())
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
+    site.new_request_id = lambda: b"rid"  # type: ignore[method-assign]
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
     take = channel._take_head
 
