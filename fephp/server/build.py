@@ -17,6 +17,7 @@ from twisted.application.service import Service
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 
 from .._twisted import raise_listen_errors
+from ..backend.balancer import BackendSpec, Balancer
 from ..backend.endpoints import parse_client_endpoint
 from ..backend.interface import Backend
 from ..backend.phpcgi import PHPCGIBackend
@@ -38,7 +39,16 @@ from .workers import (
     connections_per_worker,
 )
 
-__all__ = ["build_backend", "build_compression", "build_front", "build_managed_php_fpm", "build_server", "build_site"]
+__all__ = [
+    "backend_specs",
+    "build_backend",
+    "build_balancer",
+    "build_compression",
+    "build_front",
+    "build_managed_php_fpm",
+    "build_server",
+    "build_site",
+]
 
 
 def build_managed_php_fpm(config: Config, reactor: Any, *, children: Optional[int] = None) -> ManagedPHPFPM:
@@ -62,12 +72,15 @@ def build_backend(
     *,
     fpm_socket_path: Optional[str] = None,
     pool_size: Optional[int] = None,
+    workers: int = 1,
 ) -> "tuple[Backend, Optional[ManagedPHPFPM]]":
     """The PHP backend for *config*, and the managed php-fpm it needs (or None).
 
     *fpm_socket_path* is the socket of a php-fpm managed by someone else (a
     worker's parent): the pool connects to it and starts nothing.
     *pool_size* overrides ``php.worker_pool_size`` (a worker's share).
+    *workers* is ``server.workers`` in a worker process: each of several
+    backends gets that share of its ``pool_size`` in this process.
     """
     php = config.php
     timeouts = config.timeouts
@@ -75,6 +88,10 @@ def build_backend(
     if not php.use_fpm:
         binary = php.php_cgi_binary or find_php("php-cgi") or "php-cgi"  # a missing one fails each request with 502
         return PHPCGIBackend(reactor, binary, ini=dict(php.ini), timeout=timeouts.response), None
+    if php.backends or (php.fpm_socket and php.ping_path):
+        # A single pool pinged is a balancer of one: a hung php-fpm is taken
+        # out, and requests fail after connect_timeout instead of hanging.
+        return build_balancer(config, reactor, workers=workers), None
     if php.fpm_socket:
         endpoint = parse_client_endpoint(reactor, php.fpm_socket)
         name = php.fpm_socket
@@ -96,6 +113,48 @@ def build_backend(
         name=name,
     )
     return pool, managed
+
+
+def build_balancer(config: Config, reactor: Any, *, workers: int = 1) -> Balancer:
+    """The balancer over every external php-fpm of ``php``, each pool this process's share of its ``pool_size``."""
+    php = config.php
+    timeouts = config.timeouts
+
+    def make_pool(spec: BackendSpec) -> FastCGIPool:
+        return FastCGIPool(
+            parse_client_endpoint(reactor, spec.address),
+            clock=reactor,
+            size=spec.pool_size,
+            connect_timeout=timeouts.connect,
+            response_timeout=timeouts.response,
+            idle_timeout=timeouts.idle,
+            name=spec.address,
+        )
+
+    return Balancer(
+        backend_specs(config, workers),
+        make_pool,
+        clock=reactor,
+        queue_size=php.queue_size,
+        queue_timeout=timeouts.queue,
+        connect_timeout=timeouts.connect,
+        session_cookie=php.session_cookie if php.session_affinity else None,
+        ping_path=php.ping_path,
+        ping_interval=php.ping_interval,
+        ping_timeout=timeouts.ping,
+    )
+
+
+def backend_specs(config: Config, workers: int = 1) -> "list[BackendSpec]":
+    """The balancer's backends for *config*: with *workers* processes, each holds its share of every pool.
+
+    A kept connection pins a php-fpm child, so the workers together hold at
+    most ``pool_size`` connections to a backend (at least one each).
+    """
+    return [
+        BackendSpec(b.address, b.weight, connections_per_worker(b.pool_size, workers), b.drain)
+        for b in config.php.external_backends
+    ]
 
 
 def build_compression(config: Config) -> Optional[Compression]:
@@ -152,6 +211,7 @@ def build_front(
     *,
     fpm_socket_path: Optional[str] = None,
     pool_size: Optional[int] = None,
+    workers: int = 1,
 ) -> FrontService:
     """One serving process: backend, site and listeners, with php-fpm if it is fephp's to run here.
 
@@ -159,7 +219,9 @@ def build_front(
     them (the configured endpoints in the single process, the inherited
     sockets in a worker).
     """
-    backend, managed = build_backend(config, reactor, fpm_socket_path=fpm_socket_path, pool_size=pool_size)
+    backend, managed = build_backend(
+        config, reactor, fpm_socket_path=fpm_socket_path, pool_size=pool_size, workers=workers
+    )
     app, site = build_site(config, reactor, backend)
     return FrontService(
         app=app,

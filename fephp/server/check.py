@@ -12,7 +12,15 @@ __all__ = ["check_config_main"]
 
 def _summary(config: Config) -> list[str]:
     php = config.php
-    if php.mode == "external":
+    if php.backends:
+        parts = [
+            f"{b.address} (weight {b.weight}, {b.pool_size} connections{', drains' if b.drain else ''})"
+            for b in php.backends
+        ]
+        how = f"{len(parts)} php-fpm backends: " + ", ".join(parts)
+        if php.session_affinity:
+            how += f"; sessions kept by cookie {php.session_cookie}"
+    elif php.mode == "external":
         how = f"php-fpm at {php.fpm_socket}, up to {php.worker_pool_size} connections"
     elif php.mode == "managed":
         how = f"managed php-fpm ({php.php_fpm_binary}), {php.worker_pool_size} children"

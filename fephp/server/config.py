@@ -23,11 +23,12 @@ from twisted.internet.endpoints import serverFromString
 
 from .. import __version__
 from .._twisted import endpoint_arguments
-from ..backend.endpoints import parse_client_endpoint
+from ..backend.endpoints import normalize_client_endpoint, parse_client_endpoint
 from ..process.binaries import find_php
 from ..web.compress import CODINGS
 from .settings import (
     AdminConfig,
+    BackendConfig,
     CompressionConfig,
     Config,
     ConfigError,
@@ -48,6 +49,9 @@ LOG_FORMATS = ("text", "json")
 _QUERY_NAME = re.compile(r"^[^&=\s]+$")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+#: The largest php.backends weight: a backend holds RING_POINTS x weight points on the affinity ring.
+MAX_WEIGHT = 100
+_BACKEND_KEYS = ("address", "weight", "pool_size", "drain")
 # php-fpm.conf is an ini file: a key outside this set, or a newline in a value,
 # could add directives of its own to the generated configuration.
 _INI_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -364,35 +368,106 @@ class _Validator:
         d = PHPConfig()
         self.known(data, p, ("use_fpm", "fpm_socket", "worker_pool_size", "queue_size",
                              "php_fpm_binary", "php_cgi_binary", "max_requests", "ini",
-                             "status_path", "ping_path"))
+                             "status_path", "ping_path",
+                             "backends", "session_affinity", "session_cookie", "ping_interval"))
         use_fpm = self.boolean((*p, "use_fpm"), data.get("use_fpm", d.use_fpm))
-        socket = self.string((*p, "fpm_socket"), data.get("fpm_socket"), nullable=True)
-        if socket is not None:
-            try:
-                parse_client_endpoint(None, socket)
-            except ValueError as e:
-                raise self.error((*p, "fpm_socket"), f"not a php-fpm address: {e}") from None
         size = self.integer((*p, "worker_pool_size"), data.get("worker_pool_size", d.worker_pool_size), minimum=1)
+        socket, backends = self.php_backends(p, data, size)
         queue = self.integer((*p, "queue_size"), data.get("queue_size", d.queue_size), minimum=0)
         max_requests = self.integer((*p, "max_requests"), data.get("max_requests", d.max_requests), minimum=0)
         fpm_binary = self.string((*p, "php_fpm_binary"), data.get("php_fpm_binary"), nullable=True)
         cgi_binary = self.string((*p, "php_cgi_binary"), data.get("php_cgi_binary"), nullable=True)
         # Only the binary the chosen mode runs must exist.
-        if use_fpm and socket is None:
+        external = socket is not None or bool(backends)
+        if use_fpm and not external:
             fpm_binary = self.binary((*p, "php_fpm_binary"), fpm_binary, "php-fpm")
         elif not use_fpm:
             cgi_binary = self.binary((*p, "php_cgi_binary"), cgi_binary, "php-cgi")
         ini = self.ini((*p, "ini"), data.get("ini", {}))
+        affinity = self.boolean((*p, "session_affinity"), data.get("session_affinity", d.session_affinity))
+        if affinity and not backends:
+            raise self.error((*p, "session_affinity"),
+                             "needs several php-fpm backends (a list in php.fpm_socket, or php.backends)")
+        cookie = self.string((*p, "session_cookie"), data.get("session_cookie", d.session_cookie))
+        assert cookie is not None
+        if any(c in cookie for c in "=;, \t"):
+            raise self.error((*p, "session_cookie"), f"is not a cookie name: {cookie!r}")
         paths = {}
         for key in ("status_path", "ping_path"):
             path = self.string((*p, key), data.get(key), nullable=True)
             if path is not None:
                 self.url_prefix((*p, key), path)
-                if socket is None:
+                if socket is None and not backends:
                     # The managed pool has fephp's own; php-cgi has neither.
-                    raise self.error((*p, key), "applies to an external pool only (php.fpm_socket)")
+                    raise self.error((*p, key), "applies to an external pool only (php.fpm_socket or php.backends)")
             paths[key] = path
-        return PHPConfig(use_fpm, socket, size, queue, fpm_binary, cgi_binary, max_requests, ini, **paths)
+        ping_interval = self.seconds((*p, "ping_interval"), data.get("ping_interval", d.ping_interval))
+        return PHPConfig(use_fpm, socket, size, queue, fpm_binary, cgi_binary, max_requests, ini,
+                         backends=backends, session_affinity=affinity, session_cookie=cookie,
+                         ping_interval=ping_interval, **paths)
+
+    def php_backends(self, p: Path, data: dict[Any, Any], size: int) -> tuple[Optional[str], tuple[BackendConfig, ...]]:
+        """``php.fpm_socket`` (one address, or a list of them) and ``php.backends``: the one address or the several."""
+        value = data.get("fpm_socket")
+        if "backends" in data and value is not None:
+            raise self.error((*p, "backends"), "give php.fpm_socket or php.backends, not both")
+        if isinstance(value, list):
+            if not value:
+                raise self.error((*p, "fpm_socket"), "must name at least one php-fpm address")
+            entries = [BackendConfig(self.fpm_address((*p, "fpm_socket", i), item), 1, size)
+                       for i, item in enumerate(value)]
+            return None, self.distinct_backends((*p, "fpm_socket"), entries)
+        if "backends" in data:
+            return None, self.backends((*p, "backends"), data["backends"], size)
+        if value is None:
+            return None, ()
+        if not isinstance(value, str):
+            raise self.error((*p, "fpm_socket"), f"must be an address, a list of addresses, or null, not {_describe(value)}")
+        return self.fpm_address((*p, "fpm_socket"), value), ()
+
+    def fpm_address(self, path: Path, value: Any) -> str:
+        text = self.string(path, value)
+        assert text is not None
+        try:
+            parse_client_endpoint(None, text)
+        except ValueError as e:
+            raise self.error(path, f"not a php-fpm address: {e}") from None
+        return text
+
+    def backends(self, path: Path, value: Any, size: int) -> tuple[BackendConfig, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.error(path, f"must be a list of backends (each with an address), not {_describe(value)}")
+        entries = []
+        for i, item in enumerate(value):
+            at = (*path, i)
+            if not isinstance(item, dict):
+                raise self.error(at, f"must be a mapping with an address (and weight, pool_size, drain), not {_describe(item)}")
+            self.known(item, at, _BACKEND_KEYS)
+            if "address" not in item:
+                raise self.error(at, "has no address")
+            weight = self.integer((*at, "weight"), item.get("weight", 1), minimum=1)
+            if weight > MAX_WEIGHT:
+                raise self.error((*at, "weight"), f"must be at most {MAX_WEIGHT}, not {weight}")
+            entries.append(BackendConfig(
+                self.fpm_address((*at, "address"), item["address"]),
+                weight,
+                self.integer((*at, "pool_size"), item.get("pool_size", size), minimum=1),
+                self.boolean((*at, "drain"), item.get("drain", False)),
+            ))
+        backends = self.distinct_backends(path, entries, key="address")
+        if all(b.drain for b in backends):
+            raise self.error(path, "every backend drains: at least one must take requests")
+        return backends
+
+    def distinct_backends(self, path: Path, entries: list[BackendConfig], key: Optional[str] = None) -> tuple[BackendConfig, ...]:
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            same = normalize_client_endpoint(entry.address)
+            if same in seen:
+                at = (*path, i, key) if key else (*path, i)
+                raise self.error(at, f"the same php-fpm as {_dotted((*path, seen[same]))}")
+            seen[same] = i
+        return tuple(entries)
 
     def binary(self, path: Path, value: Optional[str], what: str) -> str:
         if value is None:
@@ -430,10 +505,9 @@ class _Validator:
     def timeouts(self, data: dict[Any, Any]) -> TimeoutsConfig:
         p = ("timeouts",)
         d = TimeoutsConfig()
-        self.known(data, p, ("connect", "response", "idle", "queue"))
-        return TimeoutsConfig(
-            *(self.seconds((*p, k), data.get(k, getattr(d, k))) for k in ("connect", "response", "idle", "queue"))
-        )
+        names = ("connect", "response", "idle", "queue", "ping")
+        self.known(data, p, names)
+        return TimeoutsConfig(*(self.seconds((*p, k), data.get(k, getattr(d, k))) for k in names))
 
     def limits(self, data: dict[Any, Any]) -> LimitsConfig:
         p = ("limits",)

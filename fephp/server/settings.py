@@ -15,6 +15,7 @@ from ..web.compress import CODINGS, DEFAULT_TYPES
 
 __all__ = [
     "AdminConfig",
+    "BackendConfig",
     "CompressionConfig",
     "Config",
     "ConfigError",
@@ -60,8 +61,22 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class BackendConfig:
+    """One entry of ``php.backends`` (or one address of a ``php.fpm_socket`` list)."""
+
+    address: str
+    weight: int = 1
+    pool_size: int = 16
+    drain: bool = False
+
+
+@dataclass(frozen=True)
 class PHPConfig:
-    """``php``: how PHP runs (external php-fpm, managed php-fpm, or php-cgi)."""
+    """``php``: how PHP runs (external php-fpm, one or several, managed php-fpm, or php-cgi).
+
+    ``fpm_socket`` holds the one address given as a string; ``backends`` the
+    several given as a list there or as ``php.backends`` (never both).
+    """
 
     use_fpm: bool = True
     fpm_socket: Optional[str] = None
@@ -72,16 +87,31 @@ class PHPConfig:
     max_requests: int = 1000
     ini: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: An external pool's ``pm.status_path`` and ``ping.path``, when it has them
-    #: (the managed pool always has fephp's own, fephp.process.fpmconfig).
+    #: (the managed pool always has fephp's own, fephp.process.fpmconfig); with
+    #: several backends, each of them has these.
     status_path: Optional[str] = None
     ping_path: Optional[str] = None
+    backends: tuple[BackendConfig, ...] = ()
+    session_affinity: bool = False
+    session_cookie: str = "PHPSESSID"
+    ping_interval: float = 5.0
 
     @property
     def mode(self) -> str:
         """``"external"``, ``"managed"`` or ``"php-cgi"``."""
         if not self.use_fpm:
             return "php-cgi"
-        return "external" if self.fpm_socket else "managed"
+        return "external" if self.fpm_socket or self.backends else "managed"
+
+    @property
+    def external_backends(self) -> tuple[BackendConfig, ...]:
+        """Every external php-fpm, the single ``fpm_socket`` included (empty in the other modes)."""
+        if self.mode != "external":
+            return ()
+        if self.backends:
+            return self.backends
+        assert self.fpm_socket is not None
+        return (BackendConfig(self.fpm_socket, 1, self.worker_pool_size),)
 
 
 @dataclass(frozen=True)
@@ -92,6 +122,7 @@ class TimeoutsConfig:
     response: float = 60.0
     idle: float = 30.0
     queue: float = 30.0
+    ping: float = 2.0
 
 
 @dataclass(frozen=True)

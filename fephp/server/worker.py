@@ -181,6 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         adopted,
         fpm_socket_path=args.fpm_socket,
         pool_size=connections_per_worker(config.php.worker_pool_size, args.workers),
+        workers=args.workers,
     )
 
     stopping: list[bool] = []

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from twisted.internet import reactor
 
-from fephp.server.build import build_managed_php_fpm
+from fephp.backend.balancer import BackendSpec, Balancer
+from fephp.backend.pool import FastCGIPool
+from fephp.server.build import backend_specs, build_backend, build_managed_php_fpm
 from fephp.server.config import config_from_dict
 
 
@@ -31,3 +33,38 @@ def test_managed_php_fpm_takes_the_php_section(tmp_path: Path) -> None:
         stopped = service.stopService()
     assert stopped.called  # never started: nothing to wait for
     assert not os.path.exists(service.run_dir)
+
+
+def test_several_backends_build_one_balancer_with_each_workers_share(tmp_path: Path) -> None:
+    """php.backends build a Balancer whose pools hold, in each of server.workers processes, that share of every pool_size."""
+    (tmp_path / "public").mkdir()
+    config = config_from_dict(
+        {"php": {"backends": [{"address": "127.0.0.1:9001", "pool_size": 4}, {"address": "127.0.0.1:9002", "weight": 2, "pool_size": 9}],
+                 "session_affinity": True, "ping_path": "/ping"}},
+        base_dir=str(tmp_path),
+    )
+    assert backend_specs(config, workers=2) == [
+        BackendSpec("127.0.0.1:9001", 1, 2, False), BackendSpec("127.0.0.1:9002", 2, 4, False),
+    ]
+    backend, managed = build_backend(config, reactor, workers=2)
+    try:
+        assert managed is None and isinstance(backend, Balancer)
+        assert [(m.name, m.pool.size) for m in backend.members] == [("127.0.0.1:9001", 2), ("127.0.0.1:9002", 4)]
+        assert backend.ping_path == "/ping"
+    finally:
+        backend.close()
+
+
+def test_one_fpm_socket_stays_one_pool_unless_pinged(tmp_path: Path) -> None:
+    """A single php.fpm_socket builds the plain pool; with php.ping_path it becomes a balancer of one."""
+    (tmp_path / "public").mkdir()
+    plain, _ = build_backend(config_from_dict({"php": {"fpm_socket": "127.0.0.1:9001"}}, base_dir=str(tmp_path)), reactor)
+    pinged, _ = build_backend(
+        config_from_dict({"php": {"fpm_socket": "127.0.0.1:9001", "ping_path": "/ping"}}, base_dir=str(tmp_path)), reactor
+    )
+    try:
+        assert isinstance(plain, FastCGIPool)
+        assert isinstance(pinged, Balancer) and [m.name for m in pinged.members] == ["127.0.0.1:9001"]
+    finally:
+        plain.close()
+        pinged.close()

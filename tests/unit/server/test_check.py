@@ -38,3 +38,17 @@ def test_check_config_names_workers(site: Path) -> None:
     out = io.StringIO()
     assert check_config_main(str(write(site, "server:\n  workers: 4\n" + EXTERNAL)), out=out, err=io.StringIO()) == 0
     assert "  workers: 4 processes sharing the listeners\n" in out.getvalue()
+
+
+def test_check_config_names_every_backend(site: Path) -> None:
+    """With several php-fpm backends the summary names each, its weight and connections, and the affinity cookie."""
+    text = (
+        "php:\n  session_affinity: true\n  backends:\n"
+        "    - {address: 10.0.0.2:9000, pool_size: 4}\n    - {address: 10.0.0.3:9000, weight: 2, pool_size: 8, drain: true}\n"
+    )
+    out = io.StringIO()
+    assert check_config_main(str(write(site, text)), out=out, err=io.StringIO()) == 0
+    assert (
+        "  php: 2 php-fpm backends: 10.0.0.2:9000 (weight 1, 4 connections), 10.0.0.3:9000 (weight 2, 8 connections, drains);"
+        " sessions kept by cookie PHPSESSID\n"
+    ) in out.getvalue()

@@ -14,6 +14,7 @@ from fephp.process.binaries import find_php
 from fephp.server.config import config_from_dict, load_config
 from fephp.server.settings import (
     AdminConfig,
+    BackendConfig,
     CompressionConfig,
     Config,
     ConfigError,
@@ -275,7 +276,7 @@ def test_status_path_is_for_an_external_pool_only(site: Path) -> None:
     if find_php("php-fpm") is None:
         pytest.skip("php-fpm is not installed")
     message = error_for(site, "php:\n  status_path: /status\n")
-    assert message == f"{site / 'fephp.yaml'}, line 2: php.status_path: applies to an external pool only (php.fpm_socket)"
+    assert message == f"{site / 'fephp.yaml'}, line 2: php.status_path: applies to an external pool only (php.fpm_socket or php.backends)"
 
 
 def test_bad_listen_endpoint(site: Path) -> None:
@@ -455,3 +456,88 @@ def test_http2_can_be_switched_off(site: Path) -> None:
     """server.http2: false reaches the ServerConfig; absent, HTTP/2 is on."""
     assert load_config(str(write(site, "server:\n  http2: false\n" + EXTERNAL))).server.http2 is False
     assert load_config(str(write(site, EXTERNAL))).server.http2 is True
+
+
+# -- several php-fpm backends --------------------------------------------------------------------
+
+
+def test_fpm_socket_list_is_several_backends(site: Path) -> None:
+    """A list in php.fpm_socket is several backends, each of weight 1 with php.worker_pool_size connections."""
+    config = load_config(str(write(site, "php:\n  worker_pool_size: 6\n  fpm_socket: [10.0.0.2:9000, /run/php.sock]\n")))
+    assert config.php.fpm_socket is None
+    assert config.php.backends == (BackendConfig("10.0.0.2:9000", 1, 6, False), BackendConfig("/run/php.sock", 1, 6, False))
+    assert (config.php.mode, config.php.external_backends) == ("external", config.php.backends)
+
+
+def test_backends_with_weight_pool_size_and_drain(site: Path) -> None:
+    """php.backends entries take address, weight, pool_size (default worker_pool_size) and drain; affinity and pings as written."""
+    text = """php:
+  worker_pool_size: 4
+  backends:
+    - address: 10.0.0.2:9000
+      pool_size: 4
+    - {address: "tcp:host=10.0.0.3:port=9000", weight: 2, pool_size: 8}
+    - {address: 10.0.0.4:9000, drain: true}
+  session_affinity: true
+  session_cookie: SID
+  ping_path: /ping
+  ping_interval: 1.5
+timeouts: {ping: 0.5}
+"""
+    config = load_config(str(write(site, text)))
+    assert config.php.backends == (
+        BackendConfig("10.0.0.2:9000", 1, 4, False),
+        BackendConfig("tcp:host=10.0.0.3:port=9000", 2, 8, False),
+        BackendConfig("10.0.0.4:9000", 1, 4, True),
+    )
+    php = config.php
+    assert (php.session_affinity, php.session_cookie, php.ping_path, php.ping_interval) == (True, "SID", "/ping", 1.5)
+    assert config.timeouts.ping == 0.5
+
+
+def test_single_fpm_socket_keeps_its_meaning(site: Path) -> None:
+    """A string in php.fpm_socket is the one external php-fpm, as before; its backend list is that address."""
+    config = load_config(str(write(site, EXTERNAL)))
+    assert (config.php.fpm_socket, config.php.backends) == ("127.0.0.1:9000", ())
+    assert config.php.external_backends == (BackendConfig("127.0.0.1:9000", 1, 16, False),)
+    assert (config.php.session_affinity, config.php.session_cookie, config.php.ping_path) == (False, "PHPSESSID", None)
+
+
+BACKEND_ERRORS = [
+    ("php:\n  fpm_socket: []\n", "php.fpm_socket", 2, "must name at least one php-fpm address"),
+    ("php:\n  fpm_socket: 9000\n", "php.fpm_socket", 2, "must be an address, a list of addresses, or null, not the number 9000"),
+    ("php:\n  fpm_socket:\n    - 10.0.0.2:9000\n    - 5\n", "php.fpm_socket[1]", 4, "must be a string, not the number 5"),
+    ("php:\n  fpm_socket: [10.0.0.2:9000, 'tcp:host=10.0.0.2:port=9000']\n", "php.fpm_socket[1]", 2,
+     "the same php-fpm as php.fpm_socket[0]"),
+    ("php:\n  fpm_socket: 10.0.0.2:9000\n  backends: [{address: 10.0.0.3:9000}]\n", "php.backends", 3,
+     "give php.fpm_socket or php.backends, not both"),
+    ("php:\n  backends: []\n", "php.backends", 2, "must be a list of backends (each with an address), not a list"),
+    ("php:\n  backends: [10.0.0.2:9000]\n", "php.backends[0]", 2,
+     "must be a mapping with an address (and weight, pool_size, drain), not the string '10.0.0.2:9000'"),
+    ("php:\n  backends:\n    - weight: 2\n", "php.backends[0]", 3, "has no address"),
+    ("php:\n  backends:\n    - address: 10.0.0.2:9000\n      wieght: 2\n", "php.backends[0].wieght", 4,
+     "unknown key; did you mean 'weight'?"),
+    ("php:\n  backends:\n    - address: 10.0.0.2:9000\n      weight: 0\n", "php.backends[0].weight", 4, "must be at least 1, not 0"),
+    ("php:\n  backends:\n    - address: 10.0.0.2:9000\n      weight: 101\n", "php.backends[0].weight", 4, "must be at most 100, not 101"),
+    ("php:\n  backends:\n    - address: 10.0.0.2:9000\n      pool_size: many\n", "php.backends[0].pool_size", 4,
+     "must be an integer, not the string 'many'"),
+    ("php:\n  backends:\n    - address: 10.0.0.2:9000\n      drain: 'yes'\n", "php.backends[0].drain", 4,
+     "must be true or false, not the string 'yes'"),
+    ("php:\n  backends:\n    - address: 'unix:'\n", "php.backends[0].address", 3, "not a php-fpm address: no socket path in 'unix:'"),
+    ("php:\n  backends:\n    - address: 10.0.0.2:9000\n    - address: 10.0.0.2:9000\n", "php.backends[1].address", 4,
+     "the same php-fpm as php.backends[0]"),
+    ("php:\n  backends:\n    - {address: 10.0.0.2:9000, drain: true}\n", "php.backends", 2,
+     "every backend drains: at least one must take requests"),
+    ("php:\n  fpm_socket: 10.0.0.2:9000\n  session_affinity: true\n", "php.session_affinity", 3,
+     "needs several php-fpm backends (a list in php.fpm_socket, or php.backends)"),
+    ("php:\n  fpm_socket: [10.0.0.2:9000]\n  session_cookie: 'a=b'\n", "php.session_cookie", 3, "is not a cookie name: 'a=b'"),
+    ("php:\n  fpm_socket: [10.0.0.2:9000]\n  ping_path: ping\n", "php.ping_path", 3, "must start with '/', not 'ping'"),
+    ("php:\n  fpm_socket: [10.0.0.2:9000]\n  ping_interval: 0\n", "php.ping_interval", 3, "must be more than zero seconds, not 0"),
+    ("php:\n  fpm_socket: [10.0.0.2:9000]\ntimeouts:\n  ping: -1\n", "timeouts.ping", 4, "must be more than zero seconds, not -1"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "line", "problem"), BACKEND_ERRORS, ids=[e[1] + ":" + e[3][:30] for e in BACKEND_ERRORS])
+def test_backend_errors_name_file_key_and_line(site: Path, text: str, key: str, line: int, problem: str) -> None:
+    """Each wrong backend setting gives exactly "<file>, line <n>: <key>: <problem>"."""
+    assert error_for(site, text) == f"{site / 'fephp.yaml'}, line {line}: {key}: {problem}"
