@@ -185,6 +185,7 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         backend=backend,
         server_software=server.server_software,
         server_name=server.server_name,
+        static_cache=config.static.cache,
     )
     logging = config.logging
     site = FrontSite(

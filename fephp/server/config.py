@@ -26,11 +26,13 @@ from .._twisted import endpoint_arguments
 from ..backend.endpoints import normalize_client_endpoint, parse_client_endpoint
 from ..process.binaries import find_php
 from ..web.compress import CODINGS
+from ..web.static import CacheRule
 from .settings import (
     AdminConfig,
     BackendConfig,
     CompressionConfig,
     Config,
+    StaticConfig,
     ConfigError,
     LimitsConfig,
     LoggingConfig,
@@ -148,8 +150,11 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-_SECTIONS = ("server", "php", "timeouts", "limits", "logging", "admin", "compression")
+_SECTIONS = ("server", "php", "timeouts", "limits", "logging", "admin", "compression", "static")
 #: A media type as Content-Type names it (RFC 9110 8.3.1), or ``type/*``.
+#: nginx's time units for ``expires``: s, m, h, d, w, M (30 days), y (365 days).
+_DURATION = re.compile(r"^(-?\d+)\s*([smhdwMy]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "M": 30 * 86400, "y": 365 * 86400}
 _MEDIA_TYPE = re.compile(r"^[a-z0-9!#$&^_.+-]+/([a-z0-9!#$&^_.+-]+|\*)$")
 #: Listener types a worker can adopt from its parent: plain stream sockets.
 #: ``ssl:`` would need each worker to wrap the adopted socket in TLS itself.
@@ -189,6 +194,7 @@ class _Validator:
             logging=self.logging(sections["logging"]),
             admin=self.admin(sections["admin"], sections["server"]),
             compression=self.compression(sections["compression"]),
+            static=self.static(sections["static"]),
             source=self.source,
         )
 
@@ -603,3 +609,40 @@ class _Validator:
             types=types,
             precompressed=self.boolean((*p, "precompressed"), data.get("precompressed", d.precompressed)),
         )
+
+    def static(self, data: dict[Any, Any]) -> StaticConfig:
+        p = ("static",)
+        self.known(data, p, ("cache",))
+        rules = data.get("cache") or []
+        if not isinstance(rules, list):
+            raise self.error((*p, "cache"), f"must be a list of rules (prefix, cache_control, expires), not {_describe(rules)}")
+        out: list[CacheRule] = []
+        for i, rule in enumerate(rules):
+            path = (*p, "cache", i)
+            if not isinstance(rule, dict):
+                raise self.error(path, f"must be a mapping with prefix and cache_control or expires, not {_describe(rule)}")
+            self.known(rule, path, ("prefix", "cache_control", "expires"))
+            if "prefix" not in rule:
+                raise self.error(path, "needs a prefix (a URL path starting with '/')")
+            prefix = self.string((*path, "prefix"), rule["prefix"])
+            assert prefix is not None
+            self.url_prefix((*path, "prefix"), prefix)
+            if "cache_control" not in rule and "expires" not in rule:
+                raise self.error(path, "needs cache_control, expires or both")
+            control = self.string((*path, "cache_control"), rule["cache_control"]) if "cache_control" in rule else None
+            expires = self.expires((*path, "expires"), rule["expires"]) if "expires" in rule else None
+            if any(r.prefix == prefix for r in out):
+                raise self.error((*path, "prefix"), f"{prefix!r} has a rule already")
+            out.append(CacheRule(prefix, control, expires))
+        return StaticConfig(tuple(out))
+
+    def expires(self, path: Path, value: Any) -> "int | str":
+        """nginx's ``expires``: seconds, a number with a unit (30d, 1y, -1), ``max`` or ``epoch``."""
+        if value in ("max", "epoch"):
+            return str(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        match = _DURATION.match(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise self.error(path, f"must be a time like 3600, 30d or 1y (s, m, h, d, w, M, y), max or epoch, not {_describe(value)}")
+        return int(match[1]) * _DURATION_UNITS[match[2]]

@@ -12,12 +12,14 @@ from types import MappingProxyType
 from typing import Mapping, Optional
 
 from ..web.compress import CODINGS, DEFAULT_TYPES
+from ..web.static import CacheRule
 
 __all__ = [
     "AdminConfig",
     "BackendConfig",
     "CompressionConfig",
     "Config",
+    "StaticConfig",
     "ConfigError",
     "LimitsConfig",
     "LoggingConfig",
@@ -169,6 +171,14 @@ class CompressionConfig:
 
 
 @dataclass(frozen=True)
+class StaticConfig:
+    """``static``: what fephp adds to the static files it serves (nothing to PHP's responses)."""
+
+    #: Cache-Control and Expires by URL prefix; the longest matching prefix wins.
+    cache: tuple[CacheRule, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, validated configuration; ``source`` is the file it came from."""
 
@@ -179,4 +189,5 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
     compression: CompressionConfig = CompressionConfig()
+    static: StaticConfig = StaticConfig()
     source: str = "<dict>"

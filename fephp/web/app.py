@@ -17,7 +17,7 @@ from ..backend.interface import Backend
 from ..cgi.routing import Forbidden, Redirect, Router, Script, StaticFile
 from .errors import send_error
 from .php import PHPHandler
-from .static import serve_static
+from .static import CacheHeaders, CacheRule, serve_static
 
 __all__ = ["PHPApp"]
 
@@ -35,9 +35,12 @@ class PHPApp(Resource):
         server_software: str = "fephp",
         server_name: Optional[str] = None,
         max_cgi_head_size: int = 64 * 1024,
+        static_cache: "tuple[CacheRule, ...]" = (),
     ) -> None:
         super().__init__()
         self.router = router
+        #: Cache-Control and Expires for static files by URL prefix (``static.cache``).
+        self.static_cache = CacheHeaders(static_cache, router.root) if static_cache else None
         self.server_software = server_software
         self.php = PHPHandler(
             backend,
@@ -72,7 +75,7 @@ class PHPApp(Resource):
             return self.php.run(request, route, query)  # type: ignore[arg-type]
         if kind is StaticFile:
             request.kind = "static"  # type: ignore[attr-defined]  # for the access log and the figures
-            return serve_static(request, route)  # type: ignore[arg-type]
+            return serve_static(request, route, cache=self.static_cache)  # type: ignore[arg-type]
         if kind is Redirect:
             location = route.location.encode("utf-8")  # type: ignore[union-attr]
             if query:

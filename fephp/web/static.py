@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Optional
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 from twisted.web import static
-from twisted.web.http import NOT_MODIFIED, stringToDatetime
+from twisted.web.http import NOT_MODIFIED, datetimeToString, stringToDatetime
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..cgi.routing import StaticFile
 from .compress import Compression, add_vary, weak_etag
 from .errors import send_error
 
-__all__ = ["PRECOMPRESSED_SUFFIXES", "SMALL_STATIC_FILE", "serve_static"]
+from .._compat import SLOTS
+
+__all__ = ["CacheHeaders", "CacheRule", "PRECOMPRESSED_SUFFIXES", "SMALL_STATIC_FILE", "serve_static"]
 
 
 class _StaticFile(static.File):
@@ -58,6 +62,67 @@ def _content_type(path: str) -> bytes:
     return found
 
 
+@dataclass(frozen=True, **SLOTS)
+class CacheRule:
+    """Caching headers for the static files under a URL ``prefix``, as nginx's ``expires`` and ``add_header``.
+
+    ``expires`` is seconds from now (negative: already expired), ``"max"``
+    or ``"epoch"``, or None for no Expires; ``cache_control`` is sent as
+    written, or when None derived from ``expires`` as nginx does
+    (``max-age=N``, or ``no-cache`` for a time in the past).
+    """
+
+    prefix: str
+    cache_control: Optional[str] = None
+    expires: Union[int, str, None] = None
+
+
+#: nginx's ``expires max``: the last date 32-bit clocks can hold, and ten years.
+_EXPIRES_MAX = b"Thu, 31 Dec 2037 23:55:55 GMT"
+_MAX_AGE_MAX = b"max-age=315360000"
+#: nginx's ``expires epoch``.
+_EXPIRES_EPOCH = b"Thu, 01 Jan 1970 00:00:01 GMT"
+
+
+class CacheHeaders:
+    """The static files' caching rules of a site, longest matching prefix first."""
+
+    def __init__(self, rules: "tuple[CacheRule, ...]", root: str) -> None:
+        self._base = root.rstrip("/")
+        self._rules = sorted(rules, key=lambda rule: len(rule.prefix), reverse=True)
+
+    def rule_for(self, path: str) -> Optional[CacheRule]:
+        """The rule for the file at *path* (under the root), by its URL path."""
+        url = path[len(self._base):] if path.startswith(self._base + "/") else path
+        for rule in self._rules:
+            if url.startswith(rule.prefix):
+                return rule
+        return None
+
+    def apply(self, request: Request, path: str) -> None:
+        """Set Cache-Control and Expires on *request*, a static file's 200, 206 or 304."""
+        rule = self.rule_for(path)
+        if rule is None:
+            return
+        control = rule.cache_control.encode("latin-1") if rule.cache_control is not None else None
+        expires = rule.expires
+        if expires is not None:
+            if expires == "max":
+                request.setHeader(b"expires", _EXPIRES_MAX)
+                derived = _MAX_AGE_MAX
+            elif expires == "epoch":
+                request.setHeader(b"expires", _EXPIRES_EPOCH)
+                derived = b"no-cache"
+            else:
+                assert isinstance(expires, int)
+                request.setHeader(b"expires", datetimeToString(int(time.time()) + expires))
+                derived = b"max-age=%d" % expires if expires >= 0 else b"no-cache"
+            if control is None:
+                control = derived
+        if control is not None:
+            request.setHeader(b"cache-control", control)
+
+
 def _none_match(header: bytes, etag: bytes) -> bool:
     """Whether an If-None-Match list holds *etag* or ``*`` (weak comparison, RFC 9110 13.1.2)."""
     for tag in header.split(b","):
@@ -88,7 +153,14 @@ def _precompressed(codings: tuple[str, ...], path: str, original: os.stat_result
     return None
 
 
-def serve_static(request: Request, route: StaticFile, *, content_type: Optional[bytes] = None, as_get: bool = False) -> Any:
+def serve_static(
+    request: Request,
+    route: StaticFile,
+    *,
+    content_type: Optional[bytes] = None,
+    as_get: bool = False,
+    cache: Optional[CacheHeaders] = None,
+) -> Any:
     """Send a static file, with nginx's validators: ETag and Last-Modified.
 
     A small file is read whole and sent with its head in one write.
@@ -99,7 +171,8 @@ def serve_static(request: Request, route: StaticFile, *, content_type: Optional[
     representation of its own, with its own ETag, Last-Modified and ranges.
 
     *content_type* replaces the one of the file's extension; *as_get* serves
-    any method but HEAD as GET (a file named by X-Sendfile, as nginx does).
+    any method but HEAD as GET (a file named by X-Sendfile, as nginx does);
+    *cache* adds the Cache-Control and Expires of the file's prefix.
     """
     st = route.stat
     method = request.method
@@ -134,6 +207,8 @@ def serve_static(request: Request, route: StaticFile, *, content_type: Optional[
     else:
         since = headers.getRawHeaders(b"if-modified-since")
         fresh = since is not None and _not_modified_since(since[0], mtime)
+    if cache is not None:
+        cache.apply(request, route.path)
     if fresh:
         if compression is not None and coding is None and size >= compression.min_size:
             # RFC 9110 15.4.5: the 304 carries the Vary and ETag the 200 would.

@@ -762,3 +762,126 @@ async def test_one_long_header_line_gets_an_answer(fronts):
     under_fephp = await deferToThread(_raw, fronts.fephp.port, request)
     assert under_nginx.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert under_fephp.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+# -- features both have: gzip, expires ------------------------------------------------
+
+#: nginx.conf lines for what fephp does by default or by one key: gzip as
+#: fephp's defaults (level 5, 512 bytes, Vary), ``expires 1h`` on /static/.
+NGINX_FEATURES_HTTP = """\
+    gzip on;
+    gzip_vary on;
+    gzip_comp_level 5;
+    gzip_min_length 512;
+    gzip_types text/css text/plain application/javascript application/json;
+"""
+NGINX_FEATURES_SERVER = """\
+        location /static/ { expires 1h; }
+"""
+
+
+@dataclass
+class FeatureFronts:
+    nginx: Nginx
+    fephp: Any  # (port, site, pool)
+    root: Path
+
+    @property
+    def fephp_port(self) -> int:
+        return int(self.fephp[0].getHost().port)
+
+
+@pytest.fixture(scope="module")
+def feature_fronts(tmp_path_factory: pytest.TempPathFactory, php_fpm) -> Iterator[FeatureFronts]:
+    from fephp.server.build import build_site
+    from fephp.server.config import config_from_dict
+
+    base = tmp_path_factory.mktemp("features")
+    root = make_root(base)
+    shutil.copy(SITE / "page.php", root / "page.php")
+    (root / "static" / "site.css").write_bytes(b"body { margin: 0; padding: 0; color: #333; }\n" * 40)
+    server = Nginx(
+        base / "nginx", root=root, fpm_socket=php_fpm.unix_path, binary=find_nginx(),
+        http_extra=NGINX_FEATURES_HTTP, server_extra=NGINX_FEATURES_SERVER,
+    ).start()
+    config = config_from_dict({
+        "server": {"root": str(root), "deny": ["/data/"]},
+        "compression": {"algorithms": ["gzip"], "gzip_level": 5, "min_size": 512},
+        "static": {"cache": [{"prefix": "/static/", "expires": "1h"}]},
+    })
+    pool = FastCGIPool(parse_client_endpoint(reactor, php_fpm.unix_endpoint), clock=reactor, size=4)
+    _, site = build_site(config, reactor, pool)
+    port = pytest_twisted.blockon(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site))
+    try:
+        yield FeatureFronts(server, (port, site, pool), root)
+    finally:
+        pytest_twisted.blockon(port.stopListening())
+        pytest_twisted.blockon(defer.ensureDeferred(pool.close()))
+        server.stop()
+
+
+async def both_features(fronts: FeatureFronts, template: bytes) -> tuple[Response, Response]:
+    return await send(fronts.nginx.port, template), await send(fronts.fephp_port, template)
+
+
+def _gunzip(response: Response) -> bytes:
+    import gzip
+
+    return gzip.decompress(response.body) if response.header("content-encoding") == ["gzip"] else response.body
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("target", [b"/page.php", b"/static/site.css"])
+async def test_gzip_like_nginx(feature_fronts, target):
+    """A PHP page and a CSS file: gzip and Vary through both, the same bytes once decoded; plain without Accept-Encoding."""
+    nginx, fephp = await both_features(feature_fronts, _get(target, b"Accept-Encoding: gzip"))
+    for r in (nginx, fephp):
+        assert (r.status, r.header("content-encoding"), r.header("vary")) == (200, ["gzip"], ["Accept-Encoding"])
+    assert _gunzip(nginx) == _gunzip(fephp)
+    # Within a tenth of nginx's size at the same level (zlib, same input).
+    assert abs(len(nginx.body) - len(fephp.body)) < len(nginx.body) // 10
+    nginx, fephp = await both_features(feature_fronts, _get(target))
+    for r in (nginx, fephp):
+        assert (r.header("content-encoding"), r.header("vary")) == ([], ["Accept-Encoding"])
+    assert nginx.body == fephp.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_gzip_weakens_static_etag_like_nginx(feature_fronts):
+    """A gzipped static file's ETag is the weak form of the plain one, through both."""
+    for port in (feature_fronts.nginx.port, feature_fronts.fephp_port):
+        plain = await send(port, _get(b"/static/site.css"))
+        zipped = await send(port, _get(b"/static/site.css", b"Accept-Encoding: gzip"))
+        assert zipped.header("etag") == ["W/" + plain.header("etag")[0]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_gzip_skips_small_bodies(feature_fronts):
+    """A static file under 512 bytes is plain through both; a small PHP page only through fephp.
+
+    nginx applies gzip_min_length to a known Content-Length only, and PHP
+    sends none; fephp knows the length of an answer that came whole.
+    """
+    nginx, fephp = await both_features(feature_fronts, _get(b"/static/hello.txt", b"Accept-Encoding: gzip"))
+    assert nginx.header("content-encoding") == fephp.header("content-encoding") == []
+    assert nginx.body == fephp.body
+    nginx, fephp = await both_features(feature_fronts, _get(b"/page.php?kb=0", b"Accept-Encoding: gzip"))
+    assert (nginx.header("content-encoding"), fephp.header("content-encoding")) == (["gzip"], [])
+    assert _gunzip(nginx) == fephp.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_expires_like_nginx(feature_fronts):
+    """expires 1h on /static/: Cache-Control max-age=3600 and an Expires an hour ahead through both; nothing on PHP."""
+    from twisted.web.http import stringToDatetime
+
+    nginx, fephp = await both_features(feature_fronts, _get(b"/static/hello.txt"))
+    for r in (nginx, fephp):
+        assert r.header("cache-control") == ["max-age=3600"]
+        date = stringToDatetime(r.header("date")[0].encode())
+        assert stringToDatetime(r.header("expires")[0].encode()) - date in (3599, 3600, 3601)
+    nginx, fephp = await both_features(feature_fronts, _get(b"/static/hello.txt", b"If-None-Match: " + fephp.header("etag")[0].encode()))
+    assert fephp.status == 304 and fephp.header("cache-control") == ["max-age=3600"]
+    nginx, fephp = await both_features(feature_fronts, _get(b"/page.php?kb=0"))
+    assert nginx.header("cache-control") == fephp.header("cache-control") == []
+    assert nginx.header("expires") == fephp.header("expires") == []

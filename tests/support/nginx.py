@@ -98,6 +98,11 @@ class Nginx:
     #: recommended config sends PATH_INFO "" because try_files resets the
     #: captures of fastcgi_split_path_info.
     keep_path_info: bool = False
+    #: nginx.conf lines added to the http block, the server block and the PHP
+    #: location (gzip, expires, X-Accel-Redirect locations of the feature tests).
+    http_extra: str = ""
+    server_extra: str = ""
+    php_extra: str = ""
     port: int = 0
     process: subprocess.Popen | None = None
     config: Path = field(init=False)
@@ -139,6 +144,7 @@ http {{
     scgi_temp_path {d}/scgi;
     client_max_body_size 64m;
     sendfile on;
+{self.http_extra}
     server {{
         listen 127.0.0.1:{self.port};
         server_name {self.server_name};
@@ -147,6 +153,7 @@ http {{
 
         location ~ /\\.(?!well-known) {{ deny all; }}
 {denies}
+{self.server_extra}
 
         location / {{
             try_files $uri $uri/ /index.php?$query_string;
@@ -158,6 +165,7 @@ http {{
 {params}
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
             fastcgi_param PATH_INFO {path_info};
+{self.php_extra}
             fastcgi_pass unix:{self.fpm_socket};
         }}
     }}

@@ -17,6 +17,7 @@ from fephp.server.settings import (
     BackendConfig,
     CompressionConfig,
     Config,
+    StaticConfig,
     ConfigError,
     LimitsConfig,
     LoggingConfig,
@@ -24,6 +25,7 @@ from fephp.server.settings import (
     ServerConfig,
     TimeoutsConfig,
 )
+from fephp.web.static import CacheRule
 from tests.support.configs import EXTERNAL, write
 
 
@@ -220,6 +222,18 @@ ERRORS = [
     ("compression:\n  enabled: 'yes'\n", "compression.enabled", 2, "must be true or false, not the string 'yes'"),
     ("compression:\n  types: [text/html, html]\n", "compression.types[1]", 2,
      "must be a media type like text/html or text/*, not 'html'"),
+    ("static:\n  cache: {prefix: /}\n", "static.cache", 2,
+     "must be a list of rules (prefix, cache_control, expires), not a mapping"),
+    ("static:\n  cache:\n    - cache_control: public\n", "static.cache[0]", 3, "needs a prefix (a URL path starting with '/')"),
+    ("static:\n  cache:\n    - prefix: static/\n      expires: 1d\n", "static.cache[0].prefix", 3,
+     "must start with '/', not 'static/'"),
+    ("static:\n  cache:\n    - prefix: /s/\n", "static.cache[0]", 3, "needs cache_control, expires or both"),
+    ("static:\n  cache:\n    - prefix: /s/\n      expires: 1 year\n", "static.cache[0].expires", 4,
+     "must be a time like 3600, 30d or 1y (s, m, h, d, w, M, y), max or epoch, not the string '1 year'"),
+    ("static:\n  cache:\n    - prefix: /s/\n      expires: 1d\n    - prefix: /s/\n      expires: 2d\n",
+     "static.cache[1].prefix", 5, "'/s/' has a rule already"),
+    ("static:\n  cache:\n    - prefix: /s/\n      max_age: 1\n", "static.cache[0].max_age", 4,
+     "unknown key; expected one of: prefix, cache_control, expires"),
     ("compression:\n  level: 5\n", "compression.level", 2, "unknown key; did you mean 'zstd_level'?"),
 ]
 
@@ -442,6 +456,31 @@ def test_compression_keys(site: Path) -> None:
         zstd_level=19,
         types=("text/html", "application/*"),
         precompressed=False,
+    )
+
+
+def test_static_cache_rules(site: Path) -> None:
+    """static.cache rules keep their order as written; expires takes nginx's units, max and epoch."""
+    text = EXTERNAL + (
+        "static:\n  cache:\n"
+        "    - {prefix: /static/, cache_control: 'public, max-age=31536000, immutable'}\n"
+        "    - {prefix: /img/, expires: 7d}\n"
+        "    - {prefix: /feed/, expires: -1, cache_control: no-store}\n"
+        "    - {prefix: /fonts/, expires: max}\n"
+        "    - {prefix: /old/, expires: epoch}\n"
+        "    - {prefix: /y/, expires: 1y}\n"
+        "    - {prefix: /n/, expires: 90}\n"
+    )
+    assert load_config(str(write(site, text))).static == StaticConfig(
+        cache=(
+            CacheRule("/static/", "public, max-age=31536000, immutable", None),
+            CacheRule("/img/", None, 7 * 86400),
+            CacheRule("/feed/", "no-store", -1),
+            CacheRule("/fonts/", None, "max"),
+            CacheRule("/old/", None, "epoch"),
+            CacheRule("/y/", None, 365 * 86400),
+            CacheRule("/n/", None, 90),
+        )
     )
 
 

@@ -1,0 +1,66 @@
+"""Caching headers of static files: the rule for a path, and the headers each kind of rule sets."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Union
+
+import pytest
+from twisted.web.http import stringToDatetime
+from twisted.web.test.requesthelper import DummyRequest
+
+from fephp.web.static import CacheHeaders, CacheRule
+
+RULES = (
+    CacheRule("/static/", "public, max-age=31536000, immutable"),
+    CacheRule("/static/live/", expires=-1),
+    CacheRule("/", expires=3600),
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [
+        ("/root/static/app.js", "/static/"),
+        ("/root/static/live/feed.json", "/static/live/"),  # the longest prefix wins
+        ("/root/index.html", "/"),
+        ("/root/staticx/a.css", "/"),
+    ],
+)
+def test_rule_for_path(path: str, prefix: str) -> None:
+    """A file's rule is the one of the longest prefix its URL path starts with."""
+    rule = CacheHeaders(RULES, "/root").rule_for(path)
+    assert rule is not None and rule.prefix == prefix
+
+
+def test_no_rule() -> None:
+    """A path under no prefix gets no rule."""
+    assert CacheHeaders((CacheRule("/assets/", expires=60),), "/root").rule_for("/root/a/b.css") is None
+
+
+@pytest.mark.parametrize(
+    ("control", "expires", "want_control", "want_expires"),
+    [
+        ("public, immutable", None, b"public, immutable", None),
+        (None, 3600, b"max-age=3600", 3600),
+        (None, -1, b"no-cache", -1),
+        ("public", 60, b"public", 60),  # a written Cache-Control wins over the derived one
+        (None, "max", b"max-age=315360000", b"Thu, 31 Dec 2037 23:55:55 GMT"),
+        (None, "epoch", b"no-cache", b"Thu, 01 Jan 1970 00:00:01 GMT"),
+    ],
+)
+def test_headers(control: Optional[str], expires: Union[int, str, None], want_control: bytes, want_expires: Union[int, bytes, None]) -> None:
+    """Each rule sets Cache-Control and Expires as nginx's expires (and add_header) would."""
+    request = DummyRequest([b""])
+    before = int(time.time())
+    CacheHeaders((CacheRule("/", control, expires),), "/root").apply(request, "/root/x.css")  # type: ignore[arg-type]
+    headers = request.responseHeaders
+    assert headers.getRawHeaders(b"cache-control") == [want_control]
+    got = headers.getRawHeaders(b"expires")
+    if want_expires is None:
+        assert got is None
+    elif isinstance(want_expires, bytes):
+        assert got == [want_expires]
+    else:
+        assert got is not None
+        assert before + want_expires <= stringToDatetime(got[0]) <= int(time.time()) + want_expires
