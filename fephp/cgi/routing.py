@@ -47,6 +47,7 @@ __all__ = [
     "Router",
     "Script",
     "StaticFile",
+    "is_php_source",
 ]
 
 
@@ -146,6 +147,10 @@ def _is_php_source(name: str) -> bool:
         # innocent to send than "x.php" would be.
         return unicodedata.normalize("NFKC", folded).lower().endswith(_PHP_SOURCE_SUFFIXES)
     return False
+
+
+#: Public for the other places that must never send PHP source (X-Sendfile).
+is_php_source = _is_php_source
 
 
 def _percent_decode(raw: bytes) -> bytes | None:

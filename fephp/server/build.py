@@ -28,6 +28,7 @@ from ..process.phpfpm import ManagedPHPFPM, PHPFPMError
 from ..web.app import PHPApp
 from ..web.compress import Compression
 from ..web.figures import SiteFigures
+from ..web.sendfile import SendfileRoots
 from ..web.site import FrontSite
 from .config import Config
 from .service import FrontService
@@ -186,6 +187,7 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         server_software=server.server_software,
         server_name=server.server_name,
         static_cache=config.static.cache,
+        sendfile=SendfileRoots(server.x_sendfile_roots) if server.x_sendfile_roots else None,
     )
     logging = config.logging
     site = FrontSite(

@@ -26,6 +26,7 @@ from .._twisted import endpoint_arguments
 from ..backend.endpoints import normalize_client_endpoint, parse_client_endpoint
 from ..process.binaries import find_php
 from ..web.compress import CODINGS
+from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
 from .settings import (
     AdminConfig,
@@ -286,7 +287,8 @@ class _Validator:
         p = ("server",)
         defaults = ServerConfig()
         self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
-                             "server_software", "server_name", "shutdown_grace", "workers", "http2"))
+                             "server_software", "server_name", "shutdown_grace", "workers", "http2",
+                             "x_sendfile_roots", "early_hints", "early_hints_max_routes"))
         workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
 
         def endpoint(path: Path, text: str) -> str:
@@ -329,10 +331,40 @@ class _Validator:
         name = self.string((*p, "server_name"), data.get("server_name"), nullable=True)
         grace = self.seconds((*p, "shutdown_grace"), data.get("shutdown_grace", defaults.shutdown_grace), allow_zero=True)
         http2 = self.boolean((*p, "http2"), data.get("http2", defaults.http2))
+        roots = self.string_list((*p, "x_sendfile_roots"), data.get("x_sendfile_roots") or [], lambda path, text: text)
+        sendfile_roots = tuple(self.sendfile_root((*p, "x_sendfile_roots", i), text) for i, text in enumerate(roots))
+        early_hints = self.boolean((*p, "early_hints"), data.get("early_hints", defaults.early_hints))
+        max_routes = self.integer(
+            (*p, "early_hints_max_routes"), data.get("early_hints_max_routes", defaults.early_hints_max_routes), minimum=1
+        )
         return ServerConfig(
             listen, root, index, front_controller, deny, software, name, grace, workers,
             http2=http2,
+            x_sendfile_roots=sendfile_roots,
+            early_hints=early_hints,
+            early_hints_max_routes=max_routes,
         )
+
+    def sendfile_root(self, path: Path, text: str) -> SendfileRoot:
+        """``/srv/files`` (X-Sendfile) or ``/srv/files=/protected/`` (also X-Accel-Redirect of /protected/...)."""
+        folder, eq, uri = text.partition("=")
+        folder = folder.strip()
+        if not folder:
+            raise self.error(path, f"must be a folder, or folder=/uri-prefix/, not {text!r}")
+        resolved = os.path.realpath(self.absolute(folder))
+        if not os.path.isdir(resolved):
+            what = "does not exist" if not os.path.exists(resolved) else "is not a directory"
+            raise self.error(path, f"the folder {resolved} {what}")
+        if resolved == "/":
+            raise self.error(path, "must not be / (every file of the machine)")
+        prefix: Optional[str] = None
+        if eq:
+            prefix = uri.strip()
+            if not prefix.startswith("/") or any(c in prefix for c in "?#%,= "):
+                raise self.error(path, f"the URI prefix must be a path starting with '/' (no ?, #, %, ',', '=' or space), not {prefix!r}")
+            if not prefix.endswith("/"):
+                prefix += "/"
+        return SendfileRoot(resolved, prefix)
 
     def workers(self, path: Path, value: Any) -> int:
         if value == "auto":

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Mapping, Optional
 
 from ..web.compress import CODINGS, DEFAULT_TYPES
+from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
 
 __all__ = [
@@ -60,6 +61,11 @@ class ServerConfig:
     workers: int = 1
     #: Offer HTTP/2 (ALPN "h2") on every ssl: listener.
     http2: bool = True
+    #: Folders PHP may hand files from (X-Sendfile, X-Accel-Redirect); empty: off.
+    x_sendfile_roots: tuple[SendfileRoot, ...] = ()
+    #: Learned 103 Early Hints, and how many routes' hints are remembered.
+    early_hints: bool = False
+    early_hints_max_routes: int = 1024
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from ..backend.interface import Backend
 from ..cgi.routing import Forbidden, Redirect, Router, Script, StaticFile
 from .errors import send_error
 from .php import PHPHandler
+from .sendfile import SendfileRoots
 from .static import CacheHeaders, CacheRule, serve_static
 
 __all__ = ["PHPApp"]
@@ -36,6 +37,7 @@ class PHPApp(Resource):
         server_name: Optional[str] = None,
         max_cgi_head_size: int = 64 * 1024,
         static_cache: "tuple[CacheRule, ...]" = (),
+        sendfile: Optional[SendfileRoots] = None,
     ) -> None:
         super().__init__()
         self.router = router
@@ -48,6 +50,7 @@ class PHPApp(Resource):
             server_software=server_software,
             server_name=server_name,
             max_cgi_head_size=max_cgi_head_size,
+            sendfile=sendfile,
         )
 
     @property

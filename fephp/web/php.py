@@ -27,8 +27,10 @@ from ..backend.errors import BackendError
 from ..backend.interface import Backend
 from ..cgi.environ import RequestFacts, build_env
 from ..cgi.response import CGIResponseError, HeadParser
-from ..cgi.routing import Script
+from ..cgi.routing import Script, StaticFile
 from .errors import send_error
+from .sendfile import X_ACCEL_REDIRECT, X_SENDFILE, Refused, SendfileRoots
+from .static import serve_static
 
 __all__ = ["PHPHandler"]
 
@@ -40,6 +42,11 @@ _monotonic = time.monotonic
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"))
 #: Methods whose empty body is still announced as CONTENT_LENGTH 0.
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+#: What PHP's headers about a file handed over say of PHP's own (empty)
+#: body, never of the file: dropped before the file is served.
+_BODY_HEADERS = (b"content-length", b"content-encoding", b"content-range", b"etag", b"last-modified", b"accept-ranges")
+#: Request headers only fephp may set: a client's would tell PHP that X-Sendfile works.
+_SENDFILE_REQUEST = (b"x-sendfile-type", b"x-accel-mapping")
 
 
 class _PHPResponse:
@@ -52,15 +59,18 @@ class _PHPResponse:
     a chunk and a terminating chunk.
     """
 
-    __slots__ = ("_request", "_parser", "_producer", "_held")
+    __slots__ = ("_request", "_parser", "_producer", "_held", "_sendfile", "_handover")
 
     log = Logger()
 
-    def __init__(self, request: Request, max_head_size: int) -> None:
+    def __init__(self, request: Request, max_head_size: int, sendfile: Optional[SendfileRoots] = None) -> None:
         self._request = request
         self._parser: Optional[HeadParser] = HeadParser(max_head_size)
         self._producer: Optional[IPushProducer] = None
         self._held: list[bytes] = []
+        self._sendfile = sendfile
+        #: (header, value) of an X-Sendfile or X-Accel-Redirect to act on: PHP's body is dropped.
+        self._handover: Optional[tuple[bytes, bytes]] = None
 
     def response_started(self, producer: IPushProducer) -> None:
         self._producer = producer
@@ -70,14 +80,15 @@ class _PHPResponse:
     def stdout_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None:
-            self._held.append(data)
+            if self._handover is None:
+                self._held.append(data)
             return
         parsed = parser.feed(data)
         if parsed is None:
             return
         head, rest = parsed
         self._send_head(head)
-        if rest:
+        if rest and self._handover is None:
             self._held.append(rest)
 
     def flush(self) -> None:
@@ -92,8 +103,15 @@ class _PHPResponse:
         request.setResponseCode(head.status, head.reason or None)
         add = request.responseHeaders.addRawHeader
         for name, value in head.headers:
-            if name.lower() not in _HOP_BY_HOP:
-                add(name, value)
+            lower = name.lower()
+            if lower in _HOP_BY_HOP:
+                continue
+            if lower[:2] == b"x-" and (lower == X_SENDFILE or lower.startswith(b"x-accel-")):
+                # Never for the client, as behind nginx; acted on only with roots configured.
+                if self._sendfile is not None and (lower == X_SENDFILE or lower == X_ACCEL_REDIRECT):
+                    self._handover = (lower, value)
+                continue
+            add(name, value)
 
     def stderr_received(self, data: bytes) -> None:
         request = self._request
@@ -106,13 +124,18 @@ class _PHPResponse:
                     request_id=_request_id(request),
                 )
 
-    def complete(self) -> None:
+    def complete(self) -> bool:
         """The response ended: finish a pending head and write what is held.
 
+        Returns False when the response is a file PHP handed over, which
+        finishes the request itself; True when the caller is to finish it.
         Raises CGIResponseError for a head that never completed.
         """
         if self._parser is not None:
             self._parser.finish()  # raises: the output ended inside the head
+        if self._handover is not None:
+            self._serve_file(*self._handover)
+            return False
         request = self._request
         if (
             not request.startedWriting  # type: ignore[attr-defined]
@@ -123,6 +146,44 @@ class _PHPResponse:
             # The whole body is here: its length is known.
             request.setHeader(b"content-length", b"%d" % sum(map(len, self._held)))
         self.flush()
+        return True
+
+    def _serve_file(self, header: bytes, value: bytes) -> None:
+        """Send the file PHP named instead of its body, with the static path's Range, validators and compression."""
+        request = self._request
+        assert self._sendfile is not None
+        target = self._sendfile.resolve(header, value)
+        if isinstance(target, Refused):
+            self.log.warn(
+                "{header} refused for {uri}: {reason}",
+                header=header.decode("latin-1"),
+                uri=request.uri.decode("latin-1"),
+                reason=target.reason,
+            )
+            headers = request.responseHeaders
+            for name in (b"content-type", *_BODY_HEADERS):
+                headers.removeHeader(name)
+            body = send_error(request, target.status)
+            request.write(body)
+            request.finish()
+            return
+        headers = request.responseHeaders
+        types = headers.getRawHeaders(b"content-type")
+        for name in _BODY_HEADERS:
+            headers.removeHeader(name)
+        request.setResponseCode(200)  # the file's own status: 200, 206, 304, 416
+        served = serve_static(
+            request, StaticFile(target.path, target.stat), content_type=types[0] if types else None, as_get=True
+        )
+        if served is NOT_DONE_YET:
+            return
+        # What twisted.web's Request.render does with a body returned.
+        if request.method == b"HEAD":
+            request.write(b"")
+        else:
+            request.setHeader(b"content-length", b"%d" % len(served))
+            request.write(served)
+        request.finish()
 
     def unregister(self) -> None:
         if self._producer is not None:
@@ -143,8 +204,11 @@ class PHPHandler:
         server_software: str = "fephp",
         server_name: Optional[str] = None,
         max_cgi_head_size: int = 64 * 1024,
+        sendfile: Optional[SendfileRoots] = None,
     ) -> None:
         self.backend = backend
+        #: X-Sendfile and X-Accel-Redirect roots, or None when they are off.
+        self.sendfile = sendfile
         self.document_root = document_root
         self.server_software = server_software
         self._server_header = server_software.encode("latin-1", "replace")
@@ -166,7 +230,12 @@ class PHPHandler:
             content.seek(0, os.SEEK_END)
             length = content.tell()
             content.seek(0)
-        headers = [(name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values]
+        request_headers = request.requestHeaders
+        headers = [(name, value) for name, values in request_headers.getAllRawHeaders() for value in values]
+        if request_headers.hasHeader(b"x-sendfile-type") or request_headers.hasHeader(b"x-accel-mapping"):
+            headers = [(name, value) for name, value in headers if name.lower() not in _SENDFILE_REQUEST]
+        if self.sendfile is not None:
+            headers += self.sendfile.request_headers()
         client = request.getClientAddress()
         host = request.getHost()
         facts = RequestFacts(
@@ -193,7 +262,7 @@ class PHPHandler:
             server_software=self.server_software,
             server_name=self.server_name,
         )
-        sink = _PHPResponse(request, self.max_cgi_head_size)
+        sink = _PHPResponse(request, self.max_cgi_head_size, self.sendfile)
         body = content if length else None
         self.in_flight += 1
         # For the access log (fephp.web.site.FrontRequest); any Request may come here.
@@ -214,7 +283,7 @@ class PHPHandler:
         if request_disconnected(request):
             return
         try:
-            sink.complete()
+            finish = sink.complete()
         except CGIResponseError as e:
             self.log.error(
                 "[{request_id}] bad CGI response from PHP for {uri}: {error}",
@@ -222,7 +291,8 @@ class PHPHandler:
             )
             self._fail(request, sink, 502)
             return
-        request.finish()
+        if finish:
+            request.finish()
 
     def _php_failed(self, failure: Failure, request: Request, sink: _PHPResponse) -> None:
         request.php_ended_at = _monotonic()  # type: ignore[attr-defined]

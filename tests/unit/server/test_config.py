@@ -25,6 +25,7 @@ from fephp.server.settings import (
     ServerConfig,
     TimeoutsConfig,
 )
+from fephp.web.sendfile import SendfileRoot
 from fephp.web.static import CacheRule
 from tests.support.configs import EXTERNAL, write
 
@@ -234,6 +235,13 @@ ERRORS = [
      "static.cache[1].prefix", 5, "'/s/' has a rule already"),
     ("static:\n  cache:\n    - prefix: /s/\n      max_age: 1\n", "static.cache[0].max_age", 4,
      "unknown key; expected one of: prefix, cache_control, expires"),
+    ("server:\n  x_sendfile_roots: [/nonexistent-fephp-folder]\n", "server.x_sendfile_roots[0]", 2,
+     "the folder /nonexistent-fephp-folder does not exist"),
+    ("server:\n  x_sendfile_roots: ['/=/x/']\n", "server.x_sendfile_roots[0]", 2, "must not be / (every file of the machine)"),
+    ("server:\n  x_sendfile_roots: ['/tmp=protected']\n", "server.x_sendfile_roots[0]", 2,
+     "the URI prefix must be a path starting with '/' (no ?, #, %, ',', '=' or space), not 'protected'"),
+    ("server:\n  early_hints: 1\n", "server.early_hints", 2, "must be true or false, not the number 1"),
+    ("server:\n  early_hints_max_routes: 0\n", "server.early_hints_max_routes", 2, "must be at least 1, not 0"),
     ("compression:\n  level: 5\n", "compression.level", 2, "unknown key; did you mean 'zstd_level'?"),
 ]
 
@@ -482,6 +490,17 @@ def test_static_cache_rules(site: Path) -> None:
             CacheRule("/n/", None, 90),
         )
     )
+
+
+def test_x_sendfile_roots(site: Path) -> None:
+    """A root is a folder (relative to the file, resolved) with an optional URI prefix, given a trailing slash."""
+    (site / "files").mkdir()
+    (site / "link").symlink_to(site / "files")
+    text = EXTERNAL + "server:\n  x_sendfile_roots: [files, 'link=/protected', '/tmp=/t/']\n"
+    roots = load_config(str(write(site, text))).server.x_sendfile_roots
+    real = os.path.realpath(site / "files")
+    assert roots == (SendfileRoot(real), SendfileRoot(real, "/protected/"), SendfileRoot(os.path.realpath("/tmp"), "/t/"))
+    assert load_config(str(write(site, EXTERNAL))).server.x_sendfile_roots == ()
 
 
 def test_text_given_is_not_read_again(site: Path) -> None:
