@@ -11,6 +11,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.support.front import Front
+from tests.support.haproxy import Backend, Frontend, HAProxy, Server
 from tests.support.load import HTTPLoad, Outcome
 from tests.support.netns import FPMHost, Network, wait_until
 
@@ -171,3 +172,100 @@ def test_session_affinity_keeps_each_php_session_on_its_host(network: Network, s
     assert len(set().union(*served)) > 1
     pinned = sum(1 for jar in jars if "PHPSESSID_backend" in jar)
     print(f"affinity: {len(jars)} sessions on {sorted(set().union(*served))}, {pinned} pinned by PHPSESSID_backend")
+
+
+def test_haproxy_in_front_of_two_fephp_with_the_proxy_protocol(network: Network, start_fpm: Any, start_haproxy: Any, tmp_path: Path) -> None:
+    """HAProxy sends PROXY v2 to two fephp on hosts of their own (PHP sees the real client); one killed under load, its health check moves the traffic, nothing hangs."""
+    hosts = start_hosts(network, start_fpm, tmp_path, 4, 4)
+    php = {"fpm_socket": [h.listen for h in hosts], "worker_pool_size": 2}
+    fe_hosts = [network.add_host("fe1"), network.add_host("fe2")]
+    fronts = [Front(h, tmp_path / h.name, listen=f"haproxy:tcp:8080:interface={h.address}", php=php).start() for h in fe_hosts]
+    lb_host = network.add_host("lb")
+    lb: HAProxy = start_haproxy(
+        network,
+        [Frontend("web", lb_host.address, 8080, "fephp")],
+        [Backend("fephp", tuple(Server(h.name, h.address, 8080, proxy_protocol="v2") for h in fe_hosts),
+                 balance="leastconn", check_path="/health.txt")],
+        host=lb_host,
+    )
+    for h in fe_hosts:
+        lb.wait_server("fephp", h.name, "UP")  # its checks speak PROXY v2 too
+    status, body = network.http_get(lb.frontend_address("web"), "/who.php")
+    assert (status, body.split()[1].decode()) == (200, network.root_address)
+    assert network.root_address != lb_host.address
+    load = HTTPLoad(network, lb.frontend_address("web"), "/who.php?ms=20", total=50000, concurrency=4, timeout=10,
+                    within=120, keep_alive=True).start()
+    wait_until(lambda: load.completed >= 60, "60 answers through HAProxy")
+    killed_at = time.monotonic()
+    fronts[0].kill()
+    lb.wait_server("fephp", "fe1", "DOWN")
+    down_after = time.monotonic() - killed_at
+    served_by_fe1 = lb.server("fephp", "fe1").sessions_total
+    done = load.completed
+    wait_until(lambda: load.completed >= done + 60, "60 answers after fe1 went DOWN")
+    load.stop()
+    outcomes = load.wait()
+    failed = [o for o in outcomes if not o.ok]
+    print(f"haproxy: {len(outcomes)} requests, {len(failed)} failed {[o.status or o.error for o in failed]},"
+          f" {sum(o.hung for o in outcomes)} hung; fe1 DOWN after {down_after:.2f} s")
+    assert len(outcomes) == load.started and [o for o in outcomes if o.hung] == []
+    # At most those in flight on fe1, each answered 502 or cut by HAProxy at once.
+    assert len(failed) <= 4 and all(o.status in (502, 503) or o.error == "reset" for o in failed)
+    assert lb.server("fephp", "fe1").sessions_total == served_by_fe1
+    assert {o.body.split()[1].decode() for o in outcomes if o.ok} == {network.root_address}
+
+
+def test_ping_takes_out_a_frozen_host_before_any_request_waits_on_it(network: Network, start_fpm: Any, tmp_path: Path) -> None:
+    """With no request in flight, a frozen host's unanswered ping takes it out within ping_interval + timeouts.ping; then no request is sent to it."""
+    hosts = start_hosts(network, start_fpm, tmp_path, 2, 2)
+    front = Front(network.root, tmp_path / "front",
+                  php={"fpm_socket": [h.listen for h in hosts], "worker_pool_size": 2, "ping_path": PING, "ping_interval": 0.5},
+                  timeouts={"connect": 1, "response": 30, "ping": 0.5}).start()
+    pids = host_pids(hosts)
+    assert {pids[int(network.http_get(front.address, "/who.php")[1].split()[0])] for _ in range(10)} == {"php1", "php2"}
+    frozen_at = time.monotonic()
+    hosts[0].freeze()
+    front.wait_log("taken out of service", within=10)
+    out_after = time.monotonic() - frozen_at
+    outcomes = HTTPLoad(network, front.address, "/who.php", total=200, concurrency=4, timeout=5, within=60).start().wait()
+    print(f"idle freeze: out after {out_after:.2f} s; then {sum(o.ok for o in outcomes)}/{len(outcomes)} answered")
+    assert out_after < 0.5 + 0.5 + 1.5  # a ping interval, its timeout, and a noisy machine's slack
+    assert [o for o in outcomes if not o.ok] == []
+    assert set(by_host(outcomes, hosts, pids)) == {"php2"}
+    hosts[0].thaw()
+    front.wait_log("back in service", within=10)
+
+
+def test_workers_share_each_backends_pool(network: Network, start_fpm: Any, tmp_path: Path) -> None:
+    """With server.workers: 2, each worker keeps pool_size // 2 connections to each backend: never more than pool_size in all, and both serve."""
+    hosts = start_hosts(network, start_fpm, tmp_path, 4, 4)
+    front = Front(network.root, tmp_path / "front", server={"workers": 2},
+                  php={"backends": [{"address": h.listen, "pool_size": 4} for h in hosts]}).start()
+    seen: list[int] = []
+    load = HTTPLoad(network, front.address, "/who.php?ms=30", total=400, concurrency=12, timeout=10, within=60).start()
+    deadline = time.monotonic() + 60
+    while load.completed < 300 and time.monotonic() < deadline:
+        seen.append(max(len(established_to(h)) for h in hosts))
+        time.sleep(0.05)  # sampling another process's sockets while the load runs, not waiting for an event
+    outcomes = load.wait()
+    assert [o for o in outcomes if not o.ok] == []
+    assert set(by_host(outcomes, hosts, host_pids(hosts))) == {"php1", "php2"}
+    assert 0 < max(seen) <= 4  # unshared, two workers would hold up to 8
+
+
+def established_to(fpm: FPMHost) -> list[str]:
+    """The remote ends of the ESTABLISHED connections to *fpm*'s port, as its own namespace sees them."""
+    assert fpm.process is not None
+    port = f"{fpm.port:04X}"
+    found = []
+    with open(f"/proc/{fpm.process.pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local_address, local_port = fields[1].split(":")
+            if fields[3] == "01" and local_port == port and local_address == _hex_address(fpm.host.address):
+                found.append(fields[2])
+    return found
+
+
+def _hex_address(address: str) -> str:
+    return "".join(f"{int(part):02X}" for part in reversed(address.split(".")))
