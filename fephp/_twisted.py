@@ -22,6 +22,7 @@ __all__ = [
     "adopt_listening_port",
     "channel_between_requests",
     "channel_dispatch",
+    "channel_head_progress",
     "endpoint_arguments",
     "epoll_poll_and_dispatch",
     "raise_listen_errors",
@@ -95,6 +96,17 @@ def channel_dispatch(channel: Any, request: Any, method: bytes, target: bytes, v
     channel._handlingRequest = True
     channel.setRawMode()
     request.requestReceived(method, target, version)
+
+
+def channel_head_progress(channel: Any) -> tuple[bool, int]:
+    """Where Twisted's parser of an HTTPChannel is in a request head: (before the request line, bytes so far).
+
+    Relies on HTTPChannel's name-mangled ``__first_line`` (nonzero until the
+    request line is read) and ``_receivedHeaderSize`` (the bytes of the
+    head's lines so far, checked against ``totalHeadersSize``), both in
+    twisted.web.http since Twisted 16.
+    """
+    return bool(channel._HTTPChannel__first_line), int(channel._receivedHeaderSize)
 
 
 def request_disconnected(request: Any) -> bool:

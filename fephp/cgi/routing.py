@@ -17,9 +17,10 @@ The behaviour is that of the usual nginx + php-fpm setup, hardened
 Pure: no Twisted, no I/O except ``os.stat`` of candidate paths (one per
 candidate, symlinks followed, never ``realpath``).  Filesystem paths are
 the document root joined with the decoded URL path; the URL path cannot
-leave the root because "." and ".." segments are refused before any
-lookup, so a symlink *inside* the root is followed wherever it points,
-as nginx does.
+leave the root because its "." and ".." segments are removed before any
+lookup (RFC 3986 5.2.4, as nginx merges them) and a path whose ".." would
+climb above the root is refused, so a symlink *inside* the root is
+followed wherever it points, as nginx does.
 
 Only POSIX file systems are supported: a backslash is an ordinary
 character in a file name, never a separator, and names are compared
@@ -40,6 +41,7 @@ from urllib.parse import quote
 from .._compat import SLOTS
 
 __all__ = [
+    "BadRequest",
     "Forbidden",
     "NotFound",
     "Redirect",
@@ -88,13 +90,20 @@ class Forbidden:
 
 
 @dataclass(frozen=True, **SLOTS)
+class BadRequest:
+    """Answer 400: no request can mean this path (``reason`` is for the log only)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, **SLOTS)
 class NotFound:
     """Answer 404; ``reason`` is for the log only."""
 
     reason: str
 
 
-Route = Union[StaticFile, Script, Redirect, Forbidden, NotFound]
+Route = Union[StaticFile, Script, Redirect, Forbidden, NotFound, BadRequest]
 
 # Every "%XY" with X, Y hex digits in either case, to its byte value.
 _HEX = {
@@ -126,7 +135,7 @@ _BAD_ENCODING = NotFound("malformed percent-encoding")
 _BAD_UTF8 = NotFound("path is not valid UTF-8")
 _CONTROL_BYTE = NotFound("control byte in path")
 _NOT_ORIGIN_FORM = NotFound("path does not start with /")
-_DOT_SEGMENT = Forbidden("dot segment")
+_ABOVE_ROOT = BadRequest("dot segments climb above the root")
 _HIDDEN = Forbidden("hidden segment")
 _DENIED = Forbidden("denied prefix")
 _PHP_SOURCE = Forbidden("PHP source is never sent")
@@ -256,14 +265,23 @@ class Router:
 
         # Split on "/" only ("%2F" is a "/" by now, a backslash never is) and
         # drop empty segments, which collapses "//" (so a redirect can never
-        # be the protocol-relative "//evil.example/").
-        segments = [s for s in path.split("/") if s]
+        # be the protocol-relative "//evil.example/").  "." and ".." are
+        # removed as RFC 3986 5.2.4 says, on the decoded path as nginx does
+        # ("/%2e%2e/" is ".."), before anything is looked up: the file
+        # system never sees a "..", and a path that would climb above the
+        # root is refused (nginx: 400).
+        segments: list[str] = []
+        for segment in path.split("/"):
+            if not segment or segment == ".":
+                continue
+            if segment == "..":
+                if not segments:
+                    return _ABOVE_ROOT
+                segments.pop()
+                continue
+            segments.append(segment)
         for i, segment in enumerate(segments):
             if segment[0] == ".":
-                if segment == "." or segment == "..":
-                    # Refused, not resolved: a URL path never climbs, whatever
-                    # the file system would make of it.
-                    return _DOT_SEGMENT
                 if i != 0 or segment != ".well-known":
                     # .git, .env, .htaccess, .svn, .user.ini: never served,
                     # never executed, never handed to the front controller.
@@ -271,7 +289,8 @@ class Router:
                     # an ordinary directory.
                     return _HIDDEN
         norm = "/" + "/".join(segments)
-        trailing = bool(segments) and path.endswith("/")
+        # "/a/b/.." is "/a/" (5.2.4): a final dot segment leaves a slash.
+        trailing = bool(segments) and (path.endswith("/") or path.endswith("/.") or path.endswith("/.."))
         uri = norm + "/" if trailing else norm
         if self.deny and self._denied(uri):
             return _DENIED

@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ..backend.interface import Backend
-from ..cgi.routing import Forbidden, Redirect, Router, Script, StaticFile
+from ..cgi.routing import BadRequest, Forbidden, Redirect, Router, Script, StaticFile
 from .errors import send_error
 from .php import PHPHandler
 from .sendfile import SendfileRoots
@@ -86,4 +86,6 @@ class PHPApp(Resource):
             return send_error(request, 301, {b"location": location})
         if kind is Forbidden:
             return send_error(request, 403)
+        if kind is BadRequest:
+            return send_error(request, 400)
         return send_error(request, 404)

@@ -16,7 +16,7 @@ from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import IResource
 
 from .._deferreds import Waiters
-from .._twisted import channel_between_requests, channel_dispatch, request_disconnected, send_now
+from .._twisted import channel_between_requests, channel_dispatch, channel_head_progress, request_disconnected, send_now
 from .compress import Compression, Encoder
 from .accesslog import AccessLog, LoggedRequest, combined_line, json_line, redact_query, secret_names
 from .errors import raw_error_response, send_error
@@ -129,6 +129,15 @@ class FrontRequest(server.Request):
         self.content = _Discard()  # type: ignore[assignment]
         self.channel.refuse(413)  # type: ignore[union-attr,attr-defined]  # _Channel's, or an HTTP/2 stream's
 
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802 - Twisted's name
+        # A target with raw non-ASCII bytes went through Twisted's parser
+        # under an ASCII stand-in (_Channel.lineReceived): the real one.
+        raw = getattr(self.channel, "raw_target", None)
+        if raw is not None:
+            self.channel.raw_target = None  # type: ignore[union-attr,attr-defined]
+            path = raw
+        super().requestReceived(command, path, version)
+
     def process(self) -> None:
         """Render the site's one leaf resource, without Twisted's traversal.
 
@@ -197,8 +206,9 @@ def valid_host(host: bytes) -> bool:
 _BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
 #: RFC 9110 5.6.2's token: a method or a header name.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: A request target as Twisted takes it: printable ASCII, no space.
-_TARGET = re.compile(rb"[\x21-\x7e]+")
+#: A request target as nginx takes it: printable ASCII and any byte above
+#: it (raw UTF-8 that a client did not percent-encode), no space.
+_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 #: Header names seen (all valid tokens), and how Headers spells each one.
 _canonical_names: dict[bytes, bytes] = {}
 
@@ -252,6 +262,11 @@ class _Channel(http.HTTPChannel):
     #: The HTTP/2 connection every byte goes to once ALPN chose "h2"; or
     #: _ALPN_PENDING on a TLS connection before its first bytes; or None.
     _h2: Any = None
+    #: The raw target of the request line being parsed by Twisted, when it
+    #: holds bytes Twisted refuses (non-ASCII); FrontRequest takes it back.
+    raw_target: Optional[bytes] = None
+    #: An HTTP/1.0 client asked for keep-alive on the request being answered.
+    _keep_alive_10 = False
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         super().connectionMade()
@@ -385,10 +400,57 @@ class _Channel(http.HTTPChannel):
         channel_dispatch(self, request, method, target, version)
         return True
 
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802 - Twisted's name
+        """Twisted's line parser, with nginx's answers to a head too long and its leniency for raw UTF-8.
+
+        A request line that does not fit is 414 (RFC 9110 15.5.15), a head
+        that does not fit 431 (RFC 6585 5), where Twisted answers a bare 400.
+        A target with bytes above ASCII is passed to Twisted as an ASCII
+        stand-in and given back whole to the request (nginx passes such
+        targets to PHP as received; browsers encode them, other clients
+        may not).
+        """
+        request_line, so_far = channel_head_progress(self)
+        if so_far + len(line) > self.totalHeadersSize:
+            self.refuse(414 if request_line else 431)
+            return
+        if request_line and not line.isascii():
+            parts = line.split(b" ")
+            if len(parts) == 3 and parts[0].isascii() and parts[2].isascii():
+                self.raw_target = parts[1]
+                stand_in = parts[1].decode("latin-1").encode("ascii", "backslashreplace")
+                line = b" ".join((parts[0], stand_in, parts[2]))
+        super().lineReceived(line)
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:  # noqa: N802 - Twisted's name
+        # Twisted closes every HTTP/1.0 connection; nginx keeps one whose
+        # client asked (Connection: keep-alive, as ab -k sends), when the
+        # response can be delimited (writeHeaders).
+        self._keep_alive_10 = False
+        if version == b"HTTP/1.0":
+            for value in request.requestHeaders.getRawHeaders(b"connection", ()):
+                if b"keep-alive" in (token.strip().lower() for token in value.split(b",")):
+                    self._keep_alive_10 = True
+                    return True
+            return False
+        return bool(super().checkPersistence(request, version))
+
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:  # noqa: N802
         if not isinstance(headers, Headers):
             super().writeHeaders(version, code, reason, headers)  # Twisted's old form, never ours
             return
+        if self._keep_alive_10 and self.persistent:
+            # An HTTP/1.0 body without a length ends when the connection
+            # does (RFC 9112 6.3); with one, the connection is kept.
+            request = self.requests[0] if self.requests else None
+            if (
+                headers.hasHeader(b"content-length")
+                or code in (b"204", b"304")
+                or (request is not None and request.method == b"HEAD")
+            ):
+                headers.setRawHeaders(b"connection", [b"keep-alive"])
+            else:
+                self.persistent = False
         lines = [version, b" ", code, b" ", reason, b"\r\n"]
         for name, values in headers.getAllRawHeaders():
             for value in values:
@@ -446,12 +508,11 @@ class _Channel(http.HTTPChannel):
         self.site._channel_closed(self)  # type: ignore[attr-defined]
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 - Twisted's name
-        # One request or header line longer than the whole head may be: say
-        # so (RFC 6585 5) instead of Twisted's silent close.
-        transport = self.transport
-        if transport is not None:
-            transport.write(raw_error_response(431))
-            transport.loseConnection()
+        # One line longer than any may be: say so instead of Twisted's
+        # silent close, 414 for the request line (RFC 9110 15.5.15), 431 for
+        # a header (RFC 6585 5).
+        if self.transport is not None:
+            self.refuse(414 if channel_head_progress(self)[0] else 431)
 
 
 class FrontSite(server.Site):

@@ -1,8 +1,9 @@
 """Static files from fephp's side: served by fephp itself, with nginx's validators and types.
 
 A small file is read whole and sent with its head in one write; Range
-requests, large files and other methods than GET and HEAD go through
-Twisted's File and its producers, which read a chunk at a time.
+requests and large files go through Twisted's File and its producers,
+which read a chunk at a time.  Other methods than GET and HEAD get 405
+with ``Allow: GET, HEAD`` (RFC 9110 15.5.6), as nginx refuses them.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ SMALL_STATIC_FILE = 128 * 1024
 PRECOMPRESSED_SUFFIXES = {"zstd": ".zst", "br": ".br", "gzip": ".gz"}
 
 _content_types: dict[str, bytes] = {}
+_ALLOW = {b"allow": b"GET, HEAD"}
 
 
 def _content_type(path: str) -> bytes:
@@ -164,8 +166,8 @@ def serve_static(
     """Send a static file, with nginx's validators: ETag and Last-Modified.
 
     A small file is read whole and sent with its head in one write.
-    Other methods than GET and HEAD, Range requests and big files go to
-    Twisted's File.  With compression on, a client that accepts a coding
+    Range requests and big files go to Twisted's File; other methods than
+    GET and HEAD get 405.  With compression on, a client that accepts a coding
     gets ``x.zst``, ``x.br`` or ``x.gz`` instead of ``x`` when one is there
     and not older, labelled with ``x``'s Content-Type; it is a
     representation of its own, with its own ETag, Last-Modified and ranges.
@@ -178,7 +180,11 @@ def serve_static(
     method = request.method
     if as_get and method != b"HEAD":
         method = b"GET"
-    if st is None or (method != b"GET" and method != b"HEAD"):
+    if method != b"GET" and method != b"HEAD":
+        # nginx's static handler: 405 for POST, OPTIONS, PUT...; Twisted's
+        # File would answer 501 to a method it has no render_ for.
+        return send_error(request, 405, _ALLOW)
+    if st is None:
         return _StaticFile(route.path).render(request)
     path = route.path
     ctype = content_type or _content_type(path)

@@ -184,9 +184,10 @@ async def test_split_at_first_php_segment(front):
         ("/data/secret.txt", 403),
         ("/uploads/image.jpg/x.php", 404),
         ("/nothere.php", 404),
-        ("/%2e%2e/private.txt", 403),
-        ("/static/../../private.txt", 403),
-        ("/static/%2e%2e%2f%2e%2e%2fprivate.txt", 403),
+        ("/%2e%2e/private.txt", 400),
+        ("/static/../../private.txt", 400),
+        ("/static/%2e%2e%2f%2e%2e%2fprivate.txt", 400),
+        ("/static/../.env", 403),
         ("/env.php%00.txt", 404),
         ("/SOURCE.PHP", 403),
     ],
@@ -200,6 +201,7 @@ async def test_split_at_first_php_segment(front):
         "dotdot-encoded",
         "dotdot",
         "encoded-slashes",
+        "dotdot-onto-dotenv",
         "nul",
         "uppercase-php-source",
     ],
@@ -214,7 +216,7 @@ async def test_refused_paths_execute_and_disclose_nothing(front, path, status):
         b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode(),
     )
     head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.split(b"\r\n")[0] == b"HTTP/1.1 %d %s" % (status, {403: b"Forbidden", 404: b"Not Found"}[status])
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 %d %s" % (status, {400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found"}[status])
     assert body == error_page(status)
 
 
@@ -519,3 +521,16 @@ async def test_php_stderr_is_logged_at_warn_with_the_uri(front):
     assert len(logged) == 1
     assert logged[0]["log_level"] == LogLevel.warn
     assert logged[0]["uri"] == "/stderr.php?tag=xyz"
+
+
+@pytest_twisted.ensureDeferred
+async def test_http10_keep_alive_with_a_streamed_php_answer_closes(front):
+    """HTTP/1.0 keep-alive is kept only when the answer has a length: a flushed PHP answer ends with the connection."""
+    f = await front()
+    port = f.port.getHost().port
+    # _raw_request reads until the server closes: it returns at all only if fephp closed.
+    raw = await _raw_request("127.0.0.1", port, b"GET /stream.php?ms=200 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ")
+    assert b"keep-alive" not in head.lower() and b"content-length" not in head.lower()
+    assert body == b"first\nlast\n"

@@ -437,12 +437,25 @@ async def test_document_uri_as_nginx_sends_it(fronts, target, document_uri):
         assert (port, json.loads(response.body)["server"]["DOCUMENT_URI"]) == (port, document_uri)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/dump.php?q=✓".encode(), id="query"),
+        pytest.param("/café/dump.php?q=✓".encode(), id="path-and-query"),
+        pytest.param(b"/dump.php?q=\xff\xfe", id="not-utf8-in-query"),
+    ],
+)
 @pytest_twisted.ensureDeferred
-async def test_raw_utf8_request_target(fronts):
-    """A request target with raw (unencoded) UTF-8 reaches PHP through nginx; fephp answers 400."""
-    via_nginx, via_fephp = await both(fronts, _get("/dump.php?q=✓".encode()))
-    assert (via_nginx.status, json.loads(via_nginx.body)["get"]) == (200, {"q": "✓"})
-    assert via_fephp.status == 400
+async def test_raw_utf8_request_target(fronts, target):
+    """A target with raw (unencoded) non-ASCII bytes reaches PHP through both, REQUEST_URI as received, on both parsers."""
+    for request in (_get(target), _post(target, b"text/plain", b"x")):  # no body: fephp's one-step parser; a body: Twisted's
+        via_nginx, via_fephp = await both(fronts, request)
+        assert (via_nginx.status, via_fephp.status) == (200, 200)
+        nginx, fephp = json.loads(via_nginx.body), json.loads(via_fephp.body)
+        for key in ("REQUEST_URI", "QUERY_STRING", "SCRIPT_NAME"):
+            assert fephp["server"][key] == nginx["server"][key], key
+        assert fephp["get"] == nginx["get"]
+        assert fephp["server"]["REQUEST_URI"] == target.decode("utf-8", "replace")
 
 
 @pytest.mark.parametrize(
@@ -501,12 +514,15 @@ PATH_CASES = [
     PathCase("directory-redirect", _get(b"/sub?x=1"), 301, 301),
     PathCase("static-directory-redirect", _get(b"/static"), 301, 301),
     PathCase("php-name-wrong-case", _get(b"/Dump.php"), 404, 404),
-    # nginx resolves dot segments and answers 400 when they climb above the
-    # root; fephp refuses every dot segment with 403 (docs/routing.md rule 3).
-    PathCase("dotdot-above-root", _get(b"/static/../../private.txt"), 400, 403),
-    PathCase("dotdot-encoded-above-root", _get(b"/%2e%2e/private.txt"), 400, 403),
-    PathCase("dotdot-inside-root", _get(b"/static/../static/hello.txt"), 200, 403),
-    PathCase("dot-segment", _get(b"/./static/hello.txt"), 200, 403),
+    # Both remove dot segments (RFC 3986 5.2.4), decoded ones too, and
+    # answer 400 when they would climb above the root.
+    PathCase("dotdot-above-root", _get(b"/static/../../private.txt"), 400, 400),
+    PathCase("dotdot-encoded-above-root", _get(b"/%2e%2e/private.txt"), 400, 400),
+    PathCase("dotdot-inside-root", _get(b"/static/../static/hello.txt"), 200, 200),
+    PathCase("dotdot-encoded-inside-root", _get(b"/static/%2e%2e/static/hello.txt"), 200, 200),
+    PathCase("dot-segment", _get(b"/./static/hello.txt"), 200, 200),
+    PathCase("dotdot-onto-a-hidden-file", _get(b"/static/../.env"), 403, 403),
+    PathCase("dotdot-onto-a-denied-prefix", _get(b"/static/../data/secret.txt"), 403, 403),
     # nginx serves a .PHP file as text (its location regex is case-sensitive):
     # the source leaks; fephp refuses PHP source in any spelling.
     PathCase("uppercase-php-source", _get(b"/SOURCE.PHP"), 200, 403),
@@ -519,6 +535,8 @@ PATH_CASES = [
     PathCase("bad-percent-escape", _get(b"/%zz"), 400, 404),
     # nginx's static handler allows only GET and HEAD on files (405).
     PathCase("post-to-static-file", _post(b"/static/hello.txt", b"text/plain", b"x"), 405, 405),
+    PathCase("options-on-static-file", b"OPTIONS /static/hello.txt HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n", 405, 405),
+    PathCase("put-to-static-file", b"PUT /static/hello.txt HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx", 405, 405),
 ]
 
 
@@ -532,6 +550,8 @@ async def test_refused_and_static_paths(fronts, case):
     via_nginx, via_fephp = await both(fronts, case.request)
     assert (via_nginx.status, via_fephp.status) == (case.nginx, case.fephp)
     assert SECRET not in via_fephp.body
+    if case.fephp == 405:
+        assert via_fephp.header("allow") == ["GET, HEAD"]  # RFC 9110 15.5.6; nginx sends none
 
 
 @pytest_twisted.ensureDeferred
@@ -745,13 +765,24 @@ def _raw(port: int, data: bytes) -> bytes:
 
 @pytest_twisted.ensureDeferred
 async def test_header_limits(fronts):
-    """Three 6 KB headers pass nginx (8 KB per line) but exceed fephp's 16 KB head: 400 from fephp."""
+    """Three 6 KB headers pass nginx (8 KB per line) but exceed fephp's 16 KB head: 431 from fephp."""
     request = b"GET /dump.php HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-Big%d: %s\r\n" % (i, b"a" * 6000) for i in range(3))
     request += b"Connection: close\r\n\r\n"
     under_nginx = await deferToThread(_raw, fronts.nginx.port, request)
     under_fephp = await deferToThread(_raw, fronts.fephp.port, request)
     assert under_nginx.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert under_fephp == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+    assert under_fephp.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+@pytest.mark.parametrize("target_size", [pytest.param(20_000, id="20KB"), pytest.param(17_000, id="17KB")])
+@pytest_twisted.ensureDeferred
+async def test_long_request_line_is_414(fronts, target_size):
+    """A request line longer than the head may be gets 414 from both fronts."""
+    request = b"GET /dump.php?" + b"q" * target_size + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    under_nginx = await deferToThread(_raw, fronts.nginx.port, request)
+    under_fephp = await deferToThread(_raw, fronts.fephp.port, request)
+    assert under_nginx.startswith(b"HTTP/1.1 414 Request-URI Too Large\r\n")
+    assert under_fephp.startswith(b"HTTP/1.1 414 Request-URI Too Long\r\n")
 
 
 @pytest_twisted.ensureDeferred
@@ -917,3 +948,55 @@ async def test_x_accel_redirect_like_nginx(feature_fronts):
     escape = b"/sendfile.php?h=X-Accel-Redirect&v=/protected/../private.txt"
     nginx, fephp = await both_features(feature_fronts, _get(escape))
     assert nginx.status == fephp.status == 404  # nginx refuses the unsafe URI too
+
+
+def _keep_alive_10(port: int, targets: list[bytes]) -> list[tuple[int, list[str], bytes]]:
+    """HTTP/1.0 requests with Connection: keep-alive, one after another on one connection.
+
+    Each response is read by its Content-Length; the list ends early when
+    the server closes instead.
+    """
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        reader = s.makefile("rb")
+        for target in targets:
+            s.sendall(b"GET " + target + b" HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            status_line = reader.readline()
+            if not status_line:
+                break
+            headers = []
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers.append((name.strip().lower(), value.strip()))
+            connection = [v for k, v in headers if k == "connection"]
+            lengths = [int(v) for k, v in headers if k == "content-length"]
+            body = reader.read(lengths[0]) if lengths else reader.read()
+            out.append((int(status_line.split()[1]), connection, body))
+            if not lengths:
+                break
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_http10_keep_alive(fronts):
+    """An HTTP/1.0 client asking for keep-alive gets Connection: keep-alive and a kept connection from both fronts.
+
+    nginx cannot give PHP's answer a length for HTTP/1.0 (no chunks) and
+    closes after it; fephp gives a length to a PHP answer that came whole
+    and keeps the connection.
+    """
+    targets = [b"/static/hello.txt", b"/static/style.css", b"/dump.php?n=1", b"/static/hello.txt"]
+    under_nginx = await deferToThread(_keep_alive_10, fronts.nginx.port, targets)
+    under_fephp = await deferToThread(_keep_alive_10, fronts.fephp.port, targets)
+    assert [(status, connection) for status, connection, _ in under_fephp] == [(200, ["keep-alive"])] * 4
+    assert [(status, connection) for status, connection, _ in under_nginx] == [(200, ["keep-alive"])] * 2 + [(200, ["close"])]
+    assert [body for *_, body in under_fephp][:2] == [body for *_, body in under_nginx][:2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_http10_without_keep_alive_is_closed(fronts):
+    """An HTTP/1.0 request without keep-alive is answered and the connection closed, by both fronts."""
+    for port in (fronts.nginx.port, fronts.fephp.port):
+        raw = await deferToThread(_raw, port, b"GET /static/hello.txt HTTP/1.0\r\nHost: x\r\n\r\n")
+        head = raw.partition(b"\r\n\r\n")[0].lower()
+        assert raw.split(b" ", 2)[1] == b"200" and b"connection: keep-alive" not in head

@@ -80,6 +80,14 @@ def test_channel_between_requests_after_a_tolerated_empty_line() -> None:
     assert _twisted.channel_between_requests(channel) is False
 
 
+def test_channel_head_progress_counts_the_head() -> None:
+    """Before any byte the request line is awaited with 0 bytes read; after it and a header, their lengths are counted."""
+    channel = _channel()
+    assert _twisted.channel_head_progress(channel) == (True, 0)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    assert _twisted.channel_head_progress(channel) == (False, len(b"GET / HTTP/1.1") + len(b"Host: x"))
+
+
 def test_channel_dispatch_hands_the_request_over_and_marks_the_channel_busy() -> None:
     """The request gets requestReceived(method, target, version); the channel then buffers what follows and stops its idle timer."""
     channel = _channel()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fephp.cgi.routing import (
+    BadRequest,
     Forbidden,
     NotFound,
     Redirect,
@@ -87,7 +88,7 @@ def script(path: str, path_info: str = "", document_uri: str | None = None) -> S
 
 
 FRONT = script("/index.php")
-DOT = Forbidden("dot segment")
+ABOVE = BadRequest("dot segments climb above the root")
 HIDDEN = Forbidden("hidden segment")
 NO_SCRIPT = NotFound("no such script")
 
@@ -132,15 +133,21 @@ CASES: list[tuple[str, bytes, Route]] = [
     ("nothing", b"/no/such/page", FRONT),
     ("pretty-url", b"/2024/01/hello-world/", FRONT),
     # Traversal.
-    ("dotdot", b"/../etc/passwd", DOT),
-    ("dotdot-inside", b"/sub/../hello.txt", DOT),
-    ("dot", b"/./hello.txt", DOT),
-    ("dotdot-encoded", b"/%2e%2e/etc/passwd", DOT),
-    ("dotdot-encoded-upper", b"/%2E%2E/etc/passwd", DOT),
-    ("dotdot-mixed", b"/.%2e/etc/passwd", DOT),
-    ("dotdot-encoded-slash", b"/sub%2F..%2F..%2Fetc%2Fpasswd", DOT),
-    ("dotdot-after-script", b"/index.php/../../etc/passwd", DOT),
-    ("dotdot-trailing", b"/sub/..", DOT),
+    ("dotdot", b"/../etc/passwd", ABOVE),
+    ("dotdot-inside", b"/sub/../hello.txt", StaticFile("ROOT/hello.txt")),
+    ("dot", b"/./hello.txt", StaticFile("ROOT/hello.txt")),
+    ("dot-inside", b"/sub/./page.txt", StaticFile("ROOT/sub/page.txt")),
+    ("dotdot-encoded", b"/%2e%2e/etc/passwd", ABOVE),
+    ("dotdot-encoded-upper", b"/%2E%2E/etc/passwd", ABOVE),
+    ("dotdot-mixed", b"/.%2e/etc/passwd", ABOVE),
+    ("dotdot-encoded-slash", b"/sub%2F..%2F..%2Fetc%2Fpasswd", ABOVE),
+    ("dotdot-after-script", b"/index.php/../../etc/passwd", ABOVE),
+    ("dotdot-out-of-a-script", b"/index.php/../hello.txt", StaticFile("ROOT/hello.txt")),
+    ("dotdot-into-hidden", b"/sub/../.env", HIDDEN),
+    ("dotdot-into-denied", b"/sub/../data/x", Forbidden("denied prefix")),
+    ("dotdot-trailing", b"/sub/..", script("/index.php")),
+    ("dot-trailing-dir", b"/withphp/.", script("/withphp/index.php")),
+    ("dotdot-trailing-dir", b"/withphp/x/..", script("/withphp/index.php")),
     ("dotdot-backslash", b"/..%5C..%5Cetc%5Cpasswd", HIDDEN),
     ("backslash-not-separator", b"/sub%5C..%5Chello.txt", FRONT),
     ("overlong-dot", b"/%C0%AE%C0%AE/etc/passwd", NotFound("path is not valid UTF-8")),
