@@ -164,7 +164,9 @@ def build_env(
         (b"GATEWAY_INTERFACE", b"CGI/1.1"),
         (b"SERVER_SOFTWARE", server_software.encode()),
         (b"REMOTE_ADDR", facts.remote_addr.encode()),
-        (b"REMOTE_PORT", b"%d" % facts.remote_port),
+        # "" for no port (a UNIX socket, or a client a proxy named without
+        # one), as nginx's $remote_port.
+        (b"REMOTE_PORT", b"%d" % facts.remote_port if facts.remote_port else b""),
         (b"SERVER_ADDR", facts.server_addr.encode()),
         (b"SERVER_PORT", b"%d" % facts.server_port),
         (

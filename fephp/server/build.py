@@ -22,6 +22,7 @@ from ..backend.endpoints import parse_client_endpoint
 from ..backend.interface import Backend
 from ..backend.phpcgi import PHPCGIBackend
 from ..backend.pool import FastCGIPool
+from ..cgi.realip import RealIP, parse_trusted
 from ..cgi.routing import Router
 from ..process.binaries import find_php
 from ..process.phpfpm import ManagedPHPFPM, PHPFPMError
@@ -202,6 +203,9 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         max_header_size=config.limits.max_header_size,
         reactor=reactor,
         http2=server.http2,
+        real_ip=RealIP(tuple(parse_trusted(t) for t in server.trusted_proxies), server.real_ip_header)
+        if server.trusted_proxies
+        else None,
         compression=build_compression(config),
     )
     return app, site

@@ -24,6 +24,8 @@ from twisted.internet.endpoints import serverFromString
 from .. import __version__
 from .._twisted import endpoint_arguments
 from ..backend.endpoints import normalize_client_endpoint, parse_client_endpoint
+from ..cgi.realip import HEADERS as REAL_IP_HEADERS
+from ..cgi.realip import parse_trusted
 from ..process.binaries import find_php
 from ..web.compress import CODINGS
 from ..web.sendfile import SendfileRoot
@@ -288,7 +290,8 @@ class _Validator:
         defaults = ServerConfig()
         self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
                              "server_software", "server_name", "shutdown_grace", "workers", "http2",
-                             "x_sendfile_roots", "early_hints", "early_hints_max_routes"))
+                             "x_sendfile_roots", "early_hints", "early_hints_max_routes",
+                             "trusted_proxies", "real_ip_header"))
         workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
 
         def endpoint(path: Path, text: str) -> str:
@@ -333,6 +336,8 @@ class _Validator:
         http2 = self.boolean((*p, "http2"), data.get("http2", defaults.http2))
         roots = self.string_list((*p, "x_sendfile_roots"), data.get("x_sendfile_roots") or [], lambda path, text: text)
         sendfile_roots = tuple(self.sendfile_root((*p, "x_sendfile_roots", i), text) for i, text in enumerate(roots))
+        trusted = self.string_list((*p, "trusted_proxies"), data.get("trusted_proxies", []), self.trusted_proxy)
+        real_ip_header = self.real_ip_header((*p, "real_ip_header"), data.get("real_ip_header", defaults.real_ip_header))
         early_hints = self.boolean((*p, "early_hints"), data.get("early_hints", defaults.early_hints))
         max_routes = self.integer(
             (*p, "early_hints_max_routes"), data.get("early_hints_max_routes", defaults.early_hints_max_routes), minimum=1
@@ -343,6 +348,8 @@ class _Validator:
             x_sendfile_roots=sendfile_roots,
             early_hints=early_hints,
             early_hints_max_routes=max_routes,
+            trusted_proxies=trusted,
+            real_ip_header=real_ip_header,
         )
 
     def sendfile_root(self, path: Path, text: str) -> SendfileRoot:
@@ -365,6 +372,19 @@ class _Validator:
             if not prefix.endswith("/"):
                 prefix += "/"
         return SendfileRoot(resolved, prefix)
+
+    def trusted_proxy(self, path: Path, value: str) -> str:
+        try:
+            parse_trusted(value)
+        except ValueError:
+            raise self.error(path, f"must be an IP address, a CIDR range (10.0.0.0/8) or 'unix:', not {value!r}") from None
+        return value
+
+    def real_ip_header(self, path: Path, value: Any) -> str:
+        for name in REAL_IP_HEADERS:
+            if isinstance(value, str) and value.lower() == name.lower():
+                return name
+        raise self.error(path, f"must be one of {', '.join(REAL_IP_HEADERS)}, not {_describe(value)}")
 
     def workers(self, path: Path, value: Any) -> int:
         if value == "auto":

@@ -66,6 +66,9 @@ class ServerConfig:
     #: Learned 103 Early Hints, and how many routes' hints are remembered.
     early_hints: bool = False
     early_hints_max_routes: int = 1024
+    #: Addresses and CIDR ranges (and "unix:") whose real_ip_header is believed.
+    trusted_proxies: tuple[str, ...] = ()
+    real_ip_header: str = "X-Forwarded-For"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import secrets
 import time
 from typing import Any, Optional, Sequence
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -17,6 +18,7 @@ from twisted.web.resource import IResource
 
 from .._deferreds import Waiters
 from .._twisted import channel_between_requests, channel_dispatch, channel_head_progress, request_disconnected, send_now
+from ..cgi.realip import UNIX, RealIP
 from .compress import Compression, Encoder
 from .accesslog import AccessLog, LoggedRequest, combined_line, json_line, redact_query, secret_names
 from .errors import raw_error_response, send_error
@@ -67,6 +69,8 @@ class FrontRequest(server.Request):
     defaultContentType = None
     _received = 0
     _refused = False
+    #: The scheme a trusted proxy's X-Forwarded-Proto gave, if any.
+    _forwarded_https: Optional[bool] = None
     #: The body's streaming encoder, once the first write chose to compress.
     _stream: Optional[Encoder] = None
     #: The X-Request-Id of this request (the client's when well-formed, else one of ours).
@@ -165,6 +169,8 @@ class FrontRequest(server.Request):
         headers.setRawHeaders(b"x-request-id", [request_id])
         if not self.started_at:  # a request that never announced a length (an HTTP/2 stream)
             self.started_at = _monotonic()
+        if site.real_ip is not None:
+            self._take_real_ip(site.real_ip)
         hosts = self.requestHeaders.getRawHeaders(b"host")
         if hosts is None:
             # RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
@@ -186,6 +192,29 @@ class FrontRequest(server.Request):
             self.render(site.resource)
         except BaseException:
             self.processingFailed(Failure())
+
+    def _take_real_ip(self, real_ip: RealIP) -> None:
+        """From a trusted proxy: its client's address (REMOTE_ADDR, the access log) and scheme (HTTPS)."""
+        peer = getattr(self.client, "host", UNIX)  # a UNIX-socket peer has no host
+        headers = self.requestHeaders
+        values = headers.getRawHeaders(real_ip.header_name)
+        proto = headers.getRawHeaders(b"x-forwarded-proto")
+        if values is None and proto is None:
+            return
+        found = real_ip.client(peer, values or (), proto or ())
+        if found is None:
+            return
+        if found.host is not None:
+            kind = IPv6Address if ":" in found.host else IPv4Address
+            self.client = kind("TCP", found.host, found.port)
+        if found.https is not None:
+            self._forwarded_https = found.https
+
+    def isSecure(self) -> bool:  # noqa: N802 - Twisted's name
+        # X-Forwarded-Proto from a trusted proxy (TLS ended there) wins.
+        if self._forwarded_https is not None:
+            return self._forwarded_https
+        return bool(super().isSecure())
 
     def _answer(self, status: int) -> None:
         self.write(send_error(self, status, {b"connection": b"close"}))
@@ -543,6 +572,7 @@ class FrontSite(server.Site):
         access_log_duration: bool = False,
         secret_query: Sequence[str] = (),
         figures: Optional[SiteFigures] = None,
+        real_ip: Optional[RealIP] = None,
     ) -> None:
         kwargs: dict[str, Any] = {"timeout": timeout}
         if reactor is not None:
@@ -564,6 +594,8 @@ class FrontSite(server.Site):
         self.max_header_size = max_header_size
         #: Offer HTTP/2 over TLS (ALPN "h2"); ``server.http2``.
         self.http2 = http2
+        #: Who may say who the client is (``server.trusted_proxies``); None: nobody.
+        self.real_ip = real_ip
         #: The response compression policy, or None for none.
         self.compression = compression
         self.server_header = [getattr(resource, "server_software", "fephp").encode("latin-1", "replace")]

@@ -28,6 +28,7 @@ from twisted.internet.threads import deferToThread
 
 from fephp.backend.endpoints import parse_client_endpoint
 from fephp.backend.pool import FastCGIPool
+from fephp.cgi.realip import RealIP, parse_trusted
 from fephp.cgi.routing import Router
 from fephp.web.app import PHPApp
 from fephp.web.site import FrontSite
@@ -69,14 +70,14 @@ def make_root(base: Path) -> Path:
 class FephpFront:
     """fephp on 127.0.0.1, port 0, in this process."""
 
-    def __init__(self, root: Path, backend: str) -> None:
+    def __init__(self, root: Path, backend: str, real_ip: RealIP | None = None) -> None:
         self.pool = FastCGIPool(parse_client_endpoint(reactor, backend), clock=reactor, size=4)
         app = PHPApp(
             router=Router(root=str(root), index=("index.php",), front_controller="/index.php", deny=("/data/",)),
             backend=self.pool,
             server_software="fephp-test",
         )
-        self.site = FrontSite(app, max_body_size=64 * 1024 * 1024)
+        self.site = FrontSite(app, max_body_size=64 * 1024 * 1024, real_ip=real_ip)
         self.listening: Any = None
 
     async def start(self) -> "FephpFront":
@@ -1000,3 +1001,59 @@ async def test_http10_without_keep_alive_is_closed(fronts):
         raw = await deferToThread(_raw, port, b"GET /static/hello.txt HTTP/1.0\r\nHost: x\r\n\r\n")
         head = raw.partition(b"\r\n\r\n")[0].lower()
         assert raw.split(b" ", 2)[1] == b"200" and b"connection: keep-alive" not in head
+
+
+# -- real client addresses behind a trusted proxy (nginx's realip module) ----------------
+
+
+@dataclass
+class RealIPFronts:
+    nginx: Nginx
+    fephp: FephpFront
+    header: str
+
+
+@pytest.fixture(scope="module", params=["X-Forwarded-For", "X-Real-IP"])
+def realip_fronts(request, tmp_path_factory: pytest.TempPathFactory, php_fpm) -> Iterator[RealIPFronts]:
+    """nginx with set_real_ip_from 127.0.0.0/8 and real_ip_recursive on, and fephp trusting the same."""
+    header = request.param
+    base = tmp_path_factory.mktemp("realip")
+    root = make_root(base)
+    extra = (
+        f"        set_real_ip_from 127.0.0.0/8;\n        set_real_ip_from 10.0.0.0/8;\n"
+        f"        real_ip_header {header};\n        real_ip_recursive on;"
+    )
+    server = Nginx(base / "nginx", root=root, fpm_socket=php_fpm.unix_path, binary=find_nginx(), server_extra=extra).start()
+    try:
+        real_ip = RealIP((parse_trusted("127.0.0.0/8"), parse_trusted("10.0.0.0/8")), header)
+        front = pytest_twisted.blockon(defer.ensureDeferred(FephpFront(root, php_fpm.unix_endpoint, real_ip).start()))
+        try:
+            yield RealIPFronts(server, front, header)
+        finally:
+            pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"203.0.113.9", id="one-address"),
+        pytest.param(b"6.6.6.6, 203.0.113.9", id="forged-left-most"),
+        pytest.param(b"203.0.113.9, 10.1.2.3", id="right-most-trusted-skipped"),
+        pytest.param(b"10.9.9.9, 127.0.0.5", id="all-trusted"),
+        pytest.param(b"203.0.113.9:4711", id="with-port"),
+        pytest.param(b"2001:db8::7", id="ipv6"),
+        pytest.param(b"not-an-address", id="garbage"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_real_client_address_behind_a_trusted_proxy(realip_fronts, value):
+    """REMOTE_ADDR (and REMOTE_PORT) are the same as nginx's realip module gives, for X-Forwarded-For and X-Real-IP."""
+    request = _get(b"/dump.php", realip_fronts.header.encode() + b": " + value)
+    via_nginx = await send(realip_fronts.nginx.port, request)
+    via_fephp = await send(realip_fronts.fephp.port, request)
+    nginx, fephp = json.loads(via_nginx.body)["server"], json.loads(via_fephp.body)["server"]
+    assert fephp["REMOTE_ADDR"] == nginx["REMOTE_ADDR"]
+    if nginx["REMOTE_ADDR"] != "127.0.0.1":
+        assert fephp["REMOTE_PORT"] == nginx["REMOTE_PORT"]

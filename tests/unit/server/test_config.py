@@ -599,3 +599,20 @@ BACKEND_ERRORS = [
 def test_backend_errors_name_file_key_and_line(site: Path, text: str, key: str, line: int, problem: str) -> None:
     """Each wrong backend setting gives exactly "<file>, line <n>: <key>: <problem>"."""
     assert error_for(site, text) == f"{site / 'fephp.yaml'}, line {line}: {key}: {problem}"
+
+
+def test_trusted_proxies_and_real_ip_header(site: Path) -> None:
+    """trusted_proxies takes addresses, ranges and unix:; real_ip_header one of three names in any case; bad ones name their line."""
+    text = "server:\n  trusted_proxies: [10.0.0.0/8, 192.0.2.7, '2001:db8::/32', 'unix:']\n  real_ip_header: x-real-ip\n"
+    server = load_config(str(write(site, text + EXTERNAL))).server
+    assert (server.trusted_proxies, server.real_ip_header) == (("10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "unix:"), "X-Real-IP")
+    assert load_config(str(write(site, EXTERNAL))).server.real_ip_header == "X-Forwarded-For"
+    path = site / "fephp.yaml"
+    assert error_for(site, "server:\n  trusted_proxies:\n    - 10.0.0.1\n    - proxy.example\n" + EXTERNAL) == (
+        f"{path}, line 4: server.trusted_proxies[1]: must be an IP address, a CIDR range (10.0.0.0/8) or 'unix:',"
+        " not 'proxy.example'"
+    )
+    assert error_for(site, "server:\n  real_ip_header: X-Client-IP\n" + EXTERNAL) == (
+        f"{path}, line 2: server.real_ip_header: must be one of X-Forwarded-For, Forwarded, X-Real-IP,"
+        " not the string 'X-Client-IP'"
+    )

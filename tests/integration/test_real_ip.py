@@ -1,0 +1,151 @@
+"""The client's own address behind a real HAProxy: the PROXY protocol (haproxy: listeners) and trusted X-Forwarded-For."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThread
+
+from fephp.backend.endpoints import parse_client_endpoint
+from fephp.backend.pool import FastCGIPool
+from fephp.cgi.realip import RealIP, parse_trusted
+from fephp.cgi.routing import Router
+from fephp.web.app import PHPApp
+from fephp.web.site import FrontSite
+from tests.support.docroot import make_docroot
+from tests.support.haproxy import Backend, Frontend, Server
+from tests.support.processes import free_port
+
+pytestmark = pytest.mark.php
+
+
+class Front:
+    """fephp in this process on one listener string (``haproxy:tcp:...`` or ``tcp:...``), logging to a file."""
+
+    def __init__(self, root: Path, backend: str, listen: str, access_log: Path, real_ip: Any = None) -> None:
+        self.pool = FastCGIPool(parse_client_endpoint(reactor, backend), clock=reactor, size=4)
+        app = PHPApp(router=Router(root=str(root)), backend=self.pool, server_software="fephp-test")
+        self.site = FrontSite(app, access_log=str(access_log), real_ip=real_ip)
+        self.listen = listen
+        self.access_log = access_log
+        self.port: Any = None
+
+    async def start(self) -> "Front":
+        self.port = await serverFromString(reactor, self.listen).listen(self.site)
+        return self
+
+    async def stop(self) -> None:
+        await self.port.stopListening()
+        await self.site.close_connections()
+        await self.pool.close()
+        self.site.stopFactory()
+
+
+@pytest.fixture
+def fronts(php_fpm, tmp_path: Path):
+    root = make_docroot(tmp_path)
+    started: list[Front] = []
+
+    async def make(listen: str, real_ip: Any = None) -> Front:
+        front = await Front(root, php_fpm.unix_endpoint, listen, tmp_path / f"access-{len(started)}.log", real_ip).start()
+        started.append(front)
+        return front
+
+    yield make
+    for front in started:
+        pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
+
+
+def _log_lines(path: Path, marker: str) -> list[str]:
+    return [line for line in path.read_text().splitlines() if marker in line] if path.exists() else []
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxy_protocol_v2_from_haproxy_gives_the_client_address(network, start_haproxy, fronts):
+    """Behind HAProxy's send-proxy-v2, on a haproxy:tcp: listener, PHP and the access log see the client, not HAProxy."""
+    port = free_port()
+    front = await fronts(f"haproxy:tcp:{port}:interface=127.0.0.1")
+    lb_port = free_port()
+    lb = await deferToThread(
+        start_haproxy,
+        network,
+        [Frontend("web", network.root_address, lb_port, "app")],
+        [Backend("app", (Server("fephp", "127.0.0.1", port, proxy_protocol="v2"),), check_path="/static/hello.txt")],
+    )
+    await deferToThread(lb.wait_server, "app", "fephp", "UP")
+    status, body = await deferToThread(network.http_get, lb.frontend_address("web"), "/env.php?via=proxy-v2")
+    env = json.loads(body)
+    assert status == 200
+    # HAProxy connects from 127.0.0.1; the client came from the network's root address.
+    assert network.root_address != "127.0.0.1"
+    assert env["REMOTE_ADDR"] == network.root_address
+    assert env["REMOTE_PORT"].isdigit() and env["REMOTE_PORT"] != "0"
+    assert env["SERVER_PORT"] == str(lb_port)  # the address the client connected to
+    lines = _log_lines(front.access_log, "via=proxy-v2")
+    assert len(lines) == 1 and lines[0].startswith(f'"{network.root_address}" ')
+
+
+@pytest_twisted.ensureDeferred
+async def test_x_forwarded_for_from_a_trusted_haproxy(network, start_haproxy, fronts):
+    """HAProxy's X-Forwarded-For (option forwardfor) and X-Forwarded-Proto make REMOTE_ADDR, HTTPS and the log the client's."""
+    port = free_port()
+    real_ip = RealIP((parse_trusted("127.0.0.1"),))
+    front = await fronts(f"tcp:{port}:interface=127.0.0.1", real_ip)
+    lb_port = free_port()
+    frontend = Frontend(
+        "web", network.root_address, lb_port, "app",
+        # A client-sent X-Forwarded-For is kept and HAProxy appends the
+        # address it saw: the forged part must not win.
+        extra=("option forwardfor", "http-request set-header X-Forwarded-Proto https"),
+    )
+    lb = await deferToThread(
+        start_haproxy, network, [frontend],
+        [Backend("app", (Server("fephp", "127.0.0.1", port),), check_path="/static/hello.txt")],
+    )
+    await deferToThread(lb.wait_server, "app", "fephp", "UP")
+
+    def forged_get() -> tuple[int, bytes]:
+        import http.client
+
+        conn = http.client.HTTPConnection(*lb.frontend_address("web"), timeout=5, source_address=(network.root_address, 0))
+        try:
+            conn.request("GET", "/env.php?via=xff", headers={"X-Forwarded-For": "6.6.6.6", "Connection": "close"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    status, body = await deferToThread(forged_get)
+    env = json.loads(body)
+    assert status == 200
+    assert env["HTTP_X_FORWARDED_FOR"] == f"6.6.6.6, {network.root_address}"
+    assert env["REMOTE_ADDR"] == network.root_address
+    assert (env["HTTPS"], env["REQUEST_SCHEME"]) == ("on", "https")
+    lines = _log_lines(front.access_log, "via=xff")
+    assert len(lines) == 1 and lines[0].startswith(f'"{network.root_address}" ')
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_untrusted_peer_cannot_name_the_client(fronts):
+    """A direct client's X-Forwarded-For and X-Forwarded-Proto change nothing when it is not a trusted proxy."""
+    port = free_port()
+    await fronts(f"tcp:{port}:interface=127.0.0.1", RealIP((parse_trusted("10.0.0.0/8"),)))
+
+    def get() -> dict[str, str]:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/env.php", headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"})
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    env = await deferToThread(get)
+    assert (env["REMOTE_ADDR"], env.get("HTTPS"), env["REQUEST_SCHEME"]) == ("127.0.0.1", None, "http")
