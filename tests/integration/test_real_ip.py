@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThread
 
@@ -62,8 +63,14 @@ def fronts(php_fpm, tmp_path: Path):
         pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
 
 
-def _log_lines(path: Path, marker: str) -> list[str]:
-    return [line for line in path.read_text().splitlines() if marker in line] if path.exists() else []
+async def _log_lines(path: Path, marker: str, within: float = 5.0) -> list[str]:
+    """The access log's lines holding *marker*, once there are any (the log is written within a second); bounded."""
+    deadline = time.monotonic() + within
+    while True:
+        lines = [line for line in path.read_text().splitlines() if marker in line] if path.exists() else []
+        if lines or time.monotonic() > deadline:
+            return lines
+        await task.deferLater(reactor, 0.05, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -87,7 +94,7 @@ async def test_proxy_protocol_v2_from_haproxy_gives_the_client_address(network, 
     assert env["REMOTE_ADDR"] == network.root_address
     assert env["REMOTE_PORT"].isdigit() and env["REMOTE_PORT"] != "0"
     assert env["SERVER_PORT"] == str(lb_port)  # the address the client connected to
-    lines = _log_lines(front.access_log, "via=proxy-v2")
+    lines = await _log_lines(front.access_log, "via=proxy-v2")
     assert len(lines) == 1 and lines[0].startswith(f'"{network.root_address}" ')
 
 
@@ -127,7 +134,7 @@ async def test_x_forwarded_for_from_a_trusted_haproxy(network, start_haproxy, fr
     assert env["HTTP_X_FORWARDED_FOR"] == f"6.6.6.6, {network.root_address}"
     assert env["REMOTE_ADDR"] == network.root_address
     assert (env["HTTPS"], env["REQUEST_SCHEME"]) == ("on", "https")
-    lines = _log_lines(front.access_log, "via=xff")
+    lines = await _log_lines(front.access_log, "via=xff")
     assert len(lines) == 1 and lines[0].startswith(f'"{network.root_address}" ')
 
 
