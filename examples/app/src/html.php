@@ -20,6 +20,8 @@ function page(string $title, string $body): void
     <meta charset="utf-8">
     <title>{$title} - fephp example</title>
     <link rel="stylesheet" href="/static/style.css">
+    <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+    <script src="/static/app.js" defer></script>
     </head>
     <body>
     <header><a href="/">fephp example app</a></header>
@@ -27,6 +29,7 @@ function page(string $title, string $body): void
     <h1>{$title}</h1>
     {$body}
     </main>
+    <footer id="protocol"></footer>
     </body>
     </html>
 
