@@ -141,14 +141,19 @@ def test_streamed_encoder_output_decodes_at_every_flush(coding: str) -> None:
     compression = Compression()
     encoder = compression.encoder(coding)
     decoder = _decoder(coding)
-    sent = b""
+    # brotlicffi 1.1's Decompressor (PyPy) returns at most 5x its input per
+    # call and holds the rest back: there only the whole stream is checked.
+    held_back = coding == "br" and brotli.__name__ == "brotlicffi"
+    sent = out = b""
     for part in (b"<html>" * 50, b"second part " * 30, b"x"):
         sent += part
-        out = encoder.compress(part)
-        assert out
-        assert decoder(out) == part
-    tail = encoder.finish()
-    assert decoder(tail) == b""
+        piece = encoder.compress(part)
+        assert piece
+        out += piece
+        if not held_back:
+            assert decoder(piece) == part
+    out += encoder.finish()
+    assert _decode(coding, out) == sent
 
 
 @pytest.mark.parametrize("coding", AVAILABLE)
