@@ -29,6 +29,7 @@ from ..process.phpfpm import ManagedPHPFPM, PHPFPMError
 from ..web.app import PHPApp
 from ..web.compress import Compression
 from ..web.figures import SiteFigures
+from ..web.hints import EarlyHints
 from ..web.sendfile import SendfileRoots
 from ..web.site import FrontSite
 from .config import Config
@@ -189,6 +190,7 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         server_name=server.server_name,
         static_cache=config.static.cache,
         sendfile=SendfileRoots(server.x_sendfile_roots) if server.x_sendfile_roots else None,
+        early_hints=EarlyHints(server.early_hints_max_routes) if server.early_hints else None,
     )
     logging = config.logging
     site = FrontSite(

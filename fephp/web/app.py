@@ -16,6 +16,7 @@ from twisted.web.server import Request
 from ..backend.interface import Backend
 from ..cgi.routing import BadRequest, Forbidden, Redirect, Router, Script, StaticFile
 from .errors import send_error
+from .hints import EarlyHints
 from .php import PHPHandler
 from .sendfile import SendfileRoots
 from .static import CacheHeaders, CacheRule, serve_static
@@ -38,6 +39,7 @@ class PHPApp(Resource):
         max_cgi_head_size: int = 64 * 1024,
         static_cache: "tuple[CacheRule, ...]" = (),
         sendfile: Optional[SendfileRoots] = None,
+        early_hints: Optional[EarlyHints] = None,
     ) -> None:
         super().__init__()
         self.router = router
@@ -51,6 +53,7 @@ class PHPApp(Resource):
             server_name=server_name,
             max_cgi_head_size=max_cgi_head_size,
             sendfile=sendfile,
+            early_hints=early_hints,
         )
 
     @property

@@ -475,6 +475,13 @@ class _Stream:
         self._head = lines
         self._connection.stream_ready(self)
 
+    def write_informational(self, code: int, headers: "list[tuple[bytes, bytes]]") -> None:
+        """Send a 1xx response (103 Early Hints): a HEADERS frame without END_STREAM, before the response's own."""
+        if self._gone or self._head is not None:
+            return
+        self._connection.h2.send_headers(self.stream_id, [(b":status", b"%d" % code), *headers])
+        self._connection._write_control()
+
     def write(self, data: bytes) -> None:
         if self._gone or not data:
             return

@@ -29,6 +29,7 @@ from ..cgi.environ import RequestFacts, build_env
 from ..cgi.response import CGIResponseError, HeadParser
 from ..cgi.routing import Script, StaticFile
 from .errors import send_error
+from .hints import EarlyHints
 from .sendfile import X_ACCEL_REDIRECT, X_SENDFILE, Refused, SendfileRoots
 from .static import serve_static
 
@@ -59,12 +60,22 @@ class _PHPResponse:
     a chunk and a terminating chunk.
     """
 
-    __slots__ = ("_request", "_parser", "_producer", "_held", "_sendfile", "_handover")
+    __slots__ = ("_request", "_parser", "_producer", "_held", "_sendfile", "_handover", "_hints", "_route")
 
     log = Logger()
 
-    def __init__(self, request: Request, max_head_size: int, sendfile: Optional[SendfileRoots] = None) -> None:
+    def __init__(
+        self,
+        request: Request,
+        max_head_size: int,
+        sendfile: Optional[SendfileRoots] = None,
+        hints: Optional[EarlyHints] = None,
+        route: bytes = b"",
+    ) -> None:
         self._request = request
+        #: Where this GET's answer teaches the route's Early Hints (None: not learning).
+        self._hints = hints
+        self._route = route
         self._parser: Optional[HeadParser] = HeadParser(max_head_size)
         self._producer: Optional[IPushProducer] = None
         self._held: list[bytes] = []
@@ -101,6 +112,8 @@ class _PHPResponse:
         self._parser = None
         request = self._request
         request.setResponseCode(head.status, head.reason or None)
+        if self._hints is not None:
+            self._hints.learn(self._route, head.status, head.headers)
         add = request.responseHeaders.addRawHeader
         for name, value in head.headers:
             lower = name.lower()
@@ -205,8 +218,11 @@ class PHPHandler:
         server_name: Optional[str] = None,
         max_cgi_head_size: int = 64 * 1024,
         sendfile: Optional[SendfileRoots] = None,
+        early_hints: Optional[EarlyHints] = None,
     ) -> None:
         self.backend = backend
+        #: Learned 103 Early Hints (``server.early_hints``), or None when off.
+        self.early_hints = early_hints
         #: X-Sendfile and X-Accel-Redirect roots, or None when they are off.
         self.sendfile = sendfile
         self.document_root = document_root
@@ -262,7 +278,18 @@ class PHPHandler:
             server_software=self.server_software,
             server_name=self.server_name,
         )
-        sink = _PHPResponse(request, self.max_cgi_head_size, self.sendfile)
+        hints = self.early_hints
+        if hints is not None and request.method == b"GET":
+            path = request.path
+            links = hints.hints_for(path)
+            # RFC 9110 15.2: never a 1xx to an HTTP/1.0 client.
+            if links is not None and request.clientproto != b"HTTP/1.0":
+                informational = getattr(request.channel, "write_informational", None)
+                if informational is not None:
+                    informational(103, [(b"link", link) for link in links])
+            sink = _PHPResponse(request, self.max_cgi_head_size, self.sendfile, hints, path)
+        else:
+            sink = _PHPResponse(request, self.max_cgi_head_size, self.sendfile)
         body = content if length else None
         self.in_flight += 1
         # For the access log (fephp.web.site.FrontRequest); any Request may come here.

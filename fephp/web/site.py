@@ -233,6 +233,8 @@ def valid_host(host: bytes) -> bool:
 
 
 _BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
+#: Reason phrases of the 1xx responses fephp sends itself (RFC 8297 for 103).
+_INFORMATIONAL = {103: b"Early Hints"}
 #: RFC 9110 5.6.2's token: a method or a header name.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: A request target as nginx takes it: printable ASCII and any byte above
@@ -496,6 +498,14 @@ class _Channel(http.HTTPChannel):
 
     def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted's name
         self.write(b"".join(iovec))
+
+    def write_informational(self, code: int, headers: "list[tuple[bytes, bytes]]") -> None:
+        """Send a 1xx response (103 Early Hints) ahead of the response being made."""
+        lines = [b"HTTP/1.1 %d %s\r\n" % (code, _INFORMATIONAL.get(code, b"Informational"))]
+        for name, value in headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        send_now(self.transport, b"".join(lines))
 
     def _flush_head(self) -> None:
         head = self._head

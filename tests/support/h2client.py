@@ -26,6 +26,10 @@ class H2Response:
     reset: Optional[int] = None  # the RST_STREAM error code, if the stream was reset
     #: Seconds since the request was sent at which each DATA frame arrived.
     data_times: list[float] = field(default_factory=list)
+    #: 1xx responses before the final one: (status, headers, seconds since the request was sent).
+    informational: list[tuple[int, list[tuple[str, str]], float]] = field(default_factory=list)
+    #: Seconds since the request was sent at which the final response's head arrived.
+    head_time: float = 0.0
 
     def header(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k == name]
@@ -128,13 +132,19 @@ class H2Client:
     def _apply(self, event: object) -> None:
         if isinstance(event, h2.events.ResponseReceived):
             response = self.responses[event.stream_id]
+            response.head_time = time.monotonic() - self._sent_at[event.stream_id]
             for name, value in event.headers:
                 if name == ":status":
                     response.status = int(value)
                 else:
                     response.headers.append((name, value))
         elif isinstance(event, h2.events.InformationalResponseReceived):
-            pass
+            headers = [(str(k), str(v)) for k, v in event.headers]
+            status = int(dict(headers)[":status"])
+            elapsed = time.monotonic() - self._sent_at[event.stream_id]
+            self.responses[event.stream_id].informational.append(
+                (status, [(k, v) for k, v in headers if k != ":status"], elapsed)
+            )
         elif isinstance(event, h2.events.DataReceived):
             response = self.responses[event.stream_id]
             response.body += event.data

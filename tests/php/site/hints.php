@@ -1,0 +1,13 @@
+<?php
+// A page that preloads its CSS and JS (?links=0: none), and on request sets a cookie or varies.
+header('Content-Type: text/html; charset=UTF-8');
+if (($_GET['links'] ?? '1') !== '0') {
+    header('Link: </static/style.css>; rel=preload; as=style', false);
+    header('Link: </static/app.js>; rel=preload; as=script, <https://cdn.example>; rel=preconnect', false);
+    header('Link: </about>; rel=next', false);
+}
+if (!empty($_GET['cookie'])) { setcookie('session', 'abc'); }
+if (!empty($_GET['vary'])) { header('Vary: Cookie'); }
+if (!empty($_GET['status'])) { http_response_code((int)$_GET['status']); }
+if (!empty($_GET['ms'])) { usleep((int)$_GET['ms'] * 1000); }
+echo "<!DOCTYPE html><title>hints</title>\n";
