@@ -5,7 +5,8 @@
 - :class:`FakeEndpoint`: a client endpoint whose connects the test fires by
   hand; a connect that succeeds gets a :class:`FakeFastCGIServer`, the
   php-fpm end of that connection (a real FastCGI responder codec over a
-  StringTransport);
+  StringTransport, with a :class:`FakePeerWatch` for what the kernel
+  would know about it);
 - :class:`FakeProcessReactor`: a Clock that records the processes it is
   asked to spawn, each with a :class:`FakeProcessTransport`.
 
@@ -30,6 +31,7 @@ from .fastcgi import Event, Params, ResponderConnection
 __all__ = [
     "FakeEndpoint",
     "FakeFastCGIServer",
+    "FakePeerWatch",
     "FakeProcessReactor",
     "FakeProcessTransport",
     "PendingConnect",
@@ -132,6 +134,22 @@ class FakeEndpoint:
         return self.connects[-1]
 
 
+class FakePeerWatch:
+    """A stand-in for :class:`fephp.backend.protocol.PeerWatch`: the test says what the kernel knows."""
+
+    def __init__(self) -> None:
+        #: An end of file (or anything else) waits in the socket.
+        self.gone = False
+        #: The other end shut down only its sending side and still reads.
+        self.still_reads = False
+
+    def peer_gone(self) -> bool:
+        return self.gone
+
+    def peer_still_reads(self) -> bool:
+        return self.still_reads
+
+
 class FakeFastCGIServer:
     """The php-fpm end of one connection a pool made through a :class:`FakeEndpoint`."""
 
@@ -140,6 +158,8 @@ class FakeFastCGIServer:
         proto = pending.factory.buildProtocol(None)  # type: ignore[arg-type]  # no address to give
         assert isinstance(proto, FastCGIClientProtocol)
         self.proto: FastCGIClientProtocol = proto
+        self.watch: FakePeerWatch = FakePeerWatch()
+        proto.watch = self.watch  # type: ignore[assignment]  # answers the same two questions
         self.server: ResponderConnection = ResponderConnection()
         self._unread: list[Event] = []
         proto.makeConnection(self.transport)
@@ -174,8 +194,25 @@ class FakeFastCGIServer:
         """Send *data* as STDOUT of request 1, without ending it."""
         self.proto.dataReceived(self.server.stdout(1, data))
 
+    def end(self, app_status: int = 0) -> None:
+        """END_REQUEST for request 1, with no output before it."""
+        self._read()
+        self.proto.dataReceived(self.server.end_request(1, app_status))
+
     def close(self) -> None:
-        """The backend closes the connection (php-fpm after pm.max_requests, a restart)."""
+        """The backend closes the connection, both ways (a child that died, php-fpm stopped)."""
+        self.watch.gone = True
+        self.proto.connectionLost(Failure(ConnectionDone()))
+
+    def hang_up_unseen(self) -> None:
+        """The backend closed the connection, and the reactor has not read that yet: only the kernel knows."""
+        self.watch.gone = True
+
+    def drain_and_close(self) -> None:
+        """php-fpm's close after pm.max_requests: its end of file, while it still reads (and discards) what comes."""
+        self.watch.gone = True
+        self.watch.still_reads = True
+        self.proto.readConnectionLost()
         self.proto.connectionLost(Failure(ConnectionDone()))
 
 

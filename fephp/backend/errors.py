@@ -36,15 +36,20 @@ class ConnectError(BackendError):
 class BackendClosed(BackendError):
     """The backend closed the connection before the request ended.
 
-    ``response_started`` tells whether any response byte had arrived: a
-    request that got nothing back may be retried on another connection.
+    ``response_started`` tells whether any response byte had arrived;
+    ``never_ran`` that the backend provably threw the request away unread
+    (php-fpm closing a kept connection after ``pm.max_requests``, seen on a
+    UNIX socket).  :func:`fephp.backend.pool.should_retry` decides from both.
     """
 
     http_status = 502
 
-    def __init__(self, message: str = "connection closed", *, response_started: bool = False):
+    def __init__(
+        self, message: str = "connection closed", *, response_started: bool = False, never_ran: bool = False
+    ) -> None:
         super().__init__(message)
         self.response_started = response_started
+        self.never_ran = never_ran
 
 
 class BackendProtocolError(BackendError):

@@ -6,10 +6,15 @@ What it guarantees:
   pins one child to each kept connection, so ``size`` must not exceed the
   pool's ``pm.max_children``; requests beyond it wait here, in a queue of at
   most ``queue_size``, not in php-fpm's listen backlog;
-- a connection is handed out again only after a clean END_REQUEST;
-- a request that fails on a kept connection before any response byte came
-  back (php-fpm closed it after ``pm.max_requests`` or on reload) is retried
-  once on a new connection;
+- a connection is handed out again only after a clean END_REQUEST, and
+  never once the kernel already holds php-fpm's end of file for it;
+- a request whose caller went away keeps its connection (and the php-fpm
+  child behind it) counted as *draining* until PHP has ended the script, so
+  the next request waits here instead of in php-fpm's backlog;
+- a request is never run twice: one that failed before any response byte
+  came back is sent once more, on a new connection, only if php-fpm
+  provably threw it away unread or its method is idempotent (see
+  :func:`should_retry`);
 - while the backend is down, connects are retried with backoff as long as
   requests wait, each request failing with :class:`ConnectError` once it has
   waited ``connect_timeout``; the first successful connect ends the outage;
@@ -49,10 +54,16 @@ from .errors import BackendClosed, ConnectError, PoolOverloaded, QueueTimeout
 from .interface import Body, Params, ResponseSink
 from .protocol import FastCGIClientProtocol
 
-__all__ = ["FastCGIPool", "GET_VALUES_NAMES", "should_retry"]
+__all__ = ["FastCGIPool", "GET_VALUES_NAMES", "IDEMPOTENT_METHODS", "MAX_UNREAD_RESENDS", "should_retry"]
 
 #: The three variables of section 4.1.
 GET_VALUES_NAMES = (b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS")
+#: RFC 9110 9.2.2: methods whose effect is the same however often a request is repeated.
+IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+#: How often one request may be thrown away unread and sent again.  Each
+#: time ends a kept connection at its child's last request, so this many in
+#: a row means something other than pm.max_requests is at work.
+MAX_UNREAD_RESENDS = 8
 
 
 class _Waiter:
@@ -73,7 +84,10 @@ class _ProtocolFactory(Factory):
     def buildProtocol(self, addr: object) -> FastCGIClientProtocol:  # noqa: N802
         pool = self._pool
         return FastCGIClientProtocol(
-            pool._clock, response_timeout=pool.response_timeout, on_close=pool._connection_closed
+            pool._clock,
+            response_timeout=pool.response_timeout,
+            on_close=pool._connection_closed,
+            on_drained=pool._drain_ended,
         )
 
 
@@ -116,6 +130,8 @@ class FastCGIPool:
         self._idle: list[FastCGIClientProtocol] = []
         self._idle_since: dict[FastCGIClientProtocol, float] = {}
         self._busy: set[FastCGIClientProtocol] = set()
+        # Abandoned by their callers, still running in PHP.
+        self._draining: set[FastCGIClientProtocol] = set()
         self._connecting = 0
         self._waiters: deque[_Waiter] = deque()
         self._failures = 0
@@ -156,7 +172,7 @@ class FastCGIPool:
             proto.close()
 
     def close(self) -> "Deferred[None]":
-        """Refuse new requests, fail waiting ones, close idle connections.
+        """Refuse new requests, fail waiting ones, close idle and draining connections.
 
         Fires once requests in flight have finished and their connections are closed.
         """
@@ -168,6 +184,8 @@ class FastCGIPool:
         while self._waiters:
             self._fail_waiter(self._waiters.popleft(), ConnectError("the pool is shutting down"))
         self.drop_idle()
+        for proto in list(self._draining):
+            proto.close()  # nobody waits for their output
         if not self._busy:
             return succeed(None)
         return self._drained.wait()
@@ -175,9 +193,11 @@ class FastCGIPool:
     # -- introspection ----------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
+        """Connections by state (``idle + busy + draining + connecting <= size``), waiting requests, failed connects."""
         return {
             "idle": len(self._idle),
             "busy": len(self._busy),
+            "draining": len(self._draining),
             "connecting": self._connecting,
             "waiting": len(self._waiters),
             "failures": self._failures,
@@ -211,7 +231,7 @@ class FastCGIPool:
     # -- connections ------------------------------------------------------------
 
     def _total(self) -> int:
-        return len(self._idle) + len(self._busy) + self._connecting
+        return len(self._idle) + len(self._busy) + len(self._draining) + self._connecting
 
     def _take_idle(self) -> Optional[FastCGIClientProtocol]:
         """The most recently used idle connection, now busy; None if there is none."""
@@ -219,7 +239,7 @@ class FastCGIPool:
         while idle:
             proto = idle.pop()
             del self._idle_since[proto]
-            if proto.reusable:
+            if proto.reusable and not proto.peer_gone():
                 self._busy.add(proto)
                 return proto
             proto.close()
@@ -334,15 +354,24 @@ class FastCGIPool:
         self._maybe_connect()
 
     def _release(self, proto: FastCGIClientProtocol, notify: bool = True) -> None:
-        """A request ended on *proto*: hand it on, keep it idle, or drop it."""
+        """A request ended on *proto*: hand it on, keep it idle, drop it, or count it draining."""
         self._busy.discard(proto)
-        if proto.reusable and not self._closed:
-            if self._waiters:
+        if proto.busy and proto.draining and not self._closed:
+            # Its caller is gone but PHP still runs the script: the child
+            # stays taken until END_REQUEST (_drain_ended).
+            self._draining.add(proto)
+            return
+        usable = proto.reusable and not self._closed
+        if usable and self._waiters:
+            # php-fpm may have closed it as it answered, unread by the reactor yet.
+            usable = not proto.peer_gone()
+            if usable:
                 waiter = self._waiters.popleft()
                 self._cancel_timer(waiter)
                 self._busy.add(proto)
                 waiter.deferred.callback(proto)
                 return
+        if usable:
             self._idle.append(proto)
             self._idle_since[proto] = self._clock.seconds()
             self._schedule_reaper()
@@ -353,10 +382,19 @@ class FastCGIPool:
         if notify:
             self._capacity()
 
+    def _drain_ended(self, proto: FastCGIClientProtocol) -> None:
+        """PHP ended an abandoned request on *proto*: the connection is free again."""
+        if proto in self._draining:
+            self._draining.discard(proto)
+            self._release(proto)
+
     def _connection_closed(self, proto: FastCGIClientProtocol) -> None:
         if proto in self._idle_since:
             del self._idle_since[proto]
             self._idle.remove(proto)
+        elif proto in self._draining:
+            self._draining.discard(proto)
+            self._check_drained()
         self._maybe_connect()
         self._capacity()
 
@@ -431,7 +469,7 @@ class FastCGIPool:
 class _PooledRequest:
     """One request's way through the pool: a connection, the request, maybe one retry."""
 
-    __slots__ = ("pool", "params", "body", "sink", "position", "current", "retried", "outer", "direct")
+    __slots__ = ("pool", "params", "body", "sink", "position", "current", "retried", "unread", "outer", "direct")
 
     def __init__(
         self, pool: FastCGIPool, params: Params, body: Body, sink: ResponseSink, *, direct: bool = False
@@ -444,6 +482,7 @@ class _PooledRequest:
         self.position = _tell(body)
         self.current: Optional[Deferred[Any]] = None
         self.retried = False
+        self.unread = 0
         self.outer: Deferred[int] = Deferred(self._cancel)
 
     def start(self) -> "Deferred[int]":
@@ -505,10 +544,20 @@ class _PooledRequest:
             return
         error = result.value  # type: ignore[attr-defined]
         position = self.position
-        if should_retry(error, reused=reused, retried=self.retried, rewindable=position is not None):
+        if should_retry(
+            error,
+            reused=reused,
+            retried=self.retried,
+            unread=self.unread,
+            rewindable=position is not None,
+            idempotent=_method(self.params) in IDEMPOTENT_METHODS,
+        ):
             assert position is not None
-            pool.log.debug("retrying on a new connection: {error}", error=str(error))
-            self.retried = True
+            pool.log.debug("sending the request again: {error}", error=str(error))
+            if error.never_ran:
+                self.unread += 1
+            else:
+                self.retried = True
             if position >= 0:
                 self.body.seek(position)  # type: ignore[union-attr]
             self._attempt(True)
@@ -520,21 +569,39 @@ class _PooledRequest:
             self.outer.errback(failure)
 
 
-def should_retry(error: BaseException, *, reused: bool, retried: bool, rewindable: bool) -> bool:
-    """Whether a request that failed with *error* goes once more, on a new connection.
+def should_retry(
+    error: BaseException, *, reused: bool, retried: bool, unread: int, rewindable: bool, idempotent: bool
+) -> bool:
+    """Whether a request that failed with *error* is sent again, on another connection.
 
-    Only a kept connection (*reused*) that the backend had already given up
-    on: php-fpm closes one after ``pm.max_requests`` or on a reload, and the
-    request then fails with BackendClosed before any response byte.  Never
-    twice (*retried*), and never with a body that cannot be rewound.
+    Only one that failed with BackendClosed before any response byte, with a
+    body that can be rewound, and only when running it twice cannot matter:
+
+    - php-fpm provably threw it away unread (``error.never_ran``: its close
+      of a kept connection after ``pm.max_requests``, seen on a UNIX
+      socket): as if never sent, so again and again, while *unread* (the
+      times that already happened to it) stays under MAX_UNREAD_RESENDS;
+    - or it went out on a kept connection (*reused*) that php-fpm may have
+      been closing as we wrote (after ``pm.max_requests``, on a reload), and
+      its method is *idempotent*: once, unless it was *retried* already.
+
+    A child killed mid-script (``request_terminate_timeout``, a crash) ends
+    a request the same way as the second case, so a POST is not sent again:
+    PHP may have run it.  nginx does not resend one either.
     """
-    return (
-        reused
-        and not retried
-        and rewindable
-        and isinstance(error, BackendClosed)
-        and not error.response_started
-    )
+    if not rewindable or not isinstance(error, BackendClosed) or error.response_started:
+        return False
+    if error.never_ran:
+        return unread < MAX_UNREAD_RESENDS
+    return reused and idempotent and not retried
+
+
+def _method(params: Params) -> bytes:
+    """REQUEST_METHOD of *params* (b"" without one)."""
+    for name, value in params:
+        if name == b"REQUEST_METHOD":
+            return value
+    return b""
 
 
 def _tell(body: Body) -> Optional[int]:

@@ -5,14 +5,31 @@ so every request uses request id 1 and a connection carries one request after
 another (FCGI_KEEP_CONN).  The protocol decides whether a connection is clean
 enough to serve again; the pool (:mod:`fephp.backend.pool`) asks it through
 :attr:`FastCGIClientProtocol.reusable`.
+
+A request is *abandoned* when its caller cancels (the HTTP client went
+away) or its sink refuses the output (a CGI head PHP got wrong).  php-fpm
+does not stop a script for either, so the connection, and the child it
+pins, stay busy (*draining*): the output is thrown away (stderr is still
+logged) until END_REQUEST, at most ``response_timeout`` seconds, and then
+the connection serves again (``on_drained``).  Nothing is sent to php-fpm:
+an ABORT_REQUEST it reads after the script read its input makes it drop the
+connection when it next reads a request (``fcgi_read_request`` takes only a
+BEGIN_REQUEST there).
 """
 
 from __future__ import annotations
 
+import select
+import socket
 from typing import IO, Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,11 +53,57 @@ from .errors import (
 )
 from .interface import Body, Params, ResponseSink
 
-__all__ = ["FastCGIClientProtocol", "BODY_CHUNK_SIZE"]
+__all__ = ["FastCGIClientProtocol", "BODY_CHUNK_SIZE", "PeerWatch"]
 
 #: How much of a file body is read and written at a time: four full records.
 BODY_CHUNK_SIZE = 4 * 0xFFFF
 _REQUEST_ID = 1
+#: Linux's poll() flag for "the other end shut down its sending side"; PyPy's select module lacks the name.
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)
+
+
+class PeerWatch:
+    """What the kernel already knows about the other end of a connection, asked without reading anything.
+
+    A kept connection that php-fpm closed (after ``pm.max_requests``, on a
+    reload) has its end of file waiting in the socket before the reactor
+    has read it; a request written there would be lost.
+    """
+
+    __slots__ = ("_poll", "_unix")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN | _POLLRDHUP)
+        self._unix = sock.family == socket.AF_UNIX
+
+    def peer_gone(self) -> bool:
+        """Whether anything waits on a connection that should be silent: an end of file, a reset, stray bytes."""
+        return bool(self._poll.poll(0))
+
+    def peer_still_reads(self) -> bool:
+        """After an end of file: whether the other end shut down only its sending side and still reads.
+
+        php-fpm closes a kept connection that way after ``pm.max_requests``
+        (``fcgi_close``: ``shutdown(SHUT_WR)``, then it reads and throws away
+        whatever arrives until we close), whereas a child that dies closes
+        both sides.  Only a UNIX socket tells the two apart (its peer's close
+        sets POLLHUP); over TCP a dead child's FIN looks the same, so the
+        answer there is always no.
+        """
+        if not self._unix:
+            return False
+        events = self._poll.poll(0)
+        return bool(events) and not events[0][1] & (select.POLLHUP | select.POLLERR)
+
+
+def _watch(transport: Any) -> Optional[PeerWatch]:
+    """A PeerWatch over *transport*'s socket, or None for a transport without one (a test's fake)."""
+    get_handle = getattr(transport, "getHandle", None)
+    handle = get_handle() if get_handle is not None else None
+    if not isinstance(handle, socket.socket):
+        return None
+    return PeerWatch(handle)
 
 
 @implementer(IPushProducer)
@@ -126,25 +189,32 @@ class _Request:
         "sink",
         "deferred",
         "started",
+        "heard",
         "body_sent",
         "output_paused",
         "last_activity",
+        "abandoned",
+        "drain_until",
     )
 
     def __init__(self, proto: "FastCGIClientProtocol", sink: ResponseSink) -> None:
         self.proto = proto
-        self.sink = sink
+        self.sink: ResponseSink = sink
         self.deferred: Deferred[int] = Deferred(self._cancel)
         self.started = False
+        #: Any record for this request came back (STDOUT or STDERR): PHP ran it.
+        self.heard = False
         self.body_sent = False
         self.output_paused = False
         self.last_activity = 0.0
+        self.abandoned = False
+        self.drain_until = 0.0
 
     def _cancel(self, d: Deferred[int]) -> None:
-        self.proto._abort_request(self)
+        self.proto._abandon(self)
 
     def pause_output(self) -> None:
-        if self.proto._request is self and not self.output_paused:
+        if self.proto._request is self and not self.output_paused and not self.abandoned:
             self.output_paused = True
             self.proto._pause_reading()
 
@@ -155,8 +225,33 @@ class _Request:
                 self.proto._resume_reading()
 
 
+class _Discarding:
+    """The sink of an abandoned request: its output goes nowhere, its stderr still to the first sink's log."""
+
+    __slots__ = ("_first",)
+
+    def __init__(self, first: ResponseSink) -> None:
+        self._first = first
+
+    def response_started(self, producer: IPushProducer) -> None:
+        pass
+
+    def stdout_received(self, data: bytes) -> None:
+        pass
+
+    def stderr_received(self, data: bytes) -> None:
+        try:
+            self._first.stderr_received(data)
+        except Exception:  # noqa: BLE001 - a sink that failed once may fail again; the output is lost anyway
+            pass
+
+    def flush(self) -> None:
+        pass
+
+
+@implementer(IHalfCloseableProtocol)
 class FastCGIClientProtocol(Protocol):
-    """The web server's end of one FastCGI connection.
+    """The web server's end of one FastCGI connection (its request's states: the module docstring).
 
     States::
 
@@ -169,15 +264,25 @@ class FastCGIClientProtocol(Protocol):
                                  v
                               idle (reusable)
 
-        any state --protocol error, response timeout, cancel, END_REQUEST
-                    before the body was all out--> broken (never reused)
+        awaiting --cancel, or the sink raised--> draining (output dropped;
+                                 |               the Deferred has failed)
+                                 |  END_REQUEST: on_drained
+                                 v
+                              idle (reusable)
+
+        any state --protocol error, response timeout, cancel while sending,
+                    draining past response_timeout, END_REQUEST before the
+                    body was all out--> broken (never reused)
         any state --connectionLost--> closed
 
     :param clock: for the response timeout.
     :param response_timeout: seconds the backend may stay silent during a
-        request before it fails with :class:`ResponseTimeout`; ``None`` for no limit.
+        request before it fails with :class:`ResponseTimeout`, and the
+        longest an abandoned request is waited for; ``None`` for no limit.
     :param on_close: called once when the connection is gone, so a pool can
         forget an idle connection that the backend closed.
+    :param on_drained: called when an abandoned request's END_REQUEST came:
+        the connection is free again (or :attr:`reusable` says why not).
     """
 
     log = Logger()
@@ -188,10 +293,16 @@ class FastCGIClientProtocol(Protocol):
         *,
         response_timeout: Optional[float] = 60.0,
         on_close: Optional[Callable[["FastCGIClientProtocol"], None]] = None,
+        on_drained: Optional[Callable[["FastCGIClientProtocol"], None]] = None,
     ) -> None:
         self._clock = clock
         self._response_timeout = response_timeout
         self._on_close = on_close
+        self._on_drained = on_drained
+        #: The socket's state as the kernel sees it (None over a fake transport).
+        self.watch: Optional[PeerWatch] = None
+        # The backend closed its side without reading the request in flight.
+        self._discarded = False
         self._codec = ClientConnection()
         self._request: Optional[_Request] = None
         self._connected = False
@@ -209,6 +320,8 @@ class FastCGIClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._connected = True
+        if self.watch is None:
+            self.watch = _watch(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         request = self._request
@@ -219,20 +332,31 @@ class FastCGIClientProtocol(Protocol):
         except ProtocolError as e:
             self._fail_connection(BackendProtocolError(str(e)))
             return
-        wrote = None
+        wrote: Optional[_Request] = None
         for event in events:
             request = self._request
             if type(event) is Stdout:
                 if request is None:  # pragma: no cover - the codec checks ids
                     continue
-                if not request.started:
-                    request.started = True
-                    request.sink.response_started(_OutputControl(request))
-                wrote = request.sink
-                wrote.stdout_received(event.data)
+                request.heard = True
+                # A sink that raises (a CGI head PHP got wrong) fails its
+                # request here, never out of dataReceived.
+                try:
+                    if not request.started:
+                        request.started = True
+                        request.sink.response_started(_OutputControl(request))
+                    request.sink.stdout_received(event.data)
+                except Exception as e:  # noqa: BLE001 - whatever the sink raised is the request's error
+                    self._abandon(request, e)
+                    continue
+                wrote = request
             elif type(event) is Stderr:
                 if request is not None:
-                    request.sink.stderr_received(event.data)
+                    request.heard = True
+                    try:
+                        request.sink.stderr_received(event.data)
+                    except Exception as e:  # noqa: BLE001 - as above
+                        self._abandon(request, e)
             elif type(event) is EndRequest:
                 self._end_request(event)
             elif type(event) is GetValuesResult:
@@ -240,22 +364,39 @@ class FastCGIClientProtocol(Protocol):
                 if values is not None:
                     values.callback(event.values)
             # UnknownType answers a management record we do not send.
-        if wrote is not None:
-            wrote.flush()
+        if wrote is not None and not wrote.abandoned:
+            try:
+                wrote.sink.flush()
+            except Exception as e:  # noqa: BLE001 - as above
+                self._abandon(wrote, e)
+
+    def readConnectionLost(self) -> None:  # noqa: N802 - Twisted's name (IHalfCloseableProtocol)
+        """The backend sent its end of file: see whether it read the request in flight, then close."""
+        request = self._request
+        if request is not None and not request.heard and self.watch is not None and self.watch.peer_still_reads():
+            # php-fpm's close after pm.max_requests (PeerWatch.peer_still_reads):
+            # it ends its side after the END_REQUEST of the request before
+            # this one, so this one was thrown away unread, never run.
+            self._discarded = True
+        self._abort_transport()
+
+    def writeConnectionLost(self) -> None:  # noqa: N802 - Twisted's name (IHalfCloseableProtocol)
+        self._abort_transport()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
         self._connected = False
         self._broken = True
         self._cancel_timeout()
         request, self._request = self._request, None
-        if request is not None:
+        if request is not None and not request.abandoned:
             error = self._codec.connection_lost()
+            if self._discarded:
+                message = "php-fpm closed the connection without running the request"
+            else:
+                message = str(error) if error else "connection closed"
             self._finish(
                 request,
-                BackendClosed(
-                    str(error) if error else "connection closed",
-                    response_started=request.started,
-                ),
+                BackendClosed(message, response_started=request.started, never_ran=self._discarded),
             )
         values, self._values = self._values, None
         if values is not None:
@@ -273,14 +414,28 @@ class FastCGIClientProtocol(Protocol):
 
     @property
     def busy(self) -> bool:
+        """A request is on the connection, running or abandoned: its php-fpm child is taken."""
         return self._request is not None
+
+    @property
+    def draining(self) -> bool:
+        """The request on the connection was abandoned and PHP has not ended it yet."""
+        request = self._request
+        return request is not None and request.abandoned
+
+    def peer_gone(self) -> bool:
+        """Whether the backend already closed (or broke) this idle connection, though the reactor has not read it yet."""
+        watch = self.watch
+        return watch is not None and watch.peer_gone()
 
     def request(self, params: Params, body: Body, sink: ResponseSink) -> "Deferred[int]":
         """Send one request; the Deferred fires with PHP's app status after END_REQUEST.
 
         The body is sent as STDIN records as it is read; a file body is read
         in chunks of :data:`BODY_CHUNK_SIZE` while the transport accepts more.
-        Cancelling sends ABORT_REQUEST and drops the connection.
+        Cancelling abandons the request (the module docstring): the Deferred
+        fails with CancelledError at once, the connection stays busy until
+        PHP has ended the script.
         """
         if not self.reusable:
             raise RuntimeError("request() on a connection that is busy or closed")
@@ -336,6 +491,14 @@ class FastCGIClientProtocol(Protocol):
             # on its way would be read as the next request's records.
             self._broken = True
             self.close()
+        if request.abandoned:
+            if event.protocol_status == ProtocolStatus.REQUEST_COMPLETE:
+                self.completed += 1
+            if self._broken:
+                self._cancel_timeout()
+            if self._on_drained is not None:
+                self._on_drained(self)
+            return
         if event.protocol_status != ProtocolStatus.REQUEST_COMPLETE:
             self._finish(request, RequestRejected(event.protocol_status, event.app_status))
         else:
@@ -347,6 +510,8 @@ class FastCGIClientProtocol(Protocol):
     ) -> None:
         if self._broken:
             self._cancel_timeout()
+        if request.deferred.called:
+            return  # abandoned with its sink's error: the caller has its answer
         if error is None:
             request.deferred.callback(app_status)
         else:
@@ -364,7 +529,23 @@ class FastCGIClientProtocol(Protocol):
         if request is None:
             return  # idle: the next request arms the timer again
         assert self._response_timeout is not None
-        idle_for = self._clock.seconds() - request.last_activity
+        now = self._clock.seconds()
+        if request.abandoned:
+            left = min(request.drain_until, request.last_activity + self._response_timeout) - now
+            if left > 0:
+                self._timeout_call = self._clock.callLater(left, self._check_timeout)
+                return
+            # The script outlived the wait: closing the connection is what
+            # makes PHP stop it, at its next output.
+            self.log.info(
+                "PHP still ran an abandoned request after {timeout:g} s: connection closed",
+                timeout=self._response_timeout,
+            )
+            self._request = None
+            self._broken = True
+            self._abort_transport()
+            return
+        idle_for = now - request.last_activity
         if request.output_paused:
             # A paused sink is a slow client, not a slow backend.
             idle_for = 0.0
@@ -380,27 +561,45 @@ class FastCGIClientProtocol(Protocol):
         )
         self._abort_transport()
 
-    def _abort_request(self, request: _Request) -> None:
-        """The caller cancelled: tell the backend (section 5.4), then drop the connection.
+    def _abandon(self, request: _Request, error: Optional[Exception] = None) -> None:
+        """Nobody wants *request*'s output any more: the caller cancelled, or its sink raised *error*.
 
-        Waiting for php-fpm's END_REQUEST after an abort would keep the
-        connection in an unknown state for an unknown time; a new connection
-        is cheap next to that.
+        PHP runs the script to its end regardless, so the connection stays
+        busy, discarding the output, until END_REQUEST (the module
+        docstring).  The Deferred fails now: with *error*, or, for a cancel,
+        with the CancelledError Deferred.cancel gives.
         """
-        if self._request is not request:
+        if self._request is not request or request.abandoned:
             return
-        self._request = None
-        self._broken = True
-        self._cancel_timeout()
-        if self._connected and self.transport is not None:
-            self._write(self._codec.abort_request(_REQUEST_ID))
-            self.transport.loseConnection()
+        if not request.body_sent or not self._connected:
+            # The rest of the body went away with the client's request: PHP
+            # can only be told to stop (section 5.4) and the connection dropped.
+            self._request = None
+            self._broken = True
+            self._cancel_timeout()
+            if self._connected and self.transport is not None:
+                self._write(self._codec.abort_request(_REQUEST_ID))
+                self.transport.loseConnection()
+            if error is not None:
+                request.deferred.errback(Failure(error))
+            return
+        request.abandoned = True
+        request.sink = _Discarding(request.sink)
+        if request.output_paused:
+            request.output_paused = False
+            self._resume_reading()
+        if self._response_timeout is not None:
+            request.drain_until = self._clock.seconds() + self._response_timeout
+            if self._timeout_call is None:
+                self._timeout_call = self._clock.callLater(self._response_timeout, self._check_timeout)
+        if error is not None:
+            request.deferred.errback(Failure(error))
 
     def _fail_connection(self, error: Exception) -> None:
         self.log.warn("FastCGI protocol error from backend: {error}", error=str(error))
         self._broken = True
         request, self._request = self._request, None
-        if request is not None:
+        if request is not None and not request.abandoned:
             self._finish(request, error)
         self._abort_transport()
 

@@ -314,7 +314,7 @@ class PHPHandler:
         except CGIResponseError as e:
             self.log.error(
                 "[{request_id}] bad CGI response from PHP for {uri}: {error}",
-                uri=request.uri, error=str(e), request_id=_request_id(request),
+                uri=request.uri.decode("latin-1"), error=str(e), request_id=_request_id(request),
             )
             self._fail(request, sink, 502)
             return
@@ -331,7 +331,7 @@ class PHPHandler:
             status = error.http_status
             self.log.error(
                 "[{request_id}] {uri}: {status} ({kind}: {error})",
-                uri=request.uri,
+                uri=request.uri.decode("latin-1"),
                 status=status,
                 kind=type(error).__name__,
                 error=str(error),
@@ -341,7 +341,7 @@ class PHPHandler:
             status = 502
             self.log.failure(
                 "[{request_id}] unexpected error while running {uri}", failure,
-                uri=request.uri, request_id=_request_id(request),
+                uri=request.uri.decode("latin-1"), request_id=_request_id(request),
             )
         self._fail(request, sink, status)
 

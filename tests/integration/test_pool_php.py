@@ -10,12 +10,14 @@ import time
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 
 from fephp.backend.endpoints import parse_client_endpoint
 from fephp.backend.errors import BackendClosed, ConnectError
 from fephp.backend.pool import FastCGIPool
 from fephp.process.fpmconfig import PING_PATH, STATUS_PATH
 from fephp.testing import RecordingSink
+from tests.support.php_fpm import PHPFPM
 
 pytestmark = pytest.mark.php
 
@@ -186,8 +188,6 @@ async def test_kill_and_restart_recovers(own_php_fpm):
 @pytest_twisted.ensureDeferred
 async def test_stale_kept_connection_is_retried(tmp_path, php_fpm_binary):
     """A child that exits after pm.max_requests leaves a stale connection; the next request still succeeds."""
-    from tests.support.php_fpm import PHPFPM
-
     fpm = PHPFPM(tmp_path / "fpm", binary=php_fpm_binary, children=1, max_requests=1).start()
     try:
         pool = make_pool(fpm.unix_endpoint, size=1)
@@ -231,3 +231,102 @@ async def test_the_pool_answers_its_status_page_and_ping(php_fpm, address):
     )
     assert ping.split()[1] == b"pong"
     await pool.close()
+
+
+def runs(log) -> int:
+    """How many times once.php ran with this log file."""
+    return log.read_text().count("\n") if log.exists() else 0
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+@pytest_twisted.ensureDeferred
+async def test_post_killed_by_request_terminate_timeout_runs_once(tmp_path, php_fpm_binary, kind):
+    """A POST whose child php-fpm kills mid-script (request_terminate_timeout) on a kept connection fails, and PHP ran it once."""
+    fpm = PHPFPM(tmp_path / "fpm", binary=php_fpm_binary, children=2, request_terminate_timeout=1).start()
+    try:
+        pool = make_pool(fpm.unix_endpoint if kind == "unix" else fpm.tcp_endpoint, size=1)
+        await pool.request(params_for(fpm.script("hello.php")), None, RecordingSink())
+        assert pool.stats()["idle"] == 1  # the POST goes out on a kept connection
+        log = tmp_path / "runs.log"
+        with pytest.raises(BackendClosed):
+            await pool.request(
+                params_for(fpm.script("once.php"), method="POST", query=f"log={log}&ms=4000", length=4),
+                b"body",
+                RecordingSink(),
+            )
+        assert runs(log) == 1
+        await pool.close()
+    finally:
+        fpm.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_posts_through_pm_max_requests_recycling_run_once_and_succeed(tmp_path, php_fpm_binary):
+    """Over a UNIX socket, POSTs meeting php-fpm's pm.max_requests close are sent again only when php-fpm threw them away unread: all succeed, each ran once."""
+    fpm = PHPFPM(tmp_path / "fpm", binary=php_fpm_binary, children=2, max_requests=2).start()
+    try:
+        pool = make_pool(fpm.unix_endpoint, size=2)
+        logs = [tmp_path / f"run-{i}.log" for i in range(60)]
+        pending = [
+            pool.request(
+                params_for(fpm.script("once.php"), method="POST", query=f"log={log}", length=4), b"body", RecordingSink()
+            )
+            for log in logs
+        ]
+        results = await defer.DeferredList(pending, consumeErrors=True)
+        assert [(ok, r if ok else repr(r.value)) for ok, r in results if not ok] == []
+        assert [runs(log) for log in logs] == [1] * len(logs)
+        await pool.close()
+    finally:
+        fpm.stop()
+
+
+class CountingEndpoint:
+    """A client endpoint that counts its connects (each one a php-fpm child taken)."""
+
+    def __init__(self, endpoint) -> None:
+        self.endpoint = endpoint
+        self.connects = 0
+
+    def connect(self, factory):
+        self.connects += 1
+        return self.endpoint.connect(factory)
+
+
+@pytest_twisted.ensureDeferred
+async def test_aborted_requests_keep_their_children_counted_until_php_ends_them(tmp_path, php_fpm_binary):
+    """A pool of 2 over 2 children: 2 slow requests aborted, the next request waits in fephp's queue (no new connection into php-fpm's backlog) and is served once a script ends."""
+    fpm = PHPFPM(tmp_path / "fpm", binary=php_fpm_binary, children=2).start()
+    try:
+        endpoint = CountingEndpoint(parse_client_endpoint(reactor, fpm.unix_endpoint))
+        pool = FastCGIPool(endpoint, clock=reactor, size=2, connect_timeout=2.0, response_timeout=5.0, queue_timeout=10.0)
+        slow = [
+            pool.request(params_for(fpm.script("sleep.php"), query="ms=1500"), None, RecordingSink()) for _ in range(2)
+        ]
+        await wait_until(lambda: pool.stats()["busy"] == 2, "both slow requests on their connections")
+        for d in slow:
+            d.cancel()
+        outcomes = await defer.DeferredList(slow, consumeErrors=True)
+        assert all(f.check(defer.CancelledError) for _, f in outcomes)
+        started = time.monotonic()
+        sink = RecordingSink()
+        nxt = pool.request(params_for(fpm.script("sleep.php"), query="ms=0"), None, sink)
+        assert (pool.stats()["waiting"], endpoint.connects) == (1, 2)
+        assert pool.stats()["draining"] == 2
+        assert await nxt == 0
+        assert 0.5 < time.monotonic() - started < 3.0  # it waited for a slow script to end
+        assert endpoint.connects == 2
+        await wait_until(lambda: pool.stats()["idle"] == 2, "the other slow script to end")
+        assert endpoint.connects == 2
+        await pool.close()
+    finally:
+        fpm.stop()
+
+
+async def wait_until(predicate, what: str, within: float = 10.0) -> None:
+    """Poll *predicate* on the reactor until it holds, failing after *within* seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.01)

@@ -41,6 +41,7 @@ class PHPFPM:
     workdir: Path
     children: int = 8
     max_requests: int = 0
+    request_terminate_timeout: int = 0
     binary: str = ""
     unix_path: str = ""
     tcp_port: int = 0
@@ -55,8 +56,8 @@ class PHPFPM:
         self.config = self.workdir / "php-fpm.conf"
         self.log = self.workdir / "php-fpm.log"
         pools = [
-            PoolSpec("unix", self.unix_path, self.children, self.max_requests),
-            PoolSpec("tcp", f"127.0.0.1:{self.tcp_port}", self.children, self.max_requests),
+            PoolSpec("unix", self.unix_path, self.children, self.max_requests, self.request_terminate_timeout),
+            PoolSpec("tcp", f"127.0.0.1:{self.tcp_port}", self.children, self.max_requests, self.request_terminate_timeout),
         ]
         self.config.write_text(
             render_config(pools, pid_file=str(self.workdir / "php-fpm.pid"), error_log=str(self.log))

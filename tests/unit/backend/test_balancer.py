@@ -36,7 +36,7 @@ from fephp.testing import FakeEndpoint, FakeFastCGIServer, RecordingSink
 
 
 def params(name: str, cookie: Optional[str] = None) -> list[tuple[bytes, bytes]]:
-    found = [(b"SCRIPT_NAME", name.encode())]
+    found = [(b"SCRIPT_NAME", name.encode()), (b"REQUEST_METHOD", b"GET")]
     if cookie is not None:
         found.append((b"HTTP_COOKIE", cookie.encode()))
     return found
@@ -379,7 +379,7 @@ class BalancerTestCase(SynchronousTestCase):
         backend.respond()
         self.successResultOf(first)
         self.assertEqual(backend.script(), b"/2.php")
-        backend.close()  # php-fpm goes away: the pool sends the request again on a new connection...
+        backend.close()  # php-fpm goes away: the pool sends the GET again on a new connection...
         self.endpoints[home].last.refuse()  # ...which is refused, so the session moves to the next backend
         moved = self.serve(other)
         self.assertEqual(moved.script(), b"/2.php")

@@ -21,7 +21,7 @@ from fephp.backend.errors import (
     PoolOverloaded,
     QueueTimeout,
 )
-from fephp.backend.pool import FastCGIPool, should_retry
+from fephp.backend.pool import MAX_UNREAD_RESENDS, FastCGIPool, should_retry
 from fephp.fastcgi import (
     AbortRequest,
     BeginRequest,
@@ -34,8 +34,8 @@ from fephp.testing import FakeEndpoint, RecordingSink
 ABORT = b"\x01\x02\x00\x01\x00\x00\x00\x00"
 
 
-def params(name: str) -> list[tuple[bytes, bytes]]:
-    return [(b"SCRIPT_NAME", name.encode())]
+def params(name: str, method: bytes = b"GET") -> list[tuple[bytes, bytes]]:
+    return [(b"SCRIPT_NAME", name.encode()), (b"REQUEST_METHOD", method)]
 
 
 class PoolTestCase(SynchronousTestCase):
@@ -50,9 +50,9 @@ class PoolTestCase(SynchronousTestCase):
         kwargs.setdefault("idle_timeout", None)
         return FastCGIPool(self.endpoint, clock=self.clock, **kwargs)
 
-    def run_one(self, pool: FastCGIPool, name: str = "/a.php") -> tuple["Deferred[int]", RecordingSink]:
+    def run_one(self, pool: FastCGIPool, name: str = "/a.php", method: bytes = b"GET") -> tuple["Deferred[int]", RecordingSink]:
         sink = RecordingSink()
-        return pool.request(params(name), b"", sink), sink
+        return pool.request(params(name, method), b"", sink), sink
 
     def run_until(self, deadline: float) -> None:
         """Advance from one delayed call to the next, so each runs at its own time, up to *deadline*."""
@@ -74,7 +74,7 @@ class PoolTestCase(SynchronousTestCase):
         backend.respond(b"one", app_status=0)
         self.assertEqual(self.successResultOf(d1), 0)
         self.assertEqual(sink1.stdout, b"Content-Type: text/plain\r\n\r\none")
-        self.assertEqual(pool.stats(), {"idle": 1, "busy": 0, "connecting": 0, "waiting": 0, "failures": 0})
+        self.assertEqual(pool.stats(), {"idle": 1, "busy": 0, "draining": 0, "connecting": 0, "waiting": 0, "failures": 0})
 
         d2, _ = self.run_one(pool, "/2.php")
         self.assertEqual(len(self.endpoint.connects), 1)
@@ -93,7 +93,7 @@ class PoolTestCase(SynchronousTestCase):
         self.assertEqual(b.script(), b"/1.php")
         a = self.endpoint.connects[0].succeed()
         self.assertEqual(a.script(), b"/2.php")
-        self.assertEqual(pool.stats(), {"idle": 0, "busy": 2, "connecting": 0, "waiting": 2, "failures": 0})
+        self.assertEqual(pool.stats(), {"idle": 0, "busy": 2, "draining": 0, "connecting": 0, "waiting": 2, "failures": 0})
 
         b.respond()
         self.assertEqual(b.script(), b"/3.php")
@@ -279,10 +279,42 @@ class PoolTestCase(SynchronousTestCase):
         self.clock.advance(20)
         self.assertIs(backend.transport.disconnecting, True)
 
+    def test_idle_connection_the_kernel_knows_closed_is_not_used(self) -> None:
+        """An idle connection whose end of file waits unread in the socket is closed, not written to; the request connects anew."""
+        pool = self.make_pool()
+        d, _ = self.run_one(pool)
+        backend = self.endpoint.last.succeed()
+        backend.respond()
+        self.successResultOf(d)
+        backend.received()
+        backend.hang_up_unseen()
+        self.run_one(pool, "/2.php", b"POST")
+        self.assertEqual(backend.transport.value(), b"")
+        self.assertIs(backend.transport.disconnecting, True)
+        self.assertEqual(len(self.endpoint.connects), 2)
+        self.assertEqual(self.endpoint.last.succeed().script(), b"/2.php")
+
+    def test_connection_the_kernel_knows_closed_is_not_handed_to_a_waiter(self) -> None:
+        """A connection whose end of file arrived with its END_REQUEST goes to no waiting request; a new connect serves it."""
+        pool = self.make_pool(size=1)
+        d1, _ = self.run_one(pool, "/1.php")
+        backend = self.endpoint.last.succeed()
+        backend.received()
+        d2, _ = self.run_one(pool, "/2.php", b"POST")
+        backend.hang_up_unseen()
+        backend.respond()
+        self.successResultOf(d1)
+        self.assertEqual(backend.received(), [])
+        self.assertEqual(len(self.endpoint.connects), 2)
+        second = self.endpoint.last.succeed()
+        self.assertEqual(second.script(), b"/2.php")
+        second.respond()
+        self.successResultOf(d2)
+
     # -- retry ---------------------------------------------------------------------------------
 
     def test_request_on_a_kept_connection_closed_before_any_output_is_retried_once(self) -> None:
-        """php-fpm closing a kept connection under a request: the request runs again on a new connection, body rewound."""
+        """php-fpm closing a kept connection under an idempotent request: it runs again on a new connection, body rewound."""
         pool = self.make_pool()
         d1, _ = self.run_one(pool)
         first = self.endpoint.last.succeed()
@@ -293,7 +325,7 @@ class PoolTestCase(SynchronousTestCase):
         body = io.BytesIO(b"skip:" + b"payload" * 10)
         body.seek(5)
         sink = RecordingSink()
-        d = pool.request(params("/post.php"), body, sink)
+        d = pool.request(params("/put.php", b"PUT"), body, sink)
         sent = first.received()
         first.close()
         self.assertNoResult(d)
@@ -310,6 +342,36 @@ class PoolTestCase(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), 0)
         self.assertEqual(sink.stdout, b"Content-Type: text/plain\r\n\r\ndone")
         self.assertEqual(sink.started, 1)
+
+    def test_post_on_a_kept_connection_closed_before_any_output_is_not_sent_again(self) -> None:
+        """A POST whose kept connection closes before any output fails with BackendClosed: PHP may have run it."""
+        pool = self.make_pool()
+        d1, _ = self.run_one(pool)
+        first = self.endpoint.last.succeed()
+        first.respond()
+        self.successResultOf(d1)
+        d, _ = self.run_one(pool, "/post.php", b"POST")
+        first.close()
+        failure = self.failureResultOf(d, BackendClosed)
+        self.assertEqual((failure.value.response_started, failure.value.never_ran), (False, False))
+        self.assertEqual(len(self.endpoint.connects), 1)
+
+    def test_post_php_fpm_threw_away_unread_is_sent_again(self) -> None:
+        """A POST on a kept connection that php-fpm closed while still reading (its pm.max_requests close) goes out once more."""
+        pool = self.make_pool()
+        d1, _ = self.run_one(pool)
+        first = self.endpoint.last.succeed()
+        first.respond()
+        self.successResultOf(d1)
+        first.received()
+        d, _ = self.run_one(pool, "/post.php", b"POST")
+        sent = first.received()
+        first.drain_and_close()
+        self.assertNoResult(d)
+        second = self.endpoint.last.succeed()
+        self.assertEqual(second.received(), sent)
+        second.respond(b"once")
+        self.assertEqual(self.successResultOf(d), 0)
 
     def test_retry_happens_only_once(self) -> None:
         """If the retried request's new connection closes too, the request fails with BackendClosed."""
@@ -393,22 +455,45 @@ class PoolTestCase(SynchronousTestCase):
         backend.respond()
         self.successResultOf(d1)
         self.assertEqual(backend.transport.value(), b"")
-        self.assertEqual(pool.stats(), {"idle": 1, "busy": 0, "connecting": 0, "waiting": 0, "failures": 0})
+        self.assertEqual(pool.stats(), {"idle": 1, "busy": 0, "draining": 0, "connecting": 0, "waiting": 0, "failures": 0})
 
-    def test_cancel_while_running_aborts_the_request(self) -> None:
-        """Cancelling a running request sends ABORT_REQUEST, drops the connection and frees its place."""
+    def test_cancelled_request_keeps_its_connection_until_php_ends_it(self) -> None:
+        """A cancelled running request fails at once, but its connection stays draining: the next request waits for it, no new connect."""
         pool = self.make_pool(size=1)
-        d, _ = self.run_one(pool)
+        d, sink = self.run_one(pool)
         backend = self.endpoint.last.succeed()
         self.assertEqual([type(e) for e in backend.received()], [BeginRequest, Params, Stdin])
         d.cancel()
         self.failureResultOf(d, CancelledError)
-        self.assertEqual(backend.received(), [AbortRequest(1)])
-        self.assertIs(backend.transport.disconnecting, True)
-        self.assertEqual(pool.stats()["busy"], 0)
-        self.assertEqual(pool.stats()["idle"], 0)
-        self.run_one(pool)
+        self.assertEqual(backend.received(), [])
+        self.assertIs(backend.transport.disconnecting, False)
+        self.assertEqual(pool.stats(), {"idle": 0, "busy": 0, "draining": 1, "connecting": 0, "waiting": 0, "failures": 0})
+        d2, sink2 = self.run_one(pool, "/2.php")
+        self.assertEqual(len(self.endpoint.connects), 1)
+        self.assertEqual(pool.stats()["waiting"], 1)
+        backend.send_output(b"Status: 200\r\n\r\nfor nobody")
+        backend.end()
+        self.assertEqual(sink.stdout, b"")
+        self.assertEqual(backend.script(), b"/2.php")
+        backend.respond(b"two")
+        self.assertEqual(self.successResultOf(d2), 0)
+        self.assertEqual(sink2.stdout, b"Content-Type: text/plain\r\n\r\ntwo")
+        self.assertEqual(pool.stats()["draining"], 0)
+
+    def test_draining_connection_that_closes_frees_its_place(self) -> None:
+        """A draining connection the backend closes is forgotten, and a waiting request connects anew."""
+        pool = self.make_pool(size=1)
+        d, _ = self.run_one(pool)
+        backend = self.endpoint.last.succeed()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        d2, _ = self.run_one(pool, "/2.php")
+        self.assertEqual(len(self.endpoint.connects), 1)
+        backend.close()
+        self.assertEqual(pool.stats()["draining"], 0)
         self.assertEqual(len(self.endpoint.connects), 2)
+        second = self.endpoint.last.succeed()
+        self.assertEqual(second.script(), b"/2.php")
 
     # -- shutting down --------------------------------------------------------------------------
 
@@ -428,6 +513,17 @@ class PoolTestCase(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(closing))
         self.failureResultOf(self.run_one(pool)[0], ConnectError)
         self.assertEqual(len(self.endpoint.connects), 1)
+
+    def test_close_closes_draining_connections(self) -> None:
+        """close() drops draining connections (nobody waits for their output) and fires."""
+        pool = self.make_pool()
+        d, _ = self.run_one(pool)
+        backend = self.endpoint.last.succeed()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        closing = pool.close()
+        self.assertIs(backend.transport.disconnecting, True)
+        self.assertIsNone(self.successResultOf(closing))
 
     def test_close_closes_idle_connections_at_once(self) -> None:
         """close() with only idle connections closes them and fires at once."""
@@ -487,7 +583,7 @@ class PoolTestCase(SynchronousTestCase):
         self.assertIn("refused", str(failure.value))
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(self.endpoint.connects), 1)
-        self.assertEqual(pool.stats(), {"idle": 0, "busy": 0, "connecting": 0, "waiting": 0, "failures": 1})
+        self.assertEqual(pool.stats(), {"idle": 0, "busy": 0, "draining": 0, "connecting": 0, "waiting": 0, "failures": 1})
 
     def test_try_request_connect_that_hangs_fails_after_connect_timeout(self) -> None:
         """A connect with no answer fails try_request's request with ConnectError after connect_timeout, not queue_timeout."""
@@ -586,17 +682,41 @@ class PoolTestCase(SynchronousTestCase):
 
 
 @pytest.mark.parametrize(
-    ("error", "reused", "retried", "rewindable", "expected"),
+    ("error", "reused", "retried", "unread", "rewindable", "idempotent", "expected"),
     [
-        (BackendClosed("closed"), True, False, True, True),
-        (BackendClosed("closed"), False, False, True, False),
-        (BackendClosed("closed"), True, True, True, False),
-        (BackendClosed("closed"), True, False, False, False),
-        (BackendClosed("closed", response_started=True), True, False, True, False),
-        (ConnectError("refused"), True, False, True, False),
+        (BackendClosed("closed"), True, False, 0, True, True, True),
+        (BackendClosed("closed"), True, False, 0, True, False, False),
+        (BackendClosed("closed"), False, False, 0, True, True, False),
+        (BackendClosed("closed"), True, True, 0, True, True, False),
+        (BackendClosed("closed"), True, False, 0, False, True, False),
+        (BackendClosed("closed", response_started=True), True, False, 0, True, True, False),
+        (ConnectError("refused"), True, False, 0, True, True, False),
+        (BackendClosed("closed", never_ran=True), True, False, 0, True, False, True),
+        (BackendClosed("closed", never_ran=True), False, False, 0, True, False, True),
+        (BackendClosed("closed", never_ran=True), True, True, MAX_UNREAD_RESENDS - 1, True, False, True),
+        (BackendClosed("closed", never_ran=True), True, False, MAX_UNREAD_RESENDS, True, True, False),
+        (BackendClosed("closed", never_ran=True), True, False, 0, False, False, False),
     ],
-    ids=["stale-kept-connection", "fresh-connection", "already-retried", "body-not-rewindable", "response-started", "not-a-close"],
+    ids=[
+        "idempotent-on-kept-connection",
+        "post-on-kept-connection",
+        "idempotent-on-fresh-connection",
+        "already-retried",
+        "body-not-rewindable",
+        "response-started",
+        "not-a-close",
+        "post-thrown-away-unread",
+        "thrown-away-unread-on-fresh-connection",
+        "thrown-away-unread-after-a-retry",
+        "thrown-away-unread-too-often",
+        "thrown-away-unread-but-body-not-rewindable",
+    ],
 )
-def test_should_retry(error: Exception, reused: bool, retried: bool, rewindable: bool, expected: bool) -> None:
-    """Only a kept connection closed before any response byte is retried, once, with a body that can be rewound."""
-    assert should_retry(error, reused=reused, retried=retried, rewindable=rewindable) is expected
+def test_should_retry(
+    error: Exception, reused: bool, retried: bool, unread: int, rewindable: bool, idempotent: bool, expected: bool
+) -> None:
+    """A request closed on before any response byte goes again only if PHP never had it, or once if it is idempotent; always rewindable."""
+    assert (
+        should_retry(error, reused=reused, retried=retried, unread=unread, rewindable=rewindable, idempotent=idempotent)
+        is expected
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from typing import Any, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -18,7 +19,7 @@ from fephp.backend.errors import (
     RequestRejected,
     ResponseTimeout,
 )
-from fephp.backend.protocol import BODY_CHUNK_SIZE, FastCGIClientProtocol
+from fephp.backend.protocol import BODY_CHUNK_SIZE, FastCGIClientProtocol, PeerWatch
 from fephp.fastcgi import (
     ProtocolStatus,
     RecordType,
@@ -27,7 +28,7 @@ from fephp.fastcgi import (
     encode_record,
     encode_stream,
 )
-from fephp.testing import RecordingSink
+from fephp.testing import FakePeerWatch, RecordingSink
 
 PARAMS = [(b"SCRIPT_FILENAME", b"/x.php"), (b"REQUEST_METHOD", b"POST")]
 
@@ -300,24 +301,92 @@ class ProtocolTestCase(SynchronousTestCase):
         self.assertEqual(self.transport.producerState, "producing")
 
     def test_sink_stop_producing_cancels_the_request(self) -> None:
-        """stopProducing on the sink's producer aborts the request like a cancel."""
+        """stopProducing on the sink's producer abandons the request like a cancel."""
         d = self.start()
         self.feed(backend.stdout(1, b"x"))
         assert self.sink.producer is not None
         self.sink.producer.stopProducing()
         self.failureResultOf(d, CancelledError)
-        self.assertEqual(self.transport.value(), ABORT)
+        self.assertIs(self.proto.draining, True)
+        self.assertEqual(self.transport.value(), b"")
 
     # -- cancellation ------------------------------------------------------------------
 
-    def test_cancel_sends_abort_request_and_drops_the_connection(self) -> None:
-        """Cancelling writes ABORT_REQUEST for request 1, loses the connection and fails with CancelledError."""
-        d = self.start()
+    def make_draining(self) -> tuple["Deferred[int]", list[FastCGIClientProtocol]]:
+        drained: list[FastCGIClientProtocol] = []
+        self.proto = FastCGIClientProtocol(self.clock, response_timeout=10.0, on_drained=drained.append)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        return self.start(), drained
+
+    def test_cancel_abandons_the_request_until_php_ends_it(self) -> None:
+        """A cancel fails the Deferred at once, writes nothing, keeps the connection busy and discards output until END_REQUEST."""
+        d, drained = self.make_draining()
+        self.feed(backend.stdout(1, b"Status: 200\r\n\r\nbefore"))
         d.cancel()
-        self.assertEqual(self.transport.value(), ABORT)
-        self.assertIs(self.transport.disconnecting, True)
         self.failureResultOf(d, CancelledError)
-        self.assertIs(self.proto.reusable, False)
+        self.assertEqual((self.proto.busy, self.proto.draining, self.proto.reusable), (True, True, False))
+        self.feed(backend.stdout(1, b"after") + backend.stderr(1, b"warning"))
+        self.assertEqual(self.sink.stdout, b"Status: 200\r\n\r\nbefore")
+        self.assertEqual(self.sink.stderr, b"warning")
+        self.assertEqual(drained, [])
+        self.end()
+        self.assertEqual(drained, [self.proto])
+        self.assertEqual((self.proto.busy, self.proto.reusable, self.proto.completed), (False, True, 1))
+        self.assertEqual(self.transport.value(), b"")
+        self.assertIs(self.transport.disconnecting, False)
+
+    def test_cancel_while_paused_resumes_reading(self) -> None:
+        """An abandoned request's output is read (and dropped) even if its sink had paused it."""
+        d, _ = self.make_draining()
+        self.feed(backend.stdout(1, b"x"))
+        assert self.sink.producer is not None
+        self.sink.producer.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_abandoned_request_is_waited_for_at_most_the_response_timeout(self) -> None:
+        """A script that keeps writing after its client left has response_timeout seconds, then its connection is dropped."""
+        d, drained = self.make_draining()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        for _ in range(9):
+            self.clock.advance(1)
+            self.feed(backend.stdout(1, b"tick"))
+        self.assertIs(self.transport.disconnected, False)
+        self.clock.advance(1)
+        self.assertIs(self.transport.disconnected, True)
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(drained, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_silent_abandoned_request_is_dropped_after_the_response_timeout(self) -> None:
+        """An abandoned request PHP stays silent on is dropped once PHP has said nothing for response_timeout seconds, as any request."""
+        d = self.start()
+        self.clock.advance(3)
+        self.feed(backend.stderr(1, b"working"))
+        self.clock.advance(2)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.clock.advance(7.9)
+        self.assertIs(self.transport.disconnected, False)
+        self.clock.advance(0.1)
+        self.assertIs(self.transport.disconnected, True)
+
+    def test_cancel_while_the_body_still_streams_aborts_and_drops_the_connection(self) -> None:
+        """A request cancelled before its file body went out cannot be finished: ABORT_REQUEST, then the connection is dropped."""
+        transport = BufferingTransport(limit=100_000)
+        proto = FastCGIClientProtocol(self.clock, response_timeout=10.0)
+        proto.makeConnection(transport)
+        d = proto.request(PARAMS, io.BytesIO(b"z" * (3 * BODY_CHUNK_SIZE)), self.sink)
+        transport.clear()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(transport.value(), ABORT)
+        self.assertIs(transport.disconnecting, True)
+        self.assertEqual((proto.busy, proto.reusable), (False, False))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_cancel_after_the_end_does_nothing(self) -> None:
@@ -421,6 +490,43 @@ class ProtocolTestCase(SynchronousTestCase):
         failure = self.failureResultOf(d, BackendClosed)
         self.assertIs(failure.value.response_started, True)
 
+    def test_connection_lost_while_draining_fires_nothing_more(self) -> None:
+        """A draining connection that breaks calls on_close and raises nothing (its Deferred fired at the cancel)."""
+        d, drained = self.make_draining()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(drained, [])
+        self.assertIs(self.proto.busy, False)
+
+    def test_end_of_file_while_php_fpm_still_reads_means_the_request_never_ran(self) -> None:
+        """php-fpm's pm.max_requests close (end of file, still reading) under a request with no output: BackendClosed, never_ran."""
+        watch = FakePeerWatch()
+        self.proto.watch = watch  # type: ignore[assignment]
+        d = self.start()
+        watch.still_reads = True
+        self.proto.readConnectionLost()
+        self.assertIs(self.transport.disconnected, True)
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        failure = self.failureResultOf(d, BackendClosed)
+        self.assertEqual((failure.value.never_ran, failure.value.response_started), (True, False))
+        self.assertEqual(str(failure.value), "php-fpm closed the connection without running the request")
+
+    def test_end_of_file_after_output_or_from_a_dead_child_may_have_run(self) -> None:
+        """After any STDERR the request ran; without the peer still reading it may have: never_ran stays False either way."""
+        for still_reads, output in ((True, backend.stderr(1, b"PHP Warning")), (False, b"")):
+            with self.subTest(still_reads=still_reads):
+                self.setUp()
+                watch = FakePeerWatch()
+                watch.still_reads = still_reads
+                self.proto.watch = watch  # type: ignore[assignment]
+                d = self.start()
+                if output:
+                    self.feed(output)
+                self.proto.readConnectionLost()
+                self.proto.connectionLost(Failure(ConnectionDone()))
+                self.assertIs(self.failureResultOf(d, BackendClosed).value.never_ran, False)
+
     def test_connection_lost_while_idle(self) -> None:
         """An idle connection that closes calls on_close once and is no longer reusable."""
         self.proto.connectionLost(Failure(ConnectionDone()))
@@ -436,6 +542,27 @@ class ProtocolTestCase(SynchronousTestCase):
         self.assertIs(self.transport.disconnected, True)
         self.assertIs(self.proto.reusable, False)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_sink_that_raises_fails_its_request_and_the_connection_drains(self) -> None:
+        """An error raised by the sink (a bad CGI head) fails the request with it, escapes nothing, and the connection serves again after END_REQUEST."""
+
+        class Refusing(RecordingSink):
+            def stdout_received(self, data: bytes) -> None:
+                super().stdout_received(data)
+                raise ValueError("head too large")
+
+        sink = Refusing()
+        drained: list[FastCGIClientProtocol] = []
+        self.proto = FastCGIClientProtocol(self.clock, response_timeout=10.0, on_drained=drained.append)
+        self.proto.makeConnection(self.transport)
+        d = self.proto.request(PARAMS, b"", sink)
+        self.feed(backend.stdout(1, b"X-Big: aaaa") + backend.stdout(1, b"more"))
+        failure = self.failureResultOf(d, ValueError)
+        self.assertEqual(str(failure.value), "head too large")
+        self.assertEqual(sink.stdout, b"X-Big: aaaa")
+        self.assertIs(self.proto.draining, True)
+        self.end()
+        self.assertEqual((drained, self.proto.reusable), ([self.proto], True))
 
     def test_overloaded_is_rejected_with_503(self) -> None:
         """END_REQUEST with OVERLOADED fails with RequestRejected, HTTP 503."""
@@ -486,3 +613,50 @@ class ProtocolTestCase(SynchronousTestCase):
         self.proto.close()
         self.assertIs(self.transport.disconnecting, True)
         self.assertIs(self.proto.reusable, False)
+
+
+class PeerWatchTestCase(SynchronousTestCase):
+    """PeerWatch over a real socket pair: what the kernel says about the other end."""
+
+    def pair(self) -> tuple[socket.socket, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        return ours, theirs
+
+    def test_quiet_open_connection(self) -> None:
+        """An open connection with nothing waiting: not gone."""
+        ours, _ = self.pair()
+        self.assertIs(PeerWatch(ours).peer_gone(), False)
+
+    def test_stray_bytes_or_end_of_file_mean_gone(self) -> None:
+        """Bytes waiting on an idle connection, or its end of file, both mean it must not be used."""
+        ours, theirs = self.pair()
+        theirs.send(b"x")
+        self.assertIs(PeerWatch(ours).peer_gone(), True)
+        ours, theirs = self.pair()
+        theirs.close()
+        self.assertIs(PeerWatch(ours).peer_gone(), True)
+
+    def test_half_close_still_reads_and_full_close_does_not(self) -> None:
+        """shutdown(SHUT_WR) on the other end (php-fpm's drain) reads as still reading; close() does not."""
+        ours, theirs = self.pair()
+        theirs.shutdown(socket.SHUT_WR)
+        self.assertIs(PeerWatch(ours).peer_still_reads(), True)
+        ours, theirs = self.pair()
+        theirs.close()
+        self.assertIs(PeerWatch(ours).peer_still_reads(), False)
+
+    def test_tcp_never_claims_the_other_end_still_reads(self) -> None:
+        """Over TCP a half close and a dead peer look alike, so the answer is no."""
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        ours = socket.create_connection(listener.getsockname())
+        self.addCleanup(ours.close)
+        theirs, _ = listener.accept()
+        self.addCleanup(theirs.close)
+        theirs.shutdown(socket.SHUT_WR)
+        ours.recv(1)  # the FIN has arrived
+        self.assertIs(PeerWatch(ours).peer_still_reads(), False)

@@ -10,18 +10,20 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from fephp.backend.pool import FastCGIPool
 from fephp.cgi.routing import Router
-from fephp.fastcgi import AbortRequest, BeginRequest, Params, Stdin
-from fephp.testing import FakeEndpoint
+from fephp.fastcgi import BeginRequest, Params, Stdin
+from fephp.testing import FakeEndpoint, FakeFastCGIServer
 from fephp.web.app import PHPApp
 from fephp.web.errors import error_page
 from fephp.web.site import FrontSite
@@ -49,17 +51,26 @@ class ResourceTestCase(SynchronousTestCase):
         channel.makeConnection(transport)
         return channel, transport
 
-    def test_client_disconnect_sends_abort_request(self) -> None:
-        """A client that goes away mid-request makes the pool send ABORT_REQUEST and drop the connection."""
+    def test_client_disconnect_keeps_the_php_connection_until_the_script_ends(self) -> None:
+        """A client that goes away mid-request leaves its FastCGI connection draining: PHP's output is dropped, then the connection serves the next request."""
         channel, _ = self.connect()
         channel.dataReceived(b"GET /slow.php HTTP/1.1\r\nHost: a\r\n\r\n")
         backend = self.endpoint.last.succeed()
         events = backend.received()
         self.assertIsInstance(events[0], BeginRequest)
         channel.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(backend.received(), [AbortRequest(1)])
-        self.assertTrue(backend.transport.disconnecting)
-        self.assertEqual(self.pool.stats()["busy"], 0)
+        self.assertEqual(backend.received(), [])
+        self.assertFalse(backend.transport.disconnecting)
+        self.assertEqual((self.pool.stats()["busy"], self.pool.stats()["draining"]), (0, 1))
+        other, transport = self.connect()
+        other.dataReceived(b"GET /index.php HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(self.pool.stats()["waiting"], 1)
+        backend.send_output(b"Content-Type: text/plain\r\n\r\nlate")
+        backend.end()
+        self.assertEqual(backend.script(), b"/index.php")
+        backend.respond(b"next")
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nnext"))
+        self.assertEqual(len(self.endpoint.connects), 1)
 
     def test_response_is_streamed_with_php_headers(self) -> None:
         """PHP's status, headers and body reach the client; hop-by-hop headers do not."""
@@ -151,6 +162,37 @@ class ResourceTestCase(SynchronousTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
         self.assertTrue(transport.value().endswith(error_page(413)))
         self.assertEqual(self.endpoint.connects, [])
+
+    def test_bad_cgi_head_is_a_502_with_one_log_line_and_the_connection_serves_again(self) -> None:
+        """A CGI head PHP got wrong becomes a 502 page and one error line naming the cause and the URI; nothing escapes, and the FastCGI connection is reused after END_REQUEST."""
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        backend: Optional[FakeFastCGIServer] = None
+        for head, cause in [
+            (b"X-Ctl: a\x01b\r\n\r\nbody", "control character in the response head"),
+            (b"NoColon\r\n\r\nbody", "malformed header line b'NoColon'"),
+            (b"X-Big: " + b"a" * 70000, "response head larger than 65536 bytes"),
+        ]:
+            with self.subTest(cause=cause):
+                del events[:]
+                channel, transport = self.connect()
+                channel.dataReceived(b"GET /index.php?q=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+                if backend is None:
+                    backend = self.endpoint.last.succeed()
+                backend.received()
+                backend.send_output(head)
+                out = transport.value()
+                self.assertTrue(out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out[:100])
+                self.assertTrue(out.endswith(error_page(502)))
+                lines = [formatEvent(e).partition("] ")[2] for e in events if e.get("log_level") >= LogLevel.warn]
+                self.assertEqual(lines, [f"/index.php?q=1: 502 (CGIResponseError: {cause})"])
+                self.assertEqual([e for e in events if "log_failure" in e], [])
+                self.assertEqual(self.pool.stats()["draining"], 1)
+                backend.send_output(b"rest of the body")
+                backend.end()
+                self.assertEqual(self.pool.stats()["idle"], 1)
+        self.assertEqual(len(self.endpoint.connects), 1)
 
     def test_truncated_cgi_head_is_502(self) -> None:
         """A response that ends inside the CGI head becomes a 502 page."""
