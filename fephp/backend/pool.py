@@ -213,6 +213,7 @@ class FastCGIPool:
         factory = Factory.forProtocol(
             lambda: FastCGIClientProtocol(self._clock, response_timeout=None)
         )
+        factory.noisy = False  # a balancer probes a backend out of service every few seconds
         connecting = self._endpoint.connect(factory)
         connecting.addTimeout(self.connect_timeout, self._clock)
 
