@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import os
 import sys
 import time
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
 
+from .hdr import percentile_distribution, percentile_rows
+from .plot import PlotUnavailable, plot_run
 from .report import Report, format_text, report_to_json, threshold_failures, warnings_for
 from .runner import BenchConfig, BenchRun, encode_requests
 
@@ -22,6 +26,9 @@ EXIT_THRESHOLD = 1
 EXIT_USAGE = 2
 #: Exit status after Ctrl-C (the partial report is still printed).
 EXIT_INTERRUPTED = 130
+#: What --plot draws, by the file's extension (matplotlib's format names).
+PLOT_FORMATS = {".svg": "svg", ".png": "png"}
+PLOT_NEEDS = "drawing needs matplotlib, an optional extra: pip install 'fephp[plot]' (or pip install matplotlib)"
 
 DESCRIPTION = """\
 Load an HTTP server and report throughput, errors and latency percentiles.
@@ -126,6 +133,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output and CI thresholds")
     out.add_argument("--json", metavar="FILE", help="also write the report and a per-second time series as JSON to FILE")
     out.add_argument(
+        "--plot", metavar="FILE",
+        help="draw latency over time (p50, p99, max per second, errors marked) and the percentile spectrum "
+        "into FILE, SVG or PNG by its extension; needs matplotlib (pip install 'fephp[plot]')",
+    )
+    out.add_argument(
+        "--hdr-out", metavar="FILE",
+        help="write the latency histogram (from intended send time) as HdrHistogram's percentile "
+        "distribution text, in ms, as wrk2 prints it",
+    )
+    out.add_argument(
         "-q", "--quiet", action="store_true",
         help="print neither the progress line nor the text report (warnings and threshold failures still go to stderr)",
     )
@@ -164,7 +181,19 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         warmup=args.warmup,
     )
     encode_requests(config)  # raises ValueError for bad URLs, method or headers
+    check_outputs(args)
     return config
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any load is sent, a --plot the run could not draw: ValueError says why."""
+    if not args.plot:
+        return
+    extension = os.path.splitext(args.plot)[1].lower()
+    if extension not in PLOT_FORMATS:
+        raise ValueError(f"--plot {args.plot}: the file must end in {' or '.join(PLOT_FORMATS)}")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError(f"--plot {args.plot}: {PLOT_NEEDS}")
 
 
 class _ProgressLine:
@@ -214,12 +243,38 @@ def run(
             with open(args.json, "w", encoding="utf-8") as f:
                 json.dump(report_to_json(report), f, indent=2)
                 f.write("\n")
+        written = _write_pictures(args, bench, report, stderr)
         failures = threshold_failures(report, args.fail_p99, args.fail_error_rate)
         for failure in failures:
             stderr.write(f"fephp bench: FAIL: {failure}\n")
         if args.quiet:
             for note in warnings_for(report):
                 stderr.write(f"fephp bench: WARNING: {note}\n")
-        return EXIT_THRESHOLD if failures else 0
+        return EXIT_THRESHOLD if failures or not written else 0
 
     return bench, bench.run().addCallback(done)
+
+
+def _write_pictures(args: argparse.Namespace, bench: BenchRun, report: Report, stderr: TextIO) -> bool:
+    """Write --hdr-out and --plot, after the run; False (and a message) if one could not be written."""
+    histogram = bench.recorder.intended
+    ok = True
+    if args.hdr_out:
+        try:
+            with open(args.hdr_out, "w", encoding="ascii") as f:
+                f.write(percentile_distribution(histogram))
+        except OSError as e:
+            stderr.write(f"fephp bench: error: --hdr-out {args.hdr_out}: {e.strerror or e}\n")
+            ok = False
+    if args.plot:
+        # matplotlib is imported by plot_run, after the run, never near the load loop.
+        extension = os.path.splitext(args.plot)[1].lower()
+        try:
+            plot_run(report, percentile_rows(histogram), args.plot, PLOT_FORMATS[extension])
+        except PlotUnavailable as e:
+            stderr.write(f"fephp bench: error: --plot {args.plot}: {e}\n")
+            ok = False
+        except OSError as e:
+            stderr.write(f"fephp bench: error: --plot {args.plot}: {e.strerror or e}\n")
+            ok = False
+    return ok

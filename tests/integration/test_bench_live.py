@@ -1,74 +1,28 @@
 """``fephp bench`` end to end: the real command against small real servers on 127.0.0.1.
 
-Each server runs in a subprocess (``tests/bench_servers/server.py``) and
-each bench run is the real ``python3 -m fephp.cli bench`` with ``--json``.
+Each server runs in a subprocess (``tests/support/bench_server.py``) and
+each bench run is the real ``python3 -m fephp.cli bench`` with ``--json``
+(``tests/support/bench.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 
 from fephp.cli import main
-from tests.support import REPO, TESTS
+from tests.support import REPO
+from tests.support.bench import RUN_TIMEOUT, bench, bench_server, closed_port
 
 ROOT = REPO
-SERVER = TESTS / "support" / "bench_server.py"
-#: Upper bound on any one bench subprocess; the runs below last 1 to 3 s.
-RUN_TIMEOUT = 60
-
-
-@contextmanager
-def bench_server(*args: str) -> Iterator[int]:
-    """A test server in a subprocess; yields its port, stops it by closing its stdin."""
-    process = subprocess.Popen(
-        [sys.executable, str(SERVER), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None and process.stdin is not None
-    try:
-        line = process.stdout.readline()  # "PORT n" once listening; "" if it died
-        assert line.startswith("PORT "), f"server did not start: {line!r}"
-        yield int(line.split()[1])
-    finally:
-        process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (it was free a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def bench(tmp_path: Path, *args: str) -> tuple[int, str, str, dict[str, Any]]:
-    """Run ``fephp bench`` with --json; returns exit status, stdout, stderr and the JSON report."""
-    out = tmp_path / f"report-{time.monotonic_ns()}.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "fephp.cli", "bench", *args, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    report = json.loads(out.read_text()) if out.exists() else {}
-    return done.returncode, done.stdout, done.stderr, report
 
 
 def test_rate_is_held_within_two_percent(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ the behaviour:
   are only answered when the window ends: the server stops answering;
 - ``hang``: reads requests and never answers;
 - ``close-mid``: sends the header and half the body, then closes;
+- ``flaky``: like ``ok``, but every ``--fail-every``-th request gets
+  ``close-mid``'s broken answer;
 - ``malformed``: answers with bytes that are not HTTP.
 """
 
@@ -60,6 +62,10 @@ class _Server(Protocol):
         if mode == "malformed":
             self.transport.write(b"this is not HTTP\r\n\r\n")
             return
+        if mode == "flaky":
+            count = self.state["answered"] = self.state.get("answered", 0) + 1
+            if count % options.fail_every == 0:
+                mode = "close-mid"
         if mode == "close-mid":
             self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])
             self.transport.loseConnection()
@@ -100,7 +106,8 @@ class _Factory(Factory):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", default="ok", choices=["ok", "chunked", "stall", "hang", "close-mid", "malformed"])
+    parser.add_argument("--mode", default="ok", choices=["ok", "chunked", "stall", "hang", "close-mid", "malformed", "flaky"])
+    parser.add_argument("--fail-every", type=int, default=10)
     parser.add_argument("--body-size", type=int, default=100)
     parser.add_argument("--stall-at", type=float, default=1.0)
     parser.add_argument("--stall-for", type=float, default=1.0)
