@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .errors import (
+    BackendClosed,
     BackendProtocolError,
     ConnectError,
     PoolOverloaded,
@@ -104,11 +105,18 @@ def should_fail_over(error: BaseException, *, failed_over: bool, rewindable: boo
     """Whether a request that failed with *error* on one backend goes to another.
 
     Only when nothing of it can have reached PHP: the connect itself failed
-    (:class:`ConnectError`; a stale kept connection has already been retried
-    once by the pool, and a new connect that fails is this).  Never twice
-    (*failed_over*), and never with a body that cannot be rewound.
+    (:class:`ConnectError`), or php-fpm provably threw it away unread
+    (``BackendClosed.never_ran``, which the pool's :func:`should_retry` has
+    already resent there as often as it does).  What the pool sent again on
+    a new connection by its own rule, then failed to connect, counts as the
+    pool's retry going on elsewhere.  Never twice (*failed_over*), and never
+    with a body that cannot be rewound.
     """
-    return not failed_over and rewindable and isinstance(error, ConnectError)
+    if failed_over or not rewindable:
+        return False
+    if isinstance(error, BackendClosed):
+        return error.never_ran and not error.response_started
+    return isinstance(error, ConnectError)
 
 
 def takes_out_of_service(error: BaseException) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -269,3 +270,37 @@ def established_to(fpm: FPMHost) -> list[str]:
 
 def _hex_address(address: str) -> str:
     return "".join(f"{int(part):02X}" for part in reversed(address.split(".")))
+
+
+def post(network: Network, address: tuple[str, int], path: str, body: bytes, timeout: float = 15.0) -> int:
+    """One POST from the root namespace on a kept connection of its own: the status."""
+    conn = http.client.HTTPConnection(address[0], address[1], timeout=timeout, source_address=(network.root_address, 0))
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/octet-stream"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_a_post_php_was_running_is_not_sent_to_another_host_when_its_host_dies(network: Network, start_fpm: Any, tmp_path: Path) -> None:
+    """A POST whose php-fpm host is killed while the script runs gets 502, and the script ran once: no other host ran it again."""
+    hosts = start_hosts(network, start_fpm, tmp_path, 1, 1)
+    front = Front(network.root, tmp_path / "front",
+                  php={"fpm_socket": [h.listen for h in hosts], "worker_pool_size": 1}, timeouts={"connect": 1}).start()
+    pids = host_pids(hosts)
+    # Both hosts' connections kept open first, so the POST runs on a kept one (where a stale-connection retry could happen).
+    assert {pids[int(network.http_get(front.address, "/who.php")[1].split()[0])] for _ in range(6)} == {"php1", "php2"}
+    log = tmp_path / "runs.log"
+    log.touch()
+    outcome: list[int] = []
+    poster = threading.Thread(target=lambda: outcome.append(post(network, front.address, f"/mark.php?ms=3000&log={log}", b"x" * 1000)))
+    poster.start()
+    ran = wait_until(lambda: log.read_text().split(), "the script to start")
+    victim = next(h for h in hosts if int(ran[0]) in host_pids([h]))
+    victim.kill()
+    poster.join(20)
+    assert not poster.is_alive()
+    assert outcome == [502]
+    assert log.read_text().split() == ran  # once, on the host that died

@@ -504,13 +504,16 @@ def test_cookie_value(cookie: Optional[str], expected: Optional[bytes]) -> None:
         (ConnectError("refused"), True, True, False),
         (ConnectError("refused"), False, False, False),
         (BackendClosed("closed"), False, True, False),
+        (BackendClosed("closed", never_ran=True), False, True, True),
+        (BackendClosed("closed", never_ran=True), True, True, False),
         (ResponseTimeout("silent"), False, True, False),
         (BackendProtocolError("bad"), False, True, False),
     ],
-    ids=["connect-failed", "already-failed-over", "body-not-rewindable", "closed-after-sending", "timed-out", "protocol-error"],
+    ids=["connect-failed", "already-failed-over", "body-not-rewindable", "closed-after-sending", "thrown-away-unread",
+         "unread-already-failed-over", "timed-out", "protocol-error"],
 )
 def test_should_fail_over(error: Exception, failed_over: bool, rewindable: bool, expected: bool) -> None:
-    """Only a request whose connect failed goes to another backend, once, with a body that can be rewound."""
+    """Only a request whose connect failed, or that php-fpm threw away unread, goes to another backend, once, with a body that can be rewound."""
     assert should_fail_over(error, failed_over=failed_over, rewindable=rewindable) is expected
 
 
