@@ -2,11 +2,15 @@
 
 Started by ``benchmarks/run`` (which installs what is missing first).  It
 starts one php-fpm pool and, in front of it, fephp (``twistd -n fephp``),
-nginx and Caddy, plus a fephp in php-cgi mode for the before/after line.
+nginx with one worker (``nginx``) and with ``worker_processes auto``
+(``nginx-auto``, what users run) and Caddy, plus a fephp in php-cgi mode for
+the before/after line.
 Each scenario runs its candidates interleaved round by round (A B C A B C
 ...), with wrk for the throughput scenarios and ``fephp bench`` for fe-php's
 fixed-rate scenario, and reads the CPU time of every process group from
-/proc before and after each measurement.  The result is one table, printed
+/proc before and after each measurement: the front's, php-fpm's and the load
+generator's CPU per request are columns, so that the table shows where the
+cores go.  The result is one table, printed
 and written as markdown and JSON into the results folder.
 
 Everything started here runs in its own session and is killed at the end,
@@ -289,17 +293,18 @@ fastcgi_param  REDIRECT_STATUS    200;
 """
 
 
-def nginx_conf(tmp: str, port: int, sock: str, children: int, workers: str) -> str:
+def nginx_conf(tmp: str, port: int, sock: str, children: int, workers: str, name: str = "nginx") -> str:
     # One worker by default: the upstream keepalive cache is per worker, and
     # "auto" (2 here) would let two workers keep 2 x 8 idle connections to 8
     # children, so that a worker could wait for a child pinned by the other's
     # idle connection.  keepalive_requests are raised (defaults: 1000) so that
     # nginx, like fephp and Caddy, never closes a busy kept connection.
+    # (The "nginx-auto" candidate passes its keepalive share as *children*.)
     return f"""\
 worker_processes {workers};
 user root;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -308,11 +313,11 @@ http {{
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
-    client_body_temp_path {tmp}/nginx-body;
-    fastcgi_temp_path {tmp}/nginx-fastcgi;
-    proxy_temp_path {tmp}/nginx-proxy;
-    uwsgi_temp_path {tmp}/nginx-uwsgi;
-    scgi_temp_path {tmp}/nginx-scgi;
+    client_body_temp_path {tmp}/{name}-body;
+    fastcgi_temp_path {tmp}/{name}-fastcgi;
+    proxy_temp_path {tmp}/{name}-proxy;
+    uwsgi_temp_path {tmp}/{name}-uwsgi;
+    scgi_temp_path {tmp}/{name}-scgi;
 
     upstream php {{
         server unix:{sock};
@@ -440,18 +445,24 @@ class Bench:
         proc = self.procs.start(name, self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
         self.add_front(name, port, proc, log)
 
-    def start_nginx(self) -> None:
+    def start_nginx(self, name: str = "nginx", workers: str | None = None) -> None:
+        """nginx as *name*: "nginx" with --nginx-workers (1), "nginx-auto" with one worker per core."""
         port = free_port()
         with open(os.path.join(self.tmp, "fastcgi_params"), "w") as f:
             f.write(PARAMS)
-        conf = os.path.join(self.tmp, "nginx.conf")
+        keepalive = self.args.children
+        if workers == "auto":
+            # What users run; each worker keeps its share of idle connections,
+            # so that together they never pin more php-fpm children than exist.
+            keepalive = max(1, self.args.children // (os.cpu_count() or 1))
+        conf = os.path.join(self.tmp, f"{name}.conf")
         with open(conf, "w") as f:
-            f.write(nginx_conf(self.tmp, port, self.sock, self.args.children, self.args.nginx_workers))
-        log = os.path.join(self.tmp, "nginx.log")
-        argv = ["nginx", "-p", self.tmp + "/", "-c", conf, "-e", os.path.join(self.tmp, "nginx-error.log"),
+            f.write(nginx_conf(self.tmp, port, self.sock, keepalive, workers or self.args.nginx_workers, name))
+        log = os.path.join(self.tmp, f"{name}.log")
+        argv = ["nginx", "-p", self.tmp + "/", "-c", conf, "-e", os.path.join(self.tmp, f"{name}-error.log"),
                 "-g", "daemon off;"]
-        proc = self.procs.start("nginx", self.server_prefix + argv, log=log)
-        self.add_front("nginx", port, proc, log)
+        proc = self.procs.start(name, self.server_prefix + argv, log=log)
+        self.add_front(name, port, proc, log)
 
     def start_caddy(self) -> None:
         port = free_port()
@@ -589,6 +600,7 @@ class Bench:
         # The load generator is our reaped child; what the machine spent beyond
         # it, the front and php-fpm is other work (the machine is shared).
         result["tool_cpu_s"] = (tool1.ru_utime + tool1.ru_stime) - (tool0.ru_utime + tool0.ru_stime)
+        result["tool_us_per_req"] = result["tool_cpu_s"] / n * 1e6
         other = (busy1 - busy0) - result["front_cpu_s"] - result["php_cpu_s"] - result["tool_cpu_s"]
         result["other_cores"] = max(0.0, other) / elapsed
         return result
@@ -639,13 +651,13 @@ class Scenario:
     duration: float
     tool: str = "wrk"  # or "fephp-bench"
     rps: float = 0.0
-    fronts: tuple[str, ...] = ("fephp", "nginx", "caddy")
+    fronts: tuple[str, ...] = ("fephp", "nginx", "nginx-auto", "caddy")
     rounds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     d = args.duration
-    fronts: tuple[str, ...] = ("fephp", "nginx", "caddy") + (("fephp-pypy",) if args.pypy else ())
+    fronts: tuple[str, ...] = ("fephp", "nginx", "nginx-auto", "caddy") + (("fephp-pypy",) if args.pypy else ())
     all_of_them = [
         Scenario("hello c=1", "/hello.php", 1, d, fronts=fronts),
         Scenario("hello c=10", "/hello.php", 10, d, fronts=fronts),
@@ -673,6 +685,7 @@ def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
         for r in scenario.rounds:
             by_front.setdefault(r["front"], []).append(r)
         nginx_rps = median([r["rps"] for r in by_front.get("nginx", [])])
+        nginx_auto_rps = median([r["rps"] for r in by_front.get("nginx-auto", [])])
         for front in scenario.fronts:
             runs = by_front.get(front, [])
             if not runs:
@@ -688,9 +701,13 @@ def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
                 "p99_ms": median([r["p99_ms"] for r in runs]),
                 "front_us_per_req": median([r["front_us_per_req"] for r in runs]),
                 "php_us_per_req": median([r["php_us_per_req"] for r in runs]),
+                # Older results.json files have no load generator figure.
+                "tool_us_per_req": median([r.get("tool_us_per_req", float("nan")) for r in runs]),
                 "errors": sum(r["errors"] + r["non_2xx"] for r in runs),
                 "other_cores": median([r["other_cores"] for r in runs]),
                 "vs_nginx": rps / nginx_rps if nginx_rps == nginx_rps and nginx_rps > 0 else float("nan"),
+                "vs_nginx_auto": (rps / nginx_auto_rps if nginx_auto_rps == nginx_auto_rps and nginx_auto_rps > 0
+                                  else float("nan")),
             })
     return rows
 
@@ -702,8 +719,10 @@ COLUMNS = [
     ("p50 ms", "p50_ms", "{:.3f}"),
     ("p99 ms", "p99_ms", "{:.3f}"),
     ("front CPU µs/req", "front_us_per_req", "{:.0f}"),
-    ("php CPU µs/req", "php_us_per_req", "{:.0f}"),
+    ("php-fpm CPU µs/req", "php_us_per_req", "{:.0f}"),
+    ("load gen CPU µs/req", "tool_us_per_req", "{:.0f}"),
     ("vs nginx", "vs_nginx", "{:.2f}"),
+    ("vs nginx auto", "vs_nginx_auto", "{:.2f}"),
     ("errors", "errors", "{}"),
     ("other load", "other_cores", "{:.2f}"),
 ]
@@ -809,6 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.start_fpm()
         bench.start_fephp("fephp", use_fpm=True)
         bench.start_nginx()
+        bench.start_nginx("nginx-auto", workers="auto")
         bench.start_caddy()
         if args.pypy:
             bench.start_fephp("fephp-pypy", use_fpm=True, python=args.pypy)
@@ -831,9 +851,10 @@ def main(argv: list[str] | None = None) -> int:
                     result.update(front=name, round=round_no)
                     scenario.rounds.append(result)
                     done += 1
-                    print(f"[{done}/{total}] {scenario.name:<20} {name:<9} round {round_no}: "
+                    print(f"[{done}/{total}] {scenario.name:<20} {name:<10} round {round_no}: "
                           f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.3f} ms  p99 {result['p99_ms']:8.3f} ms  "
-                          f"front {result['front_us_per_req']:6.0f} µs/req  php {result['php_us_per_req']:6.0f} µs/req"
+                          f"front {result['front_us_per_req']:6.0f} µs/req  php {result['php_us_per_req']:6.0f} µs/req  "
+                          f"load gen {result['tool_us_per_req']:5.0f} µs/req"
                           + f"  other load {result['other_cores']:.2f}"
                           + (f"  errors {result['errors'] + result['non_2xx']}" if result["errors"] + result["non_2xx"] else ""),
                           file=sys.stderr, flush=True)
