@@ -10,7 +10,9 @@ generator near 100% of its core is measuring itself, an nginx near 100%
 is measuring nginx.
 
 Run as root from a clone: ``python3 benchmarks/loadgen.py`` (defaults:
-3 rounds of 10 s), ``--pypy .venv-pypy/bin/python`` to add PyPy.  Every
+3 rounds of 10 s), ``--pypy .venv-pypy/bin/python`` to add PyPy,
+``--baseline DIR`` to add the fephp bench of another checkout (before and
+after a change).  Every
 process it starts is stopped at the end.
 """
 
@@ -100,12 +102,12 @@ def wait_quiet() -> float:
     return share
 
 
-def run_one(procs: Processes, tmp: str, argv: list[str], seconds: float) -> tuple[str, float, float]:
+def run_one(procs: Processes, tmp: str, argv: list[str], seconds: float, cwd: str = REPO) -> tuple[str, float, float]:
     """Run a generator to its end: its output, its CPU seconds, its wall seconds."""
     log = os.path.join(tmp, "tool.out")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    proc = procs.start(argv[0], argv, log=log, cwd=REPO)
+    proc = procs.start(argv[0], argv, log=log, cwd=cwd, env=dict(os.environ, PYTHONPATH=cwd))
     try:
         proc.wait(timeout=seconds + TOOL_SLACK_S)
     except subprocess.TimeoutExpired:
@@ -128,6 +130,7 @@ def measure(args: argparse.Namespace, procs: Processes, tmp: str, name: str, url
     pin = ["taskset", "-c", "1"]
     quiet = wait_quiet()
     ticks0 = worker_ticks(master)
+    busy0 = busy_cpu_s()
     if name == "wrk":
         argv = pin + ["wrk", "-t1", f"-c{args.connections}", f"-d{round(args.duration)}s", "--latency", url]
         out, cpu, wall = run_one(procs, tmp, argv, args.duration)
@@ -135,13 +138,15 @@ def measure(args: argparse.Namespace, procs: Processes, tmp: str, name: str, url
         busy_s = args.duration
         tool_share = cpu / busy_s
     else:
-        python = sys.executable if name == "fephp-bench" else args.pypy
+        python = args.pypy if name == "fephp-bench-pypy" else sys.executable
         report_path = os.path.join(tmp, "bench.json")
         argv = pin + [
             python, "-m", "fephp.cli", "bench", "--url", url, "--rps", "0", "-c", str(args.connections),
             "-d", str(args.duration), "--warmup", str(WARMUP_S), "--quiet", "--json", report_path,
         ]
-        _, cpu, wall = run_one(procs, tmp, argv, args.duration + WARMUP_S)
+        # The baseline is another checkout of fephp, run from there.
+        _, cpu, wall = run_one(procs, tmp, argv, args.duration + WARMUP_S,
+                               cwd=args.baseline if name == "fephp-bench-baseline" else REPO)
         with open(report_path) as f:
             report = json.load(f)
         os.unlink(report_path)
@@ -151,7 +156,10 @@ def measure(args: argparse.Namespace, procs: Processes, tmp: str, name: str, url
         busy_s = args.duration + WARMUP_S
         # The run's own share (warmup and measurement), without the start-up imports.
         tool_share = report["cpu_fraction"]
-    nginx_share = (worker_ticks(master) - ticks0) / CLK_TCK / busy_s
+    nginx_cpu = (worker_ticks(master) - ticks0) / CLK_TCK
+    nginx_share = nginx_cpu / busy_s
+    # What the machine spent beyond the generator and nginx: other people's work.
+    other = max(0.0, busy_cpu_s() - busy0 - cpu - nginx_cpu) / wall
     return {
         "tool": name,
         "rps": rps,
@@ -159,6 +167,7 @@ def measure(args: argparse.Namespace, procs: Processes, tmp: str, name: str, url
         "tool_us_per_req": tool_share / rps * 1e6 if rps else float("nan"),
         "nginx_core_share": nginx_share,
         "quiet_before": quiet,
+        "other_cores": other,
         "wall_s": wall,
     }
 
@@ -169,12 +178,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     parser.add_argument("--connections", type=int, default=10, help="kept-alive connections (default 10)")
     parser.add_argument("--pypy", metavar="PYTHON", help="also run fephp bench on this interpreter (a PyPy venv)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run the fephp bench of another checkout (e.g. an older commit's), on this Python")
     parser.add_argument("--out", help="write results.json here")
     args = parser.parse_args(argv)
     if not (1 <= args.rounds <= 20 and 1 <= args.duration <= 600 and 1 <= args.connections <= 1000):
         parser.error("--rounds 1..20, --duration 1..600, --connections 1..1000")
     if args.pypy:
         args.pypy = os.path.abspath(args.pypy)
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
     return args
 
 
@@ -190,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(tmp, "www", "hello.txt"), "wb") as f:
         f.write(BODY)
     procs = Processes()
-    candidates = ["wrk", "fephp-bench"] + (["fephp-bench-pypy"] if args.pypy else [])
+    candidates = (["wrk"] + (["fephp-bench-baseline"] if args.baseline else []) + ["fephp-bench"]
+                  + (["fephp-bench-pypy"] if args.pypy else []))
     runs: list[dict[str, Any]] = []
     try:
         port = free_port()
@@ -209,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(result)
                 print(f"round {round_no} {name:<17} {result['rps']:9.0f} req/s  generator {result['tool_core_share']:4.0%} "
                       f"of its core ({result['tool_us_per_req']:5.1f} µs/req)  nginx {result['nginx_core_share']:4.0%}  "
-                      f"(machine {result['quiet_before']:.0%} busy before)", file=sys.stderr, flush=True)
+                      f"other load {result['other_cores']:.2f} cores (machine {result['quiet_before']:.0%} busy before)",
+                      file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         return 130
     except RuntimeError as e:
@@ -219,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     wrk_rps = statistics.median(r["rps"] for r in runs if r["tool"] == "wrk")
-    print("| generator | req/s (median) | each round | generator CPU, share of its core | µs/req | nginx worker CPU | vs wrk |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| generator | req/s (median) | each round | generator CPU, share of its core | µs/req | nginx worker CPU "
+          "| other load (cores) | vs wrk |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
     table = []
     for name in candidates:
         mine = [r for r in runs if r["tool"] == name]
@@ -231,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             "tool_core_share": statistics.median(r["tool_core_share"] for r in mine),
             "tool_us_per_req": statistics.median(r["tool_us_per_req"] for r in mine),
             "nginx_core_share": statistics.median(r["nginx_core_share"] for r in mine),
+            "other_cores": statistics.median(r["other_cores"] for r in mine),
         }
         row["vs_wrk"] = row["rps"] / wrk_rps
         table.append(row)
         print(f"| {name} | {row['rps']:.0f} | {', '.join(map(str, row['rps_each']))} | {row['tool_core_share']:.0%} | "
-              f"{row['tool_us_per_req']:.1f} | {row['nginx_core_share']:.0%} | {row['vs_wrk']:.2f} |")
+              f"{row['tool_us_per_req']:.1f} | {row['nginx_core_share']:.0%} | {row['other_cores']:.2f} | {row['vs_wrk']:.2f} |")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "results.json"), "w") as f:
