@@ -495,6 +495,8 @@ class Balancer:
 
     def _dispatch_waiting(self) -> None:
         """Give free connections to waiting requests, first come first served."""
+        if not self._waiting:
+            return  # after most requests: nothing waits
         if self._dispatching:
             self._dispatch_again = True  # a dispatch below freed or took capacity: look again after it
             return
@@ -733,7 +735,8 @@ class _BalancedRequest:
             sink.release()
         self.current = None
         balancer = self.balancer
-        balancer._observe(member, result)
+        if type(result) is Failure:
+            balancer._observe(member, result)
         outer = self.outer
         if outer.called:
             return
