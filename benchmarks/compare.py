@@ -6,8 +6,9 @@ nginx with one worker (``nginx``) and with ``worker_processes auto``
 (``nginx-auto``, what users run) and Caddy, plus a fephp in php-cgi mode for
 the before/after line.
 Each scenario runs its candidates interleaved round by round (A B C A B C
-...), with wrk for the throughput scenarios and ``fephp bench`` for fe-php's
-fixed-rate scenario, and reads the CPU time of every process group from
+...), with wrk for the throughput scenarios, ``fephp bench`` for fe-php's
+fixed-rate scenario and h2load for HTTP/2 (fephp and nginx on TLS
+listeners, HTTP/2 beside HTTP/1.1 over the same TLS), and reads the CPU time of every process group from
 /proc before and after each measurement: the front's, php-fpm's and the load
 generator's CPU per request are columns, so that the table shows where the
 cores go.  The result is one table, printed
@@ -20,6 +21,8 @@ on an error, on Ctrl-C or on SIGTERM.
 from __future__ import annotations
 
 import argparse
+import datetime
+import ipaddress
 import json
 import os
 import platform
@@ -191,11 +194,48 @@ def wait_for_unix_socket(path: str, proc: subprocess.Popen[bytes], log: str) -> 
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    # The TLS fronts use the run's own self-signed certificate.
+    context = _unverified_tls() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def _unverified_tls() -> Any:
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def self_signed(folder: str) -> tuple[str, str]:
+    """A fresh key and a one-day self-signed certificate for 127.0.0.1: (key path, certificate path)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = os.path.join(folder, "tls-key.pem"), os.path.join(folder, "tls-cert.pem")
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
 
 
 def wait_for_http(url: str, proc: subprocess.Popen[bytes], name: str, log: str) -> None:
@@ -347,6 +387,16 @@ http {{
 """
 
 
+def nginx_tls_conf(tmp: str, port: int, sock: str, children: int, workers: str, key: str, cert: str) -> str:
+    """The same nginx, on a TLS listener that offers HTTP/2 (``listen ... ssl http2``, as 1.22 spells it)."""
+    conf = nginx_conf(tmp, port, sock, children, workers)
+    conf = conf.replace(f"pid {tmp}/nginx.pid;", f"pid {tmp}/nginx-tls.pid;")
+    return conf.replace(
+        f"listen 127.0.0.1:{port};",
+        f"listen 127.0.0.1:{port} ssl http2;\n        ssl_certificate {cert};\n        ssl_certificate_key {key};",
+    )
+
+
 def caddyfile(port: int, sock: str) -> str:
     return f"""\
 {{
@@ -476,8 +526,30 @@ class Bench:
         proc = self.procs.start("caddy", self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
         self.add_front("caddy", port, proc, log)
 
-    def add_front(self, name: str, port: int, proc: subprocess.Popen[bytes], log: str) -> None:
-        url = f"http://127.0.0.1:{port}"
+    def start_tls_fronts(self) -> None:
+        """fephp and nginx on TLS listeners (HTTP/2 by ALPN), for the h2load scenarios."""
+        key, cert = self_signed(self.tmp)
+        port = free_port()
+        conf = os.path.join(self.tmp, "fephp-tls.yaml")
+        with open(conf, "w") as f:
+            f.write(fephp_yaml(port, self.sock, self.args.children, True).replace(
+                f'"tcp:{port}:interface=127.0.0.1"', f'"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"'))
+        log = os.path.join(self.tmp, "fephp-tls.log")
+        argv = twistd_argv() + ["-n", "--pidfile", os.path.join(self.tmp, "fephp-tls.pid"), "fephp", "--config", conf]
+        proc = self.procs.start("fephp-tls", self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
+        self.add_front("fephp-tls", port, proc, log, scheme="https")
+        port = free_port()
+        conf = os.path.join(self.tmp, "nginx-tls.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_tls_conf(self.tmp, port, self.sock, self.args.children, self.args.nginx_workers, key, cert))
+        log = os.path.join(self.tmp, "nginx-tls.log")
+        argv = ["nginx", "-p", self.tmp + "/", "-c", conf, "-e", os.path.join(self.tmp, "nginx-tls-error.log"),
+                "-g", "daemon off;"]
+        proc = self.procs.start("nginx-tls", self.server_prefix + argv, log=log)
+        self.add_front("nginx-tls", port, proc, log, scheme="https")
+
+    def add_front(self, name: str, port: int, proc: subprocess.Popen[bytes], log: str, scheme: str = "http") -> None:
+        url = f"{scheme}://127.0.0.1:{port}"
         wait_for_http(url + "/hello.php", proc, name, log)
         self.fronts[name] = Front(name, url, proc, log)
 
@@ -503,7 +575,10 @@ class Bench:
             if front.name == "fephp-cgi":
                 continue
             for path in ("/hello.php", "/big.php", "/static.txt", "/"):
-                self.run_wrk(front.url + path, 8, 1.0)
+                if front.url.startswith("https:"):
+                    self.run_h2load(front.url + path, 8, 1.0, streams=1, h1=False)
+                else:
+                    self.run_wrk(front.url + path, 8, 1.0)
         time.sleep(self.args.pause)
 
     # -- measure ----------------------------------------------------------
@@ -513,6 +588,19 @@ class Bench:
         out = self.run_tool(argv, duration)
         result = parse_wrk(out)
         result["wrk_output"] = out  # kept in results.json, to check the parse
+        return result
+
+    def run_h2load(self, url: str, connections: int, duration: float, *, streams: int, h1: bool) -> dict[str, Any]:
+        """h2load for *duration* seconds: HTTP/2 with *streams* per connection, or HTTP/1.1 over TLS (--h1)."""
+        log_file = os.path.join(self.tmp, "h2load.tsv")
+        argv = self.load_prefix + [
+            "h2load", f"-c{connections}", f"-m{streams}", f"-D{max(1, round(duration))}", "-t1",
+            f"--log-file={log_file}", *(["--h1"] if h1 else []), url,
+        ]
+        out = self.run_tool(argv, duration)
+        result = parse_h2load(out, log_file)
+        result["h2load_output"] = out
+        os.unlink(log_file)
         return result
 
     def run_fephp_bench(self, url: str, rps: float, connections: int, duration: float) -> dict[str, Any]:
@@ -574,6 +662,9 @@ class Bench:
         try:
             if scenario.tool == "wrk":
                 result = self.run_wrk(front.url + scenario.path, scenario.connections, scenario.duration)
+            elif scenario.tool in ("h2load", "h2load-h1"):
+                result = self.run_h2load(front.url + scenario.path, scenario.connections, scenario.duration,
+                                         streams=scenario.streams, h1=scenario.tool == "h2load-h1")
             else:
                 result = self.run_fephp_bench(front.url + scenario.path, scenario.rps, scenario.connections,
                                               scenario.duration)
@@ -639,6 +730,36 @@ def parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
+def parse_h2load(out: str, log_file: str) -> dict[str, Any]:
+    """req/s, requests and errors from h2load's summary; p50 and p99 (ms) from its per-request log."""
+    rps = re.search(r"^finished in [0-9.]+m?s, ([0-9.]+) req/s", out, re.M)
+    counts = re.search(r"^requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                       r"(\d+) errored, (\d+) timeout", out, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    if not (rps and counts and codes):
+        raise RuntimeError(f"could not read h2load's output:\n{out}")
+    # Each line: start time (µs since the epoch), status, duration (µs).
+    durations = []
+    with open(log_file) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[1].isdigit() and int(parts[1]) > 0:
+                durations.append(int(parts[2]) / 1000.0)
+    durations.sort()
+
+    def percentile(p: float) -> float:
+        return durations[min(len(durations) - 1, int(p * len(durations)))] if durations else float("nan")
+
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": percentile(0.50),
+        "p99_ms": percentile(0.99),
+        "requests": int(counts.group(3)),
+        "errors": int(counts.group(4)) + int(counts.group(5)) + int(counts.group(6)),
+        "non_2xx": int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4)),
+    }
+
+
 # --------------------------------------------------------------------------
 # scenarios and the table
 
@@ -649,10 +770,15 @@ class Scenario:
     path: str
     connections: int
     duration: float
-    tool: str = "wrk"  # or "fephp-bench"
+    tool: str = "wrk"  # or "fephp-bench", "h2load" (HTTP/2), "h2load-h1" (HTTP/1.1 over TLS)
     rps: float = 0.0
+    streams: int = 1  # h2load: concurrent streams per connection
     fronts: tuple[str, ...] = ("fephp", "nginx", "nginx-auto", "caddy")
     rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: The fronts of the TLS scenarios: the same servers on ssl: / "listen ... ssl http2" listeners.
+TLS_FRONTS = ("fephp-tls", "nginx-tls")
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -667,6 +793,11 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         Scenario("static 1 KiB c=64", "/static.txt", 64, d, fronts=fronts),
         Scenario("fe-php 100 rps c=10", "/", 10, args.fephp_duration, tool="fephp-bench", rps=100.0,
                  fronts=fronts + ("fephp-cgi",)),
+        # Over TLS, h2load for both protocols: HTTP/2 (10 connections of 10
+        # streams each) beside HTTP/1.1 (10 connections), fephp and nginx.
+        Scenario("h2 hello c=10 m=10", "/hello.php", 10, d, tool="h2load", streams=10, fronts=TLS_FRONTS),
+        Scenario("https/1.1 hello c=10", "/hello.php", 10, d, tool="h2load-h1", fronts=TLS_FRONTS),
+        Scenario("h2 static 1 KiB c=10 m=10", "/static.txt", 10, d, tool="h2load", streams=10, fronts=TLS_FRONTS),
     ]
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
@@ -684,7 +815,7 @@ def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
         by_front: dict[str, list[dict[str, Any]]] = {}
         for r in scenario.rounds:
             by_front.setdefault(r["front"], []).append(r)
-        nginx_rps = median([r["rps"] for r in by_front.get("nginx", [])])
+        nginx_rps = median([r["rps"] for r in by_front.get("nginx", by_front.get("nginx-tls", []))])
         nginx_auto_rps = median([r["rps"] for r in by_front.get("nginx-auto", [])])
         for front in scenario.fronts:
             runs = by_front.get(front, [])
@@ -797,7 +928,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in ("wrk", "nginx", "caddy") + (("taskset",) if args.pin else ()):
+    for tool in ("wrk", "nginx", "caddy", "h2load") + (("taskset",) if args.pin else ()):
         if shutil.which(tool) is None:
             print(f"benchmarks: {tool} not found (benchmarks/run installs it)", file=sys.stderr)
             return 2
@@ -834,6 +965,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.start_fephp("fephp-pypy", use_fpm=True, python=args.pypy)
         if any("fephp-cgi" in s.fronts for s in scenario_list):
             bench.start_fephp("fephp-cgi", use_fpm=False)
+        if any(set(TLS_FRONTS) & set(s.fronts) for s in scenario_list):
+            bench.start_tls_fronts()
         bench.check()
         bench.warm_up()
         rss["idle_kib"] = rss_kib(bench.fronts["fephp"].proc.pid)

@@ -32,6 +32,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack import NeverIndexedHeaderTuple
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
@@ -75,6 +76,14 @@ RESET_RATE = 20.0
 _CONNECTION_SPECIFIC = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
+#: Response headers whose values change from response to response: sent as
+#: literals never added to the HPACK table (RFC 7541 6.2.3), which would
+#: otherwise fill with one-off entries that every later header is searched
+#: against; Set-Cookie also so that it cannot be probed (RFC 7541 7.1.3).
+_VOLATILE = frozenset(
+    (b"date", b"content-length", b"etag", b"last-modified", b"expires", b"set-cookie", b"x-request-id",
+     b"content-range", b"age", b"location")
+)
 #: The part of an HTTP/1.1 request line around the method and the target
 #: (" ", " HTTP/1.1\r\n"), so that a request measures the same in both.
 _LINE_OVERHEAD = 12
@@ -106,7 +115,17 @@ class H2Connection(Protocol, TimeoutMixin):
         self.timeOut = getattr(site, "timeOut", None)
         self.max_header_size = max_header_size
         self.max_line_length = max_line_length
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # What a Request writes is checked already (Headers refuses CR and
+        # LF, names are lower-cased and connection-specific ones dropped in
+        # writeHeaders); h2's own outbound checks would cost a fifth of a
+        # small response.  What the client sends is checked in full.
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            split_outbound_cookies=False,
+        )
         self._conn = h2.connection.H2Connection(config=config)
         decoded_bound = max(MIN_DECODED_HEADER_LIST, 2 * max_header_size)
         # The settings of the first SETTINGS frame: set before
@@ -465,13 +484,15 @@ class _Stream:
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:  # noqa: N802
         if self._gone:
             return
-        lines = [(b":status", code)]
+        lines: list[tuple[bytes, bytes]] = [(b":status", code)]
         for name, values in headers.getAllRawHeaders():
             name = name.lower()
             if name in _CONNECTION_SPECIFIC:
                 continue
-            for value in values:
-                lines.append((name, value))
+            if name in _VOLATILE:
+                lines += (NeverIndexedHeaderTuple(name, value) for value in values)
+            else:
+                lines += ((name, value) for value in values)
         self._head = lines
         self._connection.stream_ready(self)
 
