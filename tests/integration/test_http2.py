@@ -358,3 +358,26 @@ async def test_a_reset_stream_aborts_php(tls_front):
         assert front.app.in_flight == 0
     finally:
         client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_and_ranged_static_files(tls_front):
+    """A 3 MB static file (Twisted's File producer) arrives whole over HTTP/2, and a Range request gets its 206 part."""
+    front = await tls_front()
+    data = bytes((i * 31 + 7) % 256 for i in range(3_000_000))
+    (Path(front.app.router.root) / "static" / "big.bin").write_bytes(data)
+
+    def run() -> Any:
+        client = H2Client(front.port)
+        try:
+            whole = client.get("/static/big.bin")
+            part = client.get("/static/big.bin", (("range", "bytes=1000-1999"),))
+            head = client.wait(client.request("HEAD", "/static/big.bin"))
+            return whole, part, head
+        finally:
+            client.close()
+
+    whole, part, head = await in_thread(run)
+    assert (whole.status, hashlib.sha256(whole.body).digest()) == (200, hashlib.sha256(data).digest())
+    assert (part.status, part.body, part.header("content-range")) == (206, data[1000:2000], ["bytes 1000-1999/3000000"])
+    assert (head.status, head.body, head.header("content-length")) == (200, b"", ["3000000"])
