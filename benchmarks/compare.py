@@ -389,8 +389,7 @@ http {{
 
 def nginx_tls_conf(tmp: str, port: int, sock: str, children: int, workers: str, key: str, cert: str) -> str:
     """The same nginx, on a TLS listener that offers HTTP/2 (``listen ... ssl http2``, as 1.22 spells it)."""
-    conf = nginx_conf(tmp, port, sock, children, workers)
-    conf = conf.replace(f"pid {tmp}/nginx.pid;", f"pid {tmp}/nginx-tls.pid;")
+    conf = nginx_conf(tmp, port, sock, children, workers, "nginx-tls")
     return conf.replace(
         f"listen 127.0.0.1:{port};",
         f"listen 127.0.0.1:{port} ssl http2;\n        ssl_certificate {cert};\n        ssl_certificate_key {key};",

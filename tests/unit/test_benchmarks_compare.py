@@ -44,6 +44,35 @@ def test_nginx_auto_config_shares_the_upstream_keepalive() -> None:
 
 
 def test_every_scenario_has_both_nginx() -> None:
-    """Both nginx candidates run in every scenario."""
+    """Both nginx candidates run in every plain HTTP scenario; the TLS ones (HTTP/2 beside HTTP/1.1) have nginx on TLS."""
     for scenario in compare.scenarios(compare.parse_args(["--quick"])):
-        assert {"nginx", "nginx-auto"} <= set(scenario.fronts), scenario.name
+        if scenario.tool.startswith("h2load"):
+            assert set(scenario.fronts) == set(compare.TLS_FRONTS) == {"fephp-tls", "nginx-tls"}, scenario.name
+        else:
+            assert {"nginx", "nginx-auto"} <= set(scenario.fronts), scenario.name
+
+
+def test_tls_rows_compare_with_nginx_on_tls() -> None:
+    """An HTTP/2 row's ratio is to nginx-tls, and h2load's summary and per-request log give req/s, p50, p99 and errors."""
+    scenario = compare.Scenario("h2 hello c=10 m=10", "/hello.php", 10, 1.0, tool="h2load", streams=10,
+                                fronts=compare.TLS_FRONTS)
+    scenario.rounds = [measured("fephp-tls", 1000.0), measured("nginx-tls", 4000.0)]
+    rows = {row["front"]: row for row in compare.summarize([scenario])}
+    assert rows["fephp-tls"]["vs_nginx"] == 0.25
+    conf = compare.nginx_tls_conf("/t", 8443, "/t/fpm.sock", 8, "1", "/t/k.pem", "/t/c.pem")
+    assert "listen 127.0.0.1:8443 ssl http2;" in conf and "ssl_certificate_key /t/k.pem;" in conf
+    assert "pid /t/nginx-tls.pid;" in conf
+
+
+def test_parse_h2load(tmp_path) -> None:
+    """h2load's summary lines and its tab-separated log (start, status, µs) become the row's figures."""
+    out = (
+        "finished in 10.00s, 2000.50 req/s, 1.00MB/s\n"
+        "requests: 20005 total, 20005 started, 20005 done, 20000 succeeded, 5 failed, 0 errored, 0 timeout\n"
+        "status codes: 20000 2xx, 0 3xx, 0 4xx, 5 5xx\n"
+    )
+    log = tmp_path / "h2load.tsv"
+    log.write_text("".join(f"1700000000{i:06d}\t200\t{(i + 1) * 1000}\n" for i in range(100)))
+    result = compare.parse_h2load(out, str(log))
+    assert (result["rps"], result["requests"], result["errors"], result["non_2xx"]) == (2000.5, 20000, 5, 5)
+    assert (result["p50_ms"], result["p99_ms"]) == (51.0, 100.0)
