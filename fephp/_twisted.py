@@ -203,3 +203,13 @@ def select_and_dispatch(reactor: Any, timeout: Optional[float]) -> None:
     for selectable in writable:
         if selectable in writes:
             dispatch(selectable, "doWrite")
+
+
+def observer_file(observer: Any) -> Any:
+    """The file a FileLogObserver writes to (``FileLogObserver._outFile``, twisted.logger since Twisted 15.2), or None.
+
+    twistd's ``--logfile`` observer is a FileLogObserver over a
+    :class:`twisted.python.logfile.LogFile`; fephp reopens that file on
+    SIGUSR1 and writes JSON lines to it with ``logging.format: json``.
+    """
+    return getattr(observer, "_outFile", None)

@@ -15,9 +15,9 @@ from twisted.python import usage
 
 from .server.build import build_server
 from .server.config import ConfigError, load_config
-from .server.logs import filter_log_level
+from .server.logs import setup_logging
 from .server.reactor import install_if_free
-from .server.signals import install_signal_handlers, not_supported
+from .server.signals import install_signal_handlers, not_supported, reload_handler, reopen_handler
 
 __all__ = ["Options", "makeService"]
 
@@ -49,12 +49,12 @@ class Options(usage.Options):
 def makeService(options: Options) -> Service:  # noqa: N802 - twistd's name
     reactor = install_if_free()
     config = options["loaded"]
-    filter_log_level(config.logging.level)
+    log_files = setup_logging(config.logging.level, config.logging.format)
     service = build_server(config, options["config_text"], reactor)
     # None of the signals an operator commonly sends may end fephp uncleanly.
     handlers = {
-        signal.SIGHUP: not_supported(signal.SIGHUP, "reloading the configuration"),
-        signal.SIGUSR1: not_supported(signal.SIGUSR1, "reopening the log files"),
+        signal.SIGHUP: reload_handler(service),
+        signal.SIGUSR1: reopen_handler(service, log_files),
         signal.SIGUSR2: not_supported(signal.SIGUSR2, "SIGUSR2"),
     }
     reactor.callWhenRunning(install_signal_handlers, reactor, handlers)

@@ -49,7 +49,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .._deferreds import Waiters
+from .._deferreds import Waiters, chained
+from .._stats import QUEUE_WAIT_BOUNDS, Histogram
 from .errors import BackendClosed, ConnectError, PoolOverloaded, QueueTimeout
 from .interface import Body, Params, ResponseSink
 from .protocol import FastCGIClientProtocol
@@ -140,6 +141,18 @@ class FastCGIPool:
         self._reaper: Optional[IDelayedCall] = None
         self._closed = False
         self._drained: Waiters[None] = Waiters()
+        self._closing_when_idle: Optional[Deferred[None]] = None
+        # What the admin side reads (figures()), counted since the pool was made.
+        #: Requests that found an idle connection at once; the others' waits are in queue_wait.
+        self.immediate = 0
+        self.queue_wait = Histogram(QUEUE_WAIT_BOUNDS)
+        self.connects_failed = 0
+        #: Requests sent again on a new connection after a stale kept one (should_retry).
+        self.retries = 0
+        #: Requests that failed, by the HTTP status their error means.
+        self.errors = {502: 0, 503: 0, 504: 0}
+        #: Requests the client gave up on (cancelled) before the end.
+        self.aborts = 0
 
     # -- Backend -------------------------------------------------------------
 
@@ -191,6 +204,39 @@ class FastCGIPool:
         return self._drained.wait()
 
     # -- introspection ----------------------------------------------------------
+
+    def drain(self) -> "Deferred[None]":
+        """Close once every request already given to the pool, waiting ones included, has ended.
+
+        For the old pool of a reload: the new site sends it nothing more, and
+        no request it holds is failed for the change.
+        """
+        if self._closing_when_idle is None:
+            self._closing_when_idle = Deferred()
+            self._maybe_drained()
+        return chained(self._closing_when_idle)
+
+    def _maybe_drained(self) -> None:
+        draining = self._closing_when_idle
+        if draining is not None and not draining.called and not self._waiters and not self._busy:
+            self.close().chainDeferred(draining)
+
+    def figures(self) -> dict[str, Any]:
+        """The pool's state and counters, JSON-able (for /metrics and /status)."""
+        return {
+            "name": self.name,
+            "size": self.size,
+            "idle": len(self._idle),
+            "busy": len(self._busy),
+            "connecting": self._connecting,
+            "waiting": len(self._waiters),
+            "immediate": self.immediate,
+            "queue_wait": self.queue_wait.figures(),
+            "connects_failed": self.connects_failed,
+            "retries": self.retries,
+            "errors": {str(k): v for k, v in self.errors.items()},
+            "aborts": self.aborts,
+        }
 
     def stats(self) -> dict[str, int]:
         """Connections by state (``idle + busy + draining + connecting <= size``), waiting requests, failed connects."""
@@ -316,6 +362,7 @@ class FastCGIPool:
 
     def _note_connect_failure(self, failure: Failure) -> None:
         self._failures += 1
+        self.connects_failed += 1
         if failure.check(TxTimeoutError, CancelledError):
             reason = f"no connection within {self.connect_timeout:g} s"
         else:
@@ -370,6 +417,7 @@ class FastCGIPool:
                 waiter = self._waiters.popleft()
                 self._cancel_timer(waiter)
                 self._busy.add(proto)
+                self.queue_wait.observe(self._clock.seconds() - waiter.since)
                 waiter.deferred.callback(proto)
                 return
         if usable:
@@ -403,9 +451,14 @@ class FastCGIPool:
         if self.on_capacity is not None and not self._closed:
             self.on_capacity()
 
+    def _count_error(self, error: BaseException) -> None:
+        status = getattr(error, "http_status", 502)
+        self.errors[status] = self.errors.get(status, 0) + 1
+
     def _check_drained(self) -> None:
         if self._closed and not self._busy:
             self._drained.fire(None)
+        self._maybe_drained()
 
     # -- waiting ------------------------------------------------------------
 
@@ -420,10 +473,12 @@ class FastCGIPool:
             self._waiters.remove(waiter)
         except ValueError:
             pass
+        self._maybe_drained()
 
     def _fail_waiter(self, waiter: _Waiter, error: Exception) -> None:
         self._cancel_timer(waiter)
         waiter.deferred.errback(Failure(error))
+        self._maybe_drained()
 
     def _connect_error(self) -> ConnectError:
         return ConnectError(
@@ -491,12 +546,14 @@ class _PooledRequest:
         proto = None if pool._closed else pool._take_idle()
         if proto is not None:
             # The common case, with no Deferred for the checkout.
+            pool.immediate += 1
             self._run(proto)
         else:
             self._attempt(False)
         return self.outer
 
     def _cancel(self, _: object) -> None:
+        self.pool.aborts += 1
         if self.current is not None:
             self.current.cancel()
 
@@ -559,14 +616,17 @@ class _PooledRequest:
                 self.unread += 1
             else:
                 self.retried = True
+            pool.retries += 1
             if position >= 0:
                 self.body.seek(position)  # type: ignore[union-attr]
             self._attempt(True)
             return
+        pool._count_error(error)
         outer.errback(result)
 
     def _give_up(self, failure: Failure) -> None:
         if not self.outer.called and not failure.check(CancelledError):
+            self.pool._count_error(failure.value)
             self.outer.errback(failure)
 
 

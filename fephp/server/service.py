@@ -13,7 +13,19 @@ from ..backend.interface import Backend
 from ..web.app import PHPApp
 from ..web.site import FrontSite
 
-__all__ = ["FrontService"]
+__all__ = ["FrontService", "adopt", "release"]
+
+
+def adopt(parent: MultiService, service: Any) -> None:
+    """Join a running *service* to *parent* without starting it again (a reload's new part)."""
+    parent.services.append(service)
+    service.parent = parent
+
+
+def release(parent: MultiService, service: Any) -> None:
+    """Take *service* out of *parent* without stopping it: the caller stops it when it may."""
+    parent.services.remove(service)
+    service.parent = None
 
 
 class FrontService(MultiService):
@@ -93,5 +105,80 @@ class FrontService(MultiService):
             self._site_started = False
             self.site.doStop()
         yield self.backend.close()
+        if self._retiring:
+            yield DeferredList(list(self._retiring))
         if self.php_fpm is not None:
             yield self.php_fpm.stopService()
+
+    # -- a reload ------------------------------------------------------------------
+
+    _retiring: "set[Deferred[Any]]" = set()
+
+    def swap(
+        self,
+        *,
+        app: PHPApp,
+        site: FrontSite,
+        backend: Backend,
+        listeners: list[Any],
+        php_fpm: Optional[Service],
+    ) -> "Deferred[Any]":
+        """Serve new requests with these parts; the old ones finish what they hold, then close (SIGHUP).
+
+        *listeners* are the ones to serve from now on: those already here
+        keep their sockets and get the new site (:meth:`Listener.use`), new
+        ones are listening already; those left out stop listening.  Open
+        client connections move to the new site for their next request.
+        Fires once the old parts are closed.
+        """
+        old_app, old_site, old_backend, old_fpm = self.app, self.site, self.backend, self.php_fpm
+        for listener in self.listeners:
+            if listener not in listeners:
+                self._detach(listener)
+                listener.stopService()
+        site.doStart()  # held until its own retirement, as at start
+        for listener in listeners:
+            if listener in self.listeners:
+                listener.use(site)
+            else:
+                self._attach(listener)
+        site.adopt_channels(old_site)
+        self.app, self.site, self.backend, self.listeners = app, site, backend, list(listeners)
+        if php_fpm is not old_fpm and php_fpm is not None:
+            self._attach(php_fpm)
+        self.php_fpm = php_fpm
+        retired = self._retire(
+            old_app,
+            old_site,
+            old_backend if old_backend is not backend else None,
+            old_fpm if old_fpm is not php_fpm else None,
+        )
+        if not retired.called:
+            if not self._retiring:
+                self._retiring = set()
+            self._retiring.add(retired)
+            retired.addBoth(self._retired, retired)
+        return retired
+
+    def _retired(self, result: Any, d: "Deferred[Any]") -> Any:
+        self._retiring.discard(d)
+        return result
+
+    def _attach(self, service: Service) -> None:
+        adopt(self, service)
+
+    def _detach(self, service: Service) -> None:
+        release(self, service)
+
+    @inlineCallbacks
+    def _retire(self, app: PHPApp, site: FrontSite, backend: Optional[Backend], php_fpm: Optional[Service]) -> Any:
+        if app.in_flight:
+            self.log.info("reload: {count} requests finish on the previous configuration", count=app.in_flight)
+        yield app.wait_idle()
+        site.doStop()
+        if backend is not None:
+            drain = getattr(backend, "drain", None)
+            yield drain() if drain is not None else backend.close()
+        if php_fpm is not None:
+            self._detach(php_fpm)
+            yield php_fpm.stopService()

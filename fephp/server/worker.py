@@ -32,11 +32,22 @@ from twisted.python.failure import Failure
 from .._twisted import adopt_listening_port
 from ..process.supervisor import die_with_parent
 from ..web.site import FrontSite
+from .admin import backend_pools
 from .build import build_front
 from .config import ConfigError, load_config
 from .reactor import install_if_free
 from .signals import ignore_operator_signals
-from .workers import CONFIG_HEADER, EXIT_CONFIG, LOG_FD, connections_per_worker
+from .workers import (
+    CONFIG_HEADER,
+    EXIT_CONFIG,
+    FIGURES,
+    LOG_FD,
+    MAX_RECORD,
+    READY,
+    REOPEN,
+    connections_per_worker,
+    reply_record,
+)
 
 __all__ = ["main"]
 
@@ -104,11 +115,13 @@ class _AdoptedListener(Service):
 
 
 class _ParentWatch:
-    """Reads the worker's stdin, the pipe from its parent; EOF calls *on_eof*."""
+    """Reads the worker's stdin, the pipe from its parent: a command per line (:data:`fephp.server.workers.COMMANDS`); EOF calls *on_eof*."""
 
-    def __init__(self, fd: int, on_eof: Callable[[], None]) -> None:
+    def __init__(self, fd: int, on_eof: Callable[[], None], on_command: Callable[[bytes], None] = lambda line: None) -> None:
         self.fd = fd
         self._on_eof = on_eof
+        self._on_command = on_command
+        self._buffer = b""
 
     def fileno(self) -> int:
         return self.fd
@@ -123,7 +136,15 @@ class _ParentWatch:
             return None
         except OSError as e:
             return e
-        return None if data else ConnectionDone()
+        if not data:
+            return ConnectionDone()
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        if len(self._buffer) > MAX_RECORD:
+            self._buffer = b""  # no command is that long
+        for line in lines:
+            if line:
+                self._on_command(line)
+        return None
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         self._on_eof()
@@ -186,6 +207,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     stopping: list[bool] = []
 
+    def reply(kind: bytes, payload: Any) -> None:
+        log_file.write(reply_record(kind, payload))
+        log_file.flush()
+
+    def command(line: bytes) -> None:
+        name, _, arg = line.partition(b" ")
+        if name == REOPEN:
+            service.site.reopen_logs()
+        elif name == FIGURES:
+            site = service.site
+            connections, in_flight = site.activity()
+            backend = service.backend
+            reply(FIGURES, {
+                "id": arg.decode("ascii", "replace"),
+                "site": site.figures.figures() if site.figures is not None else None,
+                "connections": connections,
+                "in_flight": in_flight,
+                "pools": backend_pools(backend),
+            })
+
     def stop() -> None:
         if not stopping:
             stopping.append(True)
@@ -203,7 +244,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         ignore_operator_signals()
         service.startService()
-        reactor.addReader(_ParentWatch(0, stop))
+        reactor.addReader(_ParentWatch(0, stop, command))
+        reply(READY, None)
 
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.callWhenRunning(started)

@@ -12,12 +12,16 @@ What flows between them:
 
 - fd 0, parent to worker: the configuration text, length-prefixed, so that a
   worker restarted later runs the configuration the server started with.
-  Then nothing: EOF means the parent is gone and the worker stops.
+  Then commands, one per line: ``figures ID`` (send your figures, for the
+  admin listener) and ``reopen`` (reopen the access log, SIGUSR1).  EOF
+  means the parent is gone and the worker stops.
 - fd 1: the worker's standard output (the ``access_log: "-"`` lines), which
   the parent copies to its own standard output a whole line at a time.
 - fd 2: the worker's stderr (a traceback if it cannot start), logged as errors.
 - fd 3: the worker's log events as JSON records, re-emitted into the parent's
-  log with the worker's number and pid as the log system.
+  log with the worker's number and pid as the log system; and its replies,
+  records that start with ``\x1d`` (:func:`reply_record`): ``ready`` once
+  it serves, ``figures`` with a JSON document.
 - fd 4 and up: the listening sockets, in ``server.listen`` order.
 
 A worker that dies is started again after a backoff.  Stopping the parent
@@ -32,6 +36,8 @@ The worker's side is :mod:`fephp.server.worker`.
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import struct
 import sys
 from typing import Any, Callable, Optional, Sequence, cast
@@ -48,6 +54,7 @@ from .._deferreds import chained
 from ..process.supervisor import ChildProcess, SupervisedProcess
 
 __all__ = [
+    "COMMANDS",
     "CONFIG_HEADER",
     "EXIT_CONFIG",
     "FIRST_LISTEN_FD",
@@ -67,6 +74,22 @@ MAX_RECORD = 64 * 1024
 EXIT_CONFIG = 78
 #: The length prefix of the configuration text on a worker's stdin.
 CONFIG_HEADER = struct.Struct("!I")
+#: The parent's commands to a worker (a line each on its stdin), and the names of its replies.
+FIGURES = b"figures"
+REOPEN = b"reopen"
+READY = b"ready"
+COMMANDS = (FIGURES, REOPEN)
+#: A worker's reply on fd 3 starts with this byte (a log record starts with \x1e).
+REPLY_MARK = "\x1d"
+#: Seconds a worker has to answer ``figures`` before the scrape goes on without it.
+FIGURES_TIMEOUT = 2.0
+#: Seconds a new worker of a reload has to say ``ready``.
+READY_TIMEOUT = 30.0
+
+
+def reply_record(kind: bytes, payload: Any) -> str:
+    """A worker's reply as written on fd 3: the mark, the kind, a space, JSON, a newline."""
+    return REPLY_MARK + kind.decode() + " " + json.dumps(payload, separators=(",", ":")) + "\n"
 
 
 def connections_per_worker(pool_size: int, workers: int) -> int:
@@ -181,6 +204,10 @@ class WorkerSupervisor(Service):
             for index in range(1, count + 1)
         }
         self._stopping: Optional[Deferred[Any]] = None
+        self._figures: dict[str, Deferred[Any]] = {}
+        self._ready: dict[int, Deferred[None]] = {}
+        self._ids = itertools.count(1)
+        self._backoff = backoff
 
     @property
     def pids(self) -> list[int]:
@@ -228,6 +255,121 @@ class WorkerSupervisor(Service):
 
     # -- what workers send --------------------------------------------------------
 
+    def _send(self, slot: SupervisedProcess, line: bytes) -> bool:
+        process = slot.process
+        transport = getattr(process, "transport", None)
+        if process is None or process.exited or transport is None:
+            return False
+        transport.write(line)
+        return True
+
+    def reopen_logs(self) -> None:
+        """Each worker reopens its access log (SIGUSR1 to the parent)."""
+        for slot in self._slots.values():
+            self._send(slot, REOPEN + b"\n")
+
+    def ask_figures(self) -> "Deferred[list[dict[str, Any]]]":
+        """Every running worker's figures, by worker number; one that does not answer in time is there without them."""
+        asks = []
+        for index, slot in sorted(self._slots.items()):
+            ident = str(next(self._ids))
+            d: Deferred[Any] = Deferred()
+            if not self._send(slot, FIGURES + b" " + ident.encode() + b"\n"):
+                d.callback(None)
+            else:
+                self._figures[ident] = d
+                d.addTimeout(FIGURES_TIMEOUT, self._reactor)
+                d.addErrback(lambda _: None)
+                d.addBoth(self._forget_ask, ident)
+
+            def entry(figures: Any, index: int = index, pid: Optional[int] = slot.pid) -> dict[str, Any]:
+                out: dict[str, Any] = {"index": index, "pid": pid}
+                if figures:
+                    out.update({k: figures[k] for k in ("site", "connections", "in_flight", "pools")})
+                return out
+
+            asks.append(d.addCallback(entry))
+        return DeferredList(asks).addCallback(lambda results: [value for _, value in results])
+
+    def _forget_ask(self, result: Any, ident: str) -> Any:
+        self._figures.pop(ident, None)
+        return result
+
+    def _reply(self, worker: "_WorkerProcess", record: bytes) -> None:
+        kind, _, payload = record[1:].partition(b" ")
+        if kind == READY:
+            waiter = self._ready.pop(id(worker), None)
+            if waiter is not None:
+                waiter.callback(None)
+            return
+        if kind == FIGURES:
+            try:
+                figures = json.loads(payload)
+            except ValueError:
+                return
+            waiting = self._figures.pop(str(figures.get("id")), None)
+            if waiting is not None and not waiting.called:
+                waiting.callback(figures)
+
+    def replace(
+        self,
+        *,
+        count: int,
+        argv: Callable[[int], list[str]],
+        config_text: str,
+        listeners: Sequence[SharedListener],
+    ) -> "Deferred[None]":
+        """A reload: every worker replaced by one of the new configuration, one at a time.
+
+        Worker N's successor starts beside it and says ``ready``; only then
+        does the old one get SIGTERM (it drains its requests as at a stop)
+        and, once it has exited, the next worker's turn comes.  Workers
+        beyond the new *count* stop; new numbers start.  A successor that
+        dies or stays silent for READY_TIMEOUT ends the rollover there, the
+        old worker still serving.
+        """
+        self._argv = argv
+        self._config = config_text.encode("utf-8")
+        self._listeners = listeners
+        self.count = count
+        return self._rollover(count)
+
+    @inlineCallbacks
+    def _rollover(self, count: int) -> Any:
+        for index in range(1, max(count, len(self._slots)) + 1):
+            old = self._slots.get(index)
+            if index > count:
+                assert old is not None
+                del self._slots[index]
+                yield old.stop()
+                continue
+            new = SupervisedProcess(
+                self._reactor,
+                f"worker {index}",
+                functools.partial(self._spawn, index),
+                backoff=self._backoff,
+                stop_grace=self.stop_grace,
+                stable_after=self.stable_after,
+                on_exit=self._died,
+            )
+            new.start()
+            process = new.process
+            if process is None:
+                new.stop()
+                raise RuntimeError(f"worker {index} of the new configuration did not start")
+            ready: Deferred[None] = Deferred()
+            self._ready[id(process)] = ready
+            ready.addTimeout(READY_TIMEOUT, self._reactor)
+            try:
+                yield ready
+            except Exception:
+                self._ready.pop(id(process), None)
+                yield new.stop()
+                raise RuntimeError(f"worker {index} of the new configuration did not get ready")
+            self._slots[index] = new
+            if old is not None:
+                yield old.stop()
+
     def _log_record(self, worker: "_WorkerProcess", record: bytes) -> None:
         try:
             event = eventFromJSON(record.decode("utf-8"))
@@ -262,6 +404,9 @@ class _WorkerProcess(ChildProcess):
 
     def line_received(self, fd: int, line: bytes) -> None:
         if fd == LOG_FD:
+            if line.startswith(REPLY_MARK.encode()):
+                self._workers._reply(self, line)
+                return
             record = line.strip(b"\x1e\n ")
             if record:
                 self._workers._log_record(self, record)

@@ -629,6 +629,21 @@ class FrontSite(server.Site):
         self._id_count += 1
         return b"%s%016x" % (self._id_prefix, self._id_count)
 
+    def adopt_channels(self, old: "FrontSite") -> None:
+        """Take *old*'s open client connections: their next requests come here (a reload's new site)."""
+        if old is self:
+            return
+        for channel in old._channels:
+            channel.site = self  # type: ignore[attr-defined]
+            channel.factory = self
+            self._channels.add(channel)
+        old._channels.clear()
+
+    def activity(self) -> "tuple[int, int]":
+        """Open client connections, and requests received on them and not yet answered."""
+        busy = sum(1 for channel in self._channels if getattr(channel, "requests", None))
+        return len(self._channels), busy
+
     def http_date(self) -> bytes:
         """The Date header's value, formatted once a second."""
         now = int(time.time())

@@ -4,7 +4,8 @@ A failover test kills or freezes a host while requests are in flight and then
 counts: how many were answered, which failed fast (refused, reset, a 5xx), and
 which hung (no answer within the request timeout).  :class:`HTTPLoad` sends
 GETs from the root namespace of a :class:`tests.support.netns.Network`
-(source ``.1``) on a few threads, bounded in count and in time::
+(source ``.1``; or, with None for the network, from 127.0.0.1 to a loopback
+address) on a few threads, bounded in count and in time::
 
     load = HTTPLoad(network, lb.frontend_address("web"), "/", total=5000, concurrency=4, timeout=2.0, within=30).start()
     wait_until(lambda: load.completed >= 50, "the first 50 answers")
@@ -76,7 +77,7 @@ class HTTPLoad:
 
     def __init__(
         self,
-        network: "Network",
+        network: "Optional[Network]",
         address: tuple[str, int],
         path: str = "/",
         *,
@@ -86,7 +87,10 @@ class HTTPLoad:
         within: float = 60.0,
         keep_alive: bool = False,
     ) -> None:
-        network._check_target(address[0])
+        if network is not None:
+            network._check_target(address[0])
+        elif not address[0].startswith("127."):
+            raise ValueError(f"{address[0]}: without a Network, a load goes to loopback only")
         if total < 1 or concurrency < 1:
             raise ValueError("total and concurrency must be at least 1")
         self.network = network
@@ -149,9 +153,8 @@ class HTTPLoad:
             return self._next - 1
 
     def _connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(
-            self.address[0], self.address[1], timeout=self.timeout, source_address=(self.network.root_address, 0)
-        )
+        source = (self.network.root_address, 0) if self.network is not None else None
+        return http.client.HTTPConnection(self.address[0], self.address[1], timeout=self.timeout, source_address=source)
 
     def _run(self) -> None:
         conn: Optional[http.client.HTTPConnection] = None

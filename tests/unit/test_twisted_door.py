@@ -217,3 +217,14 @@ def test_select_and_dispatch_calls_a_ready_reader_and_recovers_a_closed_one() ->
     finally:
         ours.close()
         theirs.close()
+
+
+def test_observer_file_is_the_file_a_text_observer_writes() -> None:
+    """The file behind twisted.logger's text observer is found; another observer has none."""
+    import io
+
+    from twisted.logger import textFileLogObserver
+
+    out = io.StringIO()
+    assert _twisted.observer_file(textFileLogObserver(out)) is out
+    assert _twisted.observer_file(print) is None

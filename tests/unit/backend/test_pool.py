@@ -720,3 +720,56 @@ def test_should_retry(
         should_retry(error, reused=reused, retried=retried, unread=unread, rewindable=rewindable, idempotent=idempotent)
         is expected
     )
+
+
+class FiguresAndDrainTests(PoolTestCase):
+    """What the admin side reads from a pool, and the graceful drain of a reload's old pool."""
+
+    def test_figures_count_waits_failures_and_aborts(self) -> None:
+        """A waited-for connection's wait, an immediate reuse, a failed connect, a cancelled request and the errors' statuses are counted."""
+        pool = self.make_pool(size=1)
+        d1, _ = self.run_one(pool)
+        self.clock.advance(0.02)
+        backend = self.endpoint.last.succeed()
+        backend.respond(b"one", app_status=0)
+        self.successResultOf(d1)
+        d2, _ = self.run_one(pool)  # the idle connection, at once
+        self.assertEqual(len(self.endpoint.connects), 1)
+        backend.respond(b"two", app_status=0)
+        self.successResultOf(d2)
+        d3, _ = self.run_one(pool)
+        d3.cancel()
+        self.failureResultOf(d3, CancelledError)
+        figures = pool.figures()
+        self.assertEqual((figures["immediate"], figures["aborts"]), (2, 1))
+        self.assertEqual(sum(figures["queue_wait"]["counts"]), 1)
+        self.assertAlmostEqual(figures["queue_wait"]["sum"], 0.02)
+        self.assertEqual((figures["size"], figures["busy"], figures["waiting"]), (1, 0, 0))
+
+    def test_a_failed_connect_counts_and_its_502(self) -> None:
+        """A refused connect is a connect failure, and the request it fails a 502."""
+        pool = self.make_pool(size=1, connect_timeout=1.0)
+        d, _ = self.run_one(pool)
+        self.endpoint.last.refuse()
+        self.run_until(2.0)
+        self.failureResultOf(d, ConnectError)
+        figures = pool.figures()
+        self.assertGreaterEqual(figures["connects_failed"], 1)
+        self.assertEqual(figures["errors"], {"502": 1, "503": 0, "504": 0})
+
+    def test_drain_lets_waiting_requests_finish_then_closes(self) -> None:
+        """A drained pool still serves the request in flight and the one waiting behind it, then fires."""
+        pool = self.make_pool(size=1)
+        d1, _ = self.run_one(pool, "/1.php")
+        backend = self.endpoint.last.succeed()
+        self.assertEqual(backend.script(), b"/1.php")
+        d2, _ = self.run_one(pool, "/2.php")
+        drained = pool.drain()
+        self.assertNoResult(drained)
+        backend.respond(b"one", app_status=0)
+        self.successResultOf(d1)
+        self.assertNoResult(drained)
+        self.assertEqual(backend.script(), b"/2.php")
+        backend.respond(b"two", app_status=0)
+        self.successResultOf(d2)
+        self.successResultOf(drained)
