@@ -23,9 +23,13 @@ __all__ = [
     "channel_between_requests",
     "channel_dispatch",
     "channel_head_progress",
+    "channel_partial_line",
+    "channel_receiving",
+    "chunk_left",
     "endpoint_arguments",
     "epoll_poll_and_dispatch",
     "raise_listen_errors",
+    "refuse_malformed_heads_with",
     "request_disconnected",
     "select_and_dispatch",
     "send_now",
@@ -107,6 +111,53 @@ def channel_head_progress(channel: Any) -> tuple[bool, int]:
     twisted.web.http since Twisted 16.
     """
     return bool(channel._HTTPChannel__first_line), int(channel._receivedHeaderSize)
+
+
+def channel_receiving(channel: Any) -> Optional[str]:
+    """What an HTTPChannel is reading: ``"head"`` (a request head has begun), ``"body"`` (its body), or None.
+
+    None means between requests with nothing buffered, or answering a
+    request (later bytes are then only buffered).  Relies on HTTPChannel's
+    ``_handlingRequest`` and name-mangled ``__first_line`` (0 once a request
+    line was read) and on LineReceiver's ``line_mode`` (raw mode while a
+    body is read) and ``_buffer`` (a line begun), since Twisted 16.
+    """
+    if channel._handlingRequest:
+        return None
+    if not channel.line_mode:
+        return "body"
+    if channel._buffer or channel._HTTPChannel__first_line == 0:
+        return "head"
+    return None
+
+
+def channel_partial_line(channel: Any) -> bytes:
+    """The bytes of a line an HTTPChannel has begun and not ended (LineReceiver's ``_buffer``, since Twisted 16)."""
+    return bytes(channel._buffer)
+
+
+def chunk_left(channel: Any) -> Optional[int]:
+    """Bytes of the current chunk of a chunked request body that its size line announced and that have not come yet.
+
+    None outside a chunk's data.  Relies on HTTPChannel's
+    ``_transferDecoder`` (the body's decoder while a body is read) and on
+    ``_ChunkedTransferDecoder``'s ``state`` ("BODY" inside a chunk's data)
+    and ``length`` (what is left of it), since Twisted 16.
+    """
+    decoder = channel._transferDecoder
+    if decoder is None or getattr(decoder, "state", None) != "BODY":
+        return None
+    return int(decoder.length)
+
+
+def refuse_malformed_heads_with(channel_class: Any, refuse: Any) -> None:
+    """Make HTTPChannel answer a malformed request head by calling ``refuse(channel, 400)``.
+
+    Twisted's own answer (``_respondToBadRequestAndDisconnect``, since
+    Twisted 16) is a bare "400 Bad Request" with no body and no
+    Connection: close; fephp's pages say what they are and close.
+    """
+    channel_class._respondToBadRequestAndDisconnect = lambda channel: refuse(channel, 400)
 
 
 def request_disconnected(request: Any) -> bool:

@@ -17,12 +17,23 @@ from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import IResource
 
 from .._deferreds import Waiters
-from .._twisted import channel_between_requests, channel_dispatch, channel_head_progress, request_disconnected, send_now
+from .._twisted import (
+    channel_between_requests,
+    channel_dispatch,
+    channel_head_progress,
+    channel_partial_line,
+    channel_receiving,
+    chunk_left,
+    refuse_malformed_heads_with,
+    request_disconnected,
+    send_now,
+)
 from ..cgi.realip import UNIX, RealIP
 from .compress import Compression, Encoder
 from .accesslog import AccessLog, LoggedRequest, combined_line, json_line, redact_query, secret_names
 from .errors import raw_error_response, send_error
 from .figures import SiteFigures
+from .framing import framing_refusal
 from .http2 import H2Connection
 
 __all__ = ["FrontSite", "FrontRequest", "MAX_REQUEST_ID", "valid_request_id"]
@@ -62,7 +73,8 @@ class FrontRequest(server.Request):
     """A Request that refuses bodies over the site's ``max_body_size`` with 413.
 
     The check runs on the announced Content-Length before any of the body is
-    read, and on the running total of a chunked body.
+    read, on each chunk size a chunked body announces (:class:`_Channel`),
+    and on the running total of a chunked body.
     """
 
     # PHP always sends its own Content-Type; static files get theirs from File.
@@ -112,6 +124,8 @@ class FrontRequest(server.Request):
 
     def gotLength(self, length: Optional[int]) -> None:  # noqa: N802 - Twisted's name
         self.started_at = _monotonic()
+        if self._refused:
+            return  # its head was refused (_Channel.checkPersistence)
         limit = self.channel.site.max_body_size  # type: ignore[attr-defined]
         if length is not None and limit is not None and length > limit:
             self._refuse()
@@ -128,10 +142,18 @@ class FrontRequest(server.Request):
             return
         self.content.write(data)  # type: ignore[attr-defined]  # a file once gotLength made it
 
-    def _refuse(self) -> None:
+    def body_left(self, announced: int) -> None:
+        """A chunk size line announced *announced* more bytes: 413 at once if they would cross the limit."""
+        limit = self.channel.site.max_body_size  # type: ignore[attr-defined]
+        if not self._refused and limit is not None and self._received + announced > limit:
+            self._refuse()
+
+    def _refuse(self, status: int = 413) -> None:
         self._refused = True
         self.content = _Discard()  # type: ignore[assignment]
-        self.channel.refuse(413)  # type: ignore[union-attr,attr-defined]  # _Channel's, or an HTTP/2 stream's
+        # Twisted would send "100 Continue" after the refusal (allHeadersReceived).
+        self.requestHeaders.removeHeader(b"expect")
+        self.channel.refuse(status)  # type: ignore[union-attr,attr-defined]  # _Channel's, or an HTTP/2 stream's
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802 - Twisted's name
         # A target with raw non-ASCII bytes went through Twisted's parser
@@ -298,6 +320,17 @@ class _Channel(http.HTTPChannel):
     raw_target: Optional[bytes] = None
     #: An HTTP/1.0 client asked for keep-alive on the request being answered.
     _keep_alive_10 = False
+    #: The Transfer-Encoding and Content-Length values of the head being
+    #: read (None: none yet), judged at its end by framing_refusal.
+    _framing_te: Optional[list[bytes]] = None
+    _framing_cl: Optional[list[bytes]] = None
+    #: Pending calls that end a client too slow with its head, its body, or
+    #: taking the response (the site's client_header, client_body and
+    #: client_send timeouts); the body's idle time counts from _body_last.
+    _head_timer: Any = None
+    _body_timer: Any = None
+    _body_last = 0.0
+    _send_timer: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         super().connectionMade()
@@ -339,6 +372,102 @@ class _Channel(http.HTTPChannel):
         ):
             return
         super().dataReceived(data)
+        self._watch_pace()
+
+    def _watch_pace(self) -> None:
+        """After a read on Twisted's path: time the head or body being received, check a chunk's size, refuse a bare LF.
+
+        A head has ``client_header`` seconds in all from its first read; a
+        body may go ``client_body`` seconds without a byte (as nginx's
+        client_header_timeout and client_body_timeout); either is then
+        answered 408 and the connection closed.  Each byte a slow client
+        drips restarts Twisted's own idle timer, never these.
+        """
+        transport: Any = self.transport
+        receiving = None if transport is None or transport.disconnecting else channel_receiving(self)
+        if receiving == "head":
+            if b"\n" in channel_partial_line(self):
+                # RFC 9112 2.2: a bare LF may be taken as a line end, or the
+                # request refused; two readers that differ on it disagree on
+                # where the head ends.
+                self.refuse(400)
+                return
+            timeout = self.site.client_header_timeout  # type: ignore[attr-defined]
+            if self._head_timer is None and timeout is not None:
+                self._head_timer = self.callLater(timeout, self._head_late)
+            return
+        self._stop_timer("_head_timer")
+        if receiving != "body":
+            self._stop_timer("_body_timer")
+            return
+        left = chunk_left(self)
+        if left is not None and self.requests:
+            self.requests[-1].body_left(left)
+            if transport.disconnecting:
+                return
+        timeout = self.site.client_body_timeout  # type: ignore[attr-defined]
+        if timeout is not None:
+            self._body_last = self.site.reactor.seconds()  # type: ignore[attr-defined]
+            if self._body_timer is None:
+                self._body_timer = self.callLater(timeout, self._body_idle)
+
+    def _body_idle(self) -> None:
+        self._body_timer = None
+        if channel_receiving(self) != "body":
+            return
+        timeout = self.site.client_body_timeout  # type: ignore[attr-defined]
+        left = self._body_last + timeout - self.site.reactor.seconds()  # type: ignore[attr-defined]
+        if left > 0:
+            self._body_timer = self.callLater(left, self._body_idle)
+            return
+        self._too_slow("body")
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        self._too_slow("head")
+
+    def _too_slow(self, what: str) -> None:
+        """The client took too long with its request's *what*: 408, then close (RFC 9110 15.5.9)."""
+        if channel_receiving(self) == what:
+            self._give_up(408)
+
+    def _give_up(self, status: int) -> None:
+        """Refuse with *status*, and abort the connection if the client has not taken the answer after abortTimeout."""
+        self.refuse(status)
+        if self.abortTimeout is not None:
+            self.callLater(self.abortTimeout, self.abort_response)
+
+    def _stop_timer(self, name: str) -> None:
+        call = getattr(self, name)
+        if call is not None:
+            setattr(self, name, None)
+            if call.active():
+                call.cancel()
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - Twisted's name
+        # Twisted's idle timer is the keep-alive timeout; a head or a body
+        # on its way has its own deadline (_watch_pace).
+        if channel_receiving(self) is not None:
+            self.resetTimeout()
+            return
+        super().timeoutConnection()
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        # The transport's buffer is full: the client is not taking the
+        # response.  It has client_send seconds to take some (nginx's
+        # send_timeout), or the connection is cut and PHP's request abandoned.
+        super().pauseProducing()
+        timeout = self.site.client_send_timeout  # type: ignore[attr-defined]
+        if timeout is not None and self._send_timer is None:
+            self._send_timer = self.callLater(timeout, self._send_stalled)
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._stop_timer("_send_timer")
+        super().resumeProducing()
+
+    def _send_stalled(self) -> None:
+        self._send_timer = None
+        self.abort_response()
 
     def _negotiated(self) -> Optional[H2Connection]:
         """The HTTP/2 connection to hand this transport to, if ALPN chose "h2"; None to stay HTTP/1.1."""
@@ -439,11 +568,17 @@ class _Channel(http.HTTPChannel):
         A target with bytes above ASCII is passed to Twisted as an ASCII
         stand-in and given back whole to the request (nginx passes such
         targets to PHP as received; browsers encode them, other clients
-        may not).
+        may not).  A folded header line and a bare LF are refused (400).
         """
         request_line, so_far = channel_head_progress(self)
         if so_far + len(line) > self.totalHeadersSize:
             self.refuse(414 if request_line else 431)
+            return
+        if b"\n" in line or (not request_line and line[:1] in (b" ", b"\t")):
+            # RFC 9112 2.2 (a bare LF) and 5.2 (obs-fold): either may be
+            # read another way by another server on the path, such as a
+            # folded Transfer-Encoding; nginx refuses both too.
+            self.refuse(400)
             return
         if request_line and not line.isascii():
             parts = line.split(b" ")
@@ -453,7 +588,43 @@ class _Channel(http.HTTPChannel):
                 line = b" ".join((parts[0], stand_in, parts[2]))
         super().lineReceived(line)
 
+    def headerReceived(self, line: bytes) -> bool:  # noqa: N802 - Twisted's name
+        """A header line of the head being read; Content-Length and Transfer-Encoding are kept for framing_refusal.
+
+        Twisted sees a framing header only while the head is unambiguous so
+        far (the first Content-Length, or a first Transfer-Encoding that is
+        exactly "chunked", with no other framing header), so that it sets up
+        the body's decoder for those alone and refuses nothing itself: the
+        verdict, with fephp's statuses, comes at the end of the head
+        (checkPersistence), before any of the body is read.
+        """
+        name, colon, value = line.partition(b":")
+        if colon and len(name) in (14, 17):
+            lowered = name.lower()
+            if lowered == b"content-length" or lowered == b"transfer-encoding":
+                te, cl = self._framing_te, self._framing_cl
+                clean = te is None and cl is None
+                value = value.strip(b" \t")
+                if lowered == b"content-length":
+                    self._framing_cl = (cl or []) + [value]
+                    clean = clean and value.isdigit()
+                else:
+                    self._framing_te = (te or []) + [value]
+                    clean = clean and value.lower() == b"chunked"
+                if not clean:
+                    return True
+        return bool(super().headerReceived(line))
+
     def checkPersistence(self, request: Any, version: bytes) -> bool:  # noqa: N802 - Twisted's name
+        # Both parsers come here once a head is in, before its body: the
+        # place to judge how it frames the body (fephp/web/framing.py).
+        te, cl = self._framing_te, self._framing_cl
+        if te is not None or cl is not None:
+            self._framing_te = self._framing_cl = None
+            refusal = framing_refusal(version, te or (), cl or ())
+            if refusal is not None:
+                request._refuse(refusal.status)
+                return False
         # Twisted closes every HTTP/1.0 connection; nginx keeps one whose
         # client asked (Connection: keep-alive, as ab -k sends), when the
         # response can be delimited (writeHeaders).
@@ -540,6 +711,8 @@ class _Channel(http.HTTPChannel):
         return self._peer
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
+        for timer in ("_head_timer", "_body_timer", "_send_timer"):
+            self._stop_timer(timer)
         h2 = self._h2
         if h2 is not None and h2 is not _ALPN_PENDING:
             h2.connectionLost(reason)
@@ -552,6 +725,9 @@ class _Channel(http.HTTPChannel):
         # a header (RFC 6585 5).
         if self.transport is not None:
             self.refuse(414 if channel_head_progress(self)[0] else 431)
+
+
+refuse_malformed_heads_with(_Channel, _Channel.refuse)
 
 
 class FrontSite(server.Site):
@@ -583,6 +759,9 @@ class FrontSite(server.Site):
         secret_query: Sequence[str] = (),
         figures: Optional[SiteFigures] = None,
         real_ip: Optional[RealIP] = None,
+        client_header_timeout: Optional[float] = 60.0,
+        client_body_timeout: Optional[float] = 60.0,
+        client_send_timeout: Optional[float] = 60.0,
     ) -> None:
         kwargs: dict[str, Any] = {"timeout": timeout}
         if reactor is not None:
@@ -602,6 +781,11 @@ class FrontSite(server.Site):
         self._id_count = 0
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
+        # timeouts.client_header, client_body and client_send (timeout is
+        # timeouts.keepalive, Twisted's idle timer); None: no limit.
+        self.client_header_timeout = client_header_timeout
+        self.client_body_timeout = client_body_timeout
+        self.client_send_timeout = client_send_timeout
         #: Offer HTTP/2 over TLS (ALPN "h2"); ``server.http2``.
         self.http2 = http2
         #: Who may say who the client is (``server.trusted_proxies``); None: nobody.

@@ -718,15 +718,38 @@ async def test_invalid_host_is_400(fronts, host):
 
 @pytest_twisted.ensureDeferred
 async def test_lenient_request_parsing(fronts):
-    """nginx refuses a folded header and a lower-case method with 400; fephp (Twisted) unfolds and passes them on."""
-    folded = b"GET /dump.php HTTP/1.1\r\nHost: {host}\r\nX-Fold: a\r\n  b\r\nConnection: close\r\n\r\n"
-    via_nginx, via_fephp = await both(fronts, folded)
-    assert (via_nginx.status, via_fephp.status) == (400, 200)
-    assert json.loads(via_fephp.body)["server"]["HTTP_X_FOLD"] == "a b"  # RFC 9112 5.2 allows either
+    """nginx refuses a lower-case method with 400; fephp passes it on."""
     lower = b"get /dump.php HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     via_nginx, via_fephp = await both(fronts, lower)
     assert (via_nginx.status, via_fephp.status) == (400, 200)
     assert json.loads(via_fephp.body)["server"]["REQUEST_METHOD"] == "get"  # methods are case-sensitive tokens
+
+
+#: Request framings each front answers in its own way (docs/compatibility.md, "Request framing"):
+#: (id, request, nginx's status, fephp's status).
+FRAMINGS = [
+    ("folded-header", b"GET /dump.php HTTP/1.1\r\nHost: {host}\r\nX-Fold: a\r\n  b\r\nConnection: close\r\n\r\n", 400, 400),
+    ("te-identity-with-length", b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: identity\r\n"
+     b"Content-Length: 3\r\nConnection: close\r\n\r\nabc", 501, 400),
+    ("te-gzip-chunked", b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: gzip, chunked\r\n"
+     b"Connection: close\r\n\r\n0\r\n\r\n", 501, 501),
+    ("te-on-http-1.0", b"POST /dump.php HTTP/1.0\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400, 400),
+    ("two-equal-lengths", b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nContent-Length: 3\r\n"
+     b"Connection: close\r\n\r\nabc", 400, 400),
+    ("bare-lf", b"GET /dump.php HTTP/1.1\nHost: {host}\nConnection: close\n\n", 200, 400),
+    ("chunk-size-over-the-limit", b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+     b"Connection: close\r\n\r\n10000000\r\n" + b"a" * 1000, 413, 413),  # nginx waits for the chunk's first bytes
+    ("chunk-size-absurd", b"POST /dump.php HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+     b"Connection: close\r\n\r\n1" + b"0" * 40 + b"\r\n", 400, 413),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "nginx", "fephp"), [f[1:] for f in FRAMINGS], ids=[f[0] for f in FRAMINGS])
+@pytest_twisted.ensureDeferred
+async def test_request_framing(fronts, request_bytes, nginx, fephp):
+    """Each front's answer to a framing RFC 9112 lets a server refuse, side by side."""
+    via_nginx, via_fephp = await both(fronts, request_bytes)
+    assert (via_nginx.status, via_fephp.status) == (nginx, fephp)
 
 
 @pytest_twisted.ensureDeferred

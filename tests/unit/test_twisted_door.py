@@ -88,6 +88,56 @@ def test_channel_head_progress_counts_the_head() -> None:
     assert _twisted.channel_head_progress(channel) == (False, len(b"GET / HTTP/1.1") + len(b"Host: x"))
 
 
+def test_channel_receiving_follows_a_head_then_its_body() -> None:
+    """None before any byte, "head" once a line began, "body" once the head of a request with a body is in, None while it is answered."""
+    channel = _channel()
+    assert _twisted.channel_receiving(channel) is None
+    channel.dataReceived(b"PO")
+    assert _twisted.channel_receiving(channel) == "head"
+    channel.dataReceived(b"ST / HTTP/1.1\r\nHost: x\r\n")
+    assert _twisted.channel_receiving(channel) == "head"
+    channel.dataReceived(b"Content-Length: 4\r\n\r\nab")
+    assert _twisted.channel_receiving(channel) == "body"
+    channel.dataReceived(b"cd")
+    assert _twisted.channel_receiving(channel) is None
+
+
+def test_channel_partial_line_is_the_unended_line() -> None:
+    """The bytes after the last CRLF, while a head is read."""
+    channel = _channel()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\nX")
+    assert _twisted.channel_partial_line(channel) == b"Host: x\nX"
+
+
+def test_chunk_left_counts_down_the_announced_chunk() -> None:
+    """After a chunk-size line, what is left of the chunk; None between chunks and without a chunked body."""
+    channel = _channel()
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert _twisted.chunk_left(channel) is None
+    channel.dataReceived(b"10\r\nabc")
+    assert _twisted.chunk_left(channel) == 13
+    channel.dataReceived(b"d" * 13 + b"\r\n")
+    assert _twisted.chunk_left(channel) is None
+    channel.dataReceived(b"1" + b"0" * 40 + b"\r\n")
+    assert _twisted.chunk_left(channel) == 16**40
+
+
+def test_refuse_malformed_heads_with_replaces_twisteds_bare_400() -> None:
+    """A head Twisted itself refuses (a bad header name) calls the given refuse(channel, 400) instead of writing its own answer."""
+    refused: list[tuple[Any, int]] = []
+
+    class Channel(HTTPChannel):
+        pass
+
+    _twisted.refuse_malformed_heads_with(Channel, lambda channel, status: refused.append((channel, status)))
+    channel = Channel()
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n")
+    assert refused == [(channel, 400)]
+    assert transport.value() == b""
+
+
 def test_channel_dispatch_hands_the_request_over_and_marks_the_channel_busy() -> None:
     """The request gets requestReceived(method, target, version); the channel then buffers what follows and stops its idle timer."""
     channel = _channel()

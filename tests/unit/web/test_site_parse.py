@@ -104,6 +104,10 @@ LEFT = [
     b"GET /x HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(600)) + b"\r\n",
     b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
     b"\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    # Framings refused before any body byte (fephp/web/framing.py, test_site_framing.py).
+    b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n",
 ]
 
 
