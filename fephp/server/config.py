@@ -563,7 +563,7 @@ class _Validator:
     def timeouts(self, data: dict[Any, Any]) -> TimeoutsConfig:
         p = ("timeouts",)
         d = TimeoutsConfig()
-        names = ("connect", "response", "idle", "queue", "ping")
+        names = ("connect", "response", "idle", "queue", "ping", "client_header", "client_body", "client_send", "keepalive")
         self.known(data, p, names)
         return TimeoutsConfig(*(self.seconds((*p, k), data.get(k, getattr(d, k))) for k in names))
 

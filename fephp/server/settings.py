@@ -134,6 +134,10 @@ class TimeoutsConfig:
     idle: float = 30.0
     queue: float = 30.0
     ping: float = 2.0
+    client_header: float = 60.0
+    client_body: float = 60.0
+    client_send: float = 60.0
+    keepalive: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from twisted.internet import reactor
 
 from fephp.backend.balancer import BackendSpec, Balancer
 from fephp.backend.pool import FastCGIPool
-from fephp.server.build import backend_specs, build_backend, build_managed_php_fpm
+from fephp.server.build import backend_specs, build_backend, build_managed_php_fpm, build_site
 from fephp.server.config import config_from_dict
 
 
@@ -68,3 +68,21 @@ def test_one_fpm_socket_stays_one_pool_unless_pinged(tmp_path: Path) -> None:
     finally:
         plain.close()
         pinged.close()
+
+
+def test_the_site_takes_the_client_timeouts(tmp_path: Path) -> None:
+    """timeouts.keepalive becomes the site's idle timer; client_header, client_body and client_send its slow-client deadlines."""
+    (tmp_path / "public").mkdir()
+    config = config_from_dict(
+        {
+            "php": {"fpm_socket": "127.0.0.1:9000"},
+            "timeouts": {"keepalive": 5, "client_header": 6, "client_body": 7, "client_send": 8},
+        },
+        base_dir=str(tmp_path),
+    )
+    backend, _ = build_backend(config, reactor)
+    try:
+        _, site = build_site(config, reactor, backend)
+        assert (site.timeOut, site.client_header_timeout, site.client_body_timeout, site.client_send_timeout) == (5, 6, 7, 8)
+    finally:
+        backend.close()

@@ -95,7 +95,7 @@ php:
   queue_size: 0
   max_requests: 0
   ini: {memory_limit: 256M, display_errors: false, max_input_vars: 5000}
-timeouts: {connect: 0.5, response: 120, idle: 2.5, queue: 1}
+timeouts: {connect: 0.5, response: 120, idle: 2.5, queue: 1, client_header: 10, client_body: 20, client_send: 30, keepalive: 75}
 limits: {max_body_size: 1g, max_header_size: 8192}
 logging: {access_log: logs/access.log, level: debug}
 """,
@@ -113,7 +113,9 @@ logging: {access_log: logs/access.log, level: debug}
     )
     assert (config.php.worker_pool_size, config.php.queue_size, config.php.max_requests) == (4, 0, 0)
     assert dict(config.php.ini) == {"memory_limit": "256M", "display_errors": "0", "max_input_vars": "5000"}
-    assert config.timeouts == TimeoutsConfig(connect=0.5, response=120.0, idle=2.5, queue=1.0)
+    assert config.timeouts == TimeoutsConfig(
+        connect=0.5, response=120.0, idle=2.5, queue=1.0, client_header=10.0, client_body=20.0, client_send=30.0, keepalive=75.0
+    )
     assert config.limits == LimitsConfig(max_body_size=1024**3, max_header_size=8192)
     assert config.logging == LoggingConfig(access_log=str(site / "logs" / "access.log"), level="debug")
 
@@ -187,6 +189,11 @@ ERRORS = [
     ("timeouts:\n  response: 0\n", "timeouts.response", 2, "must be more than zero seconds, not 0"),
     ("timeouts:\n  connect: 5s\n", "timeouts.connect", 2, "must be a number of seconds, not the string '5s'"),
     ("timeouts:\n  idle: .inf\n", "timeouts.idle", 2, "must be more than zero seconds, not inf"),
+    ("timeouts:\n  client_header: 0\n", "timeouts.client_header", 2, "must be more than zero seconds, not 0"),
+    ("timeouts:\n  client_body: slow\n", "timeouts.client_body", 2, "must be a number of seconds, not the string 'slow'"),
+    ("timeouts:\n  client_send: -5\n", "timeouts.client_send", 2, "must be more than zero seconds, not -5"),
+    ("timeouts:\n  keepalive: null\n", "timeouts.keepalive", 2, "must be a number of seconds, not null"),
+    ("timeouts:\n  keep_alive: 5\n", "timeouts.keep_alive", 2, "unknown key; did you mean 'keepalive'?"),
     ("server:\n  shutdown_grace: -1\n", "server.shutdown_grace", 2, "must be zero or more seconds, not -1"),
     ("server:\n  workers: 0\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the number 0"),
     ("server:\n  workers: many\n", "server.workers", 2, "must be an integer of 1 or more, or 'auto', not the string 'many'"),
