@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.threads import deferToThread
 
 from fephp.backend.endpoints import parse_client_endpoint
@@ -1080,3 +1080,77 @@ async def test_real_client_address_behind_a_trusted_proxy(realip_fronts, value):
     assert fephp["REMOTE_ADDR"] == nginx["REMOTE_ADDR"]
     if nginx["REMOTE_ADDR"] != "127.0.0.1":
         assert fephp["REMOTE_PORT"] == nginx["REMOTE_PORT"]
+
+
+# -- HTTP/2: what PHP sees through nginx (listen ... ssl http2) and through fephp (ssl:) -----
+
+
+@dataclass
+class H2Fronts:
+    nginx_port: int
+    fephp_port: int
+
+
+@pytest.fixture(scope="module")
+def h2_fronts(tmp_path_factory: pytest.TempPathFactory, php_fpm) -> Iterator[H2Fronts]:
+    """nginx with listen ... ssl http2 and fephp on an ssl: listener, one self-signed certificate, one root."""
+    from tests.support.tls import self_signed_pem
+
+    base = tmp_path_factory.mktemp("h2-parity")
+    root = make_root(base)
+    pem = self_signed_pem(base)
+    tls = f"        ssl_certificate {pem};\n        ssl_certificate_key {pem};"
+    server = Nginx(base / "nginx", root=root, fpm_socket=php_fpm.unix_path, binary=find_nginx(),
+                   listen_options="ssl http2", server_extra=tls)
+    server.start()
+    front = FephpFront(root, php_fpm.unix_endpoint)
+    endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}")
+    front.listening = pytest_twisted.blockon(endpoint.listen(front.site))
+    try:
+        yield H2Fronts(server.port, front.port)
+    finally:
+        pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
+        server.stop()
+
+
+def _h2_dump(port: int, method: str, target: str, headers: tuple[tuple[str, str], ...], body: bytes | None) -> tuple[int, dict[str, Any]]:
+    from tests.support.h2client import H2Client
+
+    client = H2Client(port)
+    try:
+        assert client.alpn == "h2"
+        response = client.wait(client.request(method, target, headers, body))
+        return response.status, json.loads(response.body)
+    finally:
+        client.close()
+
+
+H2_CASES = [
+    pytest.param("GET", "/dump.php?a=1&b[]=2", (), None, id="get-query"),
+    pytest.param("GET", "/dump.php", (("cookie", "a=1"), ("cookie", "b=two"), ("cookie", "c=3")), None, id="cookies-split"),
+    pytest.param("GET", "/blog/post?x=1", (("x-custom", "v"), ("accept", "text/html")), None, id="front-controller"),
+    pytest.param("POST", "/dump.php", (("content-type", "application/x-www-form-urlencoded"),), b"name=a+b&list[]=1", id="post-form"),
+    pytest.param("POST", "/dump.php", (("content-type", "application/octet-stream"),), FILE_CONTENT, id="post-150k-no-length"),
+    pytest.param("POST", "/dump.php", (("content-type", "text/plain"), ("content-length", "5")), b"hello", id="post-with-length"),
+]
+
+
+@pytest.mark.parametrize(("method", "target", "headers", "body"), H2_CASES)
+@pytest_twisted.ensureDeferred
+async def test_php_sees_the_same_request_over_http2(h2_fronts, method, target, headers, body):
+    """Over HTTP/2 PHP sees through fephp what it sees through nginx: SERVER_PROTOCOL HTTP/2.0, cookies joined, the body."""
+    nginx_status, nginx = await deferToThread(_h2_dump, h2_fronts.nginx_port, method, target, headers, body)
+    fephp_status, fephp = await deferToThread(_h2_dump, h2_fronts.fephp_port, method, target, headers, body)
+    assert (nginx_status, fephp_status) == (200, 200)
+    for dump, port in ((nginx, h2_fronts.nginx_port), (fephp, h2_fronts.fephp_port)):
+        server = dump["server"]
+        assert server.pop("SERVER_PORT") == str(port)
+        for key in ("SERVER_SOFTWARE", "REMOTE_PORT", "REQUEST_TIME", "REQUEST_TIME_FLOAT", *SEPARATE):
+            server.pop(key, None)
+    # Debian's fastcgi_params send $host (no port); fephp the :authority as received.
+    assert (nginx["server"].pop("HTTP_HOST"), fephp["server"].pop("HTTP_HOST")) == (
+        "127.0.0.1", f"127.0.0.1:{h2_fronts.fephp_port}")
+    assert re.fullmatch(r"[0-9a-f]{32}", fephp["server"].pop("HTTP_X_REQUEST_ID"))  # fephp's own, per request
+    assert fephp["server"]["SERVER_PROTOCOL"] == "HTTP/2.0"
+    assert _differences(nginx["server"], fephp["server"]) == {}
+    assert fephp == nginx

@@ -103,6 +103,8 @@ class Nginx:
     http_extra: str = ""
     server_extra: str = ""
     php_extra: str = ""
+    #: Parameters of the listen directive ("ssl http2" for HTTP/2 over TLS).
+    listen_options: str = ""
     port: int = 0
     process: subprocess.Popen | None = None
     config: Path = field(init=False)
@@ -146,7 +148,7 @@ http {{
     sendfile on;
 {self.http_extra}
     server {{
-        listen 127.0.0.1:{self.port};
+        listen 127.0.0.1:{self.port}{" " + self.listen_options if self.listen_options else ""};
         server_name {self.server_name};
         root {self.root};
         index index.php;
