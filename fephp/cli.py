@@ -69,13 +69,53 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _check_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--probe", action="store_true",
+        help="also contact the configured php-fpm (the managed one is started for it) and run a script of the root",
+    )
     parser.add_argument("file", metavar="FILE", help="the YAML configuration file to validate")
+
+
+def _probe(config: Any) -> list[Any]:
+    """The doctor's findings; for the managed mode, fephp's own php-fpm started for the probe and stopped after."""
+    from .process.fpmconfig import STATUS_PATH
+    from .server.build import admin_spare_children, build_managed_php_fpm
+    from .server.doctor import Finding, probe_address, probe_config
+
+    php = config.php
+    spare = admin_spare_children(config)
+    if php.mode == "php-cgi":
+        return [Finding(False, "php-cgi runs per request: no php-fpm to probe")]
+    if php.mode == "external":
+        return probe_config(config, probe_address(php.fpm_socket), php.status_path, spare=spare)
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+    managed = build_managed_php_fpm(config, reactor)
+    found: list[Any] = []
+
+    def ready(_: object) -> None:
+        found.extend(probe_config(config, managed.socket_path, STATUS_PATH, spare=spare))
+
+    def failed(failure: Any) -> None:
+        found.append(Finding(True, f"the managed php-fpm did not start: {failure.getErrorMessage()}"))
+
+    def run() -> None:
+        managed.startService()
+        d = managed.ready()
+        d.addCallbacks(ready, failed)
+        d.addBoth(lambda _: managed.stopService())
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(run)
+    reactor.run()
+    return found
 
 
 def _run_check_config(args: argparse.Namespace) -> int:
     from .server.check import check_config_main
 
-    return check_config_main(args.file)
+    return check_config_main(args.file, probe=_probe if args.probe else None)
 
 
 COMMANDS: dict[str, Command] = {

@@ -1,11 +1,12 @@
-"""``fephp check-config FILE``: validate a configuration and say what it would run, starting nothing."""
+"""``fephp check-config [--probe] FILE``: validate a configuration and say what it would run; with --probe, ask php-fpm too (:mod:`fephp.server.doctor`)."""
 
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 from .config import Config, ConfigError, load_config
+from .doctor import Finding
 
 __all__ = ["check_config_main"]
 
@@ -36,8 +37,17 @@ def _summary(config: Config) -> list[str]:
     ]
 
 
-def check_config_main(path: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Validate the file at *path*: print ``OK: <file>`` and a summary (0) or the error (1)."""
+def check_config_main(
+    path: str,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    probe: Optional[Callable[[Config], Sequence[Finding]]] = None,
+) -> int:
+    """Validate the file at *path*: print ``OK: <file>`` and a summary (0) or the error (1).
+
+    With *probe*, then print what it found about php-fpm: ``ok:`` lines, and
+    ``problem:`` lines (on *err*) that make the status 1.
+    """
     try:
         config = load_config(path)
     except ConfigError as e:
@@ -46,4 +56,12 @@ def check_config_main(path: str, out: TextIO = sys.stdout, err: TextIO = sys.std
     print(f"OK: {config.source}", file=out)
     for line in _summary(config):
         print(line, file=out)
-    return 0
+    if probe is None:
+        return 0
+    findings = probe(config)
+    for finding in findings:
+        if finding.problem:
+            print(f"problem: {finding.text}", file=err)
+        else:
+            print(f"  ok: {finding.text}", file=out)
+    return 1 if any(f.problem for f in findings) else 0
