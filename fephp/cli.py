@@ -78,9 +78,8 @@ def _check_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _probe(config: Any) -> list[Any]:
     """The doctor's findings; for the managed mode, fephp's own php-fpm started for the probe and stopped after."""
-    from .process.fpmconfig import STATUS_PATH
     from .server.build import admin_spare_children, build_managed_php_fpm
-    from .server.doctor import Finding, probe_address, probe_config
+    from .server.doctor import STATUS_PATH, Finding, probe_address, probe_config
 
     php = config.php
     spare = admin_spare_children(config)

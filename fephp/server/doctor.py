@@ -36,7 +36,7 @@ from ..fastcgi import ClientConnection, EndRequest, ProtocolError, Stderr, Stdou
 from ..process.fpmconfig import STATUS_PATH
 from .settings import Config
 
-__all__ = ["PROBE_TIMEOUT", "Answer", "Finding", "probe_config", "probe_address"]
+__all__ = ["PROBE_TIMEOUT", "STATUS_PATH", "Answer", "Finding", "probe_config", "probe_address"]
 
 #: Seconds for a connect and for each answer.
 PROBE_TIMEOUT = 5.0
@@ -263,6 +263,3 @@ def probe_config(config: Config, address: Address, status_path: Optional[str], *
         findings.append(Finding(False, "php.status_path is not set: pm.max_children not checked"))
     return findings
 
-
-def managed_status_path() -> str:
-    return STATUS_PATH
