@@ -51,6 +51,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .._deferreds import chained
 from .errors import (
     BackendClosed,
     BackendProtocolError,
@@ -331,6 +332,7 @@ class Balancer:
         self._rotor = 0
         self._closed = False
         self._ping_call: Optional[IDelayedCall] = None
+        self._closing_when_idle: Optional[Deferred[None]] = None
         self.reconfigure(specs)
         if self._ping_params is not None:
             self._ping_call = clock.callLater(ping_interval, self._ping_all)
@@ -340,6 +342,31 @@ class Balancer:
     def request(self, params: Params, body: Body, sink: ResponseSink) -> "Deferred[int]":
         """Run one request on a backend (see the module docstring)."""
         return _BalancedRequest(self, params, body, sink).start()
+
+    def drain(self) -> "Deferred[None]":
+        """Close once every request given to the balancer, waiting ones included, has ended.
+
+        For the old balancer of a reload that built a new one: nothing new
+        comes here, and no request it holds is failed for the change.
+        """
+        if self._closing_when_idle is None:
+            self._closing_when_idle = Deferred()
+            self._maybe_drained()
+        return chained(self._closing_when_idle)
+
+    def _maybe_drained(self) -> None:
+        draining = self._closing_when_idle
+        if (
+            draining is not None
+            and not draining.called
+            and not self._waiting
+            and not any(m.outstanding for m in self._members)
+        ):
+            self.close().chainDeferred(draining)
+
+    def in_service(self) -> "list[str]":
+        """The backends that take requests now (in service, not draining)."""
+        return [m.name for m in self._members if m.takes_requests()]
 
     def close(self) -> "Deferred[None]":
         """Refuse new requests, fail waiting ones, close every pool; fires once their requests are done."""
@@ -469,6 +496,10 @@ class Balancer:
                 return member
         return None
 
+    def _request_ended(self) -> None:
+        if self._closing_when_idle is not None:
+            self._maybe_drained()
+
     def _any_in_service(self, exclude: Optional[_Member] = None) -> bool:
         return any(m.takes_requests() for m in self._members if m is not exclude)
 
@@ -492,6 +523,8 @@ class Balancer:
             self._waiting.remove(request)
         except ValueError:
             pass
+        if self._closing_when_idle is not None:
+            self._maybe_drained()
 
     def _dispatch_waiting(self) -> None:
         """Give free connections to waiting requests, first come first served."""
@@ -739,9 +772,11 @@ class _BalancedRequest:
             balancer._observe(member, result)
         outer = self.outer
         if outer.called:
+            balancer._request_ended()
             return
         if type(result) is not Failure:
             outer.callback(result)  # type: ignore[arg-type]
+            balancer._request_ended()
             return
         error = result.value  # type: ignore[attr-defined]
         position = self.position
@@ -763,6 +798,7 @@ class _BalancedRequest:
                 balancer._enqueue(self, front=True)
             return
         outer.errback(result)
+        balancer._request_ended()
 
     def arm(self, clock: IReactorTime, delay: Optional[float] = None) -> None:
         balancer = self.balancer

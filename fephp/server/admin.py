@@ -33,7 +33,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from .. import __version__
-from ..backend.pool import FastCGIPool
+from ..backend.interface import Backend
 from .metrics import merge_pools, registry_for
 
 __all__ = [
@@ -91,12 +91,14 @@ class PHPFPMStatus:
     """php-fpm's own status page and ping, asked over a pool of one connection to the same socket.
 
     *pool* is that pool (its connection pins one php-fpm child: the managed
-    php-fpm gets one child more for it).  Paths None: not available.
+    php-fpm gets one child more for it), or with several php-fpm backends a
+    balancer of one connection to each: it asks whichever is in service, so
+    /readyz holds while any answers.  Paths None: not available.
     """
 
     log = Logger()
 
-    def __init__(self, pool: FastCGIPool, *, status_path: Optional[str], ping_path: Optional[str], clock: Any) -> None:
+    def __init__(self, pool: Backend, *, status_path: Optional[str], ping_path: Optional[str], clock: Any) -> None:
         self.pool = pool
         self.status_path = status_path
         self.ping_path = ping_path

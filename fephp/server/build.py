@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 import time
 from typing import Any, Callable, Optional
 
@@ -50,6 +51,7 @@ __all__ = [
     "ParentServer",
     "SingleServer",
     "backend_specs",
+    "balancer_keeps",
     "build_backend",
     "build_balancer",
     "build_compression",
@@ -184,6 +186,23 @@ def backend_specs(config: Config, workers: int = 1) -> "list[BackendSpec]":
     ]
 
 
+def balancer_keeps(backend: Backend, old: Config, new: Config) -> bool:
+    """Whether a reload from *old* to *new* keeps *backend*, a balancer, and only tells it the new backend list.
+
+    So a reload that adds, drains or removes a php-fpm host keeps the
+    connections to the others and what the balancer knows of their health;
+    any other change to ``php`` or ``timeouts`` builds a new one.
+    """
+    if not isinstance(backend, Balancer) or not (new.php.backends or (new.php.fpm_socket and new.php.ping_path)):
+        return False
+    unlisted = {"fpm_socket": None, "backends": ()}
+    return (
+        replace(old.php, **unlisted) == replace(new.php, **unlisted)  # type: ignore[arg-type]
+        and old.timeouts == new.timeouts
+        and old.server.workers == new.server.workers
+    )
+
+
 def build_compression(config: Config) -> Optional[Compression]:
     """The response compression policy of ``compression``, or None when it is off."""
     c = config.compression
@@ -276,6 +295,20 @@ def build_fpm_status(config: Config, reactor: Any, socket_path: Optional[str]) -
     php = config.php
     if not config.admin.listen or php.mode == "php-cgi":
         return None
+    if php.backends:
+        # Several php-fpm: the admin side asks whichever is in service (one connection to each).
+        def admin_pool(spec: BackendSpec) -> FastCGIPool:
+            return FastCGIPool(
+                parse_client_endpoint(reactor, spec.address), clock=reactor, size=1,
+                connect_timeout=min(config.timeouts.connect, FPM_TIMEOUT), response_timeout=FPM_TIMEOUT,
+                idle_timeout=config.timeouts.idle, name=f"{spec.address} (admin)",
+            )
+
+        balancer = Balancer(
+            [BackendSpec(b.address, 1, 1, b.drain) for b in php.backends], admin_pool, clock=reactor,
+            queue_size=16, queue_timeout=FPM_TIMEOUT, connect_timeout=min(config.timeouts.connect, FPM_TIMEOUT),
+        )
+        return PHPFPMStatus(balancer, status_path=php.status_path, ping_path=php.ping_path, clock=reactor)
     if php.mode == "external":
         assert php.fpm_socket is not None
         endpoint = parse_client_endpoint(reactor, php.fpm_socket)
@@ -408,7 +441,10 @@ class SingleServer(MultiService):
                 started.append(new_managed)
                 # The new pool takes requests only once its php-fpm answers.
                 yield new_managed.ready()
-            if new_managed is not managed or pool_settings(config) != pool_settings(old):
+            retell = balancer_keeps(front.backend, old, config)
+            if retell:
+                backend = front.backend  # told its new backends below, once nothing can fail
+            elif new_managed is not managed or pool_settings(config) != pool_settings(old):
                 socket_path = new_managed.socket_path if new_managed is not None else None
                 backend, _ = build_backend(config, reactor, fpm_socket_path=socket_path)
             else:
@@ -447,6 +483,9 @@ class SingleServer(MultiService):
         if old_status is not None:
             old_status.close()
         front.shutdown_grace = config.server.shutdown_grace
+        if retell:
+            assert isinstance(backend, Balancer)
+            backend.reconfigure(backend_specs(config))
         self.reloads += 1
         retired = front.swap(app=app, site=site, backend=backend, listeners=listeners, php_fpm=new_managed)
         changed = [name for name in ("server", "php", "timeouts", "limits", "logging", "admin")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 import time
 from collections import Counter
@@ -304,3 +305,51 @@ def test_a_post_php_was_running_is_not_sent_to_another_host_when_its_host_dies(n
     assert not poster.is_alive()
     assert outcome == [502]
     assert log.read_text().split() == ran  # once, on the host that died
+
+
+def test_a_reload_adds_a_host_and_drains_one_under_load_without_a_failure(network: Network, start_fpm: Any, tmp_path: Path) -> None:
+    """SIGHUP with a third host added brings it traffic; SIGHUP with drain on the first sends it nothing new; no request fails."""
+    hosts = start_hosts(network, start_fpm, tmp_path, 2, 2, 2)
+    listed = [{"address": h.listen, "pool_size": 2} for h in hosts]
+    front = Front(network.root, tmp_path / "front", php={"backends": listed[:2]}).start()
+    load = HTTPLoad(network, front.address, "/who.php?ms=20", total=50000, concurrency=4, timeout=10, within=120,
+                    keep_alive=True).start()
+    wait_until(lambda: load.completed >= 40, "40 answers before the first reload")
+    pids = host_pids(hosts)
+    front.reload(php={"backends": listed})
+    front.wait_log("reload: serving")
+    added_at = time.monotonic()
+    php3 = {pid for pid, name in pids.items() if name == "php3"}
+    wait_until(lambda: answered_by(load.outcomes(), php3, added_at), "an answer from the added host")
+    front.reload(php={"backends": [dict(listed[0], drain=True), *listed[1:]]})
+    front.wait_log("reload: serving", count=2)
+    drained_at = time.monotonic()
+    done = load.completed
+    wait_until(lambda: load.completed >= done + 60, "60 answers after the drain")
+    load.stop()
+    outcomes = load.wait()
+    assert len(outcomes) == load.started and [o for o in outcomes if not o.ok] == []
+    php1 = {pid for pid, name in pids.items() if name == "php1"}
+    assert answered_by(outcomes, php1, drained_at) == []
+    assert set(by_host([o for o in outcomes if o.started > drained_at], hosts, pids)) == {"php2", "php3"}
+    assert "drains: its requests in flight finish" in front.log_text()  # the balancer was told, not rebuilt
+
+
+def test_admin_status_names_every_backend_and_readyz_holds_while_one_answers(network: Network, start_fpm: Any, tmp_path: Path) -> None:
+    """/status lists each php-fpm backend with its state; /readyz answers 200 while any backend answers its ping, 503 once none does."""
+    hosts = start_hosts(network, start_fpm, tmp_path, 2, 2)
+    admin_port = 9100
+    front = Front(network.root, tmp_path / "front", php={"fpm_socket": [h.listen for h in hosts], "ping_path": PING},
+                  extra={"admin": {"listen": [f"tcp:{admin_port}:interface={network.root_address}"]}}).start()
+    admin = (network.root_address, admin_port)
+    network.wait_connectable(admin)
+    assert network.http_get(admin, "/readyz")[0] == 200
+    for _ in range(4):
+        assert network.http_get(front.address, "/who.php")[0] == 200
+    status = json.loads(network.http_get(admin, "/status")[1])
+    assert [b["name"] for b in status["backends"]] == [h.listen for h in hosts]
+    hosts[0].kill()
+    assert network.http_get(front.address, "/who.php")[0] == 200  # goes to the other
+    assert network.http_get(admin, "/readyz")[0] == 200
+    hosts[1].kill()
+    wait_until(lambda: network.http_get(admin, "/readyz")[0] == 503, "/readyz to say 503 with no php-fpm answering", within=10)

@@ -353,6 +353,23 @@ class BalancerTestCase(SynchronousTestCase):
         self.successResultOf(d1)
         self.successResultOf(closing)
 
+    def test_drain_serves_what_it_holds_then_closes(self) -> None:
+        """drain() (the old balancer of a reload) runs its waiting request too, and fires once both are answered and the pools closed."""
+        balancer = self.make(BackendSpec("a", pool_size=1))
+        d1 = self.run_one(balancer, "/1.php")
+        a = self.serve("a")
+        a.received()
+        d2 = self.run_one(balancer, "/2.php")
+        drained = balancer.drain()
+        a.respond()
+        self.successResultOf(d1)
+        self.assertEqual(a.script(), b"/2.php")
+        self.assertNoResult(drained)
+        a.respond()
+        self.successResultOf(d2)
+        self.successResultOf(drained)
+        self.assertIs(a.transport.disconnecting, True)
+
     # -- affinity ---------------------------------------------------------------------------------
 
     def test_session_cookie_keeps_a_session_on_one_backend(self) -> None:
