@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {round_no} {name:<10} {total / n:.2f} calls/req ({line})", file=sys.stderr, flush=True)
                 else:
                     group = [bench.fpm.pid] + kids
+                    front_pid = bench.fronts[name].proc.pid
+                    front0 = compare.group_cpu(front_pid, compare._proc_stats())[0]
                     cpu0, vol0, inv0 = cpu_and_switches(group)
                     started = time.monotonic()
                     load = ["h2load", "--h1", "-c", str(args.connections), "-D", str(int(args.duration))]
@@ -247,9 +249,11 @@ def main(argv: list[str] | None = None) -> int:
                     n = h2load(load_prefix + load + [url], args.duration + TOOL_SLACK)
                     elapsed = time.monotonic() - started
                     cpu1, vol1, inv1 = cpu_and_switches(group)
+                    front1 = compare.group_cpu(front_pid, compare._proc_stats())[0]
                     per = (cpu1 - cpu0) / n * 1e6
                     results[name].append(per)
-                    line = (f"{n / elapsed:8.0f} req/s, php-fpm {per:5.1f} us/req, "
+                    line = (f"{n / elapsed:8.0f} req/s, front {(front1 - front0) / n * 1e6:6.1f} us/req, "
+                            f"php-fpm {per:5.1f} us/req, "
                             f"{(vol1 - vol0) / n:.2f} voluntary + {(inv1 - inv0) / n:.2f} involuntary switches/req")
                     extra[name].append(line)
                     print(f"round {round_no} {name:<10} {line}", file=sys.stderr, flush=True)

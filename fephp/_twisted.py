@@ -33,6 +33,7 @@ __all__ = [
     "request_disconnected",
     "select_and_dispatch",
     "send_now",
+    "send_pieces_now",
 ]
 
 
@@ -51,14 +52,7 @@ def send_now(transport: Any, data: bytes) -> None:
     Relies on ``tcp.Connection._tempDataLen`` (bytes written since the last
     flush into ``dataBuffer``, in abstract.FileDescriptor since Twisted 8).
     """
-    if (
-        isinstance(transport, Connection)
-        and not transport.TLS
-        and not transport.dataBuffer
-        and not transport._tempDataLen
-        and not transport.disconnecting
-        and transport.connected
-    ):
+    if _can_send_now(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:
@@ -66,7 +60,49 @@ def send_now(transport: Any, data: bytes) -> None:
         if sent == len(data):
             return
         data = data[sent:]
-    transport.write(data)
+    # Twisted's buffer takes bytes only.
+    transport.write(data if type(data) is bytes else bytes(data))
+
+
+def _can_send_now(transport: Any) -> bool:
+    return bool(
+        isinstance(transport, Connection)
+        and not transport.TLS
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+        and not transport.disconnecting
+        and transport.connected
+    )
+
+
+def send_pieces_now(transport: Any, pieces: list[Any]) -> None:
+    """:func:`send_now` of the concatenation of *pieces* (bytes or memoryviews), without concatenating them.
+
+    With nothing queued, one ``sendmsg`` gathers the pieces in the kernel:
+    a large response goes from the FastCGI read to the client's socket
+    with no copy in Python.  Whatever the socket does not take is joined
+    into bytes (Twisted's buffer takes bytes only) and goes through
+    ``write()``; so does everything for any other transport.  Relies on
+    what :func:`send_now` relies on.
+    """
+    if _can_send_now(transport):
+        try:
+            sent = transport.socket.sendmsg(pieces)
+        except OSError:
+            sent = 0
+        if sent:
+            rest = []
+            for piece in pieces:
+                size = len(piece)
+                if sent >= size:
+                    sent -= size
+                    continue
+                rest.append(piece[sent:] if sent else piece)
+                sent = 0
+            if not rest:
+                return
+            pieces = rest
+    transport.write(b"".join(pieces))
 
 
 def channel_between_requests(channel: Any) -> bool:

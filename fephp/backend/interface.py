@@ -12,7 +12,9 @@ from typing import IO, Protocol, Sequence, Union
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 
-__all__ = ["Backend", "ResponseSink", "Params", "Body"]
+from ..fastcgi import Chunk
+
+__all__ = ["Backend", "ResponseSink", "Params", "Body", "Chunk"]
 
 #: The CGI environment, in the order it is sent.
 Params = Sequence[tuple[bytes, bytes]]
@@ -31,8 +33,12 @@ class ResponseSink(Protocol):
         keep up (a slow HTTP client) calls ``producer.pauseProducing()``.
         """
 
-    def stdout_received(self, data: bytes) -> None:
-        """A piece of the CGI response (headers, then body), never empty."""
+    def stdout_received(self, data: Chunk) -> None:
+        """A piece of the CGI response (headers, then body), never empty.
+
+        A long piece may be a read-only memoryview into the bytes read from
+        the backend (:data:`fephp.fastcgi.VIEW_FROM`); it stays valid.
+        """
 
     def stderr_received(self, data: bytes) -> None:
         """A piece of PHP's error output for this request."""

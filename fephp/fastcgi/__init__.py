@@ -20,7 +20,7 @@ from ._events import (
     Stdout,
     UnknownType,
 )
-from ._reader import MAX_PARAMS_LEN
+from ._reader import MAX_PARAMS_LEN, VIEW_FROM, Chunk
 from ._records import (
     HEADER_LEN,
     MAX_CONTENT_LEN,
@@ -41,6 +41,7 @@ __all__ = [
     "AbortRequest",
     "BeginFlags",
     "BeginRequest",
+    "Chunk",
     "ClientConnection",
     "Data",
     "EndRequest",
@@ -61,6 +62,7 @@ __all__ = [
     "Stdin",
     "Stdout",
     "UnknownType",
+    "VIEW_FROM",
     "decode_name_values",
     "encode_name_values",
     "encode_record",

@@ -127,7 +127,8 @@ class ClientConnection:
                     if request_id not in active:
                         raise ProtocolError(f"STDERR for unknown request id {request_id}")
                     if content:
-                        append(Stderr(request_id, content))
+                        # Log lines, rare and decoded: bytes, never a view.
+                        append(Stderr(request_id, bytes(content)))
                 elif rtype == _END_REQUEST:
                     if request_id not in active:
                         raise ProtocolError(f"END_REQUEST for unknown request id {request_id}")

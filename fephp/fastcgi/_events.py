@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._compat import SLOTS
+from ._reader import Chunk
 
 __all__ = [
     "Event",
@@ -33,8 +34,10 @@ class Event:
 
 @dataclass(frozen=True, **SLOTS)
 class Stdout(Event):
+    """A piece of the response; a long piece is a read-only memoryview into the bytes read (see RecordReader)."""
+
     request_id: int
-    data: bytes
+    data: Chunk
 
 
 @dataclass(frozen=True, **SLOTS)

@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from .._deferreds import Waiters
 from .._twisted import request_disconnected
 from ..backend.errors import BackendError
-from ..backend.interface import Backend
+from ..backend.interface import Backend, Chunk
 from ..cgi.environ import RequestFacts, build_env
 from ..cgi.response import CGIResponseError, HeadParser
 from ..cgi.routing import Script, StaticFile
@@ -60,7 +60,7 @@ class _PHPResponse:
     a chunk and a terminating chunk.
     """
 
-    __slots__ = ("_request", "_parser", "_producer", "_held", "_sendfile", "_handover", "_hints", "_route")
+    __slots__ = ("_request", "_parser", "_producer", "_held", "_sendfile", "_handover", "_hints", "_route", "_write_pieces")
 
     log = Logger()
 
@@ -78,23 +78,27 @@ class _PHPResponse:
         self._route = route
         self._parser: Optional[HeadParser] = HeadParser(max_head_size)
         self._producer: Optional[IPushProducer] = None
-        self._held: list[bytes] = []
+        self._held: list[Chunk] = []
         self._sendfile = sendfile
         #: (header, value) of an X-Sendfile or X-Accel-Redirect to act on: PHP's body is dropped.
         self._handover: Optional[tuple[bytes, bytes]] = None
+        # FrontRequest sends the held pieces without joining them (large
+        # pieces are memoryviews into the FastCGI reads); any other Request
+        # gets bytes.
+        self._write_pieces = getattr(request, "write_pieces", None)
 
     def response_started(self, producer: IPushProducer) -> None:
         self._producer = producer
         # The HTTP transport pauses the FastCGI connection when the client is slow.
         self._request.registerProducer(producer, True)
 
-    def stdout_received(self, data: bytes) -> None:
+    def stdout_received(self, data: Chunk) -> None:
         parser = self._parser
         if parser is None:
             if self._handover is None:
                 self._held.append(data)
             return
-        parsed = parser.feed(data)
+        parsed = parser.feed(data if type(data) is bytes else bytes(data))
         if parsed is None:
             return
         head, rest = parsed
@@ -106,7 +110,10 @@ class _PHPResponse:
         held = self._held
         if held:
             self._held = []
-            self._request.write(held[0] if len(held) == 1 else b"".join(held))
+            if self._write_pieces is not None:
+                self._write_pieces(held)
+            else:
+                self._request.write(b"".join(held))
 
     def _send_head(self, head: Any) -> None:
         self._parser = None

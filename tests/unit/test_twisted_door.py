@@ -58,6 +58,37 @@ def test_send_now_writes_through_other_transports() -> None:
     assert transport.value() == b"x"
 
 
+def test_send_pieces_now_gathers_bytes_and_views_in_one_send() -> None:
+    """Bytes and memoryview pieces reach the peer in order during the call, nothing queued."""
+    connection, peer = _connected_pair()
+    with connection.socket, peer:
+        body = b"0123456789" * 10
+        _twisted.send_pieces_now(connection, [b"head|", memoryview(body)[10:30], b"|tail"])
+        assert peer.recv(1000) == b"head|" + body[10:30] + b"|tail"
+        assert (connection.dataBuffer, connection._tempDataLen) == (b"", 0)
+
+
+def test_send_pieces_now_queues_what_the_socket_does_not_take_as_bytes() -> None:
+    """Past what the socket takes, the rest of the pieces queues joined into bytes, in order."""
+    connection, peer = _connected_pair()
+    with connection.socket, peer:
+        connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffers hold
+        _twisted.send_pieces_now(connection, [b"<", memoryview(big), b">"])
+        assert 0 < connection._tempDataLen < len(big) + 2
+        assert all(type(piece) is bytes for piece in connection._tempDataBuffer)
+        sent = len(big) + 2 - connection._tempDataLen
+        queued = b"".join(connection._tempDataBuffer)
+        assert (b"<" + big + b">")[sent:] == queued
+
+
+def test_send_pieces_now_writes_joined_bytes_through_other_transports() -> None:
+    """A transport that is not a plain TCP connection gets one write() of the joined bytes."""
+    transport = StringTransport()
+    _twisted.send_pieces_now(transport, [b"a", memoryview(b"bc")])
+    assert transport.value() == b"abc"
+
+
 def _channel() -> HTTPChannel:
     channel = HTTPChannel()
     channel.makeConnection(StringTransport())

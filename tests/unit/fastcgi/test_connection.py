@@ -29,6 +29,7 @@ from fephp.fastcgi import (
     Stdin,
     Stdout,
     UnknownType,
+    VIEW_FROM,
     encode_record,
 )
 from fephp.fastcgi._records import encode_end_request
@@ -66,8 +67,10 @@ def coalesce(events: Iterable[Event]) -> list[Event]:
             last = out[-1]
             assert isinstance(last, (Stdout, Stderr)) and isinstance(event, (Stdout, Stderr))
             if last.request_id == event.request_id:
-                out[-1] = type(event)(event.request_id, last.data + event.data)
+                out[-1] = type(event)(event.request_id, bytes(last.data) + bytes(event.data))
                 continue
+        if type(event) in (Stdout, Stderr):
+            event = type(event)(event.request_id, bytes(event.data))  # type: ignore[union-attr]
         out.append(event)
     return out
 
@@ -492,3 +495,30 @@ def test_idle_tracks_requests_partial_records_and_failure() -> None:
 FORBIDDEN_IMPORTS = {"twisted", "socket", "asyncio", "logging"}
 
 
+
+
+def test_long_stdout_parts_are_views_into_the_read_and_short_ones_bytes() -> None:
+    """A STDOUT part of VIEW_FROM bytes or more is a memoryview equal to the content (no copy); shorter parts and STDERR are bytes."""
+    client = ClientConnection()
+    client.begin_request(1, [])
+    server = ResponderConnection()
+    long_body = bytes(range(256)) * 40  # 10240 bytes
+    wire = (
+        server.stdout(1, b"short")
+        + server.stdout(1, long_body)
+        + server.stderr(1, b"e" * (VIEW_FROM + 1))
+        + server.end_request(1)
+    )
+    events = client.receive_data(wire)
+    kinds = [(type(e).__name__, type(e.data).__name__) for e in events[:3]]  # type: ignore[attr-defined]
+    assert kinds == [("Stdout", "bytes"), ("Stdout", "memoryview"), ("Stderr", "bytes")]
+    assert type(events[3]) is EndRequest
+    assert bytes(events[1].data) == long_body  # type: ignore[union-attr]
+    # A record cut by the end of a read: its long first part is a view too, the rest follows.
+    client = ClientConnection()
+    client.begin_request(1, [])
+    record = server.stdout(1, long_body)
+    first = client.receive_data(record[:8 + VIEW_FROM + 100])
+    rest = client.receive_data(record[8 + VIEW_FROM + 100:])
+    assert type(first[0].data) is memoryview  # type: ignore[union-attr]
+    assert bytes(first[0].data) + bytes(rest[0].data) == long_body  # type: ignore[union-attr]

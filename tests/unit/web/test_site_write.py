@@ -1,0 +1,60 @@
+"""FrontRequest.write_pieces: a response written as pieces (bytes and memoryviews) comes out as if joined."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from fephp.web.site import FrontSite
+
+
+class Pieces(Resource):
+    """Writes its body in two write_pieces calls of a bytes piece and a memoryview each."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> Any:
+        request.setHeader(b"content-type", b"text/plain")
+        body = memoryview(b"0123456789")
+        request.write_pieces([b"ab", body[2:5]])
+        request.write_pieces([body[:1], b"z"])
+        request.finish()
+        return NOT_DONE_YET
+
+
+def answer(head: bytes) -> bytes:
+    site = FrontSite(Pieces(), timeout=None, reactor=Clock())
+    site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
+    )
+    channel.makeConnection(transport)
+    channel.dataReceived(head)
+    return transport.value()
+
+
+def test_pieces_are_chunked_as_one_chunk_per_call() -> None:
+    """HTTP/1.1 without a length: each call is one chunk of the pieces' concatenation."""
+    out = answer(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"5\r\nab234\r\n2\r\n0z\r\n0\r\n\r\n"
+
+
+def test_pieces_of_an_http10_response_are_sent_as_they_are() -> None:
+    """Without chunking the pieces are the body bytes, in order."""
+    out = answer(b"GET /x HTTP/1.0\r\nHost: a\r\n\r\n")
+    assert out.partition(b"\r\n\r\n")[2] == b"ab2340z"
+
+
+def test_head_request_gets_no_body_from_pieces() -> None:
+    """HEAD: Twisted's rule holds, the pieces are not sent."""
+    out = answer(b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert out.endswith(b"\r\n\r\n")
