@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, cast
 
 from ._errors import ProtocolError
 from ._events import (
@@ -117,6 +117,7 @@ class ClientConnection:
             events: list[Event] = []
             append = events.append
             active = self._active
+            # Only STDOUT and STDERR are streamed: every other content is whole bytes.
             for rtype, request_id, content in records:
                 if rtype == _STDOUT:
                     if request_id not in active:
@@ -132,7 +133,7 @@ class ClientConnection:
                 elif rtype == _END_REQUEST:
                     if request_id not in active:
                         raise ProtocolError(f"END_REQUEST for unknown request id {request_id}")
-                    app_status, protocol_status = decode_end_request(content)
+                    app_status, protocol_status = decode_end_request(cast(bytes, content))
                     active.discard(request_id)
                     append(EndRequest(request_id, app_status, protocol_status))
                 elif rtype == RecordType.GET_VALUES_RESULT:
@@ -141,11 +142,11 @@ class ClientConnection:
                     if self._pending_get_values == 0:
                         raise ProtocolError("GET_VALUES_RESULT that answers no query")
                     self._pending_get_values -= 1
-                    append(GetValuesResult(dict(decode_name_values(content))))
+                    append(GetValuesResult(dict(decode_name_values(cast(bytes, content)))))
                 elif rtype == RecordType.UNKNOWN_TYPE:
                     if request_id != NULL_REQUEST_ID:
                         raise ProtocolError("UNKNOWN_TYPE with a non-zero request id")
-                    append(UnknownType(decode_unknown_type(content)))
+                    append(UnknownType(decode_unknown_type(cast(bytes, content))))
                 else:
                     raise ProtocolError(f"record type {rtype} is not one an application sends")
             return events

@@ -7,7 +7,7 @@ against.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, cast
 
 from ._errors import ProtocolError
 from ._events import (
@@ -54,7 +54,8 @@ class ResponderConnection:
 
     def receive_data(self, data: bytes) -> list[Event]:
         events: list[Event] = []
-        for rtype, request_id, content in self._reader.feed(data):
+        for rtype, request_id, part in self._reader.feed(data):
+            content = cast(bytes, part)  # no type is streamed on this side: every content is whole bytes
             if rtype == RecordType.BEGIN_REQUEST:
                 role, flags = decode_begin_request(content)
                 if request_id in self._requests:
