@@ -26,7 +26,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from .backend.protocol import FastCGIClientProtocol
-from .fastcgi import Event, Params, ResponderConnection
+from .fastcgi import Chunk, Event, Params, ResponderConnection
 
 __all__ = [
     "FakeEndpoint",
@@ -63,7 +63,7 @@ class RecordingSink:
         self.producer = producer
         self.calls.append(("started",))
 
-    def stdout_received(self, data: bytes) -> None:
+    def stdout_received(self, data: Chunk) -> None:
         self.stdout += data
         self.calls.append(("stdout", data))
         for pattern, d in list(self._waiting):

@@ -60,7 +60,7 @@ from .errors import (
     QueueTimeout,
     ResponseTimeout,
 )
-from .interface import Body, Params, ResponseSink
+from .interface import Body, Chunk, Params, ResponseSink
 from .pool import FastCGIPool, _tell
 
 __all__ = [
@@ -254,7 +254,7 @@ class _PingSink:
     def response_started(self, producer: IPushProducer) -> None:
         pass
 
-    def stdout_received(self, data: bytes) -> None:
+    def stdout_received(self, data: Chunk) -> None:
         if len(self.head) < 1024:  # enough for the head; the body is "pong"
             self.head += data
 
@@ -845,7 +845,7 @@ class _AffinitySink:
     def response_started(self, producer: IPushProducer) -> None:
         self._sink.response_started(producer)
 
-    def stdout_received(self, data: bytes) -> None:
+    def stdout_received(self, data: Chunk) -> None:
         head = self._head
         if head is None:
             self._sink.stdout_received(data)

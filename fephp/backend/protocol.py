@@ -51,7 +51,7 @@ from .errors import (
     RequestRejected,
     ResponseTimeout,
 )
-from .interface import Body, Params, ResponseSink
+from .interface import Body, Chunk, Params, ResponseSink
 
 __all__ = ["FastCGIClientProtocol", "BODY_CHUNK_SIZE", "PeerWatch"]
 
@@ -241,7 +241,7 @@ class _Discarding:
     def response_started(self, producer: IPushProducer) -> None:
         pass
 
-    def stdout_received(self, data: bytes) -> None:
+    def stdout_received(self, data: Chunk) -> None:
         pass
 
     def stderr_received(self, data: bytes) -> None:

@@ -232,6 +232,7 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         server_software=server.server_software,
         server_name=server.server_name,
         static_cache=config.static.cache,
+        memory_cache_size=config.static.memory_cache_size,
         sendfile=SendfileRoots(server.x_sendfile_roots) if server.x_sendfile_roots else None,
         early_hints=EarlyHints(server.early_hints_max_routes) if server.early_hints else None,
     )

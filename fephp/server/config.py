@@ -664,7 +664,11 @@ class _Validator:
 
     def static(self, data: dict[Any, Any]) -> StaticConfig:
         p = ("static",)
-        self.known(data, p, ("cache",))
+        self.known(data, p, ("cache", "memory_cache_size"))
+        d = StaticConfig()
+        memory = data.get("memory_cache_size", d.memory_cache_size)
+        if memory != 0:  # 0 switches the cache off
+            memory = self.size((*p, "memory_cache_size"), memory)
         rules = data.get("cache") or []
         if not isinstance(rules, list):
             raise self.error((*p, "cache"), f"must be a list of rules (prefix, cache_control, expires), not {_describe(rules)}")
@@ -686,7 +690,7 @@ class _Validator:
             if any(r.prefix == prefix for r in out):
                 raise self.error((*path, "prefix"), f"{prefix!r} has a rule already")
             out.append(CacheRule(prefix, control, expires))
-        return StaticConfig(tuple(out))
+        return StaticConfig(tuple(out), memory_cache_size=memory)
 
     def expires(self, path: Path, value: Any) -> "int | str":
         """nginx's ``expires``: seconds, a number with a unit (30d, 1y, -1), ``max`` or ``epoch``."""

@@ -189,6 +189,8 @@ class StaticConfig:
 
     #: Cache-Control and Expires by URL prefix; the longest matching prefix wins.
     cache: tuple[CacheRule, ...] = ()
+    #: Bytes of small static files (up to 128 KiB each) kept in memory; 0 for none.
+    memory_cache_size: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .errors import send_error
 from .hints import EarlyHints
 from .php import PHPHandler
 from .sendfile import SendfileRoots
-from .static import CacheHeaders, CacheRule, serve_static
+from .static import CacheHeaders, CacheRule, FileCache, serve_static
 
 __all__ = ["PHPApp"]
 
@@ -38,6 +38,7 @@ class PHPApp(Resource):
         server_name: Optional[str] = None,
         max_cgi_head_size: int = 64 * 1024,
         static_cache: "tuple[CacheRule, ...]" = (),
+        memory_cache_size: int = 0,
         sendfile: Optional[SendfileRoots] = None,
         early_hints: Optional[EarlyHints] = None,
     ) -> None:
@@ -45,6 +46,8 @@ class PHPApp(Resource):
         self.router = router
         #: Cache-Control and Expires for static files by URL prefix (``static.cache``).
         self.static_cache = CacheHeaders(static_cache, router.root) if static_cache else None
+        #: Small static files' bytes in memory (``static.memory_cache_size``; None when 0).
+        self.files = FileCache(memory_cache_size) if memory_cache_size > 0 else None
         self.server_software = server_software
         self.php = PHPHandler(
             backend,
@@ -81,7 +84,7 @@ class PHPApp(Resource):
             return self.php.run(request, route, query)  # type: ignore[arg-type]
         if kind is StaticFile:
             request.kind = "static"  # type: ignore[attr-defined]  # for the access log and the figures
-            return serve_static(request, route, cache=self.static_cache)  # type: ignore[arg-type]
+            return serve_static(request, route, cache=self.static_cache, files=self.files)  # type: ignore[arg-type]
         if kind is Redirect:
             location = route.location.encode("utf-8")  # type: ignore[union-attr]
             if query:

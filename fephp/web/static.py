@@ -24,7 +24,7 @@ from .errors import send_error
 
 from .._compat import SLOTS
 
-__all__ = ["CacheHeaders", "CacheRule", "PRECOMPRESSED_SUFFIXES", "SMALL_STATIC_FILE", "serve_static"]
+__all__ = ["CacheHeaders", "CacheRule", "FileCache", "PRECOMPRESSED_SUFFIXES", "SMALL_STATIC_FILE", "serve_static"]
 
 
 class _StaticFile(static.File):
@@ -125,6 +125,58 @@ class CacheHeaders:
             request.setHeader(b"cache-control", control)
 
 
+class FileCache:
+    """The bytes of small, hot static files, keyed by path, bounded in bytes (``static.memory_cache_size``).
+
+    A hit is revalidated against the router's ``stat`` of the same request
+    (modification time in nanoseconds and size): a file that changed is
+    read again, so no request ever gets older bytes than a read would
+    give, and a hit costs no system call beyond that ``stat`` (open, read
+    and close are spared).  Files up to :data:`SMALL_STATIC_FILE` are kept;
+    the least recently used go first when the bound is reached.
+    """
+
+    __slots__ = ("max_bytes", "_entries", "_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        # path -> (mtime_ns, size, data); insertion order is recency (a hit moves it last).
+        self._entries: dict[str, tuple[int, int, bytes]] = {}
+        self._bytes = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes of file content held."""
+        return self._bytes
+
+    def get(self, path: str, st: os.stat_result) -> Optional[bytes]:
+        """The cached content of *path* if it is still what *st* describes, else None (and it is dropped)."""
+        entries = self._entries
+        entry = entries.pop(path, None)
+        if entry is None:
+            return None
+        if entry[0] != st.st_mtime_ns or entry[1] != st.st_size:
+            self._bytes -= entry[1]
+            return None
+        entries[path] = entry  # now the most recently used
+        return entry[2]
+
+    def put(self, path: str, st: os.stat_result, data: bytes) -> None:
+        """Keep *data*, the content of *path* as *st* describes it, if it fits the bounds."""
+        size = len(data)
+        if size != st.st_size or size > SMALL_STATIC_FILE or size > self.max_bytes:
+            return
+        entries = self._entries
+        old = entries.pop(path, None)
+        if old is not None:
+            self._bytes -= old[1]
+        while self._bytes + size > self.max_bytes:
+            oldest = next(iter(entries))
+            self._bytes -= entries.pop(oldest)[1]
+        entries[path] = (st.st_mtime_ns, size, data)
+        self._bytes += size
+
+
 def _none_match(header: bytes, etag: bytes) -> bool:
     """Whether an If-None-Match list holds *etag* or ``*`` (weak comparison, RFC 9110 13.1.2)."""
     for tag in header.split(b","):
@@ -162,6 +214,7 @@ def serve_static(
     content_type: Optional[bytes] = None,
     as_get: bool = False,
     cache: Optional[CacheHeaders] = None,
+    files: Optional[FileCache] = None,
 ) -> Any:
     """Send a static file, with nginx's validators: ETag and Last-Modified.
 
@@ -174,7 +227,8 @@ def serve_static(
 
     *content_type* replaces the one of the file's extension; *as_get* serves
     any method but HEAD as GET (a file named by X-Sendfile, as nginx does);
-    *cache* adds the Cache-Control and Expires of the file's prefix.
+    *cache* adds the Cache-Control and Expires of the file's prefix;
+    *files* keeps small files' bytes in memory.
     """
     st = route.stat
     method = request.method
@@ -230,18 +284,24 @@ def serve_static(
         big.type = ctype.decode("latin-1")  # type: ignore[assignment]
         big.encoding = None  # File sets both or neither
         return big.render_GET(request)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except PermissionError:
-        return send_error(request, 403)
-    except OSError:  # gone since the router looked
-        return send_error(request, 404)
-    try:
-        data = b"" if method == b"HEAD" else os.read(fd, size)
-    except OSError:  # a directory now, or an I/O error
-        return send_error(request, 404)
-    finally:
-        os.close(fd)
+    data = files.get(path, st) if files is not None else None
+    if data is None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            return send_error(request, 403)
+        except OSError:  # gone since the router looked
+            return send_error(request, 404)
+        try:
+            data = b"" if method == b"HEAD" else os.read(fd, size)
+        except OSError:  # a directory now, or an I/O error
+            return send_error(request, 404)
+        finally:
+            os.close(fd)
+        if files is not None and method != b"HEAD":
+            files.put(path, st, data)
+    elif method == b"HEAD":
+        data = b""
     request.setHeader(b"content-type", ctype)
     request.setHeader(b"accept-ranges", b"bytes")
     if method == b"HEAD":

@@ -242,6 +242,9 @@ ERRORS = [
      "static.cache[1].prefix", 5, "'/s/' has a rule already"),
     ("static:\n  cache:\n    - prefix: /s/\n      max_age: 1\n", "static.cache[0].max_age", 4,
      "unknown key; expected one of: prefix, cache_control, expires"),
+    ("static:\n  memory_cache_size: -1\n", "static.memory_cache_size", 2, "must be more than zero bytes, not -1"),
+    ("static:\n  memory_cache_size: lots\n", "static.memory_cache_size", 2,
+     "must be a size in bytes (like 65536 or 64m), not 'lots'"),
     ("server:\n  x_sendfile_roots: [/nonexistent-fephp-folder]\n", "server.x_sendfile_roots[0]", 2,
      "the folder /nonexistent-fephp-folder does not exist"),
     ("server:\n  x_sendfile_roots: ['/=/x/']\n", "server.x_sendfile_roots[0]", 2, "must not be / (every file of the machine)"),
@@ -497,6 +500,15 @@ def test_static_cache_rules(site: Path) -> None:
             CacheRule("/n/", None, 90),
         )
     )
+
+
+def test_static_memory_cache_size(site: Path) -> None:
+    """static.memory_cache_size takes a size with a unit, 0 switches the cache off, and it defaults to 16 MiB."""
+    assert load_config(str(write(site, EXTERNAL))).static.memory_cache_size == 16 * 1024 * 1024
+    sized = load_config(str(write(site, EXTERNAL + "static:\n  memory_cache_size: 64m\n")))
+    assert sized.static.memory_cache_size == 64 * 1024 * 1024
+    off = load_config(str(write(site, EXTERNAL + "static:\n  memory_cache_size: 0\n")))
+    assert off.static.memory_cache_size == 0
 
 
 def test_x_sendfile_roots(site: Path) -> None:
