@@ -33,7 +33,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from .. import __version__
-from ..backend.interface import Backend
+from ..backend.interface import Backend, Chunk
 from .metrics import merge_pools, registry_for
 
 __all__ = [
@@ -73,7 +73,7 @@ class _Collect:
     def response_started(self, producer: Any) -> None:
         pass
 
-    def stdout_received(self, data: bytes) -> None:
+    def stdout_received(self, data: Chunk) -> None:
         if len(self.stdout) < 64 * 1024:  # php-fpm's status is a few hundred bytes
             self.stdout += data
 
