@@ -333,13 +333,18 @@ fastcgi_param  REDIRECT_STATUS    200;
 """
 
 
-def nginx_conf(tmp: str, port: int, sock: str, children: int, workers: str, name: str = "nginx") -> str:
+def nginx_conf(tmp: str, port: int, sock: str, children: int, workers: str, name: str = "nginx",
+               socks: list[str] | None = None) -> str:
     # One worker by default: the upstream keepalive cache is per worker, and
     # "auto" (2 here) would let two workers keep 2 x 8 idle connections to 8
     # children, so that a worker could wait for a child pinned by the other's
     # idle connection.  keepalive_requests are raised (defaults: 1000) so that
     # nginx, like fephp and Caddy, never closes a busy kept connection.
     # (The "nginx-auto" candidate passes its keepalive share as *children*.)
+    # Several pools (--only "2 backends"): nginx's defaults fail a request over
+    # on a connect error or timeout (fastcgi_next_upstream error timeout) and
+    # leave a failed server alone for fail_timeout=10s after max_fails=1.
+    servers = "\n        ".join(f"server unix:{path};" for path in (socks or [sock]))
     return f"""\
 worker_processes {workers};
 user root;
@@ -360,7 +365,7 @@ http {{
     scgi_temp_path {tmp}/{name}-scgi;
 
     upstream php {{
-        server unix:{sock};
+        {servers}
         keepalive {children};
         keepalive_timeout 1s;
         keepalive_requests 1000000;
@@ -427,6 +432,18 @@ def fephp_yaml(port: int, sock: str, children: int, use_fpm: bool) -> str:
     )
 
 
+def fephp_two_yaml(port: int, socks: list[str], per_pool: int) -> str:
+    """fephp over the two pools of the "2 backends" scenarios: one balancer, *per_pool* connections each."""
+    backends = ", ".join(f'{{address: "unix:path={sock}", pool_size: {per_pool}}}' for sock in socks)
+    return (
+        f'server: {{listen: ["tcp:{port}:interface=127.0.0.1"], root: "{DOCROOT}", index: [index.php], '
+        f"front_controller: /index.php, deny: [], server_software: fephp, shutdown_grace: 1}}\n"
+        f"php: {{backends: [{backends}], queue_size: 1024}}\n"
+        "timeouts: {connect: 1, response: 60, idle: 1, queue: 30}\n"
+        "logging: {access_log: null, level: warn}\n"
+    )
+
+
 def twistd_argv(python: str | None = None) -> list[str]:
     if python is not None:  # another interpreter (--pypy): its own twistd entry point
         return [python, "-c", "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"]
@@ -456,6 +473,8 @@ class Bench:
         self.sock = os.path.join(tmp, "fpm.sock")
         self.fronts: dict[str, Front] = {}
         self.fpm: subprocess.Popen[bytes] | None = None
+        #: The two pools of the "2 backends" scenarios: name -> (socket, argv, log, process).
+        self.pair: dict[str, tuple[str, list[str], str, subprocess.Popen[bytes]]] = {}
         self.server_prefix = ["taskset", "-c", "1"] if args.pin else []
         self.load_prefix = ["taskset", "-c", "0"] if args.pin else []
         self.env = dict(os.environ)
@@ -483,6 +502,78 @@ class Bench:
                    "-d", "opcache.validate_timestamps=0"]
         self.fpm = self.procs.start("php-fpm", self.server_prefix + php_fpm_argv(binary, conf) + opcache, log=log)
         wait_for_unix_socket(self.sock, self.fpm, log)
+
+    def start_fpm_pair(self) -> None:
+        """Two more php-fpm masters, ``a`` and ``b``, of half the children each, for the "2 backends" scenarios."""
+        binary = find_php("php-fpm")
+        if binary is None:
+            raise RuntimeError("php-fpm not found (apt-get install php8.2-fpm)")
+        for name in ("a", "b"):
+            sock = os.path.join(self.tmp, f"fpm-{name}.sock")
+            log = os.path.join(self.tmp, f"php-fpm-{name}.log")
+            conf = os.path.join(self.tmp, f"php-fpm-{name}.conf")
+            pool = PoolSpec(name=f"bench_{name}", listen=sock, max_children=self.per_pool())
+            with open(conf, "w") as f:
+                f.write(render_config([pool], pid_file=os.path.join(self.tmp, f"php-fpm-{name}.pid"), error_log=log))
+            argv = self.server_prefix + php_fpm_argv(binary, conf) + ["-d", "opcache.enable=1", "-d",
+                   "opcache.memory_consumption=64", "-d", "opcache.validate_timestamps=0"]
+            proc = self.procs.start(f"php-fpm-{name}", argv, log=log)
+            self.pair[name] = (sock, argv, log, proc)
+            wait_for_unix_socket(sock, proc, log)
+
+    def per_pool(self) -> int:
+        """Children (and connections) of each of the two pools: half of --children, so both together have as many."""
+        return max(1, self.args.children // 2)
+
+    def kill_pool_b(self) -> None:
+        """SIGKILL pool b's master and children, as a crash would."""
+        proc = self.pair["b"][3]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=STOP_TIMEOUT)
+
+    def restart_pool_b(self) -> None:
+        sock, argv, log, old = self.pair["b"]
+        self.procs.started.remove(("php-fpm-b", old))
+        if os.path.exists(sock):
+            os.unlink(sock)
+        proc = self.procs.start("php-fpm-b", argv, log=log)
+        self.pair["b"] = (sock, argv, log, proc)
+        wait_for_unix_socket(sock, proc, log)
+
+    def start_fephp_two(self) -> None:
+        port = free_port()
+        conf = os.path.join(self.tmp, "fephp-2b.yaml")
+        with open(conf, "w") as f:
+            f.write(fephp_two_yaml(port, [self.pair[n][0] for n in ("a", "b")], self.per_pool()))
+        log = os.path.join(self.tmp, "fephp-2b.log")
+        argv = twistd_argv() + ["-n", "--pidfile", os.path.join(self.tmp, "fephp-2b.pid"), "fephp", "--config", conf]
+        proc = self.procs.start("fephp-2b", self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
+        self.add_front("fephp-2b", port, proc, log)
+
+    def start_nginx_two(self) -> None:
+        port = free_port()
+        tmp = os.path.join(self.tmp, "nginx-2b")  # its own pid file and temp folders
+        os.makedirs(tmp, exist_ok=True)
+        with open(os.path.join(tmp, "fastcgi_params"), "w") as f:
+            f.write(PARAMS)
+        conf = os.path.join(tmp, "nginx.conf")
+        socks = [self.pair[n][0] for n in ("a", "b")]
+        with open(conf, "w") as f:
+            f.write(nginx_conf(tmp, port, socks[0], self.args.children, self.args.nginx_workers, socks=socks))
+        log = os.path.join(tmp, "nginx.log")
+        argv = ["nginx", "-p", tmp + "/", "-c", conf, "-e", os.path.join(tmp, "nginx-error.log"), "-g", "daemon off;"]
+        proc = self.procs.start("nginx-2b", self.server_prefix + argv, log=log)
+        self.add_front("nginx-2b", port, proc, log)
+
+    def php_groups(self, front: Front) -> list[int]:
+        """The php-fpm masters whose process groups serve *front*."""
+        if front.name.endswith("-2b"):
+            return [self.pair[n][3].pid for n in ("a", "b")]
+        assert self.fpm is not None
+        return [self.fpm.pid]
 
     def start_fephp(self, name: str, use_fpm: bool, python: str | None = None) -> None:
         port = free_port()
@@ -643,7 +734,6 @@ class Bench:
         return out
 
     def measure(self, scenario: "Scenario", front: Front, rss_samples: list[int] | None) -> dict[str, Any]:
-        assert self.fpm is not None
         before = _proc_stats()
         busy0 = busy_cpu_s()
         tool0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -657,6 +747,12 @@ class Bench:
                         rss_samples.append(value)
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
+        php_pids = self.php_groups(front)
+        killer = None
+        if scenario.kill_after:
+            # One of the two pools dies a while into the measurement.
+            killer = threading.Timer(scenario.kill_after, self.kill_pool_b)
+            killer.start()
         started = time.monotonic()
         try:
             if scenario.tool == "wrk":
@@ -671,19 +767,24 @@ class Bench:
             stop_sampling.set()
             if sampler is not None:
                 sampler.join(timeout=2)
+            if killer is not None:
+                killer.join()
         elapsed = time.monotonic() - started
         after = _proc_stats()
         busy1 = busy_cpu_s()
         tool1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         front_own0, front_reaped0 = group_cpu(front.proc.pid, before)
         front_own1, front_reaped1 = group_cpu(front.proc.pid, after)
-        fpm0, _ = group_cpu(self.fpm.pid, before)
-        fpm1, _ = group_cpu(self.fpm.pid, after)
+        # A killed pool's time leaves /proc with it: it counts nothing here (the kill
+        # scenario's php column undercounts), never less than nothing.
+        php_spent = 0.0
+        for pid in php_pids:
+            php_spent += max(0.0, group_cpu(pid, after)[0] - group_cpu(pid, before)[0])
         n = max(1, result["requests"])
         result["front_cpu_s"] = front_own1 - front_own0
         # php-cgi children are the front's own, reaped after each request: their
         # time shows in the front's cutime and counts as PHP's.
-        result["php_cpu_s"] = (fpm1 - fpm0) + (front_reaped1 - front_reaped0)
+        result["php_cpu_s"] = php_spent + (front_reaped1 - front_reaped0)
         result["front_us_per_req"] = result["front_cpu_s"] / n * 1e6
         result["php_us_per_req"] = result["php_cpu_s"] / n * 1e6
         result["wall_s"] = elapsed
@@ -774,6 +875,15 @@ class Scenario:
     streams: int = 1  # h2load: concurrent streams per connection
     fronts: tuple[str, ...] = ("fephp", "nginx", "nginx-auto", "caddy")
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    #: Seconds into each measurement at which pool b is killed (0: never); it is restarted after.
+    kill_after: float = 0.0
+
+
+#: The fronts of the "2 backends" scenarios.
+TWO_BACKENDS = ("fephp-2b", "nginx-2b")
+#: After a pool was killed and restarted: long enough for nginx's fail_timeout (10 s) and fephp's
+#: next check (at most 10 s after its last) to take it back.
+RECOVERY_S = 12.0
 
 
 #: The fronts of the TLS scenarios: the same servers on ssl: / "listen ... ssl http2" listeners.
@@ -797,6 +907,11 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         Scenario("h2 hello c=10 m=10", "/hello.php", 10, d, tool="h2load", streams=10, fronts=TLS_FRONTS),
         Scenario("https/1.1 hello c=10", "/hello.php", 10, d, tool="h2load-h1", fronts=TLS_FRONTS),
         Scenario("h2 static 1 KiB c=10 m=10", "/static.txt", 10, d, tool="h2load", streams=10, fronts=TLS_FRONTS),
+        # Two pools of half the children each, fephp's balancer beside nginx's upstream.
+        Scenario("2 backends hello c=64", "/hello.php", 64, d, fronts=TWO_BACKENDS),
+        Scenario("2 backends sleep50 c=64", "/sleep50.php", 64, d, fronts=TWO_BACKENDS),
+        Scenario("2 backends sleep50 c=64, b killed", "/sleep50.php", 64, d, fronts=TWO_BACKENDS,
+                 kill_after=round(d * 0.3, 1)),
     ]
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
@@ -814,7 +929,8 @@ def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
         by_front: dict[str, list[dict[str, Any]]] = {}
         for r in scenario.rounds:
             by_front.setdefault(r["front"], []).append(r)
-        nginx_rps = median([r["rps"] for r in by_front.get("nginx", by_front.get("nginx-tls", []))])
+        # The TLS scenarios compare with nginx on TLS, the "2 backends" ones with their own nginx.
+        nginx_rps = median([r["rps"] for r in by_front.get("nginx", by_front.get("nginx-tls", by_front.get("nginx-2b", [])))])
         nginx_auto_rps = median([r["rps"] for r in by_front.get("nginx-auto", [])])
         for front in scenario.fronts:
             runs = by_front.get(front, [])
@@ -966,6 +1082,10 @@ def main(argv: list[str] | None = None) -> int:
             bench.start_fephp("fephp-cgi", use_fpm=False)
         if any(set(TLS_FRONTS) & set(s.fronts) for s in scenario_list):
             bench.start_tls_fronts()
+        if any(set(TWO_BACKENDS) & set(s.fronts) for s in scenario_list):
+            bench.start_fpm_pair()
+            bench.start_fephp_two()
+            bench.start_nginx_two()
         bench.check()
         bench.warm_up()
         rss["idle_kib"] = rss_kib(bench.fronts["fephp"].proc.pid)
@@ -980,6 +1100,9 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(args.pause)
                     sample_rss = load_samples if (name == "fephp" and scenario.name == "hello c=64") else None
                     result = bench.measure(scenario, front, sample_rss)
+                    if scenario.kill_after:
+                        bench.restart_pool_b()
+                        time.sleep(RECOVERY_S)  # a harness pause: each front takes pool b back on its own schedule
                     result.update(front=name, round=round_no)
                     scenario.rounds.append(result)
                     done += 1

@@ -48,6 +48,8 @@ def test_every_scenario_has_both_nginx() -> None:
     for scenario in compare.scenarios(compare.parse_args(["--quick"])):
         if scenario.tool.startswith("h2load"):
             assert set(scenario.fronts) == set(compare.TLS_FRONTS) == {"fephp-tls", "nginx-tls"}, scenario.name
+        elif scenario.name.startswith("2 backends"):
+            assert set(scenario.fronts) == set(compare.TWO_BACKENDS) == {"fephp-2b", "nginx-2b"}, scenario.name
         else:
             assert {"nginx", "nginx-auto"} <= set(scenario.fronts), scenario.name
 
@@ -76,3 +78,21 @@ def test_parse_h2load(tmp_path) -> None:
     result = compare.parse_h2load(out, str(log))
     assert (result["rps"], result["requests"], result["errors"], result["non_2xx"]) == (2000.5, 20000, 5, 5)
     assert (result["p50_ms"], result["p99_ms"]) == (51.0, 100.0)
+
+
+def test_two_backend_fronts_balance_over_both_pools() -> None:
+    """nginx-2b's upstream and fephp-2b's backends name both pools; the kill scenario kills a while into its run."""
+    nginx = compare.nginx_conf("/t", 8080, "/t/a.sock", 8, "1", socks=["/t/a.sock", "/t/b.sock"])
+    assert "server unix:/t/a.sock;\n        server unix:/t/b.sock;\n        keepalive 8;" in nginx
+    fephp = compare.fephp_two_yaml(8081, ["/t/a.sock", "/t/b.sock"], 4)
+    assert 'backends: [{address: "unix:path=/t/a.sock", pool_size: 4}, {address: "unix:path=/t/b.sock", pool_size: 4}]' in fephp
+    scenarios = {s.name: s for s in compare.scenarios(compare.parse_args(["--only", "2 backends"]))}
+    assert [s.kill_after for s in scenarios.values()] == [0.0, 0.0, 3.0]
+    rows = compare.summarize([_two("2 backends hello c=64")])
+    assert [(r["front"], r["vs_nginx"]) for r in rows] == [("fephp-2b", 0.5), ("nginx-2b", 1.0)]
+
+
+def _two(name: str) -> Any:
+    scenario = compare.Scenario(name, "/hello.php", 64, 1.0, fronts=compare.TWO_BACKENDS)
+    scenario.rounds = [measured("fephp-2b", 1000.0), measured("nginx-2b", 2000.0)]
+    return scenario
