@@ -52,6 +52,10 @@ from fephp.process.fpmconfig import PoolSpec, php_fpm_argv, render_config  # noq
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BIG_SIZE = 1024 * 1024
+#: benchmarks/docroot/page.php's HTML page, uncompressed.
+PAGE_SIZE = 61505
+#: The compressed-HTML scenarios ask for gzip only, which every front has.
+GZIP = ("Accept-Encoding: gzip",)
 
 #: Bounds on every wait, so that a stuck server cannot hang the run.
 READY_TIMEOUT = 30.0
@@ -193,11 +197,18 @@ def wait_for_unix_socket(path: str, proc: subprocess.Popen[bytes], log: str) -> 
     raise RuntimeError(f"php-fpm did not listen on {path} within {READY_TIMEOUT:.0f} s; see {log}")
 
 
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 10.0, headers: tuple[str, ...] = ()) -> tuple[int, bytes]:
     # The TLS fronts use the run's own self-signed certificate.
     context = _unverified_tls() if url.startswith("https:") else None
+    request = urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in headers))
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            if response.headers.get("Content-Encoding") == "gzip":
+                import gzip
+
+                return response.status, gzip.decompress(response.read())
+            if headers and "Accept-Encoding" in headers[0]:
+                return response.status, b"(not gzipped)"
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -358,6 +369,12 @@ http {{
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
+    # As fephp's compression defaults (level 5, 512 bytes, Vary); only
+    # requests with Accept-Encoding (the "gzip" scenarios) are compressed.
+    gzip on;
+    gzip_comp_level 5;
+    gzip_min_length 512;
+    gzip_vary on;
     client_body_temp_path {tmp}/{name}-body;
     fastcgi_temp_path {tmp}/{name}-fastcgi;
     proxy_temp_path {tmp}/{name}-proxy;
@@ -411,6 +428,10 @@ def caddyfile(port: int, sock: str) -> str:
 http://127.0.0.1:{port} {{
 \tbind 127.0.0.1
 \troot * {DOCROOT}
+\tencode {{
+\t\tgzip 5
+\t\tminimum_length 512
+\t}}
 \tphp_fastcgi unix/{sock}
 \tfile_server
 }}
@@ -652,19 +673,24 @@ class Bench:
             "/sleep50.php": lambda b: b.startswith(b"slept"),
             "/": lambda b: b.startswith(b"fephp benchmark front controller"),
             "/opcache.php": lambda b: b == b"opcache on\n",
+            "/page.php": lambda b: len(b) == PAGE_SIZE,
         }
         for front in self.fronts.values():
             for path, ok in expect.items():
                 status, body = http_get(front.url + path)
                 if status != 200 or not ok(body):
                     raise RuntimeError(f"{front.name} {path}: status {status}, {len(body)} bytes: {body[:200]!r}")
+            # The compressed-HTML row measures gzip: every front must really send it.
+            status, body = http_get(front.url + "/page.php", headers=GZIP)
+            if status != 200 or len(body) != PAGE_SIZE:
+                raise RuntimeError(f"{front.name} /page.php with gzip: status {status}, {len(body)} bytes: {body[:80]!r}")
 
     def warm_up(self) -> None:
         """Compile every script into opcache and let every front open its connections."""
         for front in self.fronts.values():
             if front.name == "fephp-cgi":
                 continue
-            for path in ("/hello.php", "/big.php", "/static.txt", "/"):
+            for path in ("/hello.php", "/big.php", "/static.txt", "/", "/page.php"):
                 if front.url.startswith("https:"):
                     self.run_h2load(front.url + path, 8, 1.0, streams=1, h1=False)
                 else:
@@ -673,8 +699,11 @@ class Bench:
 
     # -- measure ----------------------------------------------------------
 
-    def run_wrk(self, url: str, connections: int, duration: float) -> dict[str, Any]:
-        argv = self.load_prefix + ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
+    def run_wrk(self, url: str, connections: int, duration: float, headers: tuple[str, ...] = ()) -> dict[str, Any]:
+        argv = self.load_prefix + ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+        for header in headers:
+            argv += ["-H", header]
+        argv.append(url)
         out = self.run_tool(argv, duration)
         result = parse_wrk(out)
         result["wrk_output"] = out  # kept in results.json, to check the parse
@@ -756,7 +785,7 @@ class Bench:
         started = time.monotonic()
         try:
             if scenario.tool == "wrk":
-                result = self.run_wrk(front.url + scenario.path, scenario.connections, scenario.duration)
+                result = self.run_wrk(front.url + scenario.path, scenario.connections, scenario.duration, scenario.headers)
             elif scenario.tool in ("h2load", "h2load-h1"):
                 result = self.run_h2load(front.url + scenario.path, scenario.connections, scenario.duration,
                                          streams=scenario.streams, h1=scenario.tool == "h2load-h1")
@@ -874,6 +903,8 @@ class Scenario:
     rps: float = 0.0
     streams: int = 1  # h2load: concurrent streams per connection
     fronts: tuple[str, ...] = ("fephp", "nginx", "nginx-auto", "caddy")
+    #: Request headers wrk adds (-H).
+    headers: tuple[str, ...] = ()
     rounds: list[dict[str, Any]] = field(default_factory=list)
     #: Seconds into each measurement at which pool b is killed (0: never); it is restarted after.
     kill_after: float = 0.0
@@ -896,8 +927,11 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     all_of_them = [
         Scenario("hello c=1", "/hello.php", 1, d, fronts=fronts),
         Scenario("hello c=10", "/hello.php", 10, d, fronts=fronts),
+        Scenario("hello gzip c=10", "/hello.php", 10, d, fronts=fronts, headers=GZIP),
         Scenario("hello c=64", "/hello.php", 64, d, fronts=fronts),
         Scenario("1 MiB c=10", "/big.php", 10, d, fronts=fronts),
+        Scenario("HTML 60 KB c=10", "/page.php", 10, d, fronts=fronts),
+        Scenario("HTML 60 KB gzip c=10", "/page.php", 10, d, fronts=fronts, headers=GZIP),
         Scenario("sleep50 c=64", "/sleep50.php", 64, d, fronts=fronts),
         Scenario("static 1 KiB c=64", "/static.txt", 64, d, fronts=fronts),
         Scenario("fe-php 100 rps c=10", "/", 10, args.fephp_duration, tool="fephp-bench", rps=100.0,
@@ -1155,7 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({
             "started_at": started_at, "command": command, "machine": facts, "settings": settings,
             "table": rows, "rss": rss,
-            "runs": [{"scenario": s.name, "path": s.path, "connections": s.connections, "tool": s.tool,
+            "runs": [{"scenario": s.name, "path": s.path, "headers": list(s.headers), "connections": s.connections, "tool": s.tool,
                       "duration_s": s.duration, "target_rps": s.rps or None, "rounds": s.rounds}
                      for s in scenario_list],
         }, f, indent=2)

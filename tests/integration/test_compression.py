@@ -268,3 +268,26 @@ async def test_precompressed_siblings(front, docroot):
     assert r.decoded() == js
     plain = await f.get("/static/app.js")
     assert (plain.header("content-encoding"), plain.body) == (None, js)
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_1_0_keep_alive_with_a_streamed_compressed_body_is_closed(front):
+    """An HTTP/1.0 keep-alive client gets a streamed gzip body delimited by the close (no chunking in 1.0)."""
+    f = await front()
+
+    def run() -> tuple[bytes, float]:
+        with socket.create_connection(("127.0.0.1", f.port), timeout=10) as s:
+            s.sendall(b"GET /stream.php?ms=100 HTTP/1.0\r\nConnection: keep-alive\r\nAccept-Encoding: gzip\r\n\r\n")
+            started = time.monotonic()
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out, time.monotonic() - started
+                out += chunk
+
+    raw, took = await deferToThread(run)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: gzip" in head and b"Transfer-Encoding" not in head
+    assert gzip.decompress(body) == b"first\nlast\n"
+    assert took < 5  # closed at the end, not kept until a timeout
