@@ -175,10 +175,11 @@ class _PHPResponse:
         target = self._sendfile.resolve(header, value)
         if isinstance(target, Refused):
             self.log.warn(
-                "{header} refused for {uri}: {reason}",
+                "[{request_id}] {header} refused for {uri}: {reason}",
                 header=header.decode("latin-1"),
                 uri=request.uri.decode("latin-1"),
                 reason=target.reason,
+                request_id=_request_id(request),
             )
             headers = request.responseHeaders
             for name in (b"content-type", *_BODY_HEADERS):

@@ -244,3 +244,21 @@ async def test_php_is_told_the_mapping_and_symfony_style_works(front, site):
     env = json.loads((await g.get("/env.php")).body)
     assert env["HTTP_X_SENDFILE_TYPE"] == "X-Sendfile" and "HTTP_X_ACCEL_MAPPING" not in env
     _is_the_file(await g.get("/sendfile.php?symfony=" + quote(str(site["private"] / "report.pdf"))), REPORT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refusal_is_logged_with_its_reason(front, site):
+    """A refused hand-over is one warn line naming the header, the URI and the reason, never the path's content."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        f = await front()
+        r = await f.hand("X-Sendfile", str(site["private"] / "link_out"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert r.status == 404
+    refused = [e for e in events if e.get("reason")]
+    assert [(e["log_level"], e["header"], e["reason"]) for e in refused] == [(LogLevel.warn, "x-sendfile", "resolves outside the roots")]
+    assert refused[0]["uri"].startswith("/sendfile.php?h=X-Sendfile")
