@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional, Sequence, TextIO
 
+from ..web.compress import AVAILABLE
 from .config import Config, ConfigError, load_config
 from .doctor import Finding
 
@@ -30,10 +31,21 @@ def _summary(config: Config) -> list[str]:
     lines = [f"  listen: {', '.join(config.server.listen)}"]
     if config.server.workers > 1:
         lines.append(f"  workers: {config.server.workers} processes sharing the listeners")
+    compression = config.compression
+    offered = [a for a in compression.algorithms if a in AVAILABLE]
+    if not compression.enabled:
+        compressed = "off"
+    else:
+        # zstd has no build for PyPy 3.9: say so, where the operator looks.
+        missing = [a for a in compression.algorithms if a not in AVAILABLE]
+        compressed = ", ".join(offered) + f" from {compression.min_size} bytes"
+        if missing:
+            compressed += f" ({', '.join(missing)} not available on this Python)"
     return lines + [
         f"  root: {config.server.root}",
         f"  php: {how}",
         f"  access log: {config.logging.access_log or 'off'}",
+        f"  compression: {compressed}",
     ]
 
 

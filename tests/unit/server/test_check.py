@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from fephp.server.check import check_config_main
+from fephp.web.compress import AVAILABLE
 from tests.support.configs import EXTERNAL, write
 
 
@@ -20,6 +21,7 @@ def test_check_config_ok(site: Path) -> None:
         f"  root: {site / 'public'}\n"
         "  php: php-fpm at 127.0.0.1:9000, up to 16 connections\n"
         "  access log: off\n"
+        f"  compression: {', '.join(AVAILABLE)} from 512 bytes\n"
     )
     assert err.getvalue() == ""
 
@@ -52,3 +54,14 @@ def test_check_config_names_every_backend(site: Path) -> None:
         "  php: 2 php-fpm backends: 10.0.0.2:9000 (weight 1, 4 connections), 10.0.0.3:9000 (weight 2, 8 connections, drains);"
         " sessions kept by cookie PHPSESSID\n"
     ) in out.getvalue()
+
+
+def test_check_config_names_compression(site: Path) -> None:
+    """check-config's summary says which codings are offered, or that compression is off."""
+    out = io.StringIO()
+    assert check_config_main(str(write(site, "compression:\n  enabled: false\n" + EXTERNAL)), out=out, err=io.StringIO()) == 0
+    assert out.getvalue().endswith("  compression: off\n")
+    out = io.StringIO()
+    text = "compression:\n  algorithms: [gzip]\n  min_size: 1k\n" + EXTERNAL
+    assert check_config_main(str(write(site, text)), out=out, err=io.StringIO()) == 0
+    assert out.getvalue().endswith("  compression: gzip from 1024 bytes\n")
