@@ -292,14 +292,13 @@ class FastCGIPool:
             proto.close()
         return None
 
-    def _acquire(self, fresh: bool) -> "Deferred[FastCGIClientProtocol]":
-        """A connection: an idle one unless *fresh*, else a new or released one."""
+    def _acquire(self) -> "Deferred[FastCGIClientProtocol]":
+        """A connection: an idle one, else a new or released one once it comes, waiting in the queue."""
         if self._closed:
             return fail(ConnectError("the pool is shutting down"))
-        if not fresh:
-            proto = self._take_idle()
-            if proto is not None:
-                return succeed(proto)
+        proto = self._take_idle()
+        if proto is not None:
+            return succeed(proto)
         if len(self._waiters) >= self.queue_size:
             return fail(PoolOverloaded(f"{len(self._waiters)} requests already wait for {self.name}"))
         now = self._clock.seconds()
@@ -325,7 +324,7 @@ class FastCGIPool:
         d.addCallbacks(self._connected, self._connect_failed)
 
     def _connect_now(self) -> "Deferred[FastCGIClientProtocol]":
-        """A new connection for one request of :meth:`try_request`, busy once made; ConnectError at once if it fails."""
+        """A new connection for one request (of :meth:`try_request`, or one sent again), busy once made; ConnectError at once if it fails."""
         self._connecting += 1
         d = self._endpoint.connect(self._factory)
         d.addTimeout(self.connect_timeout, self._clock)
@@ -345,6 +344,7 @@ class FastCGIPool:
             if failure.check(CancelledError):
                 return failure  # the caller gave up: not the backend's failure
             self._note_connect_failure(failure)
+            self._maybe_connect()
             self._capacity()
             return Failure(ConnectError(f"cannot connect to {self.name}: {self._last_error}"))
 
@@ -549,7 +549,7 @@ class _PooledRequest:
             pool.immediate += 1
             self._run(proto)
         else:
-            self._attempt(False)
+            self._attempt()
         return self.outer
 
     def _cancel(self, _: object) -> None:
@@ -557,16 +557,16 @@ class _PooledRequest:
         if self.current is not None:
             self.current.cancel()
 
-    def _attempt(self, fresh: bool) -> None:
+    def _attempt(self) -> None:
         pool = self.pool
         if self.direct:
-            proto = None if fresh else pool._take_idle()
+            proto = pool._take_idle()
             if proto is not None:
                 self._run(proto)
                 return
             self.current = pool._connect_now()
         else:
-            self.current = pool._acquire(fresh)
+            self.current = pool._acquire()
         self.current.addCallbacks(self._run, self._give_up)
 
     def _run(self, proto: FastCGIClientProtocol) -> None:
@@ -582,27 +582,29 @@ class _PooledRequest:
 
     def _done(self, result: object, proto: FastCGIClientProtocol, reused: bool) -> None:
         pool = self.pool
-        if not self.direct:
-            pool._release(proto)
-            self._settle(result, reused)
-            return
-        # try_request's: the balancer hears of the free connection only once a
-        # retry (if there is one) has taken its place, so the pool stays in size.
-        pool._release(proto, notify=False)
-        self._settle(result, reused)
-        pool._capacity()
-
-    def _settle(self, result: object, reused: bool) -> None:
-        pool = self.pool
         outer = self.outer
-        if outer.called:
+        # A request sent again takes the place of the connection it failed
+        # on, which is dead: a new one, connected before that one is let go,
+        # so the pool stays in size and the request does not queue behind
+        # others, nor land on another kept connection php-fpm may be closing.
+        resend = not outer.called and type(result) is Failure and self._resend(result.value, reused)  # type: ignore[attr-defined]
+        pool._release(proto, notify=not self.direct)
+        if self.direct:
+            # try_request's: the balancer hears of the free connection only
+            # once a resend (if any) has taken its place.
+            pool._capacity()
+        if outer.called or resend:
             return
         if type(result) is not Failure:
             outer.callback(result)  # type: ignore[arg-type]
             return
-        error = result.value  # type: ignore[attr-defined]
+        pool._count_error(result.value)  # type: ignore[attr-defined]
+        outer.errback(result)
+
+    def _resend(self, error: BaseException, reused: bool) -> bool:
+        """Send the request again on a new connection if should_retry says so; whether it did."""
         position = self.position
-        if should_retry(
+        if not should_retry(
             error,
             reused=reused,
             retried=self.retried,
@@ -610,19 +612,20 @@ class _PooledRequest:
             rewindable=position is not None,
             idempotent=_method(self.params) in IDEMPOTENT_METHODS,
         ):
-            assert position is not None
-            pool.log.debug("sending the request again: {error}", error=str(error))
-            if error.never_ran:
-                self.unread += 1
-            else:
-                self.retried = True
-            pool.retries += 1
-            if position >= 0:
-                self.body.seek(position)  # type: ignore[union-attr]
-            self._attempt(True)
-            return
-        pool._count_error(error)
-        outer.errback(result)
+            return False
+        assert position is not None and isinstance(error, BackendClosed)
+        pool = self.pool
+        pool.log.debug("sending the request again: {error}", error=str(error))
+        if error.never_ran:
+            self.unread += 1
+        else:
+            self.retried = True
+        pool.retries += 1
+        if position >= 0:
+            self.body.seek(position)  # type: ignore[union-attr]
+        self.current = pool._connect_now()
+        self.current.addCallbacks(self._run, self._give_up)
+        return True
 
     def _give_up(self, failure: Failure) -> None:
         if not self.outer.called and not failure.check(CancelledError):

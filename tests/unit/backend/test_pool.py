@@ -343,6 +343,29 @@ class PoolTestCase(SynchronousTestCase):
         self.assertEqual(sink.stdout, b"Content-Type: text/plain\r\n\r\ndone")
         self.assertEqual(sink.started, 1)
 
+    def test_a_request_sent_again_takes_a_new_connection_in_the_failed_ones_place(self) -> None:
+        """The resend goes on a new connection made for it, not on another kept one (php-fpm may be closing that too), and the pool stays in size."""
+        pool = self.make_pool(size=2)
+        firsts = [self.run_one(pool, f"/{i}.php")[0] for i in range(2)]
+        backends = [c.succeed() for c in self.endpoint.connects]
+        for backend in backends:
+            backend.respond()
+        for d in firsts:
+            self.successResultOf(d)
+        for backend in backends:
+            backend.received()
+        d, _ = self.run_one(pool, "/again.php")
+        used, other = (backends[1], backends[0]) if backends[1].script() == b"/again.php" else (backends[0], backends[1])
+        used.close()
+        self.assertEqual(len(self.endpoint.connects), 3)
+        self.assertEqual(other.received(), [])
+        stats = pool.stats()
+        self.assertEqual((stats["idle"], stats["connecting"]), (1, 1))
+        fresh = self.endpoint.last.succeed()
+        self.assertEqual(fresh.script(), b"/again.php")
+        fresh.respond()
+        self.assertEqual(self.successResultOf(d), 0)
+
     def test_post_on_a_kept_connection_closed_before_any_output_is_not_sent_again(self) -> None:
         """A POST whose kept connection closes before any output fails with BackendClosed: PHP may have run it."""
         pool = self.make_pool()
