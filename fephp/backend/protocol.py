@@ -604,11 +604,12 @@ class FastCGIClientProtocol(Protocol):
             request.deferred.errback(Failure(error))
 
     def _fail_connection(self, error: Exception) -> None:
-        self.log.warn("FastCGI protocol error from backend: {error}", error=str(error))
         self._broken = True
         request, self._request = self._request, None
         if request is not None and not request.abandoned:
-            self._finish(request, error)
+            self._finish(request, error)  # its caller logs it, with the request's URI
+        else:
+            self.log.warn("FastCGI protocol error from backend on a connection with no request waiting: {error}", error=str(error))
         self._abort_transport()
 
     def _abort_transport(self) -> None:
