@@ -289,6 +289,8 @@ def valid_host(host: bytes) -> bool:
 _BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
 #: Reason phrases of the 1xx responses fephp sends itself (RFC 8297 for 103).
 _INFORMATIONAL = {103: b"Early Hints"}
+#: Control bytes, DEL included (RFC 5234's CTL).
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 #: RFC 9110 5.6.2's token: a method or a header name.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: A request target as nginx takes it: printable ASCII and any byte above
@@ -614,6 +616,11 @@ class _Channel(http.HTTPChannel):
             # RFC 9112 2.2 (a bare LF) and 5.2 (obs-fold): either may be
             # read another way by another server on the path, such as a
             # folded Transfer-Encoding; nginx refuses both too.
+            self.refuse(400)
+            return
+        if request_line and _CONTROL.search(line):
+            # RFC 9112 3.2: no control byte (DEL included) in a request
+            # line; Twisted lets DEL through, the one-step parser does not.
             self.refuse(400)
             return
         if request_line and not line.isascii():
