@@ -23,6 +23,8 @@ from fephp.server.config import config_from_dict
 from fephp.web.compress import AVAILABLE
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
+from tests.support.h2client import H2Client
+from tests.support.tls import self_signed_pem
 
 try:
     import brotli
@@ -52,8 +54,18 @@ class Front:
     def port(self) -> int:
         return int(self.listening.getHost().port)
 
+    async def start_tls(self, pem: Path) -> int:
+        """An ssl: listener too (HTTP/2 by ALPN); its port."""
+        from twisted.internet.endpoints import serverFromString
+
+        self.tls = await serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}").listen(self.site)
+        return int(self.tls.getHost().port)
+
     async def stop(self) -> None:
         await self.listening.stopListening()
+        if getattr(self, "tls", None) is not None:
+            await self.tls.stopListening()
+        await self.site.close_connections()
         await self.pool.close()
 
     async def get(self, path: str, headers: Optional[dict[str, str]] = None, method: str = "GET") -> "Response":
@@ -291,3 +303,27 @@ async def test_http_1_0_keep_alive_with_a_streamed_compressed_body_is_closed(fro
     assert b"Content-Encoding: gzip" in head and b"Transfer-Encoding" not in head
     assert gzip.decompress(body) == b"first\nlast\n"
     assert took < 5  # closed at the end, not kept until a timeout
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_http2(front, docroot, tmp_path):
+    """Over HTTP/2 a PHP page and a CSS file come compressed in the preferred coding, with Vary, and decode."""
+    f = await front()
+    port = await f.start_tls(self_signed_pem(tmp_path))
+    plain = await f.get("/page.php")
+    css = (docroot / "static" / "style.css").read_bytes() * 40
+    (docroot / "static" / "site.css").write_bytes(css)
+    coding = AVAILABLE[0]
+
+    def run():  # type: ignore[no-untyped-def]
+        client = H2Client(port)
+        try:
+            headers = (("accept-encoding", f"gzip;q=0.5, {coding}"),)
+            return client.get("/page.php", headers), client.get("/static/site.css", headers)
+        finally:
+            client.close()
+
+    page, sheet = await deferToThread(run)
+    for r, body in ((page, plain.body), (sheet, css)):
+        assert (r.status, r.header("content-encoding"), r.header("vary")) == (200, [coding], ["Accept-Encoding"])
+        assert decode(coding, r.body) == body

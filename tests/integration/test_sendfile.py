@@ -24,6 +24,8 @@ from fephp.server.config import config_from_dict
 from fephp.web.errors import error_page
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
+from tests.support.h2client import H2Client
+from tests.support.tls import self_signed_pem
 
 pytestmark = pytest.mark.php
 
@@ -66,8 +68,18 @@ class Front:
         self.listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
         return self
 
+    async def start_tls(self, pem: Path) -> int:
+        """An ssl: listener too (HTTP/2 by ALPN); its port."""
+        from twisted.internet.endpoints import serverFromString
+
+        self.tls = await serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}").listen(self.site)
+        return int(self.tls.getHost().port)
+
     async def stop(self) -> None:
         await self.listening.stopListening()
+        if getattr(self, "tls", None) is not None:
+            await self.tls.stopListening()
+        await self.site.close_connections()
         await self.pool.close()
 
     async def get(self, target: str, headers: Optional[dict[str, str]] = None, method: str = "GET") -> Response:
@@ -262,3 +274,24 @@ async def test_a_refusal_is_logged_with_its_reason(front, site):
     refused = [e for e in events if e.get("reason")]
     assert [(e["log_level"], e["header"], e["reason"]) for e in refused] == [(LogLevel.warn, "x-sendfile", "resolves outside the roots")]
     assert refused[0]["uri"].startswith("/sendfile.php?h=X-Sendfile")
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_http2(front, site, tmp_path):
+    """Over HTTP/2 the handed-over file arrives whole (and by range), PHP's body never, the header never."""
+    f = await front()
+    port = await f.start_tls(self_signed_pem(tmp_path))
+    target = "/sendfile.php?h=X-Accel-Redirect&v=/protected/big.bin&type=application/octet-stream"
+
+    def run():  # type: ignore[no-untyped-def]
+        client = H2Client(port)
+        try:
+            assert client.alpn == "h2"
+            return client.get(target), client.get(target, (("range", "bytes=100-199"),))
+        finally:
+            client.close()
+
+    whole, part = await deferToThread(run)
+    assert whole.status == 200 and hashlib.sha256(whole.body).digest() == hashlib.sha256(BIG).digest()
+    assert whole.header("x-accel-redirect") == [] and PHP_BODY not in whole.body[:100]
+    assert (part.status, part.body) == (206, BIG[100:200])
