@@ -96,12 +96,17 @@ class Front:
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def start(self) -> "Front":
-        """Start fephp and return once its listener accepts."""
+        """Start fephp and return once its listener accepts (and, with server.workers, each worker process serves)."""
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile=", "fephp", "--config", str(self.config)]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.process = self.host.spawn(argv, log=self.log, env=env, cwd=self.workdir)
         self.host.network.wait_connectable(self.address, self.process, within=READY_WITHIN * 2)
+        workers = yaml.safe_load(self.config.read_text())["server"].get("workers", 1)
+        if workers > 1:
+            # The parent listens before its worker processes run: a connect
+            # succeeds into the backlog long before anyone answers it.
+            self.wait_log(" serving (pid ", within=READY_WITHIN * 2, count=workers)
         return self
 
     def reload(self, **sections: Any) -> None:
