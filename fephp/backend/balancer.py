@@ -108,15 +108,17 @@ def should_fail_over(error: BaseException, *, failed_over: bool, rewindable: boo
     Only when nothing of it can have reached PHP: the connect itself failed
     (:class:`ConnectError`), or php-fpm provably threw it away unread
     (``BackendClosed.never_ran``, which the pool's :func:`should_retry` has
-    already resent there as often as it does).  What the pool sent again on
-    a new connection by its own rule, then failed to connect, counts as the
-    pool's retry going on elsewhere.  Never twice (*failed_over*), and never
-    with a body that cannot be rewound.
+    already resent there as often as it does); or when the pool's
+    :func:`should_retry` would have sent it again on a new connection
+    (``BackendClosed.resendable``: an idempotent request whose kept
+    connection closed under it), which the pool leaves to the balancer so
+    that a request whose host just died goes to another.  Never twice
+    (*failed_over*), and never with a body that cannot be rewound.
     """
     if failed_over or not rewindable:
         return False
     if isinstance(error, BackendClosed):
-        return error.never_ran and not error.response_started
+        return (error.never_ran or error.resendable) and not error.response_started
     return isinstance(error, ConnectError)
 
 
@@ -717,7 +719,7 @@ class _BalancedRequest:
     """One request's way through the balancer: a backend, maybe the queue, maybe one failover."""
 
     __slots__ = (
-        "balancer", "params", "body", "sink", "position", "key", "pinned", "excluded",
+        "balancer", "params", "body", "sink", "position", "key", "pinned", "excluded", "failed_over",
         "outer", "current", "since", "timer",
     )
 
@@ -735,6 +737,7 @@ class _BalancedRequest:
                 assert balancer._pin_cookie is not None
                 self.pinned = cookie_value(params, balancer._pin_cookie)
         self.excluded: Optional[_Member] = None  # the backend it failed on, once failed over
+        self.failed_over = False
         self.outer: Deferred[int] = Deferred(self._cancel)
         self.current: Optional[Deferred[int]] = None
         self.since: Optional[float] = None  # when it first waited in the queue
@@ -781,8 +784,8 @@ class _BalancedRequest:
         error = result.value  # type: ignore[attr-defined]
         position = self.position
         if (
-            should_fail_over(error, failed_over=self.excluded is not None, rewindable=position is not None)
-            and any(m is not member and not m.spec.drain for m in balancer._members)
+            should_fail_over(error, failed_over=self.failed_over, rewindable=position is not None)
+            and (isinstance(error, BackendClosed) or any(m is not member and not m.spec.drain for m in balancer._members))
         ):
             assert position is not None
             member.failed_over += 1
@@ -790,8 +793,12 @@ class _BalancedRequest:
                                name=member.name, error=str(error))
             if position >= 0:
                 self.body.seek(position)  # type: ignore[union-attr]
-            self.excluded = member
-            other = balancer._choose(self.key, member, self.pinned)
+            # Elsewhere; back to the same backend only when there is no other
+            # (its pool's own retry, as without a balancer).
+            alone = all(m is member or m.spec.drain for m in balancer._members)
+            self.excluded = None if alone else member
+            self.failed_over = True
+            other = balancer._choose(self.key, self.excluded, self.pinned)
             if other is not None:
                 self.run(other)
             else:

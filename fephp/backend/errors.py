@@ -50,6 +50,10 @@ class BackendClosed(BackendError):
         super().__init__(message)
         self.response_started = response_started
         self.never_ran = never_ran
+        #: Set by a pool that would have sent the request again itself
+        #: (:func:`fephp.backend.pool.should_retry`) but leaves that to the
+        #: balancer above it, which sends it to another backend.
+        self.resendable = False
 
 
 class BackendProtocolError(BackendError):

@@ -598,7 +598,9 @@ class _PooledRequest:
         if type(result) is not Failure:
             outer.callback(result)  # type: ignore[arg-type]
             return
-        pool._count_error(result.value)  # type: ignore[attr-defined]
+        error = result.value  # type: ignore[attr-defined]
+        if not getattr(error, "resendable", False):  # the balancer's to send again, not an error yet
+            pool._count_error(error)
         outer.errback(result)
 
     def _resend(self, error: BaseException, reused: bool) -> bool:
@@ -615,12 +617,18 @@ class _PooledRequest:
             return False
         assert position is not None and isinstance(error, BackendClosed)
         pool = self.pool
+        pool.retries += 1
+        if self.direct and not error.never_ran:
+            # try_request's (a balancer's): the kept connection may have died
+            # with its host, so the balancer sends the request again, to
+            # another backend when it has one.
+            error.resendable = True
+            return False
         pool.log.debug("sending the request again: {error}", error=str(error))
         if error.never_ran:
             self.unread += 1
         else:
             self.retried = True
-        pool.retries += 1
         if position >= 0:
             self.body.seek(position)  # type: ignore[union-attr]
         self.current = pool._connect_now()

@@ -194,6 +194,36 @@ class BalancerTestCase(SynchronousTestCase):
         stats = balancer.stats()["backends"]
         self.assertEqual((stats["a"]["state"], stats["b"]["state"]), ("up", "down"))  # the silent one is out
 
+    def test_a_get_whose_kept_connection_dies_goes_to_another_backend(self) -> None:
+        """A GET on a kept connection that closes before any output is sent once more, to the other backend, and answered."""
+        balancer = self.make(BackendSpec("a", weight=2), BackendSpec("b"))  # a while both are idle
+        d1 = self.run_one(balancer, "/1.php")
+        a = self.serve("a")
+        a.respond()
+        self.successResultOf(d1)
+        a.received()
+        d2 = self.run_one(balancer, "/2.php")  # on a's kept connection
+        self.assertEqual(a.script(), b"/2.php")
+        a.close()
+        self.assertEqual(self.connects("a"), 1)  # not to a again
+        b = self.serve("b")
+        self.assertEqual(b.script(), b"/2.php")
+        b.respond()
+        self.successResultOf(d2)
+        self.assertEqual(balancer.stats()["backends"]["a"]["failed_over"], 1)
+
+    def test_a_post_whose_kept_connection_dies_is_not_sent_again(self) -> None:
+        """A POST on a kept connection that closes before any output fails with 502: PHP may have run it."""
+        balancer = self.make(BackendSpec("a", weight=2), BackendSpec("b"))  # a while both are idle
+        d1 = self.run_one(balancer, "/1.php")
+        a = self.serve("a")
+        a.respond()
+        self.successResultOf(d1)
+        d2 = balancer.request([(b"SCRIPT_NAME", b"/pay.php"), (b"REQUEST_METHOD", b"POST")], b"x", RecordingSink())
+        a.close()
+        self.failureResultOf(d2, BackendClosed)
+        self.assertEqual((self.connects("a"), self.connects("b")), (1, 0))
+
     def test_a_hung_backend_holds_up_only_its_own_requests(self) -> None:
         """While one backend's request hangs, every new request goes to the other and is answered."""
         balancer = self.make(BackendSpec("a", pool_size=2), BackendSpec("b", pool_size=2), response_timeout=30.0)
@@ -396,12 +426,13 @@ class BalancerTestCase(SynchronousTestCase):
         backend.respond()
         self.successResultOf(first)
         self.assertEqual(backend.script(), b"/2.php")
-        backend.close()  # php-fpm goes away: the pool sends the GET again on a new connection...
-        self.endpoints[home].last.refuse()  # ...which is refused, so the session moves to the next backend
+        backend.close()  # php-fpm goes away under the kept connection: the GET goes to the next backend
         moved = self.serve(other)
         self.assertEqual(moved.script(), b"/2.php")
         moved.respond()
         self.successResultOf(second)
+        self.assertEqual(self.connects(home), 1)
+        self.endpoints[home].refusing = True  # the next connect finds it dead: out of service
         third = self.run_one(balancer, "/3.php", cookie="PHPSESSID=s1")
         self.assertEqual(moved.script(), b"/3.php")
         moved.respond()

@@ -637,7 +637,7 @@ class PoolTestCase(SynchronousTestCase):
         self.assertEqual(calls, [True, True, True])
 
     def test_stale_connection_retry_keeps_try_request_within_size(self) -> None:
-        """A retry after a stale kept connection takes the place it left before on_capacity is told, so size 1 stays one connection."""
+        """A resend after php-fpm threw a request away unread takes the place its connection left before on_capacity is told, so size 1 stays one connection."""
         pool = self.make_pool(size=1)
         d1 = pool.try_request(params("/1.php"), b"", RecordingSink())
         first = self.endpoint.last.succeed()
@@ -647,12 +647,31 @@ class PoolTestCase(SynchronousTestCase):
         assert d2 is not None
         taken: list[object] = []
         pool.on_capacity = lambda: taken.append(pool.try_request(params("/other.php"), b"", RecordingSink()))
-        first.close()
+        first.drain_and_close()  # pm.max_requests: never ran
         self.assertEqual(taken, [None, None])  # told twice (the end of the request, the closed connection), room neither time
         self.assertEqual(len(self.endpoint.connects), 2)
         second = self.endpoint.last.succeed()
         self.assertEqual(second.script(), b"/2.php")
         self.assertNoResult(d2)
+
+    def test_try_request_leaves_a_resend_on_a_stale_connection_to_its_caller(self) -> None:
+        """A GET whose kept connection closes under it fails try_request with BackendClosed marked resendable, and nothing connects again; a POST is not resendable."""
+        pool = self.make_pool(size=1)
+        d1 = pool.try_request(params("/1.php"), b"", RecordingSink())
+        first = self.endpoint.last.succeed()
+        first.respond()
+        self.successResultOf(d1)  # type: ignore[arg-type]
+        get = pool.try_request(params("/2.php"), b"", RecordingSink())
+        first.close()
+        error = self.failureResultOf(get, BackendClosed).value  # type: ignore[arg-type]
+        self.assertEqual((error.resendable, error.never_ran, len(self.endpoint.connects)), (True, False, 1))
+        d3 = pool.try_request(params("/3.php"), b"", RecordingSink())
+        again = self.endpoint.last.succeed()
+        again.respond()
+        self.successResultOf(d3)  # type: ignore[arg-type]
+        post = pool.try_request(params("/4.php", b"POST"), b"", RecordingSink())
+        again.close()
+        self.assertIs(self.failureResultOf(post, BackendClosed).value.resendable, False)  # type: ignore[arg-type]
 
     def test_drop_idle_closes_idle_connections_only(self) -> None:
         """drop_idle closes idle connections and leaves busy ones running."""
