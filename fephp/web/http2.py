@@ -234,9 +234,17 @@ class H2Connection(Protocol, TimeoutMixin):
         self._write_control()
         self._close()
 
+    def say_goodbye(self) -> None:
+        """GOAWAY with NO_ERROR and the last stream taken (RFC 9113 6.8): a server that stops says so."""
+        if not self._lost:
+            self._conn.close_connection()
+            self._write_control()
+
     def _close(self) -> None:
         transport = self.transport
         if transport is not None and not self._lost:
+            # A TLS transport does not close while a producer is registered.
+            transport.unregisterProducer()  # type: ignore[attr-defined]
             transport.loseConnection()
 
     # IPushProducer, for the transport: its buffer is full, or has room again.

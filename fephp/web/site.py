@@ -906,8 +906,14 @@ class FrontSite(server.Site):
             return succeed(None)
         d = self._all_closed.wait()
         for channel in list(self._channels):
+            h2 = getattr(channel, "_h2", None)
+            if isinstance(h2, H2Connection):
+                h2.say_goodbye()  # GOAWAY first: the client knows which requests were answered
             if channel.transport is not None:
-                channel.transport.loseConnection()
+                # The channel's loseConnection unregisters it (or the HTTP/2
+                # connection) as the transport's producer first: a TLS
+                # transport does not close while a producer is registered.
+                channel.loseConnection()
         return d
 
     def startFactory(self) -> None:  # noqa: N802 - Twisted's name

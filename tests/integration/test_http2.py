@@ -381,3 +381,28 @@ async def test_large_and_ranged_static_files(tls_front):
     assert (whole.status, hashlib.sha256(whole.body).digest()) == (200, hashlib.sha256(data).digest())
     assert (part.status, part.body, part.header("content-range")) == (206, data[1000:2000], ["bytes 1000-1999/3000000"])
     assert (head.status, head.body, head.header("content-length")) == (200, b"", ["3000000"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_sends_goaway(tls_front):
+    """At shutdown (the site's close_connections) an HTTP/2 client gets GOAWAY NO_ERROR before the connection closes."""
+    front = await tls_front()
+    client = await in_thread(H2Client, front.port)
+    try:
+        response = await in_thread(client.get, "/static/hello.txt")
+        assert response.status == 200
+        closing = front.site.close_connections()
+
+        def read_to_the_end() -> None:
+            try:
+                while True:
+                    client.read_once()
+            except ConnectionError:
+                pass  # the server closed it, after the GOAWAY
+
+        await in_thread(read_to_the_end)
+        assert client.goaway == 0  # NO_ERROR
+        client.close()  # as a client does on GOAWAY and the TLS close; the server's side then ends
+        await closing
+    finally:
+        client.close()

@@ -168,3 +168,14 @@ def test_too_many_resets_close_the_connection() -> None:
     terminated = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
     assert [e.error_code for e in terminated] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
     assert pair.transport.disconnecting
+
+
+def test_a_stopping_server_says_goaway() -> None:
+    """The site's close_connections sends GOAWAY (NO_ERROR, the last stream taken) before closing an HTTP/2 connection."""
+    pair = Pair()
+    stream = pair.get("/")
+    pair.exchange()
+    pair.server.say_goodbye()
+    events = pair.exchange()
+    (goaway,) = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert (goaway.error_code, goaway.last_stream_id) == (h2.errors.ErrorCodes.NO_ERROR, stream)
