@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import ssl
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from fephp.process.binaries import find_php
 from tests.support.daemon import answers, daemonize, get, wait_for
 from tests.support.load import HTTPLoad
 from tests.support.processes import free_port, processes_with, require_binary
+from tests.support.tls import self_signed_pem
 
 pytestmark = pytest.mark.php
 
@@ -159,3 +162,48 @@ def test_sigusr1_reopens_the_logs_after_logrotate(server: Server) -> None:
         assert get(server.url("/which.php?after=1"))[0] == 200
         time.sleep(0.2)
     assert "after=1" not in (server.tmp / "access.log.1").read_text()
+
+
+def test_a_reload_reads_the_tls_certificate_again(tmp_path: Path) -> None:
+    """An ssl: listener keeps its port across a reload and serves the certificate now in the file, not the one it started with."""
+    require_binary(find_php("php-fpm"), "php-fpm")
+    port = free_port()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    pem = tmp_path / "server.pem"
+    shutil.copy(self_signed_pem(tmp_path / "old"), pem)
+    root = _root(tmp_path, "A")
+    config = tmp_path / "fephp.yaml"
+    config.write_text(
+        f'server:\n  listen: ["ssl:{port}:interface=127.0.0.1:privateKey={pem}"]\n  root: {root}\n  shutdown_grace: 5\n'
+        "php:\n  worker_pool_size: 2\n"
+    )
+    pidfile = daemonize(tmp_path, config)
+    log = tmp_path / "fephp.log"
+    try:
+        wait_for(pidfile.exists, "the pidfile")
+        pid = int(pidfile.read_text())
+
+        def served() -> str:
+            return ssl.get_server_certificate(("127.0.0.1", port), timeout=10)
+
+        wait_for(lambda: _answers_tls(port), "the TLS listener")
+        before = served()
+        assert before.strip() in pem.read_text()
+        shutil.copy(self_signed_pem(tmp_path / "new"), pem)  # as certbot renews it, in place
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: "reload: serving the configuration" in log.read_text(), "the reload")
+        after = served()
+        assert after != before and after.strip() in pem.read_text()
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            wait_for(lambda: not pidfile.exists(), "the pidfile to go")
+
+
+def _answers_tls(port: int) -> bool:
+    try:
+        ssl.get_server_certificate(("127.0.0.1", port), timeout=2)
+        return True
+    except OSError:
+        return False
