@@ -688,7 +688,9 @@ class _Channel(http.HTTPChannel):
             # An HTTP/1.0 body without a length ends when the connection
             # does (RFC 9112 6.3); with one, the connection is kept.
             request = self.requests[0] if self.requests else None
-            if (
+            if b"close" in b",".join(headers.getRawHeaders(b"connection", ())).lower():
+                self.persistent = False  # a refusal that closes (FrontRequest._answer)
+            elif (
                 headers.hasHeader(b"content-length")
                 or code in (b"204", b"304")
                 or (request is not None and request.method == b"HEAD")

@@ -145,3 +145,19 @@ def test_pipelined_requests_after_a_fast_one_are_answered_in_order() -> None:
     out = transport.value()
     assert out.count(b"HTTP/1.1 200 OK") == 3
     assert out.index(b'"uri": "/1"') < out.index(b'"uri": "/2"') < out.index(b'"uri": "/3"')
+
+
+@pytest.mark.parametrize("bytewise", [False, True], ids=["one-step", "twisted"])
+def test_http10_keep_alive(bytewise: bool) -> None:
+    """HTTP/1.0 with Connection: keep-alive gets it back and a kept connection; a refusal that closes still closes."""
+    out, disconnecting, persistent = run(
+        b"GET /x HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n", bytewise=bytewise, calls=[]
+    )
+    head = out.partition(b"\r\n\r\n")[0]
+    assert b"\r\nConnection: keep-alive" in head and b"\r\nContent-Length: " in head
+    assert (disconnecting, persistent) == (False, True)
+    out, disconnecting, persistent = run(
+        b"GET /x HTTP/1.0\r\nHost: a\r\nHost: b\r\nConnection: keep-alive\r\n\r\n", bytewise=bytewise, calls=[]
+    )
+    assert out.startswith(b"HTTP/1.0 400 ") and b"keep-alive" not in out.partition(b"\r\n\r\n")[0]
+    assert (disconnecting, persistent) == (True, False)
