@@ -332,9 +332,6 @@ class FastCGIClientProtocol(Protocol):
         self.transport.bufferSize = READ_SIZE  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        request = self._request
-        if request is not None:
-            request.last_activity = self._clock.seconds()
         try:
             events = self._codec.receive_data(data)
         except ProtocolError as e:
@@ -377,6 +374,11 @@ class FastCGIClientProtocol(Protocol):
                 wrote.sink.flush()
             except Exception as e:  # noqa: BLE001 - as above
                 self._abandon(wrote, e)
+        request = self._request
+        if request is not None:
+            # Silence is counted from the end of our own work on the read
+            # (logging a stderr flood can take a while), not its start.
+            request.last_activity = self._clock.seconds()
 
     def readConnectionLost(self) -> None:  # noqa: N802 - Twisted's name (IHalfCloseableProtocol)
         """The backend sent its end of file: see whether it read the request in flight, then close."""

@@ -430,6 +430,23 @@ class ProtocolTestCase(SynchronousTestCase):
         self.clock.advance(8)
         self.assertNoResult(d)
 
+    def test_silence_counts_from_the_end_of_our_work_on_a_read(self) -> None:
+        """Time spent handling a read (logging a stderr flood) is not PHP's silence: the count starts once the read is handled."""
+        clock = self.clock
+
+        class Slow(RecordingSink):
+            def stderr_received(self, data: bytes) -> None:
+                super().stderr_received(data)
+                clock.advance(9)  # as long as the handling of this read took
+
+        self.sink = Slow()
+        d = self.start()
+        self.feed(backend.stderr(1, b"line\n" * 1000))
+        clock.advance(9.9)
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        self.failureResultOf(d, ResponseTimeout)
+
     def test_no_timeout_while_the_sink_is_paused(self) -> None:
         """A paused sink is a slow client: no timeout fires, however long it stays paused."""
         d = self.start()
