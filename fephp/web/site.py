@@ -271,6 +271,9 @@ class FrontRequest(server.Request):
             channel.writeSequence(pieces)
 
     def _answer(self, status: int) -> None:
+        channel = self.channel
+        if channel is not None:
+            channel.persistent = False  # type: ignore[attr-defined]  # the close the header announces
         self.write(send_error(self, status, {b"connection": b"close"}))
         self.finish()
 
@@ -289,6 +292,8 @@ def valid_host(host: bytes) -> bool:
 _BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
 #: Reason phrases of the 1xx responses fephp sends itself (RFC 8297 for 103).
 _INFORMATIONAL = {103: b"Early Hints"}
+#: What no line of a request head may hold.
+_NEVER_IN_A_LINE = re.compile(rb"[\r\n\x00]")
 #: Control bytes, DEL included (RFC 5234's CTL).
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 #: RFC 9110 5.6.2's token: a method or a header name.
@@ -612,10 +617,11 @@ class _Channel(http.HTTPChannel):
         if so_far + len(line) > self.totalHeadersSize:
             self.refuse(414 if request_line else 431)
             return
-        if b"\n" in line or (not request_line and line[:1] in (b" ", b"\t")):
-            # RFC 9112 2.2 (a bare LF) and 5.2 (obs-fold): either may be
-            # read another way by another server on the path, such as a
-            # folded Transfer-Encoding; nginx refuses both too.
+        if _NEVER_IN_A_LINE.search(line) or (not request_line and line[:1] in (b" ", b"\t")):
+            # RFC 9112 2.2 (a bare LF or CR) and 5.2 (obs-fold): either may
+            # be read another way by another server on the path, such as a
+            # folded Transfer-Encoding; nginx refuses both too.  NUL: RFC
+            # 9110 5.5.  (Twisted checks values itself only since 26.)
             self.refuse(400)
             return
         if request_line and _CONTROL.search(line):

@@ -84,6 +84,7 @@ REFUSED = [
     ("bare-lf-line-ends", b"GET /x HTTP/1.1\nHost: a\n\n", 400),
     ("bare-lf-in-a-head", b"GET /x HTTP/1.1\r\nHost: a\nX-Smuggled: 1\r\n\r\n", 400),
     ("nul-in-a-value", b"GET /x HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+    ("cr-in-a-value", b"GET /x HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n", 400),
     ("del-in-the-target", b"GET /x\x7fy HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("tab-in-the-target", b"GET /x\ty HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("bad-chunk-size", POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
