@@ -31,6 +31,11 @@ def _summary(config: Config) -> list[str]:
     lines = [f"  listen: {', '.join(config.server.listen)}"]
     if config.server.workers > 1:
         lines.append(f"  workers: {config.server.workers} processes sharing the listeners")
+    server = config.server
+    if any("ssl" in listener.split(":")[:2] for listener in server.listen):
+        lines.append("  http2: " + ("offered on the ssl: listeners" if server.http2 else "off (HTTP/1.1 only)"))
+    if server.trusted_proxies:
+        lines.append(f"  trusted proxies: {', '.join(server.trusted_proxies)} ({server.real_ip_header})")
     compression = config.compression
     offered = [a for a in compression.algorithms if a in AVAILABLE]
     if not compression.enabled:

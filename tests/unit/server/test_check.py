@@ -65,3 +65,18 @@ def test_check_config_names_compression(site: Path) -> None:
     text = "compression:\n  algorithms: [gzip]\n  min_size: 1k\n" + EXTERNAL
     assert check_config_main(str(write(site, text)), out=out, err=io.StringIO()) == 0
     assert out.getvalue().endswith("  compression: gzip from 1024 bytes\n")
+
+
+def test_check_config_names_http2_and_trusted_proxies(site: Path) -> None:
+    """With an ssl: listener the summary says whether HTTP/2 is offered; trusted proxies are listed with their header."""
+    from tests.support.tls import self_signed_pem
+
+    pem = self_signed_pem(site)
+    text = f"server:\n  listen: ['ssl:8443:privateKey={pem}']\n  trusted_proxies: [10.0.0.0/8, 'unix:']\n" + EXTERNAL
+    out = io.StringIO()
+    assert check_config_main(str(write(site, text)), out=out, err=io.StringIO()) == 0
+    assert "  http2: offered on the ssl: listeners\n  trusted proxies: 10.0.0.0/8, unix: (X-Forwarded-For)\n" in out.getvalue()
+    out = io.StringIO()
+    off = f"server:\n  listen: ['ssl:8443:privateKey={pem}']\n  http2: false\n" + EXTERNAL
+    assert check_config_main(str(write(site, off)), out=out, err=io.StringIO()) == 0
+    assert "  http2: off (HTTP/1.1 only)\n" in out.getvalue() and "trusted proxies" not in out.getvalue()
