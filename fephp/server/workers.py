@@ -84,7 +84,7 @@ REPLY_MARK = "\x1d"
 #: Seconds a worker has to answer ``figures`` before the scrape goes on without it.
 FIGURES_TIMEOUT = 2.0
 #: Seconds a new worker of a reload has to say ``ready``.
-READY_TIMEOUT = 30.0
+READY_TIMEOUT = 120.0
 
 
 def reply_record(kind: bytes, payload: Any) -> str:

@@ -102,15 +102,15 @@ def test_reload_under_load_drops_nothing(server: Server) -> None:
     masters_before = _managed_masters(server)
     workers_before = server.worker_pids()
     assert len(masters_before) == 1
-    load = HTTPLoad(None, ("127.0.0.1", server.port), "/which.php", total=20000, concurrency=4, timeout=10.0, within=90.0).start()
-    wait_for(lambda: load.completed >= 300, "the first 300 answers")
+    load = HTTPLoad(None, ("127.0.0.1", server.port), "/which.php", total=40000, concurrency=4, timeout=10.0, within=300.0).start()
+    wait_for(lambda: load.completed >= 300, "the first 300 answers", within=120)
     _config(server.config, server.port, _root(server.tmp, "B"), 3, server.workers)
     reloaded_at = time.monotonic()
     os.kill(server.pid, signal.SIGHUP)
-    wait_for(lambda: "reload: serving the configuration" in server.log.read_text(), "the reload to finish", within=60)
+    wait_for(lambda: "reload: serving the configuration" in server.log.read_text(), "the reload to finish", within=240)
     done_at = time.monotonic()
     seen_b = load.completed
-    wait_for(lambda: load.completed >= seen_b + 300, "300 answers after the reload")
+    wait_for(lambda: load.completed >= seen_b + 300, "300 answers after the reload", within=120)
     load.stop()
     outcomes = load.wait()
     assert len(outcomes) == load.started

@@ -41,7 +41,7 @@ def test_operator_signals_keep_fephp_running(tmp_path: Path, workers: int) -> No
             wait_for(lambda: line in log.read_text(), f"the {line!r} log line")
         assert children_of(pid) == before
         os.kill(pid, signal.SIGHUP)
-        wait_for(lambda: "reload: serving the configuration" in log.read_text(), "the reload", within=60)
+        wait_for(lambda: "reload: serving the configuration" in log.read_text(), "the reload", within=240)
         assert get(base + "/status.php") == (200, b"status body")
         assert pidfile.exists() and not zombie(pid)
         fpm = children_of(pid, "php-fpm: master")
