@@ -57,6 +57,11 @@ PAGE_SIZE = 61505
 #: The compressed-HTML scenarios ask for gzip only, which every front has.
 GZIP = ("Accept-Encoding: gzip",)
 
+#: fephp-pypy's young generation, as etc/fephp-pypy.service sets it: PyPy's
+#: default follows the cache size /proc/cpuinfo reports, a few hundred KB on
+#: virtual machines, where collections then take most of a large response's CPU.
+PYPY_GC_NURSERY = "32MB"
+
 #: Bounds on every wait, so that a stuck server cannot hang the run.
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -597,13 +602,17 @@ class Bench:
         return [self.fpm.pid]
 
     def start_fephp(self, name: str, use_fpm: bool, python: str | None = None) -> None:
+        env = self.env
+        if python is not None and "PYPY_GC_NURSERY" not in env:
+            # As etc/fephp-pypy.service runs it (see there and docs/performance.md).
+            env = dict(env, PYPY_GC_NURSERY=PYPY_GC_NURSERY)
         port = free_port()
         conf = os.path.join(self.tmp, f"{name}.yaml")
         with open(conf, "w") as f:
             f.write(fephp_yaml(port, self.sock, self.args.children, use_fpm))
         log = os.path.join(self.tmp, f"{name}.log")
         argv = twistd_argv(python) + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp", "--config", conf]
-        proc = self.procs.start(name, self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
+        proc = self.procs.start(name, self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
         self.add_front(name, port, proc, log)
 
     def start_nginx(self, name: str = "nginx", workers: str | None = None) -> None:
@@ -1177,6 +1186,8 @@ def main(argv: list[str] | None = None) -> int:
         "php_fpm_children": args.children, "nginx_workers": args.nginx_workers, "pause_s": args.pause,
         "pinned": args.pin,
     }
+    if args.pypy:
+        settings["pypy_gc_nursery"] = os.environ.get("PYPY_GC_NURSERY", PYPY_GC_NURSERY)
     rss_line = ", ".join(f"{k} {v}" for k, v in rss.items())
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(f"# fephp vs nginx vs Caddy ({started_at})\n\n")

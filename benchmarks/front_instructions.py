@@ -1,0 +1,154 @@
+"""fephp's user-space instructions per request, counted by callgrind: repeatable on a busy machine.
+
+Starts one php-fpm pool (as ``benchmarks/compare.py`` does) and one or more
+fephp processes under ``valgrind --tool=callgrind`` with instrumentation off.
+For each turn, a front's counters are zeroed and switched on
+(``callgrind_control``), ``h2load --h1 -n N -c C`` sends N requests, and the
+dump gives the instructions the whole fephp process ran for them (Python,
+Twisted, the C library; not the kernel).  Variants are given as
+``NAME=YAML`` (extra top-level config merged into the benchmark's) and run
+interleaved, so their ratio holds whatever else the machine does.
+
+    python3 benchmarks/front_instructions.py --path /hello.php
+    python3 benchmarks/front_instructions.py --path /static.txt \\
+        --variant 'cache=' --variant 'nocache=static: {memory_cache_size: 0}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import compare  # noqa: E402
+
+#: Bound on one callgrind_control call and one dump.
+CONTROL_TIMEOUT = 120.0
+
+
+def control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=CONTROL_TIMEOUT)
+
+
+def dump_total(pid: int, out_dir: str) -> int:
+    """Dump *pid*'s counters; the total instructions (Ir) of that dump."""
+    before = set(glob.glob(os.path.join(out_dir, f"cg.{pid}*")))
+    control("--dump", str(pid))
+    deadline = time.monotonic() + CONTROL_TIMEOUT
+    while time.monotonic() < deadline:
+        for path in set(glob.glob(os.path.join(out_dir, f"cg.{pid}*"))) - before:
+            with open(path, errors="replace") as f:
+                match = re.search(r"^(?:totals|summary):\s+(\d+)", f.read(), re.M)
+            if match:
+                return int(match.group(1))
+        time.sleep(0.2)
+    raise RuntimeError(f"no callgrind dump from {pid}")
+
+
+def h2load(url: str, requests: int, clients: int) -> int:
+    argv = ["h2load", "--h1", "-n", str(requests), "-c", str(clients), url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=CONTROL_TIMEOUT + requests / 20)
+    match = re.search(r"status codes: (\d+) 2xx", done.stdout)
+    if done.returncode != 0 or match is None or int(match.group(1)) != requests:
+        raise RuntimeError(f"{' '.join(argv)}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--path", default="/hello.php")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per turn (default 1000)")
+    parser.add_argument("--clients", type=int, default=1, help="h2load clients (default 1: sequential)")
+    parser.add_argument("--warmup", type=int, default=300, help="requests before counting (default 300)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--python", help="fephp's interpreter (default: this one)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=YAML",
+                        help="a fephp to compare: extra config merged into the benchmark's (default: one, 'fephp=')")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE",
+                        help="an environment variable for one variant's fephp (PYPY_GC_NURSERY=32MB...)")
+    args = parser.parse_args(argv)
+    if not (1 <= args.requests <= 100_000 and 1 <= args.rounds <= 20 and 0 <= args.warmup <= 100_000):
+        parser.error("requests 1..100000, rounds 1..20, warmup 0..100000")
+    variants = [v.split("=", 1) for v in (args.variant or ["fephp="])]
+    for tool in ("valgrind", "callgrind_control", "h2load"):
+        if shutil.which(tool) is None:
+            print(f"front_instructions: {tool} not found", file=sys.stderr)
+            return 2
+    tmp = tempfile.mkdtemp(prefix="fephp-cg-")
+    procs = compare.Processes()
+    bench = compare.Bench(argparse.Namespace(children=8, pin=False, nginx_workers="1"), tmp, procs)
+    counts: dict[str, list[float]] = {name: [] for name, _ in variants}
+    try:
+        bench.start_fpm()
+        python = os.path.abspath(args.python) if args.python else None
+        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
+                    "--smc-check=all-non-file", "--trace-children=yes", f"--callgrind-out-file={tmp}/cg.%p"]
+        for name, extra in variants:
+            port = compare.free_port()
+            conf = os.path.join(tmp, f"{name}.yaml")
+            with open(conf, "w") as f:
+                f.write(compare.fephp_yaml(port, bench.sock, 8, True) + (extra + "\n" if extra else ""))
+            log = os.path.join(tmp, f"{name}.log")
+            argv_ = valgrind + compare.twistd_argv(python) + ["-n", "--pidfile", "", "fephp", "--config", conf]
+            if argv_[len(valgrind)].endswith("twistd") and not python:
+                argv_[len(valgrind):len(valgrind) + 1] = [sys.executable, argv_[len(valgrind)]]
+            env = dict(bench.env)
+            for item in args.env:
+                owner, _, assignment = item.partition(":")
+                if owner == name:
+                    var, _, value = assignment.partition("=")
+                    env[var] = value
+            proc = procs.start(name, argv_, log=log, env=env, cwd=tmp)
+            bench.fronts[name] = compare.Front(name, f"http://127.0.0.1:{port}", proc, log)
+        for name, _ in variants:
+            front = bench.fronts[name]
+            deadline = time.monotonic() + 300  # valgrind starts Python slowly
+            while True:
+                try:
+                    if compare.http_get(front.url + args.path, timeout=10)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline or front.proc.poll() is not None:
+                    raise RuntimeError(f"{name} did not answer; see {front.log}:\n{compare.tail(front.log)}")
+                time.sleep(0.5)
+            if args.warmup:
+                h2load(front.url + args.path, args.warmup, args.clients)
+        for round_no in range(1, args.rounds + 1):
+            for name, _ in variants:
+                front = bench.fronts[name]
+                pid = str(front.proc.pid)
+                control("-z", pid)
+                control("--instr=on", pid)
+                n = h2load(front.url + args.path, args.requests, args.clients)
+                per = dump_total(front.proc.pid, tmp) / n  # before switching off, which drops the counts
+                control("--instr=off", pid)
+                counts[name].append(per)
+                print(f"round {round_no} {name:<12} {per:,.0f} instructions per request", file=sys.stderr, flush=True)
+    except (RuntimeError, subprocess.SubprocessError) as e:
+        print(f"front_instructions: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    first = statistics.median(counts[variants[0][0]])
+    for name, _ in variants:
+        med = statistics.median(counts[name])
+        print(f"{name:<12} median {med:,.0f} instructions per request ({med / first:.3f}x {variants[0][0]}); "
+              f"rounds {', '.join(f'{v:,.0f}' for v in counts[name])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
