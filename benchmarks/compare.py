@@ -975,6 +975,7 @@ def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
         # The TLS scenarios compare with nginx on TLS, the "2 backends" ones with their own nginx.
         nginx_rps = median([r["rps"] for r in by_front.get("nginx", by_front.get("nginx-tls", by_front.get("nginx-2b", [])))])
         nginx_auto_rps = median([r["rps"] for r in by_front.get("nginx-auto", [])])
+        caddy_rps = median([r["rps"] for r in by_front.get("caddy", [])])
         for front in scenario.fronts:
             runs = by_front.get(front, [])
             if not runs:
@@ -997,6 +998,8 @@ def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
                 "vs_nginx": rps / nginx_rps if nginx_rps == nginx_rps and nginx_rps > 0 else float("nan"),
                 "vs_nginx_auto": (rps / nginx_auto_rps if nginx_auto_rps == nginx_auto_rps and nginx_auto_rps > 0
                                   else float("nan")),
+                # The "ahead of Caddy in every row", at a glance.
+                "vs_caddy": rps / caddy_rps if caddy_rps == caddy_rps and caddy_rps > 0 else float("nan"),
             })
     return rows
 
@@ -1012,6 +1015,7 @@ COLUMNS = [
     ("load gen CPU µs/req", "tool_us_per_req", "{:.0f}"),
     ("vs nginx", "vs_nginx", "{:.2f}"),
     ("vs nginx auto", "vs_nginx_auto", "{:.2f}"),
+    ("vs Caddy", "vs_caddy", "{:.2f}"),
     ("errors", "errors", "{}"),
     ("other load", "other_cores", "{:.2f}"),
 ]

@@ -21,17 +21,18 @@ def measured(front: str, rps: float, tool_cpu_s: float = 0.5) -> dict[str, Any]:
 
 
 def test_rows_compare_with_both_nginx_and_give_the_load_generators_cpu() -> None:
-    """Each row has its ratio to nginx (one worker) and to nginx-auto, and the load generator's µs per request."""
+    """Each row has its ratio to nginx (one worker), to nginx-auto and to Caddy, and the load generator's µs per request."""
     scenario = compare.Scenario("hello c=10", "/hello.php", 10, 1.0)
     scenario.rounds = [measured("fephp", 2000.0), measured("nginx", 4000.0), measured("nginx-auto", 5000.0),
                        measured("caddy", 3000.0, tool_cpu_s=0.3)]
     rows = {row["front"]: row for row in compare.summarize([scenario])}
     assert set(rows) == {"fephp", "nginx", "nginx-auto", "caddy"}
     assert (rows["fephp"]["vs_nginx"], rows["fephp"]["vs_nginx_auto"]) == (0.5, 0.4)
+    assert (rows["fephp"]["vs_caddy"], rows["caddy"]["vs_caddy"]) == (2000.0 / 3000.0, 1.0)
     assert round(rows["caddy"]["tool_us_per_req"], 6) == 30.0
     table = compare.markdown_table(list(rows.values()))
     header = table.splitlines()[0]
-    for title in ("front CPU µs/req", "php-fpm CPU µs/req", "load gen CPU µs/req", "vs nginx", "vs nginx auto"):
+    for title in ("front CPU µs/req", "php-fpm CPU µs/req", "load gen CPU µs/req", "vs nginx", "vs nginx auto", "vs Caddy"):
         assert f"| {title} |" in header
 
 
