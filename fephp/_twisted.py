@@ -34,6 +34,7 @@ __all__ = [
     "select_and_dispatch",
     "send_now",
     "send_pieces_now",
+    "idle_socket",
 ]
 
 
@@ -73,6 +74,16 @@ def _can_send_now(transport: Any) -> bool:
         and not transport.disconnecting
         and transport.connected
     )
+
+
+def idle_socket(transport: Any) -> Any:
+    """The socket of *transport* when it is a plain TCP connection with nothing queued, else None.
+
+    For writing past Twisted's buffer (``os.sendfile``): only then do bytes
+    written to the socket keep their order with Twisted's.  Relies on what
+    :func:`send_now` relies on.
+    """
+    return transport.socket if _can_send_now(transport) else None
 
 
 def send_pieces_now(transport: Any, pieces: list[Any]) -> None:

@@ -741,6 +741,10 @@ class _Channel(http.HTTPChannel):
         lines.append(b"\r\n")
         send_now(self.transport, b"".join(lines))
 
+    def flush_head(self) -> None:
+        """Send a held response head now (before bytes that bypass the channel, such as a sendfile)."""
+        self._flush_head()
+
     def _flush_head(self) -> None:
         head = self._head
         if head is not None:

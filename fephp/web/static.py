@@ -1,8 +1,9 @@
 """Static files from fephp's side: served by fephp itself, with nginx's validators and types.
 
-A small file is read whole and sent with its head in one write; Range
-requests and large files go through Twisted's File and its producers,
-which read a chunk at a time.  Other methods than GET and HEAD get 405
+A small file is read whole (or taken from the memory cache) and sent with
+its head in one write; a large file over plain TCP goes out with
+``os.sendfile``; Range requests and the rest go through Twisted's File and
+its producers, which read a chunk at a time.  Other methods than GET and HEAD get 405
 with ``Allow: GET, HEAD`` (RFC 9110 15.5.6), as nginx refuses them.
 """
 
@@ -18,6 +19,7 @@ from twisted.web import static
 from twisted.web.http import NOT_MODIFIED, datetimeToString, stringToDatetime
 from twisted.web.server import NOT_DONE_YET, Request
 
+from .._twisted import idle_socket
 from ..cgi.routing import StaticFile
 from .compress import Compression, add_vary, weak_etag
 from .errors import send_error
@@ -47,6 +49,13 @@ class _StaticFile(static.File):
 #: one piece; larger files and Range requests go through Twisted's File and
 #: its producers, which read a chunk at a time.
 SMALL_STATIC_FILE = 128 * 1024
+
+#: The most one ``os.sendfile`` call sends of a large file: the reactor gets
+#: a turn between calls, so one big download does not hold up the others.
+SENDFILE_CHUNK = 1024 * 1024
+#: What goes through Twisted's buffer when the socket is full: enough for
+#: Twisted to wait for the socket and call the producer again once it drained.
+_QUEUED_CHUNK = 64 * 1024
 
 #: The file beside ``x`` that holds ``x`` in each content coding.
 PRECOMPRESSED_SUFFIXES = {"zstd": ".zst", "br": ".br", "gzip": ".gz"}
@@ -177,6 +186,94 @@ class FileCache:
         self._bytes += size
 
 
+class _Sendfile:
+    """A large file sent with ``os.sendfile``, from the page cache to the socket without a copy in Python.
+
+    A pull producer, as Twisted's own static producers: each
+    ``resumeProducing`` sends up to :data:`SENDFILE_CHUNK`.  When the socket
+    is full, one chunk is read and written through the request as usual:
+    Twisted buffers it, waits for the socket, and asks again once it drained.
+    Used only where the bytes on the socket are the file's own (a plain TCP
+    connection, nothing queued, no compression, no range, not HEAD).
+    """
+
+    def __init__(self, request: Request, fd: int, size: int) -> None:
+        self._request: Optional[Request] = request
+        self._fd = fd
+        self._offset = 0
+        self._size = size
+
+    def start(self) -> None:
+        request = self._request
+        assert request is not None
+        request.write(b"")  # the head (with its Content-Length), held by the channel...
+        flush = getattr(request.channel, "flush_head", None)
+        if flush is not None:
+            flush()  # ...and sent before the file's bytes go past it
+        request.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        request = self._request
+        if request is None:
+            return
+        left = self._size - self._offset
+        if left <= 0:
+            self._done()
+            return
+        sock = idle_socket(request.channel.transport)  # type: ignore[union-attr]
+        sent = 0
+        if sock is not None:
+            try:
+                sent = os.sendfile(sock.fileno(), self._fd, self._offset, min(SENDFILE_CHUNK, left))
+            except BlockingIOError:
+                sent = -1
+            except OSError:
+                self._abort()
+                return
+            if sent == 0:  # the file got shorter than its Content-Length: the client must see a cut
+                self._abort()
+                return
+        if sent > 0:
+            self._offset += sent
+            request.sentLength += sent  # type: ignore[attr-defined]
+            return  # Twisted calls again (a pull producer) while nothing is queued
+        # The socket is full, or Twisted holds bytes: queue a chunk behind them.
+        try:
+            chunk = os.pread(self._fd, min(_QUEUED_CHUNK, left), self._offset)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._abort()
+            return
+        self._offset += len(chunk)
+        request.write(chunk)
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        pass
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._close()
+
+    def _done(self) -> None:
+        request, self._request = self._request, None
+        self._close()
+        if request is not None:
+            request.unregisterProducer()
+            request.finish()
+
+    def _abort(self) -> None:
+        request, self._request = self._request, None
+        self._close()
+        if request is not None:
+            request.unregisterProducer()
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 def _none_match(header: bytes, etag: bytes) -> bool:
     """Whether an If-None-Match list holds *etag* or ``*`` (weak comparison, RFC 9110 13.1.2)."""
     for tag in header.split(b","):
@@ -278,6 +375,24 @@ def serve_static(
         request.setResponseCode(NOT_MODIFIED)
         request.write(b"")
         request.finish()
+        return NOT_DONE_YET
+    if (
+        size > SMALL_STATIC_FILE
+        and method == b"GET"
+        and not headers.hasHeader(b"range")
+        and (compression is None or coding is not None)  # the bytes sent are the file's own
+        and idle_socket(getattr(request.channel, "transport", None)) is not None
+    ):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            return send_error(request, 403)
+        except OSError:  # gone since the router looked
+            return send_error(request, 404)
+        request.setHeader(b"content-type", ctype)
+        request.setHeader(b"accept-ranges", b"bytes")
+        request.setHeader(b"content-length", b"%d" % size)
+        _Sendfile(request, fd, size).start()
         return NOT_DONE_YET
     if size > SMALL_STATIC_FILE or headers.hasHeader(b"range"):
         big = _StaticFile(path)

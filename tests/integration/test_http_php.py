@@ -290,6 +290,38 @@ async def test_static_file_whole_by_size(front, docroot, size):
     assert (response.code, body) == (304, b"")
 
 
+@pytest_twisted.ensureDeferred
+async def test_big_static_file_to_a_slow_reader_and_its_ranges(front, docroot):
+    """A big file (os.sendfile over plain TCP) reaches a client whose small socket buffer fills, byte for byte; a Range of it is a 206."""
+    from twisted.internet.threads import deferToThread
+
+    data = os.urandom(12 * 1024 * 1024 + 7)
+    (docroot / "static" / "big.bin").write_bytes(data)
+    f = await front()
+    port = f.port.getHost().port
+
+    def slow_get() -> bytes:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # before connect: a small window
+            s.settimeout(30)
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = bytearray()
+            while True:
+                chunk = s.recv(4096)  # small reads: fephp's sends meet a full socket again and again
+                if not chunk:
+                    return bytes(out)
+                out += chunk
+
+    raw = await deferToThread(slow_get)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Length: %d\r\n" % len(data) in head
+    assert (len(body), hashlib.sha256(body).digest()) == (len(data), hashlib.sha256(data).digest())
+    response, part = await f.get("/static/big.bin", headers={"Range": "bytes=5000000-5000009"})
+    assert (response.code, part) == (206, data[5000000:5000010])
+
+
 # -- bodies, forms, cookies, uploads ------------------------------------------------
 
 

@@ -82,6 +82,16 @@ def test_send_pieces_now_queues_what_the_socket_does_not_take_as_bytes() -> None
         assert (b"<" + big + b">")[sent:] == queued
 
 
+def test_idle_socket_only_for_a_plain_connection_with_nothing_queued() -> None:
+    """The socket is lent while Twisted holds nothing for it; not once bytes are queued, nor for other transports."""
+    connection, peer = _connected_pair()
+    with connection.socket, peer:
+        assert _twisted.idle_socket(connection) is connection.socket
+        connection.write(b"queued")
+        assert _twisted.idle_socket(connection) is None
+    assert _twisted.idle_socket(StringTransport()) is None
+
+
 def test_send_pieces_now_writes_joined_bytes_through_other_transports() -> None:
     """A transport that is not a plain TCP connection gets one write() of the joined bytes."""
     transport = StringTransport()
