@@ -13,7 +13,7 @@ import sys
 from twisted.application.service import Service
 from twisted.python import usage
 
-from .server.build import build_server
+from .server.running import build_server
 from .server.config import ConfigError, load_config
 from .server.logs import setup_logging
 from .server.reactor import install_if_free

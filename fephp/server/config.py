@@ -35,12 +35,12 @@ from .settings import (
     BackendConfig,
     CompressionConfig,
     Config,
-    StaticConfig,
     ConfigError,
     LimitsConfig,
     LoggingConfig,
     PHPConfig,
     ServerConfig,
+    StaticConfig,
     TimeoutsConfig,
 )
 

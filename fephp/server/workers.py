@@ -44,14 +44,14 @@ from typing import Any, Callable, Optional, Sequence, cast
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
 from .._deferreds import chained
 from ..process.supervisor import ChildProcess, SupervisedProcess
+from .listeners import Listener
 
 __all__ = [
     "COMMANDS",
@@ -101,7 +101,7 @@ def connections_per_worker(pool_size: int, workers: int) -> int:
     return max(1, pool_size // workers)
 
 
-class SharedListener(Service):
+class SharedListener(Listener):
     """One ``server.listen`` endpoint, bound by the parent and never accepted on there.
 
     It listens through the endpoint (so every option of the string applies:
@@ -111,31 +111,13 @@ class SharedListener(Service):
     """
 
     def __init__(self, reactor: Any, description: str) -> None:
-        self._reactor = reactor
-        self.description = description
-        self.port: Any = None
-
-    def privilegedStartService(self) -> None:  # noqa: N802 - Twisted's name
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:  # noqa: N802 - Twisted's name
-        super().startService()
-        self._listen()
+        super().__init__(reactor, description, Factory())
 
     def _listen(self) -> None:
-        if self.port is not None:
-            return
-        result: list[Any] = []
-        serverFromString(self._reactor, self.description).listen(Factory()).addBoth(result.append)
-        # Stream endpoints listen synchronously; a port that cannot be bound
-        # stops twistd with the error.
-        if not result:
-            raise RuntimeError(f"{self.description}: the endpoint did not listen at once")
-        if isinstance(result[0], Failure):
-            result[0].raiseException()
-        self.port = result[0]
-        self.port.stopReading()
+        if self.port is None:
+            super()._listen()
+            port: Any = self.port
+            port.stopReading()
 
     @property
     def fileno(self) -> int:
@@ -144,13 +126,6 @@ class SharedListener(Service):
     @property
     def family(self) -> int:
         return int(self.port.socket.family)
-
-    def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
-        super().stopService()
-        port, self.port = self.port, None
-        if port is None:
-            return succeed(None)
-        return port.stopListening() or succeed(None)
 
 
 class WorkerSupervisor(Service):

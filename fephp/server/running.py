@@ -1,0 +1,438 @@
+"""The server as it runs, from the operator's side: one serving process or the parent of worker processes, each reloadable.
+
+:func:`build_server` makes one of the two shapes for a configuration.  Both
+answer SIGHUP (:meth:`reload`: read and check the file again, build what
+changed with :mod:`fephp.server.build`'s functions, switch, or keep the
+running configuration when anything fails) and SIGUSR1 (:meth:`reopen_logs`),
+and both carry the admin listeners of ``admin.listen``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Callable, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
+from twisted.logger import Logger
+
+from ..backend.balancer import Balancer
+from ..process.phpfpm import ManagedPHPFPM
+from ..web.site import FrontSite
+from .admin import AdminSite, LocalView, PHPFPMStatus, backends_part, server_part
+from .build import (
+    admin_spare_children,
+    backend_specs,
+    balancer_keeps,
+    build_backend,
+    build_fpm_status,
+    build_front,
+    build_managed_php_fpm,
+    build_site,
+    managed_settings,
+    pool_settings,
+)
+from .config import Config, ConfigError, load_config
+from .listeners import Listener
+from .service import adopt, release
+from .workers import FIRST_LISTEN_FD, SharedListener, WorkersService, WorkerSupervisor, connections_per_worker
+
+__all__ = ["ParentServer", "SingleServer", "build_server"]
+
+
+def build_server(config: Config, config_text: Optional[str], reactor: Any) -> Service:
+    """The whole server for *config*: one serving process, or the parent of ``server.workers`` processes."""
+    if config.server.workers > 1:
+        return _build_workers_parent(config, config_text or "", reactor)
+    return SingleServer(config, config_text, reactor)
+
+
+class _Reloadable:
+    """What both shapes share: the configuration served, one reload at a time, php-fpm's status, the admin listeners.
+
+    A subclass says which configurations it cannot switch to without a
+    restart (:meth:`_refusal`) and how to switch (:meth:`_switch`, a
+    generator run by inlineCallbacks that returns whether it switched).
+    """
+
+    log = Logger()
+
+    def _init_reloadable(self, config: Config, config_text: Optional[str], reactor: Any, admin_site: AdminSite,
+                         managed: Optional[ManagedPHPFPM]) -> None:
+        self.config = config
+        self.config_text = config_text
+        self._reactor = reactor
+        self.reloads = 0
+        self._reloading = False
+        self.fpm_status: Optional[PHPFPMStatus] = build_fpm_status(config, reactor, _socket_of(managed))
+        self.admin_site = admin_site
+        self.admin: dict[str, Listener] = {}
+        for description in config.admin.listen:
+            listener = Listener(reactor, description, admin_site)
+            self.admin[description] = listener
+            listener.setServiceParent(self)  # type: ignore[arg-type]
+
+    def reload(self) -> "Deferred[bool]":
+        """SIGHUP: switch to the configuration in the file now, or keep this one; fires with whether it switched."""
+        if self._reloading:
+            self.log.warn("reload: SIGHUP received while a reload is under way; ignored")
+            return succeed(False)
+        self._reloading = True
+        d: Deferred[bool] = self._reload()
+
+        def done(result: Any) -> Any:
+            self._reloading = False
+            return result
+
+        return d.addBoth(done)
+
+    @inlineCallbacks
+    def _reload(self) -> Any:
+        loaded = self._read_config()
+        if loaded is None:
+            return False
+        config, text = loaded
+        refusal = self._refusal(config)
+        if refusal:
+            self.log.error("reload: {refusal}; keeping the running configuration", refusal=refusal)
+            return False
+        switched = yield self._switch(config, text)
+        return switched
+
+    def _read_config(self) -> "Optional[tuple[Config, Optional[str]]]":
+        """The configuration in the file now, or None (logged) when it does not load."""
+        path = self.config.source
+        try:
+            with open(path, encoding="utf-8") as f:
+                text: Optional[str] = f.read()
+        except (OSError, UnicodeDecodeError):
+            text = None  # load_config says why
+        try:
+            return load_config(path, text), text
+        except ConfigError as e:
+            self.log.error("reload: the configuration is not valid, keeping the running one: {error}", error=str(e))
+            return None
+
+    def _refusal(self, config: Config) -> Optional[str]:
+        raise NotImplementedError
+
+    def _switch(self, config: Config, text: Optional[str]) -> "Deferred[bool]":
+        raise NotImplementedError
+
+    @inlineCallbacks
+    def _new_php_fpm(self, config: Config, managed: Optional[ManagedPHPFPM], started: list[Service],
+                     children: Optional[int] = None) -> Any:
+        """The php-fpm *config* runs: *managed* if its settings are unchanged, else a new one, started and ready."""
+        if config.php.mode != "managed":
+            return None
+        if managed is not None and managed_settings(config) == managed_settings(self.config):
+            return managed
+        new = build_managed_php_fpm(config, self._reactor, children=children)
+        new.startService()
+        started.append(new)
+        # Nothing switches to it before its php-fpm answers.
+        yield new.ready()
+        return new
+
+    @inlineCallbacks
+    def _undo(self, error: Exception, started: list[Service]) -> Any:
+        """A reload failed half way: say why and stop what it started, newest first."""
+        self.log.error("reload: {error}; keeping the running configuration", error=str(error) or type(error).__name__)
+        for part in reversed(started):
+            yield part.stopService()
+        return False
+
+    def _serve(self, config: Config, text: Optional[str], managed: Optional[ManagedPHPFPM]) -> None:
+        """From now on *config* is the one served: php-fpm's status follows its php-fpm."""
+        self.config, self.config_text = config, text
+        self.reloads += 1
+        old_status = self.fpm_status
+        self.fpm_status = build_fpm_status(config, self._reactor, _socket_of(managed))
+        if old_status is not None:
+            old_status.close()
+
+    def _close_admin_and_status(self, result: Any) -> Any:
+        stops = [listener.stopService() for listener in self.admin.values()]
+        if self.fpm_status is not None:
+            stops.append(self.fpm_status.close())
+        return DeferredList(stops).addCallback(lambda _: result)
+
+
+def _socket_of(managed: Optional[ManagedPHPFPM]) -> Optional[str]:
+    return managed.socket_path if managed is not None else None
+
+
+def _managed(service: Any) -> Optional[ManagedPHPFPM]:
+    return service if isinstance(service, ManagedPHPFPM) else None
+
+
+class SingleServer(_Reloadable, MultiService):
+    """One serving process (a FrontService), its admin listeners, and its reload on SIGHUP.
+
+    :meth:`reload` reads the file again and builds what changed with the
+    same functions as at start: a new site always (a new root, routes, log
+    settings), a new pool when the php or timeouts settings changed, a new
+    managed php-fpm (started and ready before anything switches) when its
+    settings changed.  Unchanged listeners keep their sockets; requests in
+    flight finish on the old parts, which then close.  A configuration that
+    does not load changes nothing.
+    """
+
+    def __init__(self, config: Config, config_text: Optional[str], reactor: Any) -> None:
+        MultiService.__init__(self)
+
+        def listeners(site: FrontSite) -> list[Service]:
+            # A port that cannot be bound stops twistd with the error, instead
+            # of a server that runs and serves nothing.
+            return [Listener(reactor, description, site) for description in config.server.listen]
+
+        self.front = build_front(config, reactor, listeners)
+        self.front.setServiceParent(self)
+        view = LocalView(
+            self.front,
+            config=lambda: self.config,
+            config_text=lambda: self.config_text,
+            fpm=lambda: self.fpm_status,
+            reloads=lambda: self.reloads,
+        )
+        self.view = view
+        self._init_reloadable(config, config_text, reactor, AdminSite(view, reactor), _managed(self.front.php_fpm))
+
+    def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
+        d: Deferred[Any] = MultiService.stopService(self)
+
+        def close_status(result: Any) -> Any:
+            return self.fpm_status.close() if self.fpm_status is not None else result
+
+        return d.addBoth(close_status)
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: the access log opens its file anew."""
+        self.front.site.reopen_logs()
+
+    def _refusal(self, config: Config) -> Optional[str]:
+        if config.server.workers > 1:
+            return "server.workers cannot change from 1 without a restart"
+        return None
+
+    @inlineCallbacks
+    def _switch(self, config: Config, text: Optional[str]) -> Any:
+        old = self.config
+        reactor = self._reactor
+        front = self.front
+        managed = _managed(front.php_fpm)
+        started: list[Service] = []
+        try:
+            new_managed = yield self._new_php_fpm(config, managed, started)
+            retell = balancer_keeps(front.backend, old, config)
+            if retell:
+                backend = front.backend  # told its new backends below, once nothing can fail
+            elif new_managed is not managed or pool_settings(config) != pool_settings(old):
+                backend, _ = build_backend(config, reactor, fpm_socket_path=_socket_of(new_managed))
+            else:
+                backend = front.backend
+            app, site = build_site(config, reactor, backend)
+            current: dict[str, Any] = {getattr(l, "description", ""): l for l in front.listeners}
+            listeners: list[Any] = []
+            for description in config.server.listen:
+                listener = current.get(description)
+                if listener is None:
+                    listener = Listener(reactor, description, site)
+                    listener.startService()  # binds now: a port in use fails the reload here
+                    started.append(listener)
+                listeners.append(listener)
+            admin_new = []
+            for description in config.admin.listen:
+                if description not in self.admin:
+                    listener = Listener(reactor, description, self.admin_site)
+                    listener.startService()
+                    started.append(listener)
+                    admin_new.append(listener)
+        except Exception as e:
+            result = yield self._undo(e, started)
+            return result
+        # Nothing can fail from here on: switch.
+        for new_admin in admin_new:
+            self.admin[new_admin.description] = new_admin
+            adopt(self, new_admin)  # running already: joined without a second start
+        for description in [d for d in self.admin if d not in config.admin.listen]:
+            self.removeService(self.admin.pop(description))  # stops it
+        self._serve(config, text, new_managed)
+        front.shutdown_grace = config.server.shutdown_grace
+        if retell:
+            assert isinstance(backend, Balancer)
+            backend.reconfigure(backend_specs(config))
+        retired = front.swap(app=app, site=site, backend=backend, listeners=listeners, php_fpm=new_managed)
+        changed = [name for name in ("server", "php", "timeouts", "limits", "logging", "admin")
+                   if getattr(config, name) != getattr(old, name)]
+        self.log.info(
+            "reload: serving the configuration in {file} ({changed}){fpm}",
+            file=config.source,
+            changed=", ".join(changed) + " changed" if changed else "nothing changed",
+            fpm="; a new php-fpm took over" if new_managed is not managed else "",
+        )
+        retired.addErrback(lambda f: self.log.failure("reload: closing the previous configuration's parts", f))
+        return True
+
+
+def _children_for_workers(config: Config) -> int:
+    """The managed php-fpm's children with workers: the worker processes' connections together, and the admin side's."""
+    per_worker = connections_per_worker(config.php.worker_pool_size, config.server.workers)
+    return per_worker * config.server.workers + admin_spare_children(config)
+
+
+def _worker_argv(config: Config, listeners: "list[SharedListener]", managed: Optional[ManagedPHPFPM]) -> Callable[[int], list[str]]:
+    workers = config.server.workers
+
+    def argv(index: int) -> list[str]:
+        args = [
+            sys.executable, "-m", "fephp.server.worker",
+            "--config", config.source,
+            "--index", str(index),
+            "--workers", str(workers),
+            "--parent", str(os.getpid()),
+        ]
+        for i, listener in enumerate(listeners):
+            args += ["--listen", f"{FIRST_LISTEN_FD + i}:{listener.family}"]
+        if managed is not None:
+            args += ["--fpm-socket", managed.socket_path]
+        return args
+
+    return argv
+
+
+def _build_workers_parent(config: Config, config_text: str, reactor: Any) -> "ParentServer":
+    """The parent of ``server.workers`` processes: shared listeners, php-fpm for all, the supervisor."""
+    managed = build_managed_php_fpm(config, reactor, children=_children_for_workers(config)) if config.php.mode == "managed" else None
+    listeners = [SharedListener(reactor, description) for description in config.server.listen]
+    # Not systemd's variables: a worker is not the unit's main process.
+    env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET")}
+    supervisor = WorkerSupervisor(
+        reactor,
+        count=config.server.workers,
+        argv=_worker_argv(config, listeners, managed),
+        config_text=config_text,
+        listeners=listeners,
+        env=env,
+        stop_grace=config.server.shutdown_grace + 5.0,
+    )
+    return ParentServer(config, config_text, reactor, listeners, supervisor, managed)
+
+
+class _WorkersView:
+    """The admin side's figures in the parent: each worker's (asked over its pipe), php-fpm's (asked by the parent)."""
+
+    def __init__(self, parent: "ParentServer") -> None:
+        self._parent = parent
+        self.started = time.time()
+
+    def snapshot(self) -> "Deferred[dict[str, Any]]":
+        parent = self._parent
+        fpm = parent.fpm_status
+        status = fpm.status() if fpm is not None else succeed(None)
+        figures = parent.supervisor.ask_figures()
+
+        def merge(results: Any) -> dict[str, Any]:
+            (_, fpm_status), (_, processes) = results
+            config = parent.config
+            pools = [pool for p in processes for pool in p.get("pools", [])]
+            return {
+                "server": server_part(
+                    config, parent.config_text, self.started, "workers",
+                    reloads=parent.reloads, worker_restarts=parent.supervisor.restarts, workers=config.server.workers,
+                ),
+                "processes": processes,
+                "backends": backends_part(config, pools, fpm_status, parent.php_fpm),
+            }
+
+        both: Deferred[Any] = DeferredList([status, figures], consumeErrors=True)
+        return both.addCallback(merge)
+
+    def ready(self) -> "Deferred[tuple[bool, str]]":
+        parent = self._parent
+        if not parent.supervisor.pids:
+            return succeed((False, "no worker process runs"))
+        fpm = parent.fpm_status
+        if fpm is None:
+            return succeed((True, "php-cgi runs per request"))
+        return fpm.ping().addCallback(lambda ok: (ok, "php-fpm answers" if ok else "php-fpm does not answer its ping"))
+
+
+class ParentServer(_Reloadable, WorkersService):
+    """The parent of ``server.workers``: WorkersService, its admin listeners, and its reload on SIGHUP.
+
+    :meth:`reload` validates the file, binds new listeners (unchanged ones
+    keep their sockets), starts a new managed php-fpm when its settings
+    changed and waits until it is ready, then replaces the workers one at
+    a time (:meth:`WorkerSupervisor.replace`); the old php-fpm and the
+    listeners no longer configured close once the old workers are gone.
+    """
+
+    def __init__(self, config: Config, config_text: str, reactor: Any, listeners: "list[SharedListener]",
+                 supervisor: WorkerSupervisor, managed: Optional[ManagedPHPFPM]) -> None:
+        WorkersService.__init__(self, listeners, supervisor, managed)
+        self._init_reloadable(config, config_text, reactor, AdminSite(_WorkersView(self), reactor), managed)
+
+    def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
+        d: Deferred[Any] = WorkersService.stopService(self)
+        return d.addBoth(self._close_admin_and_status)
+
+    def reopen_logs(self) -> None:
+        self.supervisor.reopen_logs()
+
+    def _refusal(self, config: Config) -> Optional[str]:
+        if config.server.workers < 2 or config.admin.listen != self.config.admin.listen:
+            return "server.workers down to 1 and admin.listen need a restart with workers"
+        return None
+
+    @inlineCallbacks
+    def _switch(self, config: Config, text: Optional[str]) -> Any:
+        assert text is not None
+        reactor = self._reactor
+        managed = _managed(self.php_fpm)
+        started: list[Service] = []
+        current = {listener.description: listener for listener in self.listeners}
+        try:
+            new_managed = yield self._new_php_fpm(config, managed, started, children=_children_for_workers(config))
+            listeners = []
+            for description in config.server.listen:
+                listener = current.get(description)
+                if listener is None:
+                    listener = SharedListener(reactor, description)
+                    listener.startService()
+                    started.append(listener)
+                listeners.append(listener)
+        except Exception as e:
+            result = yield self._undo(e, started)
+            return result
+        self._serve(config, text, new_managed)
+        self.log.info("reload: replacing {count} workers one at a time", count=self.supervisor.count)
+        try:
+            yield self.supervisor.replace(
+                count=config.server.workers,
+                argv=_worker_argv(config, listeners, new_managed),
+                config_text=text,
+                listeners=listeners,
+            )
+        except Exception as e:
+            self.log.error("reload: {error}; the workers not yet replaced keep the previous configuration", error=str(e))
+        gone = [listener for listener in self.listeners if listener not in listeners]
+        self.listeners = listeners
+        for part in started:
+            if isinstance(part, SharedListener):
+                adopt(self, part)  # running already: joined without a second start
+        for old_listener in gone:
+            release(self, old_listener)
+            yield old_listener.stopService()
+        if new_managed is not managed:
+            if new_managed is not None:
+                adopt(self, new_managed)
+            self.php_fpm = new_managed
+            if managed is not None:
+                release(self, managed)
+                yield managed.stopService()
+        self.log.info("reload: serving the configuration in {file}", file=config.source)
+        return True
+
