@@ -443,14 +443,14 @@ http://127.0.0.1:{port} {{
 """
 
 
-def fephp_yaml(port: int, sock: str, children: int, use_fpm: bool) -> str:
+def fephp_yaml(port: int, sock: str, children: int, use_fpm: bool, root: str = DOCROOT) -> str:
     php = f'{{use_fpm: true, fpm_socket: "unix:path={sock}", worker_pool_size: {children}, queue_size: 1024}}'
     if not use_fpm:
         php = "{use_fpm: false}"
     # idle: 1 so that fephp's kept connections release their php-fpm children
     # soon after its turn (nginx's upstream keepalive_timeout is 1s likewise).
     return (
-        f'server: {{listen: ["tcp:{port}:interface=127.0.0.1"], root: "{DOCROOT}", index: [index.php], '
+        f'server: {{listen: ["tcp:{port}:interface=127.0.0.1"], root: "{root}", index: [index.php], '
         f"front_controller: /index.php, deny: [], server_software: fephp, shutdown_grace: 1}}\n"
         f"php: {php}\n"
         "timeouts: {connect: 5, response: 60, idle: 1, queue: 30}\n"
@@ -601,7 +601,7 @@ class Bench:
         assert self.fpm is not None
         return [self.fpm.pid]
 
-    def start_fephp(self, name: str, use_fpm: bool, python: str | None = None) -> None:
+    def start_fephp(self, name: str, use_fpm: bool, python: str | None = None, root: str = DOCROOT) -> None:
         env = self.env
         if python is not None and "PYPY_GC_NURSERY" not in env:
             # As etc/fephp-pypy.service runs it (see there and docs/performance.md).
@@ -609,7 +609,7 @@ class Bench:
         port = free_port()
         conf = os.path.join(self.tmp, f"{name}.yaml")
         with open(conf, "w") as f:
-            f.write(fephp_yaml(port, self.sock, self.args.children, use_fpm))
+            f.write(fephp_yaml(port, self.sock, self.args.children, use_fpm, root))
         log = os.path.join(self.tmp, f"{name}.log")
         argv = twistd_argv(python) + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp", "--config", conf]
         proc = self.procs.start(name, self.server_prefix + argv, log=log, env=env, cwd=self.tmp)

@@ -6,7 +6,10 @@ its docroot), then prints one table:
 1. RSS idle after a short warm-up;
 2. RSS with ``--idle-clients`` (default 1,000) keep-alive connections open,
    each having made one request, and again after they closed;
-3. RSS every ``--sample`` seconds through ``--minutes`` (default 5) of
+3. RSS after ``--cache-files`` (default 3,072) static files of 8 KiB, 24 MiB
+   in all, were each read twice: more than the static memory cache holds
+   (16 MiB by default), so the cache is full and evicting;
+4. RSS every ``--sample`` seconds through ``--minutes`` (default 5) of
    ``wrk -c64`` on hello.php: the first and the last minute's median and
    the maximum, to show whether it grows.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -28,9 +32,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from compare import Bench, Processes, parse_args, rss_kib  # noqa: E402
+from compare import DOCROOT, Bench, Processes, parse_args, rss_kib  # noqa: E402
 
 REQUEST = b"GET /hello.php HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+#: Size of each file of the cache phase (the cache takes files up to 128 KiB).
+CACHE_FILE_SIZE = 8192
 
 
 def open_idle_clients(port: int, count: int, deadline: float) -> list[socket.socket]:
@@ -51,6 +58,35 @@ def open_idle_clients(port: int, count: int, deadline: float) -> list[socket.soc
     return clients
 
 
+def make_docroot(tmp: str, files: int) -> str:
+    """benchmarks/docroot copied into *tmp*, plus *files* static files under /cache/."""
+    root = os.path.join(tmp, "docroot")
+    shutil.copytree(DOCROOT, root)
+    os.mkdir(os.path.join(root, "cache"))
+    for i in range(files):
+        with open(os.path.join(root, "cache", f"f{i}.txt"), "wb") as f:
+            f.write(os.urandom(CACHE_FILE_SIZE // 2).hex().encode())
+    return root
+
+
+def read_cache_files(port: int, files: int, rounds: int, deadline: float) -> None:
+    """Each of the cache phase's files fetched *rounds* times over one keep-alive connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for _ in range(rounds):
+            for i in range(files):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("reading the cache files took too long")
+                s.sendall(f"GET /cache/f{i}.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                answer = b""
+                while not _complete(answer):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise RuntimeError("the server closed a keep-alive connection")
+                    answer += chunk
+                if not answer.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"/cache/f{i}.txt: {answer[:40]!r}")
+
+
 def _complete(answer: bytes) -> bool:
     head, sep, body = answer.partition(b"\r\n\r\n")
     if not sep:
@@ -68,12 +104,14 @@ def mib(kib: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle-clients", type=int, default=1000)
+    parser.add_argument("--cache-files", type=int, default=3072, help="static files of 8 KiB read twice each")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples under load")
     parser.add_argument("--python", help="run fephp on this interpreter (e.g. .venv-pypy/bin/python)")
     own = parser.parse_args()
-    if not (1 <= own.idle_clients <= 10000 and 0.1 <= own.minutes <= 60 and 0.5 <= own.sample <= 60):
-        parser.error("--idle-clients 1..10000, --minutes 0.1..60, --sample 0.5..60")
+    if not (1 <= own.idle_clients <= 10000 and 0 <= own.cache_files <= 20000 and 0.1 <= own.minutes <= 60
+            and 0.5 <= own.sample <= 60):
+        parser.error("--idle-clients 1..10000, --cache-files 0..20000, --minutes 0.1..60, --sample 0.5..60")
 
     tmp = tempfile.mkdtemp(prefix="fephp-mem-")
     procs = Processes()
@@ -81,7 +119,9 @@ def main() -> int:
     rows: list[tuple[str, str]] = []
     try:
         bench.start_fpm()
-        bench.start_fephp("fephp", use_fpm=True, python=os.path.abspath(own.python) if own.python else None)
+        root = make_docroot(tmp, own.cache_files)
+        bench.start_fephp("fephp", use_fpm=True, python=os.path.abspath(own.python) if own.python else None,
+                          root=root)
         front = bench.fronts["fephp"]
         pid = front.proc.pid
         port = int(front.url.rsplit(":", 1)[1])
@@ -96,6 +136,12 @@ def main() -> int:
             s.close()
         time.sleep(2)
         rows.append(("after they closed", mib(rss_kib(pid) or 0)))
+
+        if own.cache_files:
+            read_cache_files(port, own.cache_files, 2, time.monotonic() + 300)
+            time.sleep(1)
+            total = own.cache_files * CACHE_FILE_SIZE / 2**20
+            rows.append((f"after {own.cache_files} static files ({total:.0f} MiB) read twice each", mib(rss_kib(pid) or 0)))
 
         duration = own.minutes * 60
         samples: list[tuple[float, int]] = []
