@@ -17,6 +17,7 @@ from typing import Any, Optional
 from twisted.internet.endpoints import _parseServer
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.tcp import Connection
+from twisted.web.http_headers import Headers
 
 __all__ = [
     "adopt_listening_port",
@@ -28,6 +29,9 @@ __all__ = [
     "chunk_left",
     "endpoint_arguments",
     "epoll_poll_and_dispatch",
+    "header_name",
+    "headers_from_raw",
+    "headers_raw",
     "raise_listen_errors",
     "refuse_malformed_heads_with",
     "request_disconnected",
@@ -210,6 +214,45 @@ def refuse_malformed_heads_with(channel_class: Any, refuse: Any) -> None:
 def request_disconnected(request: Any) -> bool:
     """Whether the client of a twisted.web Request has gone (``Request._disconnected``, since Twisted 8)."""
     return bool(request._disconnected)
+
+
+def headers_raw(headers: Headers) -> dict[bytes, list[bytes]]:
+    """The dict behind *headers* (name as Headers spells it -> its values), to read and fill on the request path.
+
+    Headers' own methods encode and canonicalize the name and sanitize each
+    value on every call.  Whoever writes to this dict must give what they
+    would have made: a name from :func:`header_name`, values without CR or
+    LF (parsed lines, or values of our own), and never an empty list.
+
+    Relies on ``Headers._rawHeaders`` (that dict, since Twisted 8; a slot
+    since 22).
+    """
+    return headers._rawHeaders
+
+
+def headers_from_raw(raw: dict[bytes, list[bytes]]) -> Headers:
+    """A Headers holding *raw* itself (no copy), whose names and values are as :func:`headers_raw` requires."""
+    headers = Headers()
+    headers._rawHeaders = raw
+    return headers
+
+
+#: Header names seen, and how Headers spells each (bounded: names are the peers' to choose).
+_header_names: dict[bytes, bytes] = {}
+_HEADER_NAMES_KEPT = 1000
+
+
+def header_name(name: bytes) -> bytes:
+    """*name*, a valid token, as Headers keys it ("user-agent" -> "User-Agent"), learnt from Headers once per spelling."""
+    known = _header_names.get(name)
+    if known is not None:
+        return known
+    probe = Headers()
+    probe.addRawHeader(name, b"")
+    known = next(iter(probe.getAllRawHeaders()))[0]
+    if len(_header_names) < _HEADER_NAMES_KEPT:
+        _header_names[name] = known
+    return known
 
 
 def raise_listen_errors(service: Any) -> Any:

@@ -165,7 +165,9 @@ _ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 
 def encode_name_values(pairs: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]) -> bytes:
     """Name-value pairs (section 3.4): each length in 1 byte below 128, else 4 bytes."""
-    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    # A list (the CGI environment) skips the isinstance: against typing's
+    # Mapping it is a __subclasscheck__ call of its own.
+    items = pairs if type(pairs) is list else pairs.items() if isinstance(pairs, Mapping) else pairs
     parts: list[bytes] = []
     extend = parts.extend
     one = _ONE_BYTE

@@ -22,7 +22,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .._deferreds import Waiters
-from .._twisted import request_disconnected
+from .._twisted import header_name, headers_raw, request_disconnected
 from ..backend.errors import BackendError
 from ..backend.interface import Backend, Chunk
 from ..cgi.environ import RequestFacts, build_env
@@ -121,7 +121,9 @@ class _PHPResponse:
         request.setResponseCode(head.status, head.reason or None)
         if self._hints is not None:
             self._hints.learn(self._route, head.status, head.headers)
-        add = request.responseHeaders.addRawHeader
+        # HeadParser's names are tokens and its values hold no CR or LF:
+        # they go into the Headers' dict as addRawHeader would put them.
+        raw = headers_raw(request.responseHeaders)
         for name, value in head.headers:
             lower = name.lower()
             if lower in _HOP_BY_HOP:
@@ -131,7 +133,12 @@ class _PHPResponse:
                 if self._sendfile is not None and (lower == X_SENDFILE or lower == X_ACCEL_REDIRECT):
                     self._handover = (lower, value)
                 continue
-            add(name, value)
+            key = header_name(name)
+            values = raw.get(key)
+            if values is None:
+                raw[key] = [value]
+            else:
+                values.append(value)  # Set-Cookie, each apart
 
     def stderr_received(self, data: bytes) -> None:
         request = self._request
@@ -157,14 +164,12 @@ class _PHPResponse:
             self._serve_file(*self._handover)
             return False
         request = self._request
-        if (
-            not request.startedWriting  # type: ignore[attr-defined]
-            and request.method != b"HEAD"
-            and request.code not in NO_BODY_CODES
-            and not request.responseHeaders.hasHeader(b"content-length")
-        ):
-            # The whole body is here: its length is known.
-            request.setHeader(b"content-length", b"%d" % sum(map(len, self._held)))
+        if not request.startedWriting and request.method != b"HEAD" and request.code not in NO_BODY_CODES:  # type: ignore[attr-defined]
+            raw = headers_raw(request.responseHeaders)
+            if b"Content-Length" not in raw:
+                # The whole body is here: its length is known.
+                held = self._held
+                raw[b"Content-Length"] = [b"%d" % (len(held[0]) if len(held) == 1 else sum(map(len, held)))]
         self.flush()
         return True
 
@@ -254,9 +259,9 @@ class PHPHandler:
             content.seek(0, os.SEEK_END)
             length = content.tell()
             content.seek(0)
-        request_headers = request.requestHeaders
-        headers = [(name, value) for name, values in request_headers.getAllRawHeaders() for value in values]
-        if request_headers.hasHeader(b"x-sendfile-type") or request_headers.hasHeader(b"x-accel-mapping"):
+        request_headers = headers_raw(request.requestHeaders)
+        headers = [(name, value) for name, values in request_headers.items() for value in values]
+        if b"X-Sendfile-Type" in request_headers or b"X-Accel-Mapping" in request_headers:
             headers = [(name, value) for name, value in headers if name.lower() not in _SENDFILE_REQUEST]
         if self.sendfile is not None:
             headers += self.sendfile.request_headers()
@@ -268,7 +273,7 @@ class PHPHandler:
             query_string=query,
             headers=headers,
             content_length=length if length or request.method in _BODY_METHODS else None,
-            content_type=request.getHeader(b"content-type"),
+            content_type=_last(request_headers.get(b"Content-Type")),
             server_protocol=request.clientproto,
             https=request.isSecure(),
             # A UNIX-socket listener has no IP or port: "unix:" and 0, as
@@ -277,7 +282,7 @@ class PHPHandler:
             remote_port=getattr(client, "port", 0),
             server_addr=getattr(host, "host", "unix:"),
             server_port=getattr(host, "port", 0),
-            host=request.getHeader(b"host"),
+            host=_last(request_headers.get(b"Host")),
         )
         env = build_env(
             facts,
@@ -379,6 +384,11 @@ class PHPHandler:
         if self.in_flight == 0:
             return succeed(None)
         return self._idle_waiters.wait()
+
+
+def _last(values: Optional[list[bytes]]) -> Optional[bytes]:
+    """The last of a header's values, as ``Request.getHeader`` gives it; None for none."""
+    return values[-1] if values else None
 
 
 def _request_id(request: Request) -> str:

@@ -24,6 +24,9 @@ from .._twisted import (
     channel_partial_line,
     channel_receiving,
     chunk_left,
+    header_name,
+    headers_from_raw,
+    headers_raw,
     refuse_malformed_heads_with,
     request_disconnected,
     send_now,
@@ -178,24 +181,28 @@ class FrontRequest(server.Request):
         self.site = site
         self.prepath = []
         self.postpath = []
-        headers = self.responseHeaders
-        headers.setRawHeaders(b"server", site.server_header)
-        headers.setRawHeaders(b"date", [site.http_date()])
-        given = self.requestHeaders.getRawHeaders(b"x-request-id")
+        # Straight into the Headers' dicts: the names are Headers' own
+        # spellings, the values ours (checked once) or a client's single
+        # line (no CR or LF).
+        response = headers_raw(self.responseHeaders)
+        request = headers_raw(self.requestHeaders)
+        response[b"Server"] = [site.server_header[0]]
+        response[b"Date"] = [site.http_date()]
+        given = request.get(b"X-Request-Id")
         if given is not None and len(given) == 1 and _REQUEST_ID.fullmatch(given[0]):
             request_id = given[0]
         else:
             # PHP sees the id the log and the client see (HTTP_X_REQUEST_ID).
             request_id = site.new_request_id()
-            self.requestHeaders.setRawHeaders(b"x-request-id", [request_id])
+            request[b"X-Request-Id"] = [request_id]
         self.request_id = request_id
-        headers.setRawHeaders(b"x-request-id", [request_id])
+        response[b"X-Request-Id"] = [request_id]
         if not self.started_at:  # a request that never announced a length (an HTTP/2 stream)
             self.started_at = _monotonic()
         if site.real_ip is not None:
             self._take_real_ip(site.real_ip)
-        hosts = self.requestHeaders.getRawHeaders(b"host")
-        if hosts is None:
+        hosts = request.get(b"Host")
+        if not hosts:
             # RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
             bad = self.clientproto != b"HTTP/1.0"
         else:
@@ -306,10 +313,8 @@ _canonical_names: dict[bytes, bytes] = {}
 
 
 def _canonical_name(name: bytes) -> bytes:
-    """*name*, a valid token, as Headers stores it ("user-agent" -> "User-Agent"), learnt from Headers."""
-    probe = Headers()
-    probe.addRawHeader(name, b"")
-    found = next(iter(probe.getAllRawHeaders()))[0]
+    """*name*, a valid token, as Headers stores it ("user-agent" -> "User-Agent")."""
+    found = header_name(name)
     if len(_canonical_names) < 1000:  # bounded: names are the client's to choose
         _canonical_names[name] = found
     return found
@@ -587,7 +592,9 @@ class _Channel(http.HTTPChannel):
         # raw's names are Headers' own spellings.
         if b"Content-Length" in raw or b"Transfer-Encoding" in raw or b"Expect" in raw:
             return False  # a body (or a wish to send one): Twisted's parser reads it
-        headers = Headers(raw)
+        # Names as Headers spells them, values without CR or LF (split on
+        # CRLF above, no bare CR or LF): what Headers(raw) would store.
+        headers = headers_from_raw(raw)
         # What HTTPChannel's lineReceived, allHeadersReceived and
         # allContentReceived do for such a request, in that order.
         self.resetTimeout()
@@ -859,7 +866,9 @@ class FrontSite(server.Site):
         self.real_ip = real_ip
         #: The response compression policy, or None for none.
         self.compression = compression
-        self.server_header = [getattr(resource, "server_software", "fephp").encode("latin-1", "replace")]
+        software = getattr(resource, "server_software", "fephp").encode("latin-1", "replace")
+        # Sanitized once, as Headers would every time (process() sets it raw).
+        self.server_header = [b" ".join(software.splitlines())]
         self._date_second = -1
         self._date = b""
         self._channels: set[http.HTTPChannel] = set()

@@ -18,6 +18,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
+from twisted.web.http_headers import Headers
 
 from fephp import _twisted
 
@@ -319,3 +320,23 @@ def test_observer_file_is_the_file_a_text_observer_writes() -> None:
     out = io.StringIO()
     assert _twisted.observer_file(textFileLogObserver(out)) is out
     assert _twisted.observer_file(print) is None
+
+
+def test_headers_raw_is_what_the_headers_hold() -> None:
+    """A name written into headers_raw under header_name's spelling is what Headers' own lookups find."""
+    headers = Headers()
+    raw = _twisted.headers_raw(headers)
+    raw[_twisted.header_name(b"x-request-id")] = [b"abc"]
+    assert _twisted.header_name(b"CONTENT-type") == b"Content-Type"
+    assert headers.getRawHeaders(b"X-REQUEST-ID") == [b"abc"]
+    headers.addRawHeader(b"etag", b'"1"')
+    assert raw[_twisted.header_name(b"etag")] == [b'"1"']
+
+
+def test_headers_from_raw_holds_the_dict_itself() -> None:
+    """Headers made from a dict of canonical names answer from that dict, without a copy."""
+    raw = {b"Host": [b"example.com"], b"User-Agent": [b"curl"]}
+    headers = _twisted.headers_from_raw(raw)
+    assert headers.getRawHeaders(b"host") == [b"example.com"]
+    assert _twisted.headers_raw(headers) is raw
+    assert list(headers.getAllRawHeaders()) == [(b"Host", [b"example.com"]), (b"User-Agent", [b"curl"])]
