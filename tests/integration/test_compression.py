@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import time
 import zlib
 from pathlib import Path
@@ -12,18 +11,15 @@ from typing import Any, Optional
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from fephp.backend.endpoints import parse_client_endpoint
-from fephp.backend.pool import FastCGIPool
-from fephp.server.build import build_site
-from fephp.server.config import config_from_dict
 from fephp.web.compress import AVAILABLE
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
+from tests.support.inprocess import InProcessFront, pool
+from tests.support.rawhttp import Response, first_chunk
 from tests.support.tls import self_signed_pem
 
 try:
@@ -35,69 +31,6 @@ pytestmark = pytest.mark.php
 
 #: How long a test waits for flushed output before it fails.
 FLUSH_DEADLINE = 5.0
-
-
-class Front:
-    """fephp from a configuration (compression as the config says), on 127.0.0.1."""
-
-    def __init__(self, root: Path, fpm: str, config: dict[str, Any]) -> None:
-        self.config = config_from_dict({"server": {"root": str(root)}, **config})
-        self.pool = FastCGIPool(parse_client_endpoint(reactor, fpm), clock=reactor, size=4)
-        _, self.site = build_site(self.config, reactor, self.pool)
-        self.listening: Any = None
-
-    async def start(self) -> "Front":
-        self.listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
-        return self
-
-    @property
-    def port(self) -> int:
-        return int(self.listening.getHost().port)
-
-    async def start_tls(self, pem: Path) -> int:
-        """An ssl: listener too (HTTP/2 by ALPN); its port."""
-        from twisted.internet.endpoints import serverFromString
-
-        self.tls = await serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}").listen(self.site)
-        return int(self.tls.getHost().port)
-
-    async def stop(self) -> None:
-        await self.listening.stopListening()
-        if getattr(self, "tls", None) is not None:
-            await self.tls.stopListening()
-        await self.site.close_connections()
-        await self.pool.close()
-
-    async def get(self, path: str, headers: Optional[dict[str, str]] = None, method: str = "GET") -> "Response":
-        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        raw = await deferToThread(_exchange, self.port, ("\r\n".join(lines) + "\r\n\r\n").encode())
-        return Response(raw, head_only=method == "HEAD")
-
-
-class Response:
-    """One HTTP/1.1 response read whole: status, headers (lower-case names), body with chunking undone."""
-
-    def __init__(self, raw: bytes, head_only: bool = False) -> None:
-        head, _, body = raw.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1])
-        self.headers: dict[str, list[str]] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            self.headers.setdefault(name.strip().lower(), []).append(value.strip())
-        if self.header("transfer-encoding") == "chunked":
-            body = _dechunk(body)
-        elif self.header("content-length") is not None and not head_only:
-            assert len(body) == int(self.header("content-length") or 0)
-        self.body = body
-
-    def header(self, name: str) -> Optional[str]:
-        values = self.headers.get(name)
-        return None if values is None else ", ".join(values)
-
-    def decoded(self) -> bytes:
-        return decode(self.header("content-encoding"), self.body)
 
 
 def decode(coding: Optional[str], data: bytes) -> bytes:
@@ -114,26 +47,9 @@ def decode(coding: Optional[str], data: bytes) -> bytes:
     raise AssertionError(f"unexpected coding {coding}")
 
 
-def _dechunk(data: bytes) -> bytes:
-    out = b""
-    while True:
-        size, _, data = data.partition(b"\r\n")
-        n = int(size.split(b";")[0], 16)
-        if n == 0:
-            return out
-        out += data[:n]
-        data = data[n + 2:]
-
-
-def _exchange(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
+def _decoded(r: Response) -> bytes:
+    """*r*'s body with its Content-Encoding undone."""
+    return decode(r.header("content-encoding"), r.body)
 
 
 @pytest.fixture
@@ -145,8 +61,8 @@ def docroot(tmp_path: Path) -> Path:
 def front(php_fpm, docroot):
     fronts = []
 
-    async def make(**config: Any) -> Front:
-        f = await Front(docroot, php_fpm.unix_endpoint, config).start()
+    async def make(**config: Any) -> InProcessFront:
+        f = await InProcessFront.configured({"server": {"root": str(docroot)}, **config}, pool(php_fpm.unix_endpoint)).start()
         fronts.append(f)
         return f
 
@@ -166,7 +82,7 @@ async def test_php_page_is_compressed_in_every_coding_we_have(front):
     for coding in AVAILABLE:
         r = await f.get("/page.php", {"Accept-Encoding": f"gzip;q=0.5, {coding}"})
         assert (r.status, r.header("content-encoding"), r.header("vary")) == (200, coding, "Accept-Encoding")
-        assert r.decoded() == plain.body
+        assert _decoded(r) == plain.body
         assert len(r.body) < len(plain.body) // 5
 
 
@@ -203,32 +119,14 @@ async def test_flushed_output_reaches_the_client_compressed_before_the_script_en
     """stream.php's first line, flushed by PHP, decodes at the client while the script still sleeps."""
     f = await front()
 
-    def read_first() -> tuple[bytes, bytes]:
-        with socket.create_connection(("127.0.0.1", f.port), timeout=10) as s:
-            s.sendall(b"GET /stream.php?ms=3000 HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
-            raw = b""
-            deadline = time.monotonic() + FLUSH_DEADLINE
-            while b"\r\n\r\n" not in raw or not _first_chunk(raw):
-                assert time.monotonic() < deadline, raw
-                raw += s.recv(65536)
-            head, _, _ = raw.partition(b"\r\n\r\n")
-            return head, zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(_first_chunk(raw))
-
     started = time.monotonic()
-    head, first = await deferToThread(read_first)
+    request = b"GET /stream.php?ms=3000 HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+    raw = await f.read_until(request, first_chunk, within=FLUSH_DEADLINE)
+    head, _, _ = raw.partition(b"\r\n\r\n")
+    first = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(first_chunk(raw))
     assert time.monotonic() - started < 2.5  # the script sleeps 3 s before its last line
     assert b"Content-Encoding: gzip" in head and b"Transfer-Encoding: chunked" in head
     assert first == b"first\n"
-
-
-def _first_chunk(raw: bytes) -> bytes:
-    """The data of the first whole chunk after the head, or b"" while it is incomplete."""
-    body = raw.partition(b"\r\n\r\n")[2]
-    size, sep, rest = body.partition(b"\r\n")
-    if not sep:
-        return b""
-    n = int(size, 16)
-    return rest[:n] if len(rest) >= n + 2 else b""
 
 
 @pytest_twisted.ensureDeferred
@@ -242,10 +140,10 @@ async def test_static_files_small_and_big(front, docroot):
     r = await f.get("/static/site.css", {"Accept-Encoding": "gzip"})
     assert (r.status, r.header("content-type"), r.header("content-encoding")) == (200, "text/css", "gzip")
     assert r.header("etag").startswith('W/"') and r.header("accept-ranges") is None
-    assert r.decoded() == (docroot / "static" / "site.css").read_bytes()
+    assert _decoded(r) == (docroot / "static" / "site.css").read_bytes()
     r = await f.get("/static/big.txt", {"Accept-Encoding": "gzip"})
     assert (r.header("content-encoding"), r.header("transfer-encoding")) == ("gzip", "chunked")
-    assert r.decoded() == big
+    assert _decoded(r) == big
     r = await f.get("/static/big.txt", {"Accept-Encoding": "gzip", "Range": "bytes=10-19"})
     assert (r.status, r.header("content-encoding"), r.body) == (206, None, big[10:20])
 
@@ -277,7 +175,7 @@ async def test_precompressed_siblings(front, docroot):
     os.utime(static / "app.js.gz", (old, old))
     r = await f.get("/static/app.js", {"Accept-Encoding": "gzip"})
     assert r.header("content-encoding") == "gzip" and r.body != (static / "app.js.gz").read_bytes()
-    assert r.decoded() == js
+    assert _decoded(r) == js
     plain = await f.get("/static/app.js")
     assert (plain.header("content-encoding"), plain.body) == (None, js)
 
@@ -287,18 +185,8 @@ async def test_http_1_0_keep_alive_with_a_streamed_compressed_body_is_closed(fro
     """An HTTP/1.0 keep-alive client gets a streamed gzip body delimited by the close (no chunking in 1.0)."""
     f = await front()
 
-    def run() -> tuple[bytes, float]:
-        with socket.create_connection(("127.0.0.1", f.port), timeout=10) as s:
-            s.sendall(b"GET /stream.php?ms=100 HTTP/1.0\r\nConnection: keep-alive\r\nAccept-Encoding: gzip\r\n\r\n")
-            started = time.monotonic()
-            out = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return out, time.monotonic() - started
-                out += chunk
-
-    raw, took = await deferToThread(run)
+    timed = await f.timed(b"GET /stream.php?ms=100 HTTP/1.0\r\nConnection: keep-alive\r\nAccept-Encoding: gzip\r\n\r\n")
+    raw, took = timed.raw, timed.closed
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"Content-Encoding: gzip" in head and b"Transfer-Encoding" not in head
     assert gzip.decompress(body) == b"first\nlast\n"

@@ -10,64 +10,18 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
 
-from fephp.backend.endpoints import parse_client_endpoint
-from fephp.backend.pool import FastCGIPool
-from fephp.cgi.routing import Router
-from fephp.web.app import PHPApp
 from fephp.web.errors import error_page
-from fephp.web.site import FrontSite
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
+from tests.support.inprocess import InProcessFront, pool
 
 pytestmark = pytest.mark.php
 
 
-class Front:
-    """A FrontSite on 127.0.0.1, with its pool, for one test."""
-
-    def __init__(self, root: Path, backend_address: str, **options) -> None:
-        pool_options = {
-            k: options.pop(k)
-            for k in ("size", "queue_size", "response_timeout", "connect_timeout", "queue_timeout")
-            if k in options
-        }
-        pool_options.setdefault("size", 4)
-        self.pool = FastCGIPool(
-            parse_client_endpoint(reactor, backend_address), clock=reactor, **pool_options
-        )
-        self.app = PHPApp(
-            router=Router(
-                root=str(root),
-                index=("index.php",),
-                front_controller=options.pop("front_controller", "/index.php"),
-                deny=("/data/",),
-            ),
-            backend=self.pool,
-            server_software=options.pop("server_software", "fephp-test"),
-        )
-        self.site = FrontSite(self.app, **options)
-        self.port = None
-
-    async def start(self) -> "Front":
-        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
-        return self
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port.getHost().port}"
-
-    async def stop(self) -> None:
-        await self.port.stopListening()
-        await self.pool.close()
-
-    async def get(self, path: str, **kwargs):
-        response = await treq.request(kwargs.pop("method", "GET"), self.base + path, **kwargs)
-        body = await treq.content(response)
-        return response, body
+#: The options of the pool (the rest go to the FrontSite).
+POOL_OPTIONS = ("size", "queue_size", "response_timeout", "connect_timeout", "queue_timeout")
 
 
 @pytest.fixture
@@ -79,8 +33,10 @@ def docroot(tmp_path: Path) -> Path:
 def front(php_fpm, docroot):
     fronts = []
 
-    async def make(**options) -> Front:
-        f = await Front(docroot, options.pop("backend", php_fpm.unix_endpoint), **options).start()
+    async def make(**options) -> InProcessFront:
+        backend = pool(options.pop("backend", php_fpm.unix_endpoint), **{k: options.pop(k) for k in POOL_OPTIONS if k in options})
+        router = {"index": ("index.php",), "front_controller": options.pop("front_controller", "/index.php"), "deny": ("/data/",)}
+        f = await InProcessFront.php(docroot, backend, router=router, **options).start()
         fronts.append(f)
         return f
 
@@ -100,12 +56,12 @@ def header(response, name: str) -> list[str]:
 async def test_cgi_environment_is_what_nginx_gives(front, docroot):
     """PHP's $_SERVER holds nginx's fastcgi_params values for a script with PATH_INFO."""
     f = await front()
-    response, body = await f.get(
+    response, body = await f.fetch(
         "/env.php/extra/x?a=1&b=%20",
         headers={"Authorization": "Basic dTpw", "Proxy": "http://evil", "X-Custom": "v"},
     )
     env = json.loads(body)
-    port = f.port.getHost().port
+    port = f.port
     expected = {
         "SCRIPT_FILENAME": str(docroot / "env.php"),
         "SCRIPT_NAME": "/env.php",
@@ -141,7 +97,7 @@ async def test_cgi_environment_is_what_nginx_gives(front, docroot):
 async def test_front_controller_gets_pretty_urls(front):
     """A path matching no file runs /index.php with the original REQUEST_URI and query."""
     f = await front()
-    response, body = await f.get("/blog/2024/hello-world?page=2")
+    response, body = await f.fetch("/blog/2024/hello-world?page=2")
     data = json.loads(body)
     assert response.code == 200
     assert data == {
@@ -159,7 +115,7 @@ async def test_front_controller_gets_pretty_urls(front):
 async def test_front_controller_off_gives_404(front):
     """With front_controller null, an unmatched path is a plain 404 and runs nothing."""
     f = await front(front_controller=None)
-    response, body = await f.get("/blog/post")
+    response, body = await f.fetch("/blog/post")
     assert response.code == 404
     assert b"404 Not Found" in body
 
@@ -168,7 +124,7 @@ async def test_front_controller_off_gives_404(front):
 async def test_split_at_first_php_segment(front):
     """/lib/exe/fetch.php/x.png runs fetch.php with PATH_INFO /x.png."""
     f = await front()
-    response, body = await f.get("/lib/exe/fetch.php/x.png")
+    response, body = await f.fetch("/lib/exe/fetch.php/x.png")
     assert json.loads(body) == {"SCRIPT_NAME": "/lib/exe/fetch.php", "PATH_INFO": "/x.png"}
 
 
@@ -210,11 +166,7 @@ async def test_split_at_first_php_segment(front):
 async def test_refused_paths_execute_and_disclose_nothing(front, path, status):
     """Hidden files, denied prefixes, escapes and tricks get an error page that leaks nothing."""
     f = await front()
-    raw = await _raw_request(
-        "127.0.0.1",
-        f.port.getHost().port,
-        b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode(),
-    )
+    raw = await f.exchange(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == b"HTTP/1.1 %d %s" % (status, {400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found"}[status])
     assert body == error_page(status)
@@ -224,9 +176,9 @@ async def test_refused_paths_execute_and_disclose_nothing(front, path, status):
 async def test_php_source_is_never_sent(front):
     """A .php file runs; its source never appears, even through a symlinked directory."""
     f = await front()
-    _, body = await f.get("/linkdir/linked.php")
+    _, body = await f.fetch("/linkdir/linked.php")
     assert body == b"linked php"
-    _, body = await f.get("/status.php")
+    _, body = await f.fetch("/status.php")
     assert b"<?php" not in body
 
 
@@ -234,7 +186,7 @@ async def test_php_source_is_never_sent(front):
 async def test_symlink_inside_root_is_followed(front):
     """A symlinked directory inside the root serves its files, as nginx does."""
     f = await front()
-    response, body = await f.get("/linkdir/linked.txt")
+    response, body = await f.fetch("/linkdir/linked.txt")
     assert (response.code, body) == (200, b"linked content\n")
 
 
@@ -242,9 +194,9 @@ async def test_symlink_inside_root_is_followed(front):
 async def test_directory_index_and_redirect(front):
     """/sub/ runs sub/index.php; /sub redirects to /sub/ keeping the query."""
     f = await front()
-    response, body = await f.get("/sub/")
+    response, body = await f.fetch("/sub/")
     assert (response.code, body) == (200, b"sub index")
-    response, _ = await f.get("/sub?x=1", allow_redirects=False)
+    response, _ = await f.fetch("/sub?x=1", allow_redirects=False)
     assert response.code == 301
     assert header(response, "Location") == ["/sub/?x=1"]
 
@@ -256,14 +208,14 @@ async def test_directory_index_and_redirect(front):
 async def test_static_file_type_range_and_conditional(front):
     """Static files carry a Content-Type, honour Range and answer 304 when unchanged."""
     f = await front()
-    response, body = await f.get("/static/style.css")
+    response, body = await f.fetch("/static/style.css")
     assert response.code == 200
     assert header(response, "Content-Type")[0].startswith("text/css")
     assert body == b"body { color: black; }\n"
-    response, body = await f.get("/static/hello.txt", headers={"Range": "bytes=0-4"})
+    response, body = await f.fetch("/static/hello.txt", headers={"Range": "bytes=0-4"})
     assert (response.code, body) == (206, b"plain")
     last_modified = header(response, "Last-Modified")[0]
-    response, body = await f.get("/static/hello.txt", headers={"If-Modified-Since": last_modified})
+    response, body = await f.fetch("/static/hello.txt", headers={"If-Modified-Since": last_modified})
     assert (response.code, body) == (304, b"")
 
 
@@ -275,18 +227,16 @@ async def test_static_file_whole_by_size(front, docroot, size):
     (docroot / "static" / "blob.bin").write_bytes(data)
     os.utime(docroot / "static" / "blob.bin", (1_700_000_000.5, 1_700_000_000.5))
     f = await front()
-    response, body = await f.get("/static/blob.bin")
+    response, body = await f.fetch("/static/blob.bin")
     assert (response.code, len(body), hashlib.sha256(body).digest()) == (200, size, hashlib.sha256(data).digest())
     assert response.length == size  # Content-Length (Twisted's client keeps it here)
     assert header(response, "Content-Type") == ["application/octet-stream"]
     assert header(response, "ETag") == ['"6553f100-%x"' % size]
     assert header(response, "Last-Modified") == ["Tue, 14 Nov 2023 22:13:20 GMT"]
-    head = await _raw_request(
-        "127.0.0.1", f.port.getHost().port, b"HEAD /static/blob.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
+    head = await f.exchange(b"HEAD /static/blob.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
     assert b"\r\nContent-Length: %d\r\n" % size in head
-    response, body = await f.get("/static/blob.bin", headers={"If-None-Match": '"6553f100-%x"' % size})
+    response, body = await f.fetch("/static/blob.bin", headers={"If-None-Match": '"6553f100-%x"' % size})
     assert (response.code, body) == (304, b"")
 
 
@@ -298,7 +248,7 @@ async def test_big_static_file_to_a_slow_reader_and_its_ranges(front, docroot):
     data = os.urandom(12 * 1024 * 1024 + 7)
     (docroot / "static" / "big.bin").write_bytes(data)
     f = await front()
-    port = f.port.getHost().port
+    port = f.port
 
     def slow_get() -> bytes:
         with socket.socket() as s:
@@ -318,7 +268,7 @@ async def test_big_static_file_to_a_slow_reader_and_its_ranges(front, docroot):
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"\r\nContent-Length: %d\r\n" % len(data) in head
     assert (len(body), hashlib.sha256(body).digest()) == (len(data), hashlib.sha256(data).digest())
-    response, part = await f.get("/static/big.bin", headers={"Range": "bytes=5000000-5000009"})
+    response, part = await f.fetch("/static/big.bin", headers={"Range": "bytes=5000000-5000009"})
     assert (response.code, part) == (206, data[5000000:5000010])
 
 
@@ -335,11 +285,8 @@ async def test_chunked_body_reaches_php_with_content_length(front):
         for i in range(0, len(payload), 65536):
             yield payload[i : i + 65536]
 
-    host, port = "127.0.0.1", f.port.getHost().port
     data = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks()) + b"0\r\n\r\n"
-    raw = await _raw_request(
-        host,
-        port,
+    raw = await f.exchange(
         b"POST /echo.php HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + data,
     )
     expected = f"{len(payload)} {hashlib.sha256(payload).hexdigest()} {len(payload)}".encode()
@@ -351,7 +298,7 @@ async def test_chunked_body_reaches_php_with_content_length(front):
 async def test_post_form_and_two_cookies(front):
     """A urlencoded POST reaches $_POST; two Set-Cookie headers stay apart; cookies come back."""
     f = await front()
-    response, body = await f.get(
+    response, body = await f.fetch(
         "/form.php", method="POST", data={"name": "a b&c"}, headers={"Cookie": "x=1; y=2"}
     )
     data = json.loads(body)
@@ -364,7 +311,7 @@ async def test_file_upload(front):
     """A multipart upload reaches $_FILES with its name, size and content."""
     f = await front()
     content = os.urandom(200_000)
-    response, body = await f.get(
+    response, body = await f.fetch(
         "/upload.php",
         method="POST",
         data={"field": "v"},
@@ -382,9 +329,9 @@ async def test_file_upload(front):
 async def test_status_and_location_headers(front):
     """Status: sets the HTTP status; Location alone gives 302."""
     f = await front()
-    response, body = await f.get("/status.php?code=418")
+    response, body = await f.fetch("/status.php?code=418")
     assert (response.code, body, header(response, "X-Test")) == (418, b"status body", ["yes"])
-    response, _ = await f.get("/status.php?to=/elsewhere", allow_redirects=False)
+    response, _ = await f.fetch("/status.php?to=/elsewhere", allow_redirects=False)
     assert (response.code, header(response, "Location")) == (302, ["/elsewhere"])
 
 
@@ -392,9 +339,7 @@ async def test_status_and_location_headers(front):
 async def test_head_sends_no_body(front):
     """HEAD runs the script with REQUEST_METHOD HEAD and sends headers only."""
     f = await front()
-    raw = await _raw_request(
-        "127.0.0.1", f.port.getHost().port, b"HEAD /status.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
+    raw = await f.exchange(b"HEAD /status.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert rest == b""
@@ -404,7 +349,7 @@ async def test_head_sends_no_body(front):
 async def test_big_response_by_hash(front):
     """An 8 MiB PHP response arrives complete through HTTP."""
     f = await front()
-    response, body = await f.get("/big.php")
+    response, body = await f.fetch("/big.php")
     assert len(body) == 8 * 1024 * 1024
     assert hashlib.sha256(body).digest() == hashlib.sha256(bytes(range(256)) * 256 * 128).digest()
 
@@ -413,7 +358,7 @@ async def test_big_response_by_hash(front):
 async def test_body_over_the_limit_is_413(front):
     """A body larger than max_body_size is refused with 413 before PHP runs."""
     f = await front(max_body_size=1000)
-    response, body = await f.get("/echo.php", method="POST", data=b"x" * 5000)
+    response, body = await f.fetch("/echo.php", method="POST", data=b"x" * 5000)
     assert response.code == 413
 
 
@@ -424,7 +369,7 @@ async def test_body_over_the_limit_is_413(front):
 async def test_backend_down_is_502_without_details(front, tmp_path):
     """No php-fpm listening gives a 502 page naming no socket or path."""
     f = await front(backend=f"unix:path={tmp_path}/none.sock", connect_timeout=0.5)
-    response, body = await f.get("/env.php")
+    response, body = await f.fetch("/env.php")
     assert response.code == 502
     assert b"502 Bad Gateway" in body
     assert b"none.sock" not in body and str(tmp_path).encode() not in body
@@ -434,7 +379,7 @@ async def test_backend_down_is_502_without_details(front, tmp_path):
 async def test_backend_too_slow_is_504(front):
     """A script silent for longer than the response timeout gives 504."""
     f = await front(response_timeout=0.3)
-    response, body = await f.get("/sleep.php?ms=2000")
+    response, body = await f.fetch("/sleep.php?ms=2000")
     assert response.code == 504
     assert b"504 Gateway Timeout" in body
 
@@ -443,8 +388,8 @@ async def test_backend_too_slow_is_504(front):
 async def test_queue_full_is_503(front):
     """With every connection busy and the queue full, a request gets 503 at once."""
     f = await front(size=1, queue_size=0)
-    slow = f.get("/sleep.php?ms=1500")
-    response, body = await f.get("/env.php")
+    slow = f.fetch("/sleep.php?ms=1500")
+    response, body = await f.fetch("/env.php")
     assert response.code == 503
     await slow
 
@@ -453,15 +398,15 @@ async def test_queue_full_is_503(front):
 async def test_client_disconnect_frees_the_connection(front):
     """A client that goes away mid-request aborts it and the pool's connection is free again."""
     f = await front(size=1)
-    port = f.port.getHost().port
+    port = f.port
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(b"GET /sleep.php?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
-    while f.pool.stats()["busy"] == 0:
+    while f.backend.stats()["busy"] == 0:
         await _tick()
     sock.close()
-    while f.pool.stats()["busy"] != 0:
+    while f.backend.stats()["busy"] != 0:
         await _tick()
-    response, body = await f.get("/status.php")
+    response, body = await f.fetch("/status.php")
     assert (response.code, body) == (200, b"status body")
 
 
@@ -469,8 +414,7 @@ async def test_client_disconnect_frees_the_connection(front):
 async def test_flush_reaches_the_client_early(front):
     """Output PHP flushes reaches the HTTP client before the script ends."""
     f = await front()
-    port = f.port.getHost().port
-    received = await _read_until(port, b"GET /stream.php?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n", b"first\n")
+    received = await f.read_until(b"GET /stream.php?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n", b"first\n")
     assert b"last" not in received
 
 
@@ -478,16 +422,11 @@ async def test_flush_reaches_the_client_early(front):
 async def test_framing_a_whole_answer_has_a_length_a_streamed_one_is_chunked(front):
     """Through real php-fpm: a small page gets a Content-Length, flushed output stays chunked."""
     f = await front()
-    port = f.port.getHost().port
-    whole = await _raw_request(
-        "127.0.0.1", port, b"GET /status.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
+    whole = await f.exchange(b"GET /status.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head, _, body = whole.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and body == b"status body"
     assert b"\r\nContent-Length: 11\r\n" in head + b"\r\n" and b"Transfer-Encoding" not in head
-    streamed = await _raw_request(
-        "127.0.0.1", port, b"GET /stream.php?ms=200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
+    streamed = await f.exchange(b"GET /stream.php?ms=200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head, _, body = streamed.partition(b"\r\n\r\n")
     assert b"\r\nTransfer-Encoding: chunked" in head and b"Content-Length" not in head
     assert body.endswith(b"0\r\n\r\n") and b"first\n" in body and b"last\n" in body
@@ -502,40 +441,6 @@ def _tick() -> defer.Deferred:
     return d
 
 
-async def _raw_request(host: str, port: int, data: bytes) -> bytes:
-    """Send raw bytes, read until the server closes (a thread keeps the reactor free)."""
-    from twisted.internet.threads import deferToThread
-
-    def run() -> bytes:
-        with socket.create_connection((host, port), timeout=10) as s:
-            s.sendall(data)
-            out = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return out
-                out += chunk
-
-    return await deferToThread(run)
-
-
-async def _read_until(port: int, data: bytes, marker: bytes) -> bytes:
-    from twisted.internet.threads import deferToThread
-
-    def run() -> bytes:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(data)
-            out = b""
-            while marker not in out:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-            return out
-
-    return await deferToThread(run)
-
-
 @pytest_twisted.ensureDeferred
 async def test_php_stderr_is_logged_at_warn_with_the_uri(front):
     """What PHP writes to its error log comes out of fephp's logger at warn, tagged with the request."""
@@ -545,7 +450,7 @@ async def test_php_stderr_is_logged_at_warn_with_the_uri(front):
     globalLogPublisher.addObserver(events.append)
     try:
         f = await front()
-        response, body = await f.get("/stderr.php?tag=xyz")
+        response, body = await f.fetch("/stderr.php?tag=xyz")
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert (response.code, body) == (200, b"ok")
@@ -559,9 +464,8 @@ async def test_php_stderr_is_logged_at_warn_with_the_uri(front):
 async def test_http10_keep_alive_with_a_streamed_php_answer_closes(front):
     """HTTP/1.0 keep-alive is kept only when the answer has a length: a flushed PHP answer ends with the connection."""
     f = await front()
-    port = f.port.getHost().port
-    # _raw_request reads until the server closes: it returns at all only if fephp closed.
-    raw = await _raw_request("127.0.0.1", port, b"GET /stream.php?ms=200 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    # exchange reads until the server closes: it returns at all only if fephp closed.
+    raw = await f.exchange(b"GET /stream.php?ms=200 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200 ")
     assert b"keep-alive" not in head.lower() and b"content-length" not in head.lower()

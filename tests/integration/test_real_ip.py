@@ -10,53 +10,28 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThread
 
-from fephp.backend.endpoints import parse_client_endpoint
-from fephp.backend.pool import FastCGIPool
 from fephp.cgi.realip import RealIP, parse_trusted
-from fephp.cgi.routing import Router
-from fephp.web.app import PHPApp
-from fephp.web.site import FrontSite
 from tests.support.docroot import make_docroot
 from tests.support.haproxy import Backend, Frontend, Server
+from tests.support.inprocess import InProcessFront, pool
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.php
 
 
-class Front:
-    """fephp in this process on one listener string (``haproxy:tcp:...`` or ``tcp:...``), logging to a file."""
-
-    def __init__(self, root: Path, backend: str, listen: str, access_log: Path, real_ip: Any = None) -> None:
-        self.pool = FastCGIPool(parse_client_endpoint(reactor, backend), clock=reactor, size=4)
-        app = PHPApp(router=Router(root=str(root)), backend=self.pool, server_software="fephp-test")
-        self.site = FrontSite(app, access_log=str(access_log), real_ip=real_ip)
-        self.listen = listen
-        self.access_log = access_log
-        self.port: Any = None
-
-    async def start(self) -> "Front":
-        self.port = await serverFromString(reactor, self.listen).listen(self.site)
-        return self
-
-    async def stop(self) -> None:
-        await self.port.stopListening()
-        await self.site.close_connections()
-        await self.pool.close()
-        self.site.stopFactory()
-
-
 @pytest.fixture
 def fronts(php_fpm, tmp_path: Path):
     root = make_docroot(tmp_path)
-    started: list[Front] = []
+    started: list[InProcessFront] = []
 
-    async def make(listen: str, real_ip: Any = None) -> Front:
-        front = await Front(root, php_fpm.unix_endpoint, listen, tmp_path / f"access-{len(started)}.log", real_ip).start()
-        started.append(front)
-        return front
+    async def make(listen: str, real_ip: Any = None) -> Path:
+        """A front started on *listen*; its access log."""
+        access_log = tmp_path / f"access-{len(started)}.log"
+        front = InProcessFront.php(root, pool(php_fpm.unix_endpoint), access_log=str(access_log), real_ip=real_ip)
+        started.append(await front.start(listen))
+        return access_log
 
     yield make
     for front in started:
@@ -77,7 +52,7 @@ async def _log_lines(path: Path, marker: str, within: float = 5.0) -> list[str]:
 async def test_proxy_protocol_v2_from_haproxy_gives_the_client_address(network, start_haproxy, fronts):
     """Behind HAProxy's send-proxy-v2, on a haproxy:tcp: listener, PHP and the access log see the client, not HAProxy."""
     port = free_port()
-    front = await fronts(f"haproxy:tcp:{port}:interface=127.0.0.1")
+    access_log = await fronts(f"haproxy:tcp:{port}:interface=127.0.0.1")
     lb_port = free_port()
     lb = await deferToThread(
         start_haproxy,
@@ -94,7 +69,7 @@ async def test_proxy_protocol_v2_from_haproxy_gives_the_client_address(network, 
     assert env["REMOTE_ADDR"] == network.root_address
     assert env["REMOTE_PORT"].isdigit() and env["REMOTE_PORT"] != "0"
     assert env["SERVER_PORT"] == str(lb_port)  # the address the client connected to
-    lines = await _log_lines(front.access_log, "via=proxy-v2")
+    lines = await _log_lines(access_log, "via=proxy-v2")
     assert len(lines) == 1 and lines[0].startswith(f'"{network.root_address}" ')
 
 
@@ -103,7 +78,7 @@ async def test_x_forwarded_for_from_a_trusted_haproxy(network, start_haproxy, fr
     """HAProxy's X-Forwarded-For (option forwardfor) and X-Forwarded-Proto make REMOTE_ADDR, HTTPS and the log the client's."""
     port = free_port()
     real_ip = RealIP((parse_trusted("127.0.0.1"),))
-    front = await fronts(f"tcp:{port}:interface=127.0.0.1", real_ip)
+    access_log = await fronts(f"tcp:{port}:interface=127.0.0.1", real_ip)
     lb_port = free_port()
     frontend = Frontend(
         "web", network.root_address, lb_port, "app",
@@ -134,7 +109,7 @@ async def test_x_forwarded_for_from_a_trusted_haproxy(network, start_haproxy, fr
     assert env["HTTP_X_FORWARDED_FOR"] == f"6.6.6.6, {network.root_address}"
     assert env["REMOTE_ADDR"] == network.root_address
     assert (env["HTTPS"], env["REQUEST_SCHEME"]) == ("on", "https")
-    lines = await _log_lines(front.access_log, "via=xff")
+    lines = await _log_lines(access_log, "via=xff")
     assert len(lines) == 1 and lines[0].startswith(f'"{network.root_address}" ')
 
 

@@ -10,48 +10,24 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 
-from fephp.server.build import build_backend, build_site
 from fephp.server.config import config_from_dict
 from fephp.web.site import MAX_REQUEST_ID
 from tests.support.docroot import make_docroot
+from tests.support.inprocess import InProcessFront
 
 pytestmark = pytest.mark.php
 
 
-class Front:
-    """The site and backend fephp builds from a configuration, on a free port of 127.0.0.1."""
-
-    def __init__(self, config: Any) -> None:
-        self.backend, _ = build_backend(config, reactor)
-        self.app, self.site = build_site(config, reactor, self.backend)
-        self.port: Any = None
-
-    async def start(self) -> "Front":
-        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
-        return self
-
-    async def get(self, path: str, headers: dict[str, Any] | None = None) -> tuple[Any, bytes]:
-        url = f"http://127.0.0.1:{self.port.getHost().port}{path}"
-        response = await treq.get(url, headers=headers or {})
-        return response, await treq.content(response)
-
-    async def stop(self) -> None:
-        await self.port.stopListening()
-        await self.backend.close()
-
-
 @pytest.fixture
 def make_front(tmp_path: Path, php_fpm):
-    fronts: list[Front] = []
+    fronts: list[InProcessFront] = []
     root = make_docroot(tmp_path)
 
-    async def make(logging: dict[str, Any], fpm_socket: str | None = None) -> Front:
+    async def make(logging: dict[str, Any], fpm_socket: str | None = None) -> InProcessFront:
         config = config_from_dict(
             {
                 "server": {"root": str(root)},
@@ -60,7 +36,7 @@ def make_front(tmp_path: Path, php_fpm):
             },
             base_dir=str(tmp_path),
         )
-        front = await Front(config).start()
+        front = await InProcessFront.configured(config).start()
         fronts.append(front)
         return front
 
@@ -96,11 +72,11 @@ async def test_an_id_is_made_passed_to_php_returned_and_logged(make_front, tmp_p
     """Without X-Request-Id, fephp makes one: PHP's HTTP_X_REQUEST_ID, the response header, the access log and PHP's stderr line all carry it."""
     log = tmp_path / "access.json"
     front = await make_front({"access_log": str(log), "access_log_format": "json"})
-    response, body = await front.get("/env.php")
+    response, body = await front.fetch("/env.php")
     rid = _request_id(response)
     assert re.fullmatch(r"[0-9a-f]{32}", rid)
     assert json.loads(body)["HTTP_X_REQUEST_ID"] == rid
-    response, _ = await front.get("/stderr.php?tag=t1")
+    response, _ = await front.fetch("/stderr.php?tag=t1")
     stderr_rid = _request_id(response)
     assert stderr_rid != rid
     (line,) = [e for e in events if "to-stderr: t1" in e.get("php_stderr", "")]
@@ -125,7 +101,7 @@ async def test_an_id_is_made_passed_to_php_returned_and_logged(make_front, tmp_p
 async def test_a_well_formed_id_is_kept_any_other_replaced(make_front, given, kept):
     """A client's X-Request-Id of the allowed length and characters reaches PHP and comes back as sent; any other is replaced by ours."""
     front = await make_front({})
-    response, body = await front.get("/env.php", headers={"X-Request-Id": given})
+    response, body = await front.fetch("/env.php", headers={"X-Request-Id": given})
     rid = _request_id(response)
     assert (rid == given) is kept
     assert json.loads(body)["HTTP_X_REQUEST_ID"] == rid
@@ -138,7 +114,7 @@ async def test_json_access_log_fields_and_what_it_never_holds(make_front, tmp_pa
     """A JSON line has the request's facts and times, the secret query value redacted, and no Cookie or Authorization."""
     log = tmp_path / "access.json"
     front = await make_front({"access_log": str(log), "access_log_format": "json", "secret_query": ["token"]})
-    response, body = await front.get(
+    response, body = await front.fetch(
         "/status.php?code=201&token=s3cret",
         headers={"Cookie": "session=c00kie", "Authorization": "Basic dTpzM2NyZXQ=", "Referer": "http://r.test/",
                  "User-Agent": "probe/1"},
@@ -163,7 +139,7 @@ async def test_combined_access_log_with_the_duration(make_front, tmp_path):
     """A combined line ends with the request id in quotes and, when asked, the total time in ms; a static file has no PHP time."""
     log = tmp_path / "access.log"
     front = await make_front({"access_log": str(log), "access_log_duration": True})
-    response, _ = await front.get("/static/hello.txt", headers={"User-Agent": "probe/1"})
+    response, _ = await front.fetch("/static/hello.txt", headers={"User-Agent": "probe/1"})
     (line,) = await deferToThread(_poll_lines, log, 1)
     rid = _request_id(response)
     match = re.fullmatch(
@@ -177,7 +153,7 @@ async def test_combined_access_log_with_the_duration(make_front, tmp_path):
 async def test_an_error_page_keeps_the_id_and_the_log_line_names_it(make_front, tmp_path, events):
     """With php-fpm unreachable the 502 page carries the request's id, and the error logged about it names the id."""
     front = await make_front({}, fpm_socket=f"unix:path={tmp_path / 'nothing.sock'}")
-    response, _ = await front.get("/env.php", headers={"X-Request-Id": "err-1"})
+    response, _ = await front.fetch("/env.php", headers={"X-Request-Id": "err-1"})
     assert response.code == 502
     assert _request_id(response) == "err-1"
     assert [e for e in events if e.get("request_id") == "err-1" and e.get("status") == 502]

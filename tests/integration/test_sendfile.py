@@ -6,25 +6,21 @@ import gzip
 import hashlib
 import json
 import os
-import socket
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 from urllib.parse import quote
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from fephp.backend.endpoints import parse_client_endpoint
-from fephp.backend.pool import FastCGIPool
-from fephp.server.build import build_site
-from fephp.server.config import config_from_dict
 from fephp.web.errors import error_page
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
+from tests.support.inprocess import InProcessFront, pool
+from tests.support.rawhttp import Response
 from tests.support.tls import self_signed_pem
 
 pytestmark = pytest.mark.php
@@ -34,77 +30,10 @@ REPORT = b"%PDF-1.4 not really a pdf\n" * 50
 BIG = bytes(range(256)) * (SMALL_STATIC_FILE // 256 * 3)
 
 
-class Response:
-    def __init__(self, raw: bytes, head_only: bool) -> None:
-        head, _, body = raw.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1])
-        self.headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            self.headers[name.strip().lower()] = value.strip()
-        if self.headers.get("transfer-encoding") == "chunked":
-            out = b""
-            while True:
-                size, _, body = body.partition(b"\r\n")
-                n = int(size, 16)
-                if n == 0:
-                    break
-                out, body = out + body[:n], body[n + 2:]
-            body = out
-        elif "content-length" in self.headers and not head_only:
-            assert len(body) == int(self.headers["content-length"])
-        self.body = body
-
-
-class Front:
-    def __init__(self, root: Path, fpm: str, roots: list[str]) -> None:
-        config = config_from_dict({"server": {"root": str(root), "x_sendfile_roots": roots}})
-        self.pool = FastCGIPool(parse_client_endpoint(reactor, fpm), clock=reactor, size=4)
-        _, self.site = build_site(config, reactor, self.pool)
-        self.listening: Any = None
-
-    async def start(self) -> "Front":
-        self.listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
-        return self
-
-    async def start_tls(self, pem: Path) -> int:
-        """An ssl: listener too (HTTP/2 by ALPN); its port."""
-        from twisted.internet.endpoints import serverFromString
-
-        self.tls = await serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}").listen(self.site)
-        return int(self.tls.getHost().port)
-
-    async def stop(self) -> None:
-        await self.listening.stopListening()
-        if getattr(self, "tls", None) is not None:
-            await self.tls.stopListening()
-        await self.site.close_connections()
-        await self.pool.close()
-
-    async def get(self, target: str, headers: Optional[dict[str, str]] = None, method: str = "GET") -> Response:
-        lines = [f"{method} {target} HTTP/1.1", "Host: x", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if method == "POST":
-            lines.append("Content-Length: 0")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode()
-        port = self.listening.getHost().port
-
-        def run() -> bytes:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-                s.sendall(data)
-                out = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return out
-                    out += chunk
-
-        return Response(await deferToThread(run), method == "HEAD")
-
-    async def hand(self, header: str, value: str, **query: str) -> Response:
-        extra = "".join(f"&{k}={quote(v)}" for k, v in query.items())
-        return await self.get(f"/sendfile.php?h={header}&v={quote(value)}{extra}")
+async def _hand(front: InProcessFront, header: str, value: str, **query: str) -> Response:
+    """sendfile.php's answer when it hands *value* over in *header* (its other query fields from *query*)."""
+    extra = "".join(f"&{k}={quote(v)}" for k, v in query.items())
+    return await front.get(f"/sendfile.php?h={header}&v={quote(value)}{extra}")
 
 
 @pytest.fixture
@@ -127,10 +56,11 @@ def site(tmp_path: Path) -> dict[str, Path]:
 def front(php_fpm, site):
     fronts = []
 
-    async def make(roots: Optional[list[str]] = None) -> Front:
+    async def make(roots: Optional[list[str]] = None) -> InProcessFront:
         if roots is None:
             roots = [f"{site['private']}=/protected/"]
-        f = await Front(site["root"], php_fpm.unix_endpoint, roots).start()
+        config = {"server": {"root": str(site["root"]), "x_sendfile_roots": roots}}
+        f = await InProcessFront.configured(config, pool(php_fpm.unix_endpoint)).start()
         fronts.append(f)
         return f
 
@@ -151,7 +81,7 @@ async def test_x_sendfile_serves_the_file_with_phps_headers(front, site):
     """X-Sendfile: the file instead of PHP's body, PHP's Content-Type and Content-Disposition kept, file validators."""
     f = await front()
     path = site["private"] / "report.pdf"
-    r = await f.hand("X-Sendfile", str(path), type="application/pdf", disp='attachment; filename="r.pdf"')
+    r = await _hand(f, "X-Sendfile", str(path), type="application/pdf", disp='attachment; filename="r.pdf"')
     _is_the_file(r, REPORT)
     assert r.headers["content-type"] == "application/pdf"
     assert r.headers["content-disposition"] == 'attachment; filename="r.pdf"'
@@ -166,7 +96,7 @@ async def test_x_sendfile_serves_the_file_with_phps_headers(front, site):
 async def test_x_accel_redirect_range_conditional_and_head(front, site):
     """X-Accel-Redirect through the mapped prefix, with Range, If-None-Match and HEAD as for a static file."""
     f = await front()
-    r = await f.hand("X-Accel-Redirect", "/protected/report.pdf", type="application/pdf")
+    r = await _hand(f, "X-Accel-Redirect", "/protected/report.pdf", type="application/pdf")
     _is_the_file(r, REPORT)
     etag = r.headers["etag"]
     target = "/sendfile.php?h=X-Accel-Redirect&v=/protected/report.pdf&type=application/pdf"
@@ -184,7 +114,7 @@ async def test_x_accel_redirect_range_conditional_and_head(front, site):
 async def test_big_file_and_compression(front, site):
     """A file over the one-read size streams whole; a text file is gzipped for a client that asks."""
     f = await front()
-    r = await f.hand("X-Accel-Redirect", "/protected/big.bin", type="application/octet-stream")
+    r = await _hand(f, "X-Accel-Redirect", "/protected/big.bin", type="application/octet-stream")
     assert r.status == 200 and hashlib.sha256(r.body).digest() == hashlib.sha256(BIG).digest()
     target = "/sendfile.php?h=X-Sendfile&v=" + quote(str(site["private"] / "notes.txt")) + "&type=text/plain"
     r = await f.get(target, {"Accept-Encoding": "gzip"})
@@ -196,8 +126,8 @@ async def test_big_file_and_compression(front, site):
 async def test_symlink_inside_the_root_is_followed(front, site):
     """A symlink that stays inside the roots is served like the file it names."""
     f = await front()
-    _is_the_file(await f.hand("X-Sendfile", str(site["private"] / "link_in")), REPORT)
-    _is_the_file(await f.hand("X-Accel-Redirect", "/protected/sub/x.txt"), b"in a sub folder\n")
+    _is_the_file(await _hand(f, "X-Sendfile", str(site["private"] / "link_in")), REPORT)
+    _is_the_file(await _hand(f, "X-Accel-Redirect", "/protected/sub/x.txt"), b"in a sub folder\n")
 
 
 ESCAPES = [
@@ -227,7 +157,7 @@ ESCAPES = [
 async def test_escapes_are_refused(front, site, header, value):
     """A path outside the roots, through a symlink out, to PHP source or a hidden file: 404, nothing of the file or PHP."""
     f = await front()
-    r = await f.hand(header, value.format(private=site["private"], root=site["root"]))
+    r = await _hand(f, header, value.format(private=site["private"], root=site["root"]))
     assert (r.status, r.body) == (404, error_page(404))
     assert "x-sendfile" not in r.headers and "x-accel-redirect" not in r.headers
 
@@ -236,7 +166,7 @@ async def test_escapes_are_refused(front, site, header, value):
 async def test_off_sends_phps_body_and_never_the_header(front, site):
     """Without x_sendfile_roots PHP's own answer is sent, without the header; PHP is told nothing."""
     f = await front(roots=[])
-    r = await f.hand("X-Sendfile", str(site["private"] / "report.pdf"))
+    r = await _hand(f, "X-Sendfile", str(site["private"] / "report.pdf"))
     assert (r.status, r.body) == (200, PHP_BODY)
     assert "x-sendfile" not in r.headers
     env = json.loads((await f.get("/env.php", {"X-Sendfile-Type": "X-Sendfile", "X-Accel-Mapping": "/=/"})).body)
@@ -267,7 +197,7 @@ async def test_a_refusal_is_logged_with_its_reason(front, site):
     globalLogPublisher.addObserver(events.append)
     try:
         f = await front()
-        r = await f.hand("X-Sendfile", str(site["private"] / "link_out"))
+        r = await _hand(f, "X-Sendfile", str(site["private"] / "link_out"))
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert r.status == 404
