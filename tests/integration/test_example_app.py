@@ -17,57 +17,26 @@ from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
-import treq
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from fephp.backend.endpoints import parse_client_endpoint
-from fephp.backend.pool import FastCGIPool
-from fephp.cgi.routing import Router
-from fephp.web.app import PHPApp
 from fephp.web.errors import error_page
-from fephp.web.site import FrontSite
 from tests.support import REPO
+from tests.support.inprocess import InProcessFront, pool
 
 pytestmark = pytest.mark.php
 
 APP = REPO / "examples" / "app"
 
 
-class ExampleFront:
-    """fephp serving a copy of the example app on 127.0.0.1, port 0."""
+#: The Router etc/fephp.yaml gives the app.
+ROUTER = {"index": ("index.php",), "front_controller": "/index.php", "deny": ("/data/", "/conf/")}
 
-    def __init__(self, public: Path, backend: str) -> None:
-        self.pool = FastCGIPool(parse_client_endpoint(reactor, backend), clock=reactor, size=4)
-        app = PHPApp(
-            router=Router(root=str(public), index=("index.php",), front_controller="/index.php", deny=("/data/", "/conf/")),
-            backend=self.pool,
-            server_software="fephp",
-        )
-        self.site = FrontSite(app, max_body_size=64 * 1024 * 1024)
-        self.listening: Any = None
 
-    async def start(self) -> "ExampleFront":
-        self.listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
-        return self
-
-    @property
-    def port(self) -> int:
-        return int(self.listening.getHost().port)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        await self.listening.stopListening()
-        await self.pool.close()
-
-    async def get(self, path: str, **kwargs: Any) -> tuple[Any, bytes]:
-        kwargs.setdefault("allow_redirects", False)
-        response = await treq.request(kwargs.pop("method", "GET"), self.base + path, **kwargs)
-        return response, await treq.content(response)
+async def _get(front: InProcessFront, path: str, **kwargs: Any) -> tuple[Any, bytes]:
+    """One request through treq, redirects not followed unless asked."""
+    kwargs.setdefault("allow_redirects", False)
+    return await front.fetch(path, **kwargs)
 
 
 @pytest.fixture
@@ -80,8 +49,9 @@ def app_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def front(php_fpm, app_copy: Path) -> Iterator[ExampleFront]:
-    f = pytest_twisted.blockon(defer.ensureDeferred(ExampleFront(app_copy, php_fpm.unix_endpoint).start()))
+def front(php_fpm, app_copy: Path) -> Iterator[InProcessFront]:
+    built = InProcessFront.php(app_copy, pool(php_fpm.unix_endpoint), router=ROUTER, server_software="fephp", max_body_size=64 * 1024 * 1024)
+    f = pytest_twisted.blockon(defer.ensureDeferred(built.start()))
     yield f
     pytest_twisted.blockon(defer.ensureDeferred(f.stop()))
 
@@ -103,7 +73,7 @@ def _text_of(html: bytes, css_class: str) -> str:
 @pytest_twisted.ensureDeferred
 async def test_home_page(front):
     """/ runs the front controller through the index and links every route."""
-    response, body = await front.get("/")
+    response, body = await _get(front, "/")
     assert response.code == 200
     assert header(response, "Content-Type") == ["text/html; charset=utf-8"]
     assert header(response, "X-Content-Type-Options") == ["nosniff"]
@@ -115,7 +85,7 @@ async def test_home_page(front):
 @pytest_twisted.ensureDeferred
 async def test_hello_greets_by_name(front):
     """/hello/bob greets bob."""
-    response, body = await front.get("/hello/bob")
+    response, body = await _get(front, "/hello/bob")
     assert response.code == 200
     assert _text_of(body, "greeting") == "Hello, bob!"
 
@@ -123,7 +93,7 @@ async def test_hello_greets_by_name(front):
 @pytest_twisted.ensureDeferred
 async def test_hello_escapes_html(front):
     """/hello/<script> comes back HTML-escaped, never as markup."""
-    response, body = await front.get("/hello/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+    response, body = await _get(front, "/hello/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
     assert response.code == 200
     assert _text_of(body, "greeting") == "Hello, &lt;script&gt;alert(1)&lt;/script&gt;!"
     assert b"<script>" not in body
@@ -132,17 +102,17 @@ async def test_hello_escapes_html(front):
 @pytest_twisted.ensureDeferred
 async def test_form_post_redirect_get(front):
     """GET /form shows the form; a urlencoded POST answers 303 to /form?done=1, which shows the notice."""
-    response, body = await front.get("/form")
+    response, body = await _get(front, "/form")
     assert response.code == 200
     assert b'<form method="post" action="/form">' in body
     assert b'class="notice"' not in body
 
-    response, body = await front.get("/form", method="POST", data={"message": "hi <b>&"})
+    response, body = await _get(front, "/form", method="POST", data={"message": "hi <b>&"})
     assert response.code == 303
     assert header(response, "Location") == ["/form?done=1"]
     assert _text_of(body, "received") == "hi &lt;b&gt;&amp;"
 
-    response, body = await front.get(header(response, "Location")[0])
+    response, body = await _get(front, header(response, "Location")[0])
     assert response.code == 200
     assert _text_of(body, "notice") == "Thank you, your message was received."
 
@@ -150,7 +120,7 @@ async def test_form_post_redirect_get(front):
 @pytest_twisted.ensureDeferred
 async def test_form_refuses_other_content_types(front):
     """A JSON POST to /form gets 415 with Accept-Post, since PHP fills $_POST only from forms."""
-    response, _ = await front.get("/form", method="POST", data=b'{"message": "x"}', headers={"Content-Type": "application/json"})
+    response, _ = await _get(front, "/form", method="POST", data=b'{"message": "x"}', headers={"Content-Type": "application/json"})
     assert response.code == 415
     assert header(response, "Accept-Post") == ["application/x-www-form-urlencoded"]
 
@@ -158,14 +128,14 @@ async def test_form_refuses_other_content_types(front):
 @pytest_twisted.ensureDeferred
 async def test_cookie_two_headers_and_counter(front):
     """/cookie sets two cookies in two Set-Cookie headers; sending visits back increments it."""
-    response, body = await front.get("/cookie")
+    response, body = await _get(front, "/cookie")
     cookies = header(response, "Set-Cookie")
     assert [c.split(";")[0] for c in cookies] == ["visits=1", "theme=light"]
     for cookie in cookies:
         assert "; path=/; httponly; samesite=lax" in cookie.lower()
     assert _text_of(body, "visits") == "1"
 
-    response, body = await front.get("/cookie", headers={"Cookie": "visits=1; theme=light"})
+    response, body = await _get(front, "/cookie", headers={"Cookie": "visits=1; theme=light"})
     assert [c.split(";")[0] for c in header(response, "Set-Cookie")] == ["visits=2", "theme=light"]
     assert _text_of(body, "visits") == "2"
 
@@ -174,7 +144,7 @@ async def test_cookie_two_headers_and_counter(front):
 async def test_upload_reports_name_size_and_hash(front):
     """A multipart upload of a few hundred KiB comes back with its name, size and sha256."""
     content = os.urandom(300 * 1024)
-    response, body = await front.get("/upload", method="POST", files={"file": ("random.bin", "application/octet-stream", content)})
+    response, body = await _get(front, "/upload", method="POST", files={"file": ("random.bin", "application/octet-stream", content)})
     assert response.code == 200
     assert header(response, "Content-Type") == ["application/json"]
     assert json.loads(body) == {"name": "random.bin", "size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
@@ -183,17 +153,17 @@ async def test_upload_reports_name_size_and_hash(front):
 @pytest_twisted.ensureDeferred
 async def test_upload_form_and_missing_file(front):
     """GET /upload shows a multipart form; a POST without a file gets 400."""
-    response, body = await front.get("/upload")
+    response, body = await _get(front, "/upload")
     assert response.code == 200
     assert b'enctype="multipart/form-data"' in body
-    response, body = await front.get("/upload", method="POST", data={"other": "x"})
+    response, body = await _get(front, "/upload", method="POST", data={"other": "x"})
     assert (response.code, json.loads(body)) == (400, {"error": 'send one file in the multipart field "file"'})
 
 
 @pytest_twisted.ensureDeferred
 async def test_json_shows_the_cgi_variables(front):
     """/json shows the CGI variables PHP received, and no HTTP_PROXY from a Proxy header."""
-    response, body = await front.get("/json?x=1&y=%20", headers={"Proxy": "http://evil.example"})
+    response, body = await _get(front, "/json?x=1&y=%20", headers={"Proxy": "http://evil.example"})
     assert response.code == 200
     assert json.loads(body) == {
         "REQUEST_METHOD": "GET",
@@ -218,7 +188,7 @@ async def test_json_shows_the_cgi_variables(front):
 @pytest_twisted.ensureDeferred
 async def test_json_post_has_content_type_and_length(front):
     """POST /json shows the body's CONTENT_TYPE and CONTENT_LENGTH."""
-    response, body = await front.get("/json", method="POST", data={"a": "12345"})
+    response, body = await _get(front, "/json", method="POST", data={"a": "12345"})
     data = json.loads(body)
     assert (data["REQUEST_METHOD"], data["CONTENT_TYPE"], data["CONTENT_LENGTH"]) == (
         "POST",
@@ -257,7 +227,7 @@ async def test_stream_arrives_line_by_line(front):
 @pytest_twisted.ensureDeferred
 async def test_info_php_path_info(front):
     """/info.php/extra/path runs info.php with PATH_INFO /extra/path."""
-    response, body = await front.get("/info.php/extra/path")
+    response, body = await _get(front, "/info.php/extra/path")
     assert response.code == 200
     assert json.loads(body) == {"SCRIPT_NAME": "/info.php", "PATH_INFO": "/extra/path"}
 
@@ -265,7 +235,7 @@ async def test_info_php_path_info(front):
 @pytest_twisted.ensureDeferred
 async def test_index_php_by_name_with_a_route(front):
     """/index.php/hello/bob reaches the hello route: the front controller strips its own name."""
-    response, body = await front.get("/index.php/hello/bob")
+    response, body = await _get(front, "/index.php/hello/bob")
     assert response.code == 200
     assert _text_of(body, "greeting") == "Hello, bob!"
 
@@ -273,13 +243,13 @@ async def test_index_php_by_name_with_a_route(front):
 @pytest_twisted.ensureDeferred
 async def test_static_files(front, app_copy):
     """style.css comes as text/css and robots.txt as text/plain, straight from disk."""
-    response, body = await front.get("/static/style.css")
+    response, body = await _get(front, "/static/style.css")
     assert (response.code, header(response, "Content-Type"), body) == (
         200,
         ["text/css"],
         (app_copy / "static" / "style.css").read_bytes(),
     )
-    response, body = await front.get("/robots.txt")
+    response, body = await _get(front, "/robots.txt")
     assert (response.code, header(response, "Content-Type"), body) == (
         200,
         ["text/plain"],
@@ -291,7 +261,7 @@ async def test_static_files(front, app_copy):
 @pytest_twisted.ensureDeferred
 async def test_secrets_are_refused(front, app_copy, path):
     """/data/, /conf/ and hidden files get fephp's 403 page, and the secret never appears."""
-    response, body = await front.get(path)
+    response, body = await _get(front, path)
     assert (response.code, body) == (403, error_page(403))
     assert (app_copy / "data" / "secret.txt").read_bytes().strip() not in body
 
@@ -299,14 +269,14 @@ async def test_secrets_are_refused(front, app_copy, path):
 @pytest_twisted.ensureDeferred
 async def test_src_outside_the_root_is_404(front):
     """/src/html.php names no file under public/, so fephp answers 404 without running PHP."""
-    response, body = await front.get("/src/html.php")
+    response, body = await _get(front, "/src/html.php")
     assert (response.code, body) == (404, error_page(404))
 
 
 @pytest_twisted.ensureDeferred
 async def test_missing_route_gets_the_apps_404(front):
     """A path matching no file and no route gets the app's own 404 page, escaped."""
-    response, body = await front.get("/no/such/%3Cpage%3E")
+    response, body = await _get(front, "/no/such/%3Cpage%3E")
     assert response.code == 404
     assert b"<title>Not found - fephp example</title>" in body
     assert b"<code>/no/such/&lt;page&gt;</code>" in body
@@ -315,5 +285,5 @@ async def test_missing_route_gets_the_apps_404(front):
 @pytest_twisted.ensureDeferred
 async def test_wrong_method_is_405_with_allow(front):
     """DELETE /form is a known path with the wrong method: 405 with Allow."""
-    response, _ = await front.get("/form", method="DELETE")
+    response, _ = await _get(front, "/form", method="DELETE")
     assert (response.code, header(response, "Allow")) == (405, ["GET, POST, HEAD"])

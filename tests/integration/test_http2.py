@@ -11,57 +11,28 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import serverFromString
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from fephp.backend.endpoints import parse_client_endpoint
-from fephp.backend.pool import FastCGIPool
-from fephp.cgi.routing import Router
-from fephp.web.app import PHPApp
 from fephp.web.errors import error_page
 from fephp.web.http2 import STREAM_BUFFER
-from fephp.web.site import FrontSite
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
+from tests.support.inprocess import InProcessFront, pool
 from tests.support.processes import require_binary
 from tests.support.tls import self_signed_pem
 
 pytestmark = pytest.mark.php
 
 
-class TLSFront:
-    """A FrontSite on an ssl: listener on 127.0.0.1, port 0, over the session php-fpm."""
-
-    def __init__(self, root: Path, pem: Path, backend: str, **options: Any) -> None:
-        self.pool = FastCGIPool(parse_client_endpoint(reactor, backend), clock=reactor, size=4)
-        self.app = PHPApp(router=Router(root=str(root), deny=("/data/",)), backend=self.pool, server_software="fephp-test")
-        self.site = FrontSite(self.app, **options)
-        self.pem = pem
-        self.listening: Any = None
-
-    async def start(self) -> "TLSFront":
-        endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={self.pem}")
-        self.listening = await endpoint.listen(self.site)
-        return self
-
-    @property
-    def port(self) -> int:
-        return int(self.listening.getHost().port)
-
-    def streams(self) -> list[Any]:
-        """The HTTP/2 streams open on the site's connections now."""
-        found = []
-        for channel in self.site._channels:
-            h2 = channel._h2
-            if h2 is not None and hasattr(h2, "_streams"):
-                found += h2._streams.values()
-        return found
-
-    async def stop(self) -> None:
-        await self.listening.stopListening()
-        await self.site.close_connections()
-        await self.pool.close()
+def _streams(front: InProcessFront) -> list[Any]:
+    """The HTTP/2 streams open on the site's connections now."""
+    found = []
+    for channel in front.site._channels:
+        h2 = channel._h2
+        if h2 is not None and hasattr(h2, "_streams"):
+            found += h2._streams.values()
+    return found
 
 
 @pytest.fixture
@@ -70,8 +41,9 @@ def tls_front(php_fpm, tmp_path: Path):
     pem = self_signed_pem(tmp_path)
     fronts = []
 
-    async def make(**options: Any) -> TLSFront:
-        front = await TLSFront(root, pem, php_fpm.unix_endpoint, **options).start()
+    async def make(**options: Any) -> InProcessFront:
+        front = InProcessFront.php(root, pool(php_fpm.unix_endpoint), router={"deny": ("/data/",)}, **options)
+        await front.start_tls(pem)
         fronts.append(front)
         return front
 
@@ -154,7 +126,7 @@ async def test_a_host_other_than_authority_closes_the_connection(tls_front):
 
 
 @pytest_twisted.ensureDeferred
-async def test_request_bodies_reach_php_intact(tls_front):
+async def test_request_bodies_reach_php_intact(tls_front, tmp_path):
     """A 3 MB POST over HTTP/2 reaches PHP with the same length and sha256, from curl and from the h2 client."""
     front = await tls_front(max_body_size=8 * 1024 * 1024)
     body = bytes((i * 7919 + 13) % 256 for i in range(3_000_000))
@@ -176,7 +148,7 @@ async def test_request_bodies_reach_php_intact(tls_front):
         return _curl("--http2", "--data-binary", f"@{path}", "-H", "Content-Type: application/octet-stream",
                      f"https://127.0.0.1:{front.port}/echo.php")
 
-    out = await in_thread(by_curl, Path(front.pem).parent / "body.bin")
+    out = await in_thread(by_curl, tmp_path / "body.bin")
     assert out.stdout.decode() == f"{len(body)} {digest} {len(body)}"
 
 
@@ -315,7 +287,7 @@ async def test_a_client_that_does_not_read_pauses_php(tls_front):
     held = []
     for _ in range(20):
         await deferToThread(time.sleep, 0.05)  # let PHP write as much as it can
-        held.append(sum(s._pending_size for s in front.streams()))
+        held.append(sum(s._pending_size for s in _streams(front)))
     assert 0 < max(held) <= 2 * STREAM_BUFFER + 65536
 
     def finish() -> Any:

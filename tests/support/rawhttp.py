@@ -50,13 +50,23 @@ def request_bytes(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def exchange(port: int, data: bytes, *, host: str = "127.0.0.1", timeout: float = SOCKET_TIMEOUT) -> bytes:
-    """Send *data*, then read until the server closes; every byte that came."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
+def exchange(port: int, data: bytes, *, reset_is_close: bool = False) -> bytes:
+    """Send *data*, then read until the server closes; every byte that came.
+
+    With *reset_is_close* a reset ends the answer as a close does: a server
+    refusing an oversized head may close with the request's bytes unread,
+    and the kernel then answers them with a reset.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
         s.sendall(data)
         out = b""
         while True:
-            chunk = s.recv(READ_SIZE)
+            try:
+                chunk = s.recv(READ_SIZE)
+            except ConnectionResetError:
+                if not reset_is_close:
+                    raise
+                return out
             if not chunk:
                 return out
             out += chunk
