@@ -525,7 +525,9 @@ class FastCGIPool:
 class _PooledRequest:
     """One request's way through the pool: a connection, the request, maybe one retry."""
 
-    __slots__ = ("pool", "params", "body", "sink", "position", "current", "retried", "unread", "outer", "direct")
+    __slots__ = (
+        "pool", "params", "body", "sink", "position", "current", "retried", "unread", "outer", "direct", "proto", "reused",
+    )
 
     def __init__(
         self, pool: FastCGIPool, params: Params, body: Body, sink: ResponseSink, *, direct: bool = False
@@ -536,7 +538,11 @@ class _PooledRequest:
         self.body = body
         self.sink = sink
         self.position = _tell(body)
-        self.current: Optional[Deferred[Any]] = None
+        #: What a cancel cancels: the checkout's Deferred, or the request's handle on its connection.
+        self.current: Optional[Any] = None
+        #: The connection running the request, and whether it had served before.
+        self.proto: Optional[FastCGIClientProtocol] = None
+        self.reused = False
         self.retried = False
         self.unread = 0
         self.outer: Deferred[int] = Deferred(self._cancel)
@@ -570,18 +576,20 @@ class _PooledRequest:
         self.current.addCallbacks(self._run, self._give_up)
 
     def _run(self, proto: FastCGIClientProtocol) -> None:
-        reused = proto.completed > 0
+        self.proto = proto
+        self.reused = proto.completed > 0
         try:
-            d = proto.request(self.params, self.body, self.sink)
+            # A direct call when it ends, not a Deferred: the outer one is
+            # the request's only callback chain.
+            self.current = proto.send(self.params, self.body, self.sink, self._done)
         except Exception:
             self.pool._release(proto)
             self._give_up(Failure())
-            return
-        self.current = d
-        d.addBoth(self._done, proto, reused)
 
-    def _done(self, result: object, proto: FastCGIClientProtocol, reused: bool) -> None:
+    def _done(self, result: object) -> None:
         pool = self.pool
+        proto, reused = self.proto, self.reused
+        assert proto is not None
         outer = self.outer
         # A request sent again takes the place of the connection it failed
         # on, which is dead: a new one, connected before that one is let go,

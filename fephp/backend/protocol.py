@@ -23,7 +23,7 @@ import select
 import socket
 from typing import IO, Any, Callable, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
@@ -131,7 +131,7 @@ class _OutputControl:
         self._request.resume_output()
 
     def stopProducing(self) -> None:
-        self._request.deferred.cancel()
+        self._request.cancel()
 
 
 @implementer(IPushProducer)
@@ -187,12 +187,20 @@ class _BodyWriter:
 
 
 class _Request:
-    """The state of the one request in flight on a connection."""
+    """The state of the one request in flight on a connection, and its caller's handle on it.
+
+    Its outcome (PHP's app status, or a Failure) goes to the caller once:
+    through ``deferred`` (:meth:`FastCGIClientProtocol.request`), or by a
+    direct call of ``on_done`` (:meth:`FastCGIClientProtocol.send`: the
+    pool's way, one Deferred fewer per request).
+    """
 
     __slots__ = (
         "proto",
         "sink",
         "deferred",
+        "on_done",
+        "settled",
         "started",
         "heard",
         "body_sent",
@@ -202,10 +210,15 @@ class _Request:
         "drain_until",
     )
 
-    def __init__(self, proto: "FastCGIClientProtocol", sink: ResponseSink) -> None:
+    def __init__(
+        self, proto: "FastCGIClientProtocol", sink: ResponseSink, on_done: Optional[Callable[[Any], object]] = None
+    ) -> None:
         self.proto = proto
         self.sink: ResponseSink = sink
-        self.deferred: Deferred[int] = Deferred(self._cancel)
+        self.on_done = on_done
+        self.deferred: Optional[Deferred[int]] = Deferred(self._cancel) if on_done is None else None
+        #: The outcome went to the caller (a Deferred's ``called``).
+        self.settled = False
         self.started = False
         #: Any record for this request came back (STDOUT or STDERR): PHP ran it.
         self.heard = False
@@ -217,6 +230,34 @@ class _Request:
 
     def _cancel(self, d: Deferred[int]) -> None:
         self.proto._abandon(self)
+
+    def cancel(self) -> None:
+        """The caller gives up (Deferred.cancel's rule): the request is abandoned, and fails with CancelledError unless it already ended."""
+        if self.deferred is not None:
+            self.deferred.cancel()
+            return
+        if not self.settled:
+            self.proto._abandon(self)
+            if not self.settled:
+                self.settle(Failure(CancelledError()))
+
+    def settle(self, result: Any) -> None:
+        """Hand the outcome (an app status, or a Failure) to the caller, the first time only."""
+        deferred = self.deferred
+        if self.settled or (deferred is not None and deferred.called):  # a cancelled Deferred is called
+            return
+        self.settled = True
+        if deferred is not None:
+            if type(result) is Failure:
+                deferred.errback(result)
+            else:
+                deferred.callback(result)
+            return
+        try:
+            self.on_done(result)  # type: ignore[misc]
+        except Exception:
+            # As a Deferred would: the caller's bug is logged, the connection's state is kept.
+            self.proto.log.failure("the caller of a FastCGI request failed on its outcome")
 
     def pause_output(self) -> None:
         if self.proto._request is self and not self.output_paused and not self.abandoned:
@@ -447,9 +488,23 @@ class FastCGIClientProtocol(Protocol):
         fails with CancelledError at once, the connection stays busy until
         PHP has ended the script.
         """
+        request = self._start(params, body, sink, None)
+        assert request.deferred is not None
+        return request.deferred
+
+    def send(self, params: Params, body: Body, sink: ResponseSink, on_done: Callable[[Any], object]) -> _Request:
+        """:meth:`request` without a Deferred: *on_done* is called once with the app status or a Failure.
+
+        Returns the request's handle: its ``cancel()`` is the Deferred's.
+        """
+        return self._start(params, body, sink, on_done)
+
+    def _start(
+        self, params: Params, body: Body, sink: ResponseSink, on_done: Optional[Callable[[Any], object]]
+    ) -> _Request:
         if not self.reusable:
             raise RuntimeError("request() on a connection that is busy or closed")
-        request = _Request(self, sink)
+        request = _Request(self, sink, on_done)
         self._request = request
         request.last_activity = self._clock.seconds()
         if self._response_timeout is not None and self._timeout_call is None:
@@ -463,11 +518,11 @@ class FastCGIClientProtocol(Protocol):
             if len(data) == BODY_CHUNK_SIZE:
                 # More may follow: stream the rest as the transport takes it.
                 _BodyWriter(self, request, body).start(head + codec.send_stdin(_REQUEST_ID, data))
-                return request.deferred
+                return request
         # The whole request in one write.
         self._write(head + codec.send_stdin(_REQUEST_ID, data) + codec.end_stdin(_REQUEST_ID))
         request.body_sent = True
-        return request.deferred
+        return request
 
     def get_values(self, names: list[bytes]) -> "Deferred[dict[bytes, bytes]]":
         """Ask the backend FCGI_GET_VALUES; fires with what it answered."""
@@ -520,12 +575,8 @@ class FastCGIClientProtocol(Protocol):
     ) -> None:
         if self._broken:
             self._cancel_timeout()
-        if request.deferred.called:
-            return  # abandoned with its sink's error: the caller has its answer
-        if error is None:
-            request.deferred.callback(app_status)
-        else:
-            request.deferred.errback(Failure(error))
+        # Abandoned with its sink's error, the caller has its answer: settle ignores this.
+        request.settle(app_status if error is None else Failure(error))
 
     def _cancel_timeout(self) -> None:
         if self._timeout_call is not None:
@@ -591,7 +642,7 @@ class FastCGIClientProtocol(Protocol):
                 self._write(self._codec.abort_request(_REQUEST_ID))
                 self.transport.loseConnection()
             if error is not None:
-                request.deferred.errback(Failure(error))
+                request.settle(Failure(error))
             return
         request.abandoned = True
         request.sink = _Discarding(request.sink)
@@ -603,7 +654,7 @@ class FastCGIClientProtocol(Protocol):
             if self._timeout_call is None:
                 self._timeout_call = self._clock.callLater(self._response_timeout, self._check_timeout)
         if error is not None:
-            request.deferred.errback(Failure(error))
+            request.settle(Failure(error))
 
     def _fail_connection(self, error: Exception) -> None:
         self._broken = True

@@ -310,14 +310,25 @@ class PHPHandler:
         request.backend_name = self.backend_name  # type: ignore[attr-defined]
         request.php_started_at = _monotonic()  # type: ignore[attr-defined]
         d = self.backend.request(env, body, sink)
-        finished = request.notifyFinish()
-        # The client went away: abort the FastCGI request and free its connection.
-        finished.addErrback(lambda _: d.cancel())
+        # The client went away: abort the FastCGI request and free its
+        # connection.  FrontRequest says so without a Deferred of its own.
+        when_lost = getattr(request, "when_lost", None)
+        if when_lost is not None:
+            when_lost(d.cancel)
+        else:
+            request.notifyFinish().addErrback(lambda _: d.cancel())
+        # One callback pair: each ends with _request_over.
         d.addCallbacks(self._php_done, self._php_failed, (request, sink), {}, (request, sink))
-        d.addBoth(self._request_over)
         return NOT_DONE_YET
 
     def _php_done(self, app_status: int, request: Request, sink: _PHPResponse) -> None:
+        try:
+            self._answer(request, sink)
+        finally:
+            self._request_over()
+
+    def _answer(self, request: Request, sink: _PHPResponse) -> None:
+        """PHP's response ended: finish the request with it (or 502 for a head that never completed)."""
         request.php_ended_at = _monotonic()  # type: ignore[attr-defined]
         sink.unregister()
         if request_disconnected(request):
@@ -335,6 +346,13 @@ class PHPHandler:
             request.finish()
 
     def _php_failed(self, failure: Failure, request: Request, sink: _PHPResponse) -> None:
+        try:
+            self._answer_failure(failure, request, sink)
+        finally:
+            self._request_over()
+
+    def _answer_failure(self, failure: Failure, request: Request, sink: _PHPResponse) -> None:
+        """PHP could not answer: an error page, or a cut connection when part of the answer is out."""
         request.php_ended_at = _monotonic()  # type: ignore[attr-defined]
         sink.unregister()
         if request_disconnected(request) or failure.check(CancelledError):
@@ -374,7 +392,7 @@ class PHPHandler:
         request.write(body)
         request.finish()
 
-    def _request_over(self, _: object) -> None:
+    def _request_over(self) -> None:
         self.in_flight -= 1
         if self.in_flight == 0:
             self._idle_waiters.fire(None)  # a stop's grace period may have given up on some

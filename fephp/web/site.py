@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
@@ -99,6 +99,24 @@ class FrontRequest(server.Request):
     backend_name: Optional[str] = None
     php_started_at: Optional[float] = None
     php_ended_at: Optional[float] = None
+
+    #: Called once if the client goes before the response is finished (when_lost).
+    _on_lost: Optional[Callable[[], object]] = None
+
+    def when_lost(self, call: Callable[[], object]) -> None:
+        """Have *call*() run if the client goes away before the response is finished.
+
+        What ``notifyFinish().addErrback(...)`` does, without a Deferred
+        made, and fired when the request finishes, for every request.
+        """
+        self._on_lost = call
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+        super().connectionLost(reason)
+        call = self._on_lost
+        if call is not None:
+            self._on_lost = None
+            call()
 
     def write(self, data: bytes) -> None:
         """Write body bytes; the first write decides on compression (:meth:`Compression.begin`)."""

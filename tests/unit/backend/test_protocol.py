@@ -677,3 +677,65 @@ class PeerWatchTestCase(SynchronousTestCase):
         theirs.shutdown(socket.SHUT_WR)
         ours.recv(1)  # the FIN has arrived
         self.assertIs(PeerWatch(ours).peer_still_reads(), False)
+
+
+class SendTestCase(SynchronousTestCase):
+    """send(): the Deferred-free way the pool runs a request, with the same outcomes as request()."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.proto = FastCGIClientProtocol(self.clock, response_timeout=10.0)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.sink = RecordingSink()
+
+    def feed(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def end(self, app_status: int = 0) -> None:
+        self.feed(backend.end_request(1, app_status, ProtocolStatus.REQUEST_COMPLETE))
+
+    def send(self) -> tuple[Any, list[Any]]:
+        outcomes: list[Any] = []
+        handle = self.proto.send(PARAMS, b"hello", self.sink, outcomes.append)
+        self.transport.clear()
+        return handle, outcomes
+
+    def test_send_calls_on_done_once_with_the_app_status(self) -> None:
+        """END_REQUEST calls on_done with PHP's app status, once, and the connection is reusable."""
+        _, outcomes = self.send()
+        self.feed(backend.stdout(1, b"Status: 200\r\n\r\nok", close=True))
+        self.assertEqual(outcomes, [])
+        self.end(app_status=3)
+        self.assertEqual(outcomes, [3])
+        self.assertEqual((self.proto.reusable, self.sink.stdout), (True, b"Status: 200\r\n\r\nok"))
+
+    def test_send_cancel_fails_once_and_drains(self) -> None:
+        """cancel() gives on_done a CancelledError at once; PHP's later END_REQUEST adds nothing and frees the connection."""
+        handle, outcomes = self.send()
+        self.feed(backend.stdout(1, b"Status: 200\r\n\r\n"))
+        handle.cancel()
+        handle.cancel()
+        self.assertEqual(len(outcomes), 1)
+        self.assertTrue(outcomes[0].check(CancelledError))
+        self.assertIs(self.proto.draining, True)
+        self.end()
+        self.assertEqual((len(outcomes), self.proto.reusable), (1, True))
+
+    def test_send_connection_lost_is_a_backend_closed_failure(self) -> None:
+        """A connection that closes mid-request gives on_done a BackendClosed failure."""
+        _, outcomes = self.send()
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(outcomes), 1)
+        self.assertTrue(outcomes[0].check(BackendClosed))
+
+    def test_send_on_done_raising_is_logged_and_the_connection_kept(self) -> None:
+        """An on_done that raises is logged as a Deferred's callback would be; the connection stays usable."""
+        def broken(_: object) -> None:
+            raise ZeroDivisionError("caller bug")
+
+        self.proto.send(PARAMS, b"hello", self.sink, broken)
+        self.feed(backend.stdout(1, b"Status: 200\r\n\r\n", close=True))
+        self.end()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertIs(self.proto.reusable, True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -58,3 +60,47 @@ def test_head_request_gets_no_body_from_pieces() -> None:
     out = answer(b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK\r\n")
     assert out.endswith(b"\r\n\r\n")
+
+
+class Waiting(Resource):
+    """Answers later: records each request and asks to hear of its client going away."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Any] = []
+        self.lost: list[Any] = []
+
+    def render(self, request: Any) -> Any:
+        self.requests.append(request)
+        request.when_lost(lambda: self.lost.append(request))
+        return NOT_DONE_YET
+
+
+def _waiting_channel() -> tuple[Waiting, Any]:
+    resource = Waiting()
+    site = FrontSite(resource, timeout=None, reactor=Clock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    channel.makeConnection(StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
+    ))
+    channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    return resource, channel
+
+
+def test_when_lost_runs_once_when_the_client_goes_before_the_answer() -> None:
+    """A client gone mid-request runs the request's when_lost call, once."""
+    resource, channel = _waiting_channel()
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert resource.lost == resource.requests and len(resource.lost) == 1
+
+
+def test_when_lost_does_not_run_for_a_finished_request() -> None:
+    """A request answered and finished before the connection closes never runs its when_lost call."""
+    resource, channel = _waiting_channel()
+    request = resource.requests[0]
+    request.write(b"done")
+    request.finish()
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert resource.lost == []
