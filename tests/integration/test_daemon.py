@@ -22,6 +22,7 @@ from tests.support.daemon import (
     zombie,
 )
 from tests.support.processes import free_port, processes_with, require_binary
+from tests.support.tls import self_signed_pem
 
 pytestmark = pytest.mark.php
 
@@ -149,38 +150,6 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _self_signed(tmp_path: Path) -> Path:
-    """A PEM with a fresh key and a self-signed certificate for 127.0.0.1."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = tmp_path / "server.pem"
-    pem.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
-    return pem
-
-
 def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
     """One daemon listening on TCP, a UNIX socket and TLS answers PHP on each; HTTPS is on only over TLS."""
     require_binary(find_php("php-fpm"), "php-fpm")
@@ -189,7 +158,7 @@ def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
 
     tcp, tls = free_port(), free_port()
     unix_path = tmp_path / "fephp.sock"
-    pem = _self_signed(tmp_path)
+    pem = self_signed_pem(tmp_path)
     config = write_config(tmp_path, tcp, "  use_fpm: true")
     config.write_text(
         config.read_text().replace(
