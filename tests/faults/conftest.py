@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer
 
 from tests.support.docroot import make_docroot
 from tests.support.faults import Served
+from tests.support.inprocess import stopped_at_teardown
 
 
 @pytest.fixture
@@ -21,13 +20,8 @@ def docroot(tmp_path: Path) -> Path:
 @pytest.fixture
 def served(docroot: Path) -> Iterator[Any]:
     """``await served(backend, pool={...}, **site_options)``: a started front, stopped at teardown."""
-    fronts: list[Served] = []
 
     async def make(backend: str, **options: Any) -> Served:
-        front = await Served(docroot, backend, **options).start()
-        fronts.append(front)
-        return front
+        return await Served(docroot, backend, **options).start()
 
-    yield make
-    for front in fronts:
-        pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
+    yield from stopped_at_teardown(make)

@@ -11,14 +11,13 @@ from typing import Any, Optional
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from fephp.web.compress import AVAILABLE
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
-from tests.support.inprocess import InProcessFront, pool
+from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
 from tests.support.rawhttp import Response, first_chunk
 from tests.support.tls import self_signed_pem
 
@@ -59,16 +58,10 @@ def docroot(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def front(php_fpm, docroot):
-    fronts = []
-
     async def make(**config: Any) -> InProcessFront:
-        f = await InProcessFront.configured({"server": {"root": str(docroot)}, **config}, pool(php_fpm.unix_endpoint)).start()
-        fronts.append(f)
-        return f
+        return await InProcessFront.configured({"server": {"root": str(docroot)}, **config}, pool(php_fpm.unix_endpoint)).start()
 
-    yield make
-    for f in fronts:
-        pytest_twisted.blockon(defer.ensureDeferred(f.stop()))
+    yield from stopped_at_teardown(make)
 
 
 @pytest_twisted.ensureDeferred

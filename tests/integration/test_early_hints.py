@@ -7,12 +7,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
-from tests.support.inprocess import InProcessFront, pool
+from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
 from tests.support.rawhttp import request_bytes
 from tests.support.tls import self_signed_pem
 
@@ -38,18 +37,14 @@ async def _exchange(front: InProcessFront, target: str, version: str = "HTTP/1.1
 def front(php_fpm, tmp_path: Path):
     root = make_docroot(tmp_path)
     pem = self_signed_pem(tmp_path)
-    fronts = []
 
     async def make(**server: Any) -> InProcessFront:
         config = {"server": {"root": str(root), "early_hints": True, **server}}
         f = await InProcessFront.configured(config, pool(php_fpm.unix_endpoint)).start()
         await f.start_tls(pem)
-        fronts.append(f)
         return f
 
-    yield make
-    for f in fronts:
-        pytest_twisted.blockon(defer.ensureDeferred(f.stop()))
+    yield from stopped_at_teardown(make)
 
 
 @pytest_twisted.ensureDeferred

@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from fephp.web.errors import error_page
 from fephp.web.http2 import STREAM_BUFFER
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
-from tests.support.inprocess import InProcessFront, pool
+from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
 from tests.support.processes import require_binary
 from tests.support.tls import self_signed_pem
 
@@ -39,17 +38,13 @@ def _streams(front: InProcessFront) -> list[Any]:
 def tls_front(php_fpm, tmp_path: Path):
     root = make_docroot(tmp_path)
     pem = self_signed_pem(tmp_path)
-    fronts = []
 
     async def make(**options: Any) -> InProcessFront:
         front = InProcessFront.php(root, pool(php_fpm.unix_endpoint), router={"deny": ("/data/",)}, **options)
         await front.start_tls(pem)
-        fronts.append(front)
         return front
 
-    yield make
-    for front in fronts:
-        pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
+    yield from stopped_at_teardown(make)
 
 
 def _curl(*args: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor
 from fephp.web.errors import error_page
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
-from tests.support.inprocess import InProcessFront, pool
+from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
 
 pytestmark = pytest.mark.php
 
@@ -31,18 +31,12 @@ def docroot(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def front(php_fpm, docroot):
-    fronts = []
-
     async def make(**options) -> InProcessFront:
         backend = pool(options.pop("backend", php_fpm.unix_endpoint), **{k: options.pop(k) for k in POOL_OPTIONS if k in options})
         router = {"index": ("index.php",), "front_controller": options.pop("front_controller", "/index.php"), "deny": ("/data/",)}
-        f = await InProcessFront.php(docroot, backend, router=router, **options).start()
-        fronts.append(f)
-        return f
+        return await InProcessFront.php(docroot, backend, router=router, **options).start()
 
-    yield make
-    for f in fronts:
-        pytest_twisted.blockon(defer.ensureDeferred(f.stop()))
+    yield from stopped_at_teardown(make)
 
 
 def header(response, name: str) -> list[str]:

@@ -10,21 +10,19 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 
 from fephp.server.config import config_from_dict
 from fephp.web.site import MAX_REQUEST_ID
 from tests.support.docroot import make_docroot
-from tests.support.inprocess import InProcessFront
+from tests.support.inprocess import InProcessFront, stopped_at_teardown
 
 pytestmark = pytest.mark.php
 
 
 @pytest.fixture
 def make_front(tmp_path: Path, php_fpm):
-    fronts: list[InProcessFront] = []
     root = make_docroot(tmp_path)
 
     async def make(logging: dict[str, Any], fpm_socket: str | None = None) -> InProcessFront:
@@ -36,13 +34,9 @@ def make_front(tmp_path: Path, php_fpm):
             },
             base_dir=str(tmp_path),
         )
-        front = await InProcessFront.configured(config).start()
-        fronts.append(front)
-        return front
+        return await InProcessFront.configured(config).start()
 
-    yield make
-    for front in fronts:
-        pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
+    yield from stopped_at_teardown(make)
 
 
 @pytest.fixture

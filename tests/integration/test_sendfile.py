@@ -12,14 +12,13 @@ from urllib.parse import quote
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from fephp.web.errors import error_page
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
-from tests.support.inprocess import InProcessFront, pool
+from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
 from tests.support.rawhttp import Response
 from tests.support.tls import self_signed_pem
 
@@ -54,19 +53,13 @@ def site(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def front(php_fpm, site):
-    fronts = []
-
     async def make(roots: Optional[list[str]] = None) -> InProcessFront:
         if roots is None:
             roots = [f"{site['private']}=/protected/"]
         config = {"server": {"root": str(site["root"]), "x_sendfile_roots": roots}}
-        f = await InProcessFront.configured(config, pool(php_fpm.unix_endpoint)).start()
-        fronts.append(f)
-        return f
+        return await InProcessFront.configured(config, pool(php_fpm.unix_endpoint)).start()
 
-    yield make
-    for f in fronts:
-        pytest_twisted.blockon(defer.ensureDeferred(f.stop()))
+    yield from stopped_at_teardown(make)
 
 
 def _is_the_file(r: Response, data: bytes) -> None:

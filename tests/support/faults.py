@@ -28,17 +28,14 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 
-from fephp.backend.endpoints import parse_client_endpoint
-from fephp.backend.pool import FastCGIPool
-from fephp.cgi.routing import Router
-from fephp.web.app import PHPApp
-from fephp.web.site import FrontSite
+from tests.support.inprocess import InProcessFront
+from tests.support.inprocess import pool as fastcgi_pool
 
 __all__ = [
     "Exchange",
@@ -263,32 +260,35 @@ class HeldClient(Protocol):
 
 
 class Served:
-    """fephp's front in this process on 127.0.0.1 (a free port), over the backend at *backend*, serving *root*.
+    """fephp's front in this process on 127.0.0.1 (a free port), over the backend at *backend*, serving *root*, watched.
 
-    States: built, listening (:meth:`start`), stopped (:meth:`stop`).
+    The front is a :class:`tests.support.inprocess.InProcessFront`; what
+    this adds is the watching (log, runs, memory).  States: built,
+    listening (:meth:`start`), stopped (:meth:`stop`).
     """
 
     def __init__(self, root: Path, backend: str, *, pool: Optional[dict[str, Any]] = None, **site: Any) -> None:
         self.root = root
-        options = {"size": 4, "connect_timeout": 2.0, "response_timeout": 10.0, "queue_timeout": 10.0, **(pool or {})}
-        self.pool = FastCGIPool(parse_client_endpoint(reactor, backend), clock=reactor, **options)
-        self.app = PHPApp(router=Router(root=str(root), index=("index.php",)), backend=self.pool, server_software="fephp-faults")
+        options = {"connect_timeout": 2.0, "response_timeout": 10.0, "queue_timeout": 10.0, **(pool or {})}
         site.setdefault("max_body_size", 1024 * 1024)
-        self.site = FrontSite(self.app, reactor=reactor, **site)
+        self.front = InProcessFront.php(
+            root, fastcgi_pool(backend, **options), router={"index": ("index.php",)}, server_software="fephp-faults",
+            reactor=reactor, **site,
+        )
+        self.pool = self.front.backend
         self.runs = Runs(root)
         self.log = LogWatch()
-        self._port: Any = None
         self.rss_at_start = 0.0
 
     async def start(self) -> "Served":
         self.log.start()
-        self._port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
+        await self.front.start()
         self.rss_at_start = rss_mib()
         return self
 
     @property
     def port(self) -> int:
-        return int(self._port.getHost().port)
+        return self.front.port
 
     async def exchange(self, data: bytes, **options: Any) -> Exchange:
         return await deferToThread(exchange, self.port, data, **options)
@@ -310,7 +310,4 @@ class Served:
 
     async def stop(self) -> None:
         self.log.stop()
-        if self._port is not None:
-            await self._port.stopListening()
-        await self.site.close_connections()
-        await self.pool.close()
+        await self.front.stop()

@@ -10,6 +10,14 @@ Built one of two ways, then started and stopped by the test's fixture::
     response, body = await front.fetch("/x")  # through treq (redirects, cookies, forms)
     await front.stop()
 
+A fixture hands the test a maker and stops every front it made::
+
+    @pytest.fixture
+    def front(php_fpm):
+        async def make(**config):
+            return await InProcessFront.configured(...).start()
+        yield from stopped_at_teardown(make)
+
 The blocking raw clients run in threads (``deferToThread``): the reactor
 serving fephp keeps turning while they wait.
 """
@@ -17,10 +25,11 @@ serving fephp keeps turning while they wait.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Optional, Union
 
+import pytest_twisted
 import treq
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThread
 
@@ -33,7 +42,7 @@ from fephp.web.app import PHPApp
 from fephp.web.site import FrontSite
 from tests.support.rawhttp import Response, Timed, exchange, read_until, request_bytes, timed_exchange
 
-__all__ = ["InProcessFront", "LOOPBACK", "pool"]
+__all__ = ["InProcessFront", "LOOPBACK", "pool", "stopped_at_teardown"]
 
 #: Where a front listens unless told otherwise: a free port of 127.0.0.1.
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -134,3 +143,20 @@ class InProcessFront:
             await port.stopListening()
         await self.site.close_connections()
         await self.backend.close()
+
+
+Maker = Callable[..., Awaitable[Any]]
+
+
+def stopped_at_teardown(make: Maker) -> Iterator[Maker]:
+    """For a fixture's ``yield from``: *make* as the test calls it, then, at teardown, each front it started stopped in turn."""
+    started: list[Any] = []
+
+    async def tracked(*args: Any, **kwargs: Any) -> Any:
+        front = await make(*args, **kwargs)
+        started.append(front)
+        return front
+
+    yield tracked
+    for front in started:
+        pytest_twisted.blockon(defer.ensureDeferred(front.stop()))
