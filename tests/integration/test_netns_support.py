@@ -14,12 +14,12 @@ from typing import Any, Callable
 
 import pytest
 
-from fephp.fastcgi import ClientConnection, EndRequest, Stdout
 from fephp.process.binaries import find_php
 from tests.support.echo_http import start_echo
 from tests.support.haproxy import Backend, Frontend, HAProxy, Server, render_config
 from tests.support.load import HTTPLoad
 from tests.support.netns import FPMHost, Network, namespace_pids, open_network, require_netns, wait_until
+from tests.support.php_fpm import fastcgi_get as php_fastcgi_get
 from tests.support.processes import require_binary
 
 #: Bound on one request in these tests; a frozen host must make a request fail within about this.
@@ -42,34 +42,18 @@ def each_network(request: pytest.FixtureRequest) -> Network:
 def fastcgi_get(net: Network, address: tuple[str, int], script: Path, *, timeout: float = REQUEST_TIMEOUT,
                 while_connected: Callable[[socket.socket], None] = lambda s: None) -> bytes:
     """One FastCGI request from the root namespace, REMOTE_ADDR being the source address the kernel gave it: the body."""
-    conn = ClientConnection()
     with net.connect(address, timeout=timeout) as s:
         local, local_port = s.getsockname()
         while_connected(s)
-        params = {
-            b"GATEWAY_INTERFACE": b"CGI/1.1",
-            b"REQUEST_METHOD": b"GET",
-            b"SCRIPT_FILENAME": str(script).encode(),
-            b"SCRIPT_NAME": b"/" + script.name.encode(),
-            b"REQUEST_URI": b"/" + script.name.encode(),
-            b"QUERY_STRING": b"",
-            b"SERVER_PROTOCOL": b"HTTP/1.1",
+        extra = {
             b"REMOTE_ADDR": local.encode(),
             b"REMOTE_PORT": str(local_port).encode(),
             b"SERVER_ADDR": address[0].encode(),
             b"SERVER_PORT": str(address[1]).encode(),
         }
-        s.sendall(conn.begin_request(1, params, keep_conn=False) + conn.end_stdin(1))
-        stdout = b""
-        while True:
-            data = s.recv(65536)
-            assert data, "php-fpm closed the connection before END_REQUEST"
-            for event in conn.receive_data(data):
-                if isinstance(event, Stdout):
-                    stdout += event.data
-                elif isinstance(event, EndRequest):
-                    assert (event.app_status, event.protocol_status) == (0, 0)
-                    return stdout.split(b"\r\n\r\n", 1)[1]
+        stdout, _, end = php_fastcgi_get(s, str(script), "/" + script.name, extra)
+        assert (end.app_status, end.protocol_status) == (0, 0)
+        return stdout.split(b"\r\n\r\n", 1)[1]
 
 
 def established(pid: int, port: int) -> list[tuple[str, str]]:

@@ -21,10 +21,11 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
 
 from fephp.cgi.response import HeadParser
-from fephp.fastcgi import ClientConnection, EndRequest, Stderr, Stdout
+from fephp.fastcgi import EndRequest
 from fephp.process.binaries import find_php
 from fephp.process.phpfpm import ManagedPHPFPM, PHPFPMError
 from tests.support import PHP_DIR, REPO
+from tests.support.php_fpm import fastcgi_get
 from tests.support.processes import processes_with, require_binary
 
 SCRIPT = PHP_DIR / "cgiprocess" / "environment.php"
@@ -45,31 +46,10 @@ def fpm(tmp_path: Path) -> Iterator[ManagedPHPFPM]:
 
 def fastcgi_request(path: str) -> tuple[bytes, bytes, EndRequest]:
     """One FastCGI request for environment.php over a plain blocking socket."""
-    conn = ClientConnection()
-    params = {
-        b"GATEWAY_INTERFACE": b"CGI/1.1",
-        b"REQUEST_METHOD": b"GET",
-        b"SCRIPT_FILENAME": str(SCRIPT).encode(),
-        b"SCRIPT_NAME": b"/environment.php",
-        b"REQUEST_URI": b"/environment.php",
-        b"QUERY_STRING": b"",
-        b"SERVER_PROTOCOL": b"HTTP/1.1",
-    }
-    stdout = stderr = b""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(path)
-        s.sendall(conn.begin_request(1, params, keep_conn=False) + conn.end_stdin(1))
-        while True:
-            data = s.recv(65536)
-            assert data, "php-fpm closed the connection before END_REQUEST"
-            for event in conn.receive_data(data):
-                if isinstance(event, Stdout):
-                    stdout += event.data
-                elif isinstance(event, Stderr):
-                    stderr += event.data
-                elif isinstance(event, EndRequest):
-                    return stdout, stderr, event
+        return fastcgi_get(s, str(SCRIPT), "/environment.php")
 
 
 def served(path: str) -> Any:

@@ -9,7 +9,9 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping, Optional
 
+from fephp.fastcgi import ClientConnection, EndRequest, Stderr, Stdout
 from fephp.process.fpmconfig import PoolSpec, php_fpm_argv, render_config
 from tests.support import PHP_DIR
 from tests.support.processes import alive, free_port, group_members
@@ -32,6 +34,39 @@ def wait_connectable(address: str | tuple[str, int], process: subprocess.Popen, 
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"php-fpm not ready in {READY_WITHIN} s: {log.read_text()}")
         time.sleep(0.02)  # readiness polling of an external process, bounded by the deadline
+
+
+def fastcgi_get(
+    sock: socket.socket, script: str, name: str, extra: Optional[Mapping[bytes, bytes]] = None
+) -> tuple[bytes, bytes, EndRequest]:
+    """One FastCGI GET of *script* (its SCRIPT_NAME and REQUEST_URI *name*, more PARAMS in *extra*) on the connected *sock*.
+
+    Returns PHP's stdout, its stderr and the END_REQUEST; the socket's own
+    timeout bounds each read, and a close before END_REQUEST fails.
+    """
+    conn = ClientConnection()
+    params = {
+        b"GATEWAY_INTERFACE": b"CGI/1.1",
+        b"REQUEST_METHOD": b"GET",
+        b"SCRIPT_FILENAME": script.encode(),
+        b"SCRIPT_NAME": name.encode(),
+        b"REQUEST_URI": name.encode(),
+        b"QUERY_STRING": b"",
+        b"SERVER_PROTOCOL": b"HTTP/1.1",
+        **(extra or {}),
+    }
+    sock.sendall(conn.begin_request(1, params, keep_conn=False) + conn.end_stdin(1))
+    stdout = stderr = b""
+    while True:
+        data = sock.recv(65536)
+        assert data, "php-fpm closed the connection before END_REQUEST"
+        for event in conn.receive_data(data):
+            if isinstance(event, Stdout):
+                stdout += event.data
+            elif isinstance(event, Stderr):
+                stderr += event.data
+            elif isinstance(event, EndRequest):
+                return stdout, stderr, event
 
 
 @dataclass
