@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -27,6 +26,7 @@ from fephp.testing import FakeEndpoint, FakeFastCGIServer
 from fephp.web.app import PHPApp
 from fephp.web.errors import error_page
 from fephp.web.site import FrontSite
+from tests.support.channel import CLIENT, client_transport
 
 
 class ResourceTestCase(SynchronousTestCase):
@@ -43,11 +43,8 @@ class ResourceTestCase(SynchronousTestCase):
         self.site = FrontSite(self.app, max_body_size=100, timeout=None, reactor=self.clock)
 
     def connect(self) -> tuple[object, StringTransport]:
-        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-        transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
-            peerAddress=IPv4Address("TCP", "127.0.0.1", 5000),
-        )
+        channel = self.site.buildProtocol(CLIENT)
+        transport = client_transport()
         channel.makeConnection(transport)
         return channel, transport
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,6 +21,7 @@ from fephp.testing import FakeEndpoint, FakeFastCGIServer
 from fephp.web.app import PHPApp
 from fephp.web.compress import AVAILABLE, Compression, accepted_codings, add_vary, compressible, weak_etag
 from fephp.web.site import FrontSite
+from tests.support.channel import CLIENT, client_transport
 
 try:
     import brotli
@@ -225,11 +225,8 @@ class CompressedResponseTests(SynchronousTestCase):
         self.backend: Optional[FakeFastCGIServer] = None
 
     def connect(self) -> tuple[object, StringTransport, list[bytes]]:
-        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-        transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
-            peerAddress=IPv4Address("TCP", "127.0.0.1", 5000),
-        )
+        channel = self.site.buildProtocol(CLIENT)
+        transport = client_transport()
         writes: list[bytes] = []
         write = transport.write
         transport.write = lambda data: (writes.append(data), write(data))  # type: ignore[method-assign]

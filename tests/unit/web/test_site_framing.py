@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
@@ -18,6 +17,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from fephp.web.errors import error_page
 from fephp.web.site import FrontSite
+from tests.support.channel import CLIENT, client_transport, deliver
 
 LIMIT = 100
 
@@ -40,10 +40,8 @@ def connect(resource: Resource, clock: Clock, **options: Any) -> tuple[Any, Stri
     options.setdefault("timeout", 60.0)
     site = FrontSite(resource, max_body_size=LIMIT, reactor=clock, **options)
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-    transport = StringTransport(
-        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
-    )
+    channel = site.buildProtocol(CLIENT)
+    transport = client_transport()
     channel.makeConnection(transport)
     return channel, transport
 
@@ -51,13 +49,7 @@ def connect(resource: Resource, clock: Clock, **options: Any) -> tuple[Any, Stri
 def feed(data: bytes, *, bytewise: bool) -> tuple[bytes, bool, list[tuple[bytes, bytes]]]:
     resource = Counting()
     channel, transport = connect(resource, Clock())
-    if bytewise:
-        for i in range(len(data)):
-            if transport.disconnecting:
-                break  # a closing connection reads no more
-            channel.dataReceived(data[i : i + 1])
-    else:
-        channel.dataReceived(data)
+    deliver(channel, transport, data, bytewise=bytewise)
     return transport.value(), bool(transport.disconnecting), resource.seen
 
 

@@ -11,12 +11,11 @@ import json
 from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
 from fephp.web.site import FrontSite, _Channel
+from tests.support.channel import CLIENT, client_transport, deliver
 
 
 class Echo(Resource):
@@ -47,7 +46,7 @@ def run(data: bytes, *, bytewise: bool, calls: list[bool]) -> tuple[bytes, bool,
     site = FrontSite(Echo(), timeout=None, reactor=Clock())
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     site.new_request_id = lambda: b"rid"  # type: ignore[method-assign]
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    channel = site.buildProtocol(CLIENT)
     take = channel._take_head
 
     def spy(head: bytes) -> bool:
@@ -56,17 +55,9 @@ def run(data: bytes, *, bytewise: bool, calls: list[bool]) -> tuple[bytes, bool,
         return taken
 
     channel._take_head = spy  # type: ignore[method-assign]
-    transport = StringTransport(
-        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
-    )
+    transport = client_transport()
     channel.makeConnection(transport)
-    if bytewise:
-        for i in range(len(data)):
-            if transport.disconnecting:
-                break  # a closing connection reads no more
-            channel.dataReceived(data[i : i + 1])
-    else:
-        channel.dataReceived(data)
+    deliver(channel, transport, data, bytewise=bytewise)
     return transport.value(), transport.disconnecting, bool(channel.persistent)
 
 
@@ -134,11 +125,9 @@ def test_the_fast_path_fills_the_request_as_twisted_does() -> None:
 def test_pipelined_requests_after_a_fast_one_are_answered_in_order() -> None:
     """A request read whole, then two more in one read: all three answered, in order."""
     site = FrontSite(Echo(), timeout=None, reactor=Clock())
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    channel = site.buildProtocol(CLIENT)
     assert isinstance(channel, _Channel)
-    transport = StringTransport(
-        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
-    )
+    transport = client_transport()
     channel.makeConnection(transport)
     channel.dataReceived(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
     channel.dataReceived(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")

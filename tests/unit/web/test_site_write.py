@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from fephp.web.site import FrontSite
+from tests.support.channel import CLIENT, client_transport
 
 
 class Pieces(Resource):
@@ -32,10 +31,8 @@ class Pieces(Resource):
 def answer(head: bytes) -> bytes:
     site = FrontSite(Pieces(), timeout=None, reactor=Clock())
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-    transport = StringTransport(
-        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
-    )
+    channel = site.buildProtocol(CLIENT)
+    transport = client_transport()
     channel.makeConnection(transport)
     channel.dataReceived(head)
     return transport.value()
@@ -81,10 +78,8 @@ class Waiting(Resource):
 def _waiting_channel() -> tuple[Waiting, Any]:
     resource = Waiting()
     site = FrontSite(resource, timeout=None, reactor=Clock())
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-    channel.makeConnection(StringTransport(
-        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
-    ))
+    channel = site.buildProtocol(CLIENT)
+    channel.makeConnection(client_transport())
     channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
     return resource, channel
 
