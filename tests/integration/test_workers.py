@@ -68,27 +68,26 @@ def served_by_only(worker: int, workers: list[int], port: int, count: int = 5) -
     return owners
 
 
+def _get(conn: http.client.HTTPConnection, url: str) -> tuple[int, bytes]:
+    """GET *url* on *conn*, then close it: the status and the body."""
+    try:
+        conn.request("GET", url)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def get_unix(path: str, url: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("localhost", timeout=10)
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(path)
     conn.sock = sock
-    try:
-        conn.request("GET", url)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    return _get(conn, url)
 
 
 def get_tcp(port: int, url: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", url)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    return _get(http.client.HTTPConnection("127.0.0.1", port, timeout=10), url)
 
 
 def answers(port: int) -> bool:

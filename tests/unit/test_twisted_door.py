@@ -242,27 +242,34 @@ def test_adopt_listening_port_duplicates_the_descriptor() -> None:
             port.socket.close()
 
 
+class _Reader:
+    """A reader for a reactor's loop on one end of a socket pair: what it read, each call, and why it was dropped."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.calls: list[str] = []
+        self.lost: list[Failure] = []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def doRead(self) -> None:  # noqa: N802 - Twisted's name
+        self.calls.append(self.sock.recv(10).decode())
+
+    def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
+        return "reader"
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+        self.lost.append(reason)
+
+
 def test_epoll_poll_and_dispatch_calls_a_ready_reader() -> None:
     """One turn of the loop finds a readable socket and calls its doRead."""
     epollreactor = pytest.importorskip("twisted.internet.epollreactor", reason="epoll is Linux's")
     reactor = epollreactor.EPollReactor()
     ours, theirs = socket.socketpair()
-    calls: list[str] = []
-
-    class Reader:
-        def fileno(self) -> int:
-            return ours.fileno()
-
-        def doRead(self) -> None:  # noqa: N802 - Twisted's name
-            calls.append(ours.recv(10).decode())
-
-        def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
-            return "reader"
-
-        def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
-            pass
-
-    reader = Reader()
+    reader = _Reader(ours)
+    calls = reader.calls
     try:
         reactor.addReader(reader)  # type: ignore[arg-type]
         theirs.send(b"ping")
@@ -281,23 +288,8 @@ def test_select_and_dispatch_calls_a_ready_reader_and_recovers_a_closed_one() ->
 
     reactor = SelectReactor()
     ours, theirs = socket.socketpair()
-    calls: list[str] = []
-    lost: list[Failure] = []
-
-    class Reader:
-        def fileno(self) -> int:
-            return ours.fileno()
-
-        def doRead(self) -> None:  # noqa: N802 - Twisted's name
-            calls.append(ours.recv(10).decode())
-
-        def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
-            return "reader"
-
-        def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
-            lost.append(reason)
-
-    reader = Reader()
+    reader = _Reader(ours)
+    calls, lost = reader.calls, reader.lost
     try:
         reactor.addReader(reader)  # type: ignore[arg-type]
         theirs.send(b"ping")
