@@ -54,6 +54,14 @@ class PoolTestCase(SynchronousTestCase):
         sink = RecordingSink()
         return pool.request(params(name, method), b"", sink), sink
 
+    def serve_one(self, pool: FastCGIPool) -> Any:
+        """One request on a new connection, answered whole: that connection (idle in *pool* now)."""
+        d, _ = self.run_one(pool)
+        backend = self.endpoint.last.succeed()
+        backend.respond()
+        self.successResultOf(d)
+        return backend
+
     def run_until(self, deadline: float) -> None:
         """Advance from one delayed call to the next, so each runs at its own time, up to *deadline*."""
         while True:
@@ -230,10 +238,7 @@ class PoolTestCase(SynchronousTestCase):
     def test_idle_connection_closed_by_the_backend_is_forgotten(self) -> None:
         """When php-fpm closes an idle connection, the next request connects anew."""
         pool = self.make_pool()
-        d, _ = self.run_one(pool)
-        backend = self.endpoint.last.succeed()
-        backend.respond()
-        self.successResultOf(d)
+        backend = self.serve_one(pool)
         backend.close()
         self.assertEqual(pool.stats()["idle"], 0)
         d2, _ = self.run_one(pool, "/2.php")
@@ -282,10 +287,7 @@ class PoolTestCase(SynchronousTestCase):
     def test_idle_connection_the_kernel_knows_closed_is_not_used(self) -> None:
         """An idle connection whose end of file waits unread in the socket is closed, not written to; the request connects anew."""
         pool = self.make_pool()
-        d, _ = self.run_one(pool)
-        backend = self.endpoint.last.succeed()
-        backend.respond()
-        self.successResultOf(d)
+        backend = self.serve_one(pool)
         backend.received()
         backend.hang_up_unseen()
         self.run_one(pool, "/2.php", b"POST")
@@ -316,10 +318,7 @@ class PoolTestCase(SynchronousTestCase):
     def test_request_on_a_kept_connection_closed_before_any_output_is_retried_once(self) -> None:
         """php-fpm closing a kept connection under an idempotent request: it runs again on a new connection, body rewound."""
         pool = self.make_pool()
-        d1, _ = self.run_one(pool)
-        first = self.endpoint.last.succeed()
-        first.respond()
-        self.successResultOf(d1)
+        first = self.serve_one(pool)
         first.received()
 
         body = io.BytesIO(b"skip:" + b"payload" * 10)
@@ -369,10 +368,7 @@ class PoolTestCase(SynchronousTestCase):
     def test_post_on_a_kept_connection_closed_before_any_output_is_not_sent_again(self) -> None:
         """A POST whose kept connection closes before any output fails with BackendClosed: PHP may have run it."""
         pool = self.make_pool()
-        d1, _ = self.run_one(pool)
-        first = self.endpoint.last.succeed()
-        first.respond()
-        self.successResultOf(d1)
+        first = self.serve_one(pool)
         d, _ = self.run_one(pool, "/post.php", b"POST")
         first.close()
         failure = self.failureResultOf(d, BackendClosed)
@@ -382,10 +378,7 @@ class PoolTestCase(SynchronousTestCase):
     def test_post_php_fpm_threw_away_unread_is_sent_again(self) -> None:
         """A POST on a kept connection that php-fpm closed while still reading (its pm.max_requests close) goes out once more."""
         pool = self.make_pool()
-        d1, _ = self.run_one(pool)
-        first = self.endpoint.last.succeed()
-        first.respond()
-        self.successResultOf(d1)
+        first = self.serve_one(pool)
         first.received()
         d, _ = self.run_one(pool, "/post.php", b"POST")
         sent = first.received()
@@ -399,10 +392,7 @@ class PoolTestCase(SynchronousTestCase):
     def test_retry_happens_only_once(self) -> None:
         """If the retried request's new connection closes too, the request fails with BackendClosed."""
         pool = self.make_pool()
-        d1, _ = self.run_one(pool)
-        first = self.endpoint.last.succeed()
-        first.respond()
-        self.successResultOf(d1)
+        first = self.serve_one(pool)
         d, _ = self.run_one(pool)
         first.close()
         second = self.endpoint.last.succeed()
@@ -419,10 +409,7 @@ class PoolTestCase(SynchronousTestCase):
     def test_not_retried_once_response_bytes_arrived(self) -> None:
         """A kept connection that closes after some output fails the request; nothing is sent twice."""
         pool = self.make_pool()
-        d1, _ = self.run_one(pool)
-        first = self.endpoint.last.succeed()
-        first.respond()
-        self.successResultOf(d1)
+        first = self.serve_one(pool)
         d, sink = self.run_one(pool)
         first.send_output(b"Status: 200\r\n\r\nhalf")
         first.close()
@@ -453,10 +440,7 @@ class PoolTestCase(SynchronousTestCase):
                 raise OSError("not seekable")
 
         pool = self.make_pool()
-        d1, _ = self.run_one(pool)
-        first = self.endpoint.last.succeed()
-        first.respond()
-        self.successResultOf(d1)
+        first = self.serve_one(pool)
         d = pool.request(params("/p.php"), Pipe(), RecordingSink())  # type: ignore[arg-type]
         first.close()
         self.failureResultOf(d, BackendClosed)
@@ -694,10 +678,7 @@ class PoolTestCase(SynchronousTestCase):
     def test_probe_asks_get_values_on_a_connection_of_its_own(self) -> None:
         """probe() connects separately, sends GET_VALUES for the three spec names, and closes after the answer."""
         pool = self.make_pool()
-        d1, _ = self.run_one(pool)
-        pooled = self.endpoint.last.succeed()
-        pooled.respond()
-        self.successResultOf(d1)
+        pooled = self.serve_one(pool)
         pooled.received()
 
         probing = pool.probe()
