@@ -17,6 +17,7 @@ from typing import Any, Optional
 from twisted.internet.endpoints import _parseServer
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.tcp import Connection
+from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "select_and_dispatch",
     "send_now",
     "send_pieces_now",
+    "site_request_write",
     "idle_socket",
 ]
 
@@ -235,6 +237,27 @@ def headers_from_raw(raw: dict[bytes, list[bytes]]) -> Headers:
     headers = Headers()
     headers._rawHeaders = raw
     return headers
+
+
+def site_request_write(request: Any, data: bytes) -> None:
+    """``twisted.web.server.Request.write(request, data)``, past its two header lookups when they can change nothing.
+
+    server.Request's write adds a default Content-Type (nothing to add when
+    ``defaultContentType`` is None, as FrontRequest's), drops the body of
+    a HEAD it is faking as a GET (``_inFakeHead``, since Twisted 8) and runs
+    the resource's encoder (``_encoder``, since Twisted 9); without those it
+    is http.Request's write.
+    """
+    if request.defaultContentType is None and not request._inFakeHead and not request._encoder:
+        _http_write(request, data)
+    else:
+        _site_write(request, data)
+
+
+# Bound once: twisted.web.http is a deprecation proxy whose every attribute
+# lookup is a Python call.
+_http_write = http.Request.write
+_site_write = server.Request.write
 
 
 #: Header names seen, and how Headers spells each (bounded: names are the peers' to choose).

@@ -33,6 +33,8 @@ try:
 except ImportError:  # no zstandard for PyPy 3.9 (setup.cfg)
     _zstd = None  # type: ignore[assignment]
 
+from .._twisted import headers_raw
+
 __all__ = [
     "AVAILABLE",
     "CODINGS",
@@ -243,17 +245,19 @@ class Compression:
         ``Cache-Control: no-transform`` (RFC 9110 7.7), a type outside the
         list, or a known length under ``min_size``.
         """
-        types = headers.getRawHeaders(b"content-type")
-        if types is None or not self.type_compressible(types[0]):
+        # Read from the Headers' dict: asked for every response.
+        raw = headers_raw(headers)
+        types = raw.get(b"Content-Type")
+        if not types or not self.type_compressible(types[0]):
             return False
         if code < 200 or code == 204 or code == 304 or code == 206:
             return False
         if length is not None and length < self.min_size:
             return False
-        if headers.hasHeader(b"content-encoding") or headers.hasHeader(b"content-range"):
+        if b"Content-Encoding" in raw or b"Content-Range" in raw:
             return False
-        control = headers.getRawHeaders(b"cache-control")
-        return control is None or not _has_token(control, b"no-transform")
+        control = raw.get(b"Cache-Control")
+        return not control or not _has_token(control, b"no-transform")
 
     def begin(self, request: Any, data: bytes) -> "tuple[bytes, Optional[Encoder]]":
         """Decide for *request*, whose head is about to go out with *data*, its first body bytes.
@@ -264,7 +268,7 @@ class Compression:
         and the new Content-Length on *request* as needed.
         """
         headers = request.responseHeaders
-        lengths = headers.getRawHeaders(b"content-length")
+        lengths = headers_raw(headers).get(b"Content-Length") or None
         length: Optional[int] = None
         if lengths is not None:
             try:

@@ -31,6 +31,7 @@ from .._twisted import (
     request_disconnected,
     send_now,
     send_pieces_now,
+    site_request_write,
 )
 from ..cgi.realip import UNIX, RealIP
 from .compress import Compression, Encoder
@@ -43,6 +44,9 @@ from .http2 import H2Connection
 __all__ = ["FrontSite", "FrontRequest", "MAX_REQUEST_ID", "valid_request_id"]
 
 _monotonic = time.monotonic
+# Bound once: twisted.web.http is a deprecation proxy whose every attribute
+# lookup is a Python call.
+_NO_BODY_CODES = http.NO_BODY_CODES
 #: The longest X-Request-Id taken from a client (a UUID is 36, nginx's $request_id 32).
 MAX_REQUEST_ID = 128
 #: Letters, digits and the punctuation of UUIDs, base64 and common trace ids.
@@ -130,7 +134,7 @@ class FrontRequest(server.Request):
             data = self._stream.compress(data)
             if not data:
                 return
-        super().write(data)
+        site_request_write(self, data)
 
     def finish(self) -> None:
         if not self.startedWriting and not request_disconnected(self):
@@ -282,7 +286,7 @@ class FrontRequest(server.Request):
             or self.finished
             or request_disconnected(self)
             or self.method == b"HEAD"
-            or self.code in http.NO_BODY_CODES
+            or self.code in _NO_BODY_CODES
         ):
             self.write(pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes else b"".join(pieces))
             return
@@ -622,7 +626,8 @@ class _Channel(http.HTTPChannel):
             request = self.requestFactory(self, len(self.requests))
         self.requests.append(request)
         request.requestHeaders = headers
-        request.parseCookies()
+        if b"Cookie" in raw:
+            request.parseCookies()
         self.persistent = self.checkPersistence(request, version)
         request.gotLength(0)
         channel_dispatch(self, request, method, target, version)
@@ -709,7 +714,15 @@ class _Channel(http.HTTPChannel):
                     self._keep_alive_10 = True
                     return True
             return False
-        return bool(super().checkPersistence(request, version))
+        if version != b"HTTP/1.1":
+            return False
+        # HTTPChannel.checkPersistence's rule (its tokens split on spaces
+        # alone), read from the Headers' dicts.
+        connection = headers_raw(request.requestHeaders).get(b"Connection")
+        if connection and b"close" in [token.lower() for token in connection[0].split(b" ")]:
+            headers_raw(request.responseHeaders)[b"Connection"] = [b"close"]
+            return False
+        return True
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:  # noqa: N802
         if not isinstance(headers, Headers):

@@ -19,6 +19,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
+from twisted.web.server import Request as SiteRequest
 
 from fephp import _twisted
 
@@ -332,3 +333,17 @@ def test_headers_from_raw_holds_the_dict_itself() -> None:
     assert headers.getRawHeaders(b"host") == [b"example.com"]
     assert _twisted.headers_raw(headers) is raw
     assert list(headers.getAllRawHeaders()) == [(b"Host", [b"example.com"]), (b"User-Agent", [b"curl"])]
+
+
+def test_site_request_write_is_server_requests_write_without_a_default_type() -> None:
+    """With no default Content-Type the shortcut sends what server.Request.write would, and adds no Content-Type."""
+    outputs = []
+    for write in (SiteRequest.write, _twisted.site_request_write):
+        request = SiteRequest(_channel(), parsePOSTFormSubmission=False)
+        request.defaultContentType = None
+        request.method, request.clientproto = b"GET", b"HTTP/1.1"
+        request.setHeader(b"content-length", b"2")
+        write(request, b"ok")
+        outputs.append(request.channel.transport.value())  # type: ignore[union-attr]
+        assert not request.responseHeaders.hasHeader(b"content-type")
+    assert outputs[0] == outputs[1] and outputs[0].endswith(b"\r\n\r\nok")
