@@ -18,7 +18,7 @@ from fephp.process.binaries import find_php
 from tests.support.echo_http import start_echo
 from tests.support.haproxy import Backend, Frontend, HAProxy, Server, render_config
 from tests.support.load import HTTPLoad
-from tests.support.netns import FPMHost, Network, namespace_pids, open_network, require_netns, wait_until
+from tests.support.netns import FPMHost, Host, HostProcess, Network, namespace_pids, open_network, require_netns, wait_until
 from tests.support.php_fpm import fastcgi_get as php_fastcgi_get
 from tests.support.processes import require_binary
 
@@ -143,9 +143,8 @@ def test_killed_fpm_refuses_and_restarts(each_network: Network, start_fpm: Any, 
     assert fastcgi_get(net, fpm.address, script).startswith(net.root_address.encode() + b" ")
 
 
-def test_haproxy_moves_traffic_off_a_killed_server(each_network: Network, start_haproxy: Any, tmp_path: Path) -> None:
-    """HAProxy spreads requests over two hosts; one killed, its stats socket shows it DOWN, then every request goes to the other."""
-    net = each_network
+def _two_echoes_behind_haproxy(net: Network, start_haproxy: Any, tmp_path: Path) -> tuple[HostProcess, HAProxy, Host]:
+    """Echo servers "a" and "b" on hosts of their own behind HAProxy on host "lb" (port 8080), both UP: a's process, HAProxy, lb's host."""
     a, b, lb_host = net.add_host("a"), net.add_host("b"), net.add_host("lb")
     echo_a = start_echo(a, 8000, "a", log=tmp_path / "a.log")
     start_echo(b, 8000, "b", log=tmp_path / "b.log")
@@ -157,6 +156,13 @@ def test_haproxy_moves_traffic_off_a_killed_server(each_network: Network, start_
     )
     lb.wait_server("app", "a", "UP")
     lb.wait_server("app", "b", "UP")
+    return echo_a, lb, lb_host
+
+
+def test_haproxy_moves_traffic_off_a_killed_server(each_network: Network, start_haproxy: Any, tmp_path: Path) -> None:
+    """HAProxy spreads requests over two hosts; one killed, its stats socket shows it DOWN, then every request goes to the other."""
+    net = each_network
+    echo_a, lb, lb_host = _two_echoes_behind_haproxy(net, start_haproxy, tmp_path)
     names = [json.loads(net.http_get((lb_host.address, 8080), f"/{i}")[1])["name"] for i in range(6)]
     assert sorted(set(names)) == ["a", "b"]
     echo_a.kill()
@@ -170,15 +176,7 @@ def test_haproxy_moves_traffic_off_a_killed_server(each_network: Network, start_
 def test_load_through_a_kill_accounts_for_every_request(each_network: Network, start_haproxy: Any, tmp_path: Path) -> None:
     """A bounded load through HAProxy while one server is killed: every request ends, none hangs, and the last ones all reach the survivor."""
     net = each_network
-    a, b, lb_host = net.add_host("a"), net.add_host("b"), net.add_host("lb")
-    echo_a = start_echo(a, 8000, "a", log=tmp_path / "a.log")
-    start_echo(b, 8000, "b", log=tmp_path / "b.log")
-    lb: HAProxy = start_haproxy(
-        net, [Frontend("web", lb_host.address, 8080, "app")],
-        [Backend("app", (Server("a", a.address, 8000), Server("b", b.address, 8000)))], host=lb_host,
-    )
-    lb.wait_server("app", "a", "UP")
-    lb.wait_server("app", "b", "UP")
+    echo_a, lb, lb_host = _two_echoes_behind_haproxy(net, start_haproxy, tmp_path)
     load = HTTPLoad(net, (lb_host.address, 8080), "/", total=20000, concurrency=4, timeout=REQUEST_TIMEOUT + TIMEOUT_SLACK, within=60).start()
     wait_until(lambda: load.completed >= 30, "the first 30 answers")
     echo_a.kill()
