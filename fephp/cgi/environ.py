@@ -21,8 +21,8 @@ looks the same to an application moved from nginx:
 from __future__ import annotations
 
 import binascii
-import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,19 +83,25 @@ def _env_name(name: bytes) -> bytes | None:
     return env
 
 
-def _remote_user(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
-    for name, value in headers:
-        if len(name) == 13 and name.lower() == b"authorization":
-            scheme, _, credentials = value.strip().partition(b" ")
-            if scheme.lower() != b"basic":
-                return b""
-            try:
-                decoded = binascii.a2b_base64(credentials.strip())
-            except binascii.Error:
-                return b""
-            user, colon, _ = decoded.partition(b":")
-            return user if colon and b"\0" not in user else b""
-    return b""
+def _remote_user(authorization: bytes | None) -> bytes:
+    """The user name of the first Authorization header's value when it is Basic, else b""."""
+    if authorization is None:
+        return b""
+    scheme, _, credentials = authorization.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return b""
+    try:
+        decoded = binascii.a2b_base64(credentials.strip())
+    except binascii.Error:
+        return b""
+    user, colon, _ = decoded.partition(b":")
+    return user if colon and b"\0" not in user else b""
+
+
+# os.fsencode's own arguments (POSIX), without its two Python-level calls
+# per path on every request.
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
 def _server_name(host: bytes | None, server_addr: str) -> bytes:
@@ -139,12 +145,34 @@ def build_env(
     if content_length is not None and content_length < 0:
         raise ValueError(f"negative content length {content_length}")
 
+    # Every request header as HTTP_*, first: REMOTE_USER comes from the
+    # first Authorization header seen here.
+    headers: dict[bytes, bytes] = {}
+    authorization: bytes | None = None
+    for name, value in facts.headers:
+        if b"\0" in name or b"\0" in value:
+            raise ValueError(f"NUL byte in header {name[:40]!r}")
+        key = _env_name(name)
+        if key is None:
+            continue
+        previous = headers.get(key)
+        if previous is None:
+            headers[key] = value
+            if key == b"HTTP_AUTHORIZATION":
+                authorization = value
+        elif key == b"HTTP_COOKIE":
+            # RFC 6265 5.4 allows one Cookie header; HTTP/2 splits it into
+            # several fields that must be joined with "; " (RFC 9113 8.2.3).
+            headers[key] = previous + b"; " + value
+        else:
+            headers[key] = previous + b", " + value  # RFC 9110 5.3
+
     path_info = route.path_info.encode()
     env = [
-        # Filesystem paths go through fsencode (a root configured with
+        # Filesystem paths are encoded as fsencode does (a root configured with
         # undecodable bytes round-trips); URL paths are the decoded UTF-8
         # the router worked on, as nginx's $fastcgi_script_name is.
-        (b"SCRIPT_FILENAME", os.fsencode(route.script_filename)),
+        (b"SCRIPT_FILENAME", route.script_filename.encode(_FS_ENCODING, _FS_ERRORS)),
         (b"QUERY_STRING", facts.query_string),
         (b"REQUEST_METHOD", facts.method),
         (b"CONTENT_TYPE", facts.content_type or b""),
@@ -154,7 +182,7 @@ def build_env(
         # in WordPress, MediaWiki and Laravel parse it themselves.
         (b"REQUEST_URI", facts.raw_uri),
         (b"DOCUMENT_URI", route.document_uri.encode()),
-        (b"DOCUMENT_ROOT", os.fsencode(document_root)),
+        (b"DOCUMENT_ROOT", document_root.encode(_FS_ENCODING, _FS_ERRORS)),
         (b"SERVER_PROTOCOL", facts.server_protocol),
         (b"REQUEST_SCHEME", b"https" if facts.https else b"http"),
     ]
@@ -177,30 +205,13 @@ def build_env(
         (b"REDIRECT_STATUS", b"200"),
         # nginx's $remote_user: the user name of a Basic Authorization header,
         # whether or not the server checked it (RFC 3875 4.1.11), else "".
-        (b"REMOTE_USER", _remote_user(facts.headers)),
+        (b"REMOTE_USER", _remote_user(authorization)),
         # Always present, "" when empty, as nginx sends $fastcgi_path_info.
         (b"PATH_INFO", path_info),
     ]
     if path_info:
         # RFC 3875 4.1.6: only when PATH_INFO is non-empty; the document
         # root + PATH_INFO, the virtual-to-physical mapping of 4.1.5.
-        env.append((b"PATH_TRANSLATED", os.fsencode(document_root.rstrip("/")) + path_info))
-
-    headers: dict[bytes, bytes] = {}
-    for name, value in facts.headers:
-        if b"\0" in name or b"\0" in value:
-            raise ValueError(f"NUL byte in header {name[:40]!r}")
-        key = _env_name(name)
-        if key is None:
-            continue
-        previous = headers.get(key)
-        if previous is None:
-            headers[key] = value
-        elif key == b"HTTP_COOKIE":
-            # RFC 6265 5.4 allows one Cookie header; HTTP/2 splits it into
-            # several fields that must be joined with "; " (RFC 9113 8.2.3).
-            headers[key] = previous + b"; " + value
-        else:
-            headers[key] = previous + b", " + value  # RFC 9110 5.3
+        env.append((b"PATH_TRANSLATED", document_root.rstrip("/").encode(_FS_ENCODING, _FS_ERRORS) + path_info))
     env += headers.items()
     return env

@@ -133,7 +133,8 @@ class ClientConnection:
                 elif rtype == _END_REQUEST:
                     if request_id not in active:
                         raise ProtocolError(f"END_REQUEST for unknown request id {request_id}")
-                    app_status, protocol_status = decode_end_request(cast(bytes, content))
+                    # Whole bytes (not streamed); typing.cast would be a call per request.
+                    app_status, protocol_status = decode_end_request(content)  # type: ignore[arg-type]
                     active.discard(request_id)
                     append(EndRequest(request_id, app_status, protocol_status))
                 elif rtype == RecordType.GET_VALUES_RESULT:
