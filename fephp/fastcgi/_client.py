@@ -22,9 +22,9 @@ from ._records import (
     decode_end_request,
     decode_name_values,
     decode_unknown_type,
-    encode_begin_request,
     encode_name_values,
     encode_record,
+    encode_request_head,
     encode_stream,
 )
 
@@ -76,13 +76,13 @@ class ClientConnection:
             raise ValueError(f"request id {request_id} is already active")
         self._active.add(request_id)
         flags = BeginFlags.KEEP_CONN if keep_conn else BeginFlags.NONE
-        return encode_begin_request(request_id, role, flags) + encode_stream(
-            RecordType.PARAMS, request_id, encode_name_values(params), close=True
-        )
+        return encode_request_head(request_id, role, flags, params)
 
     def send_stdin(self, request_id: int, data: bytes) -> bytes:
         """A piece of the request body; empty *data* gives no bytes."""
         self._check_active(request_id)
+        if not data:
+            return b""
         return encode_stream(RecordType.STDIN, request_id, data)
 
     def end_stdin(self, request_id: int) -> bytes:

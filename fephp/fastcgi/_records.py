@@ -28,6 +28,7 @@ __all__ = [
     "encode_name_values",
     "decode_name_values",
     "encode_begin_request",
+    "encode_request_head",
     "encode_end_request",
 ]
 
@@ -125,6 +126,8 @@ def padding_for(length: int) -> int:
 
 
 _PADS = [b"\0" * n for n in range(8)]
+_BEGIN_REQUEST = int(RecordType.BEGIN_REQUEST)
+_PARAMS = int(RecordType.PARAMS)
 
 
 def encode_record(type: int, request_id: int, content: bytes = b"") -> bytes:
@@ -212,6 +215,34 @@ def decode_name_values(data: bytes) -> list[tuple[bytes, bytes]]:
 
 def encode_begin_request(request_id: int, role: int = Role.RESPONDER, flags: int = 0) -> bytes:
     return encode_record(RecordType.BEGIN_REQUEST, request_id, _BEGIN_BODY.pack(role, flags))
+
+
+def encode_request_head(
+    request_id: int, role: int, flags: int, params: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]
+) -> bytes:
+    """BEGIN_REQUEST and the whole PARAMS stream of *params*, closed: what every request starts with.
+
+    The same bytes as ``encode_begin_request`` + ``encode_stream(PARAMS,
+    ..., close=True)``; an environment that fits one record (all but
+    huge ones) is framed in one join, without the stream's slicing.
+    """
+    content = encode_name_values(params)
+    length = len(content)
+    # No pairs: the stream is its closing record alone (an empty record is the end).
+    if length > MAX_CONTENT_LEN or not length:
+        return encode_begin_request(request_id, role, flags) + encode_stream(
+            RecordType.PARAMS, request_id, content, close=True
+        )
+    pad = -length & 7
+    header = _HEADER.pack
+    return b"".join((
+        header(VERSION_1, _BEGIN_REQUEST, request_id, _BEGIN_BODY.size, 0),
+        _BEGIN_BODY.pack(role, flags),
+        header(VERSION_1, _PARAMS, request_id, length, pad),
+        content,
+        _PADS[pad],
+        header(VERSION_1, _PARAMS, request_id, 0, 0),  # the empty record that ends the stream
+    ))
 
 
 def decode_begin_request(content: bytes) -> tuple[int, int]:

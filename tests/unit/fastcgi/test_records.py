@@ -35,6 +35,7 @@ from fephp.fastcgi._records import (
     decode_unknown_type,
     encode_begin_request,
     encode_end_request,
+    encode_request_head,
     encode_unknown_type,
 )
 
@@ -329,3 +330,13 @@ def test_unknown_type_exact_bytes_and_decoding() -> None:
     assert decode_unknown_type(record[8:]) == 99
     with pytest.raises(ProtocolError):
         decode_unknown_type(b"\x63")
+
+
+@pytest.mark.parametrize("value_len", [None, 0, 1, 127, 128, 1000, MAX_CONTENT_LEN - 40, MAX_CONTENT_LEN, 70000])
+def test_request_head_is_begin_request_and_the_closed_params_stream(value_len: int | None) -> None:
+    """encode_request_head gives exactly BEGIN_REQUEST + the PARAMS stream, closed, for no pairs, one record or several."""
+    params = [] if value_len is None else [(b"SCRIPT_FILENAME", b"/x.php"), (b"HTTP_X", b"v" * value_len)]
+    expected = encode_begin_request(3, Role.RESPONDER, BeginFlags.KEEP_CONN) + encode_stream(
+        RecordType.PARAMS, 3, encode_name_values(params), close=True
+    )
+    assert encode_request_head(3, Role.RESPONDER, BeginFlags.KEEP_CONN, params) == expected
