@@ -15,6 +15,7 @@ from twisted.internet import defer, reactor
 from fephp.web.errors import error_page
 from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
+from tests.support.faults import wait_until
 from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
 
 pytestmark = pytest.mark.php
@@ -395,11 +396,10 @@ async def test_client_disconnect_frees_the_connection(front):
     port = f.port
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(b"GET /sleep.php?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
-    while f.backend.stats()["busy"] == 0:
-        await _tick()
+    await wait_until(lambda: f.backend.stats()["busy"] != 0, "the request to reach PHP")
     sock.close()
-    while f.backend.stats()["busy"] != 0:
-        await _tick()
+    # The aborted request keeps its child counted until PHP ends the script (5 s).
+    await wait_until(lambda: f.backend.stats()["busy"] == 0, "the connection to be free", within=15.0)
     response, body = await f.fetch("/status.php")
     assert (response.code, body) == (200, b"status body")
 
@@ -427,12 +427,6 @@ async def test_framing_a_whole_answer_has_a_length_a_streamed_one_is_chunked(fro
 
 
 # -- helpers ----------------------------------------------------------------------
-
-
-def _tick() -> defer.Deferred:
-    d: defer.Deferred = defer.Deferred()
-    reactor.callLater(0.01, d.callback, None)
-    return d
 
 
 @pytest_twisted.ensureDeferred
