@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
 
 from fephp.web.errors import error_page
 from fephp.web.static import SMALL_STATIC_FILE
