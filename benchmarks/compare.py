@@ -61,6 +61,10 @@ GZIP = ("Accept-Encoding: gzip",)
 #: default follows the cache size /proc/cpuinfo reports, a few hundred KB on
 #: virtual machines, where collections then take most of a large response's CPU.
 PYPY_GC_NURSERY = "32MB"
+#: ... and the heap below which PyPy never collects its old generation, also
+#: as the unit sets it: 8 times the nursery unless set, which let fephp-pypy
+#: grow by 256 MB under steady load (benchmarks/memory.py).
+PYPY_GC_MIN = "64MB"
 
 #: Bounds on every wait, so that a stuck server cannot hang the run.
 READY_TIMEOUT = 30.0
@@ -603,9 +607,10 @@ class Bench:
 
     def start_fephp(self, name: str, use_fpm: bool, python: str | None = None, root: str = DOCROOT) -> None:
         env = self.env
-        if python is not None and "PYPY_GC_NURSERY" not in env:
-            # As etc/fephp-pypy.service runs it (see there and docs/performance.md).
-            env = dict(env, PYPY_GC_NURSERY=PYPY_GC_NURSERY)
+        if python is not None:
+            # As etc/fephp-pypy.service runs it (see there and docs/performance.md);
+            # an exported value wins.
+            env = dict({"PYPY_GC_NURSERY": PYPY_GC_NURSERY, "PYPY_GC_MIN": PYPY_GC_MIN}, **env)
         port = free_port()
         conf = os.path.join(self.tmp, f"{name}.yaml")
         with open(conf, "w") as f:
@@ -1192,6 +1197,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.pypy:
         settings["pypy_gc_nursery"] = os.environ.get("PYPY_GC_NURSERY", PYPY_GC_NURSERY)
+        settings["pypy_gc_min"] = os.environ.get("PYPY_GC_MIN", PYPY_GC_MIN)
     rss_line = ", ".join(f"{k} {v}" for k, v in rss.items())
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(f"# fephp vs nginx vs Caddy ({started_at})\n\n")
