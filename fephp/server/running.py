@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
@@ -160,6 +160,23 @@ class _Reloadable:
         return DeferredList(stops).addCallback(lambda _: result)
 
 
+def _bind(descriptions: Iterable[str], current: "dict[str, Any]", make: Callable[[str], Any],
+          started: list[Service]) -> "list[Any]":
+    """The listeners for *descriptions*: those in *current* kept, the others made and started (added to *started*).
+
+    A new listener binds here, so a port in use fails the reload before anything was switched.
+    """
+    listeners = []
+    for description in descriptions:
+        listener = current.get(description)
+        if listener is None:
+            listener = make(description)
+            listener.startService()
+            started.append(listener)
+        listeners.append(listener)
+    return listeners
+
+
 def _socket_of(managed: Optional[ManagedPHPFPM]) -> Optional[str]:
     return managed.socket_path if managed is not None else None
 
@@ -235,21 +252,9 @@ class SingleServer(_Reloadable, MultiService):
                 backend = front.backend
             app, site = build_site(config, reactor, backend)
             current: dict[str, Any] = {getattr(l, "description", ""): l for l in front.listeners}
-            listeners: list[Any] = []
-            for description in config.server.listen:
-                listener = current.get(description)
-                if listener is None:
-                    listener = Listener(reactor, description, site)
-                    listener.startService()  # binds now: a port in use fails the reload here
-                    started.append(listener)
-                listeners.append(listener)
-            admin_new = []
-            for description in config.admin.listen:
-                if description not in self.admin:
-                    listener = Listener(reactor, description, self.admin_site)
-                    listener.startService()
-                    started.append(listener)
-                    admin_new.append(listener)
+            listeners = _bind(config.server.listen, current, lambda d: Listener(reactor, d, site), started)
+            admin = _bind(config.admin.listen, self.admin, lambda d: Listener(reactor, d, self.admin_site), started)
+            admin_new = [listener for listener in admin if listener.description not in self.admin]
         except Exception as e:
             result = yield self._undo(e, started)
             return result
@@ -396,14 +401,7 @@ class ParentServer(_Reloadable, WorkersService):
         current = {listener.description: listener for listener in self.listeners}
         try:
             new_managed = yield self._new_php_fpm(config, managed, started, children=_children_for_workers(config))
-            listeners = []
-            for description in config.server.listen:
-                listener = current.get(description)
-                if listener is None:
-                    listener = SharedListener(reactor, description)
-                    listener.startService()
-                    started.append(listener)
-                listeners.append(listener)
+            listeners = _bind(config.server.listen, current, lambda d: SharedListener(reactor, d), started)
         except Exception as e:
             result = yield self._undo(e, started)
             return result
