@@ -47,15 +47,21 @@ def open_idle_clients(port: int, count: int, deadline: float) -> list[socket.soc
         if time.monotonic() > deadline:
             raise RuntimeError("opening the idle clients took too long")
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.sendall(REQUEST)
-        answer = b""
-        while not _complete(answer):
-            chunk = s.recv(65536)
-            if not chunk:
-                raise RuntimeError("the server closed a keep-alive connection")
-            answer += chunk
+        exchange(s, REQUEST)
         clients.append(s)
     return clients
+
+
+def exchange(s: socket.socket, request: bytes) -> bytes:
+    """*request* sent on the kept connection *s*, and its whole answer."""
+    s.sendall(request)
+    answer = b""
+    while not _complete(answer):
+        chunk = s.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed a keep-alive connection")
+        answer += chunk
+    return answer
 
 
 def make_docroot(tmp: str, files: int) -> str:
@@ -76,13 +82,7 @@ def read_cache_files(port: int, files: int, rounds: int, deadline: float) -> Non
             for i in range(files):
                 if time.monotonic() > deadline:
                     raise RuntimeError("reading the cache files took too long")
-                s.sendall(f"GET /cache/f{i}.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-                answer = b""
-                while not _complete(answer):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        raise RuntimeError("the server closed a keep-alive connection")
-                    answer += chunk
+                answer = exchange(s, f"GET /cache/f{i}.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
                 if not answer.startswith(b"HTTP/1.1 200"):
                     raise RuntimeError(f"/cache/f{i}.txt: {answer[:40]!r}")
 
