@@ -366,10 +366,6 @@ class Balancer:
         ):
             self.close().chainDeferred(draining)
 
-    def in_service(self) -> "list[str]":
-        """The backends that take requests now (in service, not draining)."""
-        return [m.name for m in self._members if m.takes_requests()]
-
     def close(self) -> "Deferred[None]":
         """Refuse new requests, fail waiting ones, close every pool; fires once their requests are done."""
         self._closed = True

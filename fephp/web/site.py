@@ -985,10 +985,6 @@ class FrontSite(server.Site):
         if self._access is not None:
             self._access.reopen()
 
-    def flush_logs(self) -> None:
-        if self._access is not None:
-            self._access.flush()
-
     def log(self, request: Any) -> None:
         """One finished request: counted in the figures, written to the access log."""
         now = _monotonic()
