@@ -2,7 +2,7 @@
 
 :class:`Nginx` writes a complete ``nginx.conf`` into a temp dir and runs
 ``nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'`` in the foreground, on
-127.0.0.1 and a free port, with the front-controller configuration PHP
+127.0.0.1 and a port the kernel chose (bound by the test, inherited by nginx), with the front-controller configuration PHP
 applications document (the one docs/routing.md mirrors):
 
 * ``try_files $uri $uri/ /index.php?$query_string`` for pretty URLs;
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.processes import free_port, require_binary
+from tests.support.processes import bound_listener, require_binary
 
 __all__ = ["Nginx", "FASTCGI_PARAMS", "find_nginx"]
 
@@ -109,10 +109,15 @@ class Nginx:
     process: subprocess.Popen | None = None
     config: Path = field(init=False)
     error_log: Path = field(init=False)
+    #: The listening socket, bound here on port 0 (nginx refuses ``listen
+    #: 127.0.0.1:0``) and handed to nginx at start, which then holds it alone.
+    _listener: socket.socket | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
+        if not self.port:
+            self._listener = bound_listener()
+            self.port = int(self._listener.getsockname()[1])
         self.config = self.workdir / "nginx.conf"
         self.error_log = self.workdir / "error.log"
         self.config.write_text(self.render())
@@ -189,13 +194,21 @@ http {{
         )
         if check.returncode != 0:
             raise RuntimeError(f"nginx rejected its config: {check.stderr}")
+        inherited = (self._listener.fileno(),) if self._listener is not None else ()
         self.process = subprocess.Popen(
             [self.binary, "-p", str(self.workdir), "-c", str(self.config), "-g", "daemon off;"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            # nginx adopts the listening sockets named in $NGINX ("fd;fd;"), as in
+            # its binary upgrade, when their address matches a listen directive.
+            pass_fds=inherited,
+            env=dict(os.environ, NGINX="".join(f"{fd};" for fd in inherited)) if inherited else None,
         )
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         try:
             self._wait_connectable()
         except RuntimeError:

@@ -14,7 +14,7 @@ from typing import Mapping, Optional
 from fephp.fastcgi import ClientConnection, EndRequest, Stderr, Stdout
 from fephp.process.fpmconfig import PoolSpec, php_fpm_argv, render_config
 from tests.support import PHP_DIR
-from tests.support.processes import alive, free_port, group_members
+from tests.support.processes import alive, bound_listener, group_members
 
 READY_WITHIN = 15.0
 
@@ -83,11 +83,16 @@ class PHPFPM:
     process: subprocess.Popen | None = None
     config: Path = field(init=False)
     log: Path = field(init=False)
+    #: The TCP pool's socket, bound by the test on a port the kernel chose and
+    #: handed to php-fpm at start (then closed here: php-fpm holds it).
+    _tcp_socket: Optional[socket.socket] = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.unix_path = str(self.workdir / "fpm.sock")
-        self.tcp_port = self.tcp_port or free_port()
+        if not self.tcp_port:
+            self._tcp_socket = bound_listener()
+            self.tcp_port = int(self._tcp_socket.getsockname()[1])
         self.config = self.workdir / "php-fpm.conf"
         self.log = self.workdir / "php-fpm.log"
         pools = [
@@ -109,6 +114,7 @@ class PHPFPM:
     def start(self) -> "PHPFPM":
         if os.path.exists(self.unix_path):
             os.unlink(self.unix_path)
+        listener = self._tcp_socket or self._rebind()
         self.process = subprocess.Popen(
             php_fpm_argv(self.binary, str(self.config)),
             stdin=subprocess.DEVNULL,
@@ -116,10 +122,25 @@ class PHPFPM:
             stderr=subprocess.DEVNULL,
             # A group of its own, so kill() reaches children forked after it looked.
             start_new_session=True,
+            # php-fpm adopts a listening socket named in FPM_SOCKETS ("address=fd"),
+            # as it does across its own re-exec, instead of binding the address.
+            pass_fds=(listener.fileno(),),
+            env=dict(os.environ, FPM_SOCKETS=f"127.0.0.1:{self.tcp_port}={listener.fileno()}"),
         )
+        listener.close()  # php-fpm has its copy; a killed php-fpm refuses connections, as a real crash does
+        self._tcp_socket = None
         wait_connectable(self.unix_path, self.process, self.log)
         wait_connectable(("127.0.0.1", self.tcp_port), self.process, self.log)
         return self
+
+    def _rebind(self) -> socket.socket:
+        """The TCP pool's port again, for a start after a stop or kill (a restarted php-fpm comes back on its address)."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.tcp_port))
+        s.listen(511)
+        s.set_inheritable(True)
+        return s
 
     def kill(self) -> None:
         """SIGKILL the master and its children, as a crash would."""
