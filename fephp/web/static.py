@@ -291,6 +291,21 @@ def _not_modified_since(header: bytes, mtime: int) -> bool:
     return since >= mtime
 
 
+def _negotiated(compression: Optional[Compression], coding: Optional[str], size: int, headers: Any) -> bool:
+    """Whether this file's 200 carries ``Vary: Accept-Encoding``, so that its 206 and 304 must too (RFC 9110 15.3.7, 15.4.5).
+
+    *compression* is the site's policy when the file's type is compressible
+    (else None), *coding* the precompressed sibling chosen (its Vary is set
+    already), *headers* the response headers so far.  The rule of
+    :meth:`Compression.varies` for a file of *size* bytes: at least
+    ``min_size``, and no ``Cache-Control: no-transform`` from a cache rule.
+    """
+    if compression is None or coding is not None or size < compression.min_size:
+        return False
+    control = headers.getRawHeaders(b"cache-control")
+    return not control or not any(token.strip().lower() == b"no-transform" for value in control for token in value.split(b","))
+
+
 def _precompressed(codings: tuple[str, ...], path: str, original: os.stat_result) -> Optional[tuple[str, os.stat_result, str]]:
     """The first of *codings* with a regular file beside *path* not older than it: (its path, stat, coding)."""
     for coding in codings:
@@ -367,7 +382,7 @@ def serve_static(
     if cache is not None:
         cache.apply(request, route.path)
     if fresh:
-        if compression is not None and coding is None and size >= compression.min_size:
+        if _negotiated(compression, coding, size, request.responseHeaders):
             # RFC 9110 15.4.5: the 304 carries the Vary and ETag the 200 would.
             add_vary(request.responseHeaders)
             if codings:
@@ -395,6 +410,15 @@ def serve_static(
         _Sendfile(request, fd, size).start()
         return NOT_DONE_YET
     if size > SMALL_STATIC_FILE or headers.hasHeader(b"range"):
+        if headers.hasHeader(b"range") and _negotiated(compression, coding, size, request.responseHeaders):
+            # RFC 9110 15.3.7: a 206 carries the Vary its 200 would.  Its
+            # bytes are the identity file's, under that file's strong ETag
+            # (a 200 gzipped for this client would carry the weak one).
+            add_vary(request.responseHeaders)
+        if tags is not None:
+            # If-None-Match decided (RFC 9110 13.2.2): File must not answer
+            # 304 by an If-Modified-Since that If-None-Match overrides.
+            headers.removeHeader(b"if-modified-since")
         big = _StaticFile(path)
         big.type = ctype.decode("latin-1")  # type: ignore[assignment]
         big.encoding = None  # File sets both or neither
