@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fephp.process.binaries import find_php
-from tests.support.daemon import answers, daemonize, get, wait_for, write_config
-from tests.support.processes import free_port, require_binary
+from tests.support.daemon import answers, daemonize, get, listening_on, wait_for, write_config
+from tests.support.processes import require_binary
 
 pytestmark = pytest.mark.php
 
@@ -44,14 +44,15 @@ def status(port: int, accept: str = "application/json") -> Any:
 class Daemon:
     def __init__(self, tmp_path: Path, php: str = "  use_fpm: true", admin_extra: str = "") -> None:
         require_binary(find_php("php-fpm"), "php-fpm")
-        self.port = free_port()
-        self.admin = free_port()
-        self.config = write_config(
-            tmp_path, self.port, php, f"admin:\n  listen: [\"tcp:{self.admin}:interface=127.0.0.1\"]\n{admin_extra}"
-        )
+        # Port 0 too, spelled otherwise: the config refuses an admin listener string that is also a public one.
+        self.config = write_config(tmp_path, php, f"admin:\n  listen: [\"tcp:port=0:interface=127.0.0.1\"]\n{admin_extra}")
         self.pidfile = daemonize(tmp_path, self.config)
         wait_for(self.pidfile.exists, "the pidfile")
         self.pid = int(self.pidfile.read_text())
+        self.port, self.admin = listening_on(self.pid, 2)
+        log = (tmp_path / "fephp.log").read_text()
+        # Which is which, from Twisted's line for each port (the bind order puts the public one first).
+        assert (f"FrontSite starting on {self.port}\n" in log, f"AdminSite starting on {self.admin}\n" in log) == (True, True), log
         wait_for(lambda: answers(self.base + "/static/hello.txt"), "the listener")
 
     @property
@@ -120,11 +121,15 @@ def test_status_merges_pool_and_php_fpm_and_health_answers(daemon: Daemon) -> No
 
 
 def test_the_public_listener_serves_no_admin_endpoint(daemon: Daemon) -> None:
-    """/metrics and /status on the public port are the app's (its front controller), never the admin answers."""
-    status_code, body = get(daemon.base + "/metrics")
-    assert b"fephp_http_requests_total" not in body
-    status_code, body = get(daemon.base + "/readyz")
-    assert b"php-fpm answers" not in body
+    """/metrics, /status and /readyz on the public port are the app's (its front controller answers 200), never the admin answers."""
+    for path in ("/metrics", "/status", "/readyz"):
+        status_code, body = get(daemon.base + path)
+        assert (status_code, json.loads(body)) == (200, {
+            "script": "index.php", "REQUEST_URI": path, "QUERY_STRING": "", "SCRIPT_NAME": "/index.php",
+            "PATH_INFO": "", "DOCUMENT_URI": "/index.php", "GET": [],
+        })
+    # The same paths on the admin port are the admin's: what the public port must not give.
+    assert get(f"http://127.0.0.1:{daemon.admin}/readyz") == (200, b"php-fpm answers\n")
 
 
 def test_readyz_fails_while_php_fpm_is_down(tmp_path: Path, own_php_fpm) -> None:

@@ -12,16 +12,18 @@ import pytest
 
 from fephp.process.binaries import find_php
 from tests.support.daemon import (
+    LISTEN,
     REPO,
     TWISTD,
     answers,
     daemonize,
     get,
+    listening_on,
     wait_for,
     write_config,
     zombie,
 )
-from tests.support.processes import free_port, processes_with, require_binary
+from tests.support.processes import processes_with, require_binary
 from tests.support.tls import self_signed_pem
 
 pytestmark = pytest.mark.php
@@ -35,13 +37,13 @@ def test_daemon_starts_serves_and_stops_cleanly(tmp_path: Path, mode: str) -> No
         php = "  use_fpm: true"
     else:
         php = "  use_fpm: false"
-    port = free_port()
-    config = write_config(tmp_path, port, php)
+    config = write_config(tmp_path, php)
     pidfile = daemonize(tmp_path, config)
-    base = f"http://127.0.0.1:{port}"
     try:
         wait_for(pidfile.exists, "the pidfile")
         pid = int(pidfile.read_text())
+        (port,) = listening_on(pid)
+        base = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(base + "/static/hello.txt"), "the listener")
         status, body = get(base + "/status.php")
         assert (status, body) == (200, b"status body")
@@ -85,8 +87,7 @@ def test_bad_config_fails_before_daemonizing(tmp_path: Path) -> None:
 def test_log_level_error_keeps_info_out_of_the_logfile(tmp_path: Path) -> None:
     """With logging.level error, twistd's --logfile gets fephp's errors (php-fpm killed) but not its info lines (php-fpm started)."""
     require_binary(find_php("php-fpm"), "php-fpm")
-    port = free_port()
-    config = write_config(tmp_path, port, "  use_fpm: true", logging="  level: error\n")
+    config = write_config(tmp_path, "  use_fpm: true", logging="  level: error\n")
     pidfile = tmp_path / "fephp.pid"
     logfile = tmp_path / "fephp.log"
     daemonize(tmp_path, config)
@@ -94,6 +95,7 @@ def test_log_level_error_keeps_info_out_of_the_logfile(tmp_path: Path) -> None:
     try:
         wait_for(pidfile.exists, "the pidfile")
         pid = int(pidfile.read_text())
+        (port,) = listening_on(pid)
         wait_for(lambda: get(f"http://127.0.0.1:{port}/status.php")[0] == 200 if answers(f"http://127.0.0.1:{port}/static/hello.txt") else False, "PHP")
         master = next(p for p in processes_with("php-fpm: master") if _parent(p) == pid)
         os.kill(master, signal.SIGKILL)
@@ -125,10 +127,10 @@ def _start_daemon(tmp_path: Path, config: Path) -> tuple[Path, int]:
 def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     """A response still streaming when SIGTERM arrives is completed, to its last byte, before the daemon exits."""
     require_binary(find_php("php-fpm"), "php-fpm")
-    port = free_port()
-    config = write_config(tmp_path, port, "  use_fpm: true")
+    config = write_config(tmp_path, "  use_fpm: true")
     pidfile, pid = _start_daemon(tmp_path, config)
     try:
+        (port,) = listening_on(pid)
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/static/hello.txt"), "the listener")
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"GET /stream.php?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -156,19 +158,18 @@ def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
     import json
     import ssl
 
-    tcp, tls = free_port(), free_port()
     unix_path = tmp_path / "fephp.sock"
     pem = self_signed_pem(tmp_path)
-    config = write_config(tmp_path, tcp, "  use_fpm: true")
+    config = write_config(tmp_path, "  use_fpm: true")
     config.write_text(
         config.read_text().replace(
-            f'listen: ["tcp:{tcp}:interface=127.0.0.1"]',
-            f'listen: ["tcp:{tcp}:interface=127.0.0.1", "unix:{unix_path}", '
-            f'"ssl:{tls}:interface=127.0.0.1:privateKey={pem}"]',
+            f'listen: ["{LISTEN}"]',
+            f'listen: ["{LISTEN}", "unix:{unix_path}", "ssl:0:interface=127.0.0.1:privateKey={pem}"]',
         )
     )
     pidfile, pid = _start_daemon(tmp_path, config)
     try:
+        tcp, tls = listening_on(pid, 2)  # in server.listen's order
         wait_for(lambda: answers(f"http://127.0.0.1:{tcp}/static/hello.txt"), "the listener")
         request = b"GET /env.php HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
@@ -204,11 +205,11 @@ def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
 
 def test_a_reactor_chosen_on_the_command_line_is_kept(tmp_path: Path) -> None:
     """``twistd --reactor poll fephp`` runs on poll: fephp installs its reactor only when none was chosen."""
-    port = free_port()
-    config = write_config(tmp_path, port, "  use_fpm: false")
+    config = write_config(tmp_path, "  use_fpm: false")
     pidfile = daemonize(tmp_path, config, "--reactor", "poll")
     try:
         wait_for(pidfile.exists, "the pidfile")
+        (port,) = listening_on(int(pidfile.read_text()))
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/static/hello.txt"), "the listener")
         assert "reactor class: twisted.internet.pollreactor.PollReactor." in (tmp_path / "fephp.log").read_text()
     finally:

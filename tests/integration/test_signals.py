@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from fephp.process.binaries import find_php
-from tests.support.daemon import answers, daemonize, get, wait_for, write_config, zombie
-from tests.support.processes import children_of, free_port, processes_with, require_binary
+from tests.support.daemon import answers, daemonize, get, listening_on, wait_for, write_config, zombie
+from tests.support.processes import children_of, processes_with, require_binary
 
 pytestmark = pytest.mark.php
 
@@ -19,16 +19,16 @@ pytestmark = pytest.mark.php
 def test_operator_signals_keep_fephp_running(tmp_path: Path, workers: int) -> None:
     """SIGUSR1 and SIGUSR2 leave the same processes serving, SIGHUP reloads (the same php-fpm when its settings did not change); each is logged, the pidfile stays, SIGTERM still stops cleanly."""
     require_binary(find_php("php-fpm"), "php-fpm")
-    port = free_port()
-    config = write_config(tmp_path, port, "  use_fpm: true")
+    config = write_config(tmp_path, "  use_fpm: true")
     if workers > 1:
         config.write_text(config.read_text().replace("  shutdown_grace: 5\n", f"  shutdown_grace: 5\n  workers: {workers}\n"))
     pidfile = daemonize(tmp_path, config)
-    base = f"http://127.0.0.1:{port}"
     log = tmp_path / "fephp.log"
     try:
         wait_for(pidfile.exists, "the pidfile")
         pid = int(pidfile.read_text())
+        (port,) = listening_on(pid)  # the parent's, which the workers share
+        base = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(base + "/static/hello.txt"), "the listener")
         # php-fpm's master, and the workers.
         wait_for(lambda: len(children_of(pid)) == 1 + (workers if workers > 1 else 0), "fephp's child processes")

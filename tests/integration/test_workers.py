@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fephp.process.binaries import find_php
-from tests.support.daemon import daemonize, wait_for, zombie
+from tests.support.daemon import daemonize, listening_on, wait_for, zombie
 from tests.support.docroot import make_docroot
-from tests.support.processes import children_of, free_port, processes_with, require_binary
+from tests.support.processes import children_of, processes_with, require_binary
 
 # -- the supervisor on a fake reactor ---------------------------------------------------
 
@@ -101,14 +101,13 @@ def answers(port: int) -> bool:
 def test_two_workers_share_the_port_restart_and_stop_cleanly(tmp_path: Path) -> None:
     """Both workers serve PHP from one port; a SIGKILLed worker is replaced; SIGTERM leaves no pidfile, socket or process."""
     require_binary(find_php("php-fpm"), "php-fpm")
-    port = free_port()
     root = make_docroot(tmp_path)
     unix_path = tmp_path / "http.sock"
     config = tmp_path / "fephp.yaml"
     config.write_text(
         f"""
 server:
-  listen: ["tcp:{port}:interface=127.0.0.1", "unix:{unix_path}"]
+  listen: ["tcp:0:interface=127.0.0.1", "unix:{unix_path}"]
   root: {root}
   workers: 2
   shutdown_grace: 5
@@ -125,6 +124,7 @@ logging:
     try:
         wait_for(pidfile.exists, "the pidfile")
         parent = int(pidfile.read_text())
+        (port,) = listening_on(parent)  # the parent binds, the workers inherit it
         wait_for(lambda: len(children_of(parent, "fephp.server.worker")) == 2, "two workers")
         workers = children_of(parent, "fephp.server.worker")
         wait_for(lambda: len(children_of(parent, "php-fpm: master")) == 1, "php-fpm")
@@ -187,17 +187,17 @@ def _sleeping(pid: int) -> bool:
 
 def start_daemon(tmp_path: Path, workers: int) -> tuple[int, int, Path, Path]:
     """twistd fephp with *workers* workers in managed mode: (parent pid, port, config, pidfile), once it answers."""
-    port = free_port()
     root = make_docroot(tmp_path)
     config = tmp_path / "fephp.yaml"
     config.write_text(
-        f"server:\n  listen: [\"tcp:{port}:interface=127.0.0.1\"]\n  root: {root}\n  workers: {workers}\n"
+        f"server:\n  listen: [\"tcp:0:interface=127.0.0.1\"]\n  root: {root}\n  workers: {workers}\n"
         "php:\n  worker_pool_size: 2\n"
     )
     pidfile = tmp_path / "fephp.pid"
     daemonize(tmp_path, config)
     wait_for(pidfile.exists, "the pidfile")
     parent = int(pidfile.read_text())
+    (port,) = listening_on(parent)  # the parent binds, the workers inherit it
     wait_for(lambda: answers(port), "the listener")
     return parent, port, config, pidfile
 

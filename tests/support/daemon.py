@@ -11,17 +11,23 @@ from pathlib import Path
 
 from tests.support import REPO
 from tests.support.docroot import make_docroot
+from tests.support.processes import wait_listening
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-def write_config(tmp_path: Path, port: int, php: str, logging: str = "") -> Path:
+#: The public listener of :func:`write_config`: port 0, the port read back with :func:`listening_on`.
+LISTEN = "tcp:0:interface=127.0.0.1"
+
+
+def write_config(tmp_path: Path, php: str, logging: str = "") -> Path:
+    """A config serving the test docroot on :data:`LISTEN` with the *php* section's lines; *logging* (and further sections) after."""
     root = make_docroot(tmp_path)
     config = tmp_path / "fephp.yaml"
     config.write_text(
         f"""
 server:
-  listen: ["tcp:{port}:interface=127.0.0.1"]
+  listen: ["{LISTEN}"]
   root: {root}
   shutdown_grace: 5
 php:
@@ -47,6 +53,11 @@ def daemonize(tmp_path: Path, config: Path, *twistd_options: str) -> Path:
     )
     assert started.returncode == 0, started.stderr.decode()
     return pidfile
+
+
+def listening_on(pid: int, count: int = 1) -> list[int]:
+    """The TCP ports the daemon *pid* listens on, once there are *count*: in the order it bound them, server.listen's then admin.listen's."""
+    return [port for _, port in wait_listening(pid, count)]
 
 
 def wait_for(predicate, what: str, within: float = 20.0) -> None:
