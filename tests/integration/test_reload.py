@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fephp.process.binaries import find_php
-from tests.support.daemon import answers, daemonize, get, wait_for
+from tests.support.daemon import answers, daemonize, get, listening_on, wait_for
 from tests.support.load import HTTPLoad
-from tests.support.processes import free_port, processes_with, require_binary
+from tests.support.processes import processes_with, require_binary
 from tests.support.tls import self_signed_pem
 
 pytestmark = pytest.mark.php
@@ -49,13 +49,13 @@ class Server:
     def __init__(self, tmp_path: Path, workers: int) -> None:
         require_binary(find_php("php-fpm"), "php-fpm")
         self.tmp = tmp_path
-        self.port = free_port()
         self.workers = workers
         self.config = tmp_path / "fephp.yaml"
-        _config(self.config, self.port, _root(tmp_path, "A"), 2, workers)
+        _config(self.config, 0, _root(tmp_path, "A"), 2, workers)
         self.pidfile = daemonize(tmp_path, self.config)
         wait_for(self.pidfile.exists, "the pidfile")
         self.pid = int(self.pidfile.read_text())
+        (self.port,) = listening_on(self.pid)
         wait_for(lambda: answers(self.url("/hello.txt")), "the listener")
         if workers > 1:
             wait_for(lambda: len(self.worker_pids()) == workers, "the workers")
@@ -104,7 +104,7 @@ def test_reload_under_load_drops_nothing(server: Server) -> None:
     assert len(masters_before) == 1
     load = HTTPLoad(None, ("127.0.0.1", server.port), "/which.php", total=40000, concurrency=4, timeout=10.0, within=300.0).start()
     wait_for(lambda: load.completed >= 300, "the first 300 answers", within=120)
-    _config(server.config, server.port, _root(server.tmp, "B"), 3, server.workers)
+    _config(server.config, 0, _root(server.tmp, "B"), 3, server.workers)  # the same listener string: the reload keeps its socket
     reloaded_at = time.monotonic()
     os.kill(server.pid, signal.SIGHUP)
     wait_for(lambda: "reload: serving the configuration" in server.log.read_text(), "the reload to finish", within=240)
@@ -168,7 +168,6 @@ def test_sigusr1_reopens_the_logs_after_logrotate(server: Server) -> None:
 def test_a_reload_reads_the_tls_certificate_again(tmp_path: Path) -> None:
     """An ssl: listener keeps its port across a reload and serves the certificate now in the file, not the one it started with."""
     require_binary(find_php("php-fpm"), "php-fpm")
-    port = free_port()
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
     pem = tmp_path / "server.pem"
@@ -176,7 +175,7 @@ def test_a_reload_reads_the_tls_certificate_again(tmp_path: Path) -> None:
     root = _root(tmp_path, "A")
     config = tmp_path / "fephp.yaml"
     config.write_text(
-        f'server:\n  listen: ["ssl:{port}:interface=127.0.0.1:privateKey={pem}"]\n  root: {root}\n  shutdown_grace: 5\n'
+        f'server:\n  listen: ["ssl:0:interface=127.0.0.1:privateKey={pem}"]\n  root: {root}\n  shutdown_grace: 5\n'
         "php:\n  worker_pool_size: 2\n"
     )
     pidfile = daemonize(tmp_path, config)
@@ -184,6 +183,7 @@ def test_a_reload_reads_the_tls_certificate_again(tmp_path: Path) -> None:
     try:
         wait_for(pidfile.exists, "the pidfile")
         pid = int(pidfile.read_text())
+        (port,) = listening_on(pid)
 
         def served() -> str:
             return _served_certificate(port)
