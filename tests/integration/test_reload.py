@@ -127,8 +127,8 @@ def test_reload_under_load_drops_nothing(server: Server) -> None:
     masters_after = _managed_masters(server)
     assert len(masters_after) == 1 and masters_after != masters_before  # a new php-fpm took over, the old one stopped
     if server.workers > 1:
-        after = server.worker_pids()
-        assert len(after) == server.workers and not set(after) & set(workers_before)
+        workers_after = server.worker_pids()
+        assert len(workers_after) == server.workers and not set(workers_after) & set(workers_before)
     assert get(server.url("/which.php")) == (200, b"B")
 
 
