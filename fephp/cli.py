@@ -9,6 +9,7 @@ that touch the global reactor.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any, Callable, NamedTuple
 
@@ -33,39 +34,24 @@ def _run_bench(args: argparse.Namespace) -> int:
     # select() for a fixed rate's fine timers, epoll for a closed loop.
     install(args.concurrency, rate_mode=args.rps > 0)
     from twisted.internet import reactor as _reactor
-    from twisted.internet.error import ReactorNotRunning
 
-    from .bench.command import EXIT_INTERRUPTED, run
+    from .bench.command import Session, run
 
     reactor: Any = _reactor
     started = run(args, reactor)
     if isinstance(started, int):
         return started
     bench, status = started
-    outcome: list[object] = []
-
-    def stop_reactor(result: object) -> None:
-        outcome.append(result)
-        try:
-            reactor.stop()
-        except ReactorNotRunning:
-            pass
-
-    status.addBoth(stop_reactor)
-    # Ctrl-C stops the reactor; end the run first so its partial report is printed.
+    session = Session(bench, status, reactor)
+    # Ours whatever SIGINT was on entry: Twisted installs its handler only over
+    # Python's default one, so a run that inherited SIGINT ignored (a background
+    # job of a shell script, a CI step) would ignore Ctrl-C and run to its end.
+    signal.signal(signal.SIGINT, session.interrupt_received)
+    # SIGTERM stops the reactor (Twisted's handler); end the run first so its partial report is printed.
     reactor.addSystemEventTrigger("before", "shutdown", bench.stop)
-    if not outcome:
+    if not session.ended:
         reactor.run()
-    if not outcome:
-        return EXIT_INTERRUPTED
-    result = outcome[0]
-    if isinstance(result, int):
-        return EXIT_INTERRUPTED if bench.interrupted and result == 0 else result
-    from twisted.python.failure import Failure
-
-    if isinstance(result, Failure):
-        sys.stderr.write(f"fephp bench: error: {result.getErrorMessage()}\n")
-    return 1
+    return session.exit_status()
 
 
 def _check_config_arguments(parser: argparse.ArgumentParser) -> None:

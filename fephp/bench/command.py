@@ -7,18 +7,22 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import sys
 import time
-from typing import Any, TextIO
+from types import FrameType
+from typing import Any, Callable, TextIO
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
+from twisted.python.failure import Failure
 
 from .hdr import percentile_distribution, percentile_rows
 from .plot import PlotUnavailable, plot_run
 from .report import Report, format_text, report_to_json, threshold_failures, warnings_for
 from .runner import BenchConfig, BenchRun, encode_requests
 
-__all__ = ["EXIT_THRESHOLD", "EXIT_USAGE", "add_arguments", "config_from_args", "run"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_THRESHOLD", "EXIT_USAGE", "Session", "add_arguments", "config_from_args", "exit_status", "run"]
 
 #: Exit status when ``--fail-p99`` or ``--fail-error-rate`` is crossed.
 EXIT_THRESHOLD = 1
@@ -220,8 +224,13 @@ def run(
     reactor: Any,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    now: Callable[[], float] = time.perf_counter,
+    cpu_time: Callable[[], float] = time.process_time,
 ) -> "tuple[BenchRun, Deferred[int]] | int":
-    """Start a run on *reactor*: the run (to stop it early) and a Deferred exit status, or a usage error's status."""
+    """Start a run on *reactor*: the run (to stop it early) and a Deferred exit status, or a usage error's status.
+
+    *now* and *cpu_time* are the clocks the run measures on (a fake clock's in unit tests).
+    """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     try:
@@ -231,7 +240,7 @@ def run(
         return EXIT_USAGE
     # The progress line goes to stderr so that a redirected report stays clean.
     progress = _ProgressLine(stderr) if not args.quiet and stderr.isatty() else None
-    bench = BenchRun(config, reactor, now=time.perf_counter, on_progress=progress)
+    bench = BenchRun(config, reactor, now=now, cpu_time=cpu_time, on_progress=progress)
 
     def done(report: Report) -> int:
         if progress is not None:
@@ -253,6 +262,60 @@ def run(
         return EXIT_THRESHOLD if failures or not written else 0
 
     return bench, bench.run().addCallback(done)
+
+
+def exit_status(outcome: "int | Failure | None", interrupted: bool) -> int:
+    """The process's exit status from the run's own (*outcome*: None if it never ended) and Ctrl-C.
+
+    130 after an interrupt, as wrk and oha exit, unless the run's own status
+    already says failure (a crossed threshold, an unwritten picture).
+    """
+    if isinstance(outcome, int):
+        return EXIT_INTERRUPTED if interrupted and outcome == 0 else outcome
+    if outcome is None or interrupted:
+        return EXIT_INTERRUPTED
+    return 1
+
+
+class Session:
+    """One ``fephp bench`` run seen from the command line: its Ctrl-C, the reactor's stop, the exit status.
+
+    :meth:`interrupt_received` is the SIGINT handler.  Python runs a handler
+    between any two bytecodes of the reactor's thread, so it only asks the
+    reactor, through ``callFromThread`` (the one reactor call that is safe
+    there, as Twisted's own ``sigInt`` does), to stop the run on its next turn.
+    """
+
+    def __init__(self, bench: BenchRun, status: "Deferred[int]", reactor: Any, stderr: TextIO | None = None) -> None:
+        self.bench = bench
+        self._reactor = reactor
+        self._stderr = stderr or sys.stderr
+        self._outcome: int | Failure | None = None
+        status.addBoth(self._ended)
+
+    @property
+    def ended(self) -> bool:
+        """The run's Deferred has fired (its report is out, or it failed)."""
+        return self._outcome is not None
+
+    def interrupt_received(self, signum: int = signal.SIGINT, frame: FrameType | None = None) -> None:
+        """Ctrl-C: stop the run on the reactor's next turn, so that its partial report is printed."""
+        self._reactor.callFromThread(self.bench.stop)
+
+    def _ended(self, outcome: "int | Failure") -> None:
+        self._outcome = outcome
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:  # stopped already (SIGTERM), or the run ended before the reactor ran
+            pass
+
+    def exit_status(self) -> int:
+        """The exit status once the reactor has returned; an unexpected failure is written to stderr."""
+        interrupted = self.bench.interrupted
+        outcome = self._outcome
+        if isinstance(outcome, Failure) and not interrupted:
+            self._stderr.write(f"fephp bench: error: {outcome.getErrorMessage()}\n")
+        return exit_status(outcome, interrupted)
 
 
 def _write_pictures(args: argparse.Namespace, bench: BenchRun, report: Report, stderr: TextIO) -> bool:
