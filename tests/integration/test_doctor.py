@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -18,7 +18,7 @@ from fephp.server.config import config_from_dict
 from fephp.server.doctor import Finding, probe_address, probe_config
 from tests.support import REPO
 from tests.support.php_fpm import wait_connectable
-from tests.support.processes import free_port
+from tests.support.processes import refusing_port
 
 pytestmark = pytest.mark.php
 
@@ -83,7 +83,7 @@ def probe(world: Path, name: str, php: str, *, root: str = "root") -> tuple[int,
     return result.returncode, result.stdout, result.stderr
 
 
-def probe_as_nobody(world: Path, php: str) -> list[Finding]:
+def probe_as_nobody(world: Path, php: dict[str, Any]) -> list[Finding]:
     """probe_config in a child process that dropped to uid/gid 65534 (fephp's code is loaded already: nothing to read but the socket)."""
     config = config_from_dict({"server": {"root": str(world / "root")}, "php": php}, base_dir=str(world))
     read, write = os.pipe()
@@ -93,6 +93,7 @@ def probe_as_nobody(world: Path, php: str) -> list[Finding]:
             os.close(read)
             os.setgid(65534)
             os.setuid(65534)
+            assert config.php.fpm_socket is not None
             findings = probe_config(config, probe_address(config.php.fpm_socket), None)
             os.write(write, json.dumps([[f.problem, f.text] for f in findings]).encode())
         finally:
@@ -114,7 +115,8 @@ def test_a_sound_pool_passes(world, pools) -> None:
 
 def test_nothing_listening(world, pools) -> None:
     """A TCP address nobody listens on, and a socket path that does not exist: each named with what to do."""
-    code, _, err = probe(world, "refused", f"  fpm_socket: 127.0.0.1:{free_port()}\n")
+    with refusing_port() as port:
+        code, _, err = probe(world, "refused", f"  fpm_socket: 127.0.0.1:{port}\n")
     assert code == 1 and "problem: nothing accepts connections at 127.0.0.1:" in err and "php-fpm is not running" in err
     code, _, err = probe(world, "missing", f"  fpm_socket: {world}/nowhere.sock\n")
     assert code == 1 and f"problem: there is no socket at {world}/nowhere.sock" in err

@@ -16,7 +16,6 @@ from fephp.cgi.realip import RealIP, parse_trusted
 from tests.support.docroot import make_docroot
 from tests.support.haproxy import Backend, Frontend, Server
 from tests.support.inprocess import InProcessFront, pool
-from tests.support.processes import free_port
 
 pytestmark = pytest.mark.php
 
@@ -26,12 +25,12 @@ def fronts(php_fpm, tmp_path: Path):
     root = make_docroot(tmp_path)
     started: list[InProcessFront] = []
 
-    async def make(listen: str, real_ip: Any = None) -> Path:
-        """A front started on *listen*; its access log."""
+    async def make(listen: str, real_ip: Any = None) -> tuple[Path, int]:
+        """A front started on *listen* (port 0); its access log and the port it got."""
         access_log = tmp_path / f"access-{len(started)}.log"
         front = InProcessFront.php(root, pool(php_fpm.unix_endpoint), access_log=str(access_log), real_ip=real_ip)
         started.append(await front.start(listen))
-        return access_log
+        return access_log, front.port
 
     yield make
     for front in started:
@@ -51,13 +50,11 @@ async def _log_lines(path: Path, marker: str, within: float = 5.0) -> list[str]:
 @pytest_twisted.ensureDeferred
 async def test_proxy_protocol_v2_from_haproxy_gives_the_client_address(network, start_haproxy, fronts):
     """Behind HAProxy's send-proxy-v2, on a haproxy:tcp: listener, PHP and the access log see the client, not HAProxy."""
-    port = free_port()
-    access_log = await fronts(f"haproxy:tcp:{port}:interface=127.0.0.1")
-    lb_port = free_port()
+    access_log, port = await fronts("haproxy:tcp:0:interface=127.0.0.1")
     lb = await deferToThread(
         start_haproxy,
         network,
-        [Frontend("web", network.root_address, lb_port, "app")],
+        [Frontend("web", network.root_address, 0, "app")],
         [Backend("app", (Server("fephp", "127.0.0.1", port, proxy_protocol="v2"),), check_path="/static/hello.txt")],
     )
     await deferToThread(lb.wait_server, "app", "fephp", "UP")
@@ -68,7 +65,7 @@ async def test_proxy_protocol_v2_from_haproxy_gives_the_client_address(network, 
     assert network.root_address != "127.0.0.1"
     assert env["REMOTE_ADDR"] == network.root_address
     assert env["REMOTE_PORT"].isdigit() and env["REMOTE_PORT"] != "0"
-    assert env["SERVER_PORT"] == str(lb_port)  # the address the client connected to
+    assert env["SERVER_PORT"] == str(lb.frontend_address("web")[1])  # the address the client connected to
     lines = await _log_lines(access_log, "via=proxy-v2")
     assert len(lines) == 1 and lines[0].startswith(f'"{network.root_address}" ')
 
@@ -76,12 +73,10 @@ async def test_proxy_protocol_v2_from_haproxy_gives_the_client_address(network, 
 @pytest_twisted.ensureDeferred
 async def test_x_forwarded_for_from_a_trusted_haproxy(network, start_haproxy, fronts):
     """HAProxy's X-Forwarded-For (option forwardfor) and X-Forwarded-Proto make REMOTE_ADDR, HTTPS and the log the client's."""
-    port = free_port()
     real_ip = RealIP((parse_trusted("127.0.0.1"),))
-    access_log = await fronts(f"tcp:{port}:interface=127.0.0.1", real_ip)
-    lb_port = free_port()
+    access_log, port = await fronts("tcp:0:interface=127.0.0.1", real_ip)
     frontend = Frontend(
-        "web", network.root_address, lb_port, "app",
+        "web", network.root_address, 0, "app",
         # A client-sent X-Forwarded-For is kept and HAProxy appends the
         # address it saw: the forged part must not win.
         extra=("option forwardfor", "http-request set-header X-Forwarded-Proto https"),
@@ -95,7 +90,8 @@ async def test_x_forwarded_for_from_a_trusted_haproxy(network, start_haproxy, fr
     def forged_get() -> tuple[int, bytes]:
         import http.client
 
-        conn = http.client.HTTPConnection(*lb.frontend_address("web"), timeout=5, source_address=(network.root_address, 0))
+        host, lb_port = lb.frontend_address("web")
+        conn = http.client.HTTPConnection(host, lb_port, timeout=5, source_address=(network.root_address, 0))
         try:
             conn.request("GET", "/env.php?via=xff", headers={"X-Forwarded-For": "6.6.6.6", "Connection": "close"})
             response = conn.getresponse()
@@ -116,8 +112,7 @@ async def test_x_forwarded_for_from_a_trusted_haproxy(network, start_haproxy, fr
 @pytest_twisted.ensureDeferred
 async def test_an_untrusted_peer_cannot_name_the_client(fronts):
     """A direct client's X-Forwarded-For and X-Forwarded-Proto change nothing when it is not a trusted proxy."""
-    port = free_port()
-    await fronts(f"tcp:{port}:interface=127.0.0.1", RealIP((parse_trusted("10.0.0.0/8"),)))
+    _, port = await fronts("tcp:0:interface=127.0.0.1", RealIP((parse_trusted("10.0.0.0/8"),)))
 
     def get() -> dict[str, str]:
         import http.client

@@ -8,6 +8,9 @@ health checks included, as HAProxy does by default), logs to its stderr and an
 admin stats socket.  :class:`HAProxy` runs it in the foreground (``-db``) on a
 host of a :class:`tests.support.netns.Network` (the root namespace unless told
 otherwise), ready once every frontend accepts and the stats socket answers.
+A frontend of port 0 on the root namespace gets a socket the test binds on a
+port the kernel chooses (HAProxy refuses ``bind ADDR:0``), inherited as
+``bind fd@N``; :meth:`HAProxy.frontend_address` gives the port.
 
 Using it from a test (tests/conftest.py registers the fixture through
 ``pytest_plugins``)::
@@ -42,14 +45,14 @@ import re
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import pytest
 
 from tests.support.netns import READY_WITHIN, Host, HostProcess, Network, wait_until
-from tests.support.processes import require_binary
+from tests.support.processes import bound_listener, require_binary
 
 __all__ = [
     "Backend",
@@ -107,10 +110,12 @@ class Frontend:
 
     name: str
     address: str
-    port: int
+    port: int  # 0: a port the kernel chooses, see HAProxy
     backend: str
     mode: str = "http"
     extra: Sequence[str] = ()
+    #: The descriptor of a listening socket HAProxy inherits, instead of binding address:port.
+    fd: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,7 @@ def render_config(
         lines += [
             f"frontend {f.name}",
             f"    mode {f.mode}",
-            f"    bind {f.address}:{f.port}",
+            f"    bind fd@{f.fd}" if f.fd is not None else f"    bind {f.address}:{f.port}",
             f"    default_backend {f.backend}",
             *(["    option httplog"] if f.mode == "http" else []),  # one log line per request, naming its server
             *(f"    {line}" for line in f.extra),
@@ -228,10 +233,14 @@ class HAProxy:
     ) -> None:
         self.network = network
         self.host = host or network.root
-        self.frontends = list(frontends)
-        self.backends = list(backends)
         for target in [*(f.address for f in frontends), *(s.address for b in backends for s in b.servers)]:
             network._check_target(target)
+        self._sockets: list[socket.socket] = []
+        if any(f.port == 0 for f in frontends) and self.host is not network.root:
+            raise ValueError("a frontend of port 0 is bound by the test, in the root namespace only")
+        self.frontends = [self._bound(f) if f.port == 0 else f for f in frontends]
+        frontends = self.frontends
+        self.backends = list(backends)
         self.binary = binary
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
@@ -242,6 +251,12 @@ class HAProxy:
         self.config.write_text(render_config(frontends, backends, stats_socket=self.stats_socket, timeouts=timeouts))
         self.log = workdir / "haproxy.log"
         self.process: Optional[HostProcess] = None
+
+    def _bound(self, frontend: Frontend) -> Frontend:
+        """*frontend* on a socket bound here, on a port the kernel chose: never free between the choice and HAProxy's use."""
+        s = bound_listener(frontend.address)
+        self._sockets.append(s)
+        return replace(frontend, port=int(s.getsockname()[1]), fd=s.fileno())
 
     def frontend_address(self, name: str) -> tuple[str, int]:
         for f in self.frontends:
@@ -255,10 +270,14 @@ class HAProxy:
 
     def start(self) -> "HAProxy":
         """Start haproxy and return once every frontend accepts and the stats socket answers."""
-        checked = self.host.run([self.binary, "-c", "-f", str(self.config)], timeout=READY_WITHIN, check=False)
+        fds = [s.fileno() for s in self._sockets]
+        checked = self.host.run([self.binary, "-c", "-f", str(self.config)], timeout=READY_WITHIN, check=False, pass_fds=fds)
         if checked.returncode != 0:
             raise RuntimeError(f"haproxy rejects {self.config}: {checked.stdout}{checked.stderr}")
-        self.process = self.host.spawn([self.binary, "-db", "-f", str(self.config)], log=self.log)
+        self.process = self.host.spawn([self.binary, "-db", "-f", str(self.config)], log=self.log, pass_fds=fds)
+        for s in self._sockets:
+            s.close()  # HAProxy holds them now
+        self._sockets = []
         try:
             for f in self.frontends:
                 self.network.wait_connectable((f.address, f.port), self.process)

@@ -470,8 +470,9 @@ class Host:
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[Path] = None,
         stdin: _Output = subprocess.DEVNULL,
+        pass_fds: Sequence[int] = (),
     ) -> HostProcess:
-        """Start *argv* inside this host, its output to *log* (or nowhere); killed when the network closes."""
+        """Start *argv* inside this host, its output to *log* (or nowhere), *pass_fds* inherited; killed when the network closes."""
         out: _Output = subprocess.DEVNULL
         log_file = None
         if log is not None:
@@ -480,7 +481,7 @@ class Host:
         try:
             popen = subprocess.Popen(
                 self.command(argv), stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None, cwd=cwd,
+                env=dict(env) if env is not None else None, cwd=cwd, pass_fds=tuple(pass_fds),
                 start_new_session=True,  # its own group, for freeze/thaw/kill of it and its children
             )
         finally:
@@ -490,9 +491,11 @@ class Host:
         self.processes.append(process)
         return process
 
-    def run(self, argv: Sequence[str], *, timeout: float, check: bool = True) -> "subprocess.CompletedProcess[str]":
-        """Run *argv* inside this host to its end (at most *timeout* seconds); its output as text."""
-        done = subprocess.run(self.command(argv), capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, argv: Sequence[str], *, timeout: float, check: bool = True, pass_fds: Sequence[int] = ()
+    ) -> "subprocess.CompletedProcess[str]":
+        """Run *argv* inside this host to its end (at most *timeout* seconds), *pass_fds* inherited; its output as text."""
+        done = subprocess.run(self.command(argv), capture_output=True, text=True, timeout=timeout, pass_fds=tuple(pass_fds))
         if check and done.returncode != 0:
             raise AssertionError(f"{argv} on {self.name} exited {done.returncode}: {done.stderr.strip()}")
         return done

@@ -88,8 +88,8 @@ def wait_listening(pid: int, count: int = 1, within: float = 20.0) -> list[tuple
         time.sleep(0.02)  # polling an outside process's state, bounded by the deadline
 
 
-def bound_listener(backlog: int = 511) -> socket.socket:
-    """A TCP socket listening on a port of 127.0.0.1 that the kernel chose, for a child to inherit (nginx, php-fpm).
+def bound_listener(address: str = "127.0.0.1", backlog: int = 511) -> socket.socket:
+    """A TCP socket listening on a port of *address* (IPv4) that the kernel chose, for a child to inherit (nginx, php-fpm, HAProxy).
 
     The caller passes its descriptor to the child and closes its own copy
     once the child runs; the port is never free in between, so nothing else
@@ -98,7 +98,7 @@ def bound_listener(backlog: int = 511) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx and php-fpm set on their own sockets
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         s.listen(backlog)
     except BaseException:
         s.close()
