@@ -281,9 +281,14 @@ class Session:
     """One ``fephp bench`` run seen from the command line: its Ctrl-C, the reactor's stop, the exit status.
 
     :meth:`interrupt_received` is the SIGINT handler.  Python runs a handler
-    between any two bytecodes of the reactor's thread, so it only asks the
-    reactor, through ``callFromThread`` (the one reactor call that is safe
-    there, as Twisted's own ``sigInt`` does), to stop the run on its next turn.
+    between any two bytecodes of the reactor's thread, so it only notes the
+    interrupt and asks the reactor, through ``callFromThread`` (the one
+    reactor call that is safe there, as Twisted's own ``sigInt`` does), to
+    stop the run on its next turn.  The note, not the stop, decides the exit
+    status: the turn the signal came in may end the run itself (its last
+    answer, its last timer, the report being written), and then the stop
+    lands on a run that is over, which ``BenchRun.interrupted`` cannot tell
+    from a run nobody interrupted.
     """
 
     def __init__(self, bench: BenchRun, status: "Deferred[int]", reactor: Any, stderr: TextIO | None = None) -> None:
@@ -291,6 +296,8 @@ class Session:
         self._reactor = reactor
         self._stderr = stderr or sys.stderr
         self._outcome: int | Failure | None = None
+        #: A SIGINT came (set in the handler itself, before any stop lands).
+        self.interrupted = False
         status.addBoth(self._ended)
 
     @property
@@ -299,7 +306,8 @@ class Session:
         return self._outcome is not None
 
     def interrupt_received(self, signum: int = signal.SIGINT, frame: FrameType | None = None) -> None:
-        """Ctrl-C: stop the run on the reactor's next turn, so that its partial report is printed."""
+        """Ctrl-C: exit 130, and stop the run on the reactor's next turn so that its partial report is printed."""
+        self.interrupted = True
         self._reactor.callFromThread(self.bench.stop)
 
     def _ended(self, outcome: "int | Failure") -> None:
@@ -311,7 +319,7 @@ class Session:
 
     def exit_status(self) -> int:
         """The exit status once the reactor has returned; an unexpected failure is written to stderr."""
-        interrupted = self.bench.interrupted
+        interrupted = self.interrupted or self.bench.interrupted  # bench: SIGTERM's stop
         outcome = self._outcome
         if isinstance(outcome, Failure) and not interrupted:
             self._stderr.write(f"fephp bench: error: {outcome.getErrorMessage()}\n")

@@ -13,66 +13,25 @@ from twisted.internet.error import (
     DNSLookupError,
 )
 from twisted.internet.error import TimeoutError as TxTimeoutError
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from fephp.bench.client import HTTPClientConnection
 from fephp.bench.report import Report
 from fephp.bench.runner import BenchConfig, BenchRun, encode_requests
-
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-URL = "http://127.0.0.1:8080/hello?x=1"
+from tests.support.bench_fakes import OK, URL, FakePeer
 
 
-class FakeServer:
-    """Completes the runner's connects by hand and answers on StringTransports."""
+class FakeServer(FakePeer):
+    """A run on a MemoryReactorClock with its far end: the reports and progress lines it gave."""
 
     def __init__(self, config: BenchConfig) -> None:
-        self.reactor = MemoryReactorClock()
+        super().__init__(MemoryReactorClock())
         self.cpu = 0.0
         self.progress: list[str] = []
         self.bench = BenchRun(config, self.reactor, cpu_time=lambda: self.cpu, on_progress=self.progress.append)
-        self.connections: list[tuple[HTTPClientConnection, StringTransport]] = []
-        self._seen = 0
         self.reports: list[Report] = []
         self.bench.run().addCallback(self.reports.append)
-
-    def accept(self) -> list[tuple[HTTPClientConnection, StringTransport]]:
-        """Complete every connect asked for since the last call."""
-        new = []
-        for host, port, factory, timeout, _ in self.reactor.tcpClients[self._seen :]:
-            assert (host, port) == ("127.0.0.1", 8080)
-            protocol: Any = factory.buildProtocol(None)
-            transport = StringTransport()
-            protocol.makeConnection(transport)
-            new.append((protocol, transport))
-        self._seen = len(self.reactor.tcpClients)
-        self.connections.extend(new)
-        return new
-
-    def refuse(self, reason: Exception) -> int:
-        """Fail every connect asked for since the last call; returns how many."""
-        pending = self.reactor.tcpClients[self._seen :]
-        self._seen = len(self.reactor.tcpClients)
-        no_connector: Any = None
-        for _, _, factory, _, _ in pending:
-            factory.clientConnectionFailed(no_connector, Failure(reason))
-        return len(pending)
-
-    def take_requests(self, transport: StringTransport) -> int:
-        """How many requests arrived on *transport* since the last call."""
-        count = transport.value().count(b"\r\n\r\n")
-        transport.clear()
-        return count
-
-    def answer_all(self, response: bytes = OK) -> int:
-        answered = 0
-        for protocol, transport in list(self.connections):
-            for _ in range(self.take_requests(transport)):
-                protocol.dataReceived(response)
-                answered += 1
-        return answered
 
     @property
     def report(self) -> Report:
