@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.internet.threads import deferToThread
 
 from fephp.web.errors import error_page
 from fephp.web.static import SMALL_STATIC_FILE
@@ -404,11 +405,28 @@ async def test_client_disconnect_frees_the_connection(front):
 
 
 @pytest_twisted.ensureDeferred
-async def test_flush_reaches_the_client_early(front):
-    """Output PHP flushes reaches the HTTP client before the script ends."""
+async def test_flush_reaches_the_client_early(front, docroot):
+    """Output PHP flushes reaches the HTTP client while the script runs: the script ends only once the client has read it."""
     f = await front()
-    received = await f.read_until(b"GET /stream.php?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n", b"first\n")
-    assert b"last" not in received
+    go = docroot / "flushwait.go"
+
+    def exchange() -> tuple[bytes, bytes]:
+        # Without early flushing "first" comes only when PHP ends, which it
+        # does after 10 s without the file, saying so: a failure, not a hang.
+        with socket.create_connection(("127.0.0.1", f.port), timeout=20) as s:
+            s.sendall(b"GET /flushwait.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            early = b""
+            while b"first\n\r\n" not in early and (chunk := s.recv(65536)):
+                early += chunk
+            go.write_bytes(b"")  # only now may the script end
+            rest = b""
+            while chunk := s.recv(65536):
+                rest += chunk
+        return early, rest
+
+    early, rest = await deferToThread(exchange)
+    assert early.startswith(b"HTTP/1.1 200 OK\r\n") and early.endswith(b"\r\n\r\n6\r\nfirst\n\r\n")
+    assert rest == b"5\r\nlast\n\r\n0\r\n\r\n"
 
 
 @pytest_twisted.ensureDeferred
