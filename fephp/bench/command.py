@@ -201,7 +201,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 class _ProgressLine:
-    """Rewrites one terminal line in place."""
+    """Rewrites one terminal line in place: a carriage return, the line, then erase to the end of the line."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -238,8 +238,8 @@ def run(
     except (ValueError, OSError) as e:
         stderr.write(f"fephp bench: error: {e}\n")
         return EXIT_USAGE
-    # The progress line goes to stderr so that a redirected report stays clean.
-    progress = _ProgressLine(stderr) if not args.quiet and stderr.isatty() else None
+    # Only on a terminal: a report redirected to a file or a pipe stays as it always was.
+    progress = _ProgressLine(stdout) if not args.quiet and stdout.isatty() else None
     bench = BenchRun(config, reactor, now=now, cpu_time=cpu_time, on_progress=progress)
 
     def done(report: Report) -> int:

@@ -387,11 +387,13 @@ def format_text(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_progress(elapsed_s: float, current_rps: float, p99_ms: float | None, errors: int, warming_up: bool) -> str:
-    """The live line shown on a terminal once a second: elapsed, current rate, p99 so far, errors."""
+def format_progress(
+    elapsed_s: float, total_s: float, current_rps: float, p99_ms: float | None, errors: int, warming_up: bool
+) -> str:
+    """The live line shown on a terminal once a second: elapsed of total, current rate, p99 so far, errors so far."""
     phase = "warmup " if warming_up else ""
     p99 = "p99 so far        -" if p99_ms is None else f"p99 so far {p99_ms:9.2f} ms"
-    return f"{phase}{elapsed_s:6.1f} s  {current_rps:9.1f} req/s  {p99}  errors {errors}"
+    return f"{phase}{elapsed_s:6.1f} s of {total_s:g} s  {current_rps:9.1f} req/s  {p99}  errors {errors}"
 
 
 def report_to_json(report: Report) -> dict[str, Any]:

@@ -430,10 +430,13 @@ class BenchRun:
         )
         self._last_tick = tick_time
         if self._on_progress is not None:
+            config = self.config
             recorder = self.recorder
             warming_up = tick_time <= self.measure_start
             p99 = stats.p99_ms if warming_up else recorder.p99_so_far_ms()
-            line = format_progress(now - self._t0, stats.rps, p99, recorder.errors_so_far, warming_up)
+            # The warmup counts from the start, the measured run from the warmup's end.
+            elapsed, total = (now - self._t0, config.warmup) if warming_up else (now - self.measure_start, config.duration)
+            line = format_progress(elapsed, total, stats.rps, p99, recorder.errors_so_far, warming_up)
             self._on_progress(line)
         self._tick_number += 1
         self._later("tick", self.measure_start + self._tick_number - now, self._tick)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,60 +156,93 @@ def test_fail_p99_threshold(tmp_path: Path) -> None:
     assert passed[0] == 0 and "FAIL" not in passed[2]
 
 
-def test_progress_line_only_on_a_terminal(tmp_path: Path) -> None:
-    """On a terminal a progress line is redrawn each second; piped, there is none."""
-    with bench_server("--mode", "ok") as port:
-        url = f"http://127.0.0.1:{port}/"
-        _, _, piped_stderr, _ = bench(tmp_path, "--url", url, "--rps", "50", "--duration", "2")
-        master, slave = pty.openpty()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fephp.cli", "bench", "--url", url, "--rps", "50", "--duration", "2"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave,
-        )
-        os.close(slave)
-        seen = b""
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], deadline - time.monotonic())
+def _on_terminal(
+    *args: str, interrupt_on: bytes | None = None, sigint: Any = signal.SIG_DFL
+) -> tuple[int, bytes, bytes]:
+    """Run ``fephp bench`` with stdout on a pseudo-terminal: its exit status, what the terminal got, its stderr.
+
+    With *interrupt_on*, one SIGINT as soon as those bytes are on the
+    terminal.  *sigint* is the SIGINT disposition the command inherits
+    (SIG_IGN: a background job of a shell script).
+    """
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fephp.cli", "bench", *args],
+        cwd=ROOT, stdout=slave, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"fephp bench still running after {RUN_TIMEOUT} s; its terminal got {seen!r}"
+            ready, _, _ = select.select([master], [], [], remaining)
             if not ready:
-                break
+                continue
             try:
                 chunk = os.read(master, 4096)
-            except OSError:  # the child closed the terminal
+            except OSError:  # EIO: the command has closed the terminal, it is ending
                 break
             if not chunk:
                 break
             seen += chunk
+            if interrupt_on is not None and interrupt_on in seen:
+                process.send_signal(signal.SIGINT)
+                interrupt_on = None
+        _, stderr = process.communicate(timeout=RUN_TIMEOUT)
+    finally:
         os.close(master)
-        assert process.wait(timeout=RUN_TIMEOUT) == 0
-    assert b"\r" in seen and b"req/s" in seen and b"p99 so far" in seen and b"errors 0" in seen
-    assert "\r" not in piped_stderr and "req/s" not in piped_stderr
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, seen, stderr
 
 
-def test_interrupt_prints_the_partial_report() -> None:
-    """Ctrl-C ends a long run early: exit status 130, and the report covers what was measured."""
+#: One progress line as a terminal gets it: rewritten in place, then erased to the end of the line.
+PROGRESS = re.compile(rb"\r +\d+\.\d s of 3 s +\d+\.\d req/s  p99 so far +\d+\.\d\d ms  errors 0\x1b\[K")
+
+
+def test_progress_line_on_a_terminal() -> None:
+    """With stdout on a terminal, a progress line each second, erased before the report."""
     with bench_server("--mode", "ok") as port:
-        master, slave = pty.openpty()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fephp.cli", "bench", "--url", f"http://127.0.0.1:{port}/", "--rps", "50",
-             "--duration", "60"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, text=True,
+        url = f"http://127.0.0.1:{port}/"
+        status, seen, stderr = _on_terminal("--url", url, "--rps", "50", "--duration", "3")
+    assert (status, stderr) == (0, b"")
+    lines = PROGRESS.findall(seen)
+    assert 1 <= len(lines) <= 3, seen
+    # The terminal turns each newline of the report into CR LF.
+    assert seen.startswith(b"".join(lines) + b"\r\x1b[Kfephp bench " + url.encode() + b"\r\n")
+    assert b"Requests        150 sent in 3.00 s: 150 responses, 0 errors" in seen
+
+
+def test_no_progress_line_quiet_or_piped(tmp_path: Path) -> None:
+    """With -q a terminal gets nothing; piped, stdout is the report alone and stderr is empty."""
+    with bench_server("--mode", "ok") as port:
+        url = f"http://127.0.0.1:{port}/"
+        quiet = _on_terminal("--url", url, "--rps", "50", "--duration", "2", "-q")
+        status, stdout, stderr, report = bench(tmp_path, "--url", url, "--rps", "50", "--duration", "2")
+    # With -q stderr may still hold the report's warnings, never a progress line.
+    assert quiet[:2] == (0, b"") and b"p99 so far" not in quiet[2] and b"\r" not in quiet[2]
+    assert (status, stderr, report["responses"]) == (0, "", 100)
+    assert stdout.startswith(f"fephp bench {url}\n")
+    assert ("\r" in stdout, "\x1b" in stdout, "p99 so far" in stdout) == (False, False, False)
+
+
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"])
+def test_interrupt_prints_the_partial_report(sigint: Any) -> None:
+    """Ctrl-C ends a long run early, even one started with SIGINT ignored: exit status 130, the partial report."""
+    with bench_server("--mode", "ok") as port:
+        url = f"http://127.0.0.1:{port}/"
+        # The first progress line (after one second of load) says the run is under way.
+        status, seen, stderr = _on_terminal(
+            "--url", url, "--rps", "50", "--duration", "60", interrupt_on=b"req/s", sigint=sigint
         )
-        os.close(slave)
-        try:
-            # The first progress line (after one second of load) says the run is under way.
-            ready, _, _ = select.select([master], [], [], RUN_TIMEOUT)
-            assert ready and b"req/s" in os.read(master, 4096)
-            process.send_signal(signal.SIGINT)
-            stdout, _ = process.communicate(timeout=RUN_TIMEOUT)
-        finally:
-            os.close(master)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    assert process.returncode == 130
-    assert "Achieved rate" in stdout and "from intended" in stdout
-    requests = int(stdout.split("Requests")[1].split()[0])
+    assert (status, stderr) == (130, b"")
+    assert b"\r\x1b[Kfephp bench " + url.encode() + b"\r\n" in seen
+    text = seen.decode()
+    assert "Achieved rate" in text and "from intended" in text
+    requests = int(text.split("Requests")[1].split()[0])
     assert 40 <= requests < 60 * 50 / 2
 
 

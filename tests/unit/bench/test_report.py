@@ -113,9 +113,15 @@ def test_text_report_lines() -> None:
 
 
 def test_progress_line() -> None:
-    """The progress line holds elapsed time, current rate, p99 so far and errors."""
-    assert format_progress(12.0, 99.5, 3.25, 2, False) == "  12.0 s       99.5 req/s  p99 so far      3.25 ms  errors 2"
-    assert format_progress(0.5, 10.0, None, 0, True).startswith("warmup    0.5 s")
+    """The progress line holds elapsed of total time, current rate, p99 so far and errors."""
+    assert (
+        format_progress(12.0, 60.0, 99.5, 3.25, 2, False)
+        == "  12.0 s of 60 s       99.5 req/s  p99 so far      3.25 ms  errors 2"
+    )
+    assert (
+        format_progress(0.5, 2.5, 10.0, None, 0, True)
+        == "warmup    0.5 s of 2.5 s       10.0 req/s  p99 so far        -  errors 0"
+    )
 
 
 def test_recorder_counts_per_microsecond_into_hdr() -> None:

@@ -265,9 +265,15 @@ class RateModeTests(SynchronousTestCase):
             server.answer_all()
             server.reactor.advance(0.125)
         self.assertEqual(len(server.reports), 1)
-        self.assertEqual(len(server.progress), 3)  # at 1 s (end of warmup), 2 s and 3 s
-        self.assertTrue(server.progress[0].startswith("warmup    1.0 s        8.0 req/s"))
-        self.assertTrue(server.progress[1].startswith("   2.0 s        8.0 req/s  p99 so far      0.00 ms"))
+        # At 1 s (the warmup's end), then 1 s and 2 s into the measured run.
+        self.assertEqual(
+            server.progress,
+            [
+                "warmup    1.0 s of 1 s        8.0 req/s  p99 so far      0.00 ms  errors 0",
+                "   1.0 s of 2.5 s        8.0 req/s  p99 so far      0.00 ms  errors 0",
+                "   2.0 s of 2.5 s        8.0 req/s  p99 so far      0.00 ms  errors 0",
+            ],
+        )
         self.assertEqual([s.end_s for s in server.report.timeseries], [1.0, 2.0, 2.5])
         self.assertEqual([s.requests for s in server.report.timeseries], [8, 8, 4])
 
