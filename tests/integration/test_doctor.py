@@ -18,7 +18,7 @@ from fephp.server.config import config_from_dict
 from fephp.server.doctor import Finding, probe_address, probe_config
 from tests.support import REPO
 from tests.support.php_fpm import wait_connectable
-from tests.support.processes import refusing_port
+from tests.support.ports import refusing_port
 
 pytestmark = pytest.mark.php
 

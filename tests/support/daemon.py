@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.support import REPO
 from tests.support.docroot import make_docroot
-from tests.support.processes import wait_listening
+from tests.support.ports import wait_listening
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 

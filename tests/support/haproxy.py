@@ -52,7 +52,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import pytest
 
 from tests.support.netns import READY_WITHIN, Host, HostProcess, Network, wait_until
-from tests.support.processes import bound_listener, require_binary
+from tests.support.ports import bound_listener
+from tests.support.processes import require_binary
 
 __all__ = [
     "Backend",

@@ -27,7 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.processes import bound_listener, require_binary
+from tests.support.ports import bound_listener
+from tests.support.processes import require_binary
 
 __all__ = ["Nginx", "FASTCGI_PARAMS", "find_nginx"]
 

@@ -14,7 +14,8 @@ from typing import Mapping, Optional
 from fephp.fastcgi import ClientConnection, EndRequest, Stderr, Stdout
 from fephp.process.fpmconfig import PoolSpec, php_fpm_argv, render_config
 from tests.support import PHP_DIR
-from tests.support.processes import alive, bound_listener, group_members
+from tests.support.ports import alive, bound_listener
+from tests.support.processes import group_members
 
 READY_WITHIN = 15.0
 
