@@ -23,6 +23,7 @@ nothing of it would carry fephp's bounds and errors.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from typing import Any, Optional
 
@@ -45,6 +46,7 @@ from zope.interface import implementer
 
 from .._twisted import request_disconnected
 from .errors import error_page
+from .h2server import FrameGuard, FrameRefused, ServerConnection, StreamRejected
 
 __all__ = ["H2Connection", "MAX_CONCURRENT_STREAMS", "STREAM_BUFFER"]
 
@@ -66,11 +68,20 @@ MIN_DECODED_HEADER_LIST = 64 * 1024
 #: Bytes a stream sends per turn of the round robin over the ready streams:
 #: a large response does not hold a small one back.
 SEND_QUANTUM = 16 * 1024
-#: Stream resets a client may send in a burst, and refills per second; past
-#: them the connection is closed (HTTP/2 Rapid Reset, CVE-2023-44487: every
-#: reset stream aborts a PHP request that was started for it).
+#: Stream resets a client may send (or streams it may open that we must
+#: refuse) in a burst, and refills per second; past them the connection gets
+#: GOAWAY(ENHANCE_YOUR_CALM) (HTTP/2 Rapid Reset, CVE-2023-44487).
 RESET_BURST = 200
 RESET_RATE = 20.0
+#: Of those, resets of streams already handed to the site and not yet
+#: answered: each leaves a PHP script running that nobody will read.  A
+#: browser cancels a page's requests when it leaves it; a client doing it
+#: over and over on one connection is closed.
+ABORTED_BURST = 64
+ABORTED_RATE = 8.0
+#: Seconds a closed connection's transport has to go before it is aborted:
+#: our GOAWAY leaves, and the client's close_notify is not waited for.
+CLOSE_GRACE = 1.0
 
 #: Response headers that HTTP/2 forbids (RFC 9113 8.2.2): the connection
 #: frames and persists itself.
@@ -105,18 +116,35 @@ class _PlainEncoder(hpack.Encoder):
         return super().encode(headers, huffman=False)
 
 
+class _Conn(enum.Enum):
+    """Where an HTTP/2 connection is in its life."""
+
+    OPEN = "open"  # streams come and go
+    DRAINING = "draining"  # the client said GOAWAY(NO_ERROR): its open streams are answered, new ones refused
+    CLOSING = "closing"  # we are done with it: nothing more is read, the transport goes after a grace
+    LOST = "lost"  # the transport is gone
+
+
 @implementer(IPushProducer)
 class H2Connection(Protocol, TimeoutMixin):
     """One HTTP/2 connection: the h2 state machine, its streams, and the transport's producer.
 
     Made by the HTTP/1.1 channel when ALPN chose "h2" on a TLS connection
     (:class:`fephp.web.site._Channel`), which then passes it every byte
-    it receives.  The idle timeout (the site's) runs while no stream is
-    open; a stream being answered stops it, as over HTTP/1.1.
+    it receives.  The idle timeout (the site's keep-alive) runs while no
+    stream is open; a stream being answered stops it, as over HTTP/1.1.
+
+    Every read goes through a :class:`FrameGuard` before h2 parses it, so
+    an oversized frame, a header block past ``limits.max_header_size`` or a
+    flood of control frames ends the connection at the frame's header.  A
+    request whose END_STREAM arrived is handed to the site on the next
+    reactor turn, with every stream that became whole in the same reads:
+    a RST_STREAM right behind it (HTTP/2 Rapid Reset, CVE-2023-44487) then
+    costs no PHP run.
 
     Outgoing bytes are sent by :meth:`_pump`, once per reactor turn in which
     anything was written: a small response's HEADERS and DATA (with
-    END_STREAM) leave in one write.
+    END_STREAM) leave in one write.  The connection's state is :class:`_Conn`.
     """
 
     log = Logger()
@@ -127,6 +155,9 @@ class H2Connection(Protocol, TimeoutMixin):
         self._clock = clock
         self.callLater = clock.callLater  # type: ignore[method-assign]  # TimeoutMixin's clock
         self.timeOut = getattr(site, "timeOut", None)
+        #: timeouts.client_body and client_send, per stream as over HTTP/1.1 per connection.
+        self.client_body_timeout: Optional[float] = getattr(site, "client_body_timeout", None)
+        self.client_send_timeout: Optional[float] = getattr(site, "client_send_timeout", None)
         self.max_header_size = max_header_size
         self.max_line_length = max_line_length
         # What a Request writes is checked already (Headers refuses CR and
@@ -140,7 +171,7 @@ class H2Connection(Protocol, TimeoutMixin):
             normalize_outbound_headers=False,
             split_outbound_cookies=False,
         )
-        self._conn = h2.connection.H2Connection(config=config)
+        self._conn = ServerConnection(config=config)
         decoded_bound = max(MIN_DECODED_HEADER_LIST, 2 * max_header_size)
         # The settings of the first SETTINGS frame: set before
         # initiate_connection, which sends them.
@@ -154,17 +185,27 @@ class H2Connection(Protocol, TimeoutMixin):
         )
         self._conn.decoder.max_header_list_size = decoded_bound
         self._conn.encoder = _PlainEncoder()
+        now = clock.seconds()
+        self._guard = FrameGuard(
+            max_frame_size=self._conn.local_settings.max_frame_size, max_header_block=max_header_size, now=now
+        )
+        self._state = _Conn.OPEN
         self._streams: dict[int, _Stream] = {}
         #: Streams with a head, bytes or an end to send (a dict as an ordered set).
         self._ready: dict[int, _Stream] = {}
+        #: Streams with bytes to send and no window to send them in.
+        self._blocked: dict[int, _Stream] = {}
+        #: Streams whose request is whole, to hand to the site on the pump's turn.
+        self._arrived: list[_Stream] = []
         self._pump_call: Any = None
         self._paused = False  # the transport takes no more for now
-        self._reset_tokens = float(RESET_BURST)
-        self._reset_time = clock.seconds()
+        self._send_timer: Any = None  # client_send, while the transport is paused
+        self._close_timer: Any = None  # the abort after a close's grace
+        self._resets = _Budget(RESET_BURST, RESET_RATE, now)
+        self._aborts = _Budget(ABORTED_BURST, ABORTED_RATE, now)
         self._host: Any = None
         self._peer: Any = None
         self._secure: Optional[bool] = None
-        self._lost = False
 
     # -- the transport's side ------------------------------------------------------
 
@@ -183,15 +224,21 @@ class H2Connection(Protocol, TimeoutMixin):
         self._write_control()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        if self._lost:
-            return
+        state = self._state
+        if state is _Conn.CLOSING or state is _Conn.LOST:
+            return  # done with it: not a byte more to h2 (a flood after GOAWAY costs nothing)
         try:
+            self._guard.feed(data, self._clock.seconds())
             events = self._conn.receive_data(data)
+        except FrameRefused as e:
+            self.log.info("HTTP/2 client {peer} refused: {reason}", peer=str(self.getPeer()), reason=str(e))
+            self._end(e.code)
+            return
         except h2.exceptions.ProtocolError as e:
             # h2 has queued a GOAWAY with the error's code.
             self.log.debug("HTTP/2 protocol error from {peer}: {error}", peer=str(self.getPeer()), error=str(e))
             self._write_control()
-            self._close()
+            self._close(CLOSE_GRACE)
             return
         self.resetTimeout()
         for event in events:
@@ -202,50 +249,99 @@ class H2Connection(Protocol, TimeoutMixin):
                 self._data_received(event)
             elif kind is h2.events.StreamEnded:
                 stream = self._streams.get(event.stream_id)  # type: ignore[attr-defined]
-                if stream is not None:
-                    stream.request_ended()
+                if stream is not None and stream.request_whole():
+                    self._arrived.append(stream)
+                    self._schedule_pump()
             elif kind is h2.events.StreamReset:
                 self._stream_reset(event.stream_id)  # type: ignore[attr-defined]
-            elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
-                self._window_opened()
+            elif kind is h2.events.WindowUpdated:
+                self._window_opened(event.stream_id)  # type: ignore[attr-defined]
+            elif kind is h2.events.RemoteSettingsChanged:
+                if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:  # type: ignore[attr-defined]
+                    self._window_opened(0)
+            elif kind is StreamRejected:
+                self.log.debug("HTTP/2 stream of {peer} reset: {reason}", peer=str(self.getPeer()), reason=event.reason)  # type: ignore[attr-defined]
+                if not self._resets.spend(self._clock.seconds()):
+                    self._calm("opens streams it may not")
             elif kind is h2.events.ConnectionTerminated:
-                self._close()
-                return
-            if self._lost:
+                self._terminated(event.error_code)  # type: ignore[attr-defined]
+            if self._state is _Conn.CLOSING or self._state is _Conn.LOST:
                 return
         self._write_control()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
-        if self._lost:
+        if self._state is _Conn.LOST:
             return
-        self._lost = True
+        self._state = _Conn.LOST
         self.setTimeout(None)
-        if self._pump_call is not None and self._pump_call.active():
-            self._pump_call.cancel()
-        self._pump_call = None
+        for name in ("_pump_call", "_send_timer", "_close_timer"):
+            call = getattr(self, name)
+            setattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
         streams, self._streams = self._streams, {}
         self._ready.clear()
+        self._blocked.clear()
+        self._arrived.clear()
         for stream in streams.values():
             stream.connection_lost(reason)
 
     def timeoutConnection(self) -> None:  # noqa: N802 - Twisted's name
         self.log.info("Timing out HTTP/2 client: {peer}", peer=str(self.getPeer()))
-        self._conn.close_connection()
-        self._write_control()
-        self._close()
+        self._end(h2.errors.ErrorCodes.NO_ERROR)
 
     def say_goodbye(self) -> None:
         """GOAWAY with NO_ERROR and the last stream taken (RFC 9113 6.8): a server that stops says so."""
-        if not self._lost:
+        if self._state is _Conn.OPEN or self._state is _Conn.DRAINING:
             self._conn.close_connection()
             self._write_control()
 
-    def _close(self) -> None:
-        transport = self.transport
-        if transport is not None and not self._lost:
-            # A TLS transport does not close while a producer is registered.
-            transport.unregisterProducer()  # type: ignore[attr-defined]
-            transport.loseConnection()
+    def _terminated(self, error_code: int) -> None:
+        """The client sent GOAWAY: with NO_ERROR its open streams are answered first (RFC 9113 6.8), else it is gone."""
+        if error_code == h2.errors.ErrorCodes.NO_ERROR:
+            self._state = _Conn.DRAINING
+            self._maybe_idle()
+        else:
+            self._close(CLOSE_GRACE)
+
+    def _end(self, code: int) -> None:
+        """Send GOAWAY with *code* and close: nothing more is read from this client."""
+        try:
+            self._conn.close_connection(error_code=code)
+        except h2.exceptions.ProtocolError:
+            pass  # h2 has already closed its side
+        self._write_control()
+        self._close(CLOSE_GRACE)
+
+    def _calm(self, why: str) -> None:
+        """A client costing us work for nothing: GOAWAY(ENHANCE_YOUR_CALM), as nginx and Go answer floods."""
+        self.log.warn("HTTP/2 client {peer} {why}; closing", peer=str(self.getPeer()), why=why)
+        self._end(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def _close(self, grace: float) -> None:
+        """Stop reading, close, and abort the transport if it is not gone after *grace* seconds.
+
+        TLS's loseConnection waits for the peer's close_notify, and reads
+        (and decrypts) what the peer sends until then; a client that never
+        says it is done must not keep the connection, or our CPU, that long.
+        """
+        if self._state is _Conn.CLOSING or self._state is _Conn.LOST:
+            return
+        self._state = _Conn.CLOSING
+        self.setTimeout(None)
+        transport: Any = self.transport
+        if transport is None:
+            return
+        transport.pauseProducing()  # read nothing more
+        # A TLS transport does not close while a producer is registered.
+        transport.unregisterProducer()
+        transport.loseConnection()
+        self._close_timer = self._clock.callLater(grace, self._abort)
+
+    def _abort(self) -> None:
+        self._close_timer = None
+        if self._state is not _Conn.LOST and self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     # IPushProducer, for the transport: its buffer is full, or has room again.
 
@@ -258,16 +354,31 @@ class H2Connection(Protocol, TimeoutMixin):
         pause = getattr(self.transport, "pauseProducing", None)
         if pause is not None:
             pause()
+        # A client that takes nothing for client_send seconds is cut, as
+        # over HTTP/1.1 (nginx's send_timeout).
+        timeout = self.client_send_timeout
+        if timeout is not None and self._send_timer is None:
+            self._send_timer = self._clock.callLater(timeout, self._send_stalled)
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
         self._paused = False
+        call, self._send_timer = self._send_timer, None
+        if call is not None and call.active():
+            call.cancel()
+        if self._state is _Conn.CLOSING:
+            return
         resume = getattr(self.transport, "resumeProducing", None)
         if resume is not None:
             resume()
         self._schedule_pump()
 
     def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
-        self._close()
+        self._close(CLOSE_GRACE)
+
+    def _send_stalled(self) -> None:
+        self._send_timer = None
+        self.log.info("HTTP/2 client {peer} took nothing for {timeout} s; closing", peer=str(self.getPeer()), timeout=self.client_send_timeout)
+        self._abort()
 
     # -- what the streams' Requests see -----------------------------------------
 
@@ -342,24 +453,36 @@ class H2Connection(Protocol, TimeoutMixin):
     def _stream_reset(self, stream_id: int) -> None:
         stream = self._streams.pop(stream_id, None)
         self._ready.pop(stream_id, None)
+        self._blocked.pop(stream_id, None)
+        now = self._clock.seconds()
+        costly = False
         if stream is not None:
+            costly = stream.working()
             stream.connection_lost(Failure(ConnectionLost("the client reset the stream")))
             self._maybe_idle()
-        now = self._clock.seconds()
-        self._reset_tokens = min(float(RESET_BURST), self._reset_tokens + max(0.0, now - self._reset_time) * RESET_RATE)
-        self._reset_time = now
-        if self._reset_tokens < 1:
-            self.log.warn("HTTP/2 client {peer} resets streams too fast; closing", peer=str(self.getPeer()))
-            self._conn.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-            self._write_control()
-            self._close()
-        else:
-            self._reset_tokens -= 1
+        if not self._resets.spend(now):
+            self._calm("resets streams too fast")
+        elif costly and not self._aborts.spend(now):
+            # Each leaves PHP work running that nobody reads (php-fpm ends a
+            # script whose request was aborted only when the script ends).
+            self._calm("resets streams being answered too fast")
 
-    def _window_opened(self) -> None:
-        for stream_id, stream in self._streams.items():
-            if stream.has_pending():
-                self._ready[stream_id] = stream
+    def _window_opened(self, stream_id: int) -> None:
+        """A WINDOW_UPDATE or a wider initial window: the streams it unblocks may send (0: the connection's, all may)."""
+        blocked = self._blocked
+        if not blocked:
+            return
+        if stream_id:
+            stream = blocked.pop(stream_id, None)
+            if stream is None:
+                return
+            stream.unblocked()
+            self._ready[stream_id] = stream
+        else:
+            for stream in blocked.values():
+                stream.unblocked()
+            self._ready.update(blocked)
+            blocked.clear()
         self._schedule_pump()
 
     # -- bytes out --------------------------------------------------------------------
@@ -369,42 +492,61 @@ class H2Connection(Protocol, TimeoutMixin):
         self._ready[stream.stream_id] = stream
         self._schedule_pump()
 
+    def stream_blocked(self, stream: "_Stream") -> None:
+        """*stream* has bytes and no window: it waits for a WINDOW_UPDATE."""
+        self._blocked[stream.stream_id] = stream
+
     def stream_done(self, stream: "_Stream") -> None:
         """*stream* sent its END_STREAM or was reset by us: forget it."""
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
         self._ready.pop(stream.stream_id, None)
+        self._blocked.pop(stream.stream_id, None)
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
-        if not self._streams and not self._lost:
+        if self._streams:
+            return
+        if self._state is _Conn.OPEN:
             self.setTimeout(self.timeOut)
+        elif self._state is _Conn.DRAINING:
+            self._schedule_pump()  # the last answers go out, then the connection closes
 
     def _schedule_pump(self) -> None:
-        if self._pump_call is None and not self._lost:
+        if self._pump_call is None and (self._state is _Conn.OPEN or self._state is _Conn.DRAINING):
             self._pump_call = self._clock.callLater(0, self._pump)
 
     def _pump(self) -> None:
-        """Send what the ready streams hold, a quantum each per round, while the transport takes it."""
-        self._pump_call = None
-        if self._lost:
+        """Hand the requests made whole to the site, then send what the ready streams hold, a quantum each per round."""
+        if self._state is not _Conn.OPEN and self._state is not _Conn.DRAINING:
+            self._pump_call = None
             return
+        if self._arrived:
+            arrived, self._arrived = self._arrived, []
+            for stream in arrived:
+                stream.dispatch()  # a stream reset since it arrived is gone: nothing runs
         conn = self._conn
         ready = self._ready
+        guard = self._guard
         while ready and not self._paused:
             for stream in list(ready.values()):
-                stream.send(SEND_QUANTUM)
+                guard.credit(stream.send(SEND_QUANTUM))
                 if not stream.sendable():
                     ready.pop(stream.stream_id, None)
             data = conn.data_to_send()
             if not data:
                 break
             self.transport.write(data)  # type: ignore[union-attr]  # may pause us
-            if self._lost:
+            if self._state is _Conn.LOST:
+                self._pump_call = None
                 return
+        # From here, what a producer writes schedules the next pump.
+        self._pump_call = None
         self._write_control()
         for stream in list(self._streams.values()):
             stream.after_send(self._paused)
+        if self._state is _Conn.DRAINING and not self._streams and not self._ready:
+            self._close(CLOSE_GRACE)
 
     def _write_control(self) -> None:
         data = self._conn.data_to_send()
@@ -422,13 +564,42 @@ class H2Connection(Protocol, TimeoutMixin):
         return self._conn
 
 
+class _Budget:
+    """A token bucket: *burst* spends at once, refilled at *rate* per second."""
+
+    __slots__ = ("_burst", "_rate", "_tokens", "_time")
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self._burst = float(burst)
+        self._rate = rate
+        self._tokens = float(burst)
+        self._time = now
+
+    def spend(self, now: float) -> bool:
+        """Take one token; False when none is left."""
+        tokens = min(self._burst, self._tokens + max(0.0, now - self._time) * self._rate)
+        self._time = now
+        if tokens < 1:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1
+        return True
+
+
 class _Stream:
     """One request and its response on an HTTP/2 connection: the channel its Request writes to.
 
-    States: *open* (the head is in, the body arriving), *dispatched* (the
-    whole request is in and handed to the Request), *done* (requestDone:
-    the end is queued), *gone* (END_STREAM sent, or the stream reset by
-    either side); a refused request goes from open to gone.
+    States: *open* (the head is in, the body arriving), *whole* (the
+    client's END_STREAM is in; handed to the Request on the pump's turn),
+    *dispatched* (the Request is being answered), *done* (requestDone: the
+    end is queued), *gone* (END_STREAM sent, or the stream reset by either
+    side); a refused request goes from open to gone.
+
+    While open with a body to come, the body may go ``client_body``
+    seconds without a byte; while its bytes wait for a window, the client
+    has ``client_send`` seconds to open one.  Past either, the stream ends
+    (408, or RST_STREAM(CANCEL) and the PHP request abandoned), as the
+    connection would over HTTP/1.1.
     """
 
     #: Request.__init__ reads it; an HTTP/2 stream has no transport of its own.
@@ -448,9 +619,13 @@ class _Stream:
         self._ended = False  # requestDone: nothing more will be written
         self._gone = False
         self._request_in = request_in  # the client's END_STREAM has arrived
+        self._dispatched = False
         self._producer: Any = None
         self._streaming = False
         self._producer_paused = False
+        self._body_timer: Any = None
+        self._body_last = 0.0
+        self._send_timer: Any = None
 
     # -- from the connection ---------------------------------------------------------
 
@@ -471,24 +646,57 @@ class _Stream:
         request.gotLength(length)  # may refuse it (413), which makes the stream gone
         if self._gone:
             return
-        expect = headers.getRawHeaders(b"expect")
-        if expect and expect[0].lower() == b"100-continue" and not ended:
-            self._connection.h2.send_headers(self.stream_id, [(b":status", b"100")])
+        if not ended:
+            timeout = self._connection.client_body_timeout
+            if timeout is not None:
+                clock = self._connection._clock
+                self._body_last = clock.seconds()
+                self._body_timer = clock.callLater(timeout, self._body_idle)
+            expect = headers.getRawHeaders(b"expect")
+            if expect and expect[0].lower() == b"100-continue":
+                self._connection.h2.send_headers(self.stream_id, [(b":status", b"100")])
 
     def body_received(self, data: bytes) -> None:
         if not self._gone and self.request is not None:
+            if self._body_timer is not None:
+                self._body_last = self._connection._clock.seconds()
             self.request.handleContentChunk(data)
 
-    def request_ended(self) -> None:
+    def _body_idle(self) -> None:
+        self._body_timer = None
+        if self._gone or self._request_in:
+            return
+        timeout = self._connection.client_body_timeout
+        assert timeout is not None
+        left = self._body_last + timeout - self._connection._clock.seconds()
+        if left > 0:
+            self._body_timer = self._connection._clock.callLater(left, self._body_idle)
+            return
+        # RFC 9110 15.5.9, as HTTP/1.1's client_body; the reset stops the body.
+        self.refuse(408)
+
+    def request_whole(self) -> bool:
+        """The client's END_STREAM is in: whether there is a Request to hand the site."""
         self._request_in = True
+        self._stop_timer("_body_timer")
+        return not self._gone and self.request is not None
+
+    def dispatch(self) -> None:
+        """Hand the whole request to its Request (and so to the site), unless the stream went meanwhile."""
         if self._gone or self.request is None:
             return
+        self._dispatched = True
         # "HTTP/2.0", as nginx sends SERVER_PROTOCOL and logs it.
         self.request.requestReceived(self._method, self._path, b"HTTP/2.0")
+
+    def working(self) -> bool:
+        """Whether the site is answering this stream: its request dispatched, its end not sent."""
+        return self._dispatched and not self._gone
 
     def connection_lost(self, reason: Failure) -> None:
         self._gone = True
         self._pending.clear()
+        self._stop_timers()
         request = self.request
         if request is not None and not request.finished and not request_disconnected(request):
             request.connectionLost(reason)
@@ -592,20 +800,21 @@ class _Stream:
         ]
         try:
             conn.send_headers(self.stream_id, headers)
-            # An error page is shorter than any initial window (65535).
-            conn.send_data(self.stream_id, body, end_stream=True)
-            if not self._request_in:
-                conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            if conn.local_flow_control_window(self.stream_id) >= len(body):
+                conn.send_data(self.stream_id, body, end_stream=True)
+                if not self._request_in:
+                    conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            else:
+                # A client that opened no window for the page: the head must do.
+                conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
         except h2.exceptions.ProtocolError:
             pass
         self._gone = True
+        self._stop_timers()
         self._connection.stream_done(self)
         self._connection._write_control()
 
     # -- the pump's side ------------------------------------------------------------------
-
-    def has_pending(self) -> bool:
-        return bool(self._pending) and not self._gone
 
     def sendable(self) -> bool:
         """Whether the next send could put a frame out."""
@@ -615,12 +824,16 @@ class _Stream:
             return True
         return bool(self._pending) and self._connection.h2.local_flow_control_window(self.stream_id) > 0
 
-    def send(self, budget: int) -> None:
-        """Hand h2 the held head and up to *budget* body bytes that the windows allow; END_STREAM after the last."""
+    def send(self, budget: int) -> int:
+        """Hand h2 the held head and up to *budget* body bytes that the windows allow; END_STREAM after the last.
+
+        Returns the number of DATA frames handed over.
+        """
         if self._gone:
-            return
+            return 0
         conn = self._connection.h2
         stream_id = self.stream_id
+        frames = 0
         try:
             if self._head is not None:
                 head, self._head = self._head, None
@@ -628,13 +841,14 @@ class _Stream:
                 conn.send_headers(stream_id, head, end_stream=end)
                 if end:
                     self._finished()
-                    return
+                    return 0
             pending = self._pending
             sent = 0
             while pending and sent < budget:
                 window = conn.local_flow_control_window(stream_id)
                 if window <= 0:
-                    return
+                    self._wait_for_window()
+                    return frames
                 size = min(window, conn.max_outbound_frame_size, budget - sent)
                 chunk = pending[0]
                 if len(chunk) > size:
@@ -644,24 +858,63 @@ class _Stream:
                     piece = pending.popleft()
                 self._pending_size -= len(piece)
                 sent += len(piece)
+                frames += 1
                 last = self._ended and not pending
                 conn.send_data(stream_id, piece, end_stream=last)
                 if last:
                     self._finished()
-                    return
-            if self._ended and not pending:
-                conn.end_stream(stream_id)
-                self._finished()
+                    return frames
+            if not pending:
+                if self._ended:
+                    conn.end_stream(stream_id)
+                    self._finished()
+            elif conn.local_flow_control_window(stream_id) <= 0:
+                self._wait_for_window()  # the budget and the window ran out together
         except h2.exceptions.StreamClosedError:
             # The client reset it meanwhile; StreamReset tells the Request.
             self._gone = True
             self._pending.clear()
+            self._stop_timers()
         except h2.exceptions.ProtocolError as e:
             # A header PHP sent that HTTP/2 cannot carry, for one.
             self._connection.log.error(
                 "HTTP/2 response to {uri} refused by h2: {error}", uri=self._path, error=str(e)
             )
             self._reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+        return frames
+
+    def _wait_for_window(self) -> None:
+        """Bytes to send and no window: wait for the client's WINDOW_UPDATE, client_send seconds at most."""
+        self._connection.stream_blocked(self)
+        timeout = self._connection.client_send_timeout
+        if timeout is not None and self._send_timer is None:
+            self._send_timer = self._connection._clock.callLater(timeout, self._send_stalled)
+
+    def unblocked(self) -> None:
+        """The client opened a window: the wait is over."""
+        self._stop_timer("_send_timer")
+
+    def _send_stalled(self) -> None:
+        # nginx's send_timeout for one stream: the response is abandoned
+        # (PHP's output drained, its FastCGI connection freed).
+        self._send_timer = None
+        if not self._gone:
+            self._connection.log.info(
+                "HTTP/2 client {peer} opened no window for {uri} in {timeout} s; stream reset",
+                peer=str(self._connection.getPeer()), uri=self._path, timeout=self._connection.client_send_timeout,
+            )
+            self._reset(h2.errors.ErrorCodes.CANCEL)
+
+    def _stop_timer(self, name: str) -> None:
+        call = getattr(self, name)
+        if call is not None:
+            setattr(self, name, None)
+            if call.active():
+                call.cancel()
+
+    def _stop_timers(self) -> None:
+        self._stop_timer("_body_timer")
+        self._stop_timer("_send_timer")
 
     def after_send(self, transport_paused: bool) -> None:
         """The pump is done for this turn: a producer that may go on is resumed, or asked for more."""
@@ -683,6 +936,7 @@ class _Stream:
 
     def _finished(self) -> None:
         self._gone = True
+        self._stop_timers()
         self._connection.stream_done(self)
 
     def _reset(self, code: int) -> None:
@@ -692,6 +946,7 @@ class _Stream:
             pass
         self._gone = True
         self._pending.clear()
+        self._stop_timers()
         self._connection.stream_done(self)
         self._connection._schedule_pump()
         request = self.request

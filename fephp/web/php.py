@@ -214,7 +214,10 @@ class _PHPResponse:
     def unregister(self) -> None:
         if self._producer is not None:
             self._producer = None
-            self._request.unregisterProducer()
+            # A Request whose client went has no channel left to unregister from
+            # (an HTTP/2 stream reset, or its connection lost, while PHP ran).
+            if not request_disconnected(self._request):
+                self._request.unregisterProducer()
 
 
 class PHPHandler:

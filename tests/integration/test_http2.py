@@ -104,20 +104,22 @@ async def test_cookies_joined_and_authority_as_host(tls_front):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_host_other_than_authority_closes_the_connection(tls_front):
-    """A Host header that differs from :authority is malformed (RFC 9113 8.3.1): GOAWAY PROTOCOL_ERROR, no PHP."""
+async def test_a_host_other_than_authority_resets_only_its_stream(tls_front):
+    """A Host header that differs from :authority is malformed (RFC 9113 8.3.1): RST_STREAM PROTOCOL_ERROR, no PHP; the connection goes on."""
     front = await tls_front()
 
     def run() -> Any:
         client = H2Client(front.port, validate=False)
         try:
             response = client.get("/env.php", (("host", "other.example"),))
-            return response, client.goaway
+            after = client.get("/static/hello.txt")
+            return response, after, client.goaway
         finally:
             client.close()
 
-    response, goaway = await in_thread(run)
-    assert (response.status, response.body, goaway) == (0, b"", 1)  # PROTOCOL_ERROR
+    response, after, goaway = await in_thread(run)
+    assert (response.status, response.body, response.reset, goaway) == (0, b"", 1, None)  # PROTOCOL_ERROR
+    assert (after.status, after.body) == (200, b"plain text\n")
 
 
 @pytest_twisted.ensureDeferred

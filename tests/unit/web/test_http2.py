@@ -9,13 +9,14 @@ import h2.errors
 import h2.connection
 import h2.events
 import h2.settings
+from hyperframe.frame import Frame
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from fephp.web.http2 import RESET_BURST, STREAM_BUFFER, H2Connection
+from fephp.web.http2 import ABORTED_BURST, CLOSE_GRACE, RESET_BURST, STREAM_BUFFER, H2Connection
 from fephp.web.site import FrontSite
 
 
@@ -116,9 +117,11 @@ def test_a_get_is_answered_with_its_head_and_body_in_one_write() -> None:
 
 
 def test_headers_over_the_limit_get_431_without_the_app() -> None:
-    """A header list over max_header_size is answered 431 on its stream; the app never sees it."""
+    """A header list whose decoded size is over max_header_size is answered 431 on its stream; the app never sees it."""
     pair = Pair(max_header_size=1024)
-    stream = pair.get("/stream", (("x-big", "a" * 2000),))
+    # 1100 Huffman-coded "a"s take 688 bytes in the block: under the bound
+    # on the block itself (test_h2_defences), over the decoded one.
+    stream = pair.get("/stream", (("x-big", "a" * 1100),))
     events = pair.exchange()
     (response,) = _of(events, h2.events.ResponseReceived, stream)
     assert dict(response.headers)[":status"] == "431"
@@ -179,3 +182,131 @@ def test_a_stopping_server_says_goaway() -> None:
     events = pair.exchange()
     (goaway,) = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
     assert (goaway.error_code, goaway.last_stream_id) == (h2.errors.ErrorCodes.NO_ERROR, stream)
+
+
+def test_a_stream_reset_in_the_same_turn_never_reaches_the_app() -> None:
+    """HEADERS with END_STREAM and its RST_STREAM in the same reactor turn (Rapid Reset): the app is never called."""
+    pair = Pair()
+    first = pair.get("/stream")
+    pair.client.reset_stream(first)
+    pair.server.dataReceived(pair.client.data_to_send())
+    second = pair.get("/stream")
+    pair.server.dataReceived(pair.client.data_to_send())  # a second read before the turn ends
+    pair.client.reset_stream(second)
+    pair.server.dataReceived(pair.client.data_to_send())
+    pair.exchange()
+    assert pair.app.open == []
+    pair.get("/stream")
+    pair.exchange()
+    assert len(pair.app.open) == 1
+
+
+def test_resets_of_streams_being_answered_past_their_budget_close_the_connection() -> None:
+    """Resetting ABORTED_BURST + 1 dispatched, unanswered streams in a burst ends the connection with ENHANCE_YOUR_CALM."""
+    pair = Pair()
+    for _ in range(ABORTED_BURST + 1):
+        stream = pair.get("/stream")
+        pair.exchange()
+        pair.client.reset_stream(stream)
+    events = pair.exchange()
+    assert len(pair.app.open) == ABORTED_BURST + 1
+    terminated = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert [e.error_code for e in terminated] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
+
+
+def test_after_a_refused_frame_nothing_more_is_read_and_the_transport_is_aborted() -> None:
+    """A frame over SETTINGS_MAX_FRAME_SIZE: GOAWAY FRAME_SIZE_ERROR, reading paused, later bytes ignored, abort after CLOSE_GRACE."""
+    pair = Pair()
+    pair.server.dataReceived((16 * 1024 * 1024 - 1).to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01")
+    events = pair.client.receive_data(pair.transport.value())
+    pair.transport.clear()
+    assert [e.error_code for e in events if isinstance(e, h2.events.ConnectionTerminated)] == [h2.errors.ErrorCodes.FRAME_SIZE_ERROR]
+    assert (pair.transport.producerState, pair.transport.disconnecting) == ("paused", True)
+    pair.server.dataReceived(b"\x00" * 100_000)  # never reaches h2: no error, nothing written
+    assert pair.transport.value() == b""
+    aborted: list[bool] = []
+    pair.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+    pair.clock.advance(CLOSE_GRACE)
+    assert aborted == [True]
+
+
+def test_a_stalled_upload_gets_408_after_client_body() -> None:
+    """A stream whose body sends nothing for timeouts.client_body is answered 408 and reset, without the app."""
+    pair = Pair(client_body_timeout=5.0)
+    stream = pair.client.get_next_available_stream_id()
+    pair.client.send_headers(stream, [(":method", "POST"), (":path", "/stream"), (":scheme", "https"), (":authority", "a")])
+    pair.exchange()
+    pair.clock.advance(4.9)
+    assert pair.exchange() == []
+    pair.clock.advance(0.1)
+    events = pair.exchange()
+    (response,) = _of(events, h2.events.ResponseReceived, stream)
+    assert dict(response.headers)[":status"] == "408"
+    assert [e.error_code for e in _of(events, h2.events.StreamReset, stream)] == [h2.errors.ErrorCodes.NO_ERROR]
+    assert pair.app.open == []
+
+
+def test_a_stream_without_window_is_cancelled_after_client_send() -> None:
+    """A response whose client opens no window for timeouts.client_send is reset CANCEL, which tells the Request."""
+    pair = Pair(client_send_timeout=5.0)
+    stream = pair.get("/stream")
+    pair.exchange()
+    (request,) = pair.app.open
+    failures: list[Any] = []
+    request.notifyFinish().addErrback(failures.append)
+    request.write(b"x" * 70000)  # past the client's 65535-byte window
+    pair.exchange()
+    pair.clock.advance(5.0)
+    events = pair.exchange()
+    assert [e.error_code for e in _of(events, h2.events.StreamReset, stream)] == [h2.errors.ErrorCodes.CANCEL]
+    assert len(failures) == 1
+    assert pair.server._streams == {}
+
+
+def test_a_window_opened_in_time_keeps_the_stream() -> None:
+    """A client that opens the window before client_send gets the whole response; no reset."""
+    pair = Pair(client_send_timeout=5.0)
+    stream = pair.get("/stream")
+    pair.exchange()
+    (request,) = pair.app.open
+    request.write(b"x" * 70000)
+    request.finish()
+    pair.exchange()
+    pair.clock.advance(4.0)
+    pair.client.increment_flow_control_window(10000)
+    pair.client.increment_flow_control_window(10000, stream_id=stream)
+    events = pair.exchange()
+    pair.clock.advance(5.0)
+    events += pair.exchange()
+    assert _of(events, h2.events.StreamEnded, stream) and not _of(events, h2.events.StreamReset, stream)
+
+
+def test_a_client_goaway_lets_its_request_finish_then_closes() -> None:
+    """The client's GOAWAY(NO_ERROR) with a request in flight: the answer still arrives, then the connection closes."""
+    pair = Pair()
+    stream = pair.get("/stream")
+    pair.exchange()
+    pair.client.close_connection()
+    pair.server.dataReceived(pair.client.data_to_send())
+    pair.clock.advance(0)
+    assert not pair.transport.disconnecting
+    (request,) = pair.app.open
+    request.write(b"late answer")
+    request.finish()
+    pair.clock.advance(0)
+    # h2's client takes nothing after its own GOAWAY: the frames are read raw.
+    frames = _frames(pair.transport.value())
+    assert [(type(f).__name__, f.stream_id) for f in frames] == [("HeadersFrame", stream), ("DataFrame", stream)]
+    assert (frames[1].data, "END_STREAM" in frames[1].flags) == (b"late answer", True)
+    assert pair.transport.disconnecting
+
+
+def _frames(data: bytes) -> list[Any]:
+    """The HTTP/2 frames in *data*, parsed by hyperframe."""
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9:9 + length]))
+        frames.append(frame)
+        data = data[9 + length:]
+    return frames

@@ -1,0 +1,282 @@
+"""HTTP/2's server-side rules that the h2 library leaves to its user, sans-io: frame bounds, floods, stream errors.
+
+Two pieces, neither of which touches a socket or a clock:
+
+- :class:`FrameGuard` reads the 9-byte header of every frame a client sends
+  *before* h2 sees the bytes.  h2 buffers a whole frame before it checks its
+  length, and processes every frame of a read before returning: so a 16 MiB
+  DATA frame, an endless CONTINUATION chain (CVE-2024-27316 and its family) or
+  a read holding thousands of SETTINGS or PINGs would cost memory or CPU
+  before anything said no.  The guard says no at the header.
+- :class:`ServerConnection` is h2's connection with the errors RFC 9113 makes
+  stream errors kept as stream errors (a malformed request, one stream over
+  the concurrency limit), HPACK failures reported as COMPRESSION_ERROR, and a
+  client's GOAWAY(NO_ERROR) letting the streams it already opened finish.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import h2.connection
+import h2.events
+import h2.exceptions
+import hpack.exceptions
+from h2.errors import ErrorCodes
+
+__all__ = [
+    "CONTROL_BURST",
+    "CONTROL_RATE",
+    "FrameGuard",
+    "FrameRefused",
+    "ServerConnection",
+]
+
+#: Frames that cost us work and give the client nothing (below) it may send
+#: in a burst, and the refill per second.  nginx and Go close a connection
+#: that floods them; a browser sends a handful per connection (SETTINGS,
+#: WINDOW_UPDATE, some PRIORITY), plus a WINDOW_UPDATE per few DATA frames it
+#: reads, which :meth:`FrameGuard.credit` pays back.
+CONTROL_BURST = 300
+CONTROL_RATE = 50.0
+
+# Frame types (RFC 9113 6) and flags the guard reads.
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = range(10)
+_END_STREAM = 0x1
+_ACK = 0x1
+_END_HEADERS = 0x4
+#: Frames whose payload has one size (RFC 9113 6.3, 6.4, 6.7, 6.9): another
+#: is a FRAME_SIZE_ERROR.  PRIORITY's is a stream error, left to h2.
+_FIXED_SIZE = {_RST_STREAM: 4, _PING: 8, _WINDOW_UPDATE: 4}
+#: Known frame types that are not controls costing nothing to send.
+_PAYLOAD_TYPES = frozenset((_DATA, _HEADERS, _PUSH_PROMISE, _GOAWAY, _CONTINUATION))
+
+
+@dataclass(frozen=True)
+class FrameRefused(Exception):
+    """The client broke a bound that ends the connection: GOAWAY with *code*, then close."""
+
+    code: ErrorCodes
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.reason}"
+
+
+class _Scan(enum.Enum):
+    """Where the guard is in the byte stream."""
+
+    PREFACE = "preface"  # the client's 24-byte connection preface, before any frame
+    HEADER = "header"  # collecting the 9-byte header of the next frame
+    PAYLOAD = "payload"  # skipping the payload of a frame already judged
+
+
+class FrameGuard:
+    """Judges each frame by its header before h2 reads it: size, header-block bound, control-frame budget.
+
+    States (:class:`_Scan`): *preface*, then *header* and *payload* in turn
+    for each frame.  :meth:`feed` raises :class:`FrameRefused` on the first
+    frame that breaks a bound, before the bytes go anywhere; the connection
+    then sends GOAWAY and reads no more.
+    """
+
+    __slots__ = ("_state", "_need", "_partial", "_max_frame", "_max_block", "_block", "_tokens", "_burst", "_rate", "_last")
+
+    def __init__(
+        self,
+        *,
+        max_frame_size: int,
+        max_header_block: int,
+        now: float,
+        burst: int = CONTROL_BURST,
+        rate: float = CONTROL_RATE,
+    ) -> None:
+        self._state = _Scan.PREFACE
+        self._need = 24  # bytes left of the preface, or of the current payload
+        self._partial = b""  # the part of a frame header seen so far
+        self._max_frame = max_frame_size
+        self._max_block = max_header_block
+        #: Bytes of the header block being received (HEADERS + CONTINUATION), or -1 for none.
+        self._block = -1
+        self._burst = float(burst)
+        self._rate = rate
+        self._tokens = float(burst)
+        self._last = now
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Judge the frames whose headers are in *data*; raise FrameRefused at the first one out of bounds."""
+        tokens = self._tokens
+        if tokens < self._burst:
+            tokens = min(self._burst, tokens + (now - self._last) * self._rate)
+        self._last = now
+        pos = 0
+        end = len(data)
+        state = self._state
+        need = self._need
+        while pos < end:
+            if state is not _Scan.HEADER:
+                taken = min(need, end - pos)
+                pos += taken
+                need -= taken
+                if need == 0:
+                    state = _Scan.HEADER
+                continue
+            if self._partial:
+                head = self._partial + data[pos:pos + 9 - len(self._partial)]
+                pos += 9 - len(self._partial)
+            else:
+                head = data[pos:pos + 9]
+                pos += 9
+            if len(head) < 9:
+                self._partial = head
+                break
+            self._partial = b""
+            length = int.from_bytes(head[:3], "big")
+            kind = head[3]
+            flags = head[4]
+            cost = self._judge(length, kind, flags)
+            if cost:
+                tokens -= 1
+                if tokens < 0:
+                    self._tokens = 0.0
+                    raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, f"a flood of frames of type {kind} that carry nothing")
+            need = length
+            state = _Scan.PAYLOAD if length else _Scan.HEADER
+        self._state = state
+        self._need = need
+        self._tokens = tokens
+
+    def _judge(self, length: int, kind: int, flags: int) -> bool:
+        """Check one frame header; True when the frame spends the control budget."""
+        if length > self._max_frame:
+            # RFC 9113 4.2: before its payload is read, let alone buffered.
+            raise FrameRefused(ErrorCodes.FRAME_SIZE_ERROR, f"a frame of {length} bytes, over SETTINGS_MAX_FRAME_SIZE")
+        if kind == _HEADERS or kind == _PUSH_PROMISE:
+            if length > self._max_block:
+                raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, f"a header block over {self._max_block} bytes")
+            self._block = -1 if flags & _END_HEADERS else length
+            return False
+        if kind == _CONTINUATION:
+            if self._block >= 0:
+                self._block += length
+                if self._block > self._max_block:
+                    # CVE-2024-27316's family: end it as the bound is crossed, not when the block ends.
+                    raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, f"a header block over {self._max_block} bytes")
+                if flags & _END_HEADERS:
+                    self._block = -1
+            return length == 0 and not flags & _END_HEADERS
+        if kind == _DATA:
+            return length == 0 and not flags & _END_STREAM
+        if kind == _SETTINGS:
+            # RFC 9113 6.5: an ACK with a payload, or a payload not in 6-byte settings.
+            if (flags & _ACK and length) or length % 6:
+                raise FrameRefused(ErrorCodes.FRAME_SIZE_ERROR, f"a SETTINGS frame of {length} bytes")
+            return True
+        fixed = _FIXED_SIZE.get(kind)
+        if fixed is not None and length != fixed:
+            raise FrameRefused(ErrorCodes.FRAME_SIZE_ERROR, f"a frame of type {kind} with {length} bytes, not {fixed}")
+        # PING, WINDOW_UPDATE, RST_STREAM, PRIORITY, and extension frames that h2 ignores.
+        return kind not in _PAYLOAD_TYPES
+
+    def credit(self, frames: int) -> None:
+        """We sent *frames* DATA frames: the WINDOW_UPDATEs that answer them (the stream's, the connection's) are paid for."""
+        tokens = self._tokens + 2 * frames
+        self._tokens = tokens if tokens < self._burst else self._burst
+
+    @property
+    def tokens(self) -> float:
+        """Control frames the client may still send now (without the refill since the last feed)."""
+        return self._tokens
+
+
+class _CompressionError(h2.exceptions.ProtocolError):
+    """A header block HPACK cannot decode: a connection error of type COMPRESSION_ERROR (RFC 9113 4.3)."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
+#: What hpack raises for a block it cannot decode (h2 catches the same).
+_HPACK_ERRORS = (hpack.exceptions.HPACKError, IndexError, TypeError, UnicodeDecodeError)
+
+
+class StreamRejected(h2.events.Event):
+    """A stream h2 would have ended the connection for, reset with *error_code* instead."""
+
+    def __init__(self, stream_id: int, error_code: ErrorCodes, reason: str) -> None:
+        self.stream_id = stream_id
+        self.error_code = error_code
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<StreamRejected stream_id:{self.stream_id}, error_code:{self.error_code!r}, reason:{self.reason}>"
+
+
+class ServerConnection(h2.connection.H2Connection):
+    """h2's connection, with the stream errors, error codes and GOAWAY handling of RFC 9113 that h2 gets wrong.
+
+    - A new stream over SETTINGS_MAX_CONCURRENT_STREAMS is reset with
+      REFUSED_STREAM (RFC 9113 5.1.2); h2 ends the connection.
+    - A malformed request head (an upper-case name, a connection-specific
+      header, a pseudo-header after a regular one...) is reset with
+      PROTOCOL_ERROR (RFC 9113 8.1.1); h2 ends the connection.
+    - A header block HPACK cannot decode ends the connection with
+      COMPRESSION_ERROR (RFC 9113 4.3); h2 says PROTOCOL_ERROR.
+    - A client's GOAWAY(NO_ERROR) lets the streams it already opened be
+      answered (RFC 9113 6.8); h2 refuses to send anything after it.
+      :attr:`refusing` is then set, and later new streams are refused.
+
+    Each such stream reset comes out as a :class:`StreamRejected` event.
+    The header block is always decoded first, so HPACK's table stays in step.
+    These lean on h2's private names (``_receive_headers_frame``,
+    ``_receive_goaway_frame``, ``state_machine``, ``_get_or_create_stream``),
+    stable across h2 4.x; ``tests/unit/web/test_h2server.py`` pins them.
+    """
+
+    #: Set once the client said GOAWAY(NO_ERROR), or the server chose to refuse new streams.
+    refusing = False
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        stream_id = frame.stream_id
+        if stream_id in self.streams:
+            # Trailers, or HEADERS on a stream in the wrong state: h2's rules.
+            try:
+                return super()._receive_headers_frame(frame)
+            except h2.exceptions.ProtocolError as e:
+                if isinstance(e.__cause__, _HPACK_ERRORS) and not isinstance(e, h2.exceptions.DenialOfServiceError):
+                    raise _CompressionError(str(e)) from e
+                raise
+        try:
+            headers = self.decoder.decode(frame.data, raw=True)
+        except hpack.exceptions.OversizedHeaderListError as e:
+            # An HPACK bomb: more decoded bytes than SETTINGS_MAX_HEADER_LIST_SIZE allows.
+            raise h2.exceptions.DenialOfServiceError(f"oversized header block: {e}") from e
+        except _HPACK_ERRORS as e:
+            raise _CompressionError(f"undecodable header block: {e}") from e
+        # Counted before the stream exists, as h2 counts (the property also forgets closed streams).
+        over = self.refusing or self.open_inbound_streams >= self.local_settings.max_concurrent_streams
+        events = self.state_machine.process_input(h2.connection.ConnectionInputs.RECV_HEADERS)
+        stream = self._get_or_create_stream(stream_id, h2.connection.AllowedStreamIDs.ODD)
+        try:
+            frames, stream_events = stream.receive_headers(headers, "END_STREAM" in frame.flags, self.config.header_encoding)
+            if "PRIORITY" in frame.flags:
+                self._receive_priority_frame(frame)  # checks a stream depending on itself
+        except h2.exceptions.ProtocolError as e:
+            self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return [], [*events, StreamRejected(stream_id, ErrorCodes.PROTOCOL_ERROR, f"malformed request: {e}")]
+        if over:
+            self.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return [], [*events, StreamRejected(stream_id, ErrorCodes.REFUSED_STREAM, "over the concurrent stream limit")]
+        return frames, events + stream_events
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        if frame.error_code != ErrorCodes.NO_ERROR:
+            return super()._receive_goaway_frame(frame)
+        # The client is done opening streams; those it opened may finish.
+        self.refusing = True
+        event = h2.events.ConnectionTerminated()
+        event.error_code = ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
