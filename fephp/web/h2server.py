@@ -17,7 +17,6 @@ Two pieces, neither of which touches a socket or a clock:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
 
 import h2.connection
@@ -54,12 +53,13 @@ _FIXED_SIZE = {_RST_STREAM: 4, _PING: 8, _WINDOW_UPDATE: 4}
 _PAYLOAD_TYPES = frozenset((_DATA, _HEADERS, _PUSH_PROMISE, _GOAWAY, _CONTINUATION))
 
 
-@dataclass(frozen=True)
 class FrameRefused(Exception):
     """The client broke a bound that ends the connection: GOAWAY with *code*, then close."""
 
-    code: ErrorCodes
-    reason: str
+    def __init__(self, code: ErrorCodes, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.reason}"
