@@ -22,7 +22,16 @@ from .plot import PlotUnavailable, plot_run
 from .report import Report, format_text, report_to_json, threshold_failures, warnings_for
 from .runner import BenchConfig, BenchRun, encode_requests
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_THRESHOLD", "EXIT_USAGE", "Session", "add_arguments", "config_from_args", "exit_status", "run"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_THRESHOLD",
+    "EXIT_USAGE",
+    "Session",
+    "add_arguments",
+    "config_from_args",
+    "exit_status",
+    "run",
+]
 
 #: Exit status when ``--fail-p99`` or ``--fail-error-rate`` is crossed.
 EXIT_THRESHOLD = 1

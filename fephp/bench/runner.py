@@ -435,7 +435,10 @@ class BenchRun:
             warming_up = tick_time <= self.measure_start
             p99 = stats.p99_ms if warming_up else recorder.p99_so_far_ms()
             # The warmup counts from the start, the measured run from the warmup's end.
-            elapsed, total = (now - self._t0, config.warmup) if warming_up else (now - self.measure_start, config.duration)
+            if warming_up:
+                elapsed, total = now - self._t0, config.warmup
+            else:
+                elapsed, total = now - self.measure_start, config.duration
             line = format_progress(elapsed, total, stats.rps, p99, recorder.errors_so_far, warming_up)
             self._on_progress(line)
         self._tick_number += 1

@@ -37,7 +37,7 @@ class Command:
         self.session = Session(self.bench, status, self.reactor, self.stderr)
 
     def step(self, steps: int = 1, answer: bytes = OK) -> None:
-        """*steps* steps of 1/8 s: the connects completed, each request answered with *answer* 1/16 s after it was sent."""
+        """*steps* steps of 1/8 s: connects completed, each request answered with *answer* 1/16 s after its send."""
         for _ in range(steps):
             self.peer.accept()
             self.reactor.advance(0.0625)
