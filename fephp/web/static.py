@@ -291,6 +291,22 @@ def _not_modified_since(header: bytes, mtime: int) -> bool:
     return since >= mtime
 
 
+def _if_range_holds(value: bytes, etag: bytes, mtime: int) -> bool:
+    """Whether an If-Range *value* names the file as it is, so that its Range is served (RFC 9110 13.1.5).
+
+    An entity-tag matches by the strong comparison (a weak one never does),
+    a date only if it is the Last-Modified exactly, as nginx and Go's
+    net/http compare it; anything else does not match.
+    """
+    value = value.strip()
+    if value[:1] == b'"' or value[:2] == b"W/":
+        return value == etag
+    try:
+        return stringToDatetime(value) == mtime
+    except ValueError:
+        return False
+
+
 def _negotiated(compression: Optional[Compression], coding: Optional[str], size: int, headers: Any) -> bool:
     """Whether this file's 200 carries ``Vary: Accept-Encoding``, so that its 206 and 304 must too (RFC 9110 15.3.7, 15.4.5).
 
@@ -391,10 +407,18 @@ def serve_static(
         request.write(b"")
         request.finish()
         return NOT_DONE_YET
+    ranged = headers.hasHeader(b"range")
+    if ranged:
+        if_range = headers.getRawHeaders(b"if-range")
+        if if_range is not None and not _if_range_holds(if_range[0], etag, mtime):
+            # RFC 9110 13.1.5: the file changed since the part the client
+            # holds; it gets the whole file, not a piece of another one.
+            headers.removeHeader(b"range")
+            ranged = False
     if (
         size > SMALL_STATIC_FILE
         and method == b"GET"
-        and not headers.hasHeader(b"range")
+        and not ranged
         and (compression is None or coding is not None)  # the bytes sent are the file's own
         and idle_socket(getattr(request.channel, "transport", None)) is not None
     ):
@@ -409,8 +433,8 @@ def serve_static(
         request.setHeader(b"content-length", b"%d" % size)
         _Sendfile(request, fd, size).start()
         return NOT_DONE_YET
-    if size > SMALL_STATIC_FILE or headers.hasHeader(b"range"):
-        if headers.hasHeader(b"range") and _negotiated(compression, coding, size, request.responseHeaders):
+    if size > SMALL_STATIC_FILE or ranged:
+        if ranged and _negotiated(compression, coding, size, request.responseHeaders):
             # RFC 9110 15.3.7: a 206 carries the Vary its 200 would.  Its
             # bytes are the identity file's, under that file's strong ETag
             # (a 200 gzipped for this client would carry the weak one).

@@ -18,6 +18,7 @@ from fephp.cgi.routing import Router
 from fephp.testing import FakeEndpoint
 from fephp.web.app import PHPApp
 from fephp.web.compress import Compression
+from fephp.web.sendfile import SendfileRoot, SendfileRoots
 from fephp.web.site import FrontSite
 from fephp.web.static import SMALL_STATIC_FILE, CacheRule
 from tests.support.channel import CLIENT, client_transport
@@ -52,7 +53,7 @@ def etag(data: bytes) -> bytes:
 def root() -> Any:
     """A document root with a compressible page, an image, a small stylesheet and a big one, all modified at MTIME."""
     path = Path(tempfile.mkdtemp())
-    for name, data in (("page.html", PAGE), ("image.png", IMAGE), ("small.css", SMALL), ("big.css", BIG)):
+    for name, data in (("page.html", PAGE), ("image.png", IMAGE), ("small.css", SMALL), ("big.css", BIG), ("index.php", b"<?php\n")):
         (path / name).write_bytes(data)
         os.utime(path / name, (MTIME, MTIME))
     yield path
@@ -65,16 +66,33 @@ def fixed_now(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "time", lambda: float(NOW))
 
 
-def get(root: Path, path: bytes, extra: bytes = b"", *, rule: Optional[CacheRule] = None) -> tuple[bytes, dict[bytes, bytes], bytes]:
-    """GET *path* with *extra* head lines from a site with gzip and *rule* (``expires: max`` by default): status line, headers, body."""
+def get(
+    root: Path, path: bytes, extra: bytes = b"", *, rule: Optional[CacheRule] = None, php_head: Optional[bytes] = None
+) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """GET *path* with *extra* head lines from a site with gzip and *rule* (``expires: max`` by default): status line, headers, body.
+
+    With *php_head*, *path* is a script and *php_head* its CGI head, as
+    PHP's answer (X-Sendfile works for files under *root*).
+    """
     clock = Clock()
-    pool = FastCGIPool(FakeEndpoint(clock), clock=clock, size=1, idle_timeout=None)  # type: ignore[arg-type]  # no connect here
-    app = PHPApp(router=Router(root=str(root)), backend=pool, server_software="t", static_cache=(rule or CacheRule("/", expires="max"),))
+    endpoint = FakeEndpoint(clock)
+    pool = FastCGIPool(endpoint, clock=clock, size=1, idle_timeout=None)  # type: ignore[arg-type]  # a fake php-fpm end
+    app = PHPApp(
+        router=Router(root=str(root)),
+        backend=pool,
+        server_software="t",
+        static_cache=(rule or CacheRule("/", expires="max"),),
+        sendfile=SendfileRoots((SendfileRoot(os.path.realpath(root)),)),
+    )
     site = FrontSite(app, timeout=None, reactor=clock, compression=Compression(algorithms=("gzip",)))
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()
     channel.makeConnection(transport)
     channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nX-Request-Id: test-1\r\n" + extra + b"\r\n")  # type: ignore[attr-defined]
+    if php_head is not None:
+        backend = endpoint.last.succeed()
+        backend.received()
+        backend.proto.dataReceived(backend.server.stdout(1, php_head + b"\r\n\r\n", close=True) + backend.server.end_request(1))
     request = channel.requests[0] if channel.requests else None  # type: ignore[attr-defined]
     for _ in range(100):  # Twisted's File: a pull producer, pulled here instead of by the reactor
         if request is None or request.producer is None:
@@ -212,3 +230,48 @@ def test_if_none_match_overrides_if_modified_since_on_files_path(root: Path, pat
     conditions = b'If-None-Match: "old"\r\nIf-Modified-Since: ' + LAST_MODIFIED + b"\r\n"
     got_status, headers, got_body = get(root, path, extra + conditions)
     assert (got_status, got_body, headers[b"vary"]) == (status, body, b"Accept-Encoding")
+
+
+@pytest.mark.parametrize(
+    "if_range, status",
+    [
+        (etag(PAGE), b"HTTP/1.1 206 Partial Content"),
+        (b"W/" + etag(PAGE), b"HTTP/1.1 200 OK"),  # a weak tag never matches (strong comparison)
+        (b'"6553f100-1"', b"HTTP/1.1 200 OK"),  # the tag of the file before it changed
+        (LAST_MODIFIED, b"HTTP/1.1 206 Partial Content"),
+        (b"Tue, 14 Nov 2023 22:13:21 GMT", b"HTTP/1.1 200 OK"),  # a second later: not the Last-Modified
+        (b"yesterday", b"HTTP/1.1 200 OK"),
+    ],
+    ids=["etag", "weak-etag", "old-etag", "date", "other-date", "garbage"],
+)
+@pytest.mark.parametrize("name", ["page.html", "big.css"])
+def test_if_range(root: Path, name: str, if_range: bytes, status: bytes) -> None:
+    """If-Range that names the file as it is gets the range; any other gets the whole file, 200 (RFC 9110 13.1.5)."""
+    data = {"page.html": PAGE, "big.css": BIG}[name]
+    if if_range.startswith(b'"'):
+        if_range = if_range.replace(etag(PAGE), etag(data))
+    got, headers, body = get(root, b"/" + name.encode(), b"Range: bytes=3-7\r\nIf-Range: " + if_range + b"\r\n")
+    assert (got, body, headers.get(b"content-range")) == (
+        (status, data[3:8], b"bytes 3-7/%d" % len(data)) if status.endswith(b"Partial Content") else (status, data, None)
+    )
+
+
+def test_x_sendfile_206_and_304_carry_vary(root: Path) -> None:
+    """A compressible file PHP hands over with X-Sendfile: its 200, 206 and 304 from fephp all carry Vary and the file's validators."""
+    php = b"Content-Type: text/html\r\nX-Sendfile: " + os.path.realpath(root / "page.html").encode()
+    answers = [
+        get(root, b"/index.php", php_head=php),
+        get(root, b"/index.php", b"Range: bytes=0-4\r\n", php_head=php),
+        get(root, b"/index.php", b"If-None-Match: " + etag(PAGE) + b"\r\n", php_head=php),
+    ]
+    site = {b"server": b"t", b"date": DATE, b"x-request-id": b"test-1", b"content-type": b"text/html"}
+    validators = {b"last-modified": LAST_MODIFIED, b"etag": etag(PAGE)}
+    assert answers == [
+        (b"HTTP/1.1 200 OK", {**site, b"accept-ranges": b"bytes", b"content-length": b"%d" % len(PAGE), b"vary": b"Accept-Encoding", **validators}, PAGE),
+        (
+            b"HTTP/1.1 206 Partial Content",
+            {**site, b"vary": b"Accept-Encoding", b"accept-ranges": b"bytes", b"content-range": b"bytes 0-4/%d" % len(PAGE), b"content-length": b"5", **validators},
+            PAGE[:5],
+        ),
+        (b"HTTP/1.1 304 Not Modified", {**site, b"vary": b"Accept-Encoding", **validators}, b""),
+    ]
