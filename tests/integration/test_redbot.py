@@ -67,6 +67,7 @@ def redbot(url: str) -> dict[str, Any]:
 FOLLOW_UPS = {"CONNEG_GZIP_GOOD", "RANGE_CORRECT", "INM_304", "IMS_304"}
 #: Headers missing from a 206 or a 304 that the 200 carries (RFC 9110 15.3.7, 15.4.5): REDbot rates them WARN only.
 MISSING = {"MISSING_HDRS_206", "MISSING_HDRS_304"}
+#: A static file's follow-ups: it has validators and Accept-Ranges, so REDbot asks for a 206 and two 304s.
 STATIC = {"RANGE_CORRECT", "INM_304", "IMS_304"}
 
 CASES = [
