@@ -49,6 +49,7 @@ sys.path.insert(0, REPO)
 
 from fephp.process.binaries import find_php  # noqa: E402
 from fephp.process.fpmconfig import PoolSpec, php_fpm_argv, render_config  # noqa: E402
+from tests.support.ports import bound_listener, wait_listening  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BIG_SIZE = 1024 * 1024
@@ -87,11 +88,11 @@ class Processes:
         self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, argv: list[str], *, log: str, env: dict[str, str] | None = None,
-              cwd: str | None = None) -> subprocess.Popen[bytes]:
+              cwd: str | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=cwd, start_new_session=True,
+                env=env, cwd=cwd, start_new_session=True, pass_fds=pass_fds,
             )
         self.started.append((name, proc))
         return proc
@@ -187,9 +188,30 @@ def rss_kib(pid: int) -> int | None:
 
 
 def free_port() -> int:
+    """A port nothing listened on a moment ago: only for Caddy (see start_caddy), racing anything else that binds."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def fephp_port(proc: subprocess.Popen[bytes]) -> int:
+    """The port fephp (started on tcp:0 or ssl:0, its first listener) got, read from /proc once it listens.
+
+    *proc* is fephp's own process: taskset and valgrind exec it in place.
+    """
+    return wait_listening(proc.pid, within=READY_TIMEOUT)[0][1]
+
+
+def start_nginx(procs: Processes, name: str, argv: list[str], listener: socket.socket, *, log: str) -> subprocess.Popen[bytes]:
+    """nginx on *listener*, a socket bound here on port 0 (nginx refuses ``listen ...:0``).
+
+    nginx adopts the listening sockets named in $NGINX ("fd;fd;"), as in its
+    binary upgrade, when their address matches a listen directive.
+    """
+    env = dict(os.environ, NGINX=f"{listener.fileno()};")
+    proc = procs.start(name, argv, log=log, env=env, pass_fds=(listener.fileno(),))
+    listener.close()
+    return proc
 
 
 def wait_for_unix_socket(path: str, proc: subprocess.Popen[bytes], log: str) -> None:
@@ -574,17 +596,17 @@ class Bench:
         wait_for_unix_socket(sock, proc, log)
 
     def start_fephp_two(self) -> None:
-        port = free_port()
         conf = os.path.join(self.tmp, "fephp-2b.yaml")
         with open(conf, "w") as f:
-            f.write(fephp_two_yaml(port, [self.pair[n][0] for n in ("a", "b")], self.per_pool()))
+            f.write(fephp_two_yaml(0, [self.pair[n][0] for n in ("a", "b")], self.per_pool()))
         log = os.path.join(self.tmp, "fephp-2b.log")
         argv = twistd_argv() + ["-n", "--pidfile", os.path.join(self.tmp, "fephp-2b.pid"), "fephp", "--config", conf]
         proc = self.procs.start("fephp-2b", self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
-        self.add_front("fephp-2b", port, proc, log)
+        self.add_front("fephp-2b", fephp_port(proc), proc, log)
 
     def start_nginx_two(self) -> None:
-        port = free_port()
+        listener = bound_listener()
+        port = listener.getsockname()[1]
         tmp = os.path.join(self.tmp, "nginx-2b")  # its own pid file and temp folders
         os.makedirs(tmp, exist_ok=True)
         with open(os.path.join(tmp, "fastcgi_params"), "w") as f:
@@ -595,7 +617,7 @@ class Bench:
             f.write(nginx_conf(tmp, port, socks[0], self.args.children, self.args.nginx_workers, socks=socks))
         log = os.path.join(tmp, "nginx.log")
         argv = ["nginx", "-p", tmp + "/", "-c", conf, "-e", os.path.join(tmp, "nginx-error.log"), "-g", "daemon off;"]
-        proc = self.procs.start("nginx-2b", self.server_prefix + argv, log=log)
+        proc = start_nginx(self.procs, "nginx-2b", self.server_prefix + argv, listener, log=log)
         self.add_front("nginx-2b", port, proc, log)
 
     def php_groups(self, front: Front) -> list[int]:
@@ -611,18 +633,18 @@ class Bench:
             # As etc/fephp-pypy.service runs it (see there and docs/performance.md);
             # an exported value wins.
             env = dict({"PYPY_GC_NURSERY": PYPY_GC_NURSERY, "PYPY_GC_MIN": PYPY_GC_MIN}, **env)
-        port = free_port()
         conf = os.path.join(self.tmp, f"{name}.yaml")
         with open(conf, "w") as f:
-            f.write(fephp_yaml(port, self.sock, self.args.children, use_fpm, root))
+            f.write(fephp_yaml(0, self.sock, self.args.children, use_fpm, root))
         log = os.path.join(self.tmp, f"{name}.log")
         argv = twistd_argv(python) + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp", "--config", conf]
         proc = self.procs.start(name, self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
-        self.add_front(name, port, proc, log)
+        self.add_front(name, fephp_port(proc), proc, log)
 
     def start_nginx(self, name: str = "nginx", workers: str | None = None) -> None:
         """nginx as *name*: "nginx" with --nginx-workers (1), "nginx-auto" with one worker per core."""
-        port = free_port()
+        listener = bound_listener()
+        port = listener.getsockname()[1]
         with open(os.path.join(self.tmp, "fastcgi_params"), "w") as f:
             f.write(PARAMS)
         keepalive = self.args.children
@@ -636,10 +658,13 @@ class Bench:
         log = os.path.join(self.tmp, f"{name}.log")
         argv = ["nginx", "-p", self.tmp + "/", "-c", conf, "-e", os.path.join(self.tmp, f"{name}-error.log"),
                 "-g", "daemon off;"]
-        proc = self.procs.start(name, self.server_prefix + argv, log=log)
+        proc = start_nginx(self.procs, name, self.server_prefix + argv, listener, log=log)
         self.add_front(name, port, proc, log)
 
     def start_caddy(self) -> None:
+        # Caddy takes no inherited socket without a plugin, and is not installed
+        # where this was written to try a site address of port 0: the one
+        # bind-close-rebind port left.
         port = free_port()
         conf = os.path.join(self.tmp, "Caddyfile")
         with open(conf, "w") as f:
@@ -654,23 +679,23 @@ class Bench:
     def start_tls_fronts(self) -> None:
         """fephp and nginx on TLS listeners (HTTP/2 by ALPN), for the h2load scenarios."""
         key, cert = self_signed(self.tmp)
-        port = free_port()
         conf = os.path.join(self.tmp, "fephp-tls.yaml")
         with open(conf, "w") as f:
-            f.write(fephp_yaml(port, self.sock, self.args.children, True).replace(
-                f'"tcp:{port}:interface=127.0.0.1"', f'"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"'))
+            f.write(fephp_yaml(0, self.sock, self.args.children, True).replace(
+                '"tcp:0:interface=127.0.0.1"', f'"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"'))
         log = os.path.join(self.tmp, "fephp-tls.log")
         argv = twistd_argv() + ["-n", "--pidfile", os.path.join(self.tmp, "fephp-tls.pid"), "fephp", "--config", conf]
         proc = self.procs.start("fephp-tls", self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
-        self.add_front("fephp-tls", port, proc, log, scheme="https")
-        port = free_port()
+        self.add_front("fephp-tls", fephp_port(proc), proc, log, scheme="https")
+        listener = bound_listener()
+        port = listener.getsockname()[1]
         conf = os.path.join(self.tmp, "nginx-tls.conf")
         with open(conf, "w") as f:
             f.write(nginx_tls_conf(self.tmp, port, self.sock, self.args.children, self.args.nginx_workers, key, cert))
         log = os.path.join(self.tmp, "nginx-tls.log")
         argv = ["nginx", "-p", self.tmp + "/", "-c", conf, "-e", os.path.join(self.tmp, "nginx-tls-error.log"),
                 "-g", "daemon off;"]
-        proc = self.procs.start("nginx-tls", self.server_prefix + argv, log=log)
+        proc = start_nginx(self.procs, "nginx-tls", self.server_prefix + argv, listener, log=log)
         self.add_front("nginx-tls", port, proc, log, scheme="https")
 
     def add_front(self, name: str, port: int, proc: subprocess.Popen[bytes], log: str, scheme: str = "http") -> None:

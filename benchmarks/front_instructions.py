@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
                     "--smc-check=all-non-file", "--trace-children=yes", f"--callgrind-out-file={tmp}/cg.%p"]
         for name, extra in variants:
-            port = compare.free_port()
             conf = os.path.join(tmp, f"{name}.yaml")
             with open(conf, "w") as f:
-                f.write(compare.fephp_yaml(port, bench.sock, 8, True) + (extra + "\n" if extra else ""))
+                f.write(compare.fephp_yaml(0, bench.sock, 8, True) + (extra + "\n" if extra else ""))
             log = os.path.join(tmp, f"{name}.log")
             argv_ = valgrind + compare.twistd_argv(python) + ["-n", "--pidfile", "", "fephp", "--config", conf]
             if argv_[len(valgrind)].endswith("twistd") and not python:
@@ -109,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
                     var, _, value = assignment.partition("=")
                     env[var] = value
             proc = procs.start(name, argv_, log=log, env=env, cwd=tmp)
-            bench.fronts[name] = compare.Front(name, f"http://127.0.0.1:{port}", proc, log)
+            bench.fronts[name] = compare.Front(name, "", proc, log)
         for name, _ in variants:
             front = bench.fronts[name]
-            deadline = time.monotonic() + 300  # valgrind starts Python slowly
+            # valgrind starts Python slowly; fephp, on tcp:0, says its port through /proc.
+            front.url = f"http://127.0.0.1:{compare.wait_listening(front.proc.pid, within=300)[0][1]}"
+            deadline = time.monotonic() + 300
             while True:
                 try:
                     if compare.http_get(front.url + args.path, timeout=10)[0] == 200:

@@ -34,7 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from compare import CLK_TCK, Processes, busy_cpu_s, free_port, parse_wrk, wait_for_http  # noqa: E402
+from compare import CLK_TCK, Processes, busy_cpu_s, parse_wrk, start_nginx, wait_for_http  # noqa: E402
+from tests.support.ports import bound_listener  # noqa: E402
 
 #: The issue's target: a 13-byte static file.
 BODY = b"Hello, world!"
@@ -207,11 +208,12 @@ def main(argv: list[str] | None = None) -> int:
                   + (["fephp-bench-pypy"] if args.pypy else []))
     runs: list[dict[str, Any]] = []
     try:
-        port = free_port()
+        listener = bound_listener()
+        port = listener.getsockname()[1]
         conf = os.path.join(tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write(nginx_conf(tmp, port))
-        nginx = procs.start("nginx", ["taskset", "-c", "0", "nginx", "-p", tmp + "/", "-c", conf],
+        nginx = start_nginx(procs, "nginx", ["taskset", "-c", "0", "nginx", "-p", tmp + "/", "-c", conf], listener,
                             log=os.path.join(tmp, "nginx.log"))
         url = f"http://127.0.0.1:{port}/hello.txt"
         wait_for_http(url, nginx, "nginx", os.path.join(tmp, "nginx.log"))

@@ -46,7 +46,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from compare import Processes, free_port, rss_kib, twistd_argv  # noqa: E402
+from compare import Processes, fephp_port, rss_kib, twistd_argv  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE_SIZE = 20000
@@ -291,15 +291,15 @@ def main() -> int:
     samples: list[tuple[float, int]] = []
     try:
         root = write_docroot(tmp)
-        port = free_port()
         config = os.path.join(tmp, "fephp.yaml")
         with open(config, "w") as f:
-            f.write(fephp_config(port, root, args.pool_size, args.max_requests))
+            f.write(fephp_config(0, root, args.pool_size, args.max_requests))
         log = os.path.join(tmp, "fephp.log")
         env = dict(os.environ, PYTHONPATH=REPO)
         python = os.path.abspath(args.python) if args.python else None
         argv = twistd_argv(python) + ["-n", "--pidfile", os.path.join(tmp, "fephp.pid"), "fephp", "--config", config]
         proc = procs.start("fephp", argv, log=log, env=env, cwd=tmp)
+        port = fephp_port(proc)
         wait_ready(f"http://127.0.0.1:{port}/hello.php", proc, log)
 
         soak = Soak(port, args.rps, args.minutes * 60, args.connections, args.seed)
