@@ -11,7 +11,11 @@ A stream holds at most :data:`STREAM_BUFFER` bytes its client has not taken
 its producer, the FastCGI connection of a PHP response or the file of a
 static one, is paused until the bytes are sent.  A slow client therefore
 slows PHP down instead of making fephp buffer the response, as over
-HTTP/1.1.  Request bodies are read as fast as they come, into the request's
+HTTP/1.1.  A push producer (PHP's FastCGI connection) may go on past it up
+to :data:`STREAM_SPILL`, while the whole process holds less than
+:data:`SPILL_TOTAL` so: a response of a page or two then ends in PHP and
+frees its FastCGI connection even if its client opens no window (a zero
+window pins no pool), and ``timeouts.client_send`` ends the stream.  Request bodies are read as fast as they come, into the request's
 content file, as over HTTP/1.1, bounded by ``limits.max_body_size``.
 
 Twisted has an HTTP/2 server of its own (``twisted.web._http2``, private and
@@ -54,6 +58,12 @@ __all__ = ["H2Connection", "MAX_CONCURRENT_STREAMS", "STREAM_BUFFER"]
 #: window closed, the socket full); past this the response's producer is
 #: paused, and resumed once half of it is sent.
 STREAM_BUFFER = 64 * 1024
+#: What a push producer's response may hold past STREAM_BUFFER before it is
+#: paused, and what all streams of the process may hold past theirs: PHP's
+#: FastCGI connection is freed once its output is in (nginx reads an
+#: upstream's answer into buffers the same way), within a bound of memory.
+STREAM_SPILL = 1024 * 1024
+SPILL_TOTAL = 32 * 1024 * 1024
 #: Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
 #: each may hold a FastCGI connection.  nginx's http2_max_concurrent_streams.
 MAX_CONCURRENT_STREAMS = 128
@@ -116,6 +126,26 @@ class _PlainEncoder(hpack.Encoder):
         return super().encode(headers, huffman=False)
 
 
+class _HeldBytes:
+    """Bytes held past STREAM_BUFFER by every stream of the process, within *limit*."""
+
+    __slots__ = ("limit", "held")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        """Count *size* more bytes held; False (and nothing counted) past the limit."""
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
 class _Conn(enum.Enum):
     """Where an HTTP/2 connection is in its life."""
 
@@ -148,6 +178,8 @@ class H2Connection(Protocol, TimeoutMixin):
     """
 
     log = Logger()
+    #: What the streams of every connection hold past STREAM_BUFFER (one process, one bound).
+    spill = _HeldBytes(SPILL_TOTAL)
 
     def __init__(self, site: Any, *, clock: Any, max_header_size: int, max_line_length: int) -> None:
         self.site = site
@@ -616,6 +648,7 @@ class _Stream:
         self._head: Optional[list[tuple[bytes, bytes]]] = None
         self._pending: deque[bytes] = deque()
         self._pending_size = 0
+        self._spilled = 0  # of _pending_size, what H2Connection.spill counts for it
         self._ended = False  # requestDone: nothing more will be written
         self._gone = False
         self._request_in = request_in  # the client's END_STREAM has arrived
@@ -695,7 +728,7 @@ class _Stream:
 
     def connection_lost(self, reason: Failure) -> None:
         self._gone = True
-        self._pending.clear()
+        self._drop_pending()
         self._stop_timers()
         request = self.request
         if request is not None and not request.finished and not request_disconnected(request):
@@ -738,10 +771,34 @@ class _Stream:
         if self._gone or not data:
             return
         self._pending.append(data)
-        self._pending_size += len(data)
+        size = self._pending_size = self._pending_size + len(data)
         self._connection.stream_ready(self)
-        if self._pending_size > STREAM_BUFFER:
+        if size > STREAM_BUFFER and not self._may_spill(size):
             self.pause_producer()
+
+    def _may_spill(self, size: int) -> bool:
+        """Whether a push producer may go on with *size* bytes held: within STREAM_SPILL and the process's SPILL_TOTAL."""
+        over = size - STREAM_BUFFER
+        if not self._streaming or over > STREAM_SPILL:
+            return False
+        if over > self._spilled:
+            if not self._connection.spill.take(over - self._spilled):
+                return False
+            self._spilled = over
+        return True
+
+    def _settle_spill(self) -> None:
+        """Bytes were sent or dropped: give back what is no longer held past STREAM_BUFFER."""
+        over = max(0, self._pending_size - STREAM_BUFFER)
+        if over < self._spilled:
+            self._connection.spill.give(self._spilled - over)
+            self._spilled = over
+
+    def _drop_pending(self) -> None:
+        self._pending.clear()
+        self._pending_size = 0
+        if self._spilled:
+            self._settle_spill()
 
     def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted's name
         self.write(b"".join(iovec))
@@ -762,7 +819,8 @@ class _Stream:
             producer.stopProducing()
             return
         if streaming:
-            if self._pending_size > STREAM_BUFFER or self._connection.paused:
+            size = self._pending_size
+            if (size > STREAM_BUFFER and not self._may_spill(size)) or self._connection.paused:
                 self.pause_producer()
         else:
             # A pull producer is asked for more after each send (after_send).
@@ -847,8 +905,7 @@ class _Stream:
             while pending and sent < budget:
                 window = conn.local_flow_control_window(stream_id)
                 if window <= 0:
-                    self._wait_for_window()
-                    return frames
+                    break
                 size = min(window, conn.max_outbound_frame_size, budget - sent)
                 chunk = pending[0]
                 if len(chunk) > size:
@@ -864,16 +921,18 @@ class _Stream:
                 if last:
                     self._finished()
                     return frames
+            if self._spilled:
+                self._settle_spill()
             if not pending:
                 if self._ended:
                     conn.end_stream(stream_id)
                     self._finished()
             elif conn.local_flow_control_window(stream_id) <= 0:
-                self._wait_for_window()  # the budget and the window ran out together
+                self._wait_for_window()
         except h2.exceptions.StreamClosedError:
             # The client reset it meanwhile; StreamReset tells the Request.
             self._gone = True
-            self._pending.clear()
+            self._drop_pending()
             self._stop_timers()
         except h2.exceptions.ProtocolError as e:
             # A header PHP sent that HTTP/2 cannot carry, for one.
@@ -937,6 +996,8 @@ class _Stream:
     def _finished(self) -> None:
         self._gone = True
         self._stop_timers()
+        if self._spilled:
+            self._settle_spill()
         self._connection.stream_done(self)
 
     def _reset(self, code: int) -> None:
@@ -945,7 +1006,7 @@ class _Stream:
         except h2.exceptions.ProtocolError:
             pass
         self._gone = True
-        self._pending.clear()
+        self._drop_pending()
         self._stop_timers()
         self._connection.stream_done(self)
         self._connection._schedule_pump()

@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from fephp.web.http2 import ABORTED_BURST, CLOSE_GRACE, RESET_BURST, STREAM_BUFFER, H2Connection
+from fephp.web.http2 import ABORTED_BURST, CLOSE_GRACE, RESET_BURST, STREAM_BUFFER, STREAM_SPILL, H2Connection
 from fephp.web.site import FrontSite
 
 
@@ -129,7 +129,7 @@ def test_headers_over_the_limit_get_431_without_the_app() -> None:
 
 
 def test_a_shut_window_pauses_the_producer_and_an_update_resumes_it() -> None:
-    """Past STREAM_BUFFER unsent bytes the response's producer is paused; the client's WINDOW_UPDATE resumes it."""
+    """Past STREAM_BUFFER + STREAM_SPILL unsent bytes the response's producer is paused; the client's WINDOW_UPDATE resumes it."""
     pair = Pair()
     stream = pair.get("/stream")
     pair.exchange()
@@ -138,14 +138,14 @@ def test_a_shut_window_pauses_the_producer_and_an_update_resumes_it() -> None:
     request.registerProducer(producer, True)
     request.write(b"x" * 65535)  # fills the client's initial window
     pair.exchange()
-    request.write(b"y" * (STREAM_BUFFER + 1))
+    request.write(b"y" * (STREAM_BUFFER + STREAM_SPILL + 1))
     pair.exchange()
     assert producer.calls == ["pause"]
-    pair.client.increment_flow_control_window(2 * STREAM_BUFFER)
-    pair.client.increment_flow_control_window(2 * STREAM_BUFFER, stream_id=stream)
+    pair.client.increment_flow_control_window(2 * STREAM_SPILL)
+    pair.client.increment_flow_control_window(2 * STREAM_SPILL, stream_id=stream)
     events = pair.exchange()
     assert producer.calls == ["pause", "resume"]
-    assert sum(len(e.data) for e in _of(events, h2.events.DataReceived, stream)) == STREAM_BUFFER + 1
+    assert sum(len(e.data) for e in _of(events, h2.events.DataReceived, stream)) == STREAM_BUFFER + STREAM_SPILL + 1
 
 
 def test_a_reset_stream_tells_the_request() -> None:
@@ -310,3 +310,63 @@ def _frames(data: bytes) -> list[Any]:
         frames.append(frame)
         data = data[9 + length:]
     return frames
+
+
+def test_a_push_producer_goes_on_past_the_stream_buffer_up_to_the_spill() -> None:
+    """PHP's output may be held past STREAM_BUFFER up to STREAM_SPILL (its FastCGI connection freed), counted process-wide and given back when sent."""
+    pair = Pair()
+    stream = pair.get("/stream")
+    pair.exchange()
+    (request,) = pair.app.open
+    producer = Producer()
+    request.registerProducer(producer, True)
+    request.write(b"x" * 65535)  # the client's whole window
+    pair.exchange()
+    held = H2Connection.spill.held
+    request.write(b"y" * (STREAM_BUFFER + 1000))
+    pair.exchange()
+    assert (producer.calls, H2Connection.spill.held - held) == ([], 1000)
+    request.write(b"z" * STREAM_SPILL)
+    pair.exchange()
+    assert producer.calls == ["pause"]
+    pair.client.increment_flow_control_window(4 * STREAM_SPILL)
+    pair.client.increment_flow_control_window(4 * STREAM_SPILL, stream_id=stream)
+    events = pair.exchange()
+    assert sum(len(e.data) for e in _of(events, h2.events.DataReceived, stream)) == STREAM_BUFFER + 1000 + STREAM_SPILL
+    assert (producer.calls, H2Connection.spill.held) == (["pause", "resume"], held)
+
+
+def test_a_full_process_spill_pauses_at_the_stream_buffer() -> None:
+    """With SPILL_TOTAL taken by other streams, a push producer is paused past STREAM_BUFFER as before."""
+    pair = Pair()
+    pair.get("/stream")
+    pair.exchange()
+    (request,) = pair.app.open
+    producer = Producer()
+    request.registerProducer(producer, True)
+    request.write(b"x" * 65535)
+    pair.exchange()
+    taken = H2Connection.spill.limit - H2Connection.spill.held
+    assert H2Connection.spill.take(taken)
+    try:
+        request.write(b"y" * (STREAM_BUFFER + 1))
+        pair.exchange()
+        assert producer.calls == ["pause"]
+    finally:
+        H2Connection.spill.give(taken)
+
+
+def test_a_reset_stream_gives_its_spill_back() -> None:
+    """A stream reset while it holds bytes past STREAM_BUFFER gives them back to the process's count."""
+    pair = Pair()
+    stream = pair.get("/stream")
+    pair.exchange()
+    (request,) = pair.app.open
+    request.registerProducer(Producer(), True)
+    held = H2Connection.spill.held
+    request.write(b"x" * (65535 + STREAM_BUFFER + 5000))
+    pair.exchange()
+    assert H2Connection.spill.held - held == 5000
+    pair.client.reset_stream(stream)
+    pair.exchange()
+    assert H2Connection.spill.held == held
