@@ -152,10 +152,10 @@ async def test_two_hundred_concurrent_requests_through_eight_connections(php_fpm
 async def test_connection_refused_is_a_connect_error_within_the_timeout(tmp_path):
     """A socket nobody listens on gives ConnectError no later than the connect timeout allows."""
     pool = make_pool(f"unix:path={tmp_path / 'nobody.sock'}", connect_timeout=0.5)
-    started = time.monotonic()
+    # Not a window: a ConnectError can only come from the refusal or the 0.5 s
+    # connect timeout; a hang meets the 10 s guard's TimeoutError instead.
     with pytest.raises(ConnectError):
-        await pool.request(params_for("/nonexistent.php"), None, RecordingSink())
-    assert time.monotonic() - started < 2.5
+        await defer.ensureDeferred(pool.request(params_for("/nonexistent.php"), None, RecordingSink())).addTimeout(10, reactor)
     await pool.close()
 
 
@@ -308,14 +308,14 @@ async def test_aborted_requests_keep_their_children_counted_until_php_ends_them(
             d.cancel()
         outcomes = await defer.DeferredList(slow, consumeErrors=True)
         assert all(f.check(defer.CancelledError) for _, f in outcomes)
-        started = time.monotonic()
         sink = RecordingSink()
         nxt = pool.request(params_for(fpm.script("sleep.php"), query="ms=0"), None, sink)
         assert (pool.stats()["waiting"], endpoint.connects) == (1, 2)
         assert pool.stats()["draining"] == 2
         assert await nxt == 0
-        assert 0.5 < time.monotonic() - started < 3.0  # it waited for a slow script to end
-        assert endpoint.connects == 2
+        # It waited for a slow script to end, shown by events rather than a
+        # window: no third connection, so it ran on one a script's end freed.
+        assert (endpoint.connects, pool.stats()["draining"] <= 1) == (2, True)
         await wait_until(lambda: pool.stats()["idle"] == 2, "the other slow script to end")
         assert endpoint.connects == 2
         await pool.close()
