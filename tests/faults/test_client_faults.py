@@ -64,8 +64,9 @@ async def test_hostile_framing(served, php_fpm, data, status):
     """Each shape is refused at once with its status, one answer, Connection: close and the connection closed; PHP runs nothing of it."""
     front = await served(php_fpm.unix_endpoint, max_body_size=LIMIT)
     got = await front.exchange(data, timeout=5.0)
+    # "At once" as an event, not a window: every server timeout here is 60 s,
+    # so a close before the client's own 5 s can only be the refusal's.
     assert (got.status, got.closed, got.timed_out) == (status, True, False), got.raw[:300]
-    assert got.seconds < 2.0
     assert got.raw.count(b"HTTP/1.1 ") == 1 and b"\r\nConnection: close\r\n" in got.raw
     assert front.runs.counts() == {}
     await front.check_after()
@@ -98,10 +99,14 @@ async def test_floods_of_idle_and_slow_clients(served, php_fpm):
         [("GET", f"/once.php?tag=g{i}", b"", f"g{i}") for i in range(100)], concurrency=4, timeout=5.0
     )
     assert {o.status for o in normal} == {200}
-    assert max(o.seconds for o in normal) < 1.5
+    # A bound, as generous as it can be and still tell: a request held up by
+    # the slow ones would wait for their cut-off, 2 s (client_header).
+    assert max(o.seconds for o in normal) < 2.0
     await wait_until(lambda: all(c.closed_at is not None for c in slow), "every slow client cut off", within=6.0)
+    # Which timer cut them is told by the 408 (keepalive closes without one);
+    # only the lower bound is a time: not before client_header's 2 s.
     assert {c.status for c in slow} == {408}
-    assert all(1.9 < c.closed_at - started < 4.0 for c in slow)  # type: ignore[operator]
+    assert all(c.closed_at - started > 1.9 for c in slow)  # type: ignore[operator]
     await wait_until(lambda: all(c.closed_at is not None for c in idle), "every idle client closed", within=8.0)
     assert {c.received for c in idle} == {b""}
     assert "pslow" not in front.runs.counts()
@@ -116,8 +121,10 @@ async def test_a_body_that_stops_coming(served, php_fpm):
     client.send(b"POST /once.php?tag=pstalled HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"a" * 400)
     started = time.monotonic()
     await wait_until(lambda: client.closed_at is not None, "the stalled upload cut off", within=5.0)
+    # The 408 names the timer (the others are 60 s); the time only as a lower
+    # bound, client_body's 1 s, and the upper one is wait_until's.
     assert client.status == 408
-    assert 0.9 < client.closed_at - started < 3.0  # type: ignore[operator]
+    assert client.closed_at - started > 0.9  # type: ignore[operator]
     assert front.runs.counts() == {}
     await front.check_after()
 
@@ -140,7 +147,9 @@ async def test_a_client_that_stops_reading_a_large_response(served, php_fpm):
         await wait_until(lambda: front.pool.stats()["busy"] == 1, "the request running")
 
         await wait_until(lambda: front.pool.stats()["busy"] == 0, "the client cut off", within=8.0)
-        assert 1.9 < time.monotonic() - started < 6.0
+        # Only client_send (2 s) can end it before wait_until's 8 s: every
+        # other timeout is 60 s.  The time is asserted as a lower bound only.
+        assert time.monotonic() - started > 1.9
         await wait_until(lambda: front.pool.stats()["idle"] == 1, "PHP's connection back, drained", within=20.0)
         assert front.pool.stats()["failures"] == 0
     finally:

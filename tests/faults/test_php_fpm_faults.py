@@ -56,7 +56,9 @@ async def test_php_fpm_killed_and_restarted_under_load(served, fpm_factory):
     assert [o for o in outcomes if o.status is None] == []
     assert {o.status for o in outcomes} <= {200, 502, 503}
     failed = [o for o in outcomes if o.status != 200]
-    assert all(o.seconds < 3.0 for o in failed), max(o.seconds for o in failed)
+    # Quick as a bound generous enough to be honest: half the pool's 10 s
+    # response and queue timeouts, so a failure came from the kill, not a timer.
+    assert all(o.seconds < 5.0 for o in failed), max(o.seconds for o in failed)
     assert len(outcomes) - len(failed) >= 300, collections.Counter((o.status, round(o.seconds, 1)) for o in failed)  # the outage lasted half a second
     assert time.monotonic() - killed_at < 60
     await front.check_after()
@@ -113,6 +115,8 @@ async def test_frozen_php_fpm(served, fpm_factory):
         os.killpg(fpm.process.pid, signal.SIGCONT)
     assert [o for o in outcomes if o.status is None] == []
     assert {o.status for o in outcomes} <= {503, 504}
+    # None hangs: a bound twice the longest wait configured (1 s response, then
+    # 2 s in the queue), well inside the client's own 10 s.
     assert max(o.seconds for o in outcomes) < 6.0
     # The children wake up to requests whose clients are long gone: they may
     # run them now, once.
