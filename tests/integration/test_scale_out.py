@@ -227,11 +227,13 @@ def test_ping_takes_out_a_frozen_host_before_any_request_waits_on_it(network: Ne
     assert {pids[int(network.http_get(front.address, "/who.php")[1].split()[0])] for _ in range(10)} == {"php1", "php2"}
     frozen_at = time.monotonic()
     hosts[0].freeze()
+    # The log line is the event: with no request in flight only the ping can
+    # take the host out (the response timeout is 30 s), so no window is
+    # asserted on how soon; wait_log's 10 s bounds it.
     front.wait_log("taken out of service", within=10)
     out_after = time.monotonic() - frozen_at
     outcomes = HTTPLoad(network, front.address, "/who.php", total=200, concurrency=4, timeout=5, within=60).start().wait()
     print(f"idle freeze: out after {out_after:.2f} s; then {sum(o.ok for o in outcomes)}/{len(outcomes)} answered")
-    assert out_after < 0.5 + 0.5 + 1.5  # a ping interval, its timeout, and a noisy machine's slack
     assert [o for o in outcomes if not o.ok] == []
     assert set(by_host(outcomes, hosts, pids)) == {"php2"}
     hosts[0].thaw()
