@@ -138,6 +138,8 @@ async def test_clients_that_go_away_keep_their_children_counted(served, fpm_fact
     started = time.monotonic()
     after = await front.request("GET", "/once.php?tag=next", timeout=10.0)
     assert after.status == 200
+    # A bound, generous but telling: twice the slow scripts' 1.5 s, which is
+    # as long as the request should wait in fephp's queue for a freed child.
     assert time.monotonic() - started < 3.0
     stats = front.pool.stats()
     assert stats["idle"] + stats["busy"] + stats["draining"] <= 2
