@@ -5,7 +5,7 @@ The layers, from the bottom (docs/architecture.md draws them)::
     _compat, _twisted,           leaves: what differs between Pythons, the door to Twisted's privates,
     _deferreds                   Deferreds that wait for one event together
     _stats                       figures the request path keeps (histograms), read at scrape time
-    fastcgi, cgi                 pure: the standard library only
+    fastcgi, cgi, http           pure: the standard library only
     backend, process             Twisted, below the web
     web                          twisted.web, over backend and cgi
     server                       configuration and wiring, over everything
@@ -30,6 +30,7 @@ PACKAGE = REPO / "fephp"
 #: Which layers each layer may import (itself always).
 ALLOWED: dict[str, set[str]] = {
     "fastcgi": {"_compat"},
+    "http": {"_compat"},
     "cgi": {"_compat"},
     "_compat": set(),
     "_twisted": set(),
@@ -37,10 +38,10 @@ ALLOWED: dict[str, set[str]] = {
     "_stats": set(),
     "backend": {"fastcgi", "_compat", "_twisted", "_deferreds", "_stats"},
     "process": {"_compat", "_twisted", "_deferreds"},
-    "web": {"cgi", "backend", "_compat", "_twisted", "_deferreds", "_stats"},
-    "server": {"fastcgi", "cgi", "backend", "process", "web", "_compat", "_twisted", "_deferreds", "_stats", "fephp"},
+    "web": {"http", "cgi", "backend", "_compat", "_twisted", "_deferreds", "_stats"},
+    "server": {"fastcgi", "http", "cgi", "backend", "process", "web", "_compat", "_twisted", "_deferreds", "_stats", "fephp"},
     "bench": {"_twisted"},
-    "testing": {"fastcgi", "cgi", "backend", "web", "_compat", "_twisted", "_deferreds", "_stats"},
+    "testing": {"fastcgi", "http", "cgi", "backend", "web", "_compat", "_twisted", "_deferreds", "_stats"},
     "tap": {"server"},
     "cli": {"server", "bench"},
     "fephp": set(),
@@ -48,6 +49,7 @@ ALLOWED: dict[str, set[str]] = {
 #: Layers whose only outside imports may be the standard library, and what of it they may not use.
 PURE = {
     "fastcgi": {"socket", "asyncio", "logging", "select", "selectors"},
+    "http": {"socket", "asyncio", "logging", "select", "selectors"},
     "cgi": {"socket", "asyncio", "logging"},
     "_stats": {"socket", "asyncio", "logging"},
 }
