@@ -229,46 +229,44 @@ class ServerConnection(h2.connection.H2Connection):
 
     Each such stream reset comes out as a :class:`StreamRejected` event.
     The header block is always decoded first, so HPACK's table stays in step.
-    These lean on h2's private names (``_receive_headers_frame``,
-    ``_receive_goaway_frame``, ``state_machine``, ``_get_or_create_stream``),
-    stable across h2 4.x; ``tests/unit/web/test_h2server.py`` pins them.
+    This overrides two of h2's private methods (``_receive_headers_frame``,
+    ``_receive_goaway_frame``), stable across h2 4.x and calling nothing else
+    private; ``tests/unit/web/test_h2server.py`` pins them.
     """
 
     #: Set once the client said GOAWAY(NO_ERROR), or the server chose to refuse new streams.
     refusing = False
+    #: A stream over the limit is being taken only to be refused (h2 decodes its block).
+    _admitting = False
 
     def _receive_headers_frame(self, frame: Any) -> Any:
         stream_id = frame.stream_id
-        if stream_id in self.streams:
-            # Trailers, or HEADERS on a stream in the wrong state: h2's rules.
-            try:
-                return super()._receive_headers_frame(frame)
-            except h2.exceptions.ProtocolError as e:
-                if isinstance(e.__cause__, _HPACK_ERRORS) and not isinstance(e, h2.exceptions.DenialOfServiceError):
-                    raise _CompressionError(str(e)) from e
-                raise
-        try:
-            headers = self.decoder.decode(frame.data, raw=True)
-        except hpack.exceptions.OversizedHeaderListError as e:
-            # An HPACK bomb: more decoded bytes than SETTINGS_MAX_HEADER_LIST_SIZE allows.
-            raise h2.exceptions.DenialOfServiceError(f"oversized header block: {e}") from e
-        except _HPACK_ERRORS as e:
-            raise _CompressionError(f"undecodable header block: {e}") from e
+        new = stream_id not in self.streams
         # Counted before the stream exists, as h2 counts (the property also forgets closed streams).
-        over = self.refusing or self.open_inbound_streams >= self.local_settings.max_concurrent_streams
-        events = self.state_machine.process_input(h2.connection.ConnectionInputs.RECV_HEADERS)
-        stream = self._get_or_create_stream(stream_id, h2.connection.AllowedStreamIDs.ODD)
+        over = new and (self.refusing or self.open_inbound_streams >= self.local_settings.max_concurrent_streams)
+        self._admitting = over  # h2 takes the stream, so that its block is decoded; it is refused below
         try:
-            frames, stream_events = stream.receive_headers(headers, "END_STREAM" in frame.flags, self.config.header_encoding)
-            if "PRIORITY" in frame.flags:
-                self._receive_priority_frame(frame)  # checks a stream depending on itself
+            frames, events = super()._receive_headers_frame(frame)
         except h2.exceptions.ProtocolError as e:
-            self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
-            return [], [*events, StreamRejected(stream_id, ErrorCodes.PROTOCOL_ERROR, f"malformed request: {e}")]
+            if new and stream_id in self.streams:
+                # Decoded, and the stream opened: what failed is the request's
+                # own check (RFC 9113 8.2, 8.3), a stream error.
+                self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+                return [], [StreamRejected(stream_id, ErrorCodes.PROTOCOL_ERROR, f"malformed request: {e}")]
+            if isinstance(e.__cause__, _HPACK_ERRORS) and not isinstance(e, h2.exceptions.DenialOfServiceError):
+                raise _CompressionError(str(e)) from e
+            raise
+        finally:
+            self._admitting = False
         if over:
             self.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
-            return [], [*events, StreamRejected(stream_id, ErrorCodes.REFUSED_STREAM, "over the concurrent stream limit")]
-        return frames, events + stream_events
+            return [], [StreamRejected(stream_id, ErrorCodes.REFUSED_STREAM, "over the concurrent stream limit")]
+        return frames, events
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """h2's count of the client's open streams; none while a stream to be refused is taken."""
+        return 0 if self._admitting else super().open_inbound_streams
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         if frame.error_code != ErrorCodes.NO_ERROR:
