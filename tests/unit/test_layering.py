@@ -5,7 +5,8 @@ The layers, from the bottom (docs/architecture.md draws them)::
     _compat, _twisted,           leaves: what differs between Pythons, the door to Twisted's privates,
     _deferreds                   Deferreds that wait for one event together
     _stats                       figures the request path keeps (histograms), read at scrape time
-    fastcgi, cgi, http           pure: the standard library only
+    fastcgi, cgi, http,          pure: the standard library only
+    roadrunner
     backend, process             Twisted, below the web
     web                          twisted.web, over backend and cgi
     server                       configuration and wiring, over everything
@@ -31,17 +32,18 @@ PACKAGE = REPO / "fephp"
 ALLOWED: dict[str, set[str]] = {
     "fastcgi": {"_compat"},
     "http": {"_compat"},
+    "roadrunner": {"_compat"},
     "cgi": {"_compat"},
     "_compat": set(),
     "_twisted": set(),
     "_deferreds": set(),
     "_stats": set(),
-    "backend": {"fastcgi", "_compat", "_twisted", "_deferreds", "_stats"},
+    "backend": {"fastcgi", "roadrunner", "_compat", "_twisted", "_deferreds", "_stats"},
     "process": {"_compat", "_twisted", "_deferreds"},
     "web": {"http", "cgi", "backend", "_compat", "_twisted", "_deferreds", "_stats"},
-    "server": {"fastcgi", "http", "cgi", "backend", "process", "web", "_compat", "_twisted", "_deferreds", "_stats", "fephp"},
+    "server": {"fastcgi", "http", "roadrunner", "cgi", "backend", "process", "web", "_compat", "_twisted", "_deferreds", "_stats", "fephp"},
     "bench": {"_twisted"},
-    "testing": {"fastcgi", "http", "cgi", "backend", "web", "_compat", "_twisted", "_deferreds", "_stats"},
+    "testing": {"fastcgi", "http", "roadrunner", "cgi", "backend", "web", "_compat", "_twisted", "_deferreds", "_stats"},
     "tap": {"server"},
     "cli": {"server", "bench"},
     "fephp": set(),
@@ -50,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
 PURE = {
     "fastcgi": {"socket", "asyncio", "logging", "select", "selectors"},
     "http": {"socket", "asyncio", "logging", "select", "selectors"},
+    "roadrunner": {"socket", "asyncio", "logging", "select", "selectors", "subprocess"},
     "cgi": {"socket", "asyncio", "logging"},
     "_stats": {"socket", "asyncio", "logging"},
 }
