@@ -22,6 +22,7 @@ from fephp.roadrunner import (
     ClientConnection,
     Event,
     JobError,
+    Ping,
     ProtocolError,
     ResponseBody,
     ResponseEnd,
@@ -156,6 +157,27 @@ def test_life_of_a_php_worker(worker: subprocess.Popen[bytes]) -> None:
 
     send(worker, client.stop())
     assert worker.wait(DEADLINE) == 0
+
+
+def test_stopping_an_endless_stream(worker: subprocess.Popen[bytes]) -> None:
+    """A PING answered with a PONG, then stop_stream(): PHP acknowledges the STOP and serves the next request."""
+    client = ClientConnection()
+    send(worker, client.start())
+    until(client, worker, lambda e: isinstance(e, WorkerReady))
+    send(worker, request(client, "/endless"))
+    events = until(client, worker, lambda e: isinstance(e, Ping))
+    # The head's frame and five more, the fifth with PING (the reads may hold more frames after it).
+    assert events[: events.index(Ping()) + 1] == [
+        ResponseHead(200, ((b"Content-Type", b"text/plain"),)),
+        *[ResponseBody(b"tick")] * 6,
+        Ping(),
+    ]
+    send(worker, client.pong() + client.stop_stream())
+    events = until(client, worker, is_end)
+    assert events[-1] == ResponseEnd(stopped=True)
+    assert all(isinstance(e, (ResponseBody, Ping)) for e in events[:-1])
+    send(worker, request(client, "/hello", b"x"))
+    assert until(client, worker, is_end)[-1] == ResponseEnd()
 
 
 def test_worker_that_asks_to_stop(worker: subprocess.Popen[bytes]) -> None:

@@ -8,6 +8,9 @@
 //   /hello   200, text/plain, two Set-Cookie headers, "hello <method> <md5 of the body>"
 //   /echo    200, the request context as PHP decoded it, re-encoded as JSON, and the body's length
 //   /stream  200 in three frames: "one", "two", "three" (STREAM set on the first two)
+//   /endless 200 streamed in "tick" frames, PING on every fifth (as roadrunner-php/worker asks), until
+//            fephp sends a frame with the STOP bit: then one empty frame without STREAM acknowledges
+//            it; after 10000 frames without a STOP, an ERROR frame "never stopped"
 //   /error   an ERROR frame "boom"
 //   /stop    {"stop":true} in answer, then exit (the worker asks to be retired)
 
@@ -17,6 +20,8 @@ const CONTROL = 0x01;
 const CODEC_JSON = 0x08;
 const ERROR = 0x40;
 const STREAM = 0x01;
+const STOP = 0x02;
+const PING = 0x04;
 
 function read_exactly($in, int $n): ?string
 {
@@ -100,6 +105,22 @@ while (($frame = read_frame(STDIN)) !== null) {
             respond(200, ['Content-Type' => ['text/plain']], 'one', true);
             write_frame('two', CODEC_JSON, [0], STREAM);
             write_frame('three', CODEC_JSON, [0]);
+            break;
+        case '/endless':
+            respond(200, ['Content-Type' => ['text/plain']], 'tick', true);
+            for ($sent = 1; $sent < 10000; $sent++) {
+                $read = [STDIN];
+                $none = null;
+                if (stream_select($read, $none, $none, 0) > 0) {
+                    $next = read_frame(STDIN);
+                    if ($next !== null && ($next[2] & STOP)) {
+                        write_frame('', CODEC_JSON, [0]);
+                        continue 3; // back to waiting for a request
+                    }
+                }
+                write_frame('tick', CODEC_JSON, [0], STREAM | ($sent % 5 === 0 ? PING : 0));
+            }
+            write_frame('never stopped', ERROR);
             break;
         case '/error':
             write_frame('boom', ERROR);
