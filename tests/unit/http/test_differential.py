@@ -51,7 +51,7 @@ class Recording(Resource):
             request.write(b"ok")
             request.finish()
 
-    def render(self, request: Any) -> bytes:
+    def render(self, request: Any) -> Any:
         headers: dict[bytes, list[bytes]] = {}
         for name, values in request.requestHeaders.getAllRawHeaders():
             if name.lower() != b"x-request-id":  # fephp's own, added when the client sent none
