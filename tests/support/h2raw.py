@@ -83,6 +83,7 @@ _FRAME_HEADER = struct.Struct(">I B B I")  # 24-bit length in the top of the I, 
 def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes, *, length: Optional[int] = None) -> bytes:
     """A frame as bytes, its 9-byte header announcing *length* (the payload's own length unless given)."""
     announced = len(payload) if length is None else length
+    assert 0 <= announced < 2**24, "a frame's length field has 24 bits"
     return struct.pack(">I", announced)[1:] + bytes([kind, flags]) + struct.pack(">I", stream_id & 0x7FFFFFFF) + payload
 
 
@@ -185,6 +186,7 @@ class RawH2:
         context.verify_mode = ssl.CERT_NONE
         context.set_alpn_protocols(["h2"])
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each write out at once, as the attacks mean it
         self.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
         self.alpn = self.sock.selected_alpn_protocol()
         self.port = port
@@ -248,6 +250,15 @@ class RawH2:
         ready, _, _ = select.select([self.sock], [], [], 0)
         return bool(ready)
 
+    def wait_io(self, timeout: float) -> tuple[bool, bool]:
+        """Wait up to *timeout* for bytes from the server or room to send; (readable, writable)."""
+        if self.closed:
+            return False, False
+        if self.sock.pending():
+            return True, False
+        readable, writable, _ = select.select([self.sock], [self.sock], [], timeout)
+        return bool(readable), bool(writable)
+
     def read_once(self, timeout: Optional[float] = None) -> None:
         """One read (blocking up to *timeout*, or the socket's), its frames applied; EOF or a reset marks the connection closed."""
         if self.closed:
@@ -282,6 +293,15 @@ class RawH2:
                 return False
             self.read_once(left)
         return True
+
+    def handshake(self, within: float = 5.0) -> None:
+        """Wait until the server acknowledged our SETTINGS: its own, sent before, are then read and acknowledged too.
+
+        Before a header block is left open (HEADERS without END_HEADERS),
+        so that no SETTINGS ACK of ours falls inside it (RFC 9113 6.10).
+        """
+        if not self.read_until(lambda c: c.settings_acks >= 1, within):
+            raise TimeoutError(f"no SETTINGS ACK in {within} s")
 
     def drain(self) -> None:
         """Apply whatever the server has sent by now without waiting."""
