@@ -93,6 +93,17 @@ class ClientConnection:
     :class:`WorkerStopping`).  Every method that produces output returns the
     bytes to write; nothing here does I/O.  Anything the worker may not
     send raises :class:`ProtocolError` and leaves the connection BROKEN.
+
+    The states (:class:`ClientState`) and what moves between them::
+
+        NEW --start()--> HANDSHAKE --WorkerReady--> IDLE --send_request()--> AWAITING_HEAD
+        AWAITING_HEAD --InformationalResponse--> AWAITING_HEAD
+        AWAITING_HEAD --ResponseHead, ResponseEnd--> IDLE
+        AWAITING_HEAD --ResponseHead on a STREAM frame--> STREAMING --ResponseEnd--> IDLE
+        STREAMING --stop_stream()--> STOPPING_STREAM --ResponseEnd(stopped=True)--> IDLE
+        AWAITING_HEAD --JobError--> IDLE;  STREAMING, STOPPING_STREAM --JobError--> RETIRED
+        AWAITING_HEAD --WorkerStopping--> RETIRED;  NEW, HANDSHAKE, IDLE --stop()--> RETIRED
+        any --ProtocolError--> BROKEN
     """
 
     __slots__ = ("_reader", "_state")

@@ -19,6 +19,7 @@ from fephp.roadrunner import (
     canonical_header_name,
     encode_request_context,
     parse_response_context,
+    response_context,
 )
 
 
@@ -212,3 +213,16 @@ def test_malformed_response_contexts_are_protocol_errors(name: str) -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_response_context(MALFORMED_RESPONSES[name])
     assert caught.value.error_status_hint == 502
+
+
+_value = st.text(st.characters(codec="utf-8", exclude_characters="\r\n\0"), max_size=20)
+
+
+@given(
+    status=st.integers(200, 599),
+    headers=st.dictionaries(_token, st.lists(_value, max_size=3), max_size=6),
+)
+def test_response_context_round_trip(status: int, headers: dict[str, list[str]]) -> None:
+    """A context a worker encodes decodes to its status and every (name, value) pair, in order."""
+    pairs = tuple((name.encode(), value.encode()) for name, values in headers.items() for value in values)
+    assert parse_response_context(response_context(status, headers)) == (status, pairs)
