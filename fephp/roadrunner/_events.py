@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .._compat import SLOTS
 from ._http import HeaderPairs
@@ -83,6 +84,9 @@ class JobError(Event):
 
     message: str
     response_started: bool
+
+    #: What the front answers when no response had started (RoadRunner's default ``internal_error_code``).
+    error_status_hint: ClassVar[int] = 500
 
 
 @dataclass(frozen=True, **SLOTS)

@@ -214,6 +214,7 @@ def test_job_error_before_the_head_keeps_the_worker() -> None:
     assert pair.to_client(pair.worker.error("Uncaught Exception: boom")) == [
         JobError("Uncaught Exception: boom", response_started=False)
     ]
+    assert JobError.error_status_hint == 500
     assert pair.client.idle is True
 
 
