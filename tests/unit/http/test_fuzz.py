@@ -23,7 +23,7 @@ from tests.support.http_codec import pieces_at, serve
 
 MAX_HEADER_SIZE = 400
 MAX_BODY_SIZE = 300
-LIMITS = {"max_header_size": MAX_HEADER_SIZE, "max_body_size": MAX_BODY_SIZE}
+LIMITS: dict[str, Any] = {"max_header_size": MAX_HEADER_SIZE, "max_body_size": MAX_BODY_SIZE}
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #: Bytes inserted to break a stream: line ends, NUL, blanks, a colon, DEL, a high byte.
 HOSTILE = [b"\r", b"\n", b"\x00", b" ", b"\t", b":", b"\x7f", b"\xff", b"\r\n"]
