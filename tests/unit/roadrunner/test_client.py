@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fephp.roadrunner import (
     ClientConnection,
@@ -383,3 +385,39 @@ def half_frame() -> ClientConnection:
     client = ready_pair().client
     client.receive_data(b"\x13")
     return client
+
+
+_payloads = st.one_of(
+    st.sampled_from([b"[1]", HEAD, b'{"pid":7}', b'{"stop":true}', response_context(103), b'{"status":200}']),
+    st.binary(max_size=40),
+)
+_frames = st.builds(
+    lambda payload, flags, options, stream: encode_frame(payload, flags=flags, options=options, stream=stream),
+    _payloads,
+    st.sampled_from([0x01, 0, 0x08, 0x09, 0x40, 0x80, 0x04]),
+    st.lists(st.integers(0, 60), max_size=2),
+    st.sampled_from([0, 1, 2, 4, 5, 8]),
+)
+STARTS: dict[str, Callable[[], ClientConnection]] = {
+    "new": ClientConnection,
+    "handshake": lambda: started(),
+    "idle": lambda: ready_pair().client,
+    "busy": lambda: busy_pair().client,
+    "streaming": lambda: streaming_pair().client,
+}
+
+
+@settings(max_examples=500)
+@given(
+    start=st.sampled_from(sorted(STARTS)),
+    chunks=st.lists(st.one_of(_frames, st.binary(max_size=30)), min_size=1, max_size=4),
+)
+def test_anything_a_worker_writes_gives_events_or_a_protocol_error(start: str, chunks: list[bytes]) -> None:
+    """Frames of any flags, options and payload, or garbage, in any state: events or ProtocolError, nothing else."""
+    client = STARTS[start]()
+    try:
+        for chunk in chunks:
+            for event in client.receive_data(chunk):
+                assert isinstance(event, Event)
+    except ProtocolError:
+        assert client.state is ClientState.BROKEN
