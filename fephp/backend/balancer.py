@@ -31,10 +31,13 @@ What it guarantees:
 While no backend is in service, a request waits for one to come back for at
 most ``connect_timeout`` and then fails with :class:`ConnectError` (502).
 
-A backend's states (:class:`_Member`): in service; out of service, until its
-next check; checking (the one check in flight).  Draining and retired (no
-longer configured: its pool closes once its requests are done) are flags
-beside the state.
+A backend's state is one :class:`MemberState`: in service; out of service,
+until its next check (delays from Twisted's ``backoffPolicy``, as the pool's
+reconnects and the supervisor's restarts); checking (the one check in
+flight); retired (no longer configured: its pool closes once its requests are
+done).  Draining is not a state but the operator's setting
+(``BackendConfig.drain``): a draining backend's health is still followed, so
+that one drained and then taken back comes back as it really is.
 """
 
 from __future__ import annotations
@@ -43,9 +46,12 @@ import bisect
 import hashlib
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Callable, Optional, Sequence
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
@@ -65,9 +71,11 @@ from .pool import FastCGIPool, _tell
 
 __all__ = [
     "AFFINITY_HEAD_LIMIT",
+    "BackendConfig",
     "Balancer",
-    "BackendSpec",
+    "DEFAULT_BACKOFF",
     "HashRing",
+    "MemberState",
     "backend_token",
     "cookie_value",
     "session_cookie_set",
@@ -82,24 +90,58 @@ __all__ = [
 DOWN_FIRST = 1.0
 #: The longest time between two checks of a backend out of service.
 DOWN_MAX = 10.0
+#: A backend's check delays: attempt 0 (the first failure) waits DOWN_FIRST, each
+#: failed check doubles it, up to DOWN_MAX; no jitter, as the pool and supervisor.
+DEFAULT_BACKOFF: Callable[[int], float] = backoffPolicy(DOWN_FIRST, DOWN_MAX, 2.0, jitter=lambda: 0.0)
 #: Points on the hash ring per unit of weight: enough that shares stay within a few per cent.
 RING_POINTS = 160
 #: How much of PHP's CGI head session affinity holds back to find a new session cookie in it.
 AFFINITY_HEAD_LIMIT = 16 * 1024
 
-IN_SERVICE = "up"
-OUT_OF_SERVICE = "down"
-CHECKING = "checking"
-
 
 @dataclass(frozen=True)
-class BackendSpec:
-    """One backend as configured: its address (its name everywhere), weight, pool size, and whether it drains."""
+class BackendConfig:
+    """One php-fpm backend as configured (an entry of ``php.backends``, or one address of a ``php.fpm_socket`` list): its address (its name everywhere), weight, pool size, and whether it drains.
+
+    The settings (:mod:`fephp.server.settings`) hold it as written, ``pool_size``
+    being the host's whole budget; a balancer gets it with ``pool_size`` this
+    process's share (``fephp.server.build.backend_specs``).  It lives here, in
+    the lowest layer that reads it, so that the backend layer needs nothing
+    from the server layer.
+    """
 
     address: str
     weight: int = 1
     pool_size: int = 16
     drain: bool = False
+
+
+class MemberState(str, Enum):
+    """Where one backend is in the balancer's state machine; the value is what ``stats()`` and the status page show.
+
+    ::
+
+        IN_SERVICE     --a request or a ping says it is broken-->      OUT_OF_SERVICE
+        OUT_OF_SERVICE --its backoff delay has passed-->               CHECKING
+        CHECKING       --the check passes-->                           IN_SERVICE
+        CHECKING       --the check fails, or every connection busy-->  OUT_OF_SERVICE
+        any            --no longer configured (reconfigure)-->         RETIRED (final)
+
+    A ``str`` so that the figures sent as JSON (the status page, a worker's
+    figures to its parent) carry the value, as the strings did before.
+    """
+
+    IN_SERVICE = "up"
+    OUT_OF_SERVICE = "down"
+    CHECKING = "checking"
+    RETIRED = "retired"
+
+
+# The states as module names: one lookup on the request path (takes_requests), not two.
+IN_SERVICE = MemberState.IN_SERVICE
+OUT_OF_SERVICE = MemberState.OUT_OF_SERVICE
+CHECKING = MemberState.CHECKING
+RETIRED = MemberState.RETIRED
 
 
 def should_fail_over(error: BaseException, *, failed_over: bool, rewindable: bool) -> bool:
@@ -204,20 +246,19 @@ class HashRing:
 
 
 class _Member:
-    """One backend: its pool, health state and counters.
+    """One backend: its configuration, pool, state (a :class:`MemberState`) and counters.
 
-    States: in service (``up``); out of service (``down``) until
-    ``next_check``; ``checking`` while its one check is in flight.  Flags:
-    ``spec.drain`` (nothing new is sent), ``retired`` (no longer configured).
+    ``timer`` is the check to come while OUT_OF_SERVICE; ``config.drain``
+    (the operator's) keeps new requests away whatever the state.
     """
 
     __slots__ = (
-        "spec", "pool", "state", "outstanding", "failures", "down_since", "reason",
-        "timer", "retired", "requests", "failed_over", "taken_out", "ping_unanswered", "token",
+        "config", "pool", "state", "outstanding", "failures", "down_since", "reason",
+        "timer", "requests", "failed_over", "taken_out", "ping_unanswered", "token",
     )
 
-    def __init__(self, spec: BackendSpec, pool: FastCGIPool) -> None:
-        self.spec = spec
+    def __init__(self, config: BackendConfig, pool: FastCGIPool) -> None:
+        self.config = config
         self.pool = pool
         self.state = IN_SERVICE
         self.outstanding = 0
@@ -225,19 +266,22 @@ class _Member:
         self.down_since = 0.0
         self.reason = ""
         self.timer: Optional[IDelayedCall] = None
-        self.retired = False
         self.requests = 0
         self.failed_over = 0
         self.taken_out = 0
         self.ping_unanswered = False
-        self.token = backend_token(spec.address)
+        self.token = backend_token(config.address)
 
     @property
     def name(self) -> str:
-        return self.spec.address
+        return self.config.address
 
     def takes_requests(self) -> bool:
-        return self.state == IN_SERVICE and not self.spec.drain and not self.retired
+        return self.state is IN_SERVICE and not self.config.drain
+
+    def shown_state(self) -> str:
+        """The state as ``stats()`` shows it: ``drain`` for a draining backend in service."""
+        return "drain" if self.config.drain and self.state is IN_SERVICE else self.state.value
 
     def cancel_timer(self) -> None:
         if self.timer is not None and self.timer.active():
@@ -280,7 +324,8 @@ class _PingSink:
 class Balancer:
     """Several FastCGI backends behind one queue; provides :class:`fephp.backend.interface.Backend`.
 
-    :param specs: the backends, in configuration order.
+    :param backends: the backends, in configuration order, each ``pool_size``
+        this process's connections to it.
     :param make_pool: builds the pool of one backend (the balancer sets its
         ``on_capacity``).
     :param session_cookie: the cookie whose value chooses the backend
@@ -288,14 +333,17 @@ class Balancer:
     :param ping_path: php-fpm's ``ping.path`` on every backend, or None to
         check backends out of service with FCGI_GET_VALUES alone and not to
         check those in service.
+    :param backoff: the delay before a backend's next check, from its
+        failures in a row less one (Twisted's ``backoffPolicy``); with
+        *ping_path*, at most *ping_interval*.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        specs: Sequence[BackendSpec],
-        make_pool: Callable[[BackendSpec], FastCGIPool],
+        backends: Sequence[BackendConfig],
+        make_pool: Callable[[BackendConfig], FastCGIPool],
         *,
         clock: IReactorTime,
         queue_size: int = 1024,
@@ -305,10 +353,9 @@ class Balancer:
         ping_path: Optional[str] = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 2.0,
-        down_first: float = DOWN_FIRST,
-        down_max: float = DOWN_MAX,
+        backoff: Callable[[int], float] = DEFAULT_BACKOFF,
     ) -> None:
-        if not specs:
+        if not backends:
             raise ValueError("a balancer needs at least one backend")
         self._clock = clock
         self._make_pool = make_pool
@@ -321,8 +368,7 @@ class Balancer:
         self._ping_params = _ping_params(ping_path) if ping_path else None
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self._down_first = down_first
-        self._down_max = min(down_max, ping_interval) if ping_path else down_max
+        self._backoff = backoff
         self._members: list[_Member] = []
         self._by_name: dict[str, _Member] = {}
         self._by_token: dict[bytes, _Member] = {}
@@ -335,7 +381,7 @@ class Balancer:
         self._closed = False
         self._ping_call: Optional[IDelayedCall] = None
         self._closing_when_idle: Optional[Deferred[None]] = None
-        self.reconfigure(specs)
+        self.reconfigure(backends)
         if self._ping_params is not None:
             self._ping_call = clock.callLater(ping_interval, self._ping_all)
 
@@ -384,43 +430,43 @@ class Balancer:
 
     # -- configuration ----------------------------------------------------------------------
 
-    def reconfigure(self, specs: Sequence[BackendSpec]) -> None:
+    def reconfigure(self, backends: Sequence[BackendConfig]) -> None:
         """Take a new list of backends: new ones join, removed ones finish their requests and close.
 
         A backend keeps its pool (and its kept connections and health) when
         only its weight or drain flag changed; a new pool size gives it a new
         pool, the old one finishing what it runs.
         """
-        if not specs:
+        if not backends:
             raise ValueError("a balancer needs at least one backend")
         old = dict(self._by_name)
         members = []
-        for spec in specs:
-            member = old.pop(spec.address, None)
-            if member is not None and member.spec.pool_size == spec.pool_size:
-                if spec.drain and not member.spec.drain:
-                    self.log.info("{name} drains: its requests in flight finish, nothing new is sent", name=spec.address)
-                member.spec = spec
+        for backend in backends:
+            member = old.pop(backend.address, None)
+            if member is not None and member.config.pool_size == backend.pool_size:
+                if backend.drain and not member.config.drain:
+                    self.log.info("{name} drains: its requests in flight finish, nothing new is sent", name=backend.address)
+                member.config = backend
             else:
                 if member is not None:
                     self._retire(member)
-                member = _Member(spec, self._new_pool(spec))
+                member = _Member(backend, self._new_pool(backend))
             members.append(member)
         for member in old.values():
             self._retire(member)
         self._members = members
         self._by_name = {m.name: m for m in members}
         self._by_token = {m.token: m for m in members}
-        self._ring = HashRing([(m.name, m.spec.weight) for m in members])
+        self._ring = HashRing([(m.name, m.config.weight) for m in members])
         self._dispatch_waiting()
 
-    def _new_pool(self, spec: BackendSpec) -> FastCGIPool:
-        pool = self._make_pool(spec)
+    def _new_pool(self, backend: BackendConfig) -> FastCGIPool:
+        pool = self._make_pool(backend)
         pool.on_capacity = self._dispatch_waiting
         return pool
 
     def _retire(self, member: _Member) -> None:
-        member.retired = True
+        member.state = RETIRED
         member.cancel_timer()
         self._retiring.append(member)
 
@@ -441,8 +487,8 @@ class Balancer:
             "waiting": len(self._waiting),
             "backends": {
                 m.name: {
-                    "state": "drain" if m.spec.drain and m.state == IN_SERVICE else m.state,
-                    "weight": m.spec.weight,
+                    "state": m.shown_state(),
+                    "weight": m.config.weight,
                     "outstanding": m.outstanding,
                     "requests": m.requests,
                     "failed_over": m.failed_over,
@@ -481,7 +527,7 @@ class Balancer:
             member = members[(start + i) % count]
             if member is exclude or not member.takes_requests() or not member.pool.has_room():
                 continue
-            score = (member.outstanding + 1) / member.spec.weight
+            score = (member.outstanding + 1) / member.config.weight
             if best is None or score < best_score:
                 best, best_score = member, score
         return best
@@ -577,19 +623,19 @@ class Balancer:
         request.fail(QueueTimeout(f"no free connection to any php-fpm backend within {self.queue_timeout:g} s"))
 
     def _describe_outage(self) -> str:
-        return "; ".join(f"{m.name}: {'drains' if m.spec.drain else m.reason or m.state}" for m in self._members)
+        return "; ".join(f"{m.name}: {'drains' if m.config.drain else m.reason or m.state.value}" for m in self._members)
 
     # -- health ---------------------------------------------------------------------------------
 
     def _observe(self, member: _Member, result: object) -> None:
         """What one request's end says about its backend."""
-        if type(result) is Failure and not member.retired:
+        if type(result) is Failure and member.state is not RETIRED:
             error = result.value  # type: ignore[attr-defined]
             if takes_out_of_service(error):
                 self._take_out(member, str(error))
 
     def _take_out(self, member: _Member, reason: str) -> None:
-        if member.state != IN_SERVICE or member.retired or self._closed:
+        if member.state is not IN_SERVICE or self._closed:
             return
         member.state = OUT_OF_SERVICE
         member.down_since = self._clock.seconds()
@@ -598,15 +644,22 @@ class Balancer:
         member.failures += 1
         # Kept connections to a host that hung would hang the next requests too.
         member.pool.drop_idle()
-        delay = self._backoff(member.failures)
+        delay = self._check_delay(member)
         self.log.warn(
             "php-fpm backend {name} taken out of service: {reason}; next check in {delay:g} s",
             name=member.name, reason=reason, delay=delay,
         )
         self._schedule_check(member, delay)
 
-    def _backoff(self, failures: int) -> float:
-        return min(self._down_max, self._down_first * 2 ** max(0, failures - 1))
+    def _check_delay(self, member: _Member) -> float:
+        """How long *member* stays out of service before its next check: the backoff policy at its failures in a row.
+
+        Its first failure is the policy's attempt 0.  With ping.path, no
+        longer than ping_interval, the period at which backends in service
+        are checked.
+        """
+        delay = self._backoff(member.failures - 1)
+        return min(delay, self.ping_interval) if self._ping_params is not None else delay
 
     def _schedule_check(self, member: _Member, delay: float) -> None:
         member.cancel_timer()
@@ -615,18 +668,18 @@ class Balancer:
     def _check(self, member: _Member) -> None:
         """The one check of a backend out of service."""
         member.timer = None
-        if member.retired or self._closed:
+        if member.state is not OUT_OF_SERVICE or self._closed:
             return
         member.state = CHECKING
         checking = self._ping(member) if self._ping_params is not None else self._probe(member)
         if checking is None:
             # Every connection still busy (requests that hang on it): later.
             member.state = OUT_OF_SERVICE
-            self._schedule_check(member, self._backoff(member.failures))
+            self._schedule_check(member, self._check_delay(member))
             return
 
         def passed(_: object) -> None:
-            if member.retired or self._closed:
+            if member.state is not CHECKING or self._closed:
                 return
             out_for = self._clock.seconds() - member.down_since
             member.state = IN_SERVICE
@@ -638,12 +691,12 @@ class Balancer:
             self._dispatch_waiting()
 
         def failed(failure: Failure) -> None:
-            if member.retired or self._closed:
+            if member.state is not CHECKING or self._closed:
                 return
             member.state = OUT_OF_SERVICE
             member.failures += 1
             member.reason = _check_failure(failure, self.ping_timeout)
-            self._schedule_check(member, self._backoff(member.failures))
+            self._schedule_check(member, self._check_delay(member))
 
         checking.addCallbacks(passed, failed)
 
@@ -678,7 +731,7 @@ class Balancer:
         """The periodic ping of every backend in service (ping.path configured)."""
         self._ping_call = self._clock.callLater(self.ping_interval, self._ping_all)
         for member in self._members:
-            if member.state != IN_SERVICE or member.retired:
+            if member.state is not IN_SERVICE:
                 continue
             pinging = self._ping(member)
             if pinging is None:
@@ -691,7 +744,8 @@ class Balancer:
 
 
 def _check_failure(failure: Failure, ping_timeout: float) -> str:
-    if failure.check(TxTimeoutError, CancelledError):
+    # Deferred.addTimeout fails with defer's TimeoutError, not error's.
+    if failure.check(DeferredTimeout, TxTimeoutError, CancelledError):
         return f"no answer to a check within {ping_timeout:g} s"
     return failure.getErrorMessage()
 
@@ -781,7 +835,7 @@ class _BalancedRequest:
         position = self.position
         if (
             should_fail_over(error, failed_over=self.failed_over, rewindable=position is not None)
-            and (isinstance(error, BackendClosed) or any(m is not member and not m.spec.drain for m in balancer._members))
+            and (isinstance(error, BackendClosed) or any(m is not member and not m.config.drain for m in balancer._members))
         ):
             assert position is not None
             member.failed_over += 1
@@ -791,7 +845,7 @@ class _BalancedRequest:
                 self.body.seek(position)  # type: ignore[union-attr]
             # Elsewhere; back to the same backend only when there is no other
             # (its pool's own retry, as without a balancer).
-            alone = all(m is member or m.spec.drain for m in balancer._members)
+            alone = all(m is member or m.config.drain for m in balancer._members)
             self.excluded = None if alone else member
             self.failed_over = True
             other = balancer._choose(self.key, self.excluded, self.pinned)

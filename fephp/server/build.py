@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 from twisted.application.service import Service
 from twisted.internet.endpoints import UNIXClientEndpoint
 
-from ..backend.balancer import BackendSpec, Balancer
+from ..backend.balancer import BackendConfig, Balancer
 from ..backend.endpoints import parse_client_endpoint
 from ..backend.interface import Backend
 from ..backend.phpcgi import PHPCGIBackend
@@ -139,15 +139,15 @@ def build_balancer(config: Config, reactor: Any, *, workers: int = 1) -> Balance
     php = config.php
     timeouts = config.timeouts
 
-    def make_pool(spec: BackendSpec) -> FastCGIPool:
+    def make_pool(backend: BackendConfig) -> FastCGIPool:
         return FastCGIPool(
-            parse_client_endpoint(reactor, spec.address),
+            parse_client_endpoint(reactor, backend.address),
             clock=reactor,
-            size=spec.pool_size,
+            size=backend.pool_size,
             connect_timeout=timeouts.connect,
             response_timeout=timeouts.response,
             idle_timeout=timeouts.idle,
-            name=spec.address,
+            name=backend.address,
         )
 
     return Balancer(
@@ -164,14 +164,15 @@ def build_balancer(config: Config, reactor: Any, *, workers: int = 1) -> Balance
     )
 
 
-def backend_specs(config: Config, workers: int = 1) -> "list[BackendSpec]":
+def backend_specs(config: Config, workers: int = 1) -> "list[BackendConfig]":
     """The balancer's backends for *config*: with *workers* processes, each holds its share of every pool.
 
-    A kept connection pins a php-fpm child, so the workers together hold at
+    The configured backends with ``pool_size`` this process's connections:
+    a kept connection pins a php-fpm child, so the workers together hold at
     most ``pool_size`` connections to a backend (at least one each).
     """
     return [
-        BackendSpec(b.address, b.weight, connections_per_worker(b.pool_size, workers), b.drain)
+        replace(b, pool_size=connections_per_worker(b.pool_size, workers))
         for b in config.php.external_backends
     ]
 
@@ -288,15 +289,15 @@ def build_fpm_status(config: Config, reactor: Any, socket_path: Optional[str]) -
         return None
     if php.backends:
         # Several php-fpm: the admin side asks whichever is in service (one connection to each).
-        def admin_pool(spec: BackendSpec) -> FastCGIPool:
+        def admin_pool(backend: BackendConfig) -> FastCGIPool:
             return FastCGIPool(
-                parse_client_endpoint(reactor, spec.address), clock=reactor, size=1,
+                parse_client_endpoint(reactor, backend.address), clock=reactor, size=1,
                 connect_timeout=min(config.timeouts.connect, FPM_TIMEOUT), response_timeout=FPM_TIMEOUT,
-                idle_timeout=config.timeouts.idle, name=f"{spec.address} (admin)",
+                idle_timeout=config.timeouts.idle, name=f"{backend.address} (admin)",
             )
 
         balancer = Balancer(
-            [BackendSpec(b.address, 1, 1, b.drain) for b in php.backends], admin_pool, clock=reactor,
+            [replace(b, weight=1, pool_size=1) for b in php.backends], admin_pool, clock=reactor,
             queue_size=16, queue_timeout=FPM_TIMEOUT, connect_timeout=min(config.timeouts.connect, FPM_TIMEOUT),
         )
         return PHPFPMStatus(balancer, status_path=php.status_path, ping_path=php.ping_path, clock=reactor)

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Optional
 
+# One entry of ``php.backends``: defined by the balancer that takes it, so that
+# the backend layer needs nothing from this one; a setting like the others here.
+from ..backend.balancer import BackendConfig
 from ..web.compress import CODINGS, DEFAULT_TYPES
 from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
@@ -69,16 +72,6 @@ class ServerConfig:
     #: Addresses and CIDR ranges (and "unix:") whose real_ip_header is believed.
     trusted_proxies: tuple[str, ...] = ()
     real_ip_header: str = "X-Forwarded-For"
-
-
-@dataclass(frozen=True)
-class BackendConfig:
-    """One entry of ``php.backends`` (or one address of a ``php.fpm_socket`` list)."""
-
-    address: str
-    weight: int = 1
-    pool_size: int = 16
-    drain: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any, Optional
 
 import pytest
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from fephp.backend.balancer import (
     DOWN_FIRST,
-    BackendSpec,
+    DOWN_MAX,
+    BackendConfig,
     Balancer,
     HashRing,
+    MemberState,
     backend_token,
     cookie_value,
     session_cookie_set,
@@ -47,21 +51,21 @@ class BalancerTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.endpoints: dict[str, FakeEndpoint] = {}
 
-    def make(self, *specs: BackendSpec, **kwargs: Any) -> Balancer:
-        for spec in specs:
-            self.endpoints.setdefault(spec.address, FakeEndpoint(self.clock))
+    def make(self, *backends: BackendConfig, **kwargs: Any) -> Balancer:
+        for backend in backends:
+            self.endpoints.setdefault(backend.address, FakeEndpoint(self.clock))
         response_timeout = kwargs.pop("response_timeout", None)
 
-        def make_pool(spec: BackendSpec) -> FastCGIPool:
-            endpoint = self.endpoints.setdefault(spec.address, FakeEndpoint(self.clock))
+        def make_pool(backend: BackendConfig) -> FastCGIPool:
+            endpoint = self.endpoints.setdefault(backend.address, FakeEndpoint(self.clock))
             return FastCGIPool(
-                endpoint, clock=self.clock, size=spec.pool_size, connect_timeout=5.0,
-                response_timeout=response_timeout, idle_timeout=None, name=spec.address,
+                endpoint, clock=self.clock, size=backend.pool_size, connect_timeout=5.0,
+                response_timeout=response_timeout, idle_timeout=None, name=backend.address,
             )
 
         kwargs.setdefault("connect_timeout", 5.0)
         kwargs.setdefault("queue_timeout", 10.0)
-        return Balancer(list(specs), make_pool, clock=self.clock, **kwargs)
+        return Balancer(list(backends), make_pool, clock=self.clock, **kwargs)
 
     def run_one(self, balancer: Balancer, name: str = "/a.php", cookie: Optional[str] = None, body: Any = b"") -> "Deferred[int]":
         return balancer.request(params(name, cookie), body, RecordingSink())
@@ -77,7 +81,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_requests_go_to_the_backend_with_the_fewest_outstanding(self) -> None:
         """With equal weights, requests alternate between two idle backends and go where fewer are outstanding."""
-        balancer = self.make(BackendSpec("a", pool_size=4), BackendSpec("b", pool_size=4))
+        balancer = self.make(BackendConfig("a", pool_size=4), BackendConfig("b", pool_size=4))
         for i in range(4):
             self.run_one(balancer, f"/{i}.php")
         self.assertEqual((self.connects("a"), self.connects("b")), (2, 2))
@@ -90,7 +94,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_weights_share_outstanding_requests(self) -> None:
         """With weights 1 and 2, six requests in flight are two on the first backend and four on the second."""
-        balancer = self.make(BackendSpec("a", weight=1, pool_size=8), BackendSpec("b", weight=2, pool_size=8))
+        balancer = self.make(BackendConfig("a", weight=1, pool_size=8), BackendConfig("b", weight=2, pool_size=8))
         for i in range(6):
             self.run_one(balancer, f"/{i}.php")
         self.assertEqual((self.connects("a"), self.connects("b")), (2, 4))
@@ -99,7 +103,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_one_queue_for_all_backends(self) -> None:
         """With every connection busy, a waiting request takes the first connection freed on any backend."""
-        balancer = self.make(BackendSpec("a", pool_size=1), BackendSpec("b", pool_size=1))
+        balancer = self.make(BackendConfig("a", pool_size=1), BackendConfig("b", pool_size=1))
         d1, d2 = self.run_one(balancer, "/1.php"), self.run_one(balancer, "/2.php")
         a, b = self.serve("a"), self.serve("b")
         a.received()
@@ -117,7 +121,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_full_queue_refuses_and_a_long_wait_times_out(self) -> None:
         """Beyond queue_size waiting requests, 503 PoolOverloaded at once; a request waiting queue_timeout gets 503 QueueTimeout."""
-        balancer = self.make(BackendSpec("a", pool_size=1), queue_size=1, queue_timeout=10.0)
+        balancer = self.make(BackendConfig("a", pool_size=1), queue_size=1, queue_timeout=10.0)
         self.run_one(balancer)
         self.serve("a")
         waiting = self.run_one(balancer)
@@ -129,7 +133,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_cancelled_waiting_request_leaves_the_queue(self) -> None:
         """A client that goes away while its request waits takes it out of the queue, and the next one gets the connection."""
-        balancer = self.make(BackendSpec("a", pool_size=1))
+        balancer = self.make(BackendConfig("a", pool_size=1))
         d1 = self.run_one(balancer, "/1.php")
         a = self.serve("a")
         a.received()
@@ -146,7 +150,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_refused_connect_fails_over_once_and_takes_the_backend_out(self) -> None:
         """A refused connect sends the request to the other backend; later requests skip the refused one until its check."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"))
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
         self.endpoints["a"].refusing = True
         results = [self.run_one(balancer, f"/{i}.php") for i in range(3)]
         self.assertEqual(self.connects("a"), 1)
@@ -159,7 +163,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_failover_happens_once(self) -> None:
         """When the second backend refuses too, the request fails with 502 ConnectError."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"))
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
         self.endpoints["a"].refusing = True
         self.endpoints["b"].refusing = True
         failure = self.failureResultOf(self.run_one(balancer), ConnectError)
@@ -168,7 +172,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_failover_rewinds_a_file_body(self) -> None:
         """A file body failed over is sent whole to the second backend, from where it started."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"))
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
         self.endpoints["a"].refusing = True
         body = io.BytesIO(b"skip:payload")
         body.seek(5)
@@ -181,7 +185,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_a_request_php_may_have_started_is_never_sent_again(self) -> None:
         """A request whose connection closes after it was sent on a new connection, or that times out, fails and is not sent elsewhere."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"), response_timeout=3.0)
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"), response_timeout=3.0)
         d1 = self.run_one(balancer, "/1.php")
         d2 = self.run_one(balancer, "/2.php")
         a, b = self.serve("a"), self.serve("b")
@@ -196,7 +200,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_a_get_whose_kept_connection_dies_goes_to_another_backend(self) -> None:
         """A GET on a kept connection that closes before any output is sent once more, to the other backend, and answered."""
-        balancer = self.make(BackendSpec("a", weight=2), BackendSpec("b"))  # a while both are idle
+        balancer = self.make(BackendConfig("a", weight=2), BackendConfig("b"))  # a while both are idle
         d1 = self.run_one(balancer, "/1.php")
         a = self.serve("a")
         a.respond()
@@ -214,7 +218,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_a_post_whose_kept_connection_dies_is_not_sent_again(self) -> None:
         """A POST on a kept connection that closes before any output fails with 502: PHP may have run it."""
-        balancer = self.make(BackendSpec("a", weight=2), BackendSpec("b"))  # a while both are idle
+        balancer = self.make(BackendConfig("a", weight=2), BackendConfig("b"))  # a while both are idle
         d1 = self.run_one(balancer, "/1.php")
         a = self.serve("a")
         a.respond()
@@ -226,7 +230,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_a_hung_backend_holds_up_only_its_own_requests(self) -> None:
         """While one backend's request hangs, every new request goes to the other and is answered."""
-        balancer = self.make(BackendSpec("a", pool_size=2), BackendSpec("b", pool_size=2), response_timeout=30.0)
+        balancer = self.make(BackendConfig("a", pool_size=2), BackendConfig("b", pool_size=2), response_timeout=30.0)
         hung = self.run_one(balancer, "/hung.php")
         self.serve("a").received()
         first = self.run_one(balancer, "/0.php")
@@ -247,7 +251,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_backend_out_of_service_is_checked_after_the_backoff_and_comes_back(self) -> None:
         """A refused backend gets one GET_VALUES check after DOWN_FIRST, another after twice that, and takes requests once one passes."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"))
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
         self.endpoints["a"].refusing = True
         d = self.run_one(balancer)
         self.serve("b").respond()
@@ -270,7 +274,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_protocol_error_takes_the_backend_out(self) -> None:
         """A backend that answers something that is not FastCGI fails that request with 502 and is taken out."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"))
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
         d = self.run_one(balancer)
         a = self.serve("a")
         a.proto.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
@@ -279,7 +283,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_every_backend_down_requests_wait_connect_timeout_then_fail_naming_them(self) -> None:
         """With no backend in service a request waits for one to come back, and fails with 502 after connect_timeout."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"), connect_timeout=5.0)
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"), connect_timeout=5.0)
         self.endpoints["a"].refusing = True
         self.endpoints["b"].refusing = True
         self.failureResultOf(self.run_one(balancer), ConnectError)
@@ -295,7 +299,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_waiting_request_goes_to_a_backend_that_comes_back(self) -> None:
         """A request waiting during an outage runs as soon as a check puts a backend back in service."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"), connect_timeout=5.0)
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"), connect_timeout=5.0)
         self.endpoints["a"].refusing = True
         self.endpoints["b"].refusing = True
         self.failureResultOf(self.run_one(balancer), ConnectError)
@@ -311,7 +315,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_ping_finds_a_hung_backend_and_brings_it_back(self) -> None:
         """With ping_path, an in-service backend silent to a ping for ping_timeout is taken out, and a later answered ping puts it back."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"), ping_path="/ping", ping_interval=2.0, ping_timeout=1.0)
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"), ping_path="/ping", ping_interval=2.0, ping_timeout=1.0)
         d = self.run_one(balancer)
         a = self.serve("a")
         a.respond()
@@ -339,11 +343,11 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_drained_backend_finishes_its_requests_and_gets_nothing_new(self) -> None:
         """Reconfigured with drain, a backend's request in flight completes and every new request goes to the other."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"))
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
         d1 = self.run_one(balancer, "/1.php")
         a = self.serve("a")
         a.received()
-        balancer.reconfigure([BackendSpec("a", drain=True), BackendSpec("b")])
+        balancer.reconfigure([BackendConfig("a", drain=True), BackendConfig("b")])
         later = [self.run_one(balancer, f"/{i}.php") for i in range(3)]
         self.assertEqual((self.connects("a"), self.connects("b")), (1, 3))
         a.respond()
@@ -355,11 +359,11 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_reconfigure_adds_and_removes_backends(self) -> None:
         """A backend added takes requests at once; one removed finishes its request, then its pool closes its connections."""
-        balancer = self.make(BackendSpec("a"))
+        balancer = self.make(BackendConfig("a"))
         d1 = self.run_one(balancer, "/1.php")
         a = self.serve("a")
         a.received()
-        balancer.reconfigure([BackendSpec("b")])
+        balancer.reconfigure([BackendConfig("b")])
         d2 = self.run_one(balancer, "/2.php")
         b = self.serve("b")
         self.assertEqual(b.script(), b"/2.php")
@@ -372,7 +376,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_close_fails_waiting_requests_and_waits_for_running_ones(self) -> None:
         """close() fails what waits with 502 and fires once the requests in flight are done."""
-        balancer = self.make(BackendSpec("a", pool_size=1))
+        balancer = self.make(BackendConfig("a", pool_size=1))
         d1 = self.run_one(balancer)
         a = self.serve("a")
         waiting = self.run_one(balancer)
@@ -385,7 +389,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_drain_serves_what_it_holds_then_closes(self) -> None:
         """drain() (the old balancer of a reload) runs its waiting request too, and fires once both are answered and the pools closed."""
-        balancer = self.make(BackendSpec("a", pool_size=1))
+        balancer = self.make(BackendConfig("a", pool_size=1))
         d1 = self.run_one(balancer, "/1.php")
         a = self.serve("a")
         a.received()
@@ -400,11 +404,171 @@ class BalancerTestCase(SynchronousTestCase):
         self.successResultOf(drained)
         self.assertIs(a.transport.disconnecting, True)
 
+    # -- states, one test per transition, and the backoff --------------------------------------
+
+    def take_out(self, balancer: Balancer, address: str = "a") -> None:
+        """Refuse *address*'s connects and send one request, which fails over to "b": *address* goes out of service at this time."""
+        self.endpoints[address].refusing = True
+        made = self.connects("b")
+        d = self.run_one(balancer)
+        if self.connects("b") > made:
+            self.b_end = self.serve("b")
+        self.b_end.respond()
+        self.successResultOf(d)
+
+    def test_in_service_to_out_of_service_on_a_refused_connect(self) -> None:
+        """IN_SERVICE -> OUT_OF_SERVICE: a refused connect takes the backend out, its reason kept, its next check at the first delay."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
+        a = balancer.members[0]
+        self.assertIs(a.state, MemberState.IN_SERVICE)
+        self.take_out(balancer)
+        self.assertIs(a.state, MemberState.OUT_OF_SERVICE)
+        self.assertEqual((a.state.value, a.failures, a.reason),
+                         ("down", 1, "cannot connect to a: Connection was refused by other side: refused."))
+        self.assertEqual([call.getTime() for call in self.clock.getDelayedCalls() if call.args == (a,)], [DOWN_FIRST])
+
+    def test_out_of_service_to_checking_when_its_delay_has_passed(self) -> None:
+        """OUT_OF_SERVICE -> CHECKING: the check starts at the end of the delay, not before, with one connect of its own."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
+        self.take_out(balancer)
+        self.endpoints["a"].refusing = False
+        self.clock.advance(DOWN_FIRST - 0.125)
+        self.assertEqual((balancer.members[0].state, self.connects("a")), (MemberState.OUT_OF_SERVICE, 1))
+        self.clock.advance(0.125)
+        self.assertEqual((balancer.members[0].state, self.connects("a")), (MemberState.CHECKING, 2))
+        self.assertEqual(balancer.stats()["backends"]["a"]["state"], "checking")
+
+    def test_checking_to_in_service_when_the_check_passes(self) -> None:
+        """CHECKING -> IN_SERVICE: a check that passes puts it back with its failures forgotten, so a new outage starts again at the first delay."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
+        a = balancer.members[0]
+        self.take_out(balancer)
+        self.clock.advance(DOWN_FIRST)  # refused: the next check in twice the delay
+        self.endpoints["a"].refusing = False
+        self.clock.advance(DOWN_FIRST * 2)
+        checked = self.serve("a")
+        checked.proto.dataReceived(checked.server.get_values_result({b"FCGI_MPXS_CONNS": b"0"}))
+        self.assertEqual((a.state, a.failures, a.reason), (MemberState.IN_SERVICE, 0, ""))
+        self.take_out(balancer)
+        self.assertEqual([call.getTime() - self.clock.seconds() for call in self.clock.getDelayedCalls() if call.args == (a,)],
+                         [DOWN_FIRST])
+
+    def test_checking_to_out_of_service_when_the_check_fails(self) -> None:
+        """CHECKING -> OUT_OF_SERVICE: a refused check counts one more failure and waits twice as long."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
+        a = balancer.members[0]
+        self.take_out(balancer)
+        self.clock.advance(DOWN_FIRST)
+        self.assertEqual((a.state, a.failures, self.connects("a")), (MemberState.OUT_OF_SERVICE, 2, 2))
+        self.assertEqual([call.getTime() - self.clock.seconds() for call in self.clock.getDelayedCalls() if call.args == (a,)],
+                         [DOWN_FIRST * 2])
+
+    def test_checking_to_out_of_service_when_every_connection_is_busy(self) -> None:
+        """CHECKING -> OUT_OF_SERVICE: with ping.path and every connection busy, the check is put off by the same delay, and runs once one is free."""
+        balancer = self.make(BackendConfig("a", pool_size=2), BackendConfig("b"), ping_path="/ping", ping_interval=2.0, ping_timeout=1.0)
+        a = balancer.members[0]
+        self.run_one(balancer, "/hung.php")
+        self.serve("a").received()
+        self.clock.advance(2.0)  # the periodic ping, on a second connection
+        silent = self.serve("a", 1)
+        silent.received()
+        self.clock.advance(1.0)  # unanswered: out; its connection drains until php-fpm ends the ping
+        self.assertEqual((a.state, a.failures, a.reason), (MemberState.OUT_OF_SERVICE, 1, "no answer to a check within 1 s"))
+        self.clock.advance(DOWN_FIRST)
+        self.assertEqual((a.state, a.failures, self.connects("a")), (MemberState.OUT_OF_SERVICE, 1, 2))
+        silent.proto.dataReceived(silent.server.end_request(1))
+        self.clock.advance(DOWN_FIRST)
+        pinged = [e for e in silent.received() if isinstance(e, Params)]
+        self.assertEqual([dict(e.params)[b"SCRIPT_NAME"] for e in pinged], [b"/ping"])
+        self.assertIs(a.state, MemberState.CHECKING)
+        silent.proto.dataReceived(silent.server.stdout(1, b"Content-Type: text/plain\r\n\r\npong", close=True) + silent.server.end_request(1))
+        self.assertIs(a.state, MemberState.IN_SERVICE)
+
+    def test_in_service_to_out_of_service_on_an_unanswered_ping(self) -> None:
+        """IN_SERVICE -> OUT_OF_SERVICE: a periodic ping unanswered for ping_timeout takes an idle backend out, its check within ping_interval."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"), ping_path="/ping", ping_interval=2.0, ping_timeout=1.0,
+                             backoff=backoffPolicy(5.0, 60.0, 2.0, jitter=lambda: 0.0))
+        a = balancer.members[0]
+        self.clock.advance(2.0)
+        self.serve("a").received()
+        self.serve("b").received()
+        self.clock.advance(1.0)
+        self.assertEqual((a.state, a.reason), (MemberState.OUT_OF_SERVICE, "no answer to a check within 1 s"))
+        # The policy says 5 s; ping_interval caps it.
+        self.assertEqual([call.getTime() for call in self.clock.getDelayedCalls() if call.args == (a,)], [3.0 + 2.0])
+
+    def test_out_of_service_to_retired_cancels_its_check(self) -> None:
+        """OUT_OF_SERVICE -> RETIRED: a backend removed while out of service is never checked again."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
+        a = balancer.members[0]
+        self.take_out(balancer)
+        balancer.reconfigure([BackendConfig("b")])
+        self.assertIs(a.state, MemberState.RETIRED)
+        self.clock.advance(DOWN_MAX * 3)
+        self.assertEqual((a.state, self.connects("a")), (MemberState.RETIRED, 1))
+
+    def test_checking_to_retired_ignores_the_check(self) -> None:
+        """CHECKING -> RETIRED: a check that passes after its backend was removed does not bring it back."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"))
+        a = balancer.members[0]
+        self.take_out(balancer)
+        self.endpoints["a"].refusing = False
+        self.clock.advance(DOWN_FIRST)
+        self.assertIs(a.state, MemberState.CHECKING)
+        balancer.reconfigure([BackendConfig("b")])
+        checked = self.serve("a")
+        checked.proto.dataReceived(checked.server.get_values_result({b"FCGI_MPXS_CONNS": b"0"}))
+        self.assertEqual((a.state, list(balancer.stats()["backends"])), (MemberState.RETIRED, ["b"]))
+
+    def test_in_service_to_retired_when_its_pool_size_changes(self) -> None:
+        """IN_SERVICE -> RETIRED: a new pool size retires the backend's member (its pool finishes what it runs) for a new one in service."""
+        balancer = self.make(BackendConfig("a", pool_size=2), BackendConfig("b"))
+        old = balancer.members[0]
+        balancer.reconfigure([BackendConfig("a", pool_size=4), BackendConfig("b")])
+        new = balancer.members[0]
+        self.assertEqual((old.state, new.state, new.pool.size), (MemberState.RETIRED, MemberState.IN_SERVICE, 4))
+
+    def test_drain_is_shown_beside_the_state_and_does_not_change_it(self) -> None:
+        """A draining backend in service shows "drain" and stays IN_SERVICE; out of service it shows "down"; drained no more, "up" once checked."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"), ping_path="/ping", ping_interval=2.0, ping_timeout=1.0)
+        a = balancer.members[0]
+        balancer.reconfigure([BackendConfig("a", drain=True), BackendConfig("b")])
+        self.assertEqual((a.state, balancer.stats()["backends"]["a"]["state"]), (MemberState.IN_SERVICE, "drain"))
+        self.clock.advance(2.0)  # a draining backend is pinged too
+        self.serve("a").received()
+        self.serve("b").received()
+        self.clock.advance(1.0)
+        self.assertEqual((a.state, balancer.stats()["backends"]["a"]["state"]), (MemberState.OUT_OF_SERVICE, "down"))
+        balancer.reconfigure([BackendConfig("a"), BackendConfig("b")])
+        self.assertIs(a.state, MemberState.OUT_OF_SERVICE)
+        self.clock.advance(DOWN_FIRST)
+        again = self.serve("a")
+        again.received()
+        again.proto.dataReceived(again.server.stdout(1, b"Content-Type: text/plain\r\n\r\npong", close=True) + again.server.end_request(1))
+        self.assertEqual((a.state, balancer.stats()["backends"]["a"]["state"]), (MemberState.IN_SERVICE, "up"))
+
+    def test_check_delays_follow_the_backoff_policy(self) -> None:
+        """With Twisted's backoffPolicy(1, 6, 2) and a jitter of 0.25 s, a backend that keeps refusing is checked after 1.25, 2.25, 4.25, 6.25, 6.25 s."""
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"), backoff=backoffPolicy(1.0, 6.0, 2.0, jitter=lambda: 0.25))
+        self.take_out(balancer)
+        checks = []
+        while len(checks) < 5:
+            self.clock.advance(0.125)  # exact in binary: the times below are exact
+            if self.connects("a") > len(checks) + 1:
+                checks.append(self.clock.seconds())
+        self.assertEqual([later - earlier for earlier, later in zip([0.0, *checks], checks)], [1.25, 2.25, 4.25, 6.25, 6.25])
+        self.assertEqual(balancer.members[0].failures, 6)
+
+    def test_states_show_their_historic_strings(self) -> None:
+        """Each state's value is the string stats(), the status page and the workers' figures have always shown."""
+        self.assertEqual([state.value for state in MemberState], ["up", "down", "checking", "retired"])
+        self.assertEqual(json.dumps([MemberState.IN_SERVICE, MemberState.CHECKING]), '["up", "checking"]')
+
     # -- affinity ---------------------------------------------------------------------------------
 
     def test_session_cookie_keeps_a_session_on_one_backend(self) -> None:
         """With affinity, every request of a session goes to one backend whatever the load; others are balanced."""
-        balancer = self.make(BackendSpec("a", pool_size=8), BackendSpec("b", pool_size=8), session_cookie="PHPSESSID")
+        balancer = self.make(BackendConfig("a", pool_size=8), BackendConfig("b", pool_size=8), session_cookie="PHPSESSID")
         home = HashRing([("a", 1), ("b", 1)]).walk(b"s1")[0]
         for i in range(4):
             self.run_one(balancer, f"/{i}.php", cookie="theme=dark; PHPSESSID=s1")
@@ -415,7 +579,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_session_waits_for_its_full_backend_and_moves_when_it_is_out(self) -> None:
         """A session's request waits while its backend is busy, and goes to the next on the ring while it is out of service."""
-        balancer = self.make(BackendSpec("a", pool_size=1), BackendSpec("b", pool_size=1), session_cookie="PHPSESSID")
+        balancer = self.make(BackendConfig("a", pool_size=1), BackendConfig("b", pool_size=1), session_cookie="PHPSESSID")
         home, other = HashRing([("a", 1), ("b", 1)]).walk(b"s1")
         first = self.run_one(balancer, "/1.php", cookie="PHPSESSID=s1")
         backend = self.serve(home)
@@ -442,7 +606,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_a_session_started_away_from_its_ring_place_is_pinned_by_a_cookie(self) -> None:
         """A new session's head gets <cookie>_backend naming its backend when the ring would send it elsewhere, and its requests follow."""
-        balancer = self.make(BackendSpec("a", pool_size=4), BackendSpec("b", pool_size=4), session_cookie="PHPSESSID")
+        balancer = self.make(BackendConfig("a", pool_size=4), BackendConfig("b", pool_size=4), session_cookie="PHPSESSID")
         ring = HashRing([("a", 1), ("b", 1)])
         away = next(f"s{i}" for i in range(100) if ring.walk(f"s{i}".encode())[0] == "b")
         home = next(f"s{i}" for i in range(100) if ring.walk(f"s{i}".encode())[0] == "a")
@@ -472,7 +636,7 @@ class BalancerTestCase(SynchronousTestCase):
 
     def test_a_session_started_at_its_ring_place_gets_no_extra_cookie(self) -> None:
         """When the backend that starts a session is its place on the ring, the head passes unchanged."""
-        balancer = self.make(BackendSpec("a"), BackendSpec("b"), session_cookie="PHPSESSID")
+        balancer = self.make(BackendConfig("a"), BackendConfig("b"), session_cookie="PHPSESSID")
         ring = HashRing([("a", 1), ("b", 1)])
         home = next(f"s{i}" for i in range(100) if ring.walk(f"s{i}".encode())[0] == "a")
         sink = RecordingSink()

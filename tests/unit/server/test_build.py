@@ -7,7 +7,7 @@ from pathlib import Path
 
 from twisted.internet import reactor
 
-from fephp.backend.balancer import BackendSpec, Balancer
+from fephp.backend.balancer import BackendConfig, Balancer
 from fephp.backend.pool import FastCGIPool
 from fephp.server.build import backend_specs, build_backend, build_managed_php_fpm, build_site
 from fephp.server.config import config_from_dict
@@ -44,7 +44,7 @@ def test_several_backends_build_one_balancer_with_each_workers_share(tmp_path: P
         base_dir=str(tmp_path),
     )
     assert backend_specs(config, workers=2) == [
-        BackendSpec("127.0.0.1:9001", 1, 2, False), BackendSpec("127.0.0.1:9002", 2, 4, False),
+        BackendConfig("127.0.0.1:9001", 1, 2, False), BackendConfig("127.0.0.1:9002", 2, 4, False),
     ]
     backend, managed = build_backend(config, reactor, workers=2)
     try:
