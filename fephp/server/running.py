@@ -37,6 +37,7 @@ from .build import (
 from .config import Config, ConfigError, load_config
 from .listeners import Listener
 from .service import adopt, release
+from .settings import changed_sections
 from .workers import FIRST_LISTEN_FD, SharedListener, WorkersService, WorkerSupervisor, connections_per_worker
 
 __all__ = ["ParentServer", "SingleServer", "build_server"]
@@ -270,8 +271,7 @@ class SingleServer(_Reloadable, MultiService):
             assert isinstance(backend, Balancer)
             backend.reconfigure(backend_specs(config))
         retired = front.swap(app=app, site=site, backend=backend, listeners=listeners, php_fpm=new_managed)
-        changed = [name for name in ("server", "php", "timeouts", "limits", "logging", "admin")
-                   if getattr(config, name) != getattr(old, name)]
+        changed = changed_sections(old, config)
         self.log.info(
             "reload: serving the configuration in {file} ({changed}){fpm}",
             file=config.source,

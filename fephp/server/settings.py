@@ -7,7 +7,7 @@ describes every key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from types import MappingProxyType
 from typing import Mapping, Optional
 
@@ -30,6 +30,7 @@ __all__ = [
     "PHPConfig",
     "ServerConfig",
     "TimeoutsConfig",
+    "changed_sections",
 ]
 
 
@@ -199,3 +200,16 @@ class Config:
     compression: CompressionConfig = CompressionConfig()
     static: StaticConfig = StaticConfig()
     source: str = "<dict>"
+
+
+def changed_sections(old: Config, new: Config) -> "list[str]":
+    """The sections (``server``, ``php``...) in which *new* differs from *old*, in the order :class:`Config` declares them.
+
+    A section is a field of Config that holds a dataclass, so a section added
+    to Config is compared without a list to keep up to date; ``source``, the
+    file's name, is not one.
+    """
+    return [
+        f.name for f in fields(Config)
+        if is_dataclass(getattr(new, f.name)) and getattr(new, f.name) != getattr(old, f.name)
+    ]
