@@ -42,6 +42,7 @@ from ._http import (
     UploadedFile,
     UploadTree,
     canonical_header_name,
+    cookies_from_headers,
     encode_request_context,
     parse_response_context,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "WorkerReady",
     "WorkerStopping",
     "canonical_header_name",
+    "cookies_from_headers",
     "encode_control",
     "encode_frame",
     "encode_request_context",

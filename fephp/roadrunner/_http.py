@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import unquote_to_bytes
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence, Union
 
@@ -35,6 +36,7 @@ __all__ = [
     "UploadTree",
     "HeaderPairs",
     "canonical_header_name",
+    "cookies_from_headers",
     "encode_request_context",
     "parse_response_context",
 ]
@@ -78,6 +80,36 @@ def canonical_header_name(name: str) -> str:
     if not _TOKEN.fullmatch(name):
         return name
     return "-".join(part.capitalize() for part in name.split("-"))
+
+
+#: A cookie value's bytes (Go's net/http validCookieValueByte): 0x20..0x7E but '"', ';' and '\\'.
+_COOKIE_VALUE = re.compile(r"[\x20\x21\x23-\x3a\x3c-\x5b\x5d-\x7e]*")
+#: url.QueryUnescape refuses a '%' without two hex digits after it.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def cookies_from_headers(values: Iterable[Union[str, bytes]]) -> dict[str, str]:
+    """The ``cookies`` map from the request's Cookie header lines, as roadrunner-server/http builds it.
+
+    That is Go's ``Request.Cookies()`` then ``url.QueryUnescape`` of each
+    value (handler/request.go): pairs split on ``;``, a name that is not a
+    token or a value with a byte Go refuses skips that pair, surrounding
+    double quotes are dropped, ``+`` becomes a space and ``%XX`` its byte,
+    a bad ``%`` escape skips the pair, and a later pair of the same name wins.
+    """
+    cookies: dict[str, str] = {}
+    for line in values:
+        for part in _text(line).split(";"):
+            name, _, value = part.strip(" \t\r\n").partition("=")
+            name = name.strip(" \t\r\n")
+            if not _TOKEN.fullmatch(name):
+                continue
+            if len(value) > 1 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if not _COOKIE_VALUE.fullmatch(value) or _BAD_ESCAPE.search(value):
+                continue
+            cookies[name] = unquote_to_bytes(value.replace("+", " ")).decode("utf-8", "replace")
+    return cookies
 
 
 def _text(value: Union[str, bytes]) -> str:

@@ -17,6 +17,7 @@ from fephp.roadrunner import (
     ProtocolError,
     UploadedFile,
     canonical_header_name,
+    cookies_from_headers,
     encode_request_context,
     parse_response_context,
     response_context,
@@ -150,6 +151,31 @@ def test_request_context_round_trip(
         "uploads": None,
         "attributes": {},
     }
+
+
+@pytest.mark.parametrize(
+    ("lines", "cookies"),
+    [
+        (["a=1; b=2"], {"a": "1", "b": "2"}),
+        (["a=1", "a=2"], {"a": "2"}),  # the later pair wins, across lines too
+        ([b"sid=abc;  theme = dark "], {"sid": "abc", "theme": " dark"}),  # Go trims the name, not the value
+        (['q="quoted value"'], {"q": "quoted value"}),
+        (["list=a,b"], {"list": "a,b"}),
+        (["p=%41+%42%2b"], {"p": "A B+"}),
+        (["u=caf%C3%A9", b"v=%ff"], {"u": "café", "v": "\ufffd"}),
+        (["flag"], {"flag": ""}),
+        (["a@b=1; ok=1"], {"ok": "1"}),  # the name is not a token
+        (["bad name=1; ok=1"], {"ok": "1"}),
+        (["esc=%zz; ok=1"], {"ok": "1"}),  # url.QueryUnescape refuses it
+        (['q="a"b"; ok=1'], {"ok": "1"}),  # a double quote inside the value
+        (["bs=a\\b; ok=1"], {"ok": "1"}),  # a backslash
+        (["nonascii=é; ok=1"], {"ok": "1"}),
+        ([";;  ; ="], {}),
+    ],
+)
+def test_cookies_from_headers(lines: list[str | bytes], cookies: dict[str, str]) -> None:
+    """Cookie lines become the cookies map as Go's Request.Cookies and url.QueryUnescape make it."""
+    assert cookies_from_headers(lines) == cookies
 
 
 def test_response_context_as_php_encodes_it() -> None:
