@@ -24,6 +24,8 @@ _SIZE, _CHUNK, _CHUNK_END, _TRAILER = range(4)
 _END = EndOfMessage()
 _NO_BODY_STATUSES = frozenset((204, 304))
 _lowered: dict[bytes, bytes] = {}
+#: One Limits per set of bounds (a server has one or two).
+_limits: dict[tuple[int, int, int], Limits] = {}
 
 
 class ServerConnection:
@@ -54,34 +56,41 @@ class ServerConnection:
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         max_headers: int = DEFAULT_MAX_HEADERS,
     ) -> None:
-        self._limits = Limits(max_header_size, max_line_length, max_headers)
+        key = (max_header_size, max_line_length, max_headers)
+        limits = _limits.get(key)
+        if limits is None:
+            limits = _limits[key] = Limits(max_header_size, max_line_length, max_headers)
+        self._limits = limits
         self._max_body_size = max_body_size
-        self._buffer = b""
-        self._start = 0
-        #: Bytes from _start already searched for a head's end.
-        self._scanned = 0
-        self._eof = False
-        self._closed_complete = True
-        #: The one empty line RFC 9112 2.2 lets a client send before a request line was skipped.
-        self._blank_skipped = False
-        self._error: Optional[HTTPCodecError] = None
-        self.their_state = State.IDLE
-        self.our_state = State.IDLE
-        #: The request of the current cycle, once its head is read.
-        self.request: Optional[Request] = None
-        #: Whether the connection may carry another request after this cycle.
-        self.keep_alive = True
-        #: The client sent Expect: 100-continue and has had neither a 100 nor a response.
-        self.client_waiting_for_continue = False
-        # The request body being read: Content-Length bytes left, or the
-        # chunked reader's state, bytes left in the chunk and in all.
-        self._remaining = 0
-        self._chunked: Optional[int] = None
-        self._received = 0
-        self._trailer_size = 0
-        # The response: its framing and the Content-Length bytes left.
-        self._out = Framing.NONE
-        self._out_left = 0
+        # Everything else starts as the class attributes below say: a
+        # connection is made per client connection, on the accept path.
+
+    _buffer = b""
+    _start = 0
+    #: Bytes from _start already searched for a head's end.
+    _scanned = 0
+    _eof = False
+    _closed_complete = True
+    #: The one empty line RFC 9112 2.2 lets a client send before a request line was skipped.
+    _blank_skipped = False
+    _error: Optional[HTTPCodecError] = None
+    their_state = State.IDLE
+    our_state = State.IDLE
+    #: The request of the current cycle, once its head is read.
+    request: Optional[Request] = None
+    #: Whether the connection may carry another request after this cycle.
+    keep_alive = True
+    #: The client sent Expect: 100-continue and has had neither a 100 nor a response.
+    client_waiting_for_continue = False
+    # The request body being read: Content-Length bytes left, or the
+    # chunked reader's state, bytes read in all, the trailer's size.
+    _remaining = 0
+    _chunked: Optional[int] = None
+    _received = 0
+    _trailer_size = 0
+    # The response: its framing and the Content-Length bytes left.
+    _out = Framing.NONE
+    _out_left = 0
 
     # -- receiving ---------------------------------------------------------------------
 
