@@ -27,9 +27,9 @@ roadrunner-php/goridge ``src/Frame.php``, the PHP side)::
     then        the payload, ``length`` bytes    frame.go Bytes(): header, then payload
 
 So the frame of payload ``b"hello"`` with the one option ``[5]`` is
-``14 00 05000000 <crc> 00 00 05000000 68656c6c6f`` where ``<crc>`` is the
-CRC-32 of ``14 00 05 00 00 00``, and a control frame, with no options,
-starts with ``13``.
+``14 00 05000000 1c115b1e 00 00 05000000 68656c6c6f``: 0x1e5b111c is the
+CRC-32 of ``14 00 05 00 00 00`` (PHP's ``crc32()`` gives the same); a
+control frame, with no options, starts with ``13``.
 
 The Go side checks the CRC of every frame it reads (``internal/receive.go``
 ReceiveFrame); PHP's reader does not.  We check it, as Go does.
