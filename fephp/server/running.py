@@ -271,11 +271,10 @@ class SingleServer(_Reloadable, MultiService):
             assert isinstance(backend, Balancer)
             backend.reconfigure(backend_specs(config))
         retired = front.swap(app=app, site=site, backend=backend, listeners=listeners, php_fpm=new_managed)
-        changed = changed_sections(old, config)
         self.log.info(
             "reload: serving the configuration in {file} ({changed}){fpm}",
             file=config.source,
-            changed=", ".join(changed) + " changed" if changed else "nothing changed",
+            changed=_changes(old, config),
             fpm="; a new php-fpm took over" if new_managed is not managed else "",
         )
         retired.addErrback(lambda f: self.log.failure("reload: closing the previous configuration's parts", f))
@@ -405,6 +404,7 @@ class ParentServer(_Reloadable, WorkersService):
         except Exception as e:
             result = yield self._undo(e, started)
             return result
+        changed = _changes(self.config, config)
         self._serve(config, text, new_managed)
         self.log.info("reload: replacing {count} workers one at a time", count=self.supervisor.count)
         try:
@@ -431,6 +431,13 @@ class ParentServer(_Reloadable, WorkersService):
             if managed is not None:
                 release(self, managed)
                 yield managed.stopService()
-        self.log.info("reload: serving the configuration in {file}", file=config.source)
+        self.log.info(
+            "reload: serving the configuration in {file} ({changed})", file=config.source, changed=changed
+        )
         return True
 
+
+def _changes(old: Config, new: Config) -> str:
+    """What a reload's log line says changed: "php, static changed", or "nothing changed"."""
+    changed = changed_sections(old, new)
+    return ", ".join(changed) + " changed" if changed else "nothing changed"
