@@ -5,7 +5,9 @@ so that its RSS and CPU are its own, not the attacking threads'.  PHP's
 side effects are counted from ``once.php``'s ``runs.log``.  Every attack is
 bounded in connections, frames, bytes and seconds (tests.support.h2attacks).
 Memory bounds are fephp's VmRSS after the attack against its VmRSS after a
-warm-up (a PHP request and a static one), 32 MiB as in issue 22.
+warm-up (a PHP request and a static one), 32 MiB as in issue 22; on PyPy,
+whose heap is not collected in full below PYPY_GC_MIN (64 MB, as deployed),
+that much more.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def test_rapid_reset_from_many_connections_reaches_php_for_under_one_percent(h2_
     settle_php(front.port, POOL)
     ran = php_runs(docroot, "rr")
     assert ran < 50, f"{ran} of 5000 cancelled streams ran in PHP"
-    assert front.rss_mib() - rss < RSS_BOUND_MIB
+    assert front.rss_mib() - rss < RSS_BOUND_MIB + front.gc_slack_mib
     _still_serves(front)
     assert front.problems() == []
 
@@ -122,7 +124,7 @@ def test_continuation_floods_from_four_connections_leave_memory_bounded(h2_front
     with ThreadPoolExecutor(4) as pool:
         floods = list(pool.map(lambda _: continuation_flood(front.port), range(4)))
     assert [(f.goaway is not None, f.closed) for f in floods] == [(True, True)] * 4, floods
-    assert front.rss_mib() - rss < RSS_BOUND_MIB
+    assert front.rss_mib() - rss < RSS_BOUND_MIB + front.gc_slack_mib
     _still_serves(front)
 
 
@@ -156,7 +158,7 @@ def test_oversized_data_frames_are_not_buffered_nor_read_after_the_goaway(h2_fro
     # The close is fephp's own (an abort after a short grace), not an answer to a close_notify: the client never sends one.
     assert all(f.close_after_goaway is not None and f.close_after_goaway < 1.0 for f in floods), floods
     assert all(f.bytes_sent < 2**24 for f in floods), floods
-    assert front.rss_mib() - rss < RSS_BOUND_MIB
+    assert front.rss_mib() - rss < RSS_BOUND_MIB + front.gc_slack_mib
     _still_serves(front)
 
 

@@ -207,8 +207,12 @@ class Prober:
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
 
-    def run(self, count: int, within: float = 30.0, stop: Optional[threading.Event] = None) -> "Prober":
-        """*count* requests (fewer if *within* seconds pass or *stop* is set); a failed one opens a new connection."""
+    def run(self, count: int, within: float = 30.0, stop: Optional[threading.Event] = None, pace: float = 0.0) -> "Prober":
+        """*count* requests (fewer if *within* seconds pass or *stop* is set), one each *pace* seconds at most; a failed one opens a new connection.
+
+        The pace is a load shape for the benchmark (a fresh client's few
+        requests a second costing both servers alike), never a wait for an event.
+        """
         deadline = time.monotonic() + within
         client: Optional[RawH2] = None
         stream_id = 1
@@ -229,6 +233,8 @@ class Prober:
                 self.failures += 1
                 client.close()
             stream_id += 2
+            if pace:
+                time.sleep(max(0.0, pace - (time.monotonic() - sent)))
         if client is not None:
             client.close()
         return self

@@ -36,6 +36,11 @@ __all__ = ["FephpH2", "NginxH2", "cpu_seconds", "rss_mib"]
 #: checkout unless ``FEPHP_SOURCE`` names another, e.g. an export of the
 #: commit before a fix, to see the attacks succeed against it.
 SOURCE = Path(os.environ.get("FEPHP_SOURCE") or REPO)
+#: fephp on PyPy runs with the garbage collector settings of
+#: etc/fephp-pypy.service; below PYPY_GC_MIN the heap is never collected
+#: in full, so up to that much garbage may sit in its RSS.
+PYPY_GC = {"PYPY_GC_NURSERY": "32MB", "PYPY_GC_MIN": "64MB"}
+PYPY_GC_SLACK_MIB = 64.0
 #: How long a server may take to listen after it was started.
 READY_WITHIN = 30.0
 _LISTENING = re.compile(r"\(TLS\) starting on (\d+)")
@@ -55,6 +60,14 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _implementation(python: str) -> str:
+    """``sys.implementation.name`` of the interpreter *python*: "cpython" or "pypy"."""
+    if python == sys.executable:
+        return sys.implementation.name
+    out = subprocess.run([python, "-c", "import sys; print(sys.implementation.name)"], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip()
 
 
 class FephpH2:
@@ -82,6 +95,9 @@ class FephpH2:
         self.log = workdir / "fephp.log"
         self.config = workdir / "fephp.yaml"
         self.python = python
+        self.pypy = _implementation(python) == "pypy"
+        #: What the garbage collector may hold uncollected, in MiB (PyPy's PYPY_GC_MIN, 0 on CPython).
+        self.gc_slack_mib = PYPY_GC_SLACK_MIB if self.pypy else 0.0
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
         config = {
@@ -110,7 +126,7 @@ class FephpH2:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 argv, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONPATH=f"{SOURCE}{os.pathsep}{REPO}"),
+                env=dict(os.environ, PYTHONPATH=f"{SOURCE}{os.pathsep}{REPO}", **(PYPY_GC if self.pypy else {})),
             )
         deadline = time.monotonic() + READY_WITHIN
         while not self.port:
