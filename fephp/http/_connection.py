@@ -6,7 +6,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from ._errors import BodyError, HTTPCodecError, LocalProtocolError, RemoteProtocolError
 from ._events import NEED_DATA, PAUSED, AnyEvent, ConnectionClosed, Data, EndOfMessage, Request
-from ._readers import CHUNK_LINE_MAX, Limits, chunk_size, judge_partial, read_head
+from ._readers import CHUNK_LINE_MAX, Limits, allowance, chunk_size, judge_lines, read_head
 from ._state import Framing, State
 from ._writers import CONTINUE, LAST_CHUNK, reason_phrase, response_head
 
@@ -69,6 +69,10 @@ class ServerConnection:
     _start = 0
     #: Bytes from _start already searched for a head's end.
     _scanned = 0
+    #: Of a head still arriving: the bytes from _start of its lines judged, how many, and their size.
+    _judged = 0
+    _judged_lines = 0
+    _judged_size = 0
     _eof = False
     _closed_complete = True
     #: The one empty line RFC 9112 2.2 lets a client send before a request line was skipped.
@@ -171,16 +175,14 @@ class ServerConnection:
                     return self._closed(False) if self._eof else NEED_DATA
         end = buf.find(b"\r\n\r\n", start + max(0, self._scanned - 3))
         if end == -1:
-            pending = buf[start:] if start else buf
-            self._scanned = len(pending)
-            if len(pending) > self._limits.quick or (b"\n" in pending and pending.count(b"\n") != pending.count(b"\r\n")):
-                try:
-                    judge_partial(pending, self._limits)
-                except RemoteProtocolError as error:
-                    self._fail(error)
+            self._scanned = size - start
+            try:
+                self._judge_pending(buf, start)
+            except RemoteProtocolError as error:
+                self._fail(error)
             return self._closed(False) if self._eof else NEED_DATA
         self._start = end + 4
-        self._scanned = 0
+        self._scanned = self._judged = self._judged_lines = self._judged_size = 0
         try:
             request = read_head(buf[start:end], self._limits, self._max_body_size)
         except RemoteProtocolError as error:
@@ -198,6 +200,27 @@ class ServerConnection:
             self._chunked = _SIZE
             self._received = 0
         return request
+
+    def _judge_pending(self, buf: bytes, start: int) -> None:
+        """Judge the lines of a head still arriving as they end, so that a fault is refused when its line is in (as Twisted's line reader did).
+
+        Each line is judged once; the line being received is looked at only
+        when it holds a bare LF or is over its allowance already.
+        """
+        limits = self._limits
+        judged = start + self._judged
+        cut = buf.rfind(b"\r\n", judged)
+        if cut != -1:
+            lines = buf[judged:cut].split(b"\r\n")
+            self._judged_size = judge_lines(
+                lines, limits, complete=True, first=self._judged_lines, so_far=self._judged_size
+            )
+            self._judged_lines += len(lines)
+            judged = cut + 2
+            self._judged = judged - start
+        tail = buf[judged:]
+        if b"\n" in tail or len(tail) - tail.endswith(b"\r") > allowance(limits, self._judged_size):
+            judge_lines([tail], limits, complete=False, first=self._judged_lines, so_far=self._judged_size)
 
     def _next_data(self) -> AnyEvent:
         """A Content-Length body (or none): its next piece, or its end."""

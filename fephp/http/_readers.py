@@ -8,7 +8,7 @@ header lines whose names are lower-cased once per spelling (a bounded
 cache).  Anything it does not accept is handed to :func:`judge_lines`,
 which walks the lines in order and raises the refusal of the first fault,
 so that a head gives the same status whether it came whole or a byte at a
-time (:func:`judge_partial` judges a head still arriving by the same rules).
+time (a head still arriving is judged by the same rules as its lines come).
 
 A line's faults are ordered by where they are: a forbidden byte within the
 line's allowance, then the line over its allowance (414 for the request
@@ -31,8 +31,8 @@ __all__ = [
     "Limits",
     "chunk_size",
     "framing_of",
+    "allowance",
     "judge_lines",
-    "judge_partial",
     "read_head",
     "transfer_codings",
 ]
@@ -213,27 +213,32 @@ def framing_of(version: bytes, te: Sequence[bytes], cl: Sequence[bytes]) -> tupl
     return (Framing.LENGTH if length else Framing.NONE), length
 
 
-def judge_lines(lines: Sequence[bytes], limits: Limits, *, complete: bool) -> None:
-    """Raise the refusal of the first fault of a head's *lines* in order; return if none.
+def judge_lines(
+    lines: Sequence[bytes], limits: Limits, *, complete: bool, first: int = 0, so_far: int = 0
+) -> int:
+    """Raise the refusal of the first fault of a head's *lines* in order; else return the head's size so far.
 
-    With *complete* false the last line is still arriving: it is judged only
-    on what it holds so far (a forbidden byte, or already over its
-    allowance), so that a verdict given early is the one the whole head gets.
+    *first* is the index in the head of ``lines[0]`` (0: the request line)
+    and *so_far* the size of the lines before it, so that a head can be
+    judged as its lines arrive.  With *complete* false the last line is
+    still arriving: it is judged only on what it holds so far (a forbidden
+    byte, or already over its allowance), so that a verdict given early is
+    the one the whole head gets.
     """
-    so_far = 0
     last = len(lines) - 1
-    for index, line in enumerate(lines):
-        whole = complete or index < last
+    for offset, line in enumerate(lines):
+        index = first + offset
+        whole = complete or offset < last
         if not whole and line.endswith(b"\r"):
             line = line[:-1]  # maybe the first half of its CRLF
-        allowance = max(0, min(limits.max_line_length, limits.max_header_size - so_far))
-        seen = line[:allowance]
+        bound = allowance(limits, so_far)
+        seen = line[:bound]
         if index == 0:
             if _CONTROL.search(seen):
                 # RFC 9112 3: no control byte (DEL included) in a request line; a
                 # bare CR or LF (RFC 9112 2.2) may end a line for another reader.
                 raise HeadError("a control byte, bare CR or bare LF in the request line (RFC 9112 2.2, 3)")
-            if len(line) > allowance:
+            if len(line) > bound:
                 raise HeadError("request line too long (RFC 9110 15.5.15)", 414)
             if whole:
                 _judge_request_line(line)
@@ -243,7 +248,7 @@ def judge_lines(lines: Sequence[bytes], limits: Limits, *, complete: bool) -> No
             if seen[:1] in (b" ", b"\t"):
                 # RFC 9112 5.2: obs-fold may be read another way by another server on the path.
                 raise HeadError("a folded header line (RFC 9112 5.2)")
-            if len(line) > allowance:
+            if len(line) > bound:
                 raise HeadError("request header fields too large (RFC 6585 5)", 431)
             if whole:
                 if index > limits.max_headers:
@@ -253,6 +258,7 @@ def judge_lines(lines: Sequence[bytes], limits: Limits, *, complete: bool) -> No
                     # RFC 9112 5.1: no whitespace between a field name and its colon.
                     raise HeadError("a header line that is no field name and colon (RFC 9112 5.1)")
         so_far += len(line)
+    return so_far
 
 
 def _judge_request_line(line: bytes) -> None:
@@ -271,9 +277,9 @@ def _judge_request_line(line: bytes) -> None:
         raise HeadError("an invalid HTTP version (RFC 9112 2.3)")
 
 
-def judge_partial(pending: bytes, limits: Limits) -> None:
-    """Judge the start of a head that has no end yet: raise its refusal if one is already certain."""
-    judge_lines(pending.split(b"\r\n"), limits, complete=False)
+def allowance(limits: Limits, so_far: int) -> int:
+    """How long the next line of a head may be, after *so_far* bytes of lines."""
+    return max(0, min(limits.max_line_length, limits.max_header_size - so_far))
 
 
 def chunk_size(line: bytes) -> int:

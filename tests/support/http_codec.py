@@ -12,7 +12,7 @@ stream was split, which is what the tests assert.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from fephp.http import (
     NEED_DATA,
@@ -24,7 +24,7 @@ from fephp.http import (
     Request,
     ServerConnection,
 )
-from fephp.web.errors import raw_error_response
+from fephp.web.errors import error_page, raw_error_response
 
 __all__ = ["Seen", "Served", "pieces_at", "serve", "splits_of"]
 
@@ -56,8 +56,21 @@ class Served:
         ]
 
 
-def serve(pieces: Sequence[bytes], *, body: bytes = b"ok", eof: bool = False, **limits: Any) -> Served:
-    """Feed *pieces* to a new ServerConnection(**limits) (then the client's close, with *eof*) and answer as a server."""
+def serve(
+    pieces: Sequence[bytes],
+    *,
+    body: bytes = b"ok",
+    eof: bool = False,
+    check: Optional[Callable[[Request], Optional[int]]] = None,
+    **limits: Any,
+) -> Served:
+    """Feed *pieces* to a new ServerConnection(**limits) (then the client's close, with *eof*) and answer as a server.
+
+    *check*, if given, judges each whole request above the codec (as the
+    site's Host rule does): a status it returns is answered with fephp's
+    page and ``Connection: close``, the request is not counted as seen,
+    and the connection closes.
+    """
     conn = ServerConnection(**limits)
     seen: list[Seen] = []
     out: list[bytes] = []
@@ -84,6 +97,14 @@ def serve(pieces: Sequence[bytes], *, body: bytes = b"ok", eof: bool = False, **
             elif type(event) is Data:
                 seen[-1].body += event.data
             elif type(event) is EndOfMessage:
+                status = check(seen[-1].request) if check is not None else None
+                if status is not None:
+                    seen.pop()
+                    refused = status
+                    headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Connection", b"close")]
+                    out.append(conn.send_response(status, headers, error_page(status)))
+                    closing = True
+                    break
                 seen[-1].whole = True
                 out.append(conn.send_response(200, [], body))
                 if conn.keep_alive:

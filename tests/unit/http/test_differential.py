@@ -171,6 +171,9 @@ SAME = [
     ("bare-lf-line-ends", b"GET /x HTTP/1.1\nHost: a\n\n"),
     ("bare-lf-in-a-head", b"GET /x HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n"),
     ("cr-in-a-value", b"GET /x HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n"),
+    # Found by test_fuzz.py: a line that is a bare CR, in a head that never ends.
+    ("bare-cr-as-the-blank-line", b"GET /x HTTP/1.1\r\nHost: a\r\n\r\r\n"),
+    ("bad-request-line-in-a-head-that-never-ends", b"GET /x\x01 HTTP/1.1\r\nHost: a\r\n"),
     ("nul-in-a-value", b"GET /x HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n"),
     ("folded", b"GET /x HTTP/1.1\r\nHost: a\r\nX: one\r\n two\r\n\r\n"),
     ("bad-name", b"GET /x HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"),
@@ -220,6 +223,13 @@ DIFFERENCES = [
         [b"HTTP/1.1 400 Bad Request"],
         [b"HTTP/1.1 200 OK"],
         "RFC 9112 7.1.1: chunk-ext-val may be a quoted-string, whose quoted-pair has a backslash; Twisted refuses backslashes",
+    ),
+    (
+        "a-header-line-judged-when-it-ends",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n",
+        [],
+        [b"HTTP/1.1 400 Bad Request"],
+        "RFC 9112 5.1/5.2: a field line is whole at its CRLF (obs-fold is refused); Twisted reads it when the next line begins",
     ),
     (
         "trailer-section-bounded-by-max-header-size",

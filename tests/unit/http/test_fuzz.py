@@ -17,7 +17,8 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from fephp.web.site import FrontSite
+from fephp.http import Request
+from fephp.web.site import FrontSite, valid_host
 from tests.support.channel import CLIENT, client_transport
 from tests.support.http_codec import pieces_at, serve
 
@@ -120,7 +121,7 @@ def streams(draw: Any, *, hostile: bool) -> tuple[bytes, list[Built], list[tuple
         hosts.append((len(data) + request.host_at[0], len(data) + request.host_at[1]))
         data += request.data
     if hostile and draw(st.booleans()):
-        at = draw(st.integers(0, len(data) - 1).filter(lambda i: not any(a <= i < b for a, b in hosts)))
+        at = draw(st.integers(0, len(data) - 1))
         if draw(st.booleans()):
             data = data[:at] + draw(st.sampled_from(HOSTILE)) + data[at:]
         else:
@@ -184,6 +185,18 @@ class Recording(Resource):
             request.finish()
 
 
+def host_rule(request: Request) -> Optional[int]:
+    """The site's Host rule, above the codec (FrontRequest.process today, the Exchange's protocol later): 400 or None.
+
+    RFC 9112 3.2: an HTTP/1.1 request without Host, or any with two, or one
+    that is no host[:port] (fephp.web.site.valid_host).
+    """
+    hosts = [value for name, value in request.headers if name == b"host"]
+    if not hosts:
+        return None if request.version == b"HTTP/1.0" else 400
+    return 400 if len(hosts) != 1 or not valid_host(hosts[0]) else None
+
+
 def status_lines(raw: bytes) -> list[bytes]:
     return [line for line in raw.split(b"\r\n") if line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 "))]
 
@@ -204,7 +217,13 @@ def test_the_codec_agrees_with_the_channel(stream: tuple[bytes, list[Built], Any
             break
         channel.dataReceived(piece)
         resource.answer()
-    served = serve(pieces, **LIMITS)
+    served = serve(pieces, check=host_rule, **LIMITS)
+    if served.refused is not None and not transport.disconnecting:
+        # A head line the codec refused when it ended, which Twisted reads
+        # only once the next line is in (test_differential.py's DIFFERENCES):
+        # the next line.
+        channel.dataReceived(b"\r\n")
+        resource.answer()
     seen: list[tuple[bytes, bytes, bytes, dict[bytes, list[bytes]], bytes]] = []
     for method, target, version, fields, body in served.requests():
         if body is None:

@@ -44,6 +44,8 @@ REFUSED = [
     ("bare-lf-first", b"\nGET /x HTTP/1.1\r\n\r\n", 400),
     ("bare-cr-in-a-value", b"GET /x HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n", 400),
     ("nul-in-a-value", b"GET /x HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
+    ("bare-cr-as-the-blank-line", b"GET /x HTTP/1.1\r\nHost: a\r\n\r\r\n", 400),
+    ("nul-in-a-head-that-never-ends", b"GET /x HTTP/1.1\r\nX: \x00\r\n", 400),
     ("folded-line", b"GET /x HTTP/1.1\r\nX: one\r\n two\r\n\r\n", 400),
     ("folded-with-tab", b"GET /x HTTP/1.1\r\nX: one\r\n\ttwo\r\n\r\n", 400),
     ("space-before-colon", b"GET /x HTTP/1.1\r\nHost : a\r\n\r\n", 400),
