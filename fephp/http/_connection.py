@@ -218,9 +218,9 @@ class ServerConnection:
             self._judged_lines += len(lines)
             judged = cut + 2
             self._judged = judged - start
-        tail = buf[judged:]
-        if b"\n" in tail or len(tail) - tail.endswith(b"\r") > allowance(limits, self._judged_size):
-            judge_lines([tail], limits, complete=False, first=self._judged_lines, so_far=self._judged_size)
+        waiting = len(buf) - judged - buf.endswith(b"\r")
+        if buf.find(b"\n", judged) != -1 or waiting > allowance(limits, self._judged_size):
+            judge_lines([buf[judged:]], limits, complete=False, first=self._judged_lines, so_far=self._judged_size)
 
     def _next_data(self) -> AnyEvent:
         """A Content-Length body (or none): its next piece, or its end."""
