@@ -28,6 +28,11 @@ _lowered: dict[bytes, bytes] = {}
 _limits: dict[tuple[int, int, int], Limits] = {}
 
 
+# Enum members bound once: on CPython 3.11 each State.X is a descriptor call.
+_IDLE, _BODY, _DONE, _CLOSED, _ERROR = State.IDLE, State.BODY, State.DONE, State.CLOSED, State.ERROR
+_NONE, _LENGTH, _CHUNKED_BODY, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
+
+
 class ServerConnection:
     """The server side of an HTTP/1.1 connection, sans-io (as h11's Connection, cut for a front server's speed).
 
@@ -78,8 +83,8 @@ class ServerConnection:
     #: The one empty line RFC 9112 2.2 lets a client send before a request line was skipped.
     _blank_skipped = False
     _error: Optional[HTTPCodecError] = None
-    their_state = State.IDLE
-    our_state = State.IDLE
+    their_state = _IDLE
+    our_state = _IDLE
     #: The request of the current cycle, once its head is read.
     request: Optional[Request] = None
     #: Whether the connection may carry another request after this cycle.
@@ -93,7 +98,7 @@ class ServerConnection:
     _received = 0
     _trailer_size = 0
     # The response: its framing and the Content-Length bytes left.
-    _out = Framing.NONE
+    _out = _NONE
     _out_left = 0
 
     # -- receiving ---------------------------------------------------------------------
@@ -123,38 +128,38 @@ class ServerConnection:
     def receiving(self) -> Optional[str]:
         """``"head"`` while part of a request head is in, ``"body"`` while its body is read, else None (for the timeouts)."""
         state = self.their_state
-        if state is State.IDLE:
+        if state is _IDLE:
             return "head" if self._start < len(self._buffer) or self._blank_skipped else None
-        return "body" if state is State.BODY and self.request is not None and self.request.framing is not Framing.NONE else None
+        return "body" if state is _BODY and self.request is not None and self.request.framing is not _NONE else None
 
     def next_event(self) -> AnyEvent:
         """The next event of what was received, or NEED_DATA, or PAUSED (a next request waits for start_next_cycle)."""
         state = self.their_state
-        if state is State.IDLE:
+        if state is _IDLE:
             return self._next_head()
-        if state is State.BODY:
+        if state is _BODY:
             if self._chunked is None:
                 return self._next_data()
             return self._next_chunked()
-        if state is State.DONE:
+        if state is _DONE:
             if self._start < len(self._buffer):
                 return PAUSED
             if self._eof:
-                self.their_state = State.CLOSED
+                self.their_state = _CLOSED
                 return ConnectionClosed(True)
             return NEED_DATA
-        if state is State.CLOSED:
+        if state is _CLOSED:
             return ConnectionClosed(self._closed_complete)
         assert self._error is not None
         raise self._error
 
     def _closed(self, complete: bool) -> ConnectionClosed:
-        self.their_state = State.CLOSED
+        self.their_state = _CLOSED
         self._closed_complete = complete
         return ConnectionClosed(complete)
 
     def _fail(self, error: RemoteProtocolError) -> NoReturn:
-        self.their_state = State.ERROR
+        self.their_state = _ERROR
         self._error = error
         self.keep_alive = False
         raise error
@@ -188,13 +193,13 @@ class ServerConnection:
         except RemoteProtocolError as error:
             self._fail(error)
         self.request = request
-        self.their_state = State.BODY
+        self.their_state = _BODY
         self.keep_alive = request.keep_alive
         self.client_waiting_for_continue = request.expect_continue
         framing = request.framing
-        if framing is Framing.NONE:
+        if framing is _NONE:
             self._remaining = 0
-        elif framing is Framing.LENGTH:
+        elif framing is _LENGTH:
             self._remaining = request.content_length or 0
         else:
             self._chunked = _SIZE
@@ -226,7 +231,7 @@ class ServerConnection:
         """A Content-Length body (or none): its next piece, or its end."""
         remaining = self._remaining
         if not remaining:
-            self.their_state = State.DONE
+            self.their_state = _DONE
             self.client_waiting_for_continue = False
             return _END
         buf = self._buffer
@@ -306,7 +311,7 @@ class ServerConnection:
                 if eol == start:
                     self._start = start + 2
                     self._chunked = None
-                    self.their_state = State.DONE
+                    self.their_state = _DONE
                     return _END
                 bound = self._limits.max_header_size
                 if eol == -1:
@@ -334,7 +339,7 @@ class ServerConnection:
         request = self.request
         if not 100 <= status < 200 or status == 101:
             raise LocalProtocolError(f"{status} is not an informational status fephp sends")
-        if request is None or self.our_state is not State.IDLE:
+        if request is None or self.our_state is not _IDLE:
             raise LocalProtocolError("an informational response outside a request, or after the response head")
         if request.version != b"HTTP/1.1":
             return b""
@@ -356,7 +361,7 @@ class ServerConnection:
         ones ``Connection: keep-alive``.  With no request (a refusal), the
         head is HTTP/1.1 and closes.
         """
-        if self.our_state is not State.IDLE:
+        if self.our_state is not _IDLE:
             raise LocalProtocolError("a second response head in one cycle")
         if not 200 <= status <= 999:
             raise LocalProtocolError(f"{status} is no final status (1xx: send_informational)")
@@ -384,20 +389,20 @@ class ServerConnection:
         extra: list[tuple[bytes, bytes]] = []
         if request is None:
             version = b"HTTP/1.1"
-            framing = Framing.LENGTH if length is not None else Framing.CLOSE
+            framing = _LENGTH if length is not None else _CLOSE
             keep = False
         else:
             version = request.version
             if request.method == b"HEAD" or status in _NO_BODY_STATUSES:
-                framing = Framing.NONE
+                framing = _NONE
             elif length is not None:
-                framing = Framing.LENGTH
+                framing = _LENGTH
             elif version == b"HTTP/1.1":
-                framing = Framing.CHUNKED
+                framing = _CHUNKED_BODY
                 extra.append((b"Transfer-Encoding", b"chunked"))
             else:
-                framing = Framing.CLOSE  # RFC 9112 6.3 item 8: an HTTP/1.0 body without a length
-            keep = self.keep_alive and not close and framing is not Framing.CLOSE and self.their_state is not State.ERROR
+                framing = _CLOSE  # RFC 9112 6.3 item 8: an HTTP/1.0 body without a length
+            keep = self.keep_alive and not close and framing is not _CLOSE and self.their_state is not _ERROR
         if version == b"HTTP/1.1":
             if not keep and not close:
                 extra.append((b"Connection", b"close"))
@@ -408,58 +413,58 @@ class ServerConnection:
         head = response_head(version, status, reason if reason is not None else reason_phrase(status), headers, extra)
         lines = len(headers) + len(extra) + 2
         if head.count(b"\n") != lines or head.count(b"\r") != lines:
-            self.our_state = State.ERROR
+            self.our_state = _ERROR
             raise LocalProtocolError("CR or LF inside a response field or reason (RFC 9110 5.5)")
         self._out = framing
         self._out_left = length or 0
-        self.our_state = State.BODY
+        self.our_state = _BODY
         return head
 
     def send_data(self, data: bytes) -> bytes:
         """Body bytes framed for the wire (a chunk; as they are under Content-Length); b"" for nothing or a bodiless response."""
-        if self.our_state is not State.BODY:
+        if self.our_state is not _BODY:
             raise LocalProtocolError("body bytes outside a response body")
         framing = self._out
-        if not data or framing is Framing.NONE:
+        if not data or framing is _NONE:
             return b""
-        if framing is Framing.CHUNKED:
+        if framing is _CHUNKED_BODY:
             return b"%x\r\n%b\r\n" % (len(data), data)
-        if framing is Framing.LENGTH:
+        if framing is _LENGTH:
             left = self._out_left - len(data)
             if left < 0:
-                self.our_state = State.ERROR
+                self.our_state = _ERROR
                 raise LocalProtocolError("more body bytes than the response's Content-Length")
             self._out_left = left
         return data
 
     def send_data_pieces(self, pieces: list[Any]) -> list[Any]:
         """:meth:`send_data` for *pieces* (bytes or memoryviews) left unjoined, for one gathered send."""
-        if self.our_state is not State.BODY:
+        if self.our_state is not _BODY:
             raise LocalProtocolError("body bytes outside a response body")
         framing = self._out
         size = sum(map(len, pieces))
-        if not size or framing is Framing.NONE:
+        if not size or framing is _NONE:
             return []
-        if framing is Framing.CHUNKED:
+        if framing is _CHUNKED_BODY:
             return [b"%x\r\n" % size, *pieces, b"\r\n"]
-        if framing is Framing.LENGTH:
+        if framing is _LENGTH:
             left = self._out_left - size
             if left < 0:
-                self.our_state = State.ERROR
+                self.our_state = _ERROR
                 raise LocalProtocolError("more body bytes than the response's Content-Length")
             self._out_left = left
         return pieces
 
     def send_end(self) -> bytes:
         """The end of the response body: the last chunk, or nothing; LocalProtocolError if a Content-Length was not met."""
-        if self.our_state is not State.BODY:
+        if self.our_state is not _BODY:
             raise LocalProtocolError("the end of a response that was not begun")
         framing = self._out
-        self.our_state = State.DONE
-        if framing is Framing.CHUNKED:
+        self.our_state = _DONE
+        if framing is _CHUNKED_BODY:
             return LAST_CHUNK
-        if framing is Framing.LENGTH and self._out_left:
-            self.our_state = State.ERROR
+        if framing is _LENGTH and self._out_left:
+            self.our_state = _ERROR
             raise LocalProtocolError("a response body shorter than its Content-Length")
         return b""
 
@@ -471,20 +476,20 @@ class ServerConnection:
             whole = self.send_response_head(status, headers, reason)
         else:
             whole = self.send_response_head(status, [*headers, (b"Content-Length", b"%d" % len(body))], reason)
-            if self._out is not Framing.NONE and body:
+            if self._out is not _NONE and body:
                 self._out_left = 0
                 whole += body
-        self.our_state = State.DONE
+        self.our_state = _DONE
         return whole
 
     def start_next_cycle(self) -> None:
         """After a whole request and a whole response on a kept connection: read the next request."""
-        if self.their_state is not State.DONE or self.our_state is not State.DONE:
+        if self.their_state is not _DONE or self.our_state is not _DONE:
             raise LocalProtocolError("the request or the response is not finished")
         if not self.keep_alive:
             raise LocalProtocolError("this connection must close after its response")
-        self.their_state = State.IDLE
-        self.our_state = State.IDLE
+        self.their_state = _IDLE
+        self.our_state = _IDLE
         self.request = None
         self._blank_skipped = False
         self.client_waiting_for_continue = False

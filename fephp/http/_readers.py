@@ -58,6 +58,7 @@ _FRAMING_NAMES = frozenset((b"content-length", b"transfer-encoding", b"connectio
 #: Methods that need no token check (the regex costs a call).
 _METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"))
 
+_NO_BODY = Framing.NONE
 #: Field names seen, as spelt -> lower-cased; bounded, names are the client's to choose.
 _lowered: dict[bytes, bytes] = {}
 _LOWERED_KEPT = 1000
@@ -117,7 +118,7 @@ def read_head(head: bytes, limits: Limits, max_body_size: Optional[int]) -> Requ
         headers.append((lower, value.strip(_OWS)))
     if not special:
         # The common case: no body, keep-alive as the version says.
-        return Request(method, target, version, headers, Framing.NONE, None, version == b"HTTP/1.1", False)
+        return Request(method, target, version, headers, _NO_BODY, None, version == b"HTTP/1.1", False)
     return _judged(method, target, version, headers, max_body_size)
 
 

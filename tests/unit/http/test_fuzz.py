@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
@@ -197,6 +197,23 @@ def host_rule(request: Request) -> Optional[int]:
     return 400 if len(hosts) != 1 or not valid_host(hosts[0]) else None
 
 
+def connection_rules_differ(data: bytes) -> bool:
+    """Whether a Connection line of *data* asks to close by one rule and not the other (test_differential.py's DIFFERENCES).
+
+    Twisted splits the value on spaces; the codec reads a comma-separated
+    list (RFC 9110 7.6.1): a mutated value such as ": close" is "close" to
+    the first only.
+    """
+    for line in data.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.lower() == b"connection":
+            by_spaces = b"close" in [token.lower() for token in value.strip(b" \t").split(b" ")]
+            by_commas = b"close" in [token.strip(b" \t").lower() for token in value.split(b",")]
+            if by_spaces != by_commas:
+                return True
+    return False
+
+
 def status_lines(raw: bytes) -> list[bytes]:
     return [line for line in raw.split(b"\r\n") if line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 "))]
 
@@ -206,6 +223,7 @@ def status_lines(raw: bytes) -> list[bytes]:
 def test_the_codec_agrees_with_the_channel(stream: tuple[bytes, list[Built], Any], cuts: list[int]) -> None:
     """Generated streams, faults and all, in the same reads: the requests the channel renders and its status lines are the codec's."""
     data = stream[0]
+    assume(not connection_rules_differ(data))
     pieces = pieces_at(data, cuts)
     resource = Recording()
     site = FrontSite(resource, timeout=None, reactor=Clock(), max_header_size=MAX_HEADER_SIZE, max_body_size=MAX_BODY_SIZE)
