@@ -19,7 +19,7 @@ from twisted.web import static
 from twisted.web.http import NOT_MODIFIED, datetimeToString, stringToDatetime
 from twisted.web.server import NOT_DONE_YET, Request
 
-from .._twisted import idle_socket
+from .._twisted import headers_raw, idle_socket
 from ..cgi.routing import StaticFile
 from .compress import Compression, add_vary, weak_etag
 from .errors import send_error
@@ -318,7 +318,7 @@ def _negotiated(compression: Optional[Compression], coding: Optional[str], size:
     """
     if compression is None or coding is not None or size < compression.min_size:
         return False
-    control = headers.getRawHeaders(b"cache-control")
+    control = headers_raw(headers).get(b"Cache-Control")  # asked on the request path: the dict, not Headers' lookup
     return not control or not any(token.strip().lower() == b"no-transform" for value in control for token in value.split(b","))
 
 
@@ -372,6 +372,7 @@ def serve_static(
     ctype = content_type or _content_type(path)
     compression: Optional[Compression] = request.site.compression if request.site is not None else None  # type: ignore[attr-defined]
     coding = None
+    codings: tuple[str, ...] = ()
     if compression is not None and compression.type_compressible(ctype):
         codings = compression.codings_for(request.getHeader(b"accept-encoding"))
         found = _precompressed(codings, path, st) if codings and compression.precompressed else None
@@ -397,6 +398,20 @@ def serve_static(
         fresh = since is not None and _not_modified_since(since[0], mtime)
     if cache is not None:
         cache.apply(request, route.path)
+    if (
+        coding is None
+        and compression is not None
+        and compression.precompressed
+        and len(codings) < len(compression.algorithms)  # a coding whose sibling was not looked for
+        # Only a small file, or a no-transform from a cache rule or PHP, lacks the Vary of compression on the fly.
+        and (size < compression.min_size or cache is not None or as_get)
+        and not _negotiated(compression, None, size, request.responseHeaders)
+        and _precompressed(tuple(c for c in compression.algorithms if c not in codings), path, st) is not None
+    ):
+        # A client accepting another coding gets a sibling: this answer
+        # varies by Accept-Encoding too (RFC 9110 12.5.5), as nginx's
+        # gzip_static with gzip_vary marks it.
+        add_vary(request.responseHeaders)
     if fresh:
         if _negotiated(compression, coding, size, request.responseHeaders):
             # RFC 9110 15.4.5: the 304 carries the Vary and ETag the 200 would.

@@ -16,6 +16,7 @@ there) and this module skips.
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -40,9 +41,18 @@ REDBOT_TIMEOUT = 60.0
 
 
 @pytest.fixture
-def front(php_fpm: Any, tmp_path: Path) -> Iterator[InProcessFront]:
-    """The example app as etc/fephp.yaml serves it (compression on), static files with Cache-Control and Expires."""
-    configured = InProcessFront.configured(example_config(tmp_path), pool(php_fpm.unix_endpoint))
+def front(php_fpm: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[InProcessFront]:
+    """The example app as etc/fephp.yaml serves it (compression on), static files with Cache-Control and Expires.
+
+    With the parameter true, every static file that compression would take
+    has an ``x.gz`` beside it, as etc/fephp.yaml's comments suggest.
+    """
+    config = example_config(tmp_path)
+    if getattr(request, "param", False):
+        static = Path(config["server"]["root"]) / "static"
+        for name in ("style.css", "app.js", "favicon.svg"):
+            (static / (name + ".gz")).write_bytes(gzip.compress((static / name).read_bytes()))
+    configured = InProcessFront.configured(config, pool(php_fpm.unix_endpoint))
     f = pytest_twisted.blockon(defer.ensureDeferred(configured.start()))
     yield f
     pytest_twisted.blockon(defer.ensureDeferred(f.stop()))
@@ -99,5 +109,24 @@ async def test_redbot_rates_nothing_bad(front: InProcessFront, path: str, status
     entry = await deferToThread(redbot, front.base + path)
     found = notes(entry)
     assert entry["response"]["status"] == status
+    assert [(level, note) for level, note in found if level == "BAD" or note in MISSING] == []
+    assert {note for _, note in found} & FOLLOW_UPS == follow_ups
+
+
+SIBLINGS = [
+    ("/static/style.css", {"CONNEG_GZIP_GOOD", *STATIC}),  # under min_size, yet varies: style.css.gz is there
+    ("/static/app.js", {"CONNEG_GZIP_GOOD", *STATIC}),
+    ("/static/favicon.svg", {"CONNEG_GZIP_GOOD", *STATIC}),
+]
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("front", [True], indirect=True, ids=["gz-siblings"])
+@pytest.mark.parametrize("path, follow_ups", SIBLINGS, ids=[path for path, _ in SIBLINGS])
+async def test_redbot_rates_precompressed_files_nothing_bad(front: InProcessFront, path: str, follow_ups: set[str]) -> None:
+    """With x.gz beside the static files, REDbot still rates nothing BAD (the identity answer carries the Vary the gzip one does) and misses no header."""
+    entry = await deferToThread(redbot, front.base + path)
+    found = notes(entry)
+    assert entry["response"]["status"] == 200
     assert [(level, note) for level, note in found if level == "BAD" or note in MISSING] == []
     assert {note for _, note in found} & FOLLOW_UPS == follow_ups

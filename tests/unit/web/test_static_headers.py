@@ -275,3 +275,42 @@ def test_x_sendfile_206_and_304_carry_vary(root: Path) -> None:
         ),
         (b"HTTP/1.1 304 Not Modified", {**site, b"vary": b"Accept-Encoding", **validators}, b""),
     ]
+
+
+@pytest.mark.parametrize("accept", [b"", GZIP], ids=["identity", "gzip"])
+def test_small_file_with_a_gzip_sibling_varies_for_every_client(root: Path, accept: bytes) -> None:
+    """A stylesheet under min_size with small.css.gz beside it: its 200, 206 and 304 carry Vary for every client, not only the one that gets the sibling."""
+    sibling = gzip.compress(SMALL)
+    (root / "small.css.gz").write_bytes(sibling)
+    os.utime(root / "small.css.gz", (MTIME, MTIME))
+    data = sibling if accept else SMALL
+    coded = {b"content-encoding": b"gzip"} if accept else {}
+    full = {**COMMON, b"content-type": b"text/css", **coded, b"vary": b"Accept-Encoding", b"accept-ranges": b"bytes", b"last-modified": LAST_MODIFIED, b"etag": etag(data)}
+    assert get(root, b"/small.css", accept) == (b"HTTP/1.1 200 OK", {**full, b"content-length": b"%d" % len(data)}, data)
+    assert get(root, b"/small.css", accept + b"Range: bytes=1-2\r\n") == (
+        b"HTTP/1.1 206 Partial Content",
+        {**full, b"content-range": b"bytes 1-2/%d" % len(data), b"content-length": b"2"},
+        data[1:3],
+    )
+    assert get(root, b"/small.css", accept + b"If-None-Match: " + etag(data) + b"\r\n") == (
+        b"HTTP/1.1 304 Not Modified",
+        {**COMMON, **coded, b"vary": b"Accept-Encoding", b"last-modified": LAST_MODIFIED, b"etag": etag(data)},
+        b"",
+    )
+
+
+@pytest.mark.parametrize(
+    "name, sibling_mtime, rule, vary",
+    [
+        ("page.html", MTIME, CacheRule("/", cache_control="no-transform"), b"Accept-Encoding"),  # never compressed on the fly, yet page.html.gz is there
+        ("small.css", MTIME - 1, None, None),  # a sibling older than the file is never sent
+        ("image.png", MTIME, None, None),  # not a compressible type: a sibling is never sent
+    ],
+    ids=["no-transform", "stale-sibling", "image"],
+)
+def test_vary_of_an_identity_answer_beside_a_sibling(root: Path, name: str, sibling_mtime: int, rule: Optional[CacheRule], vary: Optional[bytes]) -> None:
+    """A client without Accept-Encoding gets x as it is; it carries Vary exactly when another client would get x.gz."""
+    (root / (name + ".gz")).write_bytes(b"not read")
+    os.utime(root / (name + ".gz"), (sibling_mtime, sibling_mtime))
+    status, headers, _ = get(root, b"/" + name.encode(), rule=rule)
+    assert (status, headers.get(b"content-encoding"), headers.get(b"vary")) == (b"HTTP/1.1 200 OK", None, vary)
