@@ -308,18 +308,22 @@ def _if_range_holds(value: bytes, etag: bytes, mtime: int) -> bool:
 
 
 def _negotiated(compression: Optional[Compression], coding: Optional[str], size: int, headers: Any) -> bool:
-    """Whether this file's 200 carries ``Vary: Accept-Encoding``, so that its 206 and 304 must too (RFC 9110 15.3.7, 15.4.5).
+    """Whether this file's 200 is compressed on the fly for some client, so carries ``Vary: Accept-Encoding``.
 
+    Its 206 and 304 then carry that Vary too (RFC 9110 15.3.7, 15.4.5).
     *compression* is the site's policy when the file's type is compressible
     (else None), *coding* the precompressed sibling chosen (its Vary is set
     already), *headers* the response headers so far.  The rule of
     :meth:`Compression.varies` for a file of *size* bytes: at least
-    ``min_size``, and no ``Cache-Control: no-transform`` from a cache rule.
+    ``min_size``, and no ``Cache-Control: no-transform`` (a cache rule's or,
+    for X-Sendfile, PHP's).
     """
     if compression is None or coding is not None or size < compression.min_size:
         return False
-    control = headers_raw(headers).get(b"Cache-Control")  # asked on the request path: the dict, not Headers' lookup
-    return not control or not any(token.strip().lower() == b"no-transform" for value in control for token in value.split(b","))
+    control = headers_raw(headers).get(b"Cache-Control")  # the dict, not Headers' lookup: asked per request
+    if not control:
+        return True
+    return not any(token.strip().lower() == b"no-transform" for value in control for token in value.split(b","))
 
 
 def _precompressed(codings: tuple[str, ...], path: str, original: os.stat_result) -> Optional[tuple[str, os.stat_result, str]]:
