@@ -12,12 +12,11 @@ a connection of its own, each one's latency kept.
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from tests.support.h2raw import (
     CANCEL,
@@ -207,8 +206,8 @@ class Prober:
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
 
-    def run(self, count: int, within: float = 30.0, stop: Optional[threading.Event] = None, pace: float = 0.0) -> "Prober":
-        """*count* requests (fewer if *within* seconds pass or *stop* is set), one each *pace* seconds at most; a failed one opens a new connection.
+    def run(self, count: int, within: float = 30.0, stop: Optional[Any] = None, pace: float = 0.0) -> "Prober":
+        """*count* requests (fewer if *within* seconds pass or *stop*, a threading or multiprocessing Event, is set), one each *pace* seconds at most; a failed one opens a new connection.
 
         The pace is a load shape for the benchmark (a fresh client's few
         requests a second costing both servers alike), never a wait for an event.
