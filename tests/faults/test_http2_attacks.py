@@ -31,6 +31,7 @@ from tests.support.h2raw import (
     CANCEL,
     ENHANCE_YOUR_CALM,
     FRAME_SIZE_ERROR,
+    NO_ERROR,
     SETTINGS_INITIAL_WINDOW_SIZE,
     RawH2,
     continuation,
@@ -107,14 +108,15 @@ def test_a_connection_over_the_reset_budget_gets_enhance_your_calm(h2_front, doc
 
 
 def test_a_header_block_crossing_max_header_size_ends_the_connection_at_once(h2_front):
-    """HEADERS without END_HEADERS, then CONTINUATION frames 32 KiB past limits.max_header_size (16 KiB), then nothing: GOAWAY and the TCP close, without waiting for the block's end."""
-    front = h2_front(limits={"max_header_size": 16384})
+    """HEADERS without END_HEADERS, then CONTINUATION frames 32 KiB past limits.max_header_size (16 KiB), then nothing: GOAWAY with an error code and the TCP close, without waiting for the block's end."""
+    # keepalive far off: its GOAWAY(NO_ERROR) and close must not pass for the bound's.
+    front = h2_front(limits={"max_header_size": 16384}, timeouts={"keepalive": 60})
     client = RawH2(front.port)
     client.handshake()
     first = headers(1, client.block("/static/hello.txt"), end_headers=False)
     client.send(first + continuation(1, pad_field(16000)) * 3)
     client.read_until(lambda c: c.closed, 5.0)
-    assert (client.goaway is not None, client.closed) == (True, True), (client.goaway, client.closed)
+    assert (client.goaway not in (None, NO_ERROR), client.closed) == (True, True), (client.goaway, client.closed)
 
 
 def test_continuation_floods_from_four_connections_leave_memory_bounded(h2_front):
@@ -149,14 +151,16 @@ def test_a_data_frame_over_max_frame_size_is_a_frame_size_error_after_its_header
 
 
 def test_oversized_data_frames_are_not_buffered_nor_read_after_the_goaway(h2_front):
-    """Four connections each announcing a 16 MiB - 1 DATA frame and sending its payload: GOAWAY(FRAME_SIZE_ERROR), the TCP close within 1 s of it while the client still sends, fephp grown by less than 32 MiB."""
+    """Four connections each announcing a 16 MiB - 1 DATA frame and sending its payload: GOAWAY(FRAME_SIZE_ERROR), the TCP close within 2 s of it while the client still sends, fephp grown by less than 32 MiB."""
     front = h2_front()
     rss = _warm(front)
     with ThreadPoolExecutor(4) as pool:
         floods = list(pool.map(lambda _: oversized_data(front.port), range(4)))
     assert [(f.goaway, f.closed) for f in floods] == [(FRAME_SIZE_ERROR, True)] * 4, floods
-    # The close is fephp's own (an abort after a short grace), not an answer to a close_notify: the client never sends one.
-    assert all(f.close_after_goaway is not None and f.close_after_goaway < 1.0 for f in floods), floods
+    # The close is fephp's own, not an answer to a close_notify (the client
+    # never sends one): at the latest the abort after its 1 s grace
+    # (fephp.web.http2.CLOSE_GRACE), so 2 s with room for a busy machine.
+    assert all(f.close_after_goaway is not None and f.close_after_goaway < 2.0 for f in floods), floods
     assert all(f.bytes_sent < 2**24 for f in floods), floods
     assert front.rss_mib() - rss < RSS_BOUND_MIB + front.gc_slack_mib
     _still_serves(front)
