@@ -136,7 +136,9 @@ def twisted_cycle(head: bytes) -> Callable[[], object]:
     return run
 
 
-def interleaved(cases: dict[tuple[str, str], Callable[[], object]], number: int, repeat: int) -> dict[tuple[str, str], float]:
+def interleaved(
+    cases: dict[tuple[str, str], Callable[[], object]], number: int, repeat: int
+) -> dict[tuple[str, str], float]:
     """Microseconds per call of each case: the best of *repeat* rounds, each round timing every case once in turn.
 
     Interleaved, so that a busy moment of a shared machine falls on all the

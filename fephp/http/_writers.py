@@ -29,7 +29,11 @@ def reason_phrase(status: int) -> bytes:
 
 
 def response_head(
-    version: bytes, status: int, reason: bytes, headers: Sequence[tuple[bytes, bytes]], extra: Sequence[tuple[bytes, bytes]]
+    version: bytes,
+    status: int,
+    reason: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    extra: Sequence[tuple[bytes, bytes]],
 ) -> bytes:
     """The status line and the fields of *headers* then *extra*, each line ending in CRLF, and the blank line."""
     lines = [b"%s %d %s\r\n" % (version, status, reason)]

@@ -51,8 +51,9 @@ class Served:
     def requests(self) -> list[tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], Optional[bytes]]]:
         """Each request as (method, target, version, headers, body or None if it never became whole)."""
         return [
-            (s.request.method, s.request.target, s.request.version, s.request.headers, bytes(s.body) if s.whole else None)
+            (r.method, r.target, r.version, r.headers, bytes(s.body) if s.whole else None)
             for s in self.seen
+            for r in (s.request,)
         ]
 
 
