@@ -257,3 +257,19 @@ def test_timeouts_can_tell_head_from_body() -> None:
     conn.receive_data(LENGTH[-3:])
     assert [type(e) for e in events(conn)] == [Data, EndOfMessage, type(NEED_DATA)]
     assert conn.receiving is None
+
+
+@pytest.mark.parametrize(
+    ("line", "target"),
+    [
+        (b"GET http://a.example:8080/p?q HTTP/1.1", b"http://a.example:8080/p?q"),
+        (b"OPTIONS * HTTP/1.1", b"*"),
+        (b"CONNECT a.example:443 HTTP/1.1", b"a.example:443"),
+        ("GET /ünï?q=✓ HTTP/1.1".encode(), "/ünï?q=✓".encode()),
+    ],
+    ids=["absolute-form", "asterisk-form", "authority-form", "raw-utf8"],
+)
+def test_targets_come_as_sent(line: bytes, target: bytes) -> None:
+    """The codec gives the request target's bytes as sent (RFC 9112 3.2's four forms, raw UTF-8): the layer above maps them."""
+    conn = ServerConnection()
+    assert request_on(conn, line + b"\r\nHost: a.example\r\n\r\n").target == target
