@@ -28,6 +28,7 @@ from h2.errors import ErrorCodes
 __all__ = [
     "CONTROL_BURST",
     "CONTROL_RATE",
+    "INSTANT_RESET_COST",
     "FrameGuard",
     "FrameRefused",
     "ServerConnection",
@@ -40,6 +41,12 @@ __all__ = [
 #: reads, which :meth:`FrameGuard.credit` pays back.
 CONTROL_BURST = 300
 CONTROL_RATE = 50.0
+#: What a RST_STREAM costs, in control frames, when it resets a stream whose
+#: HEADERS came in the same read: h2 decoded and checked the request for
+#: nothing (Rapid Reset, CVE-2023-44487, sends both in one write).  A read
+#: holding more than CONTROL_BURST / INSTANT_RESET_COST of them is refused
+#: before h2 parses any of it.
+INSTANT_RESET_COST = 10
 
 # Frame types (RFC 9113 6) and flags the guard reads.
 _DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = range(10)
@@ -82,7 +89,7 @@ class FrameGuard:
     then sends GOAWAY and reads no more.
     """
 
-    __slots__ = ("_state", "_need", "_partial", "_max_frame", "_max_block", "_block", "_tokens", "_burst", "_rate", "_last")
+    __slots__ = ("_state", "_need", "_partial", "_max_frame", "_max_block", "_block", "_tokens", "_burst", "_rate", "_last", "_opened")
 
     def __init__(
         self,
@@ -104,6 +111,8 @@ class FrameGuard:
         self._rate = rate
         self._tokens = float(burst)
         self._last = now
+        #: Streams whose HEADERS are in the read being judged.
+        self._opened: set[int] = set()
 
     def feed(self, data: bytes, now: float) -> None:
         """Judge the frames whose headers are in *data*; raise FrameRefused at the first one out of bounds."""
@@ -138,18 +147,27 @@ class FrameGuard:
             flags = head[4]
             cost = self._judge(length, kind, flags)
             if cost:
-                tokens -= 1
+                if kind == _HEADERS:
+                    self._opened.add(int.from_bytes(head[5:9], "big") & 0x7FFFFFFF)
+                    cost = 0
+                elif kind == _RST_STREAM and self._opened and int.from_bytes(head[5:9], "big") & 0x7FFFFFFF in self._opened:
+                    cost = INSTANT_RESET_COST
+                tokens -= cost
                 if tokens < 0:
                     self._tokens = 0.0
+                    if cost == INSTANT_RESET_COST:
+                        raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, "streams reset in the read that opened them")
                     raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, f"a flood of frames of type {kind} that carry nothing")
             need = length
             state = _Scan.PAYLOAD if length else _Scan.HEADER
         self._state = state
         self._need = need
         self._tokens = tokens
+        if self._opened:
+            self._opened.clear()
 
-    def _judge(self, length: int, kind: int, flags: int) -> bool:
-        """Check one frame header; True when the frame spends the control budget."""
+    def _judge(self, length: int, kind: int, flags: int) -> int:
+        """Check one frame header; what it costs of the control budget (HEADERS: 1, for :meth:`feed` to note the stream)."""
         if length > self._max_frame:
             # RFC 9113 4.2: before its payload is read, let alone buffered.
             raise FrameRefused(ErrorCodes.FRAME_SIZE_ERROR, f"a frame of {length} bytes, over SETTINGS_MAX_FRAME_SIZE")
@@ -157,7 +175,7 @@ class FrameGuard:
             if length > self._max_block:
                 raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, f"a header block over {self._max_block} bytes")
             self._block = -1 if flags & _END_HEADERS else length
-            return False
+            return kind == _HEADERS
         if kind == _CONTINUATION:
             if self._block >= 0:
                 self._block += length

@@ -20,7 +20,15 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from fephp.web.h2server import CONTROL_BURST, CONTROL_RATE, FrameGuard, FrameRefused, ServerConnection, StreamRejected
+from fephp.web.h2server import (
+    CONTROL_BURST,
+    CONTROL_RATE,
+    INSTANT_RESET_COST,
+    FrameGuard,
+    FrameRefused,
+    ServerConnection,
+    StreamRejected,
+)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -257,3 +265,27 @@ def test_a_client_goaway_with_an_error_ends_h2s_side() -> None:
     link.exchange(GoAwayFrame(0, last_stream_id=0, error_code=ErrorCodes.INTERNAL_ERROR).serialize())
     with pytest.raises(h2.exceptions.ProtocolError):
         link.server.send_headers(1, [(b":status", b"200")])
+
+
+def test_streams_reset_in_the_read_that_opened_them_spend_ten_each() -> None:
+    """RST_STREAM for a stream whose HEADERS are in the same read (Rapid Reset) costs INSTANT_RESET_COST; past the budget the read is refused whole."""
+    guard = _guard()
+    pairs = CONTROL_BURST // INSTANT_RESET_COST
+    read = b"".join(
+        HeadersFrame(stream, b"a" * 20, flags=["END_HEADERS", "END_STREAM"]).serialize() + RstStreamFrame(stream, 8).serialize()
+        for stream in range(1, 2 * pairs + 1, 2)
+    )
+    guard.feed(read, 0.0)
+    assert guard.tokens == 0
+    guard = _guard()
+    with pytest.raises(FrameRefused) as caught:
+        guard.feed(read + HeadersFrame(2 * pairs + 1, b"a").serialize() + RstStreamFrame(2 * pairs + 1, 8).serialize(), 0.0)
+    assert (caught.value.code, caught.value.reason) == (ErrorCodes.ENHANCE_YOUR_CALM, "streams reset in the read that opened them")
+
+
+def test_a_reset_in_a_later_read_costs_one() -> None:
+    """A RST_STREAM for a stream opened in an earlier read costs one control frame, as any reset."""
+    guard = _guard()
+    guard.feed(HeadersFrame(1, b"a" * 20, flags=["END_HEADERS", "END_STREAM"]).serialize(), 0.0)
+    guard.feed(RstStreamFrame(1, 8).serialize(), 0.0)
+    assert guard.tokens == CONTROL_BURST - 1
