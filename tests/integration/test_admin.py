@@ -49,11 +49,15 @@ class Daemon:
         self.pidfile = daemonize(tmp_path, self.config)
         wait_for(self.pidfile.exists, "the pidfile")
         self.pid = int(self.pidfile.read_text())
-        self.port, self.admin = listening_on(self.pid, 2)
-        log = (tmp_path / "fephp.log").read_text()
-        # Which is which, from Twisted's line for each port (the bind order puts the public one first).
-        assert (f"FrontSite starting on {self.port}\n" in log, f"AdminSite starting on {self.admin}\n" in log) == (True, True), log
-        wait_for(lambda: answers(self.base + "/static/hello.txt"), "the listener")
+        try:
+            self.port, self.admin = listening_on(self.pid, 2)
+            log = (tmp_path / "fephp.log").read_text()
+            # Which is which, from Twisted's line for each port (the bind order puts the public one first).
+            assert (f"FrontSite starting on {self.port}\n" in log, f"AdminSite starting on {self.admin}\n" in log) == (True, True), log
+            wait_for(lambda: answers(self.base + "/static/hello.txt"), "the listener")
+        except BaseException:
+            self.stop()  # the fixture never gets it: not a daemon left behind
+            raise
 
     @property
     def base(self) -> str:
