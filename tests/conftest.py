@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from fephp.process.binaries import find_php
+from tests.support.daemon import stop_leftovers
 from tests.support.php_fpm import PHPFPM
 from tests.support.processes import require_binary
 
@@ -38,3 +39,11 @@ def own_php_fpm(tmp_path: Path, php_fpm_binary: str) -> Iterator[PHPFPM]:
     fpm = PHPFPM(tmp_path / "php-fpm", binary=php_fpm_binary, children=4)
     yield fpm
     fpm.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left() -> Iterator[None]:
+    """A twistd daemon that its test failed to stop is stopped after the test, and the test fails for it."""
+    yield
+    left = stop_leftovers()
+    assert left == [], f"daemons left running by the test: {left}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,8 +52,47 @@ def daemonize(tmp_path: Path, config: Path, *twistd_options: str) -> Path:
         capture_output=True,
         timeout=60,
     )
+    _started.append(pidfile)
     assert started.returncode == 0, started.stderr.decode()
     return pidfile
+
+
+#: The pidfiles of daemons started by the running test (tests/conftest.py stops what is left).
+_started: list[Path] = []
+
+
+def stop_leftovers(within: float = 20.0) -> list[int]:
+    """SIGTERM, then SIGKILL after *within* seconds, every daemon of this test still running; returns their pids.
+
+    A test stops its daemon itself; this is for one that failed before it
+    could (its fixture never got the daemon), so that no twistd outlives it.
+    """
+    pids = []
+    while _started:
+        pidfile = _started.pop()
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            continue  # stopped already, or never wrote its pid
+        if not _running(pid):
+            continue  # killed by the test (a zombie whose pidfile stays)
+        os.kill(pid, signal.SIGTERM)
+        pids.append(pid)
+        deadline = time.monotonic() + within
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _running(pid: int) -> bool:
+    """Whether *pid* is a live process (not gone, not a zombie nobody reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def listening_on(pid: int, count: int = 1) -> list[int]:
