@@ -100,6 +100,19 @@ def _of(events: list[Any], kind: type, stream: int) -> list[Any]:
     return [e for e in events if isinstance(e, kind) and e.stream_id == stream]
 
 
+def _window_spent() -> tuple[Pair, int, Any, Producer]:
+    """A "/stream" request with a push producer, which has written the client's whole initial window (65535 bytes)."""
+    pair = Pair()
+    stream = pair.get("/stream")
+    pair.exchange()
+    (request,) = pair.app.open
+    producer = Producer()
+    request.registerProducer(producer, True)
+    request.write(b"x" * 65535)
+    pair.exchange()
+    return pair, stream, request, producer
+
+
 def test_a_get_is_answered_with_its_head_and_body_in_one_write() -> None:
     """A small response leaves as HEADERS and DATA with END_STREAM in one transport write, as HTTP/2.0."""
     pair = Pair()
@@ -130,14 +143,7 @@ def test_headers_over_the_limit_get_431_without_the_app() -> None:
 
 def test_a_shut_window_pauses_the_producer_and_an_update_resumes_it() -> None:
     """Past STREAM_BUFFER + STREAM_SPILL unsent bytes the response's producer is paused; the client's WINDOW_UPDATE resumes it."""
-    pair = Pair()
-    stream = pair.get("/stream")
-    pair.exchange()
-    (request,) = pair.app.open
-    producer = Producer()
-    request.registerProducer(producer, True)
-    request.write(b"x" * 65535)  # fills the client's initial window
-    pair.exchange()
+    pair, stream, request, producer = _window_spent()
     request.write(b"y" * (STREAM_BUFFER + STREAM_SPILL + 1))
     pair.exchange()
     assert producer.calls == ["pause"]
@@ -314,14 +320,7 @@ def _frames(data: bytes) -> list[Any]:
 
 def test_a_push_producer_goes_on_past_the_stream_buffer_up_to_the_spill() -> None:
     """PHP's output may be held past STREAM_BUFFER up to STREAM_SPILL (its FastCGI connection freed), counted process-wide and given back when sent."""
-    pair = Pair()
-    stream = pair.get("/stream")
-    pair.exchange()
-    (request,) = pair.app.open
-    producer = Producer()
-    request.registerProducer(producer, True)
-    request.write(b"x" * 65535)  # the client's whole window
-    pair.exchange()
+    pair, stream, request, producer = _window_spent()
     held = H2Connection.spill.held
     request.write(b"y" * (STREAM_BUFFER + 1000))
     pair.exchange()
@@ -338,14 +337,7 @@ def test_a_push_producer_goes_on_past_the_stream_buffer_up_to_the_spill() -> Non
 
 def test_a_full_process_spill_pauses_at_the_stream_buffer() -> None:
     """With SPILL_TOTAL taken by other streams, a push producer is paused past STREAM_BUFFER as before."""
-    pair = Pair()
-    pair.get("/stream")
-    pair.exchange()
-    (request,) = pair.app.open
-    producer = Producer()
-    request.registerProducer(producer, True)
-    request.write(b"x" * 65535)
-    pair.exchange()
+    pair, stream, request, producer = _window_spent()
     taken = H2Connection.spill.limit - H2Connection.spill.held
     assert H2Connection.spill.take(taken)
     try:
