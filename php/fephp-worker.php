@@ -200,7 +200,8 @@ final class Worker
     }
 
     /**
-     * Send the response's status and headers, then each string of *chunks* in a frame of its own as it comes.
+     * Send the response's status and headers, then each string of *chunks* in a frame of its own as it comes
+     * (one over the chunk size in several).
      *
      * The response's own body is not sent. Returns false when the front stopped the stream (a frame with the
      * STOP bit: its client went away); the rest of *chunks* is then not read.
@@ -211,20 +212,23 @@ final class Worker
     {
         $this->expectBusy();
         $headSent = false;
-        foreach ($chunks as $chunk) {
-            if ($chunk === '') {
-                continue;
-            }
-            if ($headSent && $this->stopRequested()) {
-                $this->writeFrame('', self::CODEC_JSON, [0], 0); // the acknowledgement: the stream ends here
-                $this->state = State::Idle;
-                return false;
-            }
-            if ($headSent) {
-                $this->writeFrame($chunk, self::CODEC_JSON, [0], self::STREAM);
-            } else {
-                $this->sendHead($response, $chunk, true);
-                $headSent = true;
+        foreach ($chunks as $piece) {
+            // A piece over the chunk size is cut: no frame exceeds it, whatever the app yields.
+            foreach (strlen($piece) > $this->chunkSize ? str_split($piece, $this->chunkSize) : [$piece] as $chunk) {
+                if ($chunk === '') {
+                    continue;
+                }
+                if ($headSent && $this->stopRequested()) {
+                    $this->writeFrame('', self::CODEC_JSON, [0], 0); // the acknowledgement: the stream ends here
+                    $this->state = State::Idle;
+                    return false;
+                }
+                if ($headSent) {
+                    $this->writeFrame($chunk, self::CODEC_JSON, [0], self::STREAM);
+                } else {
+                    $this->sendHead($response, $chunk, true);
+                    $headSent = true;
+                }
             }
         }
         if ($headSent) {

@@ -9,6 +9,7 @@
 //   GET  /big      ?size=N: N bytes of "0123456789" repeated (over 1 MiB, the library sends it in several frames)
 //   GET  /visit    sets the cookies visits=<n + 1> and theme=dark (two Set-Cookie headers)
 //   GET  /stream   text/plain sent in pieces as they are made: "one\n", "two\n", "three\n"
+//   GET  /bigstream  one piece of 2 MiB + 1 bytes yielded at once: the library cuts it into frames of 1 MiB
 //   GET  /endless  text/plain "tick\n" pieces until the front stops the stream (at most 100000)
 //   GET  /fail     the app throws: the worker reports the error and serves the next request
 //   GET  /noisy    the app echoes (stdout is the protocol's: the library moves it to stderr), then answers "quiet"
@@ -98,6 +99,10 @@ function handle(ServerRequestInterface $request, Psr17Factory $http, int $served
 /** @return Generator<string> pieces made one at a time: each leaves for the front before the next is made */
 function pieces(string $path): Generator
 {
+    if ($path === '/bigstream') {
+        yield str_repeat('x', (2 << 20) + 1);
+        return;
+    }
     if ($path === '/stream') {
         yield "one\n";
         yield "two\n";
@@ -112,7 +117,7 @@ function pieces(string $path): Generator
 while ($request = $worker->waitRequest()) {
     try {
         $path = $request->getUri()->getPath();
-        if ($path === '/stream' || $path === '/endless') {
+        if (in_array($path, ['/stream', '/bigstream', '/endless'], true)) {
             $head = $http->createResponse(200)->withHeader('Content-Type', 'text/plain');
             if (!$worker->respondStream($head, pieces($path))) {
                 $streamsStopped++;

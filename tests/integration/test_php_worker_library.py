@@ -217,6 +217,18 @@ def test_streamed_response_arrives_in_several_frames(worker: PipeWorker) -> None
     ]
 
 
+def test_streamed_piece_over_the_chunk_size_is_cut(worker: PipeWorker) -> None:
+    """A piece of 2 MiB + 1 yielded at once leaves in frames of at most 1 MiB."""
+    events = worker.exchange(context("/bigstream"))
+    assert events == [
+        ResponseHead(200, ((b"Content-Type", b"text/plain"),)),
+        ResponseBody(b"x" * MIB),
+        ResponseBody(b"x" * MIB),
+        ResponseBody(b"x"),
+        ResponseEnd(),
+    ]
+
+
 def test_front_stops_an_endless_stream(worker: PipeWorker) -> None:
     """A STOP in the middle of a stream ends it with an acknowledgement, and the worker serves the next request."""
     worker.send(worker.client.send_request(context("/endless")))
