@@ -4,7 +4,9 @@ Started by ``benchmarks/run`` (which installs what is missing first).  It
 starts one php-fpm pool and, in front of it, fephp (``twistd -n fephp``),
 nginx with one worker (``nginx``) and with ``worker_processes auto``
 (``nginx-auto``, what users run) and Caddy, plus a fephp in php-cgi mode for
-the before/after line.
+the before/after line, and issue 18's floor (``benchmarks/floor.py``, a raw
+Twisted Protocol that does only what a PHP front must: ``floor``, and
+``floor-pypy`` with ``--pypy``) in the hello.php scenarios.
 Each scenario runs its candidates interleaved round by round (A B C A B C
 ...), with wrk for the throughput scenarios, ``fephp bench`` for fe-php's
 fixed-rate scenario and h2load for HTTP/2 (fephp and nginx on TLS
@@ -641,6 +643,17 @@ class Bench:
         proc = self.procs.start(name, self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
         self.add_front(name, fephp_port(proc), proc, log)
 
+    def start_floor(self, name: str, python: str | None = None) -> None:
+        """benchmarks/floor.py as *name*, on port 0, keeping as many FastCGI connections as fephp."""
+        env = self.env
+        if python is not None:  # PyPy, with fephp-pypy's GC settings
+            env = dict({"PYPY_GC_NURSERY": PYPY_GC_NURSERY, "PYPY_GC_MIN": PYPY_GC_MIN}, **env)
+        log = os.path.join(self.tmp, f"{name}.log")
+        argv = [python or sys.executable, os.path.join(HERE, "floor.py"), "--fpm", f"unix:{self.sock}",
+                "--root", DOCROOT, "--port", "0", "--pool", str(self.args.children)]
+        proc = self.procs.start(name, self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
+        self.add_front(name, fephp_port(proc), proc, log)
+
     def start_nginx(self, name: str = "nginx", workers: str | None = None) -> None:
         """nginx as *name*: "nginx" with --nginx-workers (1), "nginx-auto" with one worker per core."""
         listener = bound_listener()
@@ -716,9 +729,13 @@ class Bench:
         }
         for front in self.fronts.values():
             for path, ok in expect.items():
+                if front.name in FLOOR_FRONTS and path not in FLOOR_PATHS:
+                    continue  # the floor serves PHP scripts only, uncompressed
                 status, body = http_get(front.url + path)
                 if status != 200 or not ok(body):
                     raise RuntimeError(f"{front.name} {path}: status {status}, {len(body)} bytes: {body[:200]!r}")
+            if front.name in FLOOR_FRONTS:
+                continue
             # The compressed-HTML row measures gzip: every front must really send it.
             status, body = http_get(front.url + "/page.php", headers=GZIP)
             if status != 200 or len(body) != PAGE_SIZE:
@@ -729,7 +746,8 @@ class Bench:
         for front in self.fronts.values():
             if front.name == "fephp-cgi":
                 continue
-            for path in ("/hello.php", "/big.php", "/static.txt", "/", "/page.php"):
+            for path in FLOOR_PATHS[:1] if front.name in FLOOR_FRONTS else (
+                    "/hello.php", "/big.php", "/static.txt", "/", "/page.php"):
                 if front.url.startswith("https:"):
                     self.run_h2load(front.url + path, 8, 1.0, streams=1, h1=False)
                 else:
@@ -956,6 +974,12 @@ TWO_BACKENDS = ("fephp-2b", "nginx-2b")
 RECOVERY_S = 12.0
 
 
+#: Issue 18's floor (benchmarks/floor.py) on CPython and on PyPy (with --pypy): only in the hello.php
+#: scenarios without gzip; it answers the PHP scripts of check() and nothing else.
+FLOOR_FRONTS = ("floor", "floor-pypy")
+FLOOR_PATHS = ("/hello.php", "/big.php", "/sleep50.php", "/opcache.php", "/page.php")
+
+
 #: The fronts of the TLS scenarios: the same servers on ssl: / "listen ... ssl http2" listeners.
 TLS_FRONTS = ("fephp-tls", "nginx-tls")
 
@@ -963,11 +987,12 @@ TLS_FRONTS = ("fephp-tls", "nginx-tls")
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     d = args.duration
     fronts: tuple[str, ...] = ("fephp", "nginx", "nginx-auto", "caddy") + (("fephp-pypy",) if args.pypy else ())
+    floors = fronts + FLOOR_FRONTS[:2 if args.pypy else 1]
     all_of_them = [
-        Scenario("hello c=1", "/hello.php", 1, d, fronts=fronts),
-        Scenario("hello c=10", "/hello.php", 10, d, fronts=fronts),
+        Scenario("hello c=1", "/hello.php", 1, d, fronts=floors),
+        Scenario("hello c=10", "/hello.php", 10, d, fronts=floors),
         Scenario("hello gzip c=10", "/hello.php", 10, d, fronts=fronts, headers=GZIP),
-        Scenario("hello c=64", "/hello.php", 64, d, fronts=fronts),
+        Scenario("hello c=64", "/hello.php", 64, d, fronts=floors),
         Scenario("1 MiB c=10", "/big.php", 10, d, fronts=fronts),
         Scenario("HTML 60 KB c=10", "/page.php", 10, d, fronts=fronts),
         Scenario("HTML 60 KB gzip c=10", "/page.php", 10, d, fronts=fronts, headers=GZIP),
@@ -1098,7 +1123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="results folder (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder with configs and logs")
     parser.add_argument("--pypy", metavar="PYTHON",
-                        help="also run fephp on this interpreter, as 'fephp-pypy' (a PyPy venv with fephp's "
+                        help="also run fephp and the floor on this interpreter, as 'fephp-pypy' and 'floor-pypy' (a PyPy venv with fephp's "
                         "dependencies, e.g. .venv-pypy/bin/python)")
     args = parser.parse_args(argv)
     if args.pypy:
@@ -1155,6 +1180,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.start_caddy()
         if args.pypy:
             bench.start_fephp("fephp-pypy", use_fpm=True, python=args.pypy)
+        for name in FLOOR_FRONTS:
+            if any(name in s.fronts for s in scenario_list):
+                bench.start_floor(name, python=args.pypy if name == "floor-pypy" else None)
         if any("fephp-cgi" in s.fronts for s in scenario_list):
             bench.start_fephp("fephp-cgi", use_fpm=False)
         if any(set(TLS_FRONTS) & set(s.fronts) for s in scenario_list):

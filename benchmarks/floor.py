@@ -10,7 +10,9 @@ empty PARAMS and STDIN), reads STDOUT up to END_REQUEST, and makes one write
 of the response's head and body.  Keep-alive for HTTP/1.1 and 1.0, requests
 one at a time per client connection (pipelined ones wait in the buffer),
 at most ``--pool`` FastCGI connections, each opened once and reused, and a
-FIFO of requests waiting for one, as fephp's pool has.
+FIFO of requests waiting for one, as fephp's pool has; a connection left
+idle a whole ``--idle`` second is closed, as nginx's keepalive_timeout and
+fephp's idle timeout close theirs (a kept connection pins a php-fpm child).
 
 No features: no request bodies (refused with 501), no static files, no
 routing (a path not ending in ``.php`` is a 404; ``..`` a 400), no stat of
@@ -234,9 +236,11 @@ class Upstream(Protocol):
         self.client: Optional[Front] = None
         self.buffer = b""
         self.stdout: List[bytes] = []
+        self.used = True
 
     def send(self, payload: bytes, client: "Front") -> None:
         self.client = client
+        self.used = True
         self.transport.write(payload)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
@@ -293,6 +297,14 @@ class Pool:
                 upstream.send(payload, client)
                 return
         self.idle.append(upstream)
+
+    def sweep(self) -> None:
+        """Close the idle connections unused since the last sweep: each pins a php-fpm child (nginx's
+        keepalive_timeout and fephp's idle timeout do the same), which other fronts of the pool wait for."""
+        for upstream in [u for u in self.idle if not u.used]:
+            upstream.transport.loseConnection()  # type: ignore[union-attr]
+        for upstream in self.idle:
+            upstream.used = False
 
     def lost(self, upstream: Upstream) -> None:
         self.opened -= 1
@@ -385,6 +397,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free one, printed)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--pool", type=int, default=8, help="FastCGI connections kept at most (default 8)")
+    parser.add_argument("--idle", type=float, default=1.0,
+                        help="seconds between sweeps closing FastCGI connections idle since the last (default 1)")
     parser.add_argument("--server-name", default="localhost", help="SERVER_NAME (default localhost, as nginx's)")
     args = parser.parse_args(argv)
     if not 1 <= args.pool <= 1024 or not 0 <= args.port <= 65535:
@@ -395,6 +409,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     epollreactor.install()
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+    from twisted.internet.task import LoopingCall
 
     kind, _, where = args.fpm.partition(":")
     if kind == "unix":
@@ -413,6 +428,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     upstreams = UpstreamFactory()
     pool = Pool(lambda: endpoint.connect(upstreams), args.pool)
+    LoopingCall(pool.sweep).start(args.idle, now=False)
     root = os.path.abspath(args.root).encode()
     listening = reactor.listenTCP(  # type: ignore[attr-defined]
         args.port, FrontFactory(pool, root, args.server_name.encode()), backlog=1024, interface=args.host)
