@@ -8,6 +8,7 @@ The layers, from the bottom (docs/architecture.md draws them)::
     fastcgi, cgi, http,          pure: the standard library only
     roadrunner
     backend, process             Twisted, below the web
+    acme                         Twisted (treq, josepy): the ACME client, below server
     web                          twisted.web, over backend and cgi
     server                       configuration and wiring, over everything
     tap, cli                     entry points, imported by nothing
@@ -40,8 +41,9 @@ ALLOWED: dict[str, set[str]] = {
     "_stats": set(),
     "backend": {"fastcgi", "roadrunner", "_compat", "_twisted", "_deferreds", "_stats"},
     "process": {"_compat", "_twisted", "_deferreds"},
+    "acme": {"_compat", "_twisted", "_deferreds"},
     "web": {"http", "cgi", "backend", "_compat", "_twisted", "_deferreds", "_stats"},
-    "server": {"fastcgi", "http", "roadrunner", "cgi", "backend", "process", "web", "_compat", "_twisted", "_deferreds", "_stats", "fephp"},
+    "server": {"fastcgi", "http", "roadrunner", "cgi", "backend", "process", "acme", "web", "_compat", "_twisted", "_deferreds", "_stats", "fephp"},
     "bench": {"_twisted"},
     "testing": {"fastcgi", "http", "roadrunner", "cgi", "backend", "web", "_compat", "_twisted", "_deferreds", "_stats"},
     "tap": {"server"},
@@ -214,7 +216,8 @@ def test_twisted_privates_only_in_the_door() -> None:
 
 @pytest.mark.parametrize(
     ("layer", "target", "allowed"),
-    [("web", "server", False), ("backend", "web", False), ("cgi", "backend", False), ("server", "web", True), ("tap", "server", True)],
+    [("web", "server", False), ("backend", "web", False), ("cgi", "backend", False), ("server", "web", True), ("tap", "server", True),
+     ("server", "acme", True), ("acme", "web", False), ("web", "acme", False)],
 )
 def test_the_allowed_map_reads_as_the_picture(layer: str, target: str, allowed: bool) -> None:
     """A few directions spelled out: the map above says what docs/architecture.md draws."""

@@ -1,0 +1,49 @@
+"""ACME (RFC 8555) for fephp, from the subscriber's side: the client, its state folder, the renewal decisions.
+
+Nothing in the server drives it yet (issue 20): the parent process will
+obtain and renew, the plain listener will answer HTTP-01 from a
+:class:`ChallengeTokens`, workers will load from :class:`Storage`.
+"""
+
+from .client import AcmeClient, ExternalAccount, Issued
+from .errors import (
+    AcmeError,
+    CAProblem,
+    ChallengeFailed,
+    OrderFailed,
+    PollTimeout,
+    Problem,
+    ProtocolViolation,
+    StorageError,
+)
+from .jws import AccountKey
+from .keys import KeyType
+from .manager import load_or_obtain
+from .renewal import is_renewal_due, renewal_due_at, retry_delays
+from .responder import CHALLENGE_PATH, ChallengeTokens, Http01Responder
+from .storage import Storage, Stored
+
+__all__ = [
+    "CHALLENGE_PATH",
+    "AccountKey",
+    "AcmeClient",
+    "AcmeError",
+    "CAProblem",
+    "ChallengeFailed",
+    "ChallengeTokens",
+    "ExternalAccount",
+    "Http01Responder",
+    "Issued",
+    "KeyType",
+    "OrderFailed",
+    "PollTimeout",
+    "Problem",
+    "ProtocolViolation",
+    "Storage",
+    "StorageError",
+    "Stored",
+    "is_renewal_due",
+    "load_or_obtain",
+    "renewal_due_at",
+    "retry_delays",
+]
