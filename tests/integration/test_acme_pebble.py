@@ -1,0 +1,139 @@
+"""fephp's ACME client against a real ACME CA (Debian's pebble): registration, HTTP-01, a certificate, its storage."""
+
+from __future__ import annotations
+
+import datetime
+import stat
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import pytest_twisted
+from treq.client import HTTPClient
+from cryptography import x509
+from twisted.internet import reactor, ssl
+from twisted.internet.interfaces import IListeningPort
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from fephp.acme import (
+    AccountKey,
+    AcmeClient,
+    CAProblem,
+    ChallengeTokens,
+    ExternalAccount,
+    KeyType,
+    Storage,
+    load_or_obtain,
+)
+from fephp.acme.keys import key_from_pem, new_key, public_der
+from tests.support.pebble import Pebble, start_pebble
+
+NAMES = ["example.test", "www.example.test"]
+
+
+class Responder(Resource):
+    """An HTTP-01 responder on 127.0.0.1, answering from ChallengeTokens and noting each path Pebble fetched."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = ChallengeTokens()
+        self.served: list[bytes] = []
+
+    def render_GET(self, request: Request) -> bytes:
+        answer = self.tokens.answer(request.path)
+        if answer is None:
+            request.setResponseCode(404)
+            return b""
+        self.served.append(request.path)
+        request.setHeader(b"content-type", b"application/octet-stream")
+        return answer
+
+
+@pytest.fixture(scope="module")
+def responder() -> Iterator[tuple[Responder, int]]:
+    resource = Responder()
+    site = Site(resource)
+    port: IListeningPort = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined, arg-type]
+    try:
+        yield resource, port.getHost().port  # type: ignore[attr-defined]
+    finally:
+        pytest_twisted.blockon(port.stopListening())
+
+
+@pytest.fixture(scope="module")
+def pebble(responder: tuple[Responder, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    yield from start_pebble(tmp_path_factory.mktemp("pebble"), responder[1])
+
+
+def client_for(pebble: Pebble, key: AccountKey) -> AcmeClient:
+    """A client of *pebble* trusting only its HTTPS certificate, polling every 50 ms."""
+    policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(pebble.https_ca_pem))
+    http = HTTPClient(Agent(reactor, contextFactory=policy))
+    return AcmeClient(http, pebble.directory, key, reactor, poll_interval=0.05)  # type: ignore[arg-type]
+
+
+def eab(pebble: Pebble) -> ExternalAccount:
+    return ExternalAccount(kid=pebble.eab_kid, hmac_key=pebble.eab_hmac_key)
+
+
+@pytest_twisted.ensureDeferred
+async def test_registration_without_the_required_binding_is_refused_with_the_cas_problem(pebble: Pebble) -> None:
+    """A CA that requires External Account Binding refuses an account without it; the error carries its problem."""
+    client = client_for(pebble, AccountKey(new_key(KeyType.ECDSA_P256)))
+    with pytest.raises(CAProblem) as caught:
+        await client.register("admin@example.test")
+    assert caught.value.problem is not None
+    assert (caught.value.problem.acme_type, caught.value.problem.status) == ("externalAccountRequired", 403)
+    assert str(caught.value) == (
+        f"the ACME CA refused the request: POST {pebble.directory.rsplit('/', 1)[0]}/sign-me-up answered 403"
+        " (externalAccountRequired: ACME server policy requires newAccount requests must include a value for the"
+        " 'externalAccountBinding' field)"
+    )
+    assert client.account_url is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_certificate_by_http01_is_stored_0600_and_reused_without_a_new_order(
+    pebble: Pebble, responder: tuple[Responder, int], tmp_path: Path
+) -> None:
+    """Register with EAB, obtain a certificate for two names through a real HTTP-01 responder, store it, reload it."""
+    resource, _ = responder
+    storage = Storage(tmp_path / "acme")
+    account = AccountKey(storage.account_key())
+    client = client_for(pebble, account)
+    url = await client.register("admin@example.test", eab(pebble))
+    assert url.startswith(pebble.directory.rsplit("/", 1)[0] + "/")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    served_before = len(resource.served)
+
+    stored = await load_or_obtain(storage, NAMES, lambda names: client.obtain(names, resource.tokens), now, 0.0)
+
+    assert client.orders == 1
+    # Pebble fetched two tokens, one per name, from our responder (each more than once: it validates as from
+    # several places), and the client took them down after.
+    assert len(set(resource.served[served_before:])) == 2
+    assert len(resource.tokens) == 0
+    chain = x509.load_pem_x509_certificates(stored.chain_pem)
+    leaf = chain[0]
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(names.get_values_for_type(x509.DNSName)) == sorted(NAMES)
+    assert public_der(leaf.public_key()) == public_der(key_from_pem(stored.key_path.read_bytes()))
+    root = x509.load_pem_x509_certificate(pebble.root_pem())
+    for child, parent in zip(chain, chain[1:] + [root]):
+        child.verify_directly_issued_by(parent)  # the chain goes up to the root this Pebble issues from
+    assert stored.chain_path.read_bytes() == stored.chain_pem
+    files = sorted(p.relative_to(storage.folder).as_posix() for p in storage.folder.rglob("*") if p.is_file())
+    assert files == ["account.key"] + [f"{stored.folder.relative_to(storage.folder).as_posix()}/{n}"
+                                       for n in ("chain.pem", "key.pem", "meta.json")]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in storage.folder.rglob("*") if p.is_file()} == {0o600}
+
+    # A restart: a new client with the stored account key finds the stored certificate and orders nothing.
+    again = client_for(pebble, AccountKey(Storage(storage.folder).account_key()))
+    assert await again.register("admin@example.test", eab(pebble)) == url
+    reversed_names = list(reversed(NAMES))
+    reloaded = await load_or_obtain(storage, reversed_names, lambda n: again.obtain(n, resource.tokens), now, 0.0)
+    assert (again.orders, reloaded.chain_pem, reloaded.key_pem) == (0, stored.chain_pem, stored.key_pem)
