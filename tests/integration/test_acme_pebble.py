@@ -21,6 +21,7 @@ from fephp.acme import (
     AccountKey,
     AcmeClient,
     CAProblem,
+    ChallengeFailed,
     ChallengeTokens,
     ExternalAccount,
     KeyType,
@@ -28,6 +29,7 @@ from fephp.acme import (
     load_or_obtain,
 )
 from fephp.acme.keys import key_from_pem, new_key, public_der
+from tests.support.acme_fakes import issued
 from tests.support.pebble import Pebble, start_pebble
 
 NAMES = ["example.test", "www.example.test"]
@@ -137,3 +139,39 @@ async def test_a_certificate_by_http01_is_stored_0600_and_reused_without_a_new_o
     reversed_names = list(reversed(NAMES))
     reloaded = await load_or_obtain(storage, reversed_names, lambda n: again.obtain(n, resource.tokens), now, 0.0)
     assert (again.orders, reloaded.chain_pem, reloaded.key_pem) == (0, stored.chain_pem, stored.key_pem)
+
+
+class Silent:
+    """A responder that puts nothing up (the CA finds no key authorization where it looks), noting the tokens asked."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def put(self, token: str, key_authorization: str) -> None:
+        self.tokens.append(token)
+
+    def remove(self, token: str) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_validation_is_the_cas_problem_and_leaves_the_stored_certificate(
+    pebble: Pebble, responder: tuple[Responder, int], tmp_path: Path
+) -> None:
+    """When Pebble gets a 404 for the token, obtain fails with its unauthorized problem and the stored files stay."""
+    storage = Storage(tmp_path / "acme")
+    client = client_for(pebble, AccountKey(storage.account_key()))
+    await client.register(None, eab(pebble))
+    old = issued(["fail.example.test"])
+    stored = storage.save(old.names, old.key_pem, old.chain_pem)
+    due = stored.not_after  # past two thirds of the lifetime: renewal is attempted
+    silent = Silent()
+    with pytest.raises(ChallengeFailed) as caught:
+        await load_or_obtain(storage, old.names, lambda names: client.obtain(names, silent), due, 0.0)
+    assert caught.value.problem is not None
+    assert (caught.value.problem.acme_type, client.orders, len(silent.tokens)) == ("unauthorized", 1, 1)
+    assert caught.value.problem.detail == (
+        f"Non-200 status code from HTTP: http://fail.example.test:{responder[1]}/.well-known/acme-challenge/"
+        f"{silent.tokens[0]} returned 404"
+    )
+    assert storage.load(old.names) == stored
