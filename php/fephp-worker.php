@@ -203,6 +203,10 @@ final class Incoming
             }
             $server[$key] = implode(', ', $values);
         }
+        // Go keeps Host out of the header map (RoadRunner's contexts have none): the URI's authority says it.
+        if (!isset($server['HTTP_HOST']) && isset($uri['host'])) {
+            $server['HTTP_HOST'] = $uri['host'] . (isset($uri['port']) ? ":{$uri['port']}" : '');
+        }
         return $server;
     }
 }
