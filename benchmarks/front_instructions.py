@@ -8,10 +8,13 @@ dump gives the instructions the whole fephp process ran for them (Python,
 Twisted, the C library; not the kernel).  Variants are given as
 ``NAME=YAML`` (extra top-level config merged into the benchmark's) and run
 interleaved, so their ratio holds whatever else the machine does.
+``--floor`` adds issue 18's floor (``benchmarks/floor.py``, on the same
+interpreter) as one more variant, so that fephp is counted against it.
 
     python3 benchmarks/front_instructions.py --path /hello.php
     python3 benchmarks/front_instructions.py --path /static.txt \\
         --variant 'cache=' --variant 'nocache=static: {memory_cache_size: 0}'
+    python3 benchmarks/front_instructions.py --path /hello.php --floor
 """
 
 from __future__ import annotations
@@ -76,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="a fephp to compare: extra config merged into the benchmark's (default: one, 'fephp=')")
     parser.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE",
                         help="an environment variable for one variant's fephp (PYPY_GC_NURSERY=32MB...)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also count benchmarks/floor.py, as the variant 'floor' (it serves PHP scripts only)")
     args = parser.parse_args(argv)
     if not (1 <= args.requests <= 100_000 and 1 <= args.rounds <= 20 and 0 <= args.warmup <= 100_000):
         parser.error("requests 1..100000, rounds 1..20, warmup 0..100000")
     variants = [v.split("=", 1) for v in (args.variant or ["fephp="])]
+    if args.floor:
+        variants.append(["floor", ""])
     for tool in ("valgrind", "callgrind_control", "h2load"):
         if shutil.which(tool) is None:
             print(f"front_instructions: {tool} not found", file=sys.stderr)
@@ -101,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             argv_ = valgrind + compare.twistd_argv(python) + ["-n", "--pidfile", "", "fephp", "--config", conf]
             if argv_[len(valgrind)].endswith("twistd") and not python:
                 argv_[len(valgrind):len(valgrind) + 1] = [sys.executable, argv_[len(valgrind)]]
+            if args.floor and name == "floor":
+                argv_ = valgrind + [python or sys.executable, os.path.join(HERE, "floor.py"), "--fpm",
+                                    f"unix:{bench.sock}", "--root", compare.DOCROOT, "--port", "0", "--pool", "8"]
             env = dict(bench.env)
             for item in args.env:
                 owner, _, assignment = item.partition(":")
