@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/h2_attacks.py                  # both servers
     .venv/bin/python benchmarks/h2_attacks.py --only nginx     # or fephp
-    .venv/bin/python benchmarks/h2_attacks.py --python /tmp/venv-pypy/bin/python   # fephp on PyPy
+    .venv/bin/python benchmarks/h2_attacks.py --python .venv-pypy/bin/python   # fephp on PyPy (a PyPy venv, as .ci/run makes)
 
 Per attack and server it prints: the PHP runs the attack caused, the
 server's RSS growth (fephp's process, nginx's one worker), the CPU seconds

@@ -15,7 +15,7 @@ h11 is not a dependency of fephp: install it beside, for this script only
 rows are skipped.
 
     python3 benchmarks/http_codec.py
-    PYTHONPATH=/tmp/h11 pypy3 benchmarks/http_codec.py --number 200000
+    PYTHONPATH=<a folder with h11> pypy3 benchmarks/http_codec.py --number 200000
 """
 
 from __future__ import annotations
