@@ -22,7 +22,7 @@ reactor, with its log context around each event (fephp's FrontReactor
 skips that: the floor pays a little that fephp does not).  Runs on CPython
 and PyPy (Python 3.9 and later)::
 
-    python3 benchmarks/floor.py --fpm unix:/run/php/php8.2-fpm.sock --root benchmarks/docroot --port 0
+    python3 benchmarks/floor.py --fpm unix:$FPM_SOCKET --root benchmarks/docroot --port 0
 
 and prints ``floor: listening on 127.0.0.1:PORT`` once it listens.
 """
