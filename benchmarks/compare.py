@@ -1123,7 +1123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="results folder (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder with configs and logs")
     parser.add_argument("--pypy", metavar="PYTHON",
-                        help="also run fephp and the floor on this interpreter, as 'fephp-pypy' and 'floor-pypy' (a PyPy venv with fephp's "
+                        help="also run fephp and the floor on this interpreter, as 'fephp-pypy' and 'floor-pypy' "
+                        "(a PyPy venv with fephp's "
                         "dependencies, e.g. .venv-pypy/bin/python)")
     args = parser.parse_args(argv)
     if args.pypy:

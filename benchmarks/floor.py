@@ -11,8 +11,9 @@ of the response's head and body.  Keep-alive for HTTP/1.1 and 1.0, requests
 one at a time per client connection (pipelined ones wait in the buffer),
 at most ``--pool`` FastCGI connections, each opened once and reused, and a
 FIFO of requests waiting for one, as fephp's pool has; a connection left
-idle a whole ``--idle`` second is closed, as nginx's keepalive_timeout and
-fephp's idle timeout close theirs (a kept connection pins a php-fpm child).
+idle for between half of ``--idle`` and all of it is closed, as nginx's
+keepalive_timeout and fephp's idle timeout close theirs (a kept connection
+pins a php-fpm child, which the next front measured beside would wait for).
 
 No features: no request bodies (refused with 501), no static files, no
 routing (a path not ending in ``.php`` is a 404; ``..`` a 400), no stat of
@@ -82,7 +83,7 @@ def encode_params(pairs: Pairs) -> bytes:
 
 
 def request(request_id: int, pairs: Pairs) -> bytes:
-    """A whole request without a body, for one write: BEGIN_REQUEST (keep the connection), PARAMS, their end, STDIN's end."""
+    """A bodiless request in one piece: BEGIN_REQUEST with KEEP_CONN, PARAMS, the empty PARAMS, the empty STDIN."""
     return b"".join((
         HEADER.pack(VERSION, BEGIN_REQUEST, request_id, 8, 0), struct.pack(">HB5x", RESPONDER, KEEP_CONN),
         record(PARAMS, request_id, encode_params(pairs)), record(PARAMS, request_id), record(STDIN, request_id),
@@ -363,7 +364,8 @@ class Front(Protocol):
     def respond(self, stdout: bytes) -> None:
         if not self.connected:
             return
-        self.transport.write(http_response(stdout, self.factory.clock.date(), self.keep_alive, self.http10))  # type: ignore[union-attr]
+        answer = http_response(stdout, self.factory.clock.date(), self.keep_alive, self.http10)
+        self.transport.write(answer)  # type: ignore[union-attr]
         self.busy = False
         if not self.keep_alive:
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -398,7 +400,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--pool", type=int, default=8, help="FastCGI connections kept at most (default 8)")
     parser.add_argument("--idle", type=float, default=1.0,
-                        help="seconds between sweeps closing FastCGI connections idle since the last (default 1)")
+                        help="a FastCGI connection idle this long is closed (default 1; swept every half of it)")
     parser.add_argument("--server-name", default="localhost", help="SERVER_NAME (default localhost, as nginx's)")
     args = parser.parse_args(argv)
     if not 1 <= args.pool <= 1024 or not 0 <= args.port <= 65535:
@@ -428,7 +430,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     upstreams = UpstreamFactory()
     pool = Pool(lambda: endpoint.connect(upstreams), args.pool)
-    LoopingCall(pool.sweep).start(args.idle, now=False)
+    LoopingCall(pool.sweep).start(args.idle / 2, now=False)
     root = os.path.abspath(args.root).encode()
     listening = reactor.listenTCP(  # type: ignore[attr-defined]
         args.port, FrontFactory(pool, root, args.server_name.encode()), backlog=1024, interface=args.host)

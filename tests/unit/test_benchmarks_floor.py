@@ -56,7 +56,8 @@ def test_records_read_whole_at_every_split_with_padding_skipped() -> None:
 
 def test_cgi_params_are_nginx_fastcgi_params_with_the_headers_as_http_names() -> None:
     """A GET with a query gives nginx's 19 fastcgi_params in its order, then each header as HTTP_NAME."""
-    head = b"GET /hello.php?a=1 HTTP/1.1\r\nHost: example\r\nContent-Type: text/x\r\nX-Two-Words:  v \r\nConnection: close"
+    head = (b"GET /hello.php?a=1 HTTP/1.1\r\nHost: example\r\nContent-Type: text/x\r\nX-Two-Words:  v \r\n"
+            b"Connection: close")
     pairs, keep_alive = floor.cgi_params(head, b"/srv/www", b"localhost", SERVER, CLIENT)
     assert pairs == [
         (b"QUERY_STRING", b"a=1"), (b"REQUEST_METHOD", b"GET"), (b"CONTENT_TYPE", b"text/x"),
@@ -115,3 +116,16 @@ def test_the_response_says_how_the_connection_goes_on(keep_alive: bool, http10: 
     """HTTP/1.1 keep-alive says nothing, a closing answer says close, an HTTP/1.0 keep-alive one says keep-alive."""
     assert floor.http_response(b"X-A: 1\r\n\r\nhi", b"D", keep_alive, http10) == (
         b"HTTP/1.1 200 OK\r\nServer: floor\r\nDate: D\r\nContent-Length: 2\r\nX-A: 1\r\n" + connection + b"\r\nhi")
+
+
+def test_benchmarks_run_puts_the_floor_in_the_hello_rows_and_floor_pypy_with_pypy() -> None:
+    """compare.py's hello c=1/c=10/c=64 rows hold 'floor' (and 'floor-pypy' with --pypy); no other row does."""
+    import compare
+
+    rows = {s.name: s.fronts for s in compare.scenarios(compare.parse_args(["--quick"]))}
+    with_floor = sorted(name for name, fronts in rows.items() if "floor" in fronts)
+    assert with_floor == ["hello c=1", "hello c=10", "hello c=64"]
+    assert not any("floor-pypy" in fronts for fronts in rows.values())
+    pypy = {s.name: s.fronts for s in compare.scenarios(compare.parse_args(["--quick", "--pypy", "pypy3"]))}
+    assert pypy["hello c=64"] == ("fephp", "nginx", "nginx-auto", "caddy", "fephp-pypy", "floor", "floor-pypy")
+    assert sorted(name for name, fronts in pypy.items() if "floor-pypy" in fronts) == with_floor
