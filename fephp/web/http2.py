@@ -13,7 +13,7 @@ static one, is paused until the bytes are sent.  A slow client therefore
 slows PHP down instead of making fephp buffer the response, as over
 HTTP/1.1.  A push producer (PHP's FastCGI connection) may go on past it up
 to :data:`STREAM_SPILL`, while the whole process holds less than
-:data:`SPILL_TOTAL` so: a response of a page or two then ends in PHP and
+:data:`SPILL_TOTAL` so (:class:`HeldBytes`, the site's): a response of a page or two then ends in PHP and
 frees its FastCGI connection even if its client opens no window (a zero
 window pins no pool), and ``timeouts.client_send`` ends the stream.  Request bodies are read as fast as they come, into the request's
 content file, as over HTTP/1.1, bounded by ``limits.max_body_size``.
@@ -52,7 +52,7 @@ from .._twisted import request_disconnected
 from .errors import error_page
 from .h2server import FrameGuard, FrameRefused, ServerConnection, StreamRejected
 
-__all__ = ["H2Connection", "MAX_CONCURRENT_STREAMS", "STREAM_BUFFER"]
+__all__ = ["H2Connection", "HeldBytes", "MAX_CONCURRENT_STREAMS", "SPILL_TOTAL", "STREAM_BUFFER", "STREAM_SPILL"]
 
 #: Bytes of one response held for a client that does not take them (its
 #: window closed, the socket full); past this the response's producer is
@@ -126,8 +126,8 @@ class _PlainEncoder(hpack.Encoder):
         return super().encode(headers, huffman=False)
 
 
-class _HeldBytes:
-    """Bytes held past STREAM_BUFFER by every stream of the process, within *limit*."""
+class HeldBytes:
+    """Bytes held past STREAM_BUFFER by every stream of a site (one per process), within *limit*."""
 
     __slots__ = ("limit", "held")
 
@@ -178,8 +178,6 @@ class H2Connection(Protocol, TimeoutMixin):
     """
 
     log = Logger()
-    #: What the streams of every connection hold past STREAM_BUFFER (one process, one bound).
-    spill = _HeldBytes(SPILL_TOTAL)
 
     def __init__(self, site: Any, *, clock: Any, max_header_size: int, max_line_length: int) -> None:
         self.site = site
@@ -192,6 +190,8 @@ class H2Connection(Protocol, TimeoutMixin):
         self.client_send_timeout: Optional[float] = getattr(site, "client_send_timeout", None)
         self.max_header_size = max_header_size
         self.max_line_length = max_line_length
+        #: What the streams of every connection of the site hold past STREAM_BUFFER.
+        self.spill: HeldBytes = site.h2_held
         # What a Request writes is checked already (Headers refuses CR and
         # LF, names are lower-cased and connection-specific ones dropped in
         # writeHeaders); h2's own outbound checks would cost a fifth of a
@@ -648,7 +648,7 @@ class _Stream:
         self._head: Optional[list[tuple[bytes, bytes]]] = None
         self._pending: deque[bytes] = deque()
         self._pending_size = 0
-        self._spilled = 0  # of _pending_size, what H2Connection.spill counts for it
+        self._spilled = 0  # of _pending_size, what the connection's spill counts for it
         self._ended = False  # requestDone: nothing more will be written
         self._gone = False
         self._request_in = request_in  # the client's END_STREAM has arrived

@@ -39,7 +39,7 @@ from .accesslog import AccessLog, LoggedRequest, combined_line, json_line, redac
 from .errors import raw_error_response, send_error
 from .figures import SiteFigures
 from .framing import framing_refusal
-from .http2 import H2Connection
+from .http2 import SPILL_TOTAL, H2Connection, HeldBytes
 
 __all__ = ["FrontSite", "FrontRequest", "MAX_REQUEST_ID", "valid_request_id"]
 
@@ -893,6 +893,8 @@ class FrontSite(server.Site):
         self.client_send_timeout = client_send_timeout
         #: Offer HTTP/2 over TLS (ALPN "h2"); ``server.http2``.
         self.http2 = http2
+        #: What the HTTP/2 streams of all its connections hold of PHP's output past their buffer.
+        self.h2_held = HeldBytes(SPILL_TOTAL)
         #: Who may say who the client is (``server.trusted_proxies``); None: nobody.
         self.real_ip = real_ip
         #: The response compression policy, or None for none.

@@ -321,10 +321,10 @@ def _frames(data: bytes) -> list[Any]:
 def test_a_push_producer_goes_on_past_the_stream_buffer_up_to_the_spill() -> None:
     """PHP's output may be held past STREAM_BUFFER up to STREAM_SPILL (its FastCGI connection freed), counted process-wide and given back when sent."""
     pair, stream, request, producer = _window_spent()
-    held = H2Connection.spill.held
+    held = pair.server.spill.held
     request.write(b"y" * (STREAM_BUFFER + 1000))
     pair.exchange()
-    assert (producer.calls, H2Connection.spill.held - held) == ([], 1000)
+    assert (producer.calls, pair.server.spill.held - held) == ([], 1000)
     request.write(b"z" * STREAM_SPILL)
     pair.exchange()
     assert producer.calls == ["pause"]
@@ -332,20 +332,20 @@ def test_a_push_producer_goes_on_past_the_stream_buffer_up_to_the_spill() -> Non
     pair.client.increment_flow_control_window(4 * STREAM_SPILL, stream_id=stream)
     events = pair.exchange()
     assert sum(len(e.data) for e in _of(events, h2.events.DataReceived, stream)) == STREAM_BUFFER + 1000 + STREAM_SPILL
-    assert (producer.calls, H2Connection.spill.held) == (["pause", "resume"], held)
+    assert (producer.calls, pair.server.spill.held) == (["pause", "resume"], held)
 
 
 def test_a_full_process_spill_pauses_at_the_stream_buffer() -> None:
     """With SPILL_TOTAL taken by other streams, a push producer is paused past STREAM_BUFFER as before."""
     pair, stream, request, producer = _window_spent()
-    taken = H2Connection.spill.limit - H2Connection.spill.held
-    assert H2Connection.spill.take(taken)
+    taken = pair.server.spill.limit - pair.server.spill.held
+    assert pair.server.spill.take(taken)
     try:
         request.write(b"y" * (STREAM_BUFFER + 1))
         pair.exchange()
         assert producer.calls == ["pause"]
     finally:
-        H2Connection.spill.give(taken)
+        pair.server.spill.give(taken)
 
 
 def test_a_reset_stream_gives_its_spill_back() -> None:
@@ -355,10 +355,10 @@ def test_a_reset_stream_gives_its_spill_back() -> None:
     pair.exchange()
     (request,) = pair.app.open
     request.registerProducer(Producer(), True)
-    held = H2Connection.spill.held
+    held = pair.server.spill.held
     request.write(b"x" * (65535 + STREAM_BUFFER + 5000))
     pair.exchange()
-    assert H2Connection.spill.held - held == 5000
+    assert pair.server.spill.held - held == 5000
     pair.client.reset_stream(stream)
     pair.exchange()
-    assert H2Connection.spill.held == held
+    assert pair.server.spill.held == held
