@@ -50,6 +50,9 @@ LOOPBACK = "tcp:0:interface=127.0.0.1"
 #: The pool's size unless the test sets one: enough for the few requests a test has in flight.
 POOL_SIZE = 4
 
+#: Seconds a stopping front waits for its client connections to close.
+CLOSE_WITHIN = 10.0
+
 
 def pool(address: str, **options: Any) -> FastCGIPool:
     """A FastCGI pool to the php-fpm (or fake) at *address* (a client endpoint string), on the global reactor."""
@@ -138,11 +141,28 @@ class InProcessFront:
         return response, await treq.content(response)
 
     async def stop(self) -> None:
-        """Stop listening, close the client connections once their bytes are out, close the backend."""
+        """Stop listening, close the client connections once their bytes are out, close the backend.
+
+        As the server's own stop, the wait for the connections is bounded
+        (CLOSE_WITHIN): a client a test left open, reading nothing, has its
+        connection aborted and the stop fails, instead of hanging the suite.
+        """
         for port in self.listening:
             await port.stopListening()
-        await self.site.close_connections()
+        closed = self.site.close_connections()
+        closed.addTimeout(CLOSE_WITHIN, reactor)
+        left = 0
+        try:
+            await closed
+        except defer.TimeoutError:
+            channels = list(self.site._channels)
+            left = len(channels)
+            for channel in channels:
+                transport: Any = channel.transport
+                if transport is not None:
+                    transport.abortConnection()
         await self.backend.close()
+        assert left == 0, f"{left} client connection(s) still open {CLOSE_WITHIN} s after the front's stop: aborted"
 
 
 Maker = Callable[..., Awaitable[Any]]
