@@ -286,10 +286,11 @@ async def test_a_client_that_does_not_read_pauses_php(tls_front):
         for _ in range(20):
             await deferToThread(time.sleep, 0.05)  # let PHP write as much as it can
             held.append(sum(s._pending_size for s in _streams(front)))
-        # Past the bound by one flush of PHP's output at most: what one read
-        # of the FastCGI socket (64 KiB) completes, with the part of a record
-        # (up to 64 KiB) carried from the read before.
-        assert 0 < max(held) <= STREAM_BUFFER + STREAM_SPILL + 2 * 65536 + 16
+        # Past the bound by one flush of PHP's output: what one read of the
+        # FastCGI socket (64 KiB) completes, with the part of a record carried
+        # from the read before (seen: 2 x 64 KiB + 1). Bounded generously at
+        # three reads: the point is that 4 MB never pile up here.
+        assert 0 < max(held) <= STREAM_BUFFER + STREAM_SPILL + 3 * 65536
     except BaseException:
         if client is not None:
             client.close()  # a client left reading nothing would hold the front's stop
