@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import pytest
 
@@ -24,12 +23,9 @@ from fephp.roadrunner import (
     ResponseHead,
     UploadedFile,
     UploadTree,
-    WorkerReady,
-    encode_request_context,
 )
 from tests.support import REPO
-from tests.support.processes import require_binary
-from tests.support.worker_pipes import DEADLINE, PipeWorker, php_cli
+from tests.support.worker_pipes import PipeWorker, context, ready_worker, require_php_files
 
 pytestmark = pytest.mark.php
 
@@ -39,50 +35,14 @@ NO_CACHE = (b"Cache-Control", b"no-cache, private")
 JSON_TYPE = (b"Content-Type", b"application/json")
 
 
-def require_symfony() -> None:
-    """Skip (fail under CI) without Debian's php-symfony-runtime and php-symfony-http-kernel."""
-    script = (
-        'foreach (["Runtime", "HttpKernel"] as $c) {'
-        ' if (!stream_resolve_include_path("Symfony/Component/$c/autoload.php")) { exit; } } echo "found";'
-    )
-    found = subprocess.run(
-        [php_cli(), "-r", script], capture_output=True, timeout=DEADLINE, check=True
-    ).stdout.decode()
-    require_binary(found or None, "Symfony's runtime and HttpKernel (php-symfony-runtime php-symfony-http-kernel)")
 
 
 @pytest.fixture
 def worker() -> Iterator[PipeWorker]:
-    require_symfony()
-    w = PipeWorker(WORKER)
-    try:
-        assert w.handshake() == [WorkerReady(w.proc.pid)]
-        yield w
-    finally:
-        w.close()
+    require_php_files(["Symfony/Component/Runtime/autoload.php", "Symfony/Component/HttpKernel/autoload.php"], "Symfony's runtime and HttpKernel (php-symfony-runtime php-symfony-http-kernel)")
+    yield from ready_worker(WORKER)
 
 
-def context(
-    path: str,
-    *,
-    method: str = "GET",
-    query: str = "",
-    headers: tuple[tuple[bytes, bytes], ...] = (),
-    cookies: Mapping[str, str] | None = None,
-    uploads: Mapping[str, UploadTree] | None = None,
-    parsed: bool = False,
-) -> bytes:
-    return encode_request_context(
-        method=method,
-        uri=f"http://app.test:8080{path}" + (f"?{query}" if query else ""),
-        headers=headers,
-        remote_addr="192.0.2.7",
-        raw_query=query,
-        cookies=cookies or {},
-        uploads=uploads,
-        attributes={"requestId": "req-42"},
-        parsed=parsed,
-    )
 
 
 def without_date(events: list[Event]) -> tuple[int, HeaderPairs, list[Event]]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import pytest
 
@@ -24,12 +23,9 @@ from fephp.roadrunner import (
     ResponseHead,
     UploadedFile,
     UploadTree,
-    WorkerReady,
-    encode_request_context,
 )
 from tests.support import REPO
-from tests.support.processes import require_binary
-from tests.support.worker_pipes import DEADLINE, PipeWorker, php_cli
+from tests.support.worker_pipes import PipeWorker, context, ready_worker, require_php_files
 
 pytestmark = pytest.mark.php
 
@@ -40,47 +36,15 @@ JSON_HEAD = ResponseHead(200, ((b"Content-Type", b"application/json"),))
 
 def require_nyholm() -> None:
     """Skip (fail under CI) without Debian's php-nyholm-psr7, which the library finds on PHP's include_path."""
-    found = subprocess.run(
-        [php_cli(), "-r", 'echo stream_resolve_include_path("Nyholm/Psr7/autoload.php") ?: "";'],
-        capture_output=True,
-        timeout=DEADLINE,
-        check=True,
-    ).stdout.decode()
-    require_binary(found or None, "nyholm/psr7 (php-nyholm-psr7)")
+    require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
 
 
 @pytest.fixture
 def worker() -> Iterator[PipeWorker]:
     require_nyholm()
-    w = PipeWorker(APP)
-    try:
-        assert w.handshake() == [WorkerReady(w.proc.pid)]
-        yield w
-    finally:
-        w.close()
+    yield from ready_worker(APP)
 
 
-def context(
-    path: str,
-    *,
-    method: str = "GET",
-    query: str = "",
-    headers: tuple[tuple[bytes, bytes], ...] = (),
-    cookies: Mapping[str, str] | None = None,
-    uploads: Mapping[str, UploadTree] | None = None,
-    parsed: bool = False,
-) -> bytes:
-    return encode_request_context(
-        method=method,
-        uri=f"http://app.test:8080{path}" + (f"?{query}" if query else ""),
-        headers=headers,
-        remote_addr="192.0.2.7",
-        raw_query=query,
-        cookies=cookies or {},
-        uploads=uploads,
-        attributes={"requestId": "req-42"},
-        parsed=parsed,
-    )
 
 
 def json_body(events: list[Event]) -> object:

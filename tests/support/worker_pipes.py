@@ -12,13 +12,13 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
-from fephp.roadrunner import ClientConnection, Event, JobError, ResponseEnd, WorkerReady, WorkerStopping
+from fephp.roadrunner import ClientConnection, Event, JobError, ResponseEnd, UploadTree, WorkerReady, WorkerStopping, encode_request_context
 
 from .processes import require_binary
 
-__all__ = ["DEADLINE", "PipeWorker", "is_end", "php_cli"]
+__all__ = ["DEADLINE", "PipeWorker", "context", "is_end", "php_cli", "ready_worker", "require_php_files"]
 
 #: Bound on any one wait for the worker.
 DEADLINE = 15.0
@@ -98,3 +98,46 @@ class PipeWorker:
                     err = pipe.read()  # the worker is gone: this reads to EOF without blocking
                 pipe.close()
         return status, err
+
+
+def require_php_files(paths: Sequence[str], what: str) -> None:
+    """Skip (fail under CI) unless every one of *paths* is on PHP's include_path (Debian's PHP libraries); *what* names the packages."""
+    script = "foreach (array_slice($argv, 1) as $p) { if (!stream_resolve_include_path($p)) { exit; } } echo 'found';"
+    found = subprocess.run(
+        [php_cli(), "-r", script, "--", *paths], capture_output=True, timeout=DEADLINE, check=True
+    ).stdout.decode()
+    require_binary(found or None, what)
+
+
+def ready_worker(script: Path) -> Iterator[PipeWorker]:
+    """A worker running *script*, past its pid handshake; killed when done (a fixture's body)."""
+    w = PipeWorker(script)
+    try:
+        assert w.handshake() == [WorkerReady(w.proc.pid)]
+        yield w
+    finally:
+        w.close()
+
+
+def context(
+    path: str,
+    *,
+    method: str = "GET",
+    query: str = "",
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    cookies: Optional[Mapping[str, str]] = None,
+    uploads: Optional[Mapping[str, UploadTree]] = None,
+    parsed: bool = False,
+) -> bytes:
+    """The request context of *path* on http://app.test:8080 from 192.0.2.7, with request id req-42."""
+    return encode_request_context(
+        method=method,
+        uri=f"http://app.test:8080{path}" + (f"?{query}" if query else ""),
+        headers=headers,
+        remote_addr="192.0.2.7",
+        raw_query=query,
+        cookies=cookies or {},
+        uploads=uploads,
+        attributes={"requestId": "req-42"},
+        parsed=parsed,
+    )
