@@ -177,10 +177,10 @@ def transfer_codings(values: Sequence[bytes]) -> list[bytes]:
 def framing_of(version: bytes, te: Sequence[bytes], cl: Sequence[bytes]) -> tuple[Framing, Optional[int]]:
     """How a request head frames its body, from its Transfer-Encoding and Content-Length values; HeadError if not in one way only.
 
-    The rules of fephp.web.framing (RFC 9112 section 6): a front server and
-    the server behind it that read one request two ways are the root of
-    request smuggling, so anything ambiguous is refused before a body byte
-    is read.
+    RFC 9112 section 6: a front server and the server behind it that read
+    one request two ways are the root of request smuggling, so anything
+    ambiguous is refused before a body byte is read.  These are the only
+    copy of the rules: fephp.web.framing asks them for Twisted's channel.
     """
     for value in (*te, *cl):
         if _NOT_IN_A_LINE.search(value):
@@ -208,9 +208,10 @@ def framing_of(version: bytes, te: Sequence[bytes], cl: Sequence[bytes]) -> tupl
     if len(cl) > 1:
         # RFC 9110 8.6 allows merging identical values; like nginx and Twisted, refuse any repeat.
         raise HeadError("more than one Content-Length (RFC 9112 6.3)")
-    if not cl[0].isdigit():  # 1*DIGIT (RFC 9110 8.6); isdigit() knows ASCII digits only for bytes
+    value = cl[0].strip(_OWS)  # OWS is not part of a field value (RFC 9110 5.5); a caller may pass it
+    if not value.isdigit():  # 1*DIGIT (RFC 9110 8.6); isdigit() knows ASCII digits only for bytes
         raise HeadError("a Content-Length that is not a decimal number (RFC 9112 6.3)")
-    length = int(cl[0])
+    length = int(value)
     return (Framing.LENGTH if length else Framing.NONE), length
 
 
