@@ -13,16 +13,11 @@ each with the RFC clause it follows.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import pytest
-from twisted.internet.task import Clock
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
-from fephp.web.site import FrontSite
-from tests.support.channel import CLIENT, client_transport
-from tests.support.http_codec import Served, pieces_at, serve, splits_of
+from tests.support.http_codec import ChannelRun, Served, pieces_at, serve, splits_of
 
 MAX_HEADER_SIZE = 200
 MAX_BODY_SIZE = 100
@@ -33,51 +28,11 @@ Seen = tuple[bytes, bytes, bytes, dict[bytes, list[bytes]], bytes]
 Got = tuple[bytes, dict[bytes, list[bytes]], bytes]
 
 
-class Recording(Resource):
-    """Notes each request it is asked to render, and answers "ok" when told to (after the read, as PHP would)."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[Seen] = []
-        self.waiting: list[Any] = []
-
-    def answer(self) -> None:
-        """Finish the requests rendered so far, and those their end lets the channel read."""
-        while self.waiting:
-            request = self.waiting.pop(0)
-            request.setHeader(b"content-length", b"2")
-            request.write(b"ok")
-            request.finish()
-
-    def render(self, request: Any) -> Any:
-        headers: dict[bytes, list[bytes]] = {}
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            if name.lower() != b"x-request-id":  # fephp's own, added when the client sent none
-                headers[name.lower()] = list(values)
-        body = request.content.read() if request.content is not None else b""
-        self.seen.append((request.method, request.uri, request.clientproto, headers, body))
-        # Not at once: Twisted 26.10's HTTPChannel leaves a request that came
-        # in the same read behind a Content-Length body unread until the next
-        # read when the first is finished inside render (PHP never is).
-        self.waiting.append(request)
-        return NOT_DONE_YET
-
-
 def through_the_channel(pieces: Sequence[bytes]) -> tuple[list[Seen], bytes, bool]:
     """The reference: each piece one read of fephp's current HTTP/1.1 channel, until it starts closing."""
-    resource = Recording()
-    site = FrontSite(resource, timeout=None, reactor=Clock(), max_header_size=MAX_HEADER_SIZE, max_body_size=MAX_BODY_SIZE)
-    channel = site.buildProtocol(CLIENT)
-    transport = client_transport()
-    channel.makeConnection(transport)
-    for piece in pieces:
-        if transport.disconnecting:
-            break
-        channel.dataReceived(piece)
-        resource.answer()
-    return resource.seen, transport.value(), bool(transport.disconnecting)
+    run = ChannelRun(max_header_size=MAX_HEADER_SIZE, max_body_size=MAX_BODY_SIZE)
+    run.feed(pieces)
+    return run.seen, run.out, run.closing
 
 
 def through_the_codec(pieces: Sequence[bytes]) -> tuple[list[Seen], bytes, bool]:

@@ -13,14 +13,10 @@ from typing import Any, Optional
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from twisted.internet.task import Clock
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from fephp.http import Request
-from fephp.web.site import FrontSite, valid_host
-from tests.support.channel import CLIENT, client_transport
-from tests.support.http_codec import pieces_at, serve
+from fephp.web.site import valid_host
+from tests.support.http_codec import ChannelRun, pieces_at, serve
 
 MAX_HEADER_SIZE = 400
 MAX_BODY_SIZE = 300
@@ -160,31 +156,6 @@ def test_generated_requests_come_back_as_built(stream: tuple[bytes, list[Built],
     assert served.closing == (not built[-1].keeps)
 
 
-class Recording(Resource):
-    """Notes each request rendered; answers "ok" after the read, as PHP would."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[bytes, bytes, bytes, dict[bytes, list[bytes]], bytes]] = []
-        self.waiting: list[Any] = []
-
-    def render(self, request: Any) -> Any:
-        headers = {n.lower(): list(v) for n, v in request.requestHeaders.getAllRawHeaders() if n.lower() != b"x-request-id"}
-        body = request.content.read() if request.content is not None else b""
-        self.seen.append((request.method, request.uri, request.clientproto, headers, body))
-        self.waiting.append(request)
-        return NOT_DONE_YET
-
-    def answer(self) -> None:
-        while self.waiting:
-            request = self.waiting.pop(0)
-            request.setHeader(b"content-length", b"2")
-            request.write(b"ok")
-            request.finish()
-
-
 def host_rule(request: Request) -> Optional[int]:
     """The site's Host rule, above the codec (FrontRequest.process today, the Exchange's protocol later): 400 or None.
 
@@ -225,23 +196,14 @@ def test_the_codec_agrees_with_the_channel(stream: tuple[bytes, list[Built], Any
     data = stream[0]
     assume(not connection_rules_differ(data))
     pieces = pieces_at(data, cuts)
-    resource = Recording()
-    site = FrontSite(resource, timeout=None, reactor=Clock(), max_header_size=MAX_HEADER_SIZE, max_body_size=MAX_BODY_SIZE)
-    channel = site.buildProtocol(CLIENT)
-    transport = client_transport()
-    channel.makeConnection(transport)
-    for piece in pieces:
-        if transport.disconnecting:
-            break
-        channel.dataReceived(piece)
-        resource.answer()
+    run = ChannelRun(max_header_size=MAX_HEADER_SIZE, max_body_size=MAX_BODY_SIZE)
+    run.feed(pieces)
     served = serve(pieces, check=host_rule, **LIMITS)
-    if served.refused is not None and not transport.disconnecting:
+    if served.refused is not None and not run.closing:
         # A head line the codec refused when it ended, which Twisted reads
         # only once the next line is in (test_differential.py's DIFFERENCES):
         # the next line.
-        channel.dataReceived(b"\r\n")
-        resource.answer()
+        run.feed([b"\r\n"])
     seen: list[tuple[bytes, bytes, bytes, dict[bytes, list[bytes]], bytes]] = []
     for method, target, version, fields, body in served.requests():
         if body is None:
@@ -251,6 +213,6 @@ def test_the_codec_agrees_with_the_channel(stream: tuple[bytes, list[Built], Any
             headers.setdefault(name, []).append(value)
         seen.append((method, target, version, headers, body))
     refused: Optional[int] = served.refused
-    assert seen == resource.seen, (data, refused)
-    assert status_lines(served.out) == status_lines(transport.value()), data
-    assert served.closing == bool(transport.disconnecting)
+    assert seen == run.seen, (data, refused)
+    assert status_lines(served.out) == status_lines(run.out), data
+    assert served.closing == run.closing
