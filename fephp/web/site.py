@@ -401,6 +401,12 @@ class _Channel(http.HTTPChannel):
     _body_timer: Any = None
     _body_last = 0.0
     _send_timer: Any = None
+    #: Bytes have come from the client: a connection between requests that
+    #: has heard nothing yet is fresh, one that has is an idle keep-alive.
+    _heard = False
+    #: A graceful stop asked this connection to close after the request it
+    #: is reading or answering (:meth:`close_when_done`).
+    _closing = False
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         super().connectionMade()
@@ -424,6 +430,7 @@ class _Channel(http.HTTPChannel):
         On a TLS connection whose ALPN chose "h2", every byte goes to the
         HTTP/2 connection instead (:meth:`_negotiated`).
         """
+        self._heard = True
         h2 = self._h2
         if h2 is not None:
             if h2 is _ALPN_PENDING:
@@ -704,6 +711,11 @@ class _Channel(http.HTTPChannel):
             if refusal is not None:
                 request._refuse(refusal.status)
                 return False
+        if self._closing:
+            # A graceful stop: this request is answered, then the connection closes.
+            headers_raw(request.responseHeaders)[b"Connection"] = [b"close"]
+            self._keep_alive_10 = False
+            return False
         # Twisted closes every HTTP/1.0 connection; nginx keeps one whose
         # client asked (Connection: keep-alive, as ab -k sends), when the
         # response can be delimited (writeHeaders).
@@ -797,6 +809,24 @@ class _Channel(http.HTTPChannel):
     def loseConnection(self) -> None:  # noqa: N802 - Twisted's name
         self._flush_head()
         super().loseConnection()
+
+    def close_when_done(self) -> None:
+        """A graceful stop: close an idle keep-alive connection now, any other after its request.
+
+        A connection between requests that has already been answered is
+        closed at once, as nginx does (a client retries a request it sends
+        on a keep-alive connection closing under it, RFC 9112 9.3.1).  A
+        fresh one, or one reading or answering a request, is left to finish
+        that request and then closes: closing it now would drop a request
+        whose bytes may already wait in the socket, answered with a reset.
+        The shutdown's deadline bounds the wait.
+        """
+        if self._heard and channel_between_requests(self):
+            self.loseConnection()
+            return
+        self._closing = True
+        if self.requests:
+            self.persistent = False  # the request in hand is the last
 
     def getHost(self) -> Any:  # noqa: N802 - Twisted's name
         if self._host is None:
@@ -954,7 +984,11 @@ class FrontSite(server.Site):
         """Close every client connection once what was written to it is sent.
 
         Used at shutdown: the reactor's own teardown would drop connections
-        with their last bytes still unsent.
+        with their last bytes still unsent.  An HTTP/2 connection gets a
+        GOAWAY and closes; an HTTP/1.1 one closes now if it is an idle
+        keep-alive, after the request it holds otherwise (fresh ones too:
+        a worker that accepted a connection just before it stopped
+        listening answers the request on it).
         """
         if not self._channels:
             return succeed(None)
@@ -963,11 +997,15 @@ class FrontSite(server.Site):
             h2 = getattr(channel, "_h2", None)
             if isinstance(h2, H2Connection):
                 h2.say_goodbye()  # GOAWAY first: the client knows which requests were answered
-            if channel.transport is not None:
+            if channel.transport is None:
+                continue
+            if isinstance(h2, H2Connection) or not isinstance(channel, _Channel):
                 # The channel's loseConnection unregisters it (or the HTTP/2
                 # connection) as the transport's producer first: a TLS
                 # transport does not close while a producer is registered.
                 channel.loseConnection()
+            else:
+                channel.close_when_done()
         return d
 
     def startFactory(self) -> None:  # noqa: N802 - Twisted's name
