@@ -2,36 +2,32 @@
 
 Nothing in the server drives it yet (issue 20): the parent process will
 obtain and renew, the plain listener will answer HTTP-01 from a
-:class:`ChallengeTokens`, workers will load from :class:`Storage`.
+:class:`ChallengeTokens` and the ``ssl:`` listener TLS-ALPN-01 from a
+:class:`TlsAlpnResponder`, workers will load from :class:`Storage`.
 """
 
 from .client import AcmeClient, ExternalAccount, Issued
-from .errors import (
-    AcmeError,
-    CAProblem,
-    ChallengeFailed,
-    OrderFailed,
-    PollTimeout,
-    Problem,
-    ProtocolViolation,
-    StorageError,
-)
+from .errors import AcmeError, CAProblem, ChallengeFailed, OrderFailed, PollTimeout, Problem, ProtocolViolation, StorageError
 from .jws import AccountKey
 from .keys import KeyType
 from .manager import load_or_obtain
 from .renewal import is_renewal_due, renewal_due_at, retry_delays
-from .responder import CHALLENGE_PATH, ChallengeTokens, Http01Responder
+from .responder import CHALLENGE_PATH, ChallengeSolver, ChallengeTokens, Http01, Http01Responder
 from .storage import Storage, Stored
+from .tlsalpn import ACME_TLS_1, TlsAlpnResponder, validation_certificate
 
 __all__ = [
+    "ACME_TLS_1",
     "CHALLENGE_PATH",
     "AccountKey",
     "AcmeClient",
     "AcmeError",
     "CAProblem",
     "ChallengeFailed",
+    "ChallengeSolver",
     "ChallengeTokens",
     "ExternalAccount",
+    "Http01",
     "Http01Responder",
     "Issued",
     "KeyType",
@@ -42,8 +38,10 @@ __all__ = [
     "Storage",
     "StorageError",
     "Stored",
+    "TlsAlpnResponder",
     "is_renewal_due",
     "load_or_obtain",
     "renewal_due_at",
     "retry_delays",
+    "validation_certificate",
 ]

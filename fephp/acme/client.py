@@ -8,7 +8,9 @@ as the CA's objects move (RFC 8555 7.1.6)::
     order pending -> each authorization pending -> (challenge posted) -> valid
     order ready -> (finalize with a CSR) -> processing -> valid -> certificate
 
-TLS-ALPN-01 (RFC 8737) is not offered yet: only ``http-01`` challenges.
+Each name is proven by the first of the caller's solvers (``http-01``
+through :class:`~fephp.acme.responder.Http01`, ``tls-alpn-01`` through
+:class:`~fephp.acme.tlsalpn.TlsAlpnResponder`) whose type the CA offers.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from twisted.web.iweb import IResponse
 from .errors import CAProblem, ChallengeFailed, OrderFailed, PollTimeout, Problem, ProtocolViolation
 from .jws import AccountKey, b64url, external_account_binding
 from .keys import KeyType, PrivateKey, certificate_request, key_to_pem, new_key, public_der
-from .responder import Http01Responder
+from .responder import ChallengeSolver
 
 __all__ = [
     "BAD_NONCE_RETRIES",
@@ -128,9 +130,10 @@ class AcmeClient:
         return self.account_url
 
     async def obtain(
-        self, names: Sequence[str], responder: Http01Responder, key_type: KeyType = KeyType.ECDSA_P256
+        self, names: Sequence[str], solvers: Sequence[ChallengeSolver], key_type: KeyType = KeyType.ECDSA_P256
     ) -> Issued:
-        """A certificate for *names* with a fresh key of *key_type*, each name proven by HTTP-01 through *responder*."""
+        """A certificate for *names* with a fresh key of *key_type*, each name proven by the first of *solvers* whose
+        challenge type the CA offers for it."""
         if self.account_url is None:
             raise ProtocolViolation("obtain() before register(): no account URL to sign with")
         directory = await self.directory()
@@ -141,7 +144,7 @@ class AcmeClient:
         order_url = self._location(response, directory["newOrder"])
         order = self._object(body, order_url)
         for authorization in order.get("authorizations", []):
-            await self._authorize(authorization, responder)
+            await self._authorize(authorization, solvers)
         order = await self._poll(order_url, waiting=("pending",))
         if order.get("status") != "ready":
             status = order.get("status")
@@ -158,8 +161,8 @@ class AcmeClient:
         self._check_chain(chain, key, names)
         return Issued(names=tuple(names), key_pem=key_to_pem(key), chain_pem=chain)
 
-    async def _authorize(self, url: str, responder: Http01Responder) -> None:
-        """Settle the authorization at *url*: nothing when valid already, else HTTP-01 and poll (RFC 8555 7.5)."""
+    async def _authorize(self, url: str, solvers: Sequence[ChallengeSolver]) -> None:
+        """Settle the authorization at *url*: nothing when valid already, else a challenge and poll (RFC 8555 7.5)."""
         _, body = await self._post(url, None)
         authorization = self._object(body, url)
         name = authorization.get("identifier", {}).get("value", "?")
@@ -167,18 +170,21 @@ class AcmeClient:
             return  # the CA reuses a recent validation (7.1.4)
         if authorization.get("status") != "pending":
             raise ChallengeFailed(f"{name}: authorization {url} is {authorization.get('status')}")
-        challenge = next((c for c in authorization.get("challenges", []) if c.get("type") == "http-01"), None)
-        if challenge is None:
-            raise ChallengeFailed(f"{name}: the CA offers no http-01 challenge")
+        offered = {c.get("type"): c for c in authorization.get("challenges", []) if isinstance(c, dict)}
+        solver = next((s for s in solvers if s.challenge_type in offered), None)
+        if solver is None:
+            ours = ", ".join(s.challenge_type for s in solvers)
+            raise ChallengeFailed(f"{name}: the CA offers none of the challenges fephp answers ({ours})")
+        challenge = offered[solver.challenge_type]
         token = challenge.get("token")
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-            raise ProtocolViolation(f"{name}: the http-01 token {token!r} is not base64url")
-        responder.put(token, self._key.key_authorization(token))
+            raise ProtocolViolation(f"{name}: the {solver.challenge_type} token {token!r} is not base64url")
+        solver.put(name, token, self._key.key_authorization(token))
         try:
             await self._post(challenge["url"], {})
             authorization = await self._poll(url, waiting=("pending",))
         finally:
-            responder.remove(token)
+            solver.remove(name, token)
         if authorization.get("status") != "valid":
             failed = next((c for c in authorization.get("challenges", []) if c.get("error")), None)
             problem = Problem.from_json(failed["error"]) if failed else None

@@ -53,7 +53,7 @@ class AccountKey:
         return b64url(self._jwk.public_key().thumbprint(hashes.SHA256))
 
     def key_authorization(self, token: str) -> str:
-        """What an HTTP-01 responder answers for *token* (RFC 8555 8.1)."""
+        """The key authorization for *token* (RFC 8555 8.1): HTTP-01 answers it, TLS-ALPN-01 hashes it (RFC 8737 3)."""
         return f"{token}.{self.thumbprint()}"
 
     def sign(self, url: str, nonce: str, payload: Mapping[str, Any] | None, kid: str | None) -> bytes:

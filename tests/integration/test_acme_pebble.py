@@ -1,21 +1,25 @@
-"""fephp's ACME client against a real ACME CA (Debian's pebble): registration, HTTP-01, a certificate, its storage."""
+"""fephp's ACME client against a real ACME CA (Debian's pebble): registration, HTTP-01, TLS-ALPN-01, a certificate,
+its storage."""
 
 from __future__ import annotations
 
 import datetime
 import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 import pytest_twisted
-from treq.client import HTTPClient
 from cryptography import x509
+from OpenSSL import SSL
+from treq.client import HTTPClient
 from twisted.internet import reactor, ssl
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IHandshakeListener, IListeningPort
+from twisted.internet.protocol import Factory, Protocol
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from fephp.acme import (
     AccountKey,
@@ -24,8 +28,10 @@ from fephp.acme import (
     ChallengeFailed,
     ChallengeTokens,
     ExternalAccount,
+    Http01,
     KeyType,
     Storage,
+    TlsAlpnResponder,
     load_or_obtain,
 )
 from fephp.acme.keys import key_from_pem, new_key, public_der
@@ -66,9 +72,55 @@ def responder() -> Iterator[tuple[Responder, int]]:
         pytest_twisted.blockon(port.stopListening())
 
 
+@implementer(IHandshakeListener)
+class Handshakes(Protocol):
+    """Notes the SNI name and ALPN answer of each finished handshake, then closes (RFC 8737 3: nothing follows)."""
+
+    def __init__(self, seen: list[tuple[bytes | None, bytes | None]]) -> None:
+        self.seen = seen
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted's name
+        connection = self.transport.getHandle()  # type: ignore[union-attr]
+        self.seen.append((connection.get_servername(), self.transport.negotiatedProtocol))  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class TlsListener:
+    """A TLS listener on 127.0.0.1 with a site certificate of its own and a TlsAlpnResponder on its context."""
+
+    def __init__(self) -> None:
+        self.responder = TlsAlpnResponder(lambda: datetime.datetime.now(datetime.timezone.utc))
+        self.seen: list[tuple[bytes | None, bytes | None]] = []
+        site = issued(["default.test"], datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1))
+        options = ssl.CertificateOptions(
+            privateKey=ssl.PrivateCertificate.loadPEM(site.key_pem + site.chain_pem).privateKey.original,
+            certificate=ssl.Certificate.loadPEM(site.chain_pem).original,
+        )
+        self.responder.install(options.getContext(), self._otherwise)
+        self.port: IListeningPort = reactor.listenSSL(  # type: ignore[attr-defined]
+            0, Factory.forProtocol(lambda: Handshakes(self.seen)), options, interface="127.0.0.1"
+        )
+
+    @staticmethod
+    def _otherwise(connection: SSL.Connection, offered: Sequence[bytes]) -> bytes:
+        return b"http/1.1" if b"http/1.1" in offered else b""
+
+
 @pytest.fixture(scope="module")
-def pebble(responder: tuple[Responder, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    yield from start_pebble(tmp_path_factory.mktemp("pebble"), responder[1])
+def tls_listener() -> Iterator[TlsListener]:
+    listener = TlsListener()
+    try:
+        yield listener
+    finally:
+        pytest_twisted.blockon(listener.port.stopListening())
+
+
+@pytest.fixture(scope="module")
+def pebble(
+    responder: tuple[Responder, int], tls_listener: TlsListener, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pebble]:
+    tls_port = tls_listener.port.getHost().port  # type: ignore[attr-defined]
+    yield from start_pebble(tmp_path_factory.mktemp("pebble"), responder[1], tls_port)
 
 
 def client_for(pebble: Pebble, key: AccountKey) -> AcmeClient:
@@ -112,7 +164,7 @@ async def test_a_certificate_by_http01_is_stored_0600_and_reused_without_a_new_o
     now = datetime.datetime.now(datetime.timezone.utc)
     served_before = len(resource.served)
 
-    stored = await load_or_obtain(storage, NAMES, lambda names: client.obtain(names, resource.tokens), now, 0.0)
+    stored = await load_or_obtain(storage, NAMES, lambda names: client.obtain(names, [Http01(resource.tokens)]), now, 0.0)
 
     assert client.orders == 1
     # Pebble fetched two tokens, one per name, from our responder (each more than once: it validates as from
@@ -137,7 +189,7 @@ async def test_a_certificate_by_http01_is_stored_0600_and_reused_without_a_new_o
     again = client_for(pebble, AccountKey(Storage(storage.folder).account_key()))
     assert await again.register("admin@example.test", eab(pebble)) == url
     reversed_names = list(reversed(NAMES))
-    reloaded = await load_or_obtain(storage, reversed_names, lambda n: again.obtain(n, resource.tokens), now, 0.0)
+    reloaded = await load_or_obtain(storage, reversed_names, lambda n: again.obtain(n, [Http01(resource.tokens)]), now, 0.0)
     assert (again.orders, reloaded.chain_pem, reloaded.key_pem) == (0, stored.chain_pem, stored.key_pem)
 
 
@@ -167,7 +219,7 @@ async def test_a_failed_validation_is_the_cas_problem_and_leaves_the_stored_cert
     due = stored.not_after  # past two thirds of the lifetime: renewal is attempted
     silent = Silent()
     with pytest.raises(ChallengeFailed) as caught:
-        await load_or_obtain(storage, old.names, lambda names: client.obtain(names, silent), due, 0.0)
+        await load_or_obtain(storage, old.names, lambda names: client.obtain(names, [Http01(silent)]), due, 0.0)
     assert caught.value.problem is not None
     assert (caught.value.problem.acme_type, client.orders, len(silent.tokens)) == ("unauthorized", 1, 1)
     assert caught.value.problem.detail == (
@@ -175,3 +227,25 @@ async def test_a_failed_validation_is_the_cas_problem_and_leaves_the_stored_cert
         f"{silent.tokens[0]} returned 404"
     )
     assert storage.load(old.names) == stored
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_certificate_by_tls_alpn01_through_a_real_tls_listener(
+    pebble: Pebble, responder: tuple[Responder, int], tls_listener: TlsListener, tmp_path: Path
+) -> None:
+    """With TLS-ALPN-01 preferred, Pebble validates by handshakes offering acme-tls/1 and the HTTP responder rests."""
+    resource, _ = responder
+    storage = Storage(tmp_path / "acme")
+    client = client_for(pebble, AccountKey(storage.account_key()))
+    await client.register(None, eab(pebble))
+    served_before, seen_before = len(resource.served), len(tls_listener.seen)
+
+    issued_now = await client.obtain(["alpn.example.test"], [tls_listener.responder, Http01(resource.tokens)])
+
+    leaf = x509.load_pem_x509_certificates(issued_now.chain_pem)[0]
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["alpn.example.test"]
+    assert public_der(leaf.public_key()) == public_der(key_from_pem(issued_now.key_pem))
+    handshakes = set(tls_listener.seen[seen_before:])
+    assert handshakes == {(b"alpn.example.test", b"acme-tls/1")}
+    assert (len(resource.served), len(tls_listener.responder), client.orders) == (served_before, 0, 1)

@@ -3,7 +3,8 @@
 Pebble serves ACME over HTTPS with a certificate made here (a one-day CA
 and a ``localhost`` leaf, so that a client can trust exactly it), resolves
 every name to 127.0.0.1 through pebble-challtestsrv's DNS, and validates
-HTTP-01 on 127.0.0.1 at the ``httpPort`` the caller's responder listens on.
+HTTP-01 on 127.0.0.1 at the ``httpPort`` the caller's responder listens on
+and TLS-ALPN-01 at its ``tlsPort``.
 Both programs bind port 0: challtestsrv's DNS port is read back from
 /proc (its UDP socket), Pebble's two HTTPS ports with :func:`wait_listening`
 and told apart by which one serves the directory.
@@ -17,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -155,8 +155,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def start_pebble(folder: Path, http_port: int) -> Iterator[Pebble]:
-    """Run pebble-challtestsrv and a Pebble validating HTTP-01 on 127.0.0.1:*http_port*, until the generator closes.
+def start_pebble(folder: Path, http_port: int, tls_port: int | None = None) -> Iterator[Pebble]:
+    """Run pebble-challtestsrv and a Pebble validating HTTP-01 on 127.0.0.1:*http_port* and TLS-ALPN-01 on
+    127.0.0.1:*tls_port* (when given; else nothing listens there), until the generator closes.
 
     Environment: PEBBLE_VA_NOSLEEP=1 (no random wait of up to 15 s before
     each validation), PEBBLE_AUTHZREUSE=0 (every order is validated anew, so
@@ -183,7 +184,8 @@ def start_pebble(folder: Path, http_port: int) -> Iterator[Pebble]:
                 "certificate": str(cert_path),
                 "privateKey": str(key_path),
                 "httpPort": http_port,
-                "tlsPort": http_port,  # TLS-ALPN-01 is not offered by the client yet; nothing validates there
+                # Without a TLS port, TLS-ALPN-01 validations go to the HTTP port and fail its handshake.
+                "tlsPort": tls_port if tls_port is not None else http_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": True,
                 "externalAccountMACKeys": {EAB_KID: base64.urlsafe_b64encode(hmac_key).decode().rstrip("=")},

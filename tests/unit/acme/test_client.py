@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from fephp.acme import AccountKey, AcmeClient, CAProblem, ProtocolViolation
+from fephp.acme import AccountKey, AcmeClient, CAProblem, Http01, ProtocolViolation
 from fephp.acme.client import BAD_NONCE_RETRIES
 from fephp.acme.keys import new_key
 
@@ -123,7 +123,7 @@ def test_obtain_before_register_is_refused_without_asking_the_ca() -> None:
     """No account URL to sign with: a ProtocolViolation and no request."""
     ca = ScriptedCA([])
     stub, acme = client(ca)
-    result = run(stub, acme.obtain(["example.test"], responder=_NoResponder()))
+    result = run(stub, acme.obtain(["example.test"], [Http01(_NoResponder())]))
     assert isinstance(result, Failure) and isinstance(result.value, ProtocolViolation)
     assert (ca.nonces_seen, acme.orders) == ([], 0)
 
