@@ -6,6 +6,7 @@ obtain and renew, the plain listener will answer HTTP-01 from a
 :class:`TlsAlpnResponder`, workers will load from :class:`Storage`.
 """
 
+from .ari import RenewalWindow, cert_id
 from .client import AcmeClient, ExternalAccount, Issued
 from .errors import AcmeError, CAProblem, ChallengeFailed, OrderFailed, PollTimeout, Problem, ProtocolViolation, StorageError
 from .jws import AccountKey
@@ -35,10 +36,12 @@ __all__ = [
     "PollTimeout",
     "Problem",
     "ProtocolViolation",
+    "RenewalWindow",
     "Storage",
     "StorageError",
     "Stored",
     "TlsAlpnResponder",
+    "cert_id",
     "is_renewal_due",
     "load_or_obtain",
     "renewal_due_at",

@@ -15,6 +15,7 @@ through :class:`~fephp.acme.responder.Http01`, ``tls-alpn-01`` through
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from twisted.internet.task import deferLater
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
+from .ari import RenewalWindow, cert_id, parse_renewal_info
 from .errors import CAProblem, ChallengeFailed, OrderFailed, PollTimeout, Problem, ProtocolViolation
 from .jws import AccountKey, b64url, external_account_binding
 from .keys import KeyType, PrivateKey, certificate_request, key_to_pem, new_key, public_der
@@ -129,18 +131,41 @@ class AcmeClient:
         self.account_url = self._location(response, url)
         return self.account_url
 
+    async def renewal_info(self, certificate: x509.Certificate) -> RenewalWindow | None:
+        """The CA's suggested renewal window for *certificate* (RFC 9773), or None when it offers no ARI."""
+        url = (await self.directory()).get("renewalInfo")
+        if not isinstance(url, str):
+            return None
+        url = f"{url.rstrip('/')}/{cert_id(certificate)}"
+        response = await self._http.get(url, timeout=REQUEST_TIMEOUT)  # an unauthenticated GET (RFC 9773 4.1)
+        body = await self._read(response)
+        if response.code != 200:
+            raise CAProblem(f"GET {url} answered {response.code}", self._problem(response, body))
+        retry_after = None
+        for value in response.headers.getRawHeaders(b"retry-after", []):
+            if value.strip().isdigit():
+                retry_after = float(value.strip())
+        now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
+        return parse_renewal_info(body, now, retry_after)
+
     async def obtain(
-        self, names: Sequence[str], solvers: Sequence[ChallengeSolver], key_type: KeyType = KeyType.ECDSA_P256
+        self,
+        names: Sequence[str],
+        solvers: Sequence[ChallengeSolver],
+        key_type: KeyType = KeyType.ECDSA_P256,
+        replaces: x509.Certificate | None = None,
     ) -> Issued:
         """A certificate for *names* with a fresh key of *key_type*, each name proven by the first of *solvers* whose
-        challenge type the CA offers for it."""
+        challenge type the CA offers for it; the order names the certificate it *replaces* when the CA offers ARI
+        (RFC 9773 5)."""
         if self.account_url is None:
             raise ProtocolViolation("obtain() before register(): no account URL to sign with")
         directory = await self.directory()
+        order_request: dict[str, Any] = {"identifiers": [{"type": "dns", "value": n} for n in names]}
+        if replaces is not None and isinstance(directory.get("renewalInfo"), str):
+            order_request["replaces"] = cert_id(replaces)
         self.orders += 1
-        response, body = await self._post(
-            directory["newOrder"], {"identifiers": [{"type": "dns", "value": n} for n in names]}
-        )
+        response, body = await self._post(directory["newOrder"], order_request)
         order_url = self._location(response, directory["newOrder"])
         order = self._object(body, order_url)
         for authorization in order.get("authorizations", []):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Coroutine, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 from treq.client import HTTPClient
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -18,6 +17,7 @@ from twisted.web.server import Request
 from fephp.acme import AccountKey, AcmeClient, CAProblem, Http01, ProtocolViolation
 from fephp.acme.client import BAD_NONCE_RETRIES
 from fephp.acme.keys import new_key
+from tests.support.acme_fakes import drive
 
 T = TypeVar("T")
 BASE = "https://ca.test"
@@ -63,18 +63,6 @@ class ScriptedCA(Resource):
         return json.dumps(body).encode()
 
 
-def run(stub: StubTreq, coroutine: Coroutine[Any, Any, T]) -> T | Failure:
-    """Drive *coroutine* by flushing *stub* until it finishes (at most 100 rounds); its result or its Failure."""
-    d: Deferred[T] = ensureDeferred(coroutine)
-    results: list[T | Failure] = []
-    d.addBoth(results.append)
-    for _ in range(100):
-        if results:
-            return results[0]
-        stub.flush()
-    raise AssertionError("the client did not finish within 100 flushes")
-
-
 def client(ca: ScriptedCA) -> tuple[StubTreq, AcmeClient]:
     stub = StubTreq(ca)
     return stub, AcmeClient(cast(HTTPClient, stub), f"{BASE}/dir", AccountKey(new_key()), Clock())
@@ -87,7 +75,7 @@ def test_a_bad_nonce_is_retried_with_the_nonce_the_refusal_carried() -> None:
     """Two badNonce refusals then 201: three POSTs, each with the nonce of the answer before it (RFC 8555 6.5)."""
     ca = ScriptedCA([(400, BAD_NONCE), (400, BAD_NONCE), (201, {"status": "valid"})])
     stub, acme = client(ca)
-    assert run(stub, acme.register("admin@example.test")) == f"{BASE}/acct/1"
+    assert drive(stub, acme.register("admin@example.test")) == f"{BASE}/acct/1"
     assert ca.nonces_seen == ["nonce-1", "nonce-2", "nonce-3"]
     assert acme.account_url == f"{BASE}/acct/1"
 
@@ -96,7 +84,7 @@ def test_bad_nonces_past_the_bound_fail_with_the_cas_problem() -> None:
     """After BAD_NONCE_RETRIES retries the last refusal is raised, its problem document kept."""
     ca = ScriptedCA([(400, BAD_NONCE)] * (BAD_NONCE_RETRIES + 1))
     stub, acme = client(ca)
-    result = run(stub, acme.register())
+    result = drive(stub, acme.register())
     assert isinstance(result, Failure)
     error = result.value
     assert isinstance(error, CAProblem)
@@ -112,7 +100,7 @@ def test_another_refusal_is_not_retried() -> None:
     ca = ScriptedCA([(403, {"type": "urn:ietf:params:acme:error:unauthorized", "detail": "no", "status": 403}),
                      (201, {})])
     stub, acme = client(ca)
-    result = run(stub, acme.register())
+    result = drive(stub, acme.register())
     assert isinstance(result, Failure) and isinstance(result.value, CAProblem)
     assert result.value.problem is not None
     problem = result.value.problem
@@ -123,7 +111,7 @@ def test_obtain_before_register_is_refused_without_asking_the_ca() -> None:
     """No account URL to sign with: a ProtocolViolation and no request."""
     ca = ScriptedCA([])
     stub, acme = client(ca)
-    result = run(stub, acme.obtain(["example.test"], [Http01(_NoResponder())]))
+    result = drive(stub, acme.obtain(["example.test"], [Http01(_NoResponder())]))
     assert isinstance(result, Failure) and isinstance(result.value, ProtocolViolation)
     assert (ca.nonces_seen, acme.orders) == ([], 0)
 

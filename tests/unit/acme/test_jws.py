@@ -79,3 +79,17 @@ def test_the_external_account_binding_is_the_account_jwk_under_the_cas_hmac() ->
     assert header == {"alg": "HS256", "kid": "kid-1", "url": "https://ca/new-acct"}
     assert json.loads(payload) == account.public_jwk
     assert signature == hmac.new(b"secret", signing_input, hashlib.sha256).digest()
+
+
+def test_the_external_account_binding_of_a_fixed_key_is_a_known_jws() -> None:
+    """A fixed P-256 key, kid and HMAC key give exactly these bytes (the HMAC checked apart with openssl dgst)."""
+    account = AccountKey(ec.derive_private_key(0x0123456789ABCDEF, ec.SECP256R1()))
+    binding = external_account_binding(account, "https://ca.test/new-acct", "kid-1", b"0123456789abcdef" * 2)
+    assert binding == {
+        "protected": "eyJhbGciOiJIUzI1NiIsImtpZCI6ImtpZC0xIiwidXJsIjoiaHR0cHM6Ly9jYS50ZXN0L25ldy1hY2N0In0",
+        "payload": (
+            "eyJjcnYiOiJQLTI1NiIsImt0eSI6IkVDIiwieCI6Ik9ZZ3lLcm4xTEg4UjFkR3FrcUtzQ3dBblc4clk2VFJvSWxjeVA5cG5KSUkiLCJ5"
+            "IjoiaFZ0emlmRVd3WndBRkRFY1BWZmNBZ0FlT2c3SXZaREhsM01nTktyTm1SZyJ9"
+        ),
+        "signature": "TQ3D1zt7-E7tO4NfN2KD7-sBoU3NdaqW3AlF_egCQ9Y",
+    }
