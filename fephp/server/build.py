@@ -8,6 +8,7 @@ sockets it inherited).
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
@@ -19,6 +20,7 @@ from ..backend.endpoints import parse_client_endpoint
 from ..backend.interface import Backend
 from ..backend.phpcgi import PHPCGIBackend
 from ..backend.pool import FastCGIPool
+from ..backend.workers import WorkerBackend
 from ..cgi.realip import RealIP, parse_trusted
 from ..cgi.routing import Router
 from ..process.binaries import find_php
@@ -48,6 +50,8 @@ __all__ = [
     "build_front",
     "build_managed_php_fpm",
     "build_site",
+    "build_worker_backend",
+    "worker_argv",
     "managed_settings",
     "pool_settings",
 ]
@@ -104,6 +108,8 @@ def build_backend(
     php = config.php
     timeouts = config.timeouts
     managed = None
+    if php.workers_only:
+        return build_worker_backend(config, reactor), None
     if not php.use_fpm:
         binary = php.php_cgi_binary or find_php("php-cgi") or "php-cgi"  # a missing one fails each request with 502
         return PHPCGIBackend(reactor, binary, ini=dict(php.ini), timeout=timeouts.response), None
@@ -132,6 +138,44 @@ def build_backend(
         name=name,
     )
     return pool, managed
+
+
+def worker_argv(config: Config) -> "list[str]":
+    """What runs one PHP worker: the php binary, ``php.ini`` as ``-d`` settings, the command's arguments, the script."""
+    worker = config.php.worker
+    assert worker is not None
+    binary, *args = worker.command
+    ini = [f"-d{key}={value}" for key, value in sorted(config.php.ini.items())]
+    return [binary, *ini, *args, worker.script]
+
+
+def build_worker_backend(config: Config, reactor: Any) -> WorkerBackend:
+    """The PHP workers of ``php.worker``, spawned now.
+
+    Their environment is ``php.worker.env`` over PATH and the two variables
+    RoadRunner's PHP packages read to pick the HTTP worker over pipes;
+    nothing else of fephp's own environment is passed on.
+    """
+    worker = config.php.worker
+    assert worker is not None
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "RR_MODE": "http", "RR_RELAY": "pipes"}
+    env.update(worker.env)
+    return WorkerBackend(
+        reactor,
+        worker_argv(config),
+        env=env,
+        cwd=os.path.dirname(worker.script),
+        count=worker.count,
+        max_jobs=worker.max_jobs,
+        max_memory=worker.max_memory,
+        ttl=worker.ttl,
+        idle_ttl=worker.idle_ttl,
+        exec_timeout=worker.exec_timeout,
+        boot_timeout=worker.exec_timeout,
+        max_consecutive_failures=worker.max_consecutive_failures,
+        queue_size=config.php.queue_size,
+        queue_timeout=config.timeouts.queue,
+    )
 
 
 def build_balancer(config: Config, reactor: Any, *, workers: int = 1) -> Balancer:
@@ -285,7 +329,7 @@ def build_front(
 def build_fpm_status(config: Config, reactor: Any, socket_path: Optional[str]) -> Optional[PHPFPMStatus]:
     """The admin side's own way to php-fpm's status page and ping, or None (php-cgi, or no admin listener)."""
     php = config.php
-    if not config.admin.listen or php.mode == "php-cgi":
+    if not config.admin.listen or php.mode == "php-cgi" or php.workers_only:
         return None
     if php.backends:
         # Several php-fpm: the admin side asks whichever is in service (one connection to each).

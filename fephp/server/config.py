@@ -26,7 +26,7 @@ from .._twisted import endpoint_arguments
 from ..backend.endpoints import normalize_client_endpoint, parse_client_endpoint
 from ..cgi.realip import HEADERS as REAL_IP_HEADERS
 from ..cgi.realip import parse_trusted
-from ..process.binaries import find_php
+from ..process.binaries import find_php, php_cli_for
 from ..web.compress import CODINGS
 from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
@@ -42,6 +42,7 @@ from .settings import (
     ServerConfig,
     StaticConfig,
     TimeoutsConfig,
+    WorkerConfig,
 )
 
 #: Config and ConfigError are re-exported: what load_config returns and raises.
@@ -60,6 +61,9 @@ _BACKEND_KEYS = ("address", "weight", "pool_size", "drain")
 # php-fpm.conf is an ini file: a key outside this set, or a newline in a value,
 # could add directives of its own to the generated configuration.
 _INI_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+#: An environment variable's name in php.worker.env.
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Path = tuple[Any, ...]  # ("php", "ini", "memory_limit") or ("server", "listen", 0)
 
@@ -427,7 +431,7 @@ class _Validator:
         self.known(data, p, ("use_fpm", "fpm_socket", "worker_pool_size", "queue_size",
                              "php_fpm_binary", "php_cgi_binary", "max_requests", "ini",
                              "status_path", "ping_path",
-                             "backends", "session_affinity", "session_cookie", "ping_interval"))
+                             "backends", "session_affinity", "session_cookie", "ping_interval", "worker"))
         use_fpm = self.boolean((*p, "use_fpm"), data.get("use_fpm", d.use_fpm))
         size = self.integer((*p, "worker_pool_size"), data.get("worker_pool_size", d.worker_pool_size), minimum=1)
         socket, backends = self.php_backends(p, data, size)
@@ -435,9 +439,10 @@ class _Validator:
         max_requests = self.integer((*p, "max_requests"), data.get("max_requests", d.max_requests), minimum=0)
         fpm_binary = self.string((*p, "php_fpm_binary"), data.get("php_fpm_binary"), nullable=True)
         cgi_binary = self.string((*p, "php_cgi_binary"), data.get("php_cgi_binary"), nullable=True)
-        # Only the binary the chosen mode runs must exist.
+        worker = self.worker((*p, "worker"), data["worker"], fpm_binary) if data.get("worker") is not None else None
+        # Only the binary the chosen mode runs must exist (none of php-fpm's when workers take every request).
         external = socket is not None or bool(backends)
-        if use_fpm and not external:
+        if use_fpm and not external and not (worker is not None and not worker.match):
             fpm_binary = self.binary((*p, "php_fpm_binary"), fpm_binary, "php-fpm")
         elif not use_fpm:
             cgi_binary = self.binary((*p, "php_cgi_binary"), cgi_binary, "php-cgi")
@@ -462,7 +467,86 @@ class _Validator:
         ping_interval = self.seconds((*p, "ping_interval"), data.get("ping_interval", d.ping_interval))
         return PHPConfig(use_fpm, socket, size, queue, fpm_binary, cgi_binary, max_requests, ini,
                          backends=backends, session_affinity=affinity, session_cookie=cookie,
-                         ping_interval=ping_interval, **paths)
+                         ping_interval=ping_interval, worker=worker, **paths)
+
+    def worker(self, path: Path, data: Any, fpm_binary: Optional[str]) -> WorkerConfig:
+        """``php.worker``: the worker script, the command that runs it, the pool's size and limits, ``match``."""
+        if not isinstance(data, dict):
+            raise self.error(path, f"must be a mapping (script, command, count...), not {_describe(data)}")
+        d = WorkerConfig("", ())
+        self.known(data, path, ("script", "command", "count", "max_jobs", "max_memory", "ttl", "idle_ttl",
+                                "exec_timeout", "max_consecutive_failures", "env", "match"))
+        if "script" not in data:
+            raise self.error(path, "needs a script (the worker's PHP entry point)")
+        text = self.string((*path, "script"), data["script"])
+        assert text is not None
+        script = self.absolute(text)
+        if not os.path.isfile(script):
+            raise self.error((*path, "script"), f"the worker script {script} is not an existing file")
+        command = self.worker_command((*path, "command"), data.get("command"), fpm_binary)
+
+        def limit(key: str) -> int:
+            value = data.get(key, 0)
+            return 0 if value == 0 else self.size((*path, key), value)
+
+        def seconds(key: str, default: float) -> float:
+            return self.seconds((*path, key), data.get(key, default), allow_zero=default == 0)
+
+        env = self.worker_env((*path, "env"), data.get("env"))
+        return WorkerConfig(
+            script=script,
+            command=command,
+            count=self.integer((*path, "count"), data.get("count", d.count), minimum=1),
+            max_jobs=self.integer((*path, "max_jobs"), data.get("max_jobs", 0), minimum=0),
+            max_memory=limit("max_memory"),
+            ttl=seconds("ttl", 0.0),
+            idle_ttl=seconds("idle_ttl", 0.0),
+            exec_timeout=seconds("exec_timeout", d.exec_timeout),
+            max_consecutive_failures=self.integer(
+                (*path, "max_consecutive_failures"), data.get("max_consecutive_failures", d.max_consecutive_failures), minimum=1
+            ),
+            env=env,
+            match=self.string_list((*path, "match"), data.get("match", []), self.url_prefix),
+        )
+
+    def worker_env(self, path: Path, value: Any) -> Mapping[str, str]:
+        """``php.worker.env``: variables added to the workers' environment (names as a shell takes them)."""
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(path, f"must be a mapping of environment variables, not {_describe(value)}")
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not _ENV_NAME.match(key):
+                raise self.error((*path, key), "is not an environment variable name (letters, digits, '_', not first a digit)")
+            if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+                raise self.error((*path, key), f"must be a string or a number, not {_describe(item)}")
+            text = str(item)
+            if "\0" in text:
+                raise self.error((*path, key), "must not contain NUL")
+            out[key] = text
+        return MappingProxyType(out)
+
+    def worker_command(self, path: Path, value: Any, fpm_binary: Optional[str]) -> tuple[str, ...]:
+        """``php.worker.command``: a list (or a string split on spaces), its first item the php binary."""
+        if value is None:
+            fpm = fpm_binary
+            if fpm is not None:
+                fpm = shutil.which(fpm) if "/" not in fpm else self.absolute(fpm)
+            found = php_cli_for(fpm or find_php("php-fpm"))
+            if found is None:
+                raise self.error(path, "no php command-line binary found (php8.2-cli); install it or give php.worker.command")
+            return (found,)
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list) or not value:
+            raise self.error(path, f"must be the php binary and its arguments, as a list or a string, not {_describe(value)}")
+        args = []
+        for i, item in enumerate(value):
+            text = self.string((*path, i), item) if not isinstance(item, (int, float)) or isinstance(item, bool) else str(item)
+            assert text is not None
+            args.append(text)
+        return (self.binary((*path, 0), args[0], "php"), *args[1:])
 
     def php_backends(self, p: Path, data: dict[Any, Any], size: int) -> tuple[Optional[str], tuple[BackendConfig, ...]]:
         """``php.fpm_socket`` (one address, or a list of them) and ``php.backends``: the one address or the several."""

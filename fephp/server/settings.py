@@ -30,6 +30,7 @@ __all__ = [
     "PHPConfig",
     "ServerConfig",
     "TimeoutsConfig",
+    "WorkerConfig",
     "changed_sections",
 ]
 
@@ -76,6 +77,28 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class WorkerConfig:
+    """``php.worker``: PHP workers kept booted, speaking RoadRunner's protocol over pipes (fephp.backend.workers).
+
+    ``command`` is the php binary and its arguments (``-d`` settings), the
+    worker ``script`` comes after them; limits of 0 are off; ``match`` lists
+    the path prefixes that go to the workers (empty: every PHP request).
+    """
+
+    script: str
+    command: tuple[str, ...]
+    count: int = 4
+    max_jobs: int = 0
+    max_memory: int = 0
+    ttl: float = 0.0
+    idle_ttl: float = 0.0
+    exec_timeout: float = 60.0
+    max_consecutive_failures: int = 3
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    match: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PHPConfig:
     """``php``: how PHP runs (external php-fpm, one or several, managed php-fpm, or php-cgi).
 
@@ -100,6 +123,13 @@ class PHPConfig:
     session_affinity: bool = False
     session_cookie: str = "PHPSESSID"
     ping_interval: float = 5.0
+    #: PHP workers (``php.worker``), or None.
+    worker: Optional[WorkerConfig] = None
+
+    @property
+    def workers_only(self) -> bool:
+        """Every PHP request goes to the workers (``php.worker`` without ``match``): no php-fpm runs."""
+        return self.worker is not None and not self.worker.match
 
     @property
     def mode(self) -> str:
