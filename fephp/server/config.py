@@ -30,6 +30,7 @@ from ..process.binaries import find_php, php_cli_for
 from ..web.compress import CODINGS
 from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
+from .rules_config import parse_rules
 from .settings import (
     AdminConfig,
     BackendConfig,
@@ -191,7 +192,7 @@ class _Validator:
             data = {}
         if not isinstance(data, dict):
             raise self.error((), f"the top level must be a mapping of sections, not {_describe(data)}")
-        self.known(data, (), _SECTIONS)
+        self.known(data, (), (*_SECTIONS, "rules"))
         sections = {name: self.section(data, name) for name in _SECTIONS}
         return Config(
             server=self.server(sections["server"]),
@@ -202,8 +203,12 @@ class _Validator:
             admin=self.admin(sections["admin"], sections["server"]),
             compression=self.compression(sections["compression"]),
             static=self.static(sections["static"]),
+            rules=parse_rules(self, ("rules",), data.get("rules")),
             source=self.source,
         )
+
+    #: A value as an error names it ("a mapping", "the string 'x'"), for the parsers outside this class.
+    describe = staticmethod(_describe)
 
     def known(self, data: dict[Any, Any], path: Path, names: tuple[str, ...]) -> None:
         for key in data:

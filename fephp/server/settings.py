@@ -14,6 +14,7 @@ from typing import Mapping, Optional
 # One entry of ``php.backends``: defined by the balancer that takes it, so that
 # the backend layer needs nothing from this one; a setting like the others here.
 from ..backend.balancer import BackendConfig
+from ..cgi.rules import Rule
 from ..web.compress import CODINGS, DEFAULT_TYPES
 from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
@@ -229,17 +230,19 @@ class Config:
     admin: AdminConfig = AdminConfig()
     compression: CompressionConfig = CompressionConfig()
     static: StaticConfig = StaticConfig()
+    #: ``rules``: the default site's per-path rules (fephp.cgi.rules), in order.
+    rules: tuple[Rule, ...] = ()
     source: str = "<dict>"
 
 
 def changed_sections(old: Config, new: Config) -> "list[str]":
     """The sections (``server``, ``php``...) in which *new* differs from *old*, in the order :class:`Config` declares them.
 
-    A section is a field of Config that holds a dataclass, so a section added
-    to Config is compared without a list to keep up to date; ``source``, the
-    file's name, is not one.
+    A section is a field of Config that holds a dataclass, or ``rules``, so
+    a section added to Config is compared without a list to keep up to date;
+    ``source``, the file's name, is not one.
     """
     return [
         f.name for f in fields(Config)
-        if is_dataclass(getattr(new, f.name)) and getattr(new, f.name) != getattr(old, f.name)
+        if (is_dataclass(getattr(new, f.name)) or f.name == "rules") and getattr(new, f.name) != getattr(old, f.name)
     ]
