@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.threads import deferToThreadPool
 
 from ..backend.balancer import BackendConfig, Balancer
 from ..backend.endpoints import parse_client_endpoint
@@ -23,10 +24,11 @@ from ..backend.pool import FastCGIPool
 from ..backend.workers import WorkerBackend
 from ..cgi.realip import RealIP, parse_trusted
 from ..cgi.routing import Router
+from ..cgi.rules import RuleSet
 from ..process.binaries import find_php
 from ..process.fpmconfig import PING_PATH, STATUS_PATH
 from ..process.phpfpm import ManagedPHPFPM, PHPFPMError
-from ..web.app import PHPApp
+from ..web.app import PHPApp, check_bcrypt
 from ..web.compress import Compression
 from ..web.figures import SiteFigures
 from ..web.hints import EarlyHints
@@ -270,6 +272,8 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         memory_cache_size=config.static.memory_cache_size,
         sendfile=SendfileRoots(server.x_sendfile_roots) if server.x_sendfile_roots else None,
         early_hints=EarlyHints(server.early_hints_max_routes) if server.early_hints else None,
+        rules=RuleSet(config.rules, clock=reactor.seconds, check_password=check_bcrypt) if config.rules else None,
+        in_thread=lambda call: deferToThreadPool(reactor, reactor.getThreadPool(), call),
     )
     logging = config.logging
     site = FrontSite(

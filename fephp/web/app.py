@@ -7,13 +7,18 @@ else: no path, no backend address, no PHP message.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import bcrypt
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
+from .._twisted import request_disconnected
 from ..backend.interface import Backend
+from ..cgi.rules import Answer, Proceed, RequestView, RuleSet, Verify
 from ..cgi.routing import BadRequest, Forbidden, Redirect, Router, Script, StaticFile
 from .errors import send_error
 from .hints import EarlyHints
@@ -21,7 +26,12 @@ from .php import PHPHandler
 from .sendfile import SendfileRoots
 from .static import CacheHeaders, CacheRule, FileCache, serve_static
 
-__all__ = ["PHPApp"]
+__all__ = ["PHPApp", "check_bcrypt"]
+
+
+def check_bcrypt(password: bytes, hashed: bytes) -> bool:
+    """bcrypt's own comparison (tens of milliseconds by design): for a thread, never the reactor's."""
+    return bool(bcrypt.checkpw(password, hashed))
 
 
 class PHPApp(Resource):
@@ -41,9 +51,14 @@ class PHPApp(Resource):
         memory_cache_size: int = 0,
         sendfile: Optional[SendfileRoots] = None,
         early_hints: Optional[EarlyHints] = None,
+        rules: Optional[RuleSet] = None,
+        in_thread: "Callable[[Callable[[], bool]], Deferred[bool]]" = deferToThread,
     ) -> None:
         super().__init__()
         self.router = router
+        #: ``rules``, evaluated before routing (fephp.cgi.rules), and how a password check leaves the reactor thread.
+        self.rules = rules
+        self._in_thread = in_thread
         #: Cache-Control and Expires for static files by URL prefix (``static.cache``).
         self.static_cache = CacheHeaders(static_cache, router.root) if static_cache else None
         #: Small static files' bytes in memory (``static.memory_cache_size``; None when 0).
@@ -78,6 +93,42 @@ class PHPApp(Resource):
         if not path.startswith(b"/"):
             # "*" (OPTIONS *) and absolute-form targets are not for PHP.
             return send_error(request, 400)
+        if self.rules is not None:
+            return self._ruled(request, self.rules.evaluate(_view(request, path, query)))
+        return self._serve(request, path, query)
+
+    def _ruled(self, request: Request, outcome: Any) -> Any:
+        """Go on as the rules' *outcome* says: route its path, answer, or check a password first."""
+        kind = type(outcome)
+        if kind is Verify:
+            return self._verify(request, outcome)
+        if outcome.edits:
+            request.header_edits = outcome.edits  # type: ignore[attr-defined]  # FrontRequest applies them to the head
+        if kind is Proceed:
+            return self._serve(request, outcome.raw_path, outcome.query)
+        assert kind is Answer
+        if outcome.body is None:
+            return send_error(request, outcome.status, dict(outcome.headers))
+        request.setResponseCode(outcome.status)
+        for name, value in outcome.headers:
+            request.setHeader(name, value)
+        request.setHeader(b"content-length", b"%d" % len(outcome.body))
+        return outcome.body
+
+    def _verify(self, request: Request, check: Verify) -> Any:
+        """A password checked in a thread (bcrypt takes tens of milliseconds), then the rest of the rules and the request."""
+        rules = self.rules
+        assert rules is not None
+
+        def checked(ok: "bool | Failure") -> None:
+            resumed = rules.resume(check, ok is True)
+            if not request_disconnected(request):
+                request.render(_Resume(self, resumed))  # Twisted's render writes and finishes what it returns
+
+        self._in_thread(lambda: rules.verify(check)).addBoth(checked)
+        return NOT_DONE_YET
+
+    def _serve(self, request: Request, path: bytes, query: bytes) -> Any:
         route = self.router.route(path)
         kind = type(route)
         if kind is Script:
@@ -95,3 +146,30 @@ class PHPApp(Resource):
         if kind is BadRequest:
             return send_error(request, 400)
         return send_error(request, 404)
+
+
+def _view(request: Request, path: bytes, query: bytes) -> RequestView:
+    """What the rules see of *request*: its address is the client's after trusted_proxies (FrontRequest)."""
+    headers = request.requestHeaders
+
+    def header(name: bytes) -> Optional[bytes]:
+        values = headers.getRawHeaders(name)
+        return values[-1] if values else None
+
+    return RequestView(
+        request.method, path, query, getattr(request.getClientAddress(), "host", "unix:"), header,
+    )
+
+
+class _Resume(Resource):
+    """The rest of a request whose password was checked in a thread, rendered through Twisted's own render."""
+
+    isLeaf = True
+
+    def __init__(self, app: PHPApp, outcome: Any) -> None:
+        super().__init__()
+        self.app = app
+        self.outcome = outcome
+
+    def render(self, request: Request) -> Any:
+        return self.app._ruled(request, self.outcome)

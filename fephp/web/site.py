@@ -34,6 +34,7 @@ from .._twisted import (
     site_request_write,
 )
 from ..cgi.realip import UNIX, RealIP
+from ..cgi.rules import HeaderEdit
 from .compress import Compression, Encoder
 from .accesslog import AccessLog, LoggedRequest, combined_line, json_line, redact_query, secret_names
 from .errors import raw_error_response, send_error
@@ -104,6 +105,8 @@ class FrontRequest(server.Request):
     php_started_at: Optional[float] = None
     php_ended_at: Optional[float] = None
 
+    #: The ``headers`` rules' edits of this request's response head (fephp.cgi.rules), applied as it goes out.
+    header_edits: "tuple[HeaderEdit, ...]" = ()
     #: Called once if the client goes before the response is finished (when_lost).
     _on_lost: Optional[Callable[[], object]] = None
 
@@ -127,6 +130,8 @@ class FrontRequest(server.Request):
         if not self.startedWriting:
             if self.first_byte_at is None:
                 self.first_byte_at = _monotonic()
+            if self.header_edits:
+                _edit_headers(self.responseHeaders, self.header_edits)
             compression = self.site.compression if self.site is not None else None  # type: ignore[attr-defined]
             if compression is not None:
                 data, self._stream = compression.begin(self, data)
@@ -332,6 +337,17 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 #: Header names seen (all valid tokens), and how Headers spells each one.
 _canonical_names: dict[bytes, bytes] = {}
+
+
+def _edit_headers(headers: Headers, edits: "tuple[HeaderEdit, ...]") -> None:
+    """The ``headers`` rules' edits, in order, on a response head about to go out (PHP's, a file's or an error page's)."""
+    for edit in edits:
+        if edit.op == "remove":
+            headers.removeHeader(edit.name)
+        elif edit.op == "set":
+            headers.setRawHeaders(edit.name, [edit.value])
+        else:
+            headers.addRawHeader(edit.name, edit.value)
 
 
 def _canonical_name(name: bytes) -> bytes:
