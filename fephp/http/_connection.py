@@ -455,6 +455,18 @@ class ServerConnection:
             self._out_left = left
         return pieces
 
+    @property
+    def response_framing(self) -> Framing:
+        """How the response being sent is delimited (NONE before its head, and for HEAD, 204 and 304)."""
+        return self._out
+
+    def sent_elsewhere(self, count: int) -> None:
+        """*count* body bytes the caller sent past the codec (``os.sendfile``), counted against the Content-Length."""
+        if self.our_state is not _BODY or self._out is not _LENGTH or count > self._out_left:
+            self.our_state = _ERROR
+            raise LocalProtocolError("body bytes sent past the codec outside a Content-Length body, or beyond it")
+        self._out_left -= count
+
     def send_end(self) -> bytes:
         """The end of the response body: the last chunk, or nothing; LocalProtocolError if a Content-Length was not met."""
         if self.our_state is not _BODY:

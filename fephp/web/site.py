@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
@@ -40,6 +41,9 @@ from .accesslog import AccessLog, LoggedRequest, combined_line, json_line, redac
 from .errors import raw_error_response, send_error
 from .figures import SiteFigures
 from .framing import framing_refusal
+from .h1 import H1Protocol
+from .heads import MAX_REQUEST_ID, origin_form, valid_host, valid_request_id
+from .heads import REQUEST_ID as _REQUEST_ID
 from .http2 import SPILL_TOTAL, H2Connection, HeldBytes
 
 __all__ = ["FrontSite", "FrontRequest", "MAX_REQUEST_ID", "valid_request_id"]
@@ -48,15 +52,6 @@ _monotonic = time.monotonic
 # Bound once: twisted.web.http is a deprecation proxy whose every attribute
 # lookup is a Python call.
 _NO_BODY_CODES = http.NO_BODY_CODES
-#: The longest X-Request-Id taken from a client (a UUID is 36, nginx's $request_id 32).
-MAX_REQUEST_ID = 128
-#: Letters, digits and the punctuation of UUIDs, base64 and common trace ids.
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/@-]{1,%d}" % MAX_REQUEST_ID)
-
-
-def valid_request_id(value: bytes) -> bool:
-    """An X-Request-Id fephp passes on as it came: bounded in length, no space, quote or control byte."""
-    return _REQUEST_ID.fullmatch(value) is not None
 
 
 class _Discard:
@@ -243,7 +238,7 @@ class FrontRequest(server.Request):
         if uri[:1] != b"/" and uri[:4].lower() == b"http":
             # RFC 9112 3.2.2: a server MUST accept the absolute form; PHP
             # gets the origin form in REQUEST_URI, as from nginx.
-            self.uri = _origin_form(uri)
+            self.uri = origin_form(uri)
             self.path = self.uri.partition(b"?")[0]
         try:
             self.render(site.resource)
@@ -312,18 +307,19 @@ class FrontRequest(server.Request):
         self.finish()
 
 
-def valid_host(host: bytes) -> bool:
-    """A Host value nginx would take: no path, no space or control byte, no "..".
-
-    Like ngx_http_validate_host, this keeps names apps may use verbatim in
-    links from carrying a path or a parent-directory step.
-    """
-    if not host or b".." in host:
-        return False
-    return not _BAD_HOST.search(host)
+#: The HTTP/1.x protocols a FrontSite can serve with (FrontSite's http1, FEPHP_HTTP1).
+HTTP1_ENGINES = ("twisted", "fephp")
 
 
-_BAD_HOST = re.compile(rb"[\x00-\x20\x7f/\\]")
+def _http1_engine(given: Optional[str]) -> str:
+    """*given*, else the environment's FEPHP_HTTP1, else "twisted"; a name not in HTTP1_ENGINES is refused by name."""
+    engine = given if given is not None else os.environ.get("FEPHP_HTTP1") or "twisted"
+    if engine not in HTTP1_ENGINES:
+        source = "FEPHP_HTTP1" if given is None else "http1"
+        raise ValueError(f"{source}: {engine!r} is no HTTP/1.x engine (one of {', '.join(HTTP1_ENGINES)})")
+    return engine
+
+
 #: Reason phrases of the 1xx responses fephp sends itself (RFC 8297 for 103).
 _INFORMATIONAL = {103: b"Early Hints"}
 #: What no line of a request head may hold.
@@ -356,20 +352,6 @@ def _canonical_name(name: bytes) -> bytes:
     if len(_canonical_names) < 1000:  # bounded: names are the client's to choose
         _canonical_names[name] = found
     return found
-
-
-def _origin_form(uri: bytes) -> bytes:
-    """``http://host:port/p?q`` -> ``/p?q`` (and ``http://host?q`` -> ``/?q``)."""
-    scheme, sep, rest = uri.partition(b"://")
-    if not sep or scheme.lower() not in (b"http", b"https"):
-        return uri
-    cut = len(rest)
-    for mark in (b"/", b"?"):
-        index = rest.find(mark)
-        if index != -1:
-            cut = min(cut, index)
-    tail = rest[cut:]
-    return tail if tail.startswith(b"/") else b"/" + tail
 
 
 #: A TLS channel's state before ALPN's answer is read (and a default no transport attribute has).
@@ -913,6 +895,7 @@ class FrontSite(server.Site):
         client_header_timeout: Optional[float] = 60.0,
         client_body_timeout: Optional[float] = 60.0,
         client_send_timeout: Optional[float] = 60.0,
+        http1: Optional[str] = None,
     ) -> None:
         kwargs: dict[str, Any] = {"timeout": timeout}
         if reactor is not None:
@@ -950,10 +933,18 @@ class FrontSite(server.Site):
         self.server_header = [b" ".join(software.splitlines())]
         self._date_second = -1
         self._date = b""
-        self._channels: set[http.HTTPChannel] = set()
+        #: Which HTTP/1.x protocol serves its connections: "twisted" (_Channel
+        #: over Twisted's HTTPChannel) or "fephp" (fephp.web.h1); the
+        #: environment's FEPHP_HTTP1 when not given.
+        self.http1 = _http1_engine(http1)
+        self._channels: set[Any] = set()
         self._all_closed: Waiters[None] = Waiters()
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
+        if self.http1 == "fephp":
+            protocol = H1Protocol(self)
+            self._channels.add(protocol)
+            return protocol
         channel = super().buildProtocol(addr)
         # Bounds the request line and headers together (Twisted answers 431/400).
         channel.totalHeadersSize = self.max_header_size
@@ -980,7 +971,10 @@ class FrontSite(server.Site):
 
     def activity(self) -> "tuple[int, int]":
         """Open client connections, and requests received on them and not yet answered."""
-        busy = sum(1 for channel in self._channels if getattr(channel, "requests", None))
+        # fephp.web.h1's protocols say busy, Twisted's channels hold requests.
+        busy = sum(
+            1 for channel in self._channels if getattr(channel, "busy", None) or getattr(channel, "requests", None)
+        )
         return len(self._channels), busy
 
     def http_date(self) -> bytes:
@@ -1015,7 +1009,7 @@ class FrontSite(server.Site):
                 h2.say_goodbye()  # GOAWAY first: the client knows which requests were answered
             if channel.transport is None:
                 continue
-            if isinstance(h2, H2Connection) or not isinstance(channel, _Channel):
+            if isinstance(h2, H2Connection) or not hasattr(channel, "close_when_done"):
                 # The channel's loseConnection unregisters it (or the HTTP/2
                 # connection) as the transport's producer first: a TLS
                 # transport does not close while a producer is registered.

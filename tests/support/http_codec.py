@@ -29,6 +29,7 @@ from fephp.http import (
     ServerConnection,
 )
 from fephp.web.errors import error_page, raw_error_response
+from fephp.web.h1 import H1Exchange
 from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, client_transport
 
@@ -162,6 +163,8 @@ class _Recording(Resource):
             request.finish()
 
     def render(self, request: Any) -> Any:
+        if isinstance(request, H1Exchange):
+            return self._take(request)
         headers: dict[bytes, list[bytes]] = {}
         for name, values in request.requestHeaders.getAllRawHeaders():
             if name.lower() != b"x-request-id":  # fephp's own, added when the client sent none
@@ -175,13 +178,59 @@ class _Recording(Resource):
         return NOT_DONE_YET
 
 
-class ChannelRun:
-    """The codec's reference: fephp's current HTTP/1.1 channel (fephp.web.site over Twisted's parser) fed reads by hand."""
+    def _take(self, exchange: H1Exchange) -> Any:
+        """The same notes of an Exchange; its answer the same too."""
+        headers: dict[bytes, list[bytes]] = {}
+        for name, value in exchange.headers:
+            if name != b"x-request-id":
+                headers.setdefault(name, []).append(value)
+        body = exchange.body
+        if body is None:
+            data = b""
+        elif isinstance(body, bytes):
+            data = body
+        else:
+            data = body.read()
+        self.seen.append((exchange.method, exchange.target, exchange.version, headers, data))
+        self.waiting.append(_ExchangeAnswer(exchange))
+        return NOT_DONE_YET
 
-    def __init__(self, *, max_header_size: int, max_body_size: int) -> None:
+
+class _ExchangeAnswer:
+    """What _Recording.answer calls on a Twisted Request, done on an Exchange."""
+
+    def __init__(self, exchange: H1Exchange) -> None:
+        self._exchange = exchange
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    def setHeader(self, name: bytes, value: bytes) -> None:  # noqa: N802 - as on a Twisted Request
+        self._headers.append((name, value))
+
+    def write(self, data: bytes) -> None:
+        if self._exchange.state.value == "received":
+            self._exchange.start_response(200, self._headers)
+        self._exchange.write(data)
+
+    def finish(self) -> None:
+        self._exchange.finish()
+
+
+class ChannelRun:
+    """The codec's reference: fephp's current HTTP/1.1 channel (fephp.web.site over Twisted's parser) fed reads by hand.
+
+    With ``http1="fephp"``, the same run through fephp's own protocol
+    (fephp.web.h1) instead, whose requests are Exchanges.
+    """
+
+    def __init__(self, *, max_header_size: int, max_body_size: int, http1: str = "twisted") -> None:
         self._resource = _Recording()
         site = FrontSite(
-            self._resource, timeout=None, reactor=Clock(), max_header_size=max_header_size, max_body_size=max_body_size
+            self._resource,
+            timeout=None,
+            reactor=Clock(),
+            max_header_size=max_header_size,
+            max_body_size=max_body_size,
+            http1=http1,
         )
         self.channel = site.buildProtocol(CLIENT)
         self.transport = client_transport()

@@ -9,10 +9,17 @@ request) and what the client gets (each response's status line, framing
 and Connection fields and body, the 100 Continue, the refusal page, the
 close) must be equal, except for the differences listed in DIFFERENCES,
 each with the RFC clause it follows.
+
+fephp's own HTTP/1.x protocol (fephp.web.h1), the codec's glue to Twisted,
+is held to more: a FrontSite serving with ``http1="fephp"`` must send byte
+for byte what the channel sends (Date and X-Request-Id values aside, a
+clock and a random prefix), and where the codec differs on purpose it
+answers as the codec does.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Sequence
 
 import pytest
@@ -228,3 +235,44 @@ def test_all_streams_in_small_reads() -> None:
     for seed in range(5):
         pieces = random_cuts(stream, seed)
         assert outcome(through_the_codec(pieces)) == outcome(through_the_channel(pieces))
+
+
+# -- fephp's own protocol over the codec (fephp.web.h1) against the channel ---------------------
+
+_VARYING = re.compile(rb"(Date|X-Request-Id): [^\r]*")
+
+#: What a run through a FrontSite gave: the requests seen, the bytes sent (Date and X-Request-Id values blanked), closing.
+Run = tuple[list[object], bytes, bool]
+
+
+def through(pieces: Sequence[bytes], http1: str) -> Run:
+    """Each piece one read of a FrontSite's connection served by *http1*, until it starts closing."""
+    run = ChannelRun(max_header_size=MAX_HEADER_SIZE, max_body_size=MAX_BODY_SIZE, http1=http1)
+    run.feed(pieces)
+    return list(run.seen), _VARYING.sub(rb"\1: -", run.out), run.closing
+
+
+@pytest.mark.parametrize("data", [c[1] for c in SAME], ids=[c[0] for c in SAME])
+def test_the_protocol_answers_as_the_channel_does(data: bytes) -> None:
+    """Whole, in two reads at every byte and a byte a read: the same requests seen and byte for byte the same answers."""
+    expected = through([data], "twisted")
+    assert through([data], "fephp") == expected
+    for pieces in splits_of(data):
+        assert through(pieces, "fephp") == expected, pieces
+
+
+@pytest.mark.parametrize(("data", "codec"), [(c[1], c[3]) for c in DIFFERENCES], ids=[c[0] for c in DIFFERENCES])
+def test_where_the_codec_differs_the_protocol_follows_it(data: bytes, codec: list[bytes]) -> None:
+    """The codec's listed differences from the channel hold for the protocol too (it reads with the codec)."""
+    seen, raw, closing = through([data], "fephp")
+    got = outcome((seen, raw, closing))  # type: ignore[arg-type]
+    assert [response[0] for response in got[1]] == codec
+    assert got[1] == outcome(through_the_codec([data]))[1]
+
+
+def test_all_streams_pipelined_in_small_reads() -> None:
+    """All the streams read alike, pipelined on one connection, in reads of a few bytes: byte for byte as the channel."""
+    stream = b"".join(data for name, data in SAME[:16] if b"Connection: close" not in data and b"HTTP/1.0" not in data)
+    for seed in range(5):
+        pieces = random_cuts(stream, seed)
+        assert through(pieces, "fephp") == through(pieces, "twisted")

@@ -1,0 +1,866 @@
+"""fephp's own HTTP/1.x server protocol, from the server's side: a Twisted Protocol over the sans-io codec whose requests are Exchanges.
+
+:class:`H1Protocol` feeds what the client sends to :class:`fephp.http.ServerConnection`
+and turns each whole request (head and body, the body buffered within the
+site's limits) into an :class:`H1Exchange`, which the site's resource
+renders.  It replaces, for HTTP/1.x, Twisted's HTTPChannel and Request as
+fephp's ``_Channel`` and ``FrontRequest`` bend them (fephp/web/site.py):
+the same bytes to the client, with the state in one field of each object.
+
+The codec holds RFC 9112's framing and smuggling refusals; this module
+holds what needs a socket or a clock: the client_header, client_body,
+client_send and keep-alive timeouts (the site's settings, on the site's
+reactor), pipelining (the next request is read once the one in hand is
+answered, and the transport is paused meanwhile), the held response head
+that leaves with the first body bytes in one send, the TLS connection whose
+ALPN chose "h2" (handed to :class:`fephp.web.http2.H2Connection`), and the
+graceful stop.
+"""
+
+from __future__ import annotations
+
+import enum
+import tempfile
+import time
+from typing import IO, Any, Callable, Iterator, Optional, Sequence, Union
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import cooperate
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from .._twisted import header_name, idle_socket, send_now, send_pieces_now
+from ..cgi.realip import UNIX
+from ..http import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Framing,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Request,
+    ServerConnection,
+    State,
+)
+from .errors import error_page, raw_error_response
+from .exchange import Address, Body, ExchangeState, HeaderList, header_value
+from .http2 import H2Connection
+from .heads import origin_form, valid_host, valid_request_id
+
+__all__ = ["BODY_IN_MEMORY", "H1Exchange", "H1Protocol", "Phase"]
+
+_monotonic = time.monotonic
+
+#: A request body up to this many bytes is kept in memory; a larger one goes
+#: to a temporary file as it arrives (Twisted's Request used 100,000 too).
+BODY_IN_MEMORY = 100_000
+#: Above this many bytes a response's pieces are sent gathered (sendmsg)
+#: rather than joined: copying a small body costs less than the iovec.
+_GATHER_FROM = 16 * 1024
+#: Seconds a closing connection has to take its last bytes before it is
+#: aborted (Twisted's HTTPChannel.abortTimeout).
+ABORT_AFTER = 15.0
+#: A TLS connection's state before ALPN's answer is read (and a default no transport attribute has).
+_ALPN_PENDING = object()
+_NO_BODY_STATUSES = frozenset((204, 304))
+
+# Enum members bound once: on CPython 3.11 each member lookup is a descriptor call.
+_RECEIVED = ExchangeState.RECEIVED
+_RESPONDING = ExchangeState.RESPONDING
+_FINISHED = ExchangeState.FINISHED
+_LOST = ExchangeState.LOST
+
+
+class Phase(enum.Enum):
+    """Where an HTTP/1.x connection is.
+
+    WAITING: between requests (fresh, or an idle keep-alive), or a head
+    begun; READING: a request's body is being read; ANSWERING: the site has
+    the request (later bytes are only buffered); CLOSING: the connection is
+    being closed (a refusal sent, the last response done); HTTP2: ALPN chose
+    "h2" and every byte goes to the HTTP/2 connection.
+    """
+
+    WAITING = "waiting"
+    READING = "reading"
+    ANSWERING = "answering"
+    CLOSING = "closing"
+    HTTP2 = "http2"
+
+
+_WAITING, _READING, _ANSWERING, _CLOSING, _HTTP2 = Phase
+
+
+class _BodyBuffer:
+    """A request body as it arrives: in memory up to BODY_IN_MEMORY bytes, then in a temporary file."""
+
+    __slots__ = ("_pieces", "_size", "_file")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._file: Optional[IO[bytes]] = None
+
+    def add(self, data: bytes) -> None:
+        self._size += len(data)
+        spill = self._file
+        if spill is not None:
+            spill.write(data)
+            return
+        self._pieces.append(data)
+        if self._size > BODY_IN_MEMORY:
+            spill = self._file = tempfile.TemporaryFile()
+            spill.write(b"".join(self._pieces))
+            self._pieces = []
+
+    def whole(self) -> Body:
+        """The body: bytes, or the temporary file rewound to its start."""
+        spill = self._file
+        if spill is not None:
+            spill.seek(0)
+            return spill
+        pieces = self._pieces
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+class _PullProducer:
+    """A pull producer driven as a push one: ``resumeProducing`` once per cooperator turn while not paused."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._task = cooperate(self._pull())
+
+    def _pull(self) -> Iterator[None]:
+        while True:
+            self._producer.resumeProducing()
+            yield None
+
+    def pause(self) -> None:
+        try:
+            self._task.pause()
+        except Exception:  # TaskDone, TaskStopped: nothing left to pause
+            pass
+
+    def resume(self) -> None:
+        try:
+            self._task.resume()
+        except Exception:
+            pass
+
+    def stop(self) -> None:
+        try:
+            self._task.stop()
+        except Exception:
+            pass
+
+
+class H1Exchange:
+    """One HTTP/1.x request and its response: the Exchange (fephp.web.exchange) over fephp's own protocol.
+
+    The request side is filled by :class:`H1Protocol` before the site's
+    resource is called; the response side drives the codec.  The head is
+    held from ``start_response`` until the first body bytes (or ``finish``)
+    and leaves with them in one send.  States: :class:`ExchangeState`.
+    """
+
+    # Marks and defaults as class attributes: an exchange is made per request.
+    state = _RECEIVED
+    status = 0
+    reason: Optional[bytes] = None
+    bytes_sent = 0
+    first_byte_at: Optional[float] = None
+    kind = "other"
+    backend_name: Optional[str] = None
+    php_started_at: Optional[float] = None
+    php_ended_at: Optional[float] = None
+    request_id = b""
+    scheme = b"http"
+    _head: Optional[bytes] = None
+    _on_lost: Optional[Callable[[], object]] = None
+    _producer: Any = None
+    _pull: Optional[_PullProducer] = None
+
+    def __init__(self, protocol: "H1Protocol", request: Request, body: Body, started_at: float) -> None:
+        self._protocol = protocol
+        self._codec = protocol.codec
+        self.method = request.method
+        target = self.target = request.target
+        path, _, query = target.partition(b"?")
+        self.path = path
+        self.query = query
+        self.version = request.version
+        self.headers: HeaderList = request.headers
+        self.body = body
+        self.client = protocol.peer
+        self.server = protocol.host
+        if protocol.secure:
+            self.scheme = b"https"
+        self.started_at = started_at
+        self.response_headers: HeaderList = []
+
+    # -- the request ---------------------------------------------------------------------
+
+    def header(self, name: bytes) -> Optional[bytes]:
+        """The value of request header *name* (lowercase), several joined with ``", "``; None when absent."""
+        return header_value(self.headers, name)
+
+    # -- the response --------------------------------------------------------------------
+
+    def start_response(self, status: int, headers: HeaderList, reason: Optional[bytes] = None) -> None:
+        """Fix the status and headers (the ones already in response_headers first); the head waits for the body."""
+        if self.state is not _RECEIVED:
+            return
+        self.state = _RESPONDING
+        self.status = status
+        if reason is None:
+            reason = RESPONSES.get(status, b"Unknown Status")
+        self.reason = reason
+        fields = self.response_headers
+        fields.extend(headers)
+        # Spelt on the wire as Twisted's Headers spelt them (the same bytes as before).
+        spelt = [(header_name(name), value) for name, value in fields]
+        try:
+            self._head = self._codec.send_response_head(status, spelt, reason)
+        except LocalProtocolError:
+            # A field with CR or LF, a second Content-Length: the app's bug, never the client's to see.
+            self._protocol.log.failure("a response head fephp cannot send", Failure())
+            self.abort()
+
+    def write(self, data: bytes) -> None:
+        """Send body bytes (the held head first, in the same send)."""
+        if self.state is not _RESPONDING:
+            if self.state is not _RECEIVED:
+                return
+            self.start_response(200, [])
+            if self.state is not _RESPONDING:
+                return
+        if self.first_byte_at is None:
+            self.first_byte_at = _monotonic()
+        try:
+            framed = self._codec.send_data(data)
+        except LocalProtocolError:
+            self._protocol.log.failure("more body than the response's Content-Length", Failure())
+            self.abort()
+            return
+        if framed:
+            self.bytes_sent += len(data)
+        head = self._head
+        transport = self._protocol.transport
+        if head is not None:
+            self._head = None
+            if len(framed) > _GATHER_FROM:
+                send_pieces_now(transport, [head, framed])
+                return
+            framed = head + framed
+        if framed:
+            send_now(transport, framed)
+
+    def write_pieces(self, pieces: Sequence[Union[bytes, memoryview]]) -> None:
+        """Send body bytes given as pieces: one gathered send once the head is out, else joined through write."""
+        if self._head is not None or self.state is not _RESPONDING:
+            self.write(pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes else b"".join(pieces))
+            return
+        try:
+            framed = self._codec.send_data_pieces(list(pieces))
+        except LocalProtocolError:
+            self._protocol.log.failure("more body than the response's Content-Length", Failure())
+            self.abort()
+            return
+        if not framed:
+            return
+        self.bytes_sent += sum(map(len, pieces))
+        transport = self._protocol.transport
+        if sum(map(len, framed)) > _GATHER_FROM:
+            send_pieces_now(transport, framed)
+        else:
+            send_now(transport, b"".join(framed))
+
+    def finish(self) -> None:
+        """The response is complete: its end goes out (with the head if still held), then the next request is read."""
+        state = self.state
+        if state is _RECEIVED:
+            self.start_response(200, [])
+            state = self.state
+        if state is not _RESPONDING:
+            return
+        if self.first_byte_at is None:
+            self.first_byte_at = _monotonic()
+        try:
+            end = self._codec.send_end()
+        except LocalProtocolError:
+            # Less body than its Content-Length: the client must see a cut, not a whole response.
+            self._protocol.log.warn("a response shorter than its Content-Length")
+            self.abort()
+            return
+        self.state = _FINISHED
+        head = self._head
+        if head is not None:
+            self._head = None
+            end = head + end
+        if end:
+            send_now(self._protocol.transport, end)
+        self._stop_producer()
+        self._protocol.exchange_done(self)
+
+    def abort(self) -> None:
+        """Cut the connection: a response already begun cannot end well, and must not look whole."""
+        if self.state is _FINISHED or self.state is _LOST:
+            return
+        self.state = _LOST
+        self._stop_producer()
+        self._protocol.abort()
+
+    def informational(self, status: int, headers: HeaderList) -> None:
+        """Send a 1xx response (103 Early Hints) now; nothing to an HTTP/1.0 client."""
+        if self.state is not _RECEIVED:
+            return
+        data = self._codec.send_informational(status, headers)
+        if data:
+            send_now(self._protocol.transport, data)
+
+    def register_producer(self, producer: Any, streaming: bool) -> None:
+        """Have *producer* paused and resumed as the client takes the response."""
+        self._producer = producer
+        if not streaming:
+            self._pull = _PullProducer(producer)
+            if self._protocol.send_paused:
+                self._pull.pause()
+        elif self._protocol.send_paused:
+            producer.pauseProducing()
+
+    def unregister_producer(self) -> None:
+        """Forget the producer registered last."""
+        pull = self._pull
+        if pull is not None:
+            self._pull = None
+            pull.stop()
+        self._producer = None
+
+    def _stop_producer(self) -> None:
+        if self._producer is not None:
+            self.unregister_producer()
+
+    def pause_producer(self) -> None:
+        pull = self._pull
+        if pull is not None:
+            pull.pause()
+        elif self._producer is not None:
+            self._producer.pauseProducing()
+
+    def resume_producer(self) -> None:
+        pull = self._pull
+        if pull is not None:
+            pull.resume()
+        elif self._producer is not None:
+            self._producer.resumeProducing()
+
+    def when_lost(self, call: Callable[[], object]) -> None:
+        """Have *call*() run once if the client goes away before ``finish``."""
+        self._on_lost = call
+
+    def lost(self) -> None:
+        """The connection is gone (H1Protocol.connectionLost): nothing more is sent."""
+        if self.state is _FINISHED or self.state is _LOST:
+            return
+        self.state = _LOST
+        producer = self._producer
+        if producer is not None:
+            self.unregister_producer()
+            producer.stopProducing()
+        call = self._on_lost
+        if call is not None:
+            self._on_lost = None
+            call()
+
+    def sendfile_socket(self) -> Optional[Any]:
+        """The socket to ``os.sendfile`` a Content-Length body into (the held head sent first), or None."""
+        if self.state is not _RESPONDING or self._codec.response_framing is not Framing.LENGTH:
+            return None
+        transport = self._protocol.transport
+        head = self._head
+        if head is not None:
+            self._head = None
+            send_now(transport, head)
+        return idle_socket(transport)
+
+    def sent_directly(self, count: int) -> None:
+        """*count* body bytes went out on sendfile_socket's socket."""
+        if self.first_byte_at is None:
+            self.first_byte_at = _monotonic()
+        self.bytes_sent += count
+        self._codec.sent_elsewhere(count)
+
+    # -- what Twisted Web's IRequest calls them (the access log, resources written for Twisted) --
+
+    @property
+    def code(self) -> int:
+        return self.status
+
+    @property
+    def sentLength(self) -> int:  # noqa: N802 - Twisted's name
+        return self.bytes_sent
+
+    @property
+    def uri(self) -> bytes:
+        return self.target
+
+    @property
+    def clientproto(self) -> bytes:
+        return self.version
+
+    @property
+    def requestHeaders(self) -> Headers:  # noqa: N802 - Twisted's name
+        headers = Headers()
+        for name, value in self.headers:
+            headers.addRawHeader(name, value)
+        return headers
+
+    def getClientAddress(self) -> Address:  # noqa: N802 - Twisted's name
+        return self.client
+
+
+@implementer(IPushProducer)
+class H1Protocol(Protocol):
+    """One HTTP/1.x client connection: the codec's events in, Exchanges to the site's resource, responses out.
+
+    The site (a :class:`fephp.web.site.FrontSite`) gives the limits, the
+    timeouts, the resource and the access log; ``site`` may change between
+    requests (a reload's new site adopts the connection).  The phase of the
+    connection is :class:`Phase`.
+    """
+
+    log = Logger()
+
+    phase = _WAITING
+    #: The exchange the site has, while ANSWERING.
+    exchange: Optional[H1Exchange] = None
+    #: The transport asked us to stop writing (its buffer is full).
+    send_paused = False
+    #: Requests answered on this connection (a graceful stop closes an idle kept one at once).
+    answered = 0
+    #: A graceful stop asked this connection to close after the request it is reading or answering.
+    _closing = False
+    _body: Optional[_BodyBuffer] = None
+    _request: Optional[Request] = None
+    _started_at = 0.0
+    _head_timer: Any = None
+    _body_timer: Any = None
+    _body_last = 0.0
+    _send_timer: Any = None
+    _idle_timer: Any = None
+    _abort_timer: Any = None
+    _reading_paused = False
+    #: While _advance runs: an exchange finished inside it is followed by its loop, not by a nested call.
+    _advancing = False
+    _h2: Any = None
+    secure = False
+
+    def __init__(self, site: Any) -> None:
+        self.site = site
+        self.factory = site
+
+    # -- Twisted's side --------------------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        site = self.site
+        transport: Any = self.transport
+        self.codec = ServerConnection(max_header_size=site.max_header_size, max_body_size=site.max_body_size)
+        self.peer = _address(transport.getPeer())
+        self.host = _address(transport.getHost())
+        # A TLS transport (possibly behind a PROXY protocol wrapper, which
+        # lends its attributes) knows the ALPN answer once the handshake is
+        # done, which is before the first application bytes arrive.
+        negotiated = getattr(transport, "negotiatedProtocol", _ALPN_PENDING)
+        if negotiated is not _ALPN_PENDING:
+            self.secure = True
+            if site.http2:
+                self._h2 = _ALPN_PENDING
+        transport.registerProducer(self, True)
+        self._idle()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        h2 = self._h2
+        if h2 is not None:
+            if h2 is _ALPN_PENDING:
+                h2 = self._negotiated()
+            if h2 is not None:
+                h2.dataReceived(data)
+                return
+        phase = self.phase
+        if phase is _CLOSING:
+            return
+        self.codec.receive_data(data)
+        if phase is _ANSWERING:
+            # Pipelined bytes wait in the codec until the request in hand is
+            # answered; the socket is not read meanwhile (a bound on them).
+            if not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+            return
+        if self._idle_timer is not None:
+            self._stop("_idle_timer")
+        self._advance()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
+        for timer in ("_head_timer", "_body_timer", "_send_timer", "_idle_timer", "_abort_timer"):
+            self._stop(timer)
+        self.phase = _CLOSING
+        h2 = self._h2
+        if h2 is not None and h2 is not _ALPN_PENDING:
+            h2.connectionLost(reason)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.lost()
+        self.site._channel_closed(self)
+
+    # -- IPushProducer: the transport tells us when its buffer is full ---------------------
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        # The client is not taking the response: it has client_send seconds
+        # to take some (nginx's send_timeout), or the connection is cut.
+        self.send_paused = True
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.pause_producer()
+        timeout = self.site.client_send_timeout
+        if timeout is not None and self._send_timer is None:
+            self._send_timer = self._call_later(timeout, self._send_stalled)
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self.send_paused = False
+        self._stop("_send_timer")
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.resume_producer()
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
+        exchange = self.exchange
+        if exchange is not None and exchange._producer is not None:
+            exchange._producer.stopProducing()
+
+    # -- reading requests ---------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Take the codec's events until it needs bytes, a request goes to the site, or the connection closes."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            self._events()
+        finally:
+            self._advancing = False
+
+    def _events(self) -> None:
+        codec = self.codec
+        while self.phase is _WAITING or self.phase is _READING:
+            try:
+                event = codec.next_event()
+            except RemoteProtocolError as error:
+                self._refuse(error.status)
+                return
+            kind = type(event)
+            if kind is Request:
+                self._stop("_head_timer")
+                self._request = event  # type: ignore[assignment]
+                self._started_at = _monotonic()
+                self._body = None
+                self.phase = _READING
+                go_on = codec.send_continue()
+                if go_on:
+                    send_now(self.transport, go_on)
+            elif kind is Data:
+                body = self._body
+                if body is None:
+                    body = self._body = _BodyBuffer()
+                body.add(event.data)  # type: ignore[union-attr]
+            elif kind is EndOfMessage:
+                self._stop("_body_timer")
+                self._dispatch()
+            elif event is NEED_DATA:
+                self._pace()
+                return
+            elif event is PAUSED:
+                return  # cannot be: a request is read only once the one before is answered
+            else:
+                assert kind is ConnectionClosed
+                self._close()
+                return
+
+    def _pace(self) -> None:
+        """Waiting for bytes: time the head or body being received (client_header in all, client_body idle), else keep-alive."""
+        receiving = self.codec.receiving
+        site = self.site
+        if receiving == "head":
+            timeout = site.client_header_timeout
+            if self._head_timer is None and timeout is not None:
+                self._head_timer = self._call_later(timeout, self._too_slow, "head")
+        elif receiving == "body":
+            timeout = site.client_body_timeout
+            if timeout is not None:
+                self._body_last = site.reactor.seconds()
+                if self._body_timer is None:
+                    self._body_timer = self._call_later(timeout, self._body_idle)
+        elif self.phase is _WAITING:
+            self._idle()
+
+    def _body_idle(self) -> None:
+        self._body_timer = None
+        if self.codec.receiving != "body" or self.phase is not _READING:
+            return
+        left = self._body_last + self.site.client_body_timeout - self.site.reactor.seconds()
+        if left > 0:
+            self._body_timer = self._call_later(left, self._body_idle)
+            return
+        self._too_slow("body")
+
+    def _too_slow(self, what: str) -> None:
+        """The client took too long with its request's *what*: 408, then close (RFC 9110 15.5.9)."""
+        if what == "head":
+            self._head_timer = None
+        if self.codec.receiving == what and self.phase is not _CLOSING and self.phase is not _ANSWERING:
+            self._refuse(408)
+
+    def _idle(self) -> None:
+        """Between requests: the keep-alive timeout (the site's ``timeout``) runs."""
+        timeout = self.site.timeOut
+        if timeout is not None and self._idle_timer is None:
+            self._idle_timer = self._call_later(timeout, self._idle_over)
+
+    def _idle_over(self) -> None:
+        self._idle_timer = None
+        if self.phase is _WAITING and self.codec.receiving is None:
+            self._close()
+
+    def _send_stalled(self) -> None:
+        self._send_timer = None
+        self.abort()
+
+    # -- one request ------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """A whole request: made an exchange, prepared as FrontRequest.process did, and given to the site's resource."""
+        request = self._request
+        assert request is not None
+        body_buffer = self._body
+        body: Body
+        if body_buffer is not None:
+            body = body_buffer.whole()
+        else:
+            body = None if request.framing is Framing.NONE else b""
+        self._request = self._body = None
+        exchange = H1Exchange(self, request, body, self._started_at)
+        self.exchange = exchange
+        self.phase = _ANSWERING
+        site = self.site
+        response = exchange.response_headers
+        if self._closing:
+            # A graceful stop: this request is answered, then the connection closes.
+            self.codec.keep_alive = False
+        if not self.codec.keep_alive and request.version == b"HTTP/1.1":
+            # Where Twisted's channel put it: first, before the site's fields.
+            response.append((b"connection", b"close"))
+        response.append((b"server", site.server_header[0]))
+        response.append((b"date", site.http_date()))
+        given = [value for name, value in request.headers if name == b"x-request-id"]
+        if len(given) == 1 and valid_request_id(given[0]):
+            request_id = given[0]
+        else:
+            # PHP sees the id the log and the client see (HTTP_X_REQUEST_ID).
+            request_id = site.new_request_id()
+            exchange.headers = [*request.headers, (b"x-request-id", request_id)]
+        exchange.request_id = request_id
+        response.append((b"x-request-id", request_id))
+        if site.real_ip is not None:
+            _take_real_ip(exchange, site.real_ip)
+        hosts = [value for name, value in request.headers if name == b"host"]
+        if not hosts:
+            # RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
+            bad = request.version != b"HTTP/1.0"
+        else:
+            # Two Hosts (RFC 9112 3.2), or one that is no host[:port]: apps
+            # build links and password-reset URLs from SERVER_NAME.
+            bad = len(hosts) != 1 or not valid_host(hosts[0])
+        if bad:
+            _answer(exchange, 400, [(b"connection", b"close")])
+            return
+        target = exchange.target
+        if target[:1] != b"/" and target[:4].lower() == b"http":
+            # RFC 9112 3.2.2: a server MUST accept the absolute form; the
+            # app gets the origin form, as PHP does from nginx.
+            origin = origin_form(target)
+            exchange.target = origin
+            exchange.path, _, exchange.query = origin.partition(b"?")
+        try:
+            result = site.resource.render(exchange)
+        except BaseException:
+            self.log.failure("rendering {target!r}", Failure(), target=target)
+            if exchange.state is _RECEIVED:
+                _answer(exchange, 500)
+            else:
+                exchange.abort()
+            return
+        if result is not NOT_DONE_YET and type(result) is bytes and exchange.state is _RECEIVED:
+            # A resource written for Twisted Web returned its whole body.
+            exchange.start_response(200, [(b"content-length", b"%d" % len(result))])
+            exchange.write(result)
+            exchange.finish()
+
+    def exchange_done(self, exchange: H1Exchange) -> None:
+        """*exchange* finished: logged, then the next request is read (or the connection closes)."""
+        if exchange is not self.exchange:
+            return
+        self.exchange = None
+        self.answered += 1
+        try:
+            self.site.log(exchange)
+        except Exception:
+            self.log.failure("logging a request", Failure())
+        codec = self.codec
+        if self.phase is not _ANSWERING:
+            return
+        if not codec.keep_alive or self._closing or codec.their_state is not State.DONE:
+            self._close()
+            return
+        codec.start_next_cycle()
+        self.phase = _WAITING
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+        if not self._advancing:
+            self._advance()
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def _refuse(self, status: int) -> None:
+        """Answer *status* with its page straight away and close: the request cannot be read on."""
+        transport: Any = self.transport
+        transport.write(raw_error_response(status))
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what was written is sent; abort if the client has not taken it after ABORT_AFTER."""
+        if self.phase is _CLOSING:
+            return
+        self.phase = _CLOSING
+        for timer in ("_head_timer", "_body_timer", "_idle_timer"):
+            self._stop(timer)
+        transport: Any = self.transport
+        # A TLS transport does not close while a producer is registered.
+        transport.unregisterProducer()
+        transport.loseConnection()
+        self._abort_timer = self._call_later(self.abortTimeout, self.abort)
+
+    def abort(self) -> None:
+        """Cut the connection now."""
+        self._abort_timer = None
+        self.phase = _CLOSING
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def loseConnection(self) -> None:  # noqa: N802 - what FrontSite.close_connections calls on any connection
+        h2 = self._h2
+        if h2 is not None and h2 is not _ALPN_PENDING:
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self._close()
+
+    def close_when_done(self) -> None:
+        """A graceful stop: close an idle keep-alive connection now, any other after its request.
+
+        A connection between requests that has already been answered is
+        closed at once, as nginx does (a client retries a request it sends
+        on a keep-alive connection closing under it, RFC 9112 9.3.1).  A
+        fresh one, or one reading or answering a request, is left to finish
+        that request and then closes.  The shutdown's deadline bounds the wait.
+        """
+        if self.answered and self.phase is _WAITING and self.codec.receiving is None and not self.codec.pending:
+            self._close()
+            return
+        self._closing = True
+        if self.phase is _ANSWERING:
+            self.codec.keep_alive = False
+
+    @property
+    def busy(self) -> bool:
+        """A request is read or being answered (FrontSite.activity)."""
+        return self.phase is _READING or self.phase is _ANSWERING
+
+    def _negotiated(self) -> Optional[H2Connection]:
+        """The HTTP/2 connection to hand this transport to, if ALPN chose "h2"; None to stay HTTP/1.1."""
+        self._h2 = None
+        transport: Any = self.transport
+        if getattr(transport, "negotiatedProtocol", None) != b"h2":
+            return None
+        self.phase = _HTTP2
+        self._stop("_idle_timer")  # the HTTP/2 connection keeps its own
+        transport.unregisterProducer()  # the HTTP/2 connection takes our place
+        site = self.site
+        h2 = H2Connection(
+            site,
+            clock=site.reactor,
+            max_header_size=site.max_header_size,
+            max_line_length=min(self.codec_line_max, site.max_header_size),
+        )
+        self._h2 = h2
+        h2.makeConnection(transport)
+        return h2
+
+    #: Twisted's name for ABORT_AFTER (HTTPChannel.abortTimeout), which the site's tests read.
+    abortTimeout = ABORT_AFTER
+    #: The longest line of a head (what HTTPChannel.MAX_LENGTH gave the HTTP/2 connection).
+    codec_line_max = 16 * 1024
+
+    def _call_later(self, delay: float, call: Callable[..., object], *args: Any) -> Any:
+        return self.site.reactor.callLater(delay, call, *args)
+
+    def _stop(self, name: str) -> None:
+        call = getattr(self, name)
+        if call is not None:
+            setattr(self, name, None)
+            if call.active():
+                call.cancel()
+
+
+def _address(address: Any) -> Address:
+    """An IPv4/IPv6 address as (host, port); anything else (a UNIX socket) as ("unix:", 0)."""
+    host = getattr(address, "host", None)
+    if host is None:
+        return Address(UNIX, 0)
+    return Address(host, getattr(address, "port", 0))
+
+
+def _answer(exchange: H1Exchange, status: int, extra: HeaderList = ()) -> None:  # type: ignore[assignment]
+    """Answer *exchange* with fephp's page for *status*."""
+    page = error_page(status)
+    exchange.start_response(
+        status,
+        [(b"content-type", b"text/html; charset=utf-8"), *extra, (b"content-length", b"%d" % len(page))],
+    )
+    exchange.write(page)
+    exchange.finish()
+
+
+def _take_real_ip(exchange: H1Exchange, real_ip: Any) -> None:
+    """From a trusted proxy: its client's address (REMOTE_ADDR, the access log) and scheme (HTTPS)."""
+    wanted = real_ip.header_name.lower()
+    values = [value for name, value in exchange.headers if name == wanted]
+    proto = [value for name, value in exchange.headers if name == b"x-forwarded-proto"]
+    if not values and not proto:
+        return
+    found = real_ip.client(exchange.client.host, values, proto)
+    if found is None:
+        return
+    if found.host is not None:
+        exchange.client = Address(found.host, found.port)
+    if found.https is not None:
+        exchange.scheme = b"https" if found.https else b"http"
