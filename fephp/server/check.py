@@ -36,6 +36,12 @@ def _summary(config: Config) -> list[str]:
         lines.append("  http2: " + ("offered on the ssl: listeners" if server.http2 else "off (HTTP/1.1 only)"))
     if server.trusted_proxies:
         lines.append(f"  trusted proxies: {', '.join(server.trusted_proxies)} ({server.real_ip_header})")
+    if config.rules:
+        kinds: dict[str, int] = {}
+        for rule in config.rules:
+            name = type(rule.action).__name__
+            kinds[name] = kinds.get(name, 0) + 1
+        lines.append(f"  rules: {len(config.rules)} (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")")
     compression = config.compression
     offered = [a for a in compression.algorithms if a in AVAILABLE]
     if not compression.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from fephp.cgi.rules import (
     Rewrite,
     Rule,
 )
+from fephp.server.check import check_config_main
 from fephp.server.config import load_config
 from fephp.server.settings import ConfigError, changed_sections
 from tests.support.configs import EXTERNAL, write
@@ -140,3 +142,11 @@ def test_errors(site: Path, rules: str, line: int, message: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(str(path))
     assert str(raised.value) == f"{path}, line {line}: {message}"
+
+
+def test_check_config_counts_the_rules(site: Path) -> None:
+    """fephp check-config's summary says how many rules of each kind the file has."""
+    path = write(site, EXTERNAL + "rules:\n  - deny: all\n  - headers: {remove: [Server]}\n  - deny: [10.0.0.0/8]\n")
+    out = io.StringIO()
+    assert check_config_main(str(path), out=out, err=io.StringIO()) == 0
+    assert "\n  rules: 3 (2 Deny, 1 Headers)\n" in out.getvalue()
