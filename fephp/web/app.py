@@ -18,8 +18,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from .._twisted import request_disconnected
 from ..backend.interface import Backend
-from ..cgi.rules import Answer, Proceed, RequestView, RuleSet, Verify
 from ..cgi.routing import BadRequest, Forbidden, Redirect, Router, Script, StaticFile
+from ..cgi.rules import Answer, Proceed, RequestView, RuleSet, Verify
 from .errors import send_error
 from .hints import EarlyHints
 from .php import PHPHandler
