@@ -36,7 +36,9 @@ The states of one worker (:class:`WorkerState`)::
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections import deque
 from enum import Enum
 from typing import Any, Callable, Mapping, Optional, Sequence, cast
@@ -64,16 +66,19 @@ from ..roadrunner import (
     ResponseBody,
     ResponseEnd,
     ResponseHead,
+    UploadedFile,
     WorkerReady,
     WorkerStopping,
     cookies_from_headers,
     encode_request_context,
 )
+from ..cgi.multipart import FilePart, MultipartError, ParsedBody, boundary_of, parse_multipart
 from .errors import BackendClosed, BackendError, BackendProtocolError, ConnectError, PoolOverloaded, QueueTimeout, ResponseTimeout
 from .interface import Body, Params, ResponseSink
 
 __all__ = [
     "RESTART_REASONS",
+    "BadRequestBody",
     "RequestTooLarge",
     "WorkerBackend",
     "WorkerJobFailed",
@@ -81,6 +86,7 @@ __all__ = [
     "cgi_head",
     "read_rss",
     "restart_reason",
+    "multipart_form",
     "worker_context",
 ]
 
@@ -104,6 +110,12 @@ class RequestTooLarge(BackendError):
     """The request does not fit in one frame of the protocol (fephp.roadrunner's payload bound)."""
 
     http_status = 413
+
+
+class BadRequestBody(BackendError):
+    """A multipart/form-data body the front could not parse for the worker (PHP's command line parses none)."""
+
+    http_status = 400
 
 
 class WorkerState(Enum):
@@ -133,14 +145,42 @@ def _header_name(variable: bytes) -> str:
     return "-".join(part.capitalize() for part in variable[5:].decode("latin-1").split("_"))
 
 
-def worker_context(params: Params, body: Body) -> "tuple[bytes, bytes]":
+def multipart_form(params: Params, body: Body, upload_dir: str) -> Optional[ParsedBody]:
+    """A multipart/form-data body parsed into its fields and uploads (files in *upload_dir*), or None for another body.
+
+    PHP's command-line mode does not parse a POST body as php-fpm does, so
+    the front does it and the worker gets RoadRunner's ``uploads`` and the
+    form (:func:`worker_context`).  :class:`MultipartError` for a malformed one.
+    """
+    if body is None:
+        return None
+    content_type = next((value for name, value in params if name == b"CONTENT_TYPE"), b"")
+    boundary = boundary_of(content_type) if content_type[:19].lower() == b"multipart/form-data" else None
+    if boundary is None:
+        return None
+    return parse_multipart(bytes(body) if isinstance(body, (bytearray, memoryview)) else body, boundary, upload_dir)
+
+
+def _uploads(tree: object) -> Any:
+    """The uploads tree with RoadRunner's UploadedFile at its leaves."""
+    if isinstance(tree, FilePart):
+        return UploadedFile(tree.name, tree.mime, tree.size, tree.tmp_name, tree.error)
+    if isinstance(tree, dict):
+        return {key: _uploads(sub) for key, sub in tree.items()}
+    assert isinstance(tree, list)
+    return [_uploads(sub) for sub in tree]
+
+
+def worker_context(params: Params, body: Body, form: Optional[ParsedBody] = None) -> "tuple[bytes, bytes]":
     """The request context (JSON) and the payload body that carry one request to a worker.
 
     *params* is the CGI environment :mod:`fephp.web.php` builds (client
     address after ``trusted_proxies``, HTTPS, the request id among the
     headers); *body* is read whole (it is bounded by ``limits.max_body_size``
     before it gets here).  The request id also goes in the attributes as
-    ``requestId``.
+    ``requestId``.  With *form* (:func:`multipart_form`) the context is
+    ``parsed`` and carries the uploads, and the payload is the form as JSON
+    (RoadRunner's handler does the same with a form it parsed).
     """
     env = dict(params)
     https = b"HTTPS" in env or env.get(b"REQUEST_SCHEME") == b"https"
@@ -171,8 +211,19 @@ def worker_context(params: Params, body: Body) -> "tuple[bytes, bytes]":
         raw_query=env.get(b"QUERY_STRING", b"").decode("latin-1"),
         cookies=cookies_from_headers([cookie]) if cookie else (),
         attributes={"requestId": request_id.decode("latin-1")} if request_id else None,
+        parsed=form is not None,
+        uploads=_upload_map(form),
     )
+    if form is not None:
+        return context, json.dumps(form.form.to_plain(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return context, _read_body(body)
+
+
+def _upload_map(form: Optional[ParsedBody]) -> Optional[dict[str, Any]]:
+    if form is None or not form.uploads.items:
+        return None
+    tree = _uploads(form.uploads.to_plain())
+    return {str(i): sub for i, sub in enumerate(tree)} if isinstance(tree, list) else tree  # type: ignore[no-any-return]
 
 
 def _read_body(body: Body) -> bytes:
@@ -253,6 +304,15 @@ class _Job:
         #: The caller went away: the worker finishes (or stops its stream), the output is dropped.
         self.abandoned = False
         self.got_output = False
+        #: The context and payload, made once (a job a stopping worker gave back runs again on another).
+        self.prepared: Optional[tuple[bytes, bytes]] = None
+        #: A multipart body's parsed form: its upload files are removed once no worker can read them.
+        self.form: Optional[ParsedBody] = None
+
+    def remove_files(self) -> None:
+        """The request is over for the worker (answered, failed, or the worker gone): its upload files go."""
+        if self.form is not None:
+            self.form.remove_files()
 
     # IPushProducer: a slow client pauses the worker's stdout (the worker blocks on its pipe).
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
@@ -488,6 +548,7 @@ class WorkerBackend:
         queue_size: int = 1024,
         queue_timeout: float = 30.0,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        upload_dir: Optional[str] = None,
         name: str = "php workers",
         spawn: Optional[Callable[[ProcessProtocol], Any]] = None,
         rss: Callable[[int], Optional[int]] = read_rss,
@@ -508,6 +569,8 @@ class WorkerBackend:
         self.queue_size = queue_size
         self.queue_timeout = queue_timeout
         self.max_payload = max_payload
+        #: Where a multipart body's files go for the worker (``tempfile.gettempdir()`` unless given).
+        self.upload_dir = upload_dir or tempfile.gettempdir()
         self.name = name
         self._spawn = spawn or _spawner(reactor, argv, env, cwd)
         self._rss = rss
@@ -708,10 +771,19 @@ class WorkerBackend:
         worker.job = job
         job.worker = worker
         try:
-            context, body = worker_context(job.params, job.body)
-            frame = worker.client.send_request(context, body)
+            if job.prepared is None:
+                job.form = multipart_form(job.params, job.body, self.upload_dir)
+                job.prepared = worker_context(job.params, job.body, job.form)
+            frame = worker.client.send_request(*job.prepared)
+        except MultipartError as e:
+            worker.job = None
+            job.remove_files()
+            job.fail(BadRequestBody(f"the multipart body is malformed: {e}"))
+            self._release(worker)
+            return
         except (ValueError, OSError) as e:
             worker.job = None
+            job.remove_files()
             error = RequestTooLarge(str(e)) if "exceeds the frame bound" in str(e) else BackendError(f"cannot send the request: {e}")
             job.fail(error)
             self._release(worker)
@@ -726,6 +798,7 @@ class WorkerBackend:
         job, worker.job = worker.job, None
         if job is not None:
             job.worker = None
+            job.remove_files()
         worker.jobs += 1
         if worker.state is not WorkerState.BUSY:
             return
@@ -811,6 +884,7 @@ class WorkerBackend:
             self._idle.remove(worker)
         job, worker.job = worker.job, None
         if job is not None:
+            job.remove_files()
             job.fail(BackendClosed(f"the PHP worker {worker.pid} exited in the middle of the request",
                                    response_started=job.got_output))
         if was is WorkerState.BOOTING:

@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO
 
 from .._compat import SLOTS
 
@@ -265,7 +265,7 @@ class _Parser:
         self.part: _Part | None = None
         self.state = "PREAMBLE"
 
-    def run(self, read: io.RawIOBase | BinaryIO) -> ParsedBody:
+    def run(self, read: io.RawIOBase | IO[bytes]) -> ParsedBody:
         # The opening delimiter may start the body with no CRLF before it (RFC 2046 5.1.1): one is put in front.
         buffer = b"\r\n"
         eof = False
@@ -399,7 +399,7 @@ class _Parser:
 
 
 def parse_multipart(
-    body: bytes | BinaryIO,
+    body: bytes | IO[bytes],
     boundary: bytes,
     directory: str,
     limits: MultipartLimits = MultipartLimits(),
@@ -409,7 +409,7 @@ def parse_multipart(
     Uploads go to temp files in ``directory``; on :class:`MultipartError`
     (or any other failure) the files made so far are removed.
     """
-    stream: io.BytesIO | BinaryIO = io.BytesIO(body) if isinstance(body, bytes) else body
+    stream: io.BytesIO | IO[bytes] = io.BytesIO(body) if isinstance(body, bytes) else body
     if not isinstance(body, bytes):
         stream.seek(0)
     parser = _Parser(boundary, directory, limits)

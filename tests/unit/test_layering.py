@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "_twisted": set(),
     "_deferreds": set(),
     "_stats": set(),
-    "backend": {"fastcgi", "roadrunner", "_compat", "_twisted", "_deferreds", "_stats"},
+    "backend": {"fastcgi", "roadrunner", "cgi", "_compat", "_twisted", "_deferreds", "_stats"},
     "process": {"_compat", "_twisted", "_deferreds"},
     "acme": {"_compat", "_twisted", "_deferreds"},
     "web": {"http", "cgi", "backend", "_compat", "_twisted", "_deferreds", "_stats"},
