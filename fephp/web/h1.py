@@ -49,6 +49,7 @@ from ..http import (
     ServerConnection,
     State,
 )
+from .compress import Compression, Encoder
 from .errors import error_page, raw_error_response
 from .exchange import Address, Body, ExchangeState, HeaderList, header_value
 from .http2 import H2Connection
@@ -182,7 +183,10 @@ class H1Exchange:
     php_ended_at: Optional[float] = None
     request_id = b""
     scheme = b"http"
-    _head: Optional[bytes] = None
+    #: Response fields that were there before start_response (a second call keeps only them).
+    _preset = 0
+    #: The body's streaming encoder, once the first write chose to compress.
+    _encoder: Optional[Encoder] = None
     _on_lost: Optional[Callable[[], object]] = None
     _producer: Any = None
     _pull: Optional[_PullProducer] = None
@@ -204,6 +208,8 @@ class H1Exchange:
             self.scheme = b"https"
         self.started_at = started_at
         self.response_headers: HeaderList = []
+        #: The site's response compression policy (fephp.web.compress), None for none.
+        self.compression: Optional[Compression] = protocol.site.compression
 
     # -- the request ---------------------------------------------------------------------
 
@@ -214,24 +220,36 @@ class H1Exchange:
     # -- the response --------------------------------------------------------------------
 
     def start_response(self, status: int, headers: HeaderList, reason: Optional[bytes] = None) -> None:
-        """Fix the status and headers (the ones already in response_headers first); the head waits for the body."""
-        if self.state is not _RECEIVED:
-            return
-        self.state = _RESPONDING
-        self.status = status
-        if reason is None:
-            reason = RESPONSES.get(status, b"Unknown Status")
-        self.reason = reason
+        """Fix the status and headers (after those already in response_headers); the head waits for the body.
+
+        Called again while nothing went out, it starts anew from what
+        response_headers held before the first call (an error page
+        replacing an answer the app began).
+        """
         fields = self.response_headers
+        if self.state is _RECEIVED:
+            self.state = _RESPONDING
+            self._preset = len(fields)
+        elif self.state is _RESPONDING and self.first_byte_at is None:
+            del fields[self._preset :]
+        else:
+            return
+        self.status = status
+        self.reason = reason
         fields.extend(headers)
+
+    def _begin(self, data: bytes) -> "tuple[bytes, bytes]":
+        """The first body bytes (b"" at a finish with none): compression decides, then the head; returns (head, data)."""
+        self.first_byte_at = _monotonic()
+        compression = self.compression
+        if compression is not None:
+            data, self._encoder = compression.begin(self, data)
+        reason = self.reason
+        if reason is None:
+            reason = RESPONSES.get(self.status, b"Unknown Status")
         # Spelt on the wire as Twisted's Headers spelt them (the same bytes as before).
-        spelt = [(header_name(name), value) for name, value in fields]
-        try:
-            self._head = self._codec.send_response_head(status, spelt, reason)
-        except LocalProtocolError:
-            # A field with CR or LF, a second Content-Length: the app's bug, never the client's to see.
-            self._protocol.log.failure("a response head fephp cannot send", Failure())
-            self.abort()
+        spelt = [(header_name(name), value) for name, value in self.response_headers]
+        return self._codec.send_response_head(self.status, spelt, reason), data
 
     def write(self, data: bytes) -> None:
         """Send body bytes (the held head first, in the same send)."""
@@ -239,22 +257,22 @@ class H1Exchange:
             if self.state is not _RECEIVED:
                 return
             self.start_response(200, [])
-            if self.state is not _RESPONDING:
-                return
-        if self.first_byte_at is None:
-            self.first_byte_at = _monotonic()
+        head: Optional[bytes] = None
         try:
+            if self.first_byte_at is None:
+                head, data = self._begin(data)
+            elif self._encoder is not None:
+                data = self._encoder.compress(data)
             framed = self._codec.send_data(data)
         except LocalProtocolError:
-            self._protocol.log.failure("more body than the response's Content-Length", Failure())
+            # A field with CR or LF, more body than the Content-Length: the app's bug, never the client's to see.
+            self._protocol.log.failure("a response fephp cannot send", Failure())
             self.abort()
             return
         if framed:
             self.bytes_sent += len(data)
-        head = self._head
         transport = self._protocol.transport
         if head is not None:
-            self._head = None
             if len(framed) > _GATHER_FROM:
                 send_pieces_now(transport, [head, framed])
                 return
@@ -264,7 +282,7 @@ class H1Exchange:
 
     def write_pieces(self, pieces: Sequence[Union[bytes, memoryview]]) -> None:
         """Send body bytes given as pieces: one gathered send once the head is out, else joined through write."""
-        if self._head is not None or self.state is not _RESPONDING:
+        if self.first_byte_at is None or self._encoder is not None or self.state is not _RESPONDING:
             self.write(pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes else b"".join(pieces))
             return
         try:
@@ -287,23 +305,31 @@ class H1Exchange:
         state = self.state
         if state is _RECEIVED:
             self.start_response(200, [])
-            state = self.state
-        if state is not _RESPONDING:
+        elif state is not _RESPONDING:
             return
-        if self.first_byte_at is None:
-            self.first_byte_at = _monotonic()
+        codec = self._codec
         try:
-            end = self._codec.send_end()
+            if self.first_byte_at is None:
+                head, data = self._begin(b"")
+                end = head + codec.send_data(data) if data else head
+                if data:
+                    self.bytes_sent += len(data)
+            else:
+                end = b""
+            encoder = self._encoder
+            if encoder is not None:
+                self._encoder = None
+                tail = encoder.finish()
+                if tail:
+                    end += codec.send_data(tail)
+                    self.bytes_sent += len(tail)
+            end += codec.send_end()
         except LocalProtocolError:
             # Less body than its Content-Length: the client must see a cut, not a whole response.
-            self._protocol.log.warn("a response shorter than its Content-Length")
+            self._protocol.log.failure("a response fephp cannot end", Failure())
             self.abort()
             return
         self.state = _FINISHED
-        head = self._head
-        if head is not None:
-            self._head = None
-            end = head + end
         if end:
             send_now(self._protocol.transport, end)
         self._stop_producer()
@@ -380,14 +406,24 @@ class H1Exchange:
             call()
 
     def sendfile_socket(self) -> Optional[Any]:
-        """The socket to ``os.sendfile`` a Content-Length body into (the held head sent first), or None."""
-        if self.state is not _RESPONDING or self._codec.response_framing is not Framing.LENGTH:
+        """The socket to ``os.sendfile`` an uncompressed Content-Length body into (the head sent first), or None."""
+        if self.state is not _RESPONDING:
             return None
         transport = self._protocol.transport
-        head = self._head
-        if head is not None:
-            self._head = None
+        if self.first_byte_at is None:
+            try:
+                head, data = self._begin(b"")
+            except LocalProtocolError:
+                self._protocol.log.failure("a response head fephp cannot send", Failure())
+                self.abort()
+                return None
+            if data:  # compression chose to compress: bytes past the encoder would be wrong
+                send_now(transport, head + self._codec.send_data(data))
+                self.bytes_sent += len(data)
+                return None
             send_now(transport, head)
+        if self._encoder is not None or self._codec.response_framing is not Framing.LENGTH:
+            return None
         return idle_socket(transport)
 
     def sent_directly(self, count: int) -> None:

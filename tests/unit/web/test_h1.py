@@ -425,3 +425,21 @@ def test_a_failing_app_is_a_500_page() -> None:
     protocol.dataReceived(GET)
     assert transport.value().startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert b"boom" not in transport.value() and transport.disconnecting is False
+
+
+def test_start_response_again_before_any_byte_starts_anew() -> None:
+    """A second start_response while nothing went out replaces the first one's status and fields, the site's kept."""
+    app = App(hold=True)
+    _, protocol, transport, _ = connect(app)
+    protocol.dataReceived(GET)
+    exchange = app.seen[0]
+    exchange.start_response(200, [(b"x-php", b"began"), (b"content-length", b"100")])
+    exchange.start_response(502, [(b"content-length", b"3")])
+    exchange.write(b"bad")
+    exchange.finish()
+    assert transport.value() == (
+        b"HTTP/1.1 502 Bad Gateway\r\nServer: fephp\r\nDate: " + DATE + b"\r\nX-Request-Id: rid\r\n"
+        b"Content-Length: 3\r\n\r\nbad"
+    )
+    exchange.start_response(200, [])
+    assert exchange.status == 502
