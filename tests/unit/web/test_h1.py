@@ -443,3 +443,29 @@ def test_start_response_again_before_any_byte_starts_anew() -> None:
     )
     exchange.start_response(200, [])
     assert exchange.status == 502
+
+
+class _TLS(Writes):
+    """A transport whose TLS handshake chose *negotiatedProtocol* by ALPN (None: no ALPN)."""
+
+    def __init__(self, negotiated: Optional[bytes]) -> None:
+        super().__init__(hostAddress=SERVER, peerAddress=CLIENT)
+        self.negotiatedProtocol = negotiated
+
+
+@pytest.mark.parametrize("negotiated", [b"h2", b"http/1.1", None])
+def test_alpn_h2_hands_the_connection_to_http2_and_anything_else_stays_http1(negotiated: Optional[bytes]) -> None:
+    """ALPN "h2": the first bytes go to an H2Connection (its SETTINGS come back); http/1.1 or none: served here, as https."""
+    app = App()
+    site = FrontSite(app, reactor=Clock(), timeout=None, http1="fephp")
+    protocol = site.buildProtocol(CLIENT)
+    transport = _TLS(negotiated)
+    protocol.makeConnection(transport)
+    if negotiated == b"h2":
+        protocol.dataReceived(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert type(protocol._h2).__name__ == "H2Connection"
+        assert transport.value()[3:4] == b"\x04"  # the server's SETTINGS frame first
+        return
+    protocol.dataReceived(GET)
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert app.seen[0].scheme == b"https"
