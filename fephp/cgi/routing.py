@@ -44,12 +44,14 @@ __all__ = [
     "BadRequest",
     "Forbidden",
     "NotFound",
+    "PHPWorkers",
     "Redirect",
     "Route",
     "Router",
     "Script",
     "StaticFile",
     "is_php_source",
+    "under_prefix",
 ]
 
 
@@ -103,7 +105,14 @@ class NotFound:
     reason: str
 
 
-Route = Union[StaticFile, Script, Redirect, Forbidden, NotFound, BadRequest]
+@dataclass(frozen=True, **SLOTS)
+class PHPWorkers:
+    """Send the request to the PHP workers (``php.worker.match``), file or no file; ``uri`` is the decoded path."""
+
+    uri: str
+
+
+Route = Union[StaticFile, Script, Redirect, Forbidden, NotFound, BadRequest, PHPWorkers]
 
 # Every "%XY" with X, Y hex digits in either case, to its byte value.
 _HEX = {
@@ -177,6 +186,12 @@ def _percent_decode(raw: bytes) -> bytes | None:
     return bytes(out)
 
 
+def under_prefix(uri: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether the decoded path *uri* is under one of *prefixes*: "/api/" holds "/api" and "/api/x", "/api" also "/apix"."""
+    probe = uri if uri.endswith("/") else uri + "/"
+    return any(probe.startswith(prefix) for prefix in prefixes)
+
+
 def _stat(path: str) -> os.stat_result | Forbidden | None:
     """``os.stat`` (symlinks followed), Forbidden on EACCES like nginx, None when there is nothing usable."""
     try:
@@ -197,13 +212,17 @@ class Router:
     URL prefixes refused with 403: "/data/" refuses "/data" and everything
     under it, "/data" (no slash) is a plain string prefix like an nginx
     ``location ^~`` and also refuses "/database.php".  Prefixes are
-    case-sensitive, as in nginx.
+    case-sensitive, as in nginx.  ``worker_match`` holds URL prefixes,
+    read as ``deny``'s, whose paths go to the PHP workers (:class:`PHPWorkers`)
+    once decoded and checked, before any file is looked up (FrankenPHP's
+    worker ``match`` likewise overrides ``try_files``).
     """
 
     root: str
     index: tuple[str, ...] = ("index.php",)
     front_controller: str | None = "/index.php"
     deny: tuple[str, ...] = ()
+    worker_match: tuple[str, ...] = ()
     _base: str = field(init=False, repr=False, compare=False)
     _front_path: str | None = field(init=False, repr=False, compare=False)
 
@@ -218,6 +237,9 @@ class Router:
         for prefix in self.deny:
             if not prefix.startswith("/"):
                 raise ValueError(f"deny prefix must start with /: {prefix!r}")
+        for prefix in self.worker_match:
+            if not prefix.startswith("/"):
+                raise ValueError(f"worker match prefix must start with /: {prefix!r}")
         front = self.front_controller
         if front is not None:
             segments = front.split("/")
@@ -235,8 +257,7 @@ class Router:
         object.__setattr__(self, "_front_path", None if front is None else base + front)
 
     def _denied(self, uri: str) -> bool:
-        probe = uri if uri.endswith("/") else uri + "/"
-        return any(probe.startswith(prefix) for prefix in self.deny)
+        return under_prefix(uri, self.deny)
 
     def _fallback(self, directory: bool) -> Route:
         """nginx's last try_files argument: the front controller, else 403 (directory) or 404."""
@@ -294,6 +315,8 @@ class Router:
         uri = norm + "/" if trailing else norm
         if self.deny and self._denied(uri):
             return _DENIED
+        if self.worker_match and under_prefix(uri, self.worker_match):
+            return PHPWorkers(uri)
 
         base = self._base
         found: os.stat_result | None = None  # the stat of the whole path, if the walk made it

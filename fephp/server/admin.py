@@ -145,6 +145,9 @@ def backend_pools(backend: Any) -> list[dict[str, Any]]:
     """The figures of every pool behind *backend*: the pool itself, each member of a balancer, none for php-cgi."""
     if hasattr(backend, "figures"):
         return [backend.figures()]
+    parts = getattr(backend, "parts", None)
+    if parts is not None:  # a mixed site: php-fpm's pool and the PHP workers
+        return [figures for part in parts for figures in backend_pools(part)]
     members = getattr(backend, "members", None)
     if members is not None:
         return [dict(m.pool.figures(), name=m.name, state=m.state) for m in members]

@@ -21,6 +21,7 @@ from ..backend.endpoints import parse_client_endpoint
 from ..backend.interface import Backend
 from ..backend.phpcgi import PHPCGIBackend
 from ..backend.pool import FastCGIPool
+from ..backend.mixed import MixedBackend
 from ..backend.workers import WorkerBackend
 from ..cgi.realip import RealIP, parse_trusted
 from ..cgi.routing import Router
@@ -112,6 +113,11 @@ def build_backend(
     managed = None
     if php.workers_only:
         return build_worker_backend(config, reactor), None
+    if php.worker is not None:
+        # php.worker.match: php-fpm (or php-cgi) for the rest of the site, the workers for the matched paths.
+        rest, managed = build_backend(replace(config, php=replace(php, worker=None)), reactor,
+                                      fpm_socket_path=fpm_socket_path, pool_size=pool_size, workers=workers)
+        return MixedBackend(rest, build_worker_backend(config, reactor)), managed
     if not php.use_fpm:
         binary = php.php_cgi_binary or find_php("php-cgi") or "php-cgi"  # a missing one fails each request with 502
         return PHPCGIBackend(reactor, binary, ini=dict(php.ini), timeout=timeouts.response), None
@@ -262,6 +268,7 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         index=tuple(server.index),
         front_controller=server.front_controller,
         deny=tuple(server.deny),
+        worker_match=config.php.worker.match if isinstance(backend, MixedBackend) and config.php.worker else (),
     )
     app = PHPApp(
         router=router,
@@ -274,6 +281,8 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         early_hints=EarlyHints(server.early_hints_max_routes) if server.early_hints else None,
         rules=RuleSet(config.rules, clock=reactor.seconds, check_password=check_bcrypt) if config.rules else None,
         in_thread=lambda call: deferToThreadPool(reactor, reactor.getThreadPool(), call),
+        workers=backend.workers if isinstance(backend, MixedBackend) else None,
+        worker_script=config.php.worker.script if config.php.worker else "",
     )
     logging = config.logging
     site = FrontSite(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import bcrypt
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -18,7 +18,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from .._twisted import request_disconnected
 from ..backend.interface import Backend
-from ..cgi.routing import BadRequest, Forbidden, Redirect, Router, Script, StaticFile
+from ..cgi.routing import BadRequest, Forbidden, PHPWorkers, Redirect, Router, Script, StaticFile
 from ..cgi.rules import Answer, Proceed, RequestView, RuleSet, Verify
 from .errors import send_error
 from .hints import EarlyHints
@@ -53,6 +53,8 @@ class PHPApp(Resource):
         early_hints: Optional[EarlyHints] = None,
         rules: Optional[RuleSet] = None,
         in_thread: "Callable[[Callable[[], bool]], Deferred[bool]]" = deferToThread,
+        workers: Optional[Backend] = None,
+        worker_script: str = "",
     ) -> None:
         super().__init__()
         self.router = router
@@ -73,6 +75,16 @@ class PHPApp(Resource):
             sendfile=sendfile,
             early_hints=early_hints,
         )
+        #: The PHP workers of a mixed site (``php.worker.match``: the router's PHPWorkers routes), or None.
+        self.workers = None if workers is None else PHPHandler(
+            workers,
+            document_root=router.root,
+            server_software=server_software,
+            server_name=server_name,
+            max_cgi_head_size=max_cgi_head_size,
+            sendfile=sendfile,
+        )
+        self.worker_script = worker_script
 
     @property
     def backend(self) -> Backend:
@@ -81,11 +93,14 @@ class PHPApp(Resource):
     @property
     def in_flight(self) -> int:
         """Requests handed to PHP and not yet finished."""
-        return self.php.in_flight
+        return self.php.in_flight + (self.workers.in_flight if self.workers is not None else 0)
 
     def wait_idle(self) -> "Deferred[None]":
         """A Deferred that fires when no PHP request is in flight (for a graceful stop)."""
-        return self.php.wait_idle()
+        if self.workers is None:
+            return self.php.wait_idle()
+        both = gatherResults([self.php.wait_idle(), self.workers.wait_idle()])
+        return both.addCallback(lambda _: None)
 
     def render(self, request: Request) -> Any:
         uri = request.uri
@@ -141,6 +156,10 @@ class PHPApp(Resource):
             if query:
                 location += b"?" + query
             return send_error(request, 301, {b"location": location})
+        if kind is PHPWorkers and self.workers is not None:
+            # php.worker.match: the workers' app routes it, file or no file; the CGI paths name the worker script.
+            uri = route.uri  # type: ignore[union-attr]
+            return self.workers.run(request, Script(self.worker_script, uri, "", uri), query)
         if kind is Forbidden:
             return send_error(request, 403)
         if kind is BadRequest:
