@@ -24,21 +24,21 @@ class MixedBackend:
         self.workers = workers
 
     @property
-    def parts(self) -> "tuple[Backend, Backend]":
+    def parts(self) -> tuple[Backend, Backend]:
         """Both backends, for the admin side's figures."""
         return (self.fpm, self.workers)
 
-    def request(self, params: Params, body: Body, sink: ResponseSink) -> "Deferred[int]":
+    def request(self, params: Params, body: Body, sink: ResponseSink) -> Deferred[int]:
         return self.fpm.request(params, body, sink)
 
-    def close(self) -> "Deferred[None]":
+    def close(self) -> Deferred[None]:
         return _both([self.fpm.close(), self.workers.close()])
 
-    def drain(self) -> "Deferred[None]":
+    def drain(self) -> Deferred[None]:
         """Both drained: each backend's own drain, or its close when it has none."""
         return _both([getattr(part, "drain", part.close)() for part in self.parts])
 
-    def ready(self) -> "Deferred[None]":
+    def ready(self) -> Deferred[None]:
         """The workers booted (php-fpm has no such wait)."""
         ready = getattr(self.workers, "ready", None)
         if ready is None:
@@ -47,5 +47,5 @@ class MixedBackend:
         return result
 
 
-def _both(waits: "list[Deferred[Any]]") -> "Deferred[None]":
+def _both(waits: list[Deferred[Any]]) -> Deferred[None]:
     return gatherResults(waits).addCallback(lambda _: None)

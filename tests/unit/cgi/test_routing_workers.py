@@ -6,10 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from fephp.cgi.routing import Forbidden, PHPWorkers, Router, Script, StaticFile, under_prefix
+from fephp.cgi.routing import (
+    Forbidden,
+    PHPWorkers,
+    Router,
+    Script,
+    StaticFile,
+    under_prefix,
+)
 
 #: (id, raw path, expected route kind, expected PHPWorkers uri or None)
-CASES: list[tuple[str, bytes, type, "str | None"]] = [
+CASES: list[tuple[str, bytes, type, str | None]] = [
     ("under-prefix", b"/api/users", PHPWorkers, "/api/users"),
     ("prefix-itself", b"/api/", PHPWorkers, "/api/"),
     ("prefix-without-slash", b"/api", PHPWorkers, "/api"),
@@ -35,7 +42,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Router:
 
 
 @pytest.mark.parametrize(("raw", "kind", "uri"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_worker_match(router: Router, raw: bytes, kind: type, uri: "str | None") -> None:
+def test_worker_match(router: Router, raw: bytes, kind: type, uri: str | None) -> None:
     """A matched path is a PHPWorkers route whatever the files; hidden and denied paths are refused before."""
     route = router.route(raw)
     assert type(route) is kind
