@@ -337,13 +337,17 @@ _canonical_names: dict[bytes, bytes] = {}
 
 def _edit_headers(headers: Headers, edits: "tuple[HeaderEdit, ...]") -> None:
     """The ``headers`` rules' edits, in order, on a response head about to go out (PHP's, a file's or an error page's)."""
+    # Straight into the Headers' dict: names are tokens and values hold no
+    # CR or LF (fephp.server.rules_config checked them).
+    raw = headers_raw(headers)
     for edit in edits:
+        key = header_name(edit.name)
         if edit.op == "remove":
-            headers.removeHeader(edit.name)
+            raw.pop(key, None)
         elif edit.op == "set":
-            headers.setRawHeaders(edit.name, [edit.value])
+            raw[key] = [edit.value]
         else:
-            headers.addRawHeader(edit.name, edit.value)
+            raw.setdefault(key, []).append(edit.value)
 
 
 def _canonical_name(name: bytes) -> bytes:
