@@ -19,7 +19,9 @@ from twisted.internet.threads import deferToThread
 from tests.support import REPO
 from tests.support.bench import bench
 from tests.support.docroot import make_docroot
+from tests.support.h2client import H2Client
 from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
+from tests.support.tls import self_signed_pem
 
 pytestmark = pytest.mark.php
 
@@ -124,6 +126,27 @@ async def test_headers_on_every_kind_of_response(front) -> None:
     for target in ("/env.php", "/static/hello.txt", "/no-such-file", "/data/x", "/health"):
         r = await f.get(target)
         assert (r.values("strict-transport-security"), r.values("x-powered-by")) == ([HSTS], []), target
+
+
+@pytest_twisted.ensureDeferred
+async def test_rules_over_http2(front, tmp_path: Path) -> None:
+    """Over HTTP/2 the same rules hold: the header edits reach PHP's answer and a rule's refusal, a rewrite reaches PHP."""
+    f = await front()
+    port = await f.start_tls(self_signed_pem(tmp_path))
+
+    def run() -> list[Any]:
+        client = H2Client(port)
+        try:
+            return [client.get(target) for target in ("/env.php", "/data/x", "/blog/1999/x")]
+        finally:
+            client.close()
+
+    php, denied, rewritten = await deferToThread(run)
+    for response in (php, denied, rewritten):
+        headers = dict(response.headers)
+        assert (headers.get("strict-transport-security"), "x-powered-by" in headers) == (HSTS, False)
+    assert (php.status, denied.status, rewritten.status) == (200, 403, 200)
+    assert json.loads(rewritten.body)["REQUEST_URI"] == "/blog/1999/x"
 
 
 @pytest_twisted.ensureDeferred
