@@ -202,8 +202,8 @@ class H1Exchange:
         self.version = request.version
         self.headers: HeaderList = request.headers
         self.body = body
-        self.client = protocol.peer
-        self.server = protocol.host
+        self.client: Address = protocol.peer  # type: ignore[assignment]  # set before any exchange is made
+        self.server: Address = protocol.host  # type: ignore[assignment]
         if protocol.secure:
             self.scheme = b"https"
         self.started_at = started_at
@@ -497,6 +497,9 @@ class H1Protocol(Protocol):
     _advancing = False
     _h2: Any = None
     secure = False
+    #: The client's and our address, read at the first request.
+    peer: Optional[Address] = None
+    host: Optional[Address] = None
 
     def __init__(self, site: Any) -> None:
         self.site = site
@@ -508,8 +511,6 @@ class H1Protocol(Protocol):
         site = self.site
         transport: Any = self.transport
         self.codec = ServerConnection(max_header_size=site.max_header_size, max_body_size=site.max_body_size)
-        self.peer = _address(transport.getPeer())
-        self.host = _address(transport.getHost())
         # A TLS transport (possibly behind a PROXY protocol wrapper, which
         # lends its attributes) knows the ALPN answer once the handshake is
         # done, which is before the first application bytes arrive.
@@ -686,12 +687,16 @@ class H1Protocol(Protocol):
         request = self._request
         assert request is not None
         body_buffer = self._body
-        body: Body
-        if body_buffer is not None:
-            body = body_buffer.whole()
-        else:
-            body = None if request.framing is Framing.NONE else b""
+        # No body is an empty one, as from Twisted's Request: php.py then
+        # announces CONTENT_LENGTH 0 for a POST, as nginx does.
+        body: Body = body_buffer.whole() if body_buffer is not None else b""
         self._request = self._body = None
+        if self.peer is None:
+            # Read at the first request, not at connectionMade: a PROXY
+            # protocol wrapper knows the client only once its header is in.
+            transport: Any = self.transport
+            self.peer = _address(transport.getPeer())
+            self.host = _address(transport.getHost())
         exchange = H1Exchange(self, request, body, self._started_at)
         self.exchange = exchange
         self.phase = _ANSWERING
@@ -711,7 +716,8 @@ class H1Protocol(Protocol):
         else:
             # PHP sees the id the log and the client see (HTTP_X_REQUEST_ID).
             request_id = site.new_request_id()
-            exchange.headers = [*request.headers, (b"x-request-id", request_id)]
+            kept = [field for field in request.headers if field[0] != b"x-request-id"] if given else request.headers
+            exchange.headers = [*kept, (b"x-request-id", request_id)]
         exchange.request_id = request_id
         response.append((b"x-request-id", request_id))
         if site.real_ip is not None:

@@ -6,6 +6,7 @@ import os
 from typing import Any, Callable, Optional
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
@@ -101,7 +102,7 @@ def test_a_small_response_is_one_send_and_the_exchange_is_complete() -> None:
         b"GET", b"/a/b?c=d", b"/a/b", b"c=d", b"HTTP/1.1"
     )
     assert exchange.headers == [(b"host", b"a"), (b"x-two", b"1"), (b"x-two", b"2"), (b"x-request-id", b"rid")]
-    assert (exchange.header(b"x-two"), exchange.body, exchange.scheme) == (b"1, 2", None, b"http")
+    assert (exchange.header(b"x-two"), exchange.body, exchange.scheme) == (b"1, 2", b"", b"http")
     assert (exchange.client, exchange.server) == (Address("127.0.0.1", 5000), Address("127.0.0.1", 80))
     assert (exchange.state, exchange.status, exchange.bytes_sent, exchange.request_id) == (
         ExchangeState.FINISHED, 200, 5, b"rid"
@@ -114,7 +115,7 @@ def test_a_request_behind_a_body_in_the_same_read_is_answered() -> None:
     _, protocol, transport, _ = connect(app)
     protocol.dataReceived(POST + b"Content-Length: 3\r\n\r\nabc" + GET)
     assert transport.value() == OK + OK
-    assert [(e.method, e.body) for e in app.seen] == [(b"POST", b"abc"), (b"GET", None)]
+    assert [(e.method, e.body) for e in app.seen] == [(b"POST", b"abc"), (b"GET", b"")]
 
 
 def test_a_thousand_pipelined_requests_in_one_read_are_answered_in_order() -> None:
@@ -469,3 +470,36 @@ def test_alpn_h2_hands_the_connection_to_http2_and_anything_else_stays_http1(neg
     protocol.dataReceived(GET)
     assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
     assert app.seen[0].scheme == b"https"
+
+
+def test_a_malformed_request_id_is_replaced_not_added_to() -> None:
+    """A client's X-Request-Id that is no valid id is dropped from the request's fields and ours takes its place."""
+    app = App()
+    _, protocol, _, _ = connect(app)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: two words\r\n\r\n")
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: fine-id\r\n\r\n")
+    assert [(e.request_id, e.headers[1:]) for e in app.seen] == [
+        (b"rid", [(b"x-request-id", b"rid")]),
+        (b"fine-id", [(b"x-request-id", b"fine-id")]),
+    ]
+
+
+class _Proxied(Writes):
+    """A transport that learns its peer late, as a PROXY protocol wrapper does once the header is read."""
+
+    peer: Any = CLIENT
+
+    def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
+        return self.peer
+
+
+def test_the_client_address_is_read_at_the_first_request() -> None:
+    """The peer is asked for when the first request is whole, not at connectionMade (a PROXY header comes first)."""
+    app = App()
+    site = FrontSite(app, reactor=Clock(), timeout=None, http1="fephp")
+    protocol = site.buildProtocol(CLIENT)
+    transport = _Proxied(hostAddress=SERVER, peerAddress=CLIENT)
+    protocol.makeConnection(transport)
+    transport.peer = IPv4Address("TCP", "198.51.100.9", 4242)
+    protocol.dataReceived(GET)
+    assert app.seen[0].client == Address("198.51.100.9", 4242)
