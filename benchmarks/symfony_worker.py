@@ -16,6 +16,7 @@ per request, and req/s against nginx.
 
     .venv/bin/python benchmarks/symfony_worker.py                # 3 rounds of 10 s
     .venv/bin/python benchmarks/symfony_worker.py --duration 3 --rounds 1
+    .venv/bin/python benchmarks/symfony_worker.py --pypy /path/to/pypy-venv/bin/python   # and fephp on PyPy
 
 Needs php8.2-fpm, php8.2-cli, nginx, wrk and Debian's Symfony packages
 (README.md's test command installs them).
@@ -37,6 +38,8 @@ sys.path.insert(0, HERE)
 
 from compare import (
     PARAMS,
+    PYPY_GC_MIN,
+    PYPY_GC_NURSERY,
     READY_TIMEOUT,
     REPO,
     Processes,
@@ -133,19 +136,22 @@ class Run:
         proc = start_nginx(self.procs, "nginx", argv, listener, log=log)
         self.fronts["nginx + php-fpm"] = (f"http://127.0.0.1:{port}", proc, log)
 
-    def start_fephp(self, name: str, worker: bool) -> None:
+    def start_fephp(self, name: str, worker: bool, python: str | None = None) -> None:
         conf = os.path.join(self.tmp, f"{name}.yaml")
         with open(conf, "w") as f:
             f.write(fephp_yaml(0, self.sock, self.args.php, self.cache, worker))
         log = os.path.join(self.tmp, f"{name}.log")
-        argv = twistd_argv() + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp", "--config", conf]
-        proc = self.procs.start(name, argv, log=log, env=self.env, cwd=self.tmp)
-        label = "fephp worker mode" if worker else "fephp + php-fpm"
+        argv = twistd_argv(python) + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp", "--config", conf]
+        env = self.env
+        if python is not None:  # as benchmarks/compare.py runs fephp-pypy
+            env = dict({"PYPY_GC_NURSERY": PYPY_GC_NURSERY, "PYPY_GC_MIN": PYPY_GC_MIN}, **env)
+        proc = self.procs.start(name, argv, log=log, env=env, cwd=self.tmp)
+        label = ("fephp-pypy" if python else "fephp") + (" worker mode" if worker else " + php-fpm")
         self.fronts[label] = (f"http://127.0.0.1:{fephp_port(proc)}", proc, log)
 
     def php_root(self, front: str) -> int:
         """The process whose group holds the PHP processes serving *front*."""
-        if front == "fephp worker mode":
+        if front.endswith("worker mode"):
             return self.fronts[front][1].pid
         assert self.fpm is not None
         return self.fpm.pid
@@ -165,7 +171,7 @@ class Run:
                     raise RuntimeError(f"{front} does not answer; see {log}")
                 time.sleep(0.1)  # polling a server that is starting, bounded by READY_TIMEOUT
             sapi = json.loads(body)["sapi"]
-            expected = "cli" if front == "fephp worker mode" else "fpm-fcgi"
+            expected = "cli" if front.endswith("worker mode") else "fpm-fcgi"
             if sapi != expected:
                 raise RuntimeError(f"{front} ran PHP as {sapi}, not {expected}")
         for page, path in PAGES.items():
@@ -183,10 +189,16 @@ class Run:
         after = _proc_stats()
         result = parse_wrk(out)
         php_cpu = sum(group_cpu(root, after)) - sum(group_cpu(root, before))
-        if front == "fephp worker mode":
+        if front.endswith("worker mode"):
             # The workers are fephp's children: its own CPU is the front's, not PHP's.
             php_cpu -= (after[root][1] - before[root][1]) / os.sysconf("SC_CLK_TCK")
         result["php_us_per_req"] = php_cpu / max(1, result["requests"]) * 1e6
+        front_root = self.fronts[front][1].pid
+        if front.endswith("worker mode"):
+            front_cpu = (after[front_root][1] - before[front_root][1]) / os.sysconf("SC_CLK_TCK")
+        else:
+            front_cpu = sum(group_cpu(front_root, after)) - sum(group_cpu(front_root, before))
+        result["front_us_per_req"] = front_cpu / max(1, result["requests"]) * 1e6
         return result
 
 
@@ -196,7 +208,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (16)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, candidates interleaved (3)")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of load per front and page before (3)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--pypy", metavar="PYTHON", help="also fephp's worker mode on this PyPy (a venv with fephp)")
     args = parser.parse_args()
     procs = Processes()
     try:
@@ -207,12 +221,15 @@ def main() -> int:
             run.start_nginx()
             run.start_fephp("fephp-fpm", worker=False)
             run.start_fephp("fephp-worker", worker=True)
+            if args.pypy:
+                run.start_fephp("fephp-pypy-worker", worker=True, python=args.pypy)
             run.check()
-            for front in run.fronts:  # warm up: OPcache filled, every worker and child has served
+            for front in run.fronts:  # warm up: OPcache filled, every worker and child has served, PyPy's JIT done
                 for path in PAGES.values():
-                    for _ in range(4 * args.php):
-                        http_get(run.fronts[front][0] + path)
+                    subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.warmup}s", run.fronts[front][0] + path],
+                                   capture_output=True, check=True, timeout=args.warmup + 60)
             results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            load_before = os.getloadavg()
             for round_no in range(args.rounds):
                 for page, path in PAGES.items():
                     for front in run.fronts:
@@ -230,14 +247,17 @@ def main() -> int:
                         "page": page, "front": front, "rps": rps, "rps_each": [round(r["rps"], 1) for r in runs],
                         "p50_ms": median([r["p50_ms"] for r in runs]), "p99_ms": median([r["p99_ms"] for r in runs]),
                         "php_us_per_req": median([r["php_us_per_req"] for r in runs]),
+                        "front_us_per_req": median([r["front_us_per_req"] for r in runs]),
                         "errors": sum(r["errors"] + r["non_2xx"] for r in runs), "vs_nginx": rps / nginx,
                     })
-            print("| page | front | req/s | p50 ms | p99 ms | PHP CPU µs/req | vs nginx | errors | rounds (req/s) |")
-            print("|---|---|---|---|---|---|---|---|---|")
+            print("| page | front | req/s | p50 ms | p99 ms | front CPU µs/req | PHP CPU µs/req | vs nginx | errors"
+                  " | rounds (req/s) |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
             for row in rows:
                 print(f"| {row['page']} | {row['front']} | {row['rps']:.1f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
-                      f"| {row['php_us_per_req']:.0f} | {row['vs_nginx']:.2f} | {row['errors']} "
+                      f"| {row['front_us_per_req']:.0f} | {row['php_us_per_req']:.0f} | {row['vs_nginx']:.2f} | {row['errors']} "
                       f"| {' '.join(str(v) for v in row['rps_each'])} |")
+            print(f"load average before and after: {load_before} / {os.getloadavg()}")
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(rows, f, indent=1)
