@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from fephp.backend.workers import WorkerBackend
+from tests.support.faults import wait_until
 from tests.support.inprocess import InProcessFront, stopped_at_teardown
 from tests.support.processes import require_binary
 from tests.support.worker_pipes import php_cli, require_php_files
@@ -119,3 +121,26 @@ async def test_the_files_go_when_the_worker_dies_with_the_request(front, tmp_pat
     status, _ = await deferToThread(curl, f.base + "/api/crash", "-F", f"f=@{tmp_path / 'a.txt'}")
     assert status == 502
     assert list(uploads.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_files_go_when_the_client_went_away(front, tmp_path: Path, uploads: Path):
+    """A client that leaves while the worker holds its upload: the file stays for the worker, then goes when it answers."""
+    f = await front()
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    body = (b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n\r\n' + b"x" * 50_000
+            + b"\r\n--B--\r\n")
+    head = (f"POST /api/gated?started={started}&gate={gate} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    client = socket.create_connection(("127.0.0.1", f.port))
+    try:
+        client.sendall(head + body)
+        await wait_until(started.exists, "the worker to have the request")
+        assert [p.stat().st_size for p in uploads.iterdir()] == [50_000]
+    finally:
+        client.close()
+    gate.write_text("go")
+    await wait_until(lambda: not any(uploads.iterdir()), "the upload's file to be removed")
+    # The worker is free again: the next request is served.
+    status, _ = await deferToThread(curl, f.base + "/api/pid")
+    assert status == 200

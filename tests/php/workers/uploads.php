@@ -6,6 +6,8 @@
 //   POST /api/upload  JSON: the parsed form, and for each uploaded file (nested as PHP nests names) its client
 //                     name, type, size, error, sha256 of its bytes (computed here) and where the front put it
 //   POST /api/crash   exits with status 1 before answering (a worker dying with a request)
+//   POST /api/gated   writes the file ?started= names, waits (at most 20 s) until the file ?gate= names exists,
+//                     then answers like /api/upload (a request whose client may go away meanwhile)
 //   anything else     JSON: the pid and the path (a path under a match prefix with no file behind it)
 
 declare(strict_types=1);
@@ -45,6 +47,14 @@ while ($request = $worker->waitRequest()) {
     if ($path === '/api/pid') {
         $data = ['pid' => getmypid(), 'sapi' => PHP_SAPI];
     } elseif ($path === '/api/upload') {
+        $data = ['form' => $request->getParsedBody(), 'files' => describe($request->getUploadedFiles())];
+    } elseif ($path === '/api/gated') {
+        $query = $request->getQueryParams();
+        file_put_contents((string)$query['started'], 'started');
+        for ($i = 0; $i < 2000 && !file_exists((string)$query['gate']); $i++) {
+            usleep(10000);
+            clearstatcache();
+        }
         $data = ['form' => $request->getParsedBody(), 'files' => describe($request->getUploadedFiles())];
     } elseif ($path === '/api/crash') {
         exit(1);
