@@ -621,7 +621,7 @@ class WorkerBackend:
         return job.deferred
 
     def close(self) -> "Deferred[None]":
-        """Refuse new requests, fail waiting ones, stop every worker once its request (if any) ends.
+        """Refuse new requests, fail waiting ones, stop the idle workers and kill the busy ones.
 
         Fires once every worker process has exited.
         """
@@ -636,6 +636,14 @@ class WorkerBackend:
         for worker in list(self._workers):
             if worker.state in (WorkerState.IDLE, WorkerState.BOOTING):
                 self._retire(worker, None)
+            elif worker.state is WorkerState.BUSY:
+                # The server's stop gave requests in flight shutdown_grace already (a reload's old
+                # backend closes only once they have ended): what still runs is cut.
+                if worker.job is not None:
+                    worker.job.fail(BackendClosed("fephp is stopping", response_started=worker.job.got_output))
+                worker.state = WorkerState.KILLED
+                worker.cancel_timer()
+                worker.kill()
         if not self._workers:
             return succeed(None)
         return self._gone.wait()

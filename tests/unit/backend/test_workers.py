@@ -10,7 +10,7 @@ from twisted.internet.error import ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from fephp.backend.errors import ConnectError, PoolOverloaded, QueueTimeout, ResponseTimeout
+from fephp.backend.errors import BackendClosed, ConnectError, PoolOverloaded, QueueTimeout, ResponseTimeout
 from fephp.backend.workers import WorkerBackend, cgi_head, restart_reason, worker_context
 from fephp.roadrunner import PidRequest, Request, StopRequest, WorkerConnection, response_context
 
@@ -246,3 +246,23 @@ def test_the_queue_is_bounded_in_size_and_time() -> None:
     assert waiting.result.check(QueueTimeout)  # type: ignore[attr-defined]
     waiting.addErrback(lambda _: None)
     assert backend.errors[503] == 2
+
+
+def test_close_stops_idle_workers_and_kills_busy_ones() -> None:
+    """close() sends the idle worker the stop frame, SIGKILLs the busy one (its request fails), and fires once both exited."""
+    clock = Clock()
+    backend, spawned = make(clock, count=2)
+    for process in spawned:
+        process.boot()
+    d = backend.request(PARAMS, None, Sink())
+    busy, idle = (spawned[1], spawned[0]) if spawned[1].received() else (spawned[0], spawned[1])
+    closed = backend.close()
+    assert d.result.check(BackendClosed)  # type: ignore[attr-defined]
+    d.addErrback(lambda _: None)
+    assert idle.received() == [StopRequest()] and idle.signals == []
+    assert busy.signals == ["KILL"]
+    assert not closed.called
+    idle.exit()
+    busy.exit(-9)
+    assert closed.result is None
+    assert len(spawned) == 2
