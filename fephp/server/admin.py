@@ -197,6 +197,10 @@ class LocalView:
         return (fpm.status() if fpm is not None else succeed(None)).addCallback(done)
 
     def ready(self) -> "Deferred[tuple[bool, str]]":
+        health = getattr(self._front.backend, "health", None)
+        if health is not None:
+            # PHP workers (fephp.backend.workers): unhealthy after max_consecutive_failures boot failures.
+            return succeed(health())
         fpm = self._fpm()
         if fpm is None:
             return succeed((True, "php-cgi runs per request"))
@@ -236,7 +240,7 @@ def backend_part(config: Any, pools: list[dict[str, Any]], status: Optional[dict
     name = merged["name"] if merged else ("php-cgi" if config.php.mode == "php-cgi" else "managed php-fpm")
     return {
         "name": name,
-        "kind": config.php.mode,
+        "kind": pools[0].get("kind", config.php.mode) if pools else config.php.mode,
         "pool": merged,
         "php_fpm": status,
         "php_fpm_restarts": managed.restarts if managed is not None else None,

@@ -62,6 +62,11 @@ def merge_pools(pools: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
         merged[key] = sum(p[key] for p in pools)
     merged["errors"] = {k: sum(p["errors"].get(k, 0) for p in pools) for k in pools[0]["errors"]}
     merged["queue_wait"] = _sum_histograms(p["queue_wait"] for p in pools)
+    if "restarts" in pools[0]:
+        # PHP workers (fephp.backend.workers): replaced workers by reason, whether they boot.
+        merged["kind"] = pools[0]["kind"]
+        merged["restarts"] = {k: sum(p["restarts"].get(k, 0) for p in pools) for k in pools[0]["restarts"]}
+        merged["healthy"] = all(p["healthy"] for p in pools)
     return merged
 
 
@@ -127,6 +132,13 @@ class SnapshotCollector(Collector):
         retries = CounterMetricFamily("fephp_pool_retries", "Requests sent again after a stale kept connection.", labels=bl)
         errors = CounterMetricFamily("fephp_pool_errors", "Requests the backend failed, by the status sent (502, 503, 504).", labels=[*bl, "status"])
         aborts = CounterMetricFamily("fephp_pool_client_aborts", "Requests the client gave up on before the end.", labels=bl)
+        restarted = CounterMetricFamily(
+            "fephp_php_worker_restarts", "PHP workers replaced, by why (max_jobs, max_memory, exec_timeout, crash...).",
+            labels=[*bl, "reason"],
+        )
+        healthy = GaugeMetricFamily(
+            "fephp_php_workers_healthy", "0 after php.worker.max_consecutive_failures boot failures in a row, else 1.", labels=bl
+        )
         for process in processes:
             k = key(process)
             for pool in process.get("pools", []):
@@ -141,7 +153,11 @@ class SnapshotCollector(Collector):
                 for status, n in pool["errors"].items():
                     errors.add_metric([*labels, status], n)
                 aborts.add_metric(labels, pool["aborts"])
-        yield from (conns, size, depth, wait, failed, retries, errors, aborts)
+                if "restarts" in pool:
+                    for reason, n in pool["restarts"].items():
+                        restarted.add_metric([*labels, reason], n)
+                    healthy.add_metric(labels, 1 if pool["healthy"] else 0)
+        yield from (conns, size, depth, wait, failed, retries, errors, aborts, restarted, healthy)
 
         up = GaugeMetricFamily("fephp_php_fpm_up", "1 when php-fpm's status page answered this scrape.", labels=["backend"])
         procs = GaugeMetricFamily("fephp_php_fpm_processes", "php-fpm's children, by state (its status page).", labels=["backend", "state"])
@@ -155,7 +171,7 @@ class SnapshotCollector(Collector):
             fpm = backend.get("php_fpm")
             if backend.get("php_fpm_restarts") is not None:
                 restarts.add_metric([name], backend["php_fpm_restarts"])
-            if backend.get("kind") == "php-cgi":
+            if backend.get("kind") in ("php-cgi", "workers"):
                 continue
             up.add_metric([name], 1 if fpm else 0)
             if not fpm:
