@@ -594,7 +594,13 @@ class WorkerBackend:
         self.aborts = 0
         self.restarts = {reason: 0 for reason in RESTART_REASONS}
         self.boots = 0
-        self._fill()
+        # Spawned once the reactor runs: twistd builds the service before it forks into a daemon,
+        # and children of the process that exits would never be reaped by the one that serves.
+        when_running = getattr(reactor, "callWhenRunning", None)
+        if when_running is not None:
+            when_running(self._fill)
+        else:
+            self._fill()
 
     # -- Backend -----------------------------------------------------------------------
 
