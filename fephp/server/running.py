@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succ
 from twisted.logger import Logger
 
 from ..backend.balancer import Balancer
+from ..backend.workers import WorkerBackend
 from ..process.phpfpm import ManagedPHPFPM
 from ..web.site import FrontSite
 from .admin import AdminSite, LocalView, PHPFPMStatus, backends_part, server_part
@@ -126,7 +127,7 @@ class _Reloadable:
     def _new_php_fpm(self, config: Config, managed: Optional[ManagedPHPFPM], started: list[Service],
                      children: Optional[int] = None) -> Any:
         """The php-fpm *config* runs: *managed* if its settings are unchanged, else a new one, started and ready."""
-        if config.php.mode != "managed":
+        if config.php.mode != "managed" or config.php.workers_only:
             return None
         if managed is not None and managed_settings(config) == managed_settings(self.config):
             return managed
@@ -176,6 +177,17 @@ def _bind(descriptions: Iterable[str], current: "dict[str, Any]", make: Callable
             started.append(listener)
         listeners.append(listener)
     return listeners
+
+
+class _Closing(Service):
+    """A backend built by a reload that failed later: stopping it closes it (its workers exit)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def stopService(self) -> "Deferred[None]":  # noqa: N802 - Twisted's name
+        closed: Deferred[None] = self.backend.close()
+        return closed
 
 
 def _socket_of(managed: Optional[ManagedPHPFPM]) -> Optional[str]:
@@ -247,8 +259,14 @@ class SingleServer(_Reloadable, MultiService):
             retell = balancer_keeps(front.backend, old, config)
             if retell:
                 backend = front.backend  # told its new backends below, once nothing can fail
-            elif new_managed is not managed or pool_settings(config) != pool_settings(old):
+            elif (new_managed is not managed or pool_settings(config) != pool_settings(old)
+                  or config.php.workers_only):
+                # PHP workers are always new ones: a reload is how their code is deployed.
                 backend, _ = build_backend(config, reactor, fpm_socket_path=_socket_of(new_managed))
+                if isinstance(backend, WorkerBackend):
+                    started.append(_Closing(backend))
+                    # Nothing switches to them before they have all booted.
+                    yield backend.ready()
             else:
                 backend = front.backend
             app, site = build_site(config, reactor, backend)
@@ -309,7 +327,8 @@ def _worker_argv(config: Config, listeners: "list[SharedListener]", managed: Opt
 
 def _build_workers_parent(config: Config, config_text: str, reactor: Any) -> "ParentServer":
     """The parent of ``server.workers`` processes: shared listeners, php-fpm for all, the supervisor."""
-    managed = build_managed_php_fpm(config, reactor, children=_children_for_workers(config)) if config.php.mode == "managed" else None
+    php_fpm = config.php.mode == "managed" and not config.php.workers_only
+    managed = build_managed_php_fpm(config, reactor, children=_children_for_workers(config)) if php_fpm else None
     listeners = [SharedListener(reactor, description) for description in config.server.listen]
     # Not systemd's variables: a worker is not the unit's main process.
     env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET")}
@@ -360,7 +379,8 @@ class _WorkersView:
             return succeed((False, "no worker process runs"))
         fpm = parent.fpm_status
         if fpm is None:
-            return succeed((True, "php-cgi runs per request"))
+            return succeed((True, "PHP workers run in each worker process" if parent.config.php.workers_only
+                            else "php-cgi runs per request"))
         return fpm.ping().addCallback(lambda ok: (ok, "php-fpm answers" if ok else "php-fpm does not answer its ping"))
 
 

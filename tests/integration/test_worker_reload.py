@@ -1,0 +1,74 @@
+"""SIGHUP on a real twistd fephp serving PHP workers: new workers boot before the old ones stop, and a load through it loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import answers, daemonize, get, listening_on, wait_for
+from tests.support.load import HTTPLoad
+from tests.support.processes import processes_with
+from tests.support.worker_pipes import php_cli, require_php_files
+
+pytestmark = pytest.mark.php
+
+APP = Path(__file__).resolve().parent.parent / "php" / "workers" / "app.php"
+
+
+def test_sighup_under_load_replaces_the_workers_and_drops_nothing(tmp_path: Path) -> None:
+    """A steady load runs through a reload: every request answered, by the old workers before and new ones after."""
+    require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
+    root = tmp_path / "public"
+    root.mkdir()
+    (root / "index.php").write_text("<?php // served by the workers\n")
+    config = tmp_path / "fephp.yaml"
+    config.write_text(f"""
+server:
+  listen: ["tcp:0:interface=127.0.0.1"]
+  root: {root}
+  shutdown_grace: 5
+php:
+  worker:
+    script: {APP}
+    command: [{php_cli()}]
+    count: 2
+""")
+    pidfile = daemonize(tmp_path, config)
+    wait_for(pidfile.exists, "the pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        (port,) = listening_on(pid)
+        url = f"http://127.0.0.1:{port}/hello"
+        wait_for(lambda: answers(url), "the listener")
+        before = set(processes_with(str(APP)))
+        assert len(before) == 2
+        load = HTTPLoad(None, ("127.0.0.1", port), "/hello", total=5000, concurrency=4, timeout=10.0, within=120.0).start()
+        wait_for(lambda: load.completed >= 200, "the first 200 answers", within=60)
+        reloaded_at = time.monotonic()
+        os.kill(pid, signal.SIGHUP)
+        log = tmp_path / "fephp.log"
+        wait_for(lambda: "reload: serving the configuration" in log.read_text(), "the reload to finish", within=60)
+        done_at = time.monotonic()
+        seen = load.completed
+        wait_for(lambda: load.completed >= seen + 200, "200 answers after the reload", within=60)
+        load.stop()
+        outcomes = load.wait()
+        failed = [o for o in outcomes if not o.ok]
+        print(f"\nworker reload: {len(outcomes)} requests, {len(failed)} failed, the reload took {done_at - reloaded_at:.2f} s")
+        assert failed == []
+        old = {json.loads(o.body)["pid"] for o in outcomes if o.ended < reloaded_at}
+        new = {json.loads(o.body)["pid"] for o in outcomes if o.started > done_at}
+        assert old == before
+        assert len(new) == 2 and not new & before
+        wait_for(lambda: set(processes_with(str(APP))) == new, "the old workers to exit")
+        status, body = get(url)
+        assert status == 200 and json.loads(body)["pid"] in new
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists(), "the pidfile to go")
+        wait_for(lambda: not processes_with(str(APP)), "no worker left")
