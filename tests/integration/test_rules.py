@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from twisted.internet.threads import deferToThread
 
 from tests.support import REPO
 from tests.support.bench import bench
+from tests.support.daemon import daemonize, get, listening_on, wait_for, write_config
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
 from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
@@ -207,3 +210,23 @@ def test_check_config_reports_a_rule_error(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.strip() == (f"error: {bad}, line 8: rules[1].match.regex: not a valid regular expression: "
                                      "missing ), unterminated subpattern at position 0")
+
+
+def test_a_reload_adds_a_rule(php_fpm, tmp_path: Path) -> None:
+    """SIGHUP with a rule added to the file: the running daemon refuses the path from then on and logs that rules changed."""
+    config = write_config(tmp_path, f"  fpm_socket: {php_fpm.unix_endpoint}")
+    pidfile = daemonize(tmp_path, config)
+    wait_for(pidfile.exists, "the pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        (port,) = listening_on(pid)
+        url = f"http://127.0.0.1:{port}/static/hello.txt"
+        assert get(url)[0] == 200
+        config.write_text(config.read_text() + "rules:\n  - match: {prefix: /static/}\n    deny: all\n")
+        os.kill(pid, signal.SIGHUP)
+        log = tmp_path / "fephp.log"
+        wait_for(lambda: "(rules changed)" in log.read_text(), "the reload's log line")
+        assert get(url)[0] == 403
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists(), "the pidfile to go")
