@@ -61,6 +61,7 @@ __all__ = [
     "Rule",
     "RuleSet",
     "Verify",
+    "edit_header_list",
     "is_password_hash",
     "normalize_path",
     "template_groups",
@@ -230,6 +231,20 @@ class Headers:
     """Edits of the response head, applied in order (remove, then set, then add, as given)."""
 
     edits: tuple[HeaderEdit, ...]
+
+
+def edit_header_list(edits: "tuple[HeaderEdit, ...]", headers: "list[tuple[bytes, bytes]]") -> None:
+    """Apply *edits* in order to *headers*, a response's (lowercase name, value) list, in place.
+
+    For a response head kept as such a list (an Exchange's
+    ``response_headers``); fephp.web.site does the same on Twisted's Headers.
+    """
+    for edit in edits:
+        name = edit.name.lower()
+        if edit.op != "add":
+            headers[:] = [pair for pair in headers if pair[0] != name]
+        if edit.op != "remove":
+            headers.append((name, edit.value))
 
 
 Action = Union[Rewrite, Redirect, Respond, Allow, Deny, BasicAuth, RateLimit, Headers]

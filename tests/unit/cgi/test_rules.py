@@ -26,6 +26,7 @@ from fephp.cgi.rules import (
     Rule,
     RuleSet,
     Verify,
+    edit_header_list,
     is_password_hash,
     normalize_path,
 )
@@ -326,3 +327,17 @@ def test_rate_limit_only_counts_matching_requests() -> None:
         assert type(ruleset.evaluate(view(b"/static/x"))) is Proceed
     assert type(ruleset.evaluate(view(b"/api/x"))) is Proceed
     assert type(ruleset.evaluate(view(b"/api/x"))) is Answer
+
+
+def test_edit_header_list() -> None:
+    """Edits apply in order to a lowercase header list: remove drops every value, set replaces them with one, add appends."""
+    headers = [(b"x-powered-by", b"PHP/8.2"), (b"set-cookie", b"a=1"), (b"content-type", b"text/html"),
+               (b"set-cookie", b"b=2")]
+    edit_header_list((
+        HeaderEdit("remove", b"X-Powered-By"),
+        HeaderEdit("set", b"Content-Type", b"text/plain"),
+        HeaderEdit("add", b"Set-Cookie", b"c=3"),
+        HeaderEdit("set", b"Strict-Transport-Security", b"max-age=60"),
+    ), headers)
+    assert headers == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"content-type", b"text/plain"),
+                       (b"set-cookie", b"c=3"), (b"strict-transport-security", b"max-age=60")]
