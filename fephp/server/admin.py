@@ -197,10 +197,14 @@ class LocalView:
         return (fpm.status() if fpm is not None else succeed(None)).addCallback(done)
 
     def ready(self) -> "Deferred[tuple[bool, str]]":
-        health = getattr(self._front.backend, "health", None)
-        if health is not None:
-            # PHP workers (fephp.backend.workers): unhealthy after max_consecutive_failures boot failures.
-            return succeed(health())
+        backend = self._front.backend
+        for part in getattr(backend, "parts", (backend,)):
+            health = getattr(part, "health", None)
+            if health is not None:
+                # PHP workers (fephp.backend.workers): unhealthy after max_consecutive_failures boot failures.
+                ok, why = health()
+                if not ok or part is backend:
+                    return succeed((ok, why))
         fpm = self._fpm()
         if fpm is None:
             return succeed((True, "php-cgi runs per request"))

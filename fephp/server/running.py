@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succ
 from twisted.logger import Logger
 
 from ..backend.balancer import Balancer
-from ..backend.workers import WorkerBackend
 from ..process.phpfpm import ManagedPHPFPM
 from ..web.site import FrontSite
 from .admin import AdminSite, LocalView, PHPFPMStatus, backends_part, server_part
@@ -260,13 +259,14 @@ class SingleServer(_Reloadable, MultiService):
             if retell:
                 backend = front.backend  # told its new backends below, once nothing can fail
             elif (new_managed is not managed or pool_settings(config) != pool_settings(old)
-                  or config.php.workers_only):
+                  or config.php.worker is not None):
                 # PHP workers are always new ones: a reload is how their code is deployed.
                 backend, _ = build_backend(config, reactor, fpm_socket_path=_socket_of(new_managed))
-                if isinstance(backend, WorkerBackend):
+                if config.php.worker is not None:
+                    # A WorkerBackend, or a mixed site's MixedBackend: both have ready().
                     started.append(_Closing(backend))
                     # Nothing switches to them before they have all booted.
-                    yield backend.ready()
+                    yield backend.ready()  # type: ignore[attr-defined]
             else:
                 backend = front.backend
             app, site = build_site(config, reactor, backend)

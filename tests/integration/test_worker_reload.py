@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.daemon import answers, daemonize, get, listening_on, wait_for
 from tests.support.load import HTTPLoad
-from tests.support.processes import processes_with
+from fephp.process.binaries import find_php
+from tests.support.processes import processes_with, require_binary
 from tests.support.worker_pipes import php_cli, require_php_files
 
 pytestmark = pytest.mark.php
@@ -20,8 +21,14 @@ pytestmark = pytest.mark.php
 APP = Path(__file__).resolve().parent.parent / "php" / "workers" / "app.php"
 
 
-def test_sighup_under_load_replaces_the_workers_and_drops_nothing(tmp_path: Path) -> None:
-    """A steady load runs through a reload: every request answered, by the old workers before and new ones after."""
+@pytest.mark.parametrize("match", ["", "\n    match: [/hello]"], ids=["workers-only", "mixed"])
+def test_sighup_under_load_replaces_the_workers_and_drops_nothing(tmp_path: Path, match: str) -> None:
+    """A steady load runs through a reload: every request answered, by the old workers before and new ones after.
+
+    Workers alone, and in a mixed site where ``match`` sends /hello to them and the rest to a managed php-fpm.
+    """
+    if match:
+        require_binary(find_php("php-fpm"), "php-fpm")
     require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
     root = tmp_path / "public"
     root.mkdir()
@@ -36,7 +43,7 @@ php:
   worker:
     script: {APP}
     command: [{php_cli()}]
-    count: 2
+    count: 2{match}
 """)
     pidfile = daemonize(tmp_path, config)
     wait_for(pidfile.exists, "the pidfile")
