@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from fephp.backend.errors import BackendClosed, ConnectError, PoolOverloaded, QueueTimeout, ResponseTimeout
-from fephp.backend.workers import WorkerBackend, cgi_head, restart_reason, worker_context
-from fephp.roadrunner import PidRequest, Request, StopRequest, WorkerConnection, response_context
+from fephp.backend.workers import RESTART_REASONS, WorkerBackend, cgi_head, restart_reason, worker_context
+from fephp.roadrunner import PidRequest, Request, StopRequest, StreamStop, WorkerConnection, response_context
 
 
 class FakeProcess:
@@ -265,4 +265,59 @@ def test_close_stops_idle_workers_and_kills_busy_ones() -> None:
     idle.exit()
     busy.exit(-9)
     assert closed.result is None
+    assert len(spawned) == 2
+
+
+def test_a_client_gone_mid_stream_stops_the_stream_and_keeps_the_worker() -> None:
+    """Cancelling a streamed request sends the STOP bit; the worker's acknowledgement makes it idle for the next request."""
+    clock = Clock()
+    backend, spawned = make(clock)
+    process = spawned[0]
+    process.boot()
+    sink = Sink()
+    d = backend.request(PARAMS, None, sink)
+    process.received()
+    process.answer(process.worker.respond(b"one", response_context(200), more=True))
+    d.cancel()
+    d.addErrback(lambda _: None)
+    assert process.received() == [StreamStop()]
+    process.answer(process.worker.respond(b"two", more=True))  # already on its way: dropped
+    process.answer(process.worker.respond(b""))
+    assert sink.out == b"Status: 200\r\n\r\none"
+    assert backend.figures()["idle"] == 1 and backend.aborts == 1
+    assert backend.restarts == {reason: 0 for reason in RESTART_REASONS}
+
+
+def test_a_worker_asking_to_stop_gives_its_request_to_another() -> None:
+    """A worker answering {"stop":true} is retired and the request it did not run goes to the next worker."""
+    clock = Clock()
+    backend, spawned = make(clock)
+    spawned[0].boot()
+    sink = Sink()
+    d = backend.request(PARAMS, b"x", sink)
+    spawned[0].received()
+    spawned[0].answer(spawned[0].worker.stop())
+    assert backend.restarts["worker_stop"] == 1
+    spawned[1].boot()
+    (request,) = spawned[1].received()
+    assert isinstance(request, Request) and request.body == b"x"
+    spawned[1].answer(spawned[1].worker.respond(b"ok", response_context(200)))
+    assert (sink.out, d.result) == (b"Status: 200\r\n\r\nok", 0)
+
+
+def test_ttl_and_idle_ttl_replace_idle_workers() -> None:
+    """An idle worker is retired at idle_ttl; one busy at its ttl is retired once its request ends."""
+    clock = Clock()
+    backend, spawned = make(clock, idle_ttl=10.0)
+    spawned[0].boot()
+    clock.advance(10.0)
+    assert backend.restarts["idle_ttl"] == 1 and spawned[0].received() == [StopRequest()]
+    backend, spawned = make(clock, ttl=30.0)
+    spawned[0].boot()
+    backend.request(PARAMS, None, Sink())
+    spawned[0].received()
+    clock.advance(30.0)
+    assert backend.restarts["ttl"] == 0
+    spawned[0].answer(spawned[0].worker.respond(b"", response_context(204)))
+    assert backend.restarts["ttl"] == 1 and spawned[0].received() == [StopRequest()]
     assert len(spawned) == 2

@@ -26,7 +26,7 @@ def _workers(busy: int, crashes: int, healthy: bool) -> dict[str, Any]:
 def test_worker_restarts_and_health_in_metrics() -> None:
     """Restarts by reason and the health gauge come out per backend, busy and idle workers as pool connections."""
     pools = [_workers(3, 2, False)]
-    snapshot = {
+    snapshot: dict[str, Any] = {
         "server": {"version": "0", "mode": "single", "pid": 1, "started": 1.0},
         "processes": [{"index": 0, "pid": 1, "site": None, "connections": 0, "in_flight": 0, "pools": pools}],
         "backends": [backend_part(SimpleNamespace(php=PHPConfig()), pools, None, None)],
