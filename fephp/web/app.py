@@ -127,6 +127,10 @@ class PHPApp(Resource):
         request.setResponseCode(outcome.status)
         for name, value in outcome.headers:
             request.setHeader(name, value)
+        if outcome.status in (204, 304):
+            # RFC 9110 8.6: neither has a Content-Length, which Twisted's render adds to any body returned.
+            request.finish()
+            return NOT_DONE_YET
         request.setHeader(b"content-length", b"%d" % len(outcome.body))
         return outcome.body
 

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from fephp.backend.pool import FastCGIPool
 from fephp.cgi.routing import Router
-from fephp.cgi.rules import BasicAuth, HeaderEdit, Headers, Match, Rule, RuleSet
+from fephp.cgi.rules import BasicAuth, HeaderEdit, Headers, Match, Respond, Rule, RuleSet
 from fephp.testing import FakeEndpoint
 from fephp.web.app import PHPApp
 from fephp.web.site import FrontSite
@@ -93,3 +93,28 @@ class RulesHookTestCase(SynchronousTestCase):
         channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
         self.finish_check()
         self.assertEqual((transport.value(), self.rules.pending), (b"", 0))
+
+
+class RespondTestCase(SynchronousTestCase):
+    def test_204_has_no_content_length(self) -> None:
+        """A respond rule's 204 goes out without Content-Length or a body (RFC 9110 8.6), a 200 with its length."""
+        root = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, root)
+        clock = Clock()
+        rules = RuleSet((Rule(Match(path="/empty"), Respond(204)), Rule(Match(path="/ok"), Respond(200, b"ok"))),
+                        clock=clock.seconds, check_password=check)
+        pool = FastCGIPool(FakeEndpoint(clock), clock=clock, size=1, idle_timeout=None)  # type: ignore[arg-type]
+        site = FrontSite(PHPApp(router=Router(root=str(root)), backend=pool, server_software="t", rules=rules),
+                         timeout=None, reactor=clock)
+        answers = []
+        for target in (b"/empty", b"/ok"):
+            channel = site.buildProtocol(CLIENT)
+            transport = client_transport()
+            channel.makeConnection(transport)
+            channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+            answers.append(transport.value())
+        head, _, body = answers[0].partition(b"\r\n\r\n")
+        self.assertEqual((head.split(b"\r\n")[0], b"Content-Length" in head, body), (b"HTTP/1.1 204 No Content", False, b""))
+        head, _, body = answers[1].partition(b"\r\n\r\n")
+        self.assertIn(b"\r\nContent-Length: 2\r\n", head + b"\r\n")
+        self.assertEqual(body, b"ok")
