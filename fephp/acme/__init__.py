@@ -8,7 +8,16 @@ obtain and renew, the plain listener will answer HTTP-01 from a
 
 from .ari import RenewalWindow, cert_id
 from .client import AcmeClient, ExternalAccount, Issued
-from .errors import AcmeError, CAProblem, ChallengeFailed, OrderFailed, PollTimeout, Problem, ProtocolViolation, StorageError
+from .errors import (
+    AcmeError,
+    CAProblem,
+    ChallengeFailed,
+    OrderFailed,
+    PollTimeout,
+    Problem,
+    ProtocolViolation,
+    StorageError,
+)
 from .jws import AccountKey
 from .keys import KeyType
 from .manager import load_or_obtain

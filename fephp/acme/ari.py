@@ -20,7 +20,14 @@ from cryptography import x509
 from .errors import ProtocolViolation
 from .jws import b64url
 
-__all__ = ["RETRY_AFTER_DEFAULT", "RETRY_AFTER_MAX", "RETRY_AFTER_MIN", "RenewalWindow", "cert_id", "parse_renewal_info"]
+__all__ = [
+    "RETRY_AFTER_DEFAULT",
+    "RETRY_AFTER_MAX",
+    "RETRY_AFTER_MIN",
+    "RenewalWindow",
+    "cert_id",
+    "parse_renewal_info",
+]
 
 #: Seconds until the window is asked for again when the CA sends no Retry-After (section 4.3 suggests six hours).
 RETRY_AFTER_DEFAULT = 6 * 3600.0

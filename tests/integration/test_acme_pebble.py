@@ -164,7 +164,8 @@ async def test_a_certificate_by_http01_is_stored_0600_and_reused_without_a_new_o
     now = datetime.datetime.now(datetime.timezone.utc)
     served_before = len(resource.served)
 
-    stored = await load_or_obtain(storage, NAMES, lambda names: client.obtain(names, [Http01(resource.tokens)]), now, 0.0)
+    http01 = [Http01(resource.tokens)]
+    stored = await load_or_obtain(storage, NAMES, lambda names: client.obtain(names, http01), now, 0.0)
 
     assert client.orders == 1
     # Pebble fetched two tokens, one per name, from our responder (each more than once: it validates as from
@@ -189,7 +190,7 @@ async def test_a_certificate_by_http01_is_stored_0600_and_reused_without_a_new_o
     again = client_for(pebble, AccountKey(Storage(storage.folder).account_key()))
     assert await again.register("admin@example.test", eab(pebble)) == url
     reversed_names = list(reversed(NAMES))
-    reloaded = await load_or_obtain(storage, reversed_names, lambda n: again.obtain(n, [Http01(resource.tokens)]), now, 0.0)
+    reloaded = await load_or_obtain(storage, reversed_names, lambda n: again.obtain(n, http01), now, 0.0)
     assert (again.orders, reloaded.chain_pem, reloaded.key_pem) == (0, stored.chain_pem, stored.key_pem)
 
 
