@@ -1,9 +1,10 @@
 """ACME (RFC 8555) for fephp, from the subscriber's side: the client, its state folder, the renewal decisions.
 
-Nothing in the server drives it yet (issue 20): the parent process will
-obtain and renew, the plain listener will answer HTTP-01 from a
-:class:`ChallengeTokens` and the ``ssl:`` listener TLS-ALPN-01 from a
-:class:`TlsAlpnResponder`, workers will load from :class:`Storage`.
+:class:`AcmeService` keeps certificates valid for name sets; nothing in the
+server runs it yet (issue 20): the parent process will, the plain listener
+will answer HTTP-01 from a :class:`ChallengeTokens` and the ``ssl:``
+listener TLS-ALPN-01 from a :class:`TlsAlpnResponder`, workers will load
+from :class:`Storage`.
 """
 
 from .ari import RenewalWindow, cert_id
@@ -23,6 +24,7 @@ from .keys import KeyType
 from .manager import load_or_obtain
 from .renewal import is_renewal_due, renewal_due_at, retry_delays
 from .responder import CHALLENGE_PATH, ChallengeSolver, ChallengeTokens, Http01, Http01Responder
+from .service import AcmeService, CertificateState
 from .storage import Storage, Stored
 from .tlsalpn import ACME_TLS_1, TlsAlpnResponder, validation_certificate
 
@@ -32,7 +34,9 @@ __all__ = [
     "AccountKey",
     "AcmeClient",
     "AcmeError",
+    "AcmeService",
     "CAProblem",
+    "CertificateState",
     "ChallengeFailed",
     "ChallengeSolver",
     "ChallengeTokens",

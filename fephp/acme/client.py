@@ -93,6 +93,8 @@ class AcmeClient:
         poll_limit: int = POLL_LIMIT,
     ) -> None:
         self._http = http
+        #: The CA's directory URL, as configured.
+        self.directory_url = directory_url
         self._directory_url = directory_url
         self._key = account_key
         self._clock = clock

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import stat
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 import pytest
 import pytest_twisted
@@ -16,6 +16,7 @@ from treq.client import HTTPClient
 from twisted.internet import reactor, ssl
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import ILogObserver, Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -26,15 +27,18 @@ from fephp.acme import (
     AcmeClient,
     CAProblem,
     ChallengeFailed,
+    ChallengeSolver,
     ChallengeTokens,
     ExternalAccount,
     Http01,
     KeyType,
     Storage,
+    Stored,
     TlsAlpnResponder,
     load_or_obtain,
 )
 from fephp.acme.keys import key_from_pem, new_key, public_der
+from fephp.acme.service import AcmeService, CertificateState
 from tests.support.acme_fakes import issued
 from tests.support.pebble import Pebble, start_pebble
 
@@ -123,11 +127,11 @@ def pebble(
     yield from start_pebble(tmp_path_factory.mktemp("pebble"), responder[1], tls_port)
 
 
-def client_for(pebble: Pebble, key: AccountKey) -> AcmeClient:
+def client_for(pebble: Pebble, key: AccountKey, directory: str | None = None) -> AcmeClient:
     """A client of *pebble* trusting only its HTTPS certificate, polling every 50 ms."""
     policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(pebble.https_ca_pem))
     http = HTTPClient(Agent(reactor, contextFactory=policy))
-    return AcmeClient(http, pebble.directory, key, reactor, poll_interval=0.05)  # type: ignore[arg-type]
+    return AcmeClient(http, directory or pebble.directory, key, reactor, poll_interval=0.05)  # type: ignore[arg-type]
 
 
 def eab(pebble: Pebble) -> ExternalAccount:
@@ -250,3 +254,95 @@ async def test_a_certificate_by_tls_alpn01_through_a_real_tls_listener(
     handshakes = set(tls_listener.seen[seen_before:])
     assert handshakes == {(b"alpn.example.test", b"acme-tls/1")}
     assert (len(resource.served), len(tls_listener.responder), client.orders) == (served_before, 0, 1)
+
+
+def acme_service(
+    pebble: Pebble, storage: Storage, names: list[str], solver: ChallengeSolver, installed: list[Stored],
+    events: list[dict[str, Any]], directory: str | None = None,
+) -> AcmeService:
+    """An AcmeService for one name set at *pebble* (or at *directory*), with the account key in *storage*."""
+    client = client_for(pebble, AccountKey(storage.account_key()), directory)
+    service = AcmeService(
+        client=client, storage=storage, name_sets=[names], solvers=[solver], installed=installed.append,
+        clock=reactor, email="admin@example.test", eab=eab(pebble),  # type: ignore[arg-type]
+    )
+    service.log = Logger(observer=cast(ILogObserver, events.append))
+    return service
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_service_obtains_installs_and_after_a_restart_reuses_without_a_word_to_the_ca(
+    pebble: Pebble, responder: tuple[Responder, int], tmp_path: Path
+) -> None:
+    """First start: one order, the certificate installed and stored; second start: installed again, no order, and
+    not even a registration."""
+    storage = Storage(tmp_path / "acme")
+    installed: list[Stored] = []
+    first = acme_service(pebble, storage, ["svc.example.test"], Http01(responder[0].tokens), installed, [])
+    first.startService()
+    await first.idle()
+    await first.stopService()
+    [stored] = installed
+    assert (first.client.orders, first.managed[0].state, storage.load(["svc.example.test"])) == (
+        1, CertificateState.VALID, stored)
+    x509.load_pem_x509_certificate(stored.chain_pem).verify_directly_issued_by(
+        x509.load_pem_x509_certificates(stored.chain_pem)[1])
+
+    again = acme_service(pebble, storage, ["svc.example.test"], Http01(responder[0].tokens), installed, [])
+    again.startService()
+    await again.idle()
+    await again.stopService()
+    assert (installed, again.client.orders, again.client.account_url) == ([stored, stored], 0, None)
+    assert again.figures()[0]["state"] == "valid"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refusing_ca_leaves_the_old_certificate_and_records_the_failure(
+    pebble: Pebble, responder: tuple[Responder, int], tmp_path: Path
+) -> None:
+    """A certificate due for renewal and a validation Pebble refuses: the old one stays installed, the failure is
+    FAILED in the figures with Pebble's problem, and logged with it."""
+    storage = Storage(tmp_path / "acme")
+    old = issued(["refused.example.test"], datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=80))
+    stored = storage.save(old.names, old.key_pem, old.chain_pem)
+    installed: list[Stored] = []
+    events: list[dict[str, Any]] = []
+    service = acme_service(pebble, storage, ["refused.example.test"], Http01(Silent()), installed, events)
+    service.startService()
+    await service.idle()
+    await service.stopService()
+    figures = service.figures()[0]
+    assert (installed, storage.load(old.names), service.client.orders) == ([stored], stored, 1)
+    assert (figures["state"], figures["failures"]) == ("failed", 1)
+    assert figures["last_error"].startswith("the CA could not validate the name: refused.example.test: authorization")
+    [error] = [e for e in events if e["log_level"].name == "error"]
+    assert (error["problem_type"], error["problem_status"]) == ("urn:ietf:params:acme:error:unauthorized", 403)
+    assert error["problem_detail"].startswith("Non-200 status code from HTTP: http://refused.example.test:")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopped_ca_leaves_the_old_certificate_and_records_the_failure(
+    responder: tuple[Responder, int], tmp_path: Path
+) -> None:
+    """A Pebble started for this test and stopped before the renewal: connection refused, the old one installed."""
+    running = start_pebble(tmp_path / "pebble", responder[1])
+    (tmp_path / "pebble").mkdir()
+    stopped = next(running)
+    running.close()  # stops Pebble and its DNS
+    storage = Storage(tmp_path / "acme")
+    old = issued(["stopped.example.test"], datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=80))
+    stored = storage.save(old.names, old.key_pem, old.chain_pem)
+    installed: list[Stored] = []
+    events: list[dict[str, Any]] = []
+    service = acme_service(stopped, storage, ["stopped.example.test"], Http01(Silent()), installed, events)
+    service.startService()
+    await service.idle()
+    await service.stopService()
+    figures = service.figures()[0]
+    assert (installed, storage.load(old.names), service.client.orders) == ([stored], stored, 0)
+    assert (figures["state"], figures["failures"]) == ("failed", 1)
+    assert figures["last_error"] == (
+        f"ConnectionRefusedError with {stopped.directory}: Connection was refused by other side: 111: Connection"
+        " refused.")
+    [error] = [e for e in events if e["log_level"].name == "error"]
+    assert (error["problem_type"], error["attempt"]) == (None, 1)

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Generator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -155,7 +155,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def start_pebble(folder: Path, http_port: int, tls_port: int | None = None) -> Iterator[Pebble]:
+def start_pebble(folder: Path, http_port: int, tls_port: int | None = None) -> Generator[Pebble, None, None]:
     """Run pebble-challtestsrv and a Pebble validating HTTP-01 on 127.0.0.1:*http_port* and TLS-ALPN-01 on
     127.0.0.1:*tls_port* (when given; else nothing listens there), until the generator closes.
 
