@@ -34,6 +34,9 @@ class PoolSpec:
     php_admin_values: Mapping[str, str] = field(default_factory=dict)
     status_path: Optional[str] = STATUS_PATH
     ping_path: Optional[str] = PING_PATH
+    #: The children's user and group; php-fpm switches to them only when run as root.
+    user: Optional[str] = None
+    group: Optional[str] = None
 
 
 def render_config(
@@ -77,7 +80,12 @@ def render_config(
             lines.append(f"pm.status_path = {pool.status_path}")
         if pool.ping_path:
             lines += [f"ping.path = {pool.ping_path}", f"ping.response = {PING_RESPONSE}"]
+        if pool.user:
+            lines.append(f"user = {pool.user}")
+        if pool.group:
+            lines.append(f"group = {pool.group}")
         if pool.listen.startswith("/"):
+            # php-fpm's master (fephp's user) owns the socket; the pool's children need not reach it.
             lines.append("listen.mode = 0600")
         for key, value in sorted(pool.php_admin_values.items()):
             lines.append(f"php_admin_value[{key}] = {value}")

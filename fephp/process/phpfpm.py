@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import shutil
 import socket
 import tempfile
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -25,7 +27,7 @@ from .._deferreds import Waiters, chained
 from .fpmconfig import PoolSpec, php_fpm_argv, render_config
 from .supervisor import ChildProcess, SupervisedProcess, death_guard_argv, processes_titled
 
-__all__ = ["ManagedPHPFPM", "PHPFPMError"]
+__all__ = ["ManagedPHPFPM", "ManagedPool", "PHPFPMError", "pool_socket_name"]
 
 
 class PHPFPMError(Exception):
@@ -42,6 +44,23 @@ _FPM_LEVELS = {
 }
 #: Bound on a buffered partial log line from php-fpm.
 MAX_LOG_LINE = 8192
+
+
+@dataclass(frozen=True)
+class ManagedPool:
+    """One pool of several in the managed php-fpm: one site's children, php.ini values and identity."""
+
+    site: str
+    children: int
+    max_requests: int = 1000
+    ini: Mapping[str, str] = field(default_factory=dict)
+    user: Optional[str] = None
+    group: Optional[str] = None
+
+
+def pool_socket_name(site: str) -> str:
+    """The socket file of *site*'s pool in the run directory (a worker process finds it beside the first)."""
+    return "site-" + re.sub(r"[^A-Za-z0-9_.-]", "_", site) + ".sock"
 
 
 class ManagedPHPFPM(Service):
@@ -73,6 +92,7 @@ class ManagedPHPFPM(Service):
         restart_delay: float = 0.5,
         max_restart_delay: float = 30.0,
         probe_interval: float = 0.05,
+        pools: Optional[Sequence[ManagedPool]] = None,
     ) -> None:
         self._reactor = reactor
         self.binary = binary
@@ -82,19 +102,40 @@ class ManagedPHPFPM(Service):
         # from any other php-fpm on the host by their process title.
         self.pool_name = "fephp_" + secrets.token_hex(4)
         self.run_dir = tempfile.mkdtemp(prefix="fephp-fpm-", dir=run_dir_parent)
-        self.socket_path = os.path.join(self.run_dir, "php-fpm.sock")
         self.config_path = os.path.join(self.run_dir, "php-fpm.conf")
-        pool = PoolSpec(
-            self.pool_name,
-            self.socket_path,
-            max_children=children,
-            max_requests=max_requests,
-            php_admin_values=dict(ini or {}),
-        )
+        if pools:
+            # Several sites: one [pool] each, named after the site, with its own socket.
+            specs = [
+                PoolSpec(
+                    f"{self.pool_name}_{re.sub(r'[^A-Za-z0-9_]', '_', p.site)}",
+                    os.path.join(self.run_dir, pool_socket_name(p.site)),
+                    max_children=p.children,
+                    max_requests=p.max_requests,
+                    php_admin_values=dict(p.ini),
+                    user=p.user,
+                    group=p.group,
+                )
+                for p in pools
+            ]
+            #: Each site's socket, by site name.
+            self.sockets = {p.site: spec.listen for p, spec in zip(pools, specs)}
+        else:
+            specs = [PoolSpec(
+                self.pool_name,
+                os.path.join(self.run_dir, "php-fpm.sock"),
+                max_children=children,
+                max_requests=max_requests,
+                php_admin_values=dict(ini or {}),
+            )]
+            self.sockets = {}
+        self._pool_names = [spec.name for spec in specs]
+        #: The (first) pool's socket.
+        self.socket_path = specs[0].listen
+        self._socket_paths = [spec.listen for spec in specs]
         # php-fpm opens its error_log as a file; /proc/self/fd/2 is its stderr,
         # the pipe fephp reads, so no log file has to be tailed.
         text = render_config(
-            [pool], pid_file=os.path.join(self.run_dir, "php-fpm.pid"), error_log="/proc/self/fd/2"
+            specs, pid_file=os.path.join(self.run_dir, "php-fpm.pid"), error_log="/proc/self/fd/2"
         )
         with open(self.config_path, "w") as f:
             f.write(text)
@@ -112,6 +153,10 @@ class ManagedPHPFPM(Service):
         self._probe: Any = None  # IDelayedCall
         self._stopped = False
         self._stopping: Optional[Deferred[None]] = None
+
+    def socket_for(self, site: str) -> str:
+        """The socket of *site*'s pool (the one socket when there are no per-site pools)."""
+        return self.sockets.get(site, self.socket_path)
 
     @property
     def pid(self) -> Optional[int]:
@@ -164,10 +209,11 @@ class ManagedPHPFPM(Service):
     def _spawn(self) -> "_FPMProcess":
         self._is_ready = False
         self._kill_orphans()
-        try:
-            os.unlink(self.socket_path)  # php-fpm refuses a socket another instance answers on
-        except FileNotFoundError:
-            pass
+        for path in self._socket_paths:
+            try:
+                os.unlink(path)  # php-fpm refuses a socket another instance answers on
+            except FileNotFoundError:
+                pass
         process = _FPMProcess()
         argv = death_guard_argv(php_fpm_argv(self.binary, self.config_path))
         try:
@@ -192,7 +238,7 @@ class ManagedPHPFPM(Service):
         self._probe = None
         if process is not self._supervised.process:
             return
-        if _accepts(self.socket_path):
+        if all(_accepts(path) for path in self._socket_paths):
             self._is_ready = True
             self._supervised.stable()
             self.log.info("php-fpm ready (pid {pid})", pid=process.pid)
@@ -220,12 +266,13 @@ class ManagedPHPFPM(Service):
 
     def _kill_orphans(self) -> None:
         """SIGKILL children of our pool whose master is gone (they would keep the socket)."""
-        for pid in processes_titled(f"php-fpm: pool {self.pool_name}"):
-            self.log.warn("killing orphaned php-fpm child {pid}", pid=pid)
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        for name in self._pool_names:
+            for pid in processes_titled(f"php-fpm: pool {name}"):
+                self.log.warn("killing orphaned php-fpm child {pid}", pid=pid)
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
 
 
 def _accepts(path: str) -> bool:
