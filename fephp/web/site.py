@@ -943,6 +943,8 @@ class FrontSite(server.Site):
         self.http1 = _http1_engine(http1)
         self._channels: set[Any] = set()
         self._all_closed: Waiters[None] = Waiters()
+        #: The sites of several (fephp.web.hosts.VirtualSite) whose access logs open and close with this one's.
+        self.virtual_sites: list[Any] = []
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
         if self.http1 == "fephp":
@@ -1027,17 +1029,23 @@ class FrontSite(server.Site):
         self.logFile = None  # type: ignore[assignment]  # Twisted's; ours is self._access
         if self.access_log:
             self._access = AccessLog(self.access_log, self._call_later)
+        for virtual in self.virtual_sites:
+            virtual.open_log(self._call_later)
 
     def stopFactory(self) -> None:  # noqa: N802 - Twisted's name
         super().stopFactory()
         access, self._access = self._access, None
         if access is not None:
             access.close()
+        for virtual in self.virtual_sites:
+            virtual.close_log()
 
     def reopen_logs(self) -> None:
         """Write what the access log holds and open its file anew (SIGUSR1, after logrotate)."""
         if self._access is not None:
             self._access.reopen()
+        for virtual in self.virtual_sites:
+            virtual.reopen_log()
 
     def log(self, request: Any) -> None:
         """One finished request: counted in the figures, written to the access log."""
@@ -1051,7 +1059,8 @@ class FrontSite(server.Site):
                 request.method, request.code, kind, duration,
                 None if first is None else first - request.started_at, request.sentLength,
             )
-        access = self._access
+        # One site of several has its own log or this one (fephp.web.hosts.VirtualSite).
+        access = (request.site or self)._access
         if access is None:
             return
         php = None
