@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
@@ -30,6 +31,7 @@ from ..process.binaries import find_php, php_cli_for
 from ..web.compress import CODINGS
 from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
+from .listeners import load_tls
 from .rules_config import parse_rules
 from .settings import (
     AdminConfig,
@@ -41,8 +43,10 @@ from .settings import (
     LoggingConfig,
     PHPConfig,
     ServerConfig,
+    SiteConfig,
     StaticConfig,
     TimeoutsConfig,
+    TLSConfig,
     WorkerConfig,
 )
 
@@ -62,6 +66,18 @@ _BACKEND_KEYS = ("address", "weight", "pool_size", "drain")
 # php-fpm.conf is an ini file: a key outside this set, or a newline in a value,
 # could add directives of its own to the generated configuration.
 _INI_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: A user or group name php-fpm's pool may switch to (POSIX portable names).
+_POSIX_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,31}$")
+#: A site's name: the metrics label and part of its php-fpm pool's name.
+_SITE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: A host name of sites[].hosts, lowercased: letters, digits, '-', '_' in dot-separated labels,
+#: optionally behind "*." (any name ending so); or an IPv6 literal in brackets.
+_HOST_NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+_IPV6_HOST = re.compile(r"^\[[0-9a-f:.]+\]$")
+#: The keys of one site of ``sites``.
+_SITE_KEYS = ("name", "hosts", "default", "root", "index", "front_controller", "deny", "server_name",
+              "x_sendfile_roots", "early_hints", "early_hints_max_routes", "php", "static", "compression",
+              "access_log", "tls")
 
 #: An environment variable's name in php.worker.env.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -192,10 +208,11 @@ class _Validator:
             data = {}
         if not isinstance(data, dict):
             raise self.error((), f"the top level must be a mapping of sections, not {_describe(data)}")
-        self.known(data, (), (*_SECTIONS, "rules"))
+        self.known(data, (), (*_SECTIONS, "rules", "sites"))
         sections = {name: self.section(data, name) for name in _SECTIONS}
-        return Config(
-            server=self.server(sections["server"]),
+        has_sites = data.get("sites") is not None
+        config = Config(
+            server=self.server(sections["server"], has_sites=has_sites),
             php=self.php(sections["php"]),
             timeouts=self.timeouts(sections["timeouts"]),
             limits=self.limits(sections["limits"]),
@@ -206,6 +223,9 @@ class _Validator:
             rules=parse_rules(self, ("rules",), data.get("rules")),
             source=self.source,
         )
+        if not has_sites:
+            return config
+        return replace(config, sites=self.sites(("sites",), data["sites"], config, sections["php"]))
 
     #: A value as an error names it ("a mapping", "the string 'x'"), for the parsers outside this class.
     describe = staticmethod(_describe)
@@ -294,13 +314,13 @@ class _Validator:
 
     # -- sections ---------------------------------------------------------------
 
-    def server(self, data: dict[Any, Any]) -> ServerConfig:
+    def server(self, data: dict[Any, Any], *, has_sites: bool = False) -> ServerConfig:
         p = ("server",)
         defaults = ServerConfig()
         self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
                              "server_software", "server_name", "shutdown_grace", "workers", "http2",
                              "x_sendfile_roots", "early_hints", "early_hints_max_routes",
-                             "trusted_proxies", "real_ip_header"))
+                             "trusted_proxies", "real_ip_header", "unknown_host"))
         workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
 
         def endpoint(path: Path, text: str) -> str:
@@ -321,19 +341,15 @@ class _Validator:
             root_text = self.string((*p, "root"), data["root"])
             assert root_text is not None
             root = self.absolute(root_text)
+        elif has_sites:
+            root = ""  # each site has its own (sites[].root)
         else:
             root = os.path.join(self.base_dir, "public")
-        if not os.path.isdir(root):
+        if root and not os.path.isdir(root):
             what = "does not exist" if not os.path.exists(root) else "is not a directory"
             default = "" if "root" in data else " (the default: public/ beside the config file)"
             raise self.error((*p, "root"), f"the document root {root}{default} {what}")
-
-        def index_name(path: Path, name: str) -> str:
-            if "/" in name or name in (".", ".."):
-                raise self.error(path, f"must be a file name without '/', not {name!r}")
-            return name
-
-        index = self.string_list((*p, "index"), data.get("index", list(defaults.index)), index_name)
+        index = self.string_list((*p, "index"), data.get("index", list(defaults.index)), self.index_name)
         front_controller = self.string((*p, "front_controller"), data.get("front_controller", defaults.front_controller), nullable=True)
         if front_controller is not None:
             self.url_prefix((*p, "front_controller"), front_controller)
@@ -351,8 +367,12 @@ class _Validator:
         max_routes = self.integer(
             (*p, "early_hints_max_routes"), data.get("early_hints_max_routes", defaults.early_hints_max_routes), minimum=1
         )
+        unknown_host = data.get("unknown_host", defaults.unknown_host)
+        if unknown_host not in (404, 421) or isinstance(unknown_host, bool):
+            raise self.error((*p, "unknown_host"), f"must be 404 or 421, not {_describe(unknown_host)}")
         return ServerConfig(
             listen, root, index, front_controller, deny, software, name, grace, workers,
+            unknown_host=unknown_host,
             http2=http2,
             x_sendfile_roots=sendfile_roots,
             early_hints=early_hints,
@@ -360,6 +380,145 @@ class _Validator:
             trusted_proxies=trusted,
             real_ip_header=real_ip_header,
         )
+
+    def index_name(self, path: Path, name: str) -> str:
+        if "/" in name or name in (".", ".."):
+            raise self.error(path, f"must be a file name without '/', not {name!r}")
+        return name
+
+    # -- sites ------------------------------------------------------------------
+
+    def sites(self, p: Path, value: Any, top: Config, top_php: dict[Any, Any]) -> tuple[SiteConfig, ...]:
+        """``sites``: each site's keys, the top-level ones standing in for those it leaves out."""
+        if not isinstance(value, list):
+            raise self.error(p, f"must be a list of sites (each with hosts or default: true), not {_describe(value)}")
+        if not value:
+            raise self.error(p, "must name at least one site (or leave sites out for one site of the top-level keys)")
+        sites = [self.site((*p, i), item, top, top_php) for i, item in enumerate(value)]
+        names: dict[str, int] = {}
+        hosts: dict[str, int] = {}
+        default: Optional[int] = None
+        for i, site in enumerate(sites):
+            if site.name in names:
+                raise self.error((*p, i, "name"), f"{site.name!r} is the name of sites[{names[site.name]}] already")
+            names[site.name] = i
+            for j, host in enumerate(site.hosts):
+                if host in hosts:
+                    raise self.error((*p, i, "hosts", j), f"{host!r} is a host of sites[{hosts[host]}] already")
+                hosts[host] = i
+            if site.default:
+                if default is not None:
+                    raise self.error((*p, i, "default"), f"sites[{default}] is the default site already")
+                default = i
+        return tuple(sites)
+
+    def site(self, p: Path, data: Any, top: Config, top_php: dict[Any, Any]) -> SiteConfig:
+        """One site; a key it leaves out is the top-level one (``server.root``, ``php``, ``static``...)."""
+        if not isinstance(data, dict):
+            raise self.error(p, f"must be a mapping (hosts, root, php...), not {_describe(data)}")
+        self.known(data, p, _SITE_KEYS)
+        server = top.server
+        hosts = self.string_list((*p, "hosts"), data.get("hosts", []), self.site_host)
+        for j, host in enumerate(hosts):
+            if host in hosts[:j]:
+                raise self.error((*p, "hosts", j), f"{host!r} is named twice")
+        default = self.boolean((*p, "default"), data.get("default", False))
+        if not hosts and not default:
+            raise self.error(p, "names no hosts: give hosts, or default: true for the site of unknown hosts")
+        name = self.string((*p, "name"), data.get("name", hosts[0].lstrip("*.") if hosts else "default"))
+        assert name is not None
+        if not _SITE_NAME.match(name):
+            raise self.error((*p, "name"), f"must be letters, digits, '_', '.' or '-' (at most 64), not {name!r}")
+        if "root" in data:
+            root_text = self.string((*p, "root"), data["root"])
+            assert root_text is not None
+            root = self.absolute(root_text)
+        elif server.root:
+            root = server.root
+        else:
+            raise self.error(p, "has no root (sites[].root, or server.root for every site)")
+        if not os.path.isdir(root):
+            what = "does not exist" if not os.path.exists(root) else "is not a directory"
+            raise self.error((*p, "root"), f"the document root {root} {what}")
+        index = (self.string_list((*p, "index"), data["index"], self.index_name)
+                 if "index" in data else server.index)
+        front_controller = (self.string((*p, "front_controller"), data["front_controller"], nullable=True)
+                            if "front_controller" in data else server.front_controller)
+        if front_controller is not None:
+            self.url_prefix((*p, "front_controller"), front_controller)
+        deny = self.string_list((*p, "deny"), data["deny"], self.url_prefix) if "deny" in data else server.deny
+        server_name = (self.string((*p, "server_name"), data["server_name"], nullable=True)
+                       if "server_name" in data else server.server_name)
+        if "x_sendfile_roots" in data:
+            roots = self.string_list((*p, "x_sendfile_roots"), data["x_sendfile_roots"] or [], lambda path, text: text)
+            sendfile_roots = tuple(self.sendfile_root((*p, "x_sendfile_roots", i), t) for i, t in enumerate(roots))
+        else:
+            sendfile_roots = server.x_sendfile_roots
+        early_hints = (self.boolean((*p, "early_hints"), data["early_hints"])
+                       if "early_hints" in data else server.early_hints)
+        max_routes = (self.integer((*p, "early_hints_max_routes"), data["early_hints_max_routes"], minimum=1)
+                      if "early_hints_max_routes" in data else server.early_hints_max_routes)
+        php = top.php
+        if data.get("php") is not None:
+            own = data["php"]
+            if not isinstance(own, dict):
+                raise self.error((*p, "php"), f"must be a mapping, not {_describe(own)}")
+            inherited = dict(top_php)
+            if any(k in own for k in ("fpm_socket", "backends", "use_fpm")):
+                # The site names its own PHP: none of the top level's addresses.
+                for k in ("fpm_socket", "backends", "status_path", "ping_path", "session_affinity"):
+                    inherited.pop(k, None)
+            php = self.php({**inherited, **own}, (*p, "php"))
+        static = self.static(data["static"] or {}, (*p, "static")) if "static" in data else top.static
+        compression = (self.compression(data["compression"] or {}, (*p, "compression"))
+                       if "compression" in data else top.compression)
+        access_log = self.access_log((*p, "access_log"), data["access_log"]) if "access_log" in data else None
+        tls = self.site_tls((*p, "tls"), data["tls"]) if data.get("tls") is not None else None
+        return SiteConfig(
+            name=name, hosts=hosts, default=default, root=root, index=index,
+            front_controller=front_controller, deny=deny, server_name=server_name,
+            x_sendfile_roots=sendfile_roots, early_hints=early_hints, early_hints_max_routes=max_routes,
+            php=php, static=static, compression=compression, access_log=access_log, tls=tls,
+        )
+
+    def site_host(self, path: Path, text: str) -> str:
+        """A name of sites[].hosts: ``example.com``, ``*.example.com``, an IP address; lowercased, no port."""
+        host = text.strip().lower().rstrip(".")
+        if not (_HOST_NAME.match(host) or _IPV6_HOST.match(host)) or host.startswith("*.*"):
+            raise self.error(path, f"must be a host name like example.com or *.example.com (no port, no path), not {text!r}")
+        return host
+
+    def site_tls(self, path: Path, value: Any) -> TLSConfig:
+        """sites[].tls: certificate and key files (PEM), read now so that a bad pair fails here."""
+        if not isinstance(value, dict):
+            raise self.error(path, f"must be a mapping with certificate and key, not {_describe(value)}")
+        self.known(value, path, ("certificate", "key"))
+        files = {}
+        for key in ("certificate", "key"):
+            if key not in value:
+                raise self.error(path, f"needs {key} (a PEM file)")
+            text = self.string((*path, key), value[key])
+            assert text is not None
+            files[key] = self.absolute(text)
+            if not os.path.isfile(files[key]):
+                raise self.error((*path, key), f"{files[key]} is not an existing file")
+        tls = TLSConfig(files["certificate"], files["key"])
+        try:
+            load_tls(tls)
+        except Exception as e:
+            raise self.error(path, f"cannot use this certificate and key: {_strerror(e) or type(e).__name__}") from None
+        return tls
+
+    def access_log(self, path: Path, value: Any) -> Optional[str]:
+        access = self.string(path, value, nullable=True)
+        if access is not None and access != "-":
+            access = self.absolute(access)
+            folder = os.path.dirname(access)
+            if not os.path.isdir(folder):
+                raise self.error(path, f"the folder {folder} does not exist")
+            if os.path.isdir(access):
+                raise self.error(path, f"{access} is a directory")
+        return access
 
     def sendfile_root(self, path: Path, text: str) -> SendfileRoot:
         """``/srv/files`` (X-Sendfile) or ``/srv/files=/protected/`` (also X-Accel-Redirect of /protected/...)."""
@@ -430,13 +589,13 @@ class _Validator:
         if "index" in kwargs and not str(kwargs["index"]).isdigit():
             raise self.error(path, f"not a server endpoint string: {text!r} (index must be a number)")
 
-    def php(self, data: dict[Any, Any]) -> PHPConfig:
-        p = ("php",)
+    def php(self, data: dict[Any, Any], p: Path = ("php",)) -> PHPConfig:
         d = PHPConfig()
         self.known(data, p, ("use_fpm", "fpm_socket", "worker_pool_size", "queue_size",
                              "php_fpm_binary", "php_cgi_binary", "max_requests", "ini",
                              "status_path", "ping_path",
-                             "backends", "session_affinity", "session_cookie", "ping_interval", "worker"))
+                             "backends", "session_affinity", "session_cookie", "ping_interval", "worker",
+                             "user", "group"))
         use_fpm = self.boolean((*p, "use_fpm"), data.get("use_fpm", d.use_fpm))
         size = self.integer((*p, "worker_pool_size"), data.get("worker_pool_size", d.worker_pool_size), minimum=1)
         socket, backends = self.php_backends(p, data, size)
@@ -470,9 +629,18 @@ class _Validator:
                     raise self.error((*p, key), "applies to an external pool only (php.fpm_socket or php.backends)")
             paths[key] = path
         ping_interval = self.seconds((*p, "ping_interval"), data.get("ping_interval", d.ping_interval))
+        identity = {}
+        for key in ("user", "group"):
+            name = self.string((*p, key), data.get(key), nullable=True)
+            if name is not None:
+                if not use_fpm or external:
+                    raise self.error((*p, key), "applies to the managed php-fpm only (no php.fpm_socket or php.backends)")
+                if not _POSIX_NAME.match(name):
+                    raise self.error((*p, key), f"is not a user or group name: {name!r}")
+            identity[key] = name
         return PHPConfig(use_fpm, socket, size, queue, fpm_binary, cgi_binary, max_requests, ini,
                          backends=backends, session_affinity=affinity, session_cookie=cookie,
-                         ping_interval=ping_interval, worker=worker, **paths)
+                         ping_interval=ping_interval, worker=worker, **paths, **identity)
 
     def worker(self, path: Path, data: Any, fpm_binary: Optional[str]) -> WorkerConfig:
         """``php.worker``: the worker script, the command that runs it, the pool's size and limits, ``match``."""
@@ -668,14 +836,7 @@ class _Validator:
     def logging(self, data: dict[Any, Any]) -> LoggingConfig:
         p = ("logging",)
         self.known(data, p, ("access_log", "level", "access_log_format", "access_log_duration", "format", "secret_query"))
-        access = self.string((*p, "access_log"), data.get("access_log"), nullable=True)
-        if access is not None and access != "-":
-            access = self.absolute(access)
-            folder = os.path.dirname(access)
-            if not os.path.isdir(folder):
-                raise self.error((*p, "access_log"), f"the folder {folder} does not exist")
-            if os.path.isdir(access):
-                raise self.error((*p, "access_log"), f"{access} is a directory")
+        access = self.access_log((*p, "access_log"), data.get("access_log"))
         level = data.get("level", "info")
         if level not in LOG_LEVELS:
             raise self.error((*p, "level"), f"must be one of {', '.join(LOG_LEVELS)}, not {_describe(level)}")
@@ -708,8 +869,7 @@ class _Validator:
                 raise self.error((*p, "listen", i), f"{description!r} is also in server.listen; the admin listener must be another one")
         return AdminConfig(listen)
 
-    def compression(self, data: dict[Any, Any]) -> CompressionConfig:
-        p = ("compression",)
+    def compression(self, data: dict[Any, Any], p: Path = ("compression",)) -> CompressionConfig:
         d = CompressionConfig()
         self.known(data, p, ("enabled", "algorithms", "min_size", "gzip_level", "brotli_level",
                              "zstd_level", "types", "precompressed"))
@@ -751,8 +911,7 @@ class _Validator:
             precompressed=self.boolean((*p, "precompressed"), data.get("precompressed", d.precompressed)),
         )
 
-    def static(self, data: dict[Any, Any]) -> StaticConfig:
-        p = ("static",)
+    def static(self, data: dict[Any, Any], p: Path = ("static",)) -> StaticConfig:
         self.known(data, p, ("cache", "memory_cache_size"))
         d = StaticConfig()
         memory = data.get("memory_cache_size", d.memory_cache_size)

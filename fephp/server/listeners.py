@@ -6,19 +6,89 @@ services do, and raises when it cannot.  :meth:`Listener.use` gives the
 port a new factory: connections accepted from then on go to the new site,
 the socket stays open (no connection is refused during a reload), and a TLS
 listener reads its certificate and key files again.
+
+With several sites, a TLS listener shows each site's certificate to the
+clients that name it (SNI, :class:`SNIMap`): the endpoint string's own
+certificate is for the names no site with ``tls`` has.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import re
+from typing import Any, Optional, Sequence
 
+from OpenSSL import SSL, crypto
 from twisted.application.service import Service
+from twisted.internet import ssl
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-__all__ = ["Listener", "tls_context"]
+from ..web.hosts import HostMap, host_name
+from .settings import SiteConfig, TLSConfig
+
+__all__ = ["Listener", "SNIMap", "load_tls", "tls_context"]
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def load_tls(tls: TLSConfig, protocols: Sequence[bytes] = ()) -> SSL.Context:
+    """A server context with *tls*'s chain and key, offering *protocols* by ALPN; raises when they do not load or match.
+
+    Twisted's CertificateOptions makes it, with its defaults (TLS 1.2 and
+    up, its cipher list); the ALPN choice is set on each site's context, as
+    a context switched to by SNI answers ALPN itself.
+    """
+    with open(tls.certificate, "rb") as f:
+        blocks = _PEM_CERTIFICATE.findall(f.read())
+    if not blocks:
+        raise ValueError(f"{tls.certificate} holds no PEM certificate")
+    with open(tls.key, "rb") as f:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, f.read())
+    chain = [ssl.Certificate.loadPEM(block).original for block in blocks]
+    options = ssl.CertificateOptions(
+        privateKey=key, certificate=chain[0], extraCertChain=chain[1:],
+        acceptableProtocols=list(protocols) or None,
+    )
+    return options.getContext()
+
+
+class SNIMap:
+    """The TLS contexts of the sites with ``tls``, by the names their hosts give; the default site's for the rest."""
+
+    def __init__(self, sites: Sequence[SiteConfig], protocols: Sequence[bytes]) -> None:
+        entries = []
+        default = None
+        for site in sites:
+            if site.tls is None:
+                continue
+            context = load_tls(site.tls, protocols)
+            entries.append((site.hosts, context))
+            if site.default:
+                default = context
+        self.contexts: HostMap[Any] = HostMap(entries, default)
+
+    def __bool__(self) -> bool:
+        return bool(self.contexts.exact or self.contexts.wildcards or self.contexts.default is not None)
+
+    def choose(self, connection: SSL.Connection) -> None:
+        """OpenSSL's server name callback: switch *connection* to the context of the name the client gave."""
+        name = connection.get_servername()
+        context = self.contexts.find(host_name(name) if name else None)
+        if context is not None:
+            connection.set_context(context)
+
+
+class _SNIContextFactory:
+    """An ``ssl:`` endpoint's context factory whose context asks :class:`SNIMap` for each client's certificate."""
+
+    def __init__(self, base: Any, sni: SNIMap) -> None:
+        self._context = base.getContext()
+        self._context.set_tlsext_servername_callback(sni.choose)
+
+    def getContext(self) -> Any:  # noqa: N802 - Twisted's name
+        return self._context
 
 
 class _ContextCatcher:
@@ -43,10 +113,12 @@ def tls_context(description: str) -> Optional[Any]:
 class Listener(Service):
     """One endpoint, listening from privilegedStartService on, whose factory can be replaced."""
 
-    def __init__(self, reactor: Any, description: str, factory: Any) -> None:
+    def __init__(self, reactor: Any, description: str, factory: Any, sni: Optional[SNIMap] = None) -> None:
         self._reactor = reactor
         self.description = description
         self.factory = factory
+        #: The sites' certificates by name (``ssl:`` only); :meth:`use` takes the one set here at that time.
+        self.sni = sni
         self.port: Any = None
 
     def privilegedStartService(self) -> None:  # noqa: N802 - Twisted's name
@@ -69,6 +141,8 @@ class Listener(Service):
         if isinstance(result[0], Failure):
             result[0].raiseException()
         self.port = result[0]
+        if self.sni and tls_context(self.description) is not None:
+            self.use(self.factory)  # the same factory, behind a context that chooses by SNI
 
     def use(self, factory: Any) -> None:
         """Serve new connections with *factory* (a TLS listener re-reads its certificate and key)."""
@@ -77,6 +151,8 @@ class Listener(Service):
         if port is None:
             return
         context = tls_context(self.description)
+        if context is not None and self.sni:
+            context = _SNIContextFactory(context, self.sni)
         wrapped = TLSMemoryBIOFactory(context, False, factory) if context is not None else factory
         old = port.factory
         wrapped.doStart()  # what the port did for the old one when it started listening

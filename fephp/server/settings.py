@@ -30,9 +30,12 @@ __all__ = [
     "LoggingConfig",
     "PHPConfig",
     "ServerConfig",
+    "SiteConfig",
+    "TLSConfig",
     "TimeoutsConfig",
     "WorkerConfig",
     "changed_sections",
+    "site_configs",
 ]
 
 
@@ -75,6 +78,8 @@ class ServerConfig:
     #: Addresses and CIDR ranges (and "unix:") whose real_ip_header is believed.
     trusted_proxies: tuple[str, ...] = ()
     real_ip_header: str = "X-Forwarded-For"
+    #: The status for a Host no site of ``sites`` names when none is the default: 421 or 404.
+    unknown_host: int = 421
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,9 @@ class PHPConfig:
     ping_interval: float = 5.0
     #: PHP workers (``php.worker``), or None.
     worker: Optional[WorkerConfig] = None
+    #: The managed pool's children run as this user and group (only when fephp runs as root).
+    user: Optional[str] = None
+    group: Optional[str] = None
 
     @property
     def workers_only(self) -> bool:
@@ -219,6 +227,48 @@ class StaticConfig:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """A site's ``tls``: the PEM certificate chain and key an ``ssl:`` listener shows for the site's names (SNI).
+
+    Certificates obtained by ACME (issue 20) will be another source of the
+    same pair of files; the SNI map takes a TLSConfig whatever made it.
+    """
+
+    certificate: str
+    key: str
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One site of ``sites``: the names it answers, its document root and everything per site, its PHP.
+
+    Without ``sites``, the top-level keys make one site (:func:`site_configs`),
+    so a configuration of one site is what it always was.
+    """
+
+    #: A short name ([A-Za-z0-9_.-]): the metrics label, the php-fpm pool's name.
+    name: str = "default"
+    #: Exact names and ``*.example.com`` wildcards, lowercase, without a port.
+    hosts: tuple[str, ...] = ()
+    #: The site of a Host no site names, and of requests without one.
+    default: bool = False
+    root: str = ""
+    index: tuple[str, ...] = ("index.php",)
+    front_controller: Optional[str] = "/index.php"
+    deny: tuple[str, ...] = ()
+    server_name: Optional[str] = None
+    x_sendfile_roots: tuple[SendfileRoot, ...] = ()
+    early_hints: bool = False
+    early_hints_max_routes: int = 1024
+    php: PHPConfig = PHPConfig()
+    static: StaticConfig = StaticConfig()
+    compression: CompressionConfig = CompressionConfig()
+    #: The site's own access log (absolute path or "-"); None: ``logging.access_log``.
+    access_log: Optional[str] = None
+    tls: Optional[TLSConfig] = None
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, validated configuration; ``source`` is the file it came from."""
 
@@ -233,6 +283,8 @@ class Config:
     #: ``rules``: the default site's per-path rules (fephp.cgi.rules), in order.
     rules: tuple[Rule, ...] = ()
     source: str = "<dict>"
+    #: ``sites``, in the file's order; empty: the top-level keys are the one site.
+    sites: tuple[SiteConfig, ...] = ()
 
 
 def changed_sections(old: Config, new: Config) -> "list[str]":
@@ -244,5 +296,27 @@ def changed_sections(old: Config, new: Config) -> "list[str]":
     """
     return [
         f.name for f in fields(Config)
-        if (is_dataclass(getattr(new, f.name)) or f.name == "rules") and getattr(new, f.name) != getattr(old, f.name)
+        if (is_dataclass(getattr(new, f.name)) or f.name in ("rules", "sites")) and getattr(new, f.name) != getattr(old, f.name)
     ]
+
+
+def site_configs(config: Config) -> tuple[SiteConfig, ...]:
+    """The sites *config* serves: ``sites``, or the one default site its top-level keys make."""
+    if config.sites:
+        return config.sites
+    server = config.server
+    return (SiteConfig(
+        name="default",
+        default=True,
+        root=server.root,
+        index=server.index,
+        front_controller=server.front_controller,
+        deny=server.deny,
+        server_name=server.server_name,
+        x_sendfile_roots=server.x_sendfile_roots,
+        early_hints=server.early_hints,
+        early_hints_max_routes=server.early_hints_max_routes,
+        php=config.php,
+        static=config.static,
+        compression=config.compression,
+    ),)
