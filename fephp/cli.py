@@ -63,16 +63,32 @@ def _check_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _probe(config: Any) -> list[Any]:
-    """The doctor's findings; for the managed mode, fephp's own php-fpm started for the probe and stopped after."""
-    from .server.build import admin_spare_children, build_managed_php_fpm
+    """The doctor's findings, each site's (``sites``) in turn; fephp's own php-fpm started for the probe and stopped after."""
+    from .server.build import admin_spare_children, build_managed_php_fpm, needs_managed, site_view
     from .server.doctor import STATUS_PATH, Finding, probe_address, probe_config
 
-    php = config.php
     spare = admin_spare_children(config)
-    if php.mode == "php-cgi":
-        return [Finding(False, "php-cgi runs per request: no php-fpm to probe")]
-    if php.mode == "external":
-        return probe_config(config, probe_address(php.fpm_socket), php.status_path, spare=spare)
+
+    def probe_all(managed: Any) -> list[Any]:
+        found: list[Any] = []
+        for site in config.sites or (None,):
+            view = site_view(config, site) if site is not None else config
+            php = view.php
+            if php.mode == "php-cgi":
+                findings = [Finding(False, "php-cgi runs per request: no php-fpm to probe")]
+            elif php.mode == "external":
+                address = php.fpm_socket or php.external_backends[0].address
+                findings = probe_config(view, probe_address(address), php.status_path, spare=spare)
+            else:
+                socket = managed.socket_for(site.name) if site is not None else managed.socket_path
+                findings = probe_config(view, socket, STATUS_PATH, spare=spare)
+            if site is not None:
+                findings = [Finding(f.problem, f"site {site.name}: {f.text}") for f in findings]
+            found.extend(findings)
+        return found
+
+    if not needs_managed(config):
+        return probe_all(None)
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
@@ -80,7 +96,7 @@ def _probe(config: Any) -> list[Any]:
     found: list[Any] = []
 
     def ready(_: object) -> None:
-        found.extend(probe_config(config, managed.socket_path, STATUS_PATH, spare=spare))
+        found.extend(probe_all(managed))
 
     def failed(failure: Any) -> None:
         found.append(Finding(True, f"the managed php-fpm did not start: {failure.getErrorMessage()}"))

@@ -142,7 +142,15 @@ class PHPFPMStatus:
 
 
 def backend_pools(backend: Any) -> list[dict[str, Any]]:
-    """The figures of every pool behind *backend*: the pool itself, each member of a balancer, none for php-cgi."""
+    """The figures of every pool behind *backend*: the pool itself, each member of a balancer, none for php-cgi.
+
+    With several sites (``by_site``), each site's pools, their names prefixed
+    with the site's ("shop: managed php-fpm") and the site in ``site``.
+    """
+    by_site = getattr(backend, "by_site", None)
+    if by_site is not None:
+        return [dict(pool, name=f"{site}: {pool['name']}", site=site)
+                for site, one in by_site.items() for pool in backend_pools(one)]
     if hasattr(backend, "figures"):
         return [backend.figures()]
     parts = getattr(backend, "parts", None)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.threads import deferToThreadPool
 
@@ -28,15 +29,18 @@ from ..cgi.routing import Router
 from ..cgi.rules import RuleSet
 from ..process.binaries import find_php
 from ..process.fpmconfig import PING_PATH, STATUS_PATH
-from ..process.phpfpm import ManagedPHPFPM, PHPFPMError
+from ..process.phpfpm import ManagedPHPFPM, ManagedPool, PHPFPMError, pool_socket_name
 from ..web.app import PHPApp, check_bcrypt
 from ..web.compress import Compression
 from ..web.figures import SiteFigures
 from ..web.hints import EarlyHints
+from ..web.hosts import HostDispatch, HostMap, VirtualSite
 from ..web.sendfile import SendfileRoots
 from ..web.site import FrontSite
 from .admin import FPM_TIMEOUT, PHPFPMStatus
 from .config import Config
+from .listeners import SNIMap
+from .settings import SiteConfig, site_configs
 from .service import FrontService
 from .workers import (
     connections_per_worker,
@@ -55,8 +59,14 @@ __all__ = [
     "build_site",
     "build_worker_backend",
     "worker_argv",
+    "build_sites",
+    "build_sni",
+    "managed_pools",
+    "needs_managed",
     "managed_settings",
     "pool_settings",
+    "site_view",
+    "SiteBackends",
 ]
 
 
@@ -68,8 +78,58 @@ def admin_spare_children(config: Config) -> int:
 def managed_settings(config: Config) -> tuple[Any, ...]:
     """What the managed php-fpm is made from: a reload that changes any of it starts a new one."""
     php = config.php
+    if config.sites:
+        return ("sites", managed_binary(config), tuple(managed_pools(config)), config.server.workers)
     return (php.mode, php.php_fpm_binary, php.worker_pool_size, php.max_requests, tuple(sorted(php.ini.items())),
             config.server.workers, admin_spare_children(config))
+
+
+def site_view(config: Config, site: SiteConfig) -> Config:
+    """*config* as if *site* were its only one: its root, php, static and compression at the top level.
+
+    What builds one site's backend and app reads the top level; a view lets
+    the same functions build each of several.
+    """
+    server = replace(
+        config.server, root=site.root, index=site.index, front_controller=site.front_controller, deny=site.deny,
+        server_name=site.server_name, x_sendfile_roots=site.x_sendfile_roots, early_hints=site.early_hints,
+        early_hints_max_routes=site.early_hints_max_routes,
+    )
+    return replace(config, server=server, php=site.php, static=site.static, compression=site.compression,
+                   rules=site.rules, sites=())
+
+
+def managed_pools(config: Config, workers: int = 1) -> "list[ManagedPool]":
+    """The managed php-fpm's pools of ``sites``: one for each site whose PHP is the managed pool, in the file's order.
+
+    With *workers* processes, a pool's children are the workers' connections
+    together (each at least one); the first pool also keeps one for the
+    admin side's status and ping.
+    """
+    pools: list[ManagedPool] = []
+    for site in config.sites:
+        php = site.php
+        if php.mode != "managed" or php.workers_only:
+            continue
+        children = connections_per_worker(php.worker_pool_size, workers) * workers
+        if not pools:
+            children += admin_spare_children(config)
+        pools.append(ManagedPool(site.name, children, php.max_requests, dict(sorted(php.ini.items())),
+                                 php.user, php.group))
+    return pools
+
+
+def needs_managed(config: Config) -> bool:
+    """Whether *config* runs the managed php-fpm: its PHP, or any site's, is the managed mode."""
+    return any(site.php.mode == "managed" and not site.php.workers_only for site in site_configs(config))
+
+
+def managed_binary(config: Config) -> Optional[str]:
+    """The php-fpm binary of the managed pools: the first managed site's ``php.php_fpm_binary``."""
+    for site in site_configs(config):
+        if site.php.mode == "managed":
+            return site.php.php_fpm_binary
+    return config.php.php_fpm_binary
 
 
 def pool_settings(config: Config) -> tuple[Any, ...]:
@@ -78,9 +138,13 @@ def pool_settings(config: Config) -> tuple[Any, ...]:
 
 
 def build_managed_php_fpm(config: Config, reactor: Any, *, children: Optional[int] = None) -> ManagedPHPFPM:
-    """The php-fpm fephp runs itself (``php.fpm_socket`` unset), with *children* (default: the pool size, plus the admin side's)."""
+    """The php-fpm fephp runs itself (``php.fpm_socket`` unset), with *children* (default: the pool size, plus the admin side's).
+
+    With ``sites``, one master with a pool for each site of the managed
+    mode (:func:`managed_pools`, the ``server.workers`` processes sharing each).
+    """
     php = config.php
-    binary = php.php_fpm_binary or find_php("php-fpm")
+    binary = managed_binary(config) or find_php("php-fpm")
     if binary is None:
         raise PHPFPMError("no php-fpm binary found; set php.php_fpm_binary")
     return ManagedPHPFPM(
@@ -89,6 +153,7 @@ def build_managed_php_fpm(config: Config, reactor: Any, *, children: Optional[in
         children=children or php.worker_pool_size + admin_spare_children(config),
         max_requests=php.max_requests,
         ini=php.ini,
+        pools=managed_pools(config, config.server.workers) if config.sites else None,
     )
 
 
@@ -262,6 +327,12 @@ def build_compression(config: Config) -> Optional[Compression]:
 
 def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp, FrontSite]":
     """The application and the Site that serves it over *backend*."""
+    app = build_app(config, reactor, backend)
+    return app, build_front_site(config, reactor, app)
+
+
+def build_app(config: Config, reactor: Any, backend: Backend) -> PHPApp:
+    """The application of *config*'s top level (one site) over *backend*."""
     server = config.server
     router = Router(
         root=server.root,
@@ -284,9 +355,15 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         workers=backend.workers if isinstance(backend, MixedBackend) else None,
         worker_script=config.php.worker.script if config.php.worker else "",
     )
+    return app
+
+
+def build_front_site(config: Config, reactor: Any, resource: Any) -> FrontSite:
+    """The Site serving *resource* (one app, or the HostDispatch of several) with *config*'s limits and logs."""
+    server = config.server
     logging = config.logging
     site = FrontSite(
-        app,
+        resource,
         access_log=logging.access_log,
         access_log_format=logging.access_log_format,
         access_log_duration=logging.access_log_duration,
@@ -304,9 +381,101 @@ def build_site(config: Config, reactor: Any, backend: Backend) -> "tuple[PHPApp,
         real_ip=RealIP(tuple(parse_trusted(t) for t in server.trusted_proxies), server.real_ip_header)
         if server.trusted_proxies
         else None,
-        compression=build_compression(config),
+        # Several sites: each has its own (VirtualSite.compression).
+        compression=build_compression(config) if not config.sites else None,
     )
-    return app, site
+    return site
+
+
+class SiteBackends:
+    """The backends of several sites as one, for what closes or shows them all (the service, the admin side).
+
+    Each site's app holds its own backend; this only closes and drains them
+    together.  :meth:`keep` takes out the ones a reload hands on to the next
+    configuration, so that the retiring set drains only the others.
+    """
+
+    def __init__(self, by_site: Mapping[str, Backend]) -> None:
+        self.by_site = dict(by_site)
+
+    def keep(self, kept: "list[Backend]") -> None:
+        self.by_site = {name: b for name, b in self.by_site.items() if all(b is not k for k in kept)}
+
+    def _distinct(self) -> "list[Backend]":
+        seen: list[Backend] = []
+        for backend in self.by_site.values():
+            if all(backend is not s for s in seen):
+                seen.append(backend)
+        return seen
+
+    def close(self) -> "Deferred[None]":
+        return DeferredList([b.close() for b in self._distinct()]).addCallback(lambda _: None)
+
+    def drain(self) -> "Deferred[None]":
+        return DeferredList([
+            b.drain() if hasattr(b, "drain") else b.close() for b in self._distinct()  # type: ignore[attr-defined]
+        ]).addCallback(lambda _: None)
+
+
+def build_site_backends(
+    config: Config,
+    reactor: Any,
+    *,
+    managed: Optional[ManagedPHPFPM] = None,
+    fpm_socket_path: Optional[str] = None,
+    workers: int = 1,
+    keep: Optional[Callable[[SiteConfig], Optional[Backend]]] = None,
+) -> "dict[str, Backend]":
+    """Each site's backend, by name: its external pool or balancer, its pool of the managed php-fpm, or php-cgi.
+
+    The managed pools' sockets are *managed*'s, or (in a worker process)
+    beside *fpm_socket_path*, the first pool's.  *keep* gives a running
+    backend a reload hands on (or None to build one).
+    """
+    backends: dict[str, Backend] = {}
+    for site in config.sites:
+        kept = keep(site) if keep is not None else None
+        if kept is not None:
+            backends[site.name] = kept
+            continue
+        path = None
+        if site.php.mode == "managed":
+            if managed is not None:
+                path = managed.socket_for(site.name)
+            elif fpm_socket_path is not None:
+                path = os.path.join(os.path.dirname(fpm_socket_path), pool_socket_name(site.name))
+        view = site_view(config, site)
+        pool_size = connections_per_worker(site.php.worker_pool_size, workers) if workers > 1 else None
+        backend, _ = build_backend(view, reactor, fpm_socket_path=path, pool_size=pool_size, workers=workers)
+        backends[site.name] = backend
+    return backends
+
+
+def build_sites(config: Config, reactor: Any, backends: Mapping[str, Backend]) -> "tuple[HostDispatch, FrontSite]":
+    """The sites of ``sites`` behind one FrontSite: each its own app over its backend, the Host choosing."""
+    sites = []
+    default = None
+    for site in config.sites:
+        view = site_view(config, site)
+        app = build_app(view, reactor, backends[site.name])
+        virtual = VirtualSite(site.name, app, compression=build_compression(view), access_log=site.access_log)
+        sites.append(virtual)
+        if site.default:
+            default = virtual
+    hosts = HostMap([(s.hosts, v) for s, v in zip(config.sites, sites)], default)
+    dispatch = HostDispatch(sites, hosts, unknown_status=config.server.unknown_host,
+                            server_software=config.server.server_software)
+    front = build_front_site(config, reactor, dispatch)
+    dispatch.bind(front)
+    front.virtual_sites = sites
+    return dispatch, front
+
+
+def build_sni(config: Config) -> Optional[SNIMap]:
+    """The sites' certificates for the ``ssl:`` listeners, or None when no site has ``tls``."""
+    if not any(site.tls is not None for site in config.sites):
+        return None
+    return SNIMap(config.sites, [b"h2", b"http/1.1"] if config.server.http2 else [b"http/1.1"])
 
 
 def build_front(
@@ -324,10 +493,21 @@ def build_front(
     them (the configured endpoints in the single process, the inherited
     sockets in a worker).
     """
-    backend, managed = build_backend(
-        config, reactor, fpm_socket_path=fpm_socket_path, pool_size=pool_size, workers=workers
-    )
-    app, site = build_site(config, reactor, backend)
+    app: Any
+    backend: Any
+    if config.sites:
+        managed = None
+        if fpm_socket_path is None and needs_managed(config):
+            managed = build_managed_php_fpm(config, reactor)
+        backend = SiteBackends(build_site_backends(
+            config, reactor, managed=managed, fpm_socket_path=fpm_socket_path, workers=workers
+        ))
+        app, site = build_sites(config, reactor, backend.by_site)
+    else:
+        backend, managed = build_backend(
+            config, reactor, fpm_socket_path=fpm_socket_path, pool_size=pool_size, workers=workers
+        )
+        app, site = build_site(config, reactor, backend)
     return FrontService(
         app=app,
         site=site,
@@ -340,7 +520,13 @@ def build_front(
 
 
 def build_fpm_status(config: Config, reactor: Any, socket_path: Optional[str]) -> Optional[PHPFPMStatus]:
-    """The admin side's own way to php-fpm's status page and ping, or None (php-cgi, or no admin listener)."""
+    """The admin side's own way to php-fpm's status page and ping, or None (php-cgi, or no admin listener).
+
+    With ``sites``, the first site's php-fpm (its pool of the managed one,
+    the first of *socket_path*'s run directory).
+    """
+    if config.sites:
+        config = site_view(config, config.sites[0])
     php = config.php
     if not config.admin.listen or php.mode == "php-cgi" or php.workers_only:
         return None

@@ -7,13 +7,13 @@ from typing import Callable, Optional, Sequence, TextIO
 
 from ..web.compress import AVAILABLE
 from .config import Config, ConfigError, load_config
+from .settings import PHPConfig
 from .doctor import Finding
 
 __all__ = ["check_config_main"]
 
 
-def _summary(config: Config) -> list[str]:
-    php = config.php
+def _php_summary(php: PHPConfig) -> str:
     if php.backends:
         parts = [
             f"{b.address} (weight {b.weight}, {b.pool_size} connections{', drains' if b.drain else ''})"
@@ -28,6 +28,11 @@ def _summary(config: Config) -> list[str]:
         how = f"managed php-fpm ({php.php_fpm_binary}), {php.worker_pool_size} children"
     else:
         how = f"php-cgi ({php.php_cgi_binary}), one process per request"
+    return how
+
+
+def _summary(config: Config) -> list[str]:
+    how = _php_summary(config.php)
     lines = [f"  listen: {', '.join(config.server.listen)}"]
     if config.server.workers > 1:
         lines.append(f"  workers: {config.server.workers} processes sharing the listeners")
@@ -52,9 +57,16 @@ def _summary(config: Config) -> list[str]:
         compressed = ", ".join(offered) + f" from {compression.min_size} bytes"
         if missing:
             compressed += f" ({', '.join(missing)} not available on this Python)"
+    if config.sites:
+        for site in config.sites:
+            names = ", ".join(site.hosts) + (" (default)" if site.default and site.hosts else "")
+            lines.append(f"  site {site.name}: {names or 'default'}; root {site.root}; php: {_php_summary(site.php)}"
+                         + ("; tls" if site.tls is not None else ""))
+        if not any(site.default for site in config.sites):
+            lines.append(f"  unknown hosts: {config.server.unknown_host}")
+    else:
+        lines += [f"  root: {config.server.root}", f"  php: {how}"]
     return lines + [
-        f"  root: {config.server.root}",
-        f"  php: {how}",
         f"  access log: {config.logging.access_log or 'off'}",
         f"  compression: {compressed}",
     ]

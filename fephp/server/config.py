@@ -77,7 +77,7 @@ _IPV6_HOST = re.compile(r"^\[[0-9a-f:.]+\]$")
 #: The keys of one site of ``sites``.
 _SITE_KEYS = ("name", "hosts", "default", "root", "index", "front_controller", "deny", "server_name",
               "x_sendfile_roots", "early_hints", "early_hints_max_routes", "php", "static", "compression",
-              "access_log", "tls")
+              "access_log", "tls", "rules")
 
 #: An environment variable's name in php.worker.env.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -474,11 +474,12 @@ class _Validator:
                        if "compression" in data else top.compression)
         access_log = self.access_log((*p, "access_log"), data["access_log"]) if "access_log" in data else None
         tls = self.site_tls((*p, "tls"), data["tls"]) if data.get("tls") is not None else None
+        rules = parse_rules(self, (*p, "rules"), data["rules"]) if "rules" in data else top.rules
         return SiteConfig(
             name=name, hosts=hosts, default=default, root=root, index=index,
             front_controller=front_controller, deny=deny, server_name=server_name,
             x_sendfile_roots=sendfile_roots, early_hints=early_hints, early_hints_max_routes=max_routes,
-            php=php, static=static, compression=compression, access_log=access_log, tls=tls,
+            php=php, static=static, compression=compression, access_log=access_log, tls=tls, rules=rules,
         )
 
     def site_host(self, path: Path, text: str) -> str:

@@ -23,6 +23,7 @@ from ..process.phpfpm import ManagedPHPFPM
 from ..web.site import FrontSite
 from .admin import AdminSite, LocalView, PHPFPMStatus, backends_part, server_part
 from .build import (
+    SiteBackends,
     admin_spare_children,
     backend_specs,
     balancer_keeps,
@@ -31,13 +32,17 @@ from .build import (
     build_front,
     build_managed_php_fpm,
     build_site,
+    build_site_backends,
+    build_sites,
+    build_sni,
     managed_settings,
+    needs_managed,
     pool_settings,
 )
 from .config import Config, ConfigError, load_config
 from .listeners import Listener
 from .service import adopt, release
-from .settings import changed_sections
+from .settings import changed_sections, site_configs
 from .workers import FIRST_LISTEN_FD, SharedListener, WorkersService, WorkerSupervisor, connections_per_worker
 
 __all__ = ["ParentServer", "SingleServer", "build_server"]
@@ -126,7 +131,7 @@ class _Reloadable:
     def _new_php_fpm(self, config: Config, managed: Optional[ManagedPHPFPM], started: list[Service],
                      children: Optional[int] = None) -> Any:
         """The php-fpm *config* runs: *managed* if its settings are unchanged, else a new one, started and ready."""
-        if config.php.mode != "managed" or config.php.workers_only:
+        if not needs_managed(config):
             return None
         if managed is not None and managed_settings(config) == managed_settings(self.config):
             return managed
@@ -212,10 +217,12 @@ class SingleServer(_Reloadable, MultiService):
     def __init__(self, config: Config, config_text: Optional[str], reactor: Any) -> None:
         MultiService.__init__(self)
 
+        sni = build_sni(config)
+
         def listeners(site: FrontSite) -> list[Service]:
             # A port that cannot be bound stops twistd with the error, instead
             # of a server that runs and serves nothing.
-            return [Listener(reactor, description, site) for description in config.server.listen]
+            return [Listener(reactor, description, site, sni) for description in config.server.listen]
 
         self.front = build_front(config, reactor, listeners)
         self.front.setServiceParent(self)
@@ -253,31 +260,52 @@ class SingleServer(_Reloadable, MultiService):
         front = self.front
         managed = _managed(front.php_fpm)
         started: list[Service] = []
+        kept: list[Any] = []
+        backend: Any
+        app: Any
         try:
             new_managed = yield self._new_php_fpm(config, managed, started)
             retell = balancer_keeps(front.backend, old, config)
-            if retell:
-                backend = front.backend  # told its new backends below, once nothing can fail
-            elif (new_managed is not managed or pool_settings(config) != pool_settings(old)
-                  or config.php.worker is not None):
-                # PHP workers are always new ones: a reload is how their code is deployed.
-                backend, _ = build_backend(config, reactor, fpm_socket_path=_socket_of(new_managed))
-                if config.php.worker is not None:
-                    # A WorkerBackend, or a mixed site's MixedBackend: both have ready().
-                    started.append(_Closing(backend))
-                    # Nothing switches to them before they have all booted.
-                    yield backend.ready()  # type: ignore[attr-defined]
+            if config.sites or old.sites:
+                retell = False
+                backend = SiteBackends(build_site_backends(
+                    config, reactor, managed=new_managed,
+                    keep=_site_keeper(front.backend, old, config, new_managed is managed, kept),
+                ))
+                for fresh in backend.by_site.values():
+                    if all(fresh is not k for k in kept) and hasattr(fresh, "ready"):
+                        # A site's PHP workers: nothing switches to them before they have all booted.
+                        started.append(_Closing(fresh))
+                        yield fresh.ready()
+                app, site = build_sites(config, reactor, backend.by_site)
             else:
-                backend = front.backend
-            app, site = build_site(config, reactor, backend)
+                if retell:
+                    backend = front.backend  # told its new backends below, once nothing can fail
+                elif (new_managed is not managed or pool_settings(config) != pool_settings(old)
+                      or config.php.worker is not None):
+                    # PHP workers are always new ones: a reload is how their code is deployed.
+                    backend, _ = build_backend(config, reactor, fpm_socket_path=_socket_of(new_managed))
+                    if config.php.worker is not None:
+                        # A WorkerBackend, or a mixed site's MixedBackend: both have ready().
+                        started.append(_Closing(backend))
+                        # Nothing switches to them before they have all booted.
+                        yield backend.ready()  # type: ignore[attr-defined]
+                else:
+                    backend = front.backend
+                app, site = build_site(config, reactor, backend)
+            sni = build_sni(config)  # the sites' certificate files read again
             current: dict[str, Any] = {getattr(l, "description", ""): l for l in front.listeners}
-            listeners = _bind(config.server.listen, current, lambda d: Listener(reactor, d, site), started)
+            listeners = _bind(config.server.listen, current, lambda d: Listener(reactor, d, site, sni), started)
             admin = _bind(config.admin.listen, self.admin, lambda d: Listener(reactor, d, self.admin_site), started)
             admin_new = [listener for listener in admin if listener.description not in self.admin]
         except Exception as e:
             result = yield self._undo(e, started)
             return result
         # Nothing can fail from here on: switch.
+        for listener in listeners:
+            listener.sni = sni  # taken by Listener.use in the swap
+        if isinstance(front.backend, SiteBackends):
+            front.backend.keep(kept)  # the retiring set drains only the backends not handed on
         for new_admin in admin_new:
             self.admin[new_admin.description] = new_admin
             adopt(self, new_admin)  # running already: joined without a second start
@@ -297,6 +325,32 @@ class SingleServer(_Reloadable, MultiService):
         )
         retired.addErrback(lambda f: self.log.failure("reload: closing the previous configuration's parts", f))
         return True
+
+
+def _site_keeper(backends: Any, old: Config, new: Config, same_fpm: bool, kept: "list[Any]") -> Callable[[Any], Any]:
+    """For a reload: the running backend of a site whose PHP settings did not change (added to *kept*), else None."""
+    from_old: dict[str, Any] = {}
+    if isinstance(backends, SiteBackends):
+        from_old = backends.by_site
+    elif not old.sites:
+        from_old = {"default": backends}  # the one site of a configuration without sites
+    old_sites = {s.name: s for s in site_configs(old)}
+
+    def keep(site: Any) -> Any:
+        before = old_sites.get(site.name)
+        backend = from_old.get(site.name)
+        if before is None or backend is None or before.php != site.php or old.timeouts != new.timeouts:
+            return None
+        if site.php.worker is not None:
+            return None  # PHP workers are new ones at every reload, as for one site
+        if site.php.mode == "managed" and not same_fpm:
+            return None  # its pool is in the new php-fpm
+        if old.server.workers != new.server.workers:
+            return None
+        kept.append(backend)
+        return backend
+
+    return keep
 
 
 def _children_for_workers(config: Config) -> int:
@@ -327,8 +381,7 @@ def _worker_argv(config: Config, listeners: "list[SharedListener]", managed: Opt
 
 def _build_workers_parent(config: Config, config_text: str, reactor: Any) -> "ParentServer":
     """The parent of ``server.workers`` processes: shared listeners, php-fpm for all, the supervisor."""
-    php_fpm = config.php.mode == "managed" and not config.php.workers_only
-    managed = build_managed_php_fpm(config, reactor, children=_children_for_workers(config)) if php_fpm else None
+    managed = build_managed_php_fpm(config, reactor, children=_children_for_workers(config)) if needs_managed(config) else None
     listeners = [SharedListener(reactor, description) for description in config.server.listen]
     # Not systemd's variables: a worker is not the unit's main process.
     env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET")}

@@ -266,6 +266,8 @@ class SiteConfig:
     #: The site's own access log (absolute path or "-"); None: ``logging.access_log``.
     access_log: Optional[str] = None
     tls: Optional[TLSConfig] = None
+    #: ``rules``: the site's per-path rules (fephp.cgi.rules), in order; the top-level ones when it has none.
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,4 +321,5 @@ def site_configs(config: Config) -> tuple[SiteConfig, ...]:
         php=config.php,
         static=config.static,
         compression=config.compression,
+        rules=config.rules,
     ),)

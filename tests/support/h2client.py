@@ -44,14 +44,16 @@ class H2Client:
     """
 
     def __init__(
-        self, port: int, *, window: int = 65535, auto_window: bool = True, timeout: float = 20.0, validate: bool = True
+        self, port: int, *, window: int = 65535, auto_window: bool = True, timeout: float = 20.0, validate: bool = True,
+        server_hostname: str = "127.0.0.1",
     ) -> None:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         context.set_alpn_protocols(["h2", "http/1.1"])
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        # An IP address as the name sends no SNI (RFC 6066 3); a host name does.
+        self.sock = context.wrap_socket(raw, server_hostname=server_hostname)
         self.alpn = self.sock.selected_alpn_protocol()
         self.port = port
         self.timeout = timeout

@@ -86,6 +86,7 @@ class HTTPLoad:
         timeout: float = 2.0,
         within: float = 60.0,
         keep_alive: bool = False,
+        host: Optional[str] = None,
     ) -> None:
         if network is not None:
             network._check_target(address[0])
@@ -101,6 +102,8 @@ class HTTPLoad:
         self.timeout = timeout
         self.within = within
         self.keep_alive = keep_alive
+        #: The Host header to send (one site of several); None: the address's.
+        self.host = host
         self._lock = threading.Lock()
         self._next = 0
         self._outcomes: list[Outcome] = []
@@ -170,6 +173,8 @@ class HTTPLoad:
             body = b""
             try:
                 headers = {} if self.keep_alive else {"Connection": "close"}
+                if self.host is not None:
+                    headers["Host"] = self.host
                 conn.request("GET", self.path, headers=headers)
                 response = conn.getresponse()
                 status, body = response.status, response.read()

@@ -1,0 +1,251 @@
+"""Several sites in one twistd fephp (issue 19) with real php-fpm: the Host and the TLS name choose the site, each with its own root, pool, php.ini and user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+from fephp.process.binaries import find_php
+from tests.support import REPO
+from tests.support.daemon import daemonize, listening_on, wait_for
+from tests.support.h2client import H2Client
+from tests.support.load import HTTPLoad
+from tests.support.processes import processes_with, require_binary
+from tests.support.tls import named_certificate, self_signed_pem
+
+pytestmark = pytest.mark.php
+
+#: Each site: its hosts, its php.ini date.timezone, and its pool's user (as root).
+SITES = {
+    "a": (["a.example"], "Europe/Paris", "www-data"),
+    "b": (["b.example"], "Asia/Tokyo", "nobody"),
+    "c": (["*.c.example"], "America/New_York", None),
+}
+
+
+def _root(base: Path, name: str) -> Path:
+    root = base / f"root-{name}"
+    root.mkdir()
+    (root / "who.php").write_text(
+        f"<?php usleep(1000); echo 'site-{name} ', ini_get('date.timezone'), ' ', posix_getpwuid(posix_geteuid())['name'];\n"
+    )
+    (root / f"only-{name}.txt").write_text(f"file of {name}\n")
+    (root / "index.php").write_text(f"<?php echo 'home {name}';\n")
+    (root / "peek.php").write_text("<?php $r = @file_get_contents($_GET['f']); echo $r === false ? 'denied' : $r;\n")
+    secret = root / "secret.txt"
+    secret.write_text(f"secret of {name}\n")
+    user = SITES.get(name, (None, None, None))[2]
+    if user is not None and os.geteuid() == 0:
+        shutil.chown(secret, user)  # readable by this site's pool's user only
+        secret.chmod(0o600)
+    return root
+
+
+def _site_yaml(name: str, root: Path, tls: Optional[tuple[Path, Path]], default: bool = False) -> str:
+    hosts, zone, user = SITES.get(name, ([f"{name}.example"], "UTC", None))
+    lines = [f"  - name: {name}", f"    hosts: [{', '.join(repr(h) for h in hosts)}]", f"    root: {root}",
+             "    php:", "      worker_pool_size: 2", "      ini:", f"        date.timezone: {zone}"]
+    if user is not None and os.geteuid() == 0:
+        lines += [f"      user: {user}", f"      group: {'nogroup' if user == 'nobody' else user}"]
+    if tls is not None:
+        lines += ["    tls:", f"      certificate: {tls[0]}", f"      key: {tls[1]}"]
+    if default:
+        lines.append("    default: true")
+    return "\n".join(lines) + "\n"
+
+
+class Sites:
+    """A twistd fephp with sites a, b and *.c on one plain and one TLS listener, each site's pool of the managed php-fpm."""
+
+    def __init__(self, tmp_path: Path, shared: Path) -> None:
+        require_binary(find_php("php-fpm"), "php-fpm")
+        self.tmp = tmp_path
+        self.shared = shared
+        self.config = tmp_path / "fephp.yaml"
+        self.roots = {name: _root(shared, name) for name in ("a", "b", "c", "d")}
+        self.certs = {name: named_certificate(tmp_path, f"{name}.example") for name in ("a", "b")}
+        self.fallback = self_signed_pem(tmp_path)
+        self.write(["a", "b", "c"])
+        self.pidfile = daemonize(tmp_path, self.config)
+        wait_for(self.pidfile.exists, "the pidfile")
+        self.pid = int(self.pidfile.read_text())
+        self.port, self.tls_port = listening_on(self.pid, 2)
+        self.log = tmp_path / "fephp.log"
+        wait_for(lambda: self.ask("a.example", "/only-a.txt")[0] == 200, "the listener", within=60)
+
+    def write(self, names: list[str], unknown_host: int = 421) -> None:
+        # The same strings at every reload: the listeners keep their sockets.
+        listen = [
+            "tcp:0:interface=127.0.0.1",
+            f"ssl:0:interface=127.0.0.1:privateKey={self.fallback}:certKey={self.fallback}",
+        ]
+        text = (
+            "server:\n"
+            f"  listen: [{', '.join(repr(x) for x in listen)}]\n"
+            "  shutdown_grace: 5\n"
+            f"  unknown_host: {unknown_host}\n"
+            "sites:\n"
+        )
+        for name in names:
+            text += _site_yaml(name, self.roots[name], self.certs.get(name))
+        self.config.write_text(text)
+
+    def ask(self, host: Optional[str], path: str, version: str = "HTTP/1.1") -> tuple[int, bytes]:
+        """One GET with *host* as Host (none when None, over HTTP/1.0) on a fresh connection."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            head = f"GET {path} {version}\r\n" + (f"Host: {host}\r\n" if host is not None else "") + "Connection: close\r\n\r\n"
+            s.sendall(head.encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head_bytes, _, body = data.partition(b"\r\n\r\n")
+        return int(head_bytes.split()[1]), body
+
+    def reload(self) -> None:
+        def count() -> tuple[int, int]:
+            text = self.log.read_text()
+            return text.count("reload: serving the configuration"), text.count("keeping the running configuration")
+
+        before = count()
+        os.kill(self.pid, signal.SIGHUP)
+        wait_for(lambda: count() != before, "the reload", within=120)
+        assert count()[1] == before[1], self.log.read_text()[-3000:]
+
+    def stop(self) -> None:
+        if self.pidfile.exists():
+            os.kill(self.pid, signal.SIGTERM)
+            wait_for(lambda: not self.pidfile.exists(), "the pidfile to go")
+            wait_for(lambda: not processes_with(str(self.config)), "no process left")
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A folder the pools' users can traverse (pytest's tmp_path is root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="fephp-sites-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def sites(tmp_path: Path, shared: Path) -> Iterator[Sites]:
+    s = Sites(tmp_path, shared)
+    yield s
+    s.stop()
+
+
+def test_each_site_sees_its_own_root_and_php_ini(sites: Sites) -> None:
+    """Two sites by name and one by wildcard each answer from their own root with their own pool's php.ini value."""
+    user = {name: (SITES[name][2] if os.geteuid() == 0 and SITES[name][2] else "root") for name in "abc"}
+    assert sites.ask("a.example", "/who.php") == (200, f"site-a Europe/Paris {user['a']}".encode())
+    assert sites.ask("B.Example:8080", "/who.php") == (200, f"site-b Asia/Tokyo {user['b']}".encode())
+    assert sites.ask("x.c.example", "/who.php") == (200, f"site-c America/New_York {user['c']}".encode())
+    assert sites.ask("deep.x.c.example.", "/who.php") == (200, f"site-c America/New_York {user['c']}".encode())
+    assert sites.ask("a.example", "/only-a.txt") == (200, b"file of a\n")
+    assert sites.ask("b.example", "/only-a.txt")[0] == 404
+    assert sites.ask("x.c.example", "/only-b.txt")[0] == 404
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a pool's own user needs fephp to run as root")
+def test_a_site_cannot_read_another_sites_files(sites: Sites) -> None:
+    """With its own user, site b's PHP cannot read a file only site a's user may read; site a's can."""
+    secret = sites.roots["a"] / "secret.txt"
+    assert sites.ask("a.example", f"/peek.php?f={secret}") == (200, b"secret of a\n")
+    assert sites.ask("b.example", f"/peek.php?f={secret}") == (200, b"denied")
+
+
+def test_unknown_host_gets_421_and_no_sites_content(sites: Sites) -> None:
+    """A Host no site names, or none (HTTP/1.0), is answered 421 with fephp's own page when no site is the default."""
+    page = (b"<!DOCTYPE html>\n<html><head><title>421 Misdirected Request</title></head>"
+            b"<body><h1>421 Misdirected Request</h1></body></html>\n")
+    assert sites.ask("c.example", "/who.php") == (421, page)  # the wildcard's parent itself is not covered
+    assert sites.ask("other.example", "/only-a.txt") == (421, page)
+    assert sites.ask(None, "/who.php", "HTTP/1.0") == (421, page)
+
+
+def test_unknown_host_404_and_default_site_after_reload(sites: Sites) -> None:
+    """server.unknown_host: 404 answers 404; a default site then takes unknown hosts and HTTP/1.0 without Host."""
+    sites.write(["a", "b", "c"], unknown_host=404)
+    sites.reload()
+    assert sites.ask("other.example", "/who.php")[0] == 404
+    text = sites.config.read_text().replace("  - name: b\n", "  - name: b\n    default: true\n")
+    sites.config.write_text(text)
+    sites.reload()
+    assert sites.ask("other.example", "/who.php")[1].startswith(b"site-b ")
+    assert sites.ask(None, "/who.php", "HTTP/1.0")[1].startswith(b"site-b ")
+    assert sites.ask("a.example", "/who.php")[1].startswith(b"site-a ")
+
+
+def _tls_subject(port: int, server_name: str) -> str:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as s:
+            der = s.getpeercert(binary_form=True)
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+
+def test_sni_picks_the_sites_certificate(sites: Sites) -> None:
+    """The TLS listener shows a.example's certificate to SNI a.example, b's to b, and the endpoint's own to a name without one."""
+    assert _tls_subject(sites.tls_port, "a.example") == "CN=a.example"
+    assert _tls_subject(sites.tls_port, "b.example") == "CN=b.example"
+    assert _tls_subject(sites.tls_port, "x.c.example") == "CN=127.0.0.1"
+
+
+def test_http2_host_not_of_the_sni_site_is_misdirected(sites: Sites) -> None:
+    """Over HTTP/2 on a connection for a.example, a request for a.example is served and one for b.example gets 421."""
+    client = H2Client(sites.tls_port, server_hostname="a.example")
+    try:
+        assert client.alpn == "h2"
+        mine = client.wait(client.request("GET", "/only-a.txt", authority="a.example"))
+        other = client.wait(client.request("GET", "/only-b.txt", authority="b.example"))
+    finally:
+        client.close()
+    assert (mine.status, bytes(mine.body)) == (200, b"file of a\n")
+    assert other.status == 421
+
+
+def test_reload_adding_a_site_under_load_drops_nothing(sites: Sites) -> None:
+    """A steady load on site a runs through a reload that adds site d (a new pool): every request is answered by a, and d answers after."""
+    assert sites.ask("d.example", "/who.php")[0] == 421
+    load = HTTPLoad(None, ("127.0.0.1", sites.port), "/who.php", total=20000, concurrency=4, timeout=10.0,
+                    within=240.0, host="a.example").start()
+    wait_for(lambda: load.completed >= 200, "the first 200 answers", within=120)
+    sites.write(["a", "b", "c", "d"])
+    sites.reload()
+    seen = load.completed
+    wait_for(lambda: load.completed >= seen + 200, "200 answers after the reload", within=120)
+    load.stop()
+    outcomes = load.wait()
+    failed = [o for o in outcomes if not o.ok]
+    bodies = {o.body.split(b" ")[0] for o in outcomes}
+    print(f"{len(outcomes)} requests, {len(failed)} failed")
+    assert len(outcomes) == load.started
+    assert failed == []
+    assert bodies == {b"site-a"}
+    assert sites.ask("d.example", "/who.php") == (200, b"site-d UTC root")
+
+
+def test_doctor_probes_each_site(sites: Sites) -> None:
+    """``fephp check-config --probe`` runs a script of each site's root through that site's own pool."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fephp.cli", "check-config", "--probe", str(sites.config)],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    ran = [line.strip() for line in result.stdout.splitlines() if " ran " in line]
+    assert ran == [f"ok: site {name}: php-fpm ran {sites.roots[name]}/index.php: status 200, 6 bytes" for name in "abc"]
+    accepts = [line.strip().rsplit("/", 1)[1] for line in result.stdout.splitlines() if "accepts connections" in line]
+    assert accepts == ["site-a.sock", "site-b.sock", "site-c.sock"]
