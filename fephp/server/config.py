@@ -49,6 +49,7 @@ from .settings import (
     TLSConfig,
     WorkerConfig,
 )
+from .watch import glob_regex
 
 #: Config and ConfigError are re-exported: what load_config returns and raises.
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config"]
@@ -649,7 +650,7 @@ class _Validator:
             raise self.error(path, f"must be a mapping (script, command, count...), not {_describe(data)}")
         d = WorkerConfig("", ())
         self.known(data, path, ("script", "command", "count", "max_jobs", "max_memory", "ttl", "idle_ttl",
-                                "exec_timeout", "max_consecutive_failures", "env", "match"))
+                                "exec_timeout", "max_consecutive_failures", "env", "match", "watch"))
         if "script" not in data:
             raise self.error(path, "needs a script (the worker's PHP entry point)")
         text = self.string((*path, "script"), data["script"])
@@ -681,7 +682,17 @@ class _Validator:
             ),
             env=env,
             match=self.string_list((*path, "match"), data.get("match", []), self.url_prefix),
+            watch=self.string_list((*path, "watch"), data.get("watch", []), self.watch_glob),
         )
+
+    def watch_glob(self, path: Path, value: str) -> str:
+        """A ``php.worker.watch`` glob, made absolute from the configuration file's folder."""
+        pattern = self.absolute(value)
+        try:
+            glob_regex(pattern)
+        except ValueError as e:
+            raise self.error(path, str(e)) from None
+        return pattern
 
     def worker_env(self, path: Path, value: Any) -> Mapping[str, str]:
         """``php.worker.env``: variables added to the workers' environment (names as a shell takes them)."""

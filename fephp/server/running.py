@@ -43,6 +43,7 @@ from .config import Config, ConfigError, load_config
 from .listeners import Listener
 from .service import adopt, release
 from .settings import changed_sections, site_configs
+from .watch import WatchService
 from .workers import FIRST_LISTEN_FD, SharedListener, WorkersService, WorkerSupervisor, connections_per_worker
 
 __all__ = ["ParentServer", "SingleServer", "build_server"]
@@ -74,11 +75,19 @@ class _Reloadable:
         self._reloading = False
         self.fpm_status: Optional[PHPFPMStatus] = build_fpm_status(config, reactor, _socket_of(managed))
         self.admin_site = admin_site
+        # php.worker.watch (every site's): a change restarts the workers by the reload SIGHUP runs (new ones
+        # boot first). The globs are the ones the server started with; a reload does not change what is watched.
+        watched = [g for site in site_configs(config) if site.php.worker is not None for g in site.php.worker.watch]
+        if watched:
+            WatchService(watched, self._watched_change, clock=reactor).setServiceParent(self)  # type: ignore[arg-type]
         self.admin: dict[str, Listener] = {}
         for description in config.admin.listen:
             listener = Listener(reactor, description, admin_site)
             self.admin[description] = listener
             listener.setServiceParent(self)  # type: ignore[arg-type]
+
+    def _watched_change(self) -> None:
+        self.reload().addErrback(lambda f: self.log.failure("php.worker.watch: the restart failed", f))
 
     def reload(self) -> "Deferred[bool]":
         """SIGHUP: switch to the configuration in the file now, or keep this one; fires with whether it switched."""

@@ -102,6 +102,8 @@ class WorkerConfig:
     max_consecutive_failures: int = 3
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     match: tuple[str, ...] = ()
+    #: ``watch``: absolute globs; a change to a matching file restarts the workers (fephp.server.watch).
+    watch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
