@@ -439,11 +439,24 @@ class _WorkersView:
         parent = self._parent
         if not parent.supervisor.pids:
             return succeed((False, "no worker process runs"))
-        fpm = parent.fpm_status
+        if parent.config.php.worker is not None:
+            # PHP workers run in each worker process: ready while none reports them unhealthy.
+            return parent.supervisor.ask_figures().addCallback(self._workers_ready)
+        return self._fpm_ready()
+
+    def _fpm_ready(self) -> "Deferred[tuple[bool, str]]":
+        fpm = self._parent.fpm_status
         if fpm is None:
-            return succeed((True, "PHP workers run in each worker process" if parent.config.php.workers_only
+            return succeed((True, "PHP workers run in each worker process" if self._parent.config.php.workers_only
                             else "php-cgi runs per request"))
         return fpm.ping().addCallback(lambda ok: (ok, "php-fpm answers" if ok else "php-fpm does not answer its ping"))
+
+    def _workers_ready(self, processes: "list[dict[str, Any]]") -> Any:
+        for process in processes:
+            for pool in process.get("pools", []):
+                if pool.get("healthy") is False:
+                    return (False, f"{pool['name']} of worker process {process['index']} fail to boot")
+        return self._fpm_ready()
 
 
 class ParentServer(_Reloadable, WorkersService):

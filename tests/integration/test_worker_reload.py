@@ -79,3 +79,41 @@ php:
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not pidfile.exists(), "the pidfile to go")
         wait_for(lambda: not processes_with(str(APP)), "no worker left")
+
+
+def test_workers_crashing_at_boot_in_worker_processes_make_readyz_fail(tmp_path: Path) -> None:
+    """With server.workers: 2, PHP workers that exit before their handshake make the parent's /readyz answer 503."""
+    require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
+    root = tmp_path / "public"
+    root.mkdir()
+    (root / "index.php").write_text("<?php // served by the workers\n")
+    config = tmp_path / "fephp.yaml"
+    config.write_text(f"""
+server:
+  listen: ["tcp:0:interface=127.0.0.1"]
+  root: {root}
+  workers: 2
+php:
+  worker:
+    script: {APP}
+    command: [{php_cli()}]
+    count: 1
+    max_consecutive_failures: 2
+    env: {{CRASH_AT_BOOT: "1"}}
+admin:
+  listen: ["tcp:0:interface=127.0.0.2"]
+""")
+    pidfile = daemonize(tmp_path, config)
+    wait_for(pidfile.exists, "the pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        port, admin = listening_on(pid, 2)
+        readyz = f"http://127.0.0.2:{admin}/readyz"
+        wait_for(lambda: answers(readyz) and get(readyz)[0] == 503, "/readyz to fail")
+        status, body = get(readyz)
+        assert status == 503
+        assert body.decode().startswith("php workers of worker process ") and body.decode().endswith(" fail to boot\n")
+        assert get(f"http://127.0.0.1:{port}/hello")[0] == 502
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists(), "the pidfile to go")
