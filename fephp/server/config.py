@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 from dataclasses import replace
+import ssl
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
@@ -49,6 +50,8 @@ from .settings import (
     TLSConfig,
     WorkerConfig,
 )
+from .tls import ENGINES as TLS_ENGINES
+from .tls import context_from_description
 from .watch import glob_regex
 
 #: Config and ConfigError are re-exported: what load_config returns and raises.
@@ -321,8 +324,9 @@ class _Validator:
         self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
                              "server_software", "server_name", "shutdown_grace", "workers", "http2",
                              "x_sendfile_roots", "early_hints", "early_hints_max_routes",
-                             "trusted_proxies", "real_ip_header", "unknown_host"))
+                             "trusted_proxies", "real_ip_header", "unknown_host", "tls_engine"))
         workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
+        tls_engine = self.choice((*p, "tls_engine"), data.get("tls_engine", defaults.tls_engine), TLS_ENGINES)
 
         def endpoint(path: Path, text: str) -> str:
             kind = text.split(":", 1)[0]
@@ -333,7 +337,10 @@ class _Validator:
                     " use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
                     " or set server.workers to 1",
                 )
-            return self.server_endpoint(path, text)
+            text = self.server_endpoint(path, text)
+            if kind == "ssl" and tls_engine == "stdlib":
+                self.stdlib_tls(path, text)
+            return text
 
         listen = self.string_list((*p, "listen"), data.get("listen", list(defaults.listen)), endpoint)
         if not listen:
@@ -380,6 +387,7 @@ class _Validator:
             early_hints_max_routes=max_routes,
             trusted_proxies=trusted,
             real_ip_header=real_ip_header,
+            tls_engine=tls_engine,
         )
 
     def index_name(self, path: Path, name: str) -> str:
@@ -521,6 +529,15 @@ class _Validator:
             if os.path.isdir(access):
                 raise self.error(path, f"{access} is a directory")
         return access
+
+    def stdlib_tls(self, path: Path, text: str) -> None:
+        """An ``ssl:`` string's files as the standard library's ssl loads them (server.tls_engine: stdlib)."""
+        try:
+            context_from_description(text)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise self.error(
+                path, f"the standard library's ssl (server.tls_engine: stdlib) cannot load {text!r} ({_strerror(e) or type(e).__name__})"
+            ) from None
 
     def sendfile_root(self, path: Path, text: str) -> SendfileRoot:
         """``/srv/files`` (X-Sendfile) or ``/srv/files=/protected/`` (also X-Accel-Redirect of /protected/...)."""

@@ -10,6 +10,11 @@ listener reads its certificate and key files again.
 With several sites, a TLS listener shows each site's certificate to the
 clients that name it (SNI, :class:`SNIMap`): the endpoint string's own
 certificate is for the names no site with ``tls`` has.
+
+An ``ssl:`` listener runs Twisted's TLS (pyOpenSSL) or, with
+``server.tls_engine: stdlib``, the standard library's (:mod:`fephp.server.tls`):
+both are a TCP port whose factory wraps the site's, so a reload can switch
+from one to the other on the same socket.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from twisted.python.failure import Failure
 
 from ..web.hosts import HostMap, host_name
 from .settings import SiteConfig, TLSConfig
+from .tls import SNIHook, TLSServerFactory, context_from_description, listen_ssl, server_context
 
 __all__ = ["Listener", "SNIMap", "load_tls", "tls_context"]
 
@@ -58,6 +64,8 @@ class SNIMap:
     """The TLS contexts of the sites with ``tls``, by the names their hosts give; the default site's for the rest."""
 
     def __init__(self, sites: Sequence[SiteConfig], protocols: Sequence[bytes]) -> None:
+        self._sites = tuple(site for site in sites if site.tls is not None)
+        self._hook: Optional[SNIHook] = None
         entries = []
         default = None
         for site in sites:
@@ -78,6 +86,26 @@ class SNIMap:
         context = self.contexts.find(host_name(name) if name else None)
         if context is not None:
             connection.set_context(context)
+
+
+    def stdlib_hook(self) -> SNIHook:
+        """The same choice for server.tls_engine stdlib: the sites' files loaded by the standard library (once)."""
+        if self._hook is None:
+            entries = []
+            default = None
+            for site in self._sites:
+                assert site.tls is not None
+                context = server_context(site.tls.certificate, site.tls.key)
+                entries.append((site.hosts, context))
+                if site.default:
+                    default = context
+            contexts: HostMap[Any] = HostMap(entries, default)
+
+            def choose(name: Optional[str]) -> Optional[Any]:
+                return contexts.find(host_name(name.encode("ascii")) if name else None)
+
+            self._hook = choose
+        return self._hook
 
 
 class _SNIContextFactory:
@@ -113,13 +141,20 @@ def tls_context(description: str) -> Optional[Any]:
 class Listener(Service):
     """One endpoint, listening from privilegedStartService on, whose factory can be replaced."""
 
-    def __init__(self, reactor: Any, description: str, factory: Any, sni: Optional[SNIMap] = None) -> None:
+    def __init__(self, reactor: Any, description: str, factory: Any, sni: Optional[SNIMap] = None,
+                 tls_engine: str = "pyopenssl") -> None:
         self._reactor = reactor
         self.description = description
         self.factory = factory
         #: The sites' certificates by name (``ssl:`` only); :meth:`use` takes the one set here at that time.
         self.sni = sni
+        #: server.tls_engine, for an ssl: description: "pyopenssl" or "stdlib".
+        self.tls_engine = tls_engine
         self.port: Any = None
+
+    @property
+    def _stdlib_tls(self) -> bool:
+        return self.tls_engine == "stdlib" and self.description.split(":", 1)[0] == "ssl"
 
     def privilegedStartService(self) -> None:  # noqa: N802 - Twisted's name
         super().privilegedStartService()
@@ -131,6 +166,10 @@ class Listener(Service):
 
     def _listen(self) -> None:
         if self.port is not None:
+            return
+        if self._stdlib_tls:
+            sni = self.sni.stdlib_hook() if self.sni else None
+            self.port = listen_ssl(self._reactor, self.description, self.factory, sni=sni)
             return
         result: list[Any] = []
         serverFromString(self._reactor, self.description).listen(self.factory).addBoth(result.append)
@@ -145,15 +184,20 @@ class Listener(Service):
             self.use(self.factory)  # the same factory, behind a context that chooses by SNI
 
     def use(self, factory: Any) -> None:
-        """Serve new connections with *factory* (a TLS listener re-reads its certificate and key)."""
+        """Serve new connections with *factory* (a TLS listener re-reads its certificate and key, with its tls_engine now)."""
         self.factory = factory
         port = self.port
         if port is None:
             return
-        context = tls_context(self.description)
-        if context is not None and self.sni:
-            context = _SNIContextFactory(context, self.sni)
-        wrapped = TLSMemoryBIOFactory(context, False, factory) if context is not None else factory
+        wrapped: Any
+        if self._stdlib_tls:
+            sni = self.sni.stdlib_hook() if self.sni else None
+            wrapped = TLSServerFactory(context_from_description(self.description), factory, self._reactor, sni=sni)
+        else:
+            context = tls_context(self.description)
+            if context is not None and self.sni:
+                context = _SNIContextFactory(context, self.sni)
+            wrapped = TLSMemoryBIOFactory(context, False, factory) if context is not None else factory
         old = port.factory
         wrapped.doStart()  # what the port did for the old one when it started listening
         port.factory = wrapped

@@ -231,7 +231,8 @@ class SingleServer(_Reloadable, MultiService):
         def listeners(site: FrontSite) -> list[Service]:
             # A port that cannot be bound stops twistd with the error, instead
             # of a server that runs and serves nothing.
-            return [Listener(reactor, description, site, sni) for description in config.server.listen]
+            return [Listener(reactor, description, site, sni, tls_engine=config.server.tls_engine)
+                    for description in config.server.listen]
 
         self.front = build_front(config, reactor, listeners)
         self.front.setServiceParent(self)
@@ -304,7 +305,8 @@ class SingleServer(_Reloadable, MultiService):
                 app, site = build_site(config, reactor, backend)
             sni = build_sni(config)  # the sites' certificate files read again
             current: dict[str, Any] = {getattr(l, "description", ""): l for l in front.listeners}
-            listeners = _bind(config.server.listen, current, lambda d: Listener(reactor, d, site, sni), started)
+            listeners = _bind(config.server.listen, current,
+                              lambda d: Listener(reactor, d, site, sni, tls_engine=config.server.tls_engine), started)
             admin = _bind(config.admin.listen, self.admin, lambda d: Listener(reactor, d, self.admin_site), started)
             admin_new = [listener for listener in admin if listener.description not in self.admin]
         except Exception as e:
@@ -325,6 +327,8 @@ class SingleServer(_Reloadable, MultiService):
         if retell:
             assert isinstance(backend, Balancer)
             backend.reconfigure(backend_specs(config))
+        for listener in listeners:
+            listener.tls_engine = config.server.tls_engine  # a kept ssl: listener switches engine with its new site
         retired = front.swap(app=app, site=site, backend=backend, listeners=listeners, php_fpm=new_managed)
         self.log.info(
             "reload: serving the configuration in {file} ({changed}){fpm}",

@@ -22,8 +22,7 @@ import enum
 import os
 import ssl
 import tempfile
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
@@ -54,7 +53,7 @@ ENGINES = ("pyopenssl", "stdlib")
 
 #: Picks the context of a connection by the name its client asked for (SNI),
 #: or None to keep the listener's own.
-SNIHook = Callable[[str | None], ssl.SSLContext | None]
+SNIHook = Callable[[Optional[str]], Optional[ssl.SSLContext]]
 
 #: Plaintext gathered before it is encrypted and sent without waiting for
 #: the end of the reactor turn (Twisted's _AggregateSmallWrites holds 64 kB).
@@ -102,8 +101,8 @@ def server_context(
     cert_key: str,
     private_key: str,
     *,
-    extra_chain: str | None = None,
-    dh_parameters: str | None = None,
+    extra_chain: Optional[str] = None,
+    dh_parameters: Optional[str] = None,
 ) -> ssl.SSLContext:
     """A server SSLContext with the certificate in *cert_key* (and *extra_chain*'s) and the key in *private_key*.
 
@@ -163,7 +162,7 @@ def context_from_description(description: str) -> ssl.SSLContext:
     )
 
 
-def listen_ssl(reactor: Any, description: str, factory: Any, sni: SNIHook | None = None) -> Any:
+def listen_ssl(reactor: Any, description: str, factory: Any, sni: Optional[SNIHook] = None) -> Any:
     """Listen on an ``ssl:`` endpoint string with this module's TLS around *factory*; the port (raises if it cannot)."""
     args, kwargs = ssl_arguments(description)
     if args[:1] != ["ssl"]:
@@ -209,7 +208,7 @@ class TLSServerProtocol(ProtocolWrapper):
     _state = _State.HANDSHAKING
     _sslobj: Any = None
     _flush_call: Any = None
-    _reason: Failure | None = None
+    _reason: Optional[Failure] = None
     _handshake_listener = False
 
     def __init__(self, factory: Any, wrappedProtocol: Any) -> None:
@@ -387,18 +386,18 @@ class TLSServerProtocol(ProtocolWrapper):
         self.transport.abortConnection()
 
     @property
-    def negotiatedProtocol(self) -> bytes | None:
+    def negotiatedProtocol(self) -> Optional[bytes]:
         """ALPN's answer (b"h2", b"http/1.1"), or None: none agreed, or the handshake is not done."""
         if self._sslobj is None or self._state is _State.HANDSHAKING:
             return None
         chosen = self._sslobj.selected_alpn_protocol()
         return chosen.encode("ascii") if chosen else None
 
-    def getPeerCertificate(self) -> bytes | None:
+    def getPeerCertificate(self) -> Optional[bytes]:
         """The client's certificate in DER, or None (fephp asks for none)."""
         if self._sslobj is None or self._state is _State.HANDSHAKING:
             return None
-        cert: bytes | None = self._sslobj.getpeercert(True)
+        cert: Optional[bytes] = self._sslobj.getpeercert(True)
         return cert
 
 
@@ -414,7 +413,7 @@ class TLSServerFactory(WrappingFactory):
     protocol = TLSServerProtocol
 
     def __init__(self, context: ssl.SSLContext, wrappedFactory: Any, clock: Any,
-                 sni: SNIHook | None = None) -> None:
+                 sni: Optional[SNIHook] = None) -> None:
         super().__init__(wrappedFactory)
         self.context = context
         self.clock = clock
@@ -435,7 +434,7 @@ class TLSServerFactory(WrappingFactory):
 def _sni_callback(context: ssl.SSLContext, sni: SNIHook, protocols: list[str]) -> Callable[..., None]:
     """OpenSSL's servername callback for *context*: the connection moves to the context *sni* picks."""
 
-    def callback(sslobj: Any, name: str | None, _: ssl.SSLContext) -> None:
+    def callback(sslobj: Any, name: Optional[str], _: ssl.SSLContext) -> None:
         chosen = sni(name)
         if chosen is not None and chosen is not context:
             if protocols:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -32,7 +32,7 @@ class Recorder(Protocol):
 
     def __init__(self) -> None:
         self.received: list[bytes] = []
-        self.lost: Failure | None = None
+        self.lost: Any = None
         self.handshakes = 0
 
     def dataReceived(self, data: bytes) -> None:
@@ -77,7 +77,7 @@ class Link:
     """A TLSServerProtocol over a StringTransport, and a stdlib client SSLObject on the other end."""
 
     def __init__(self, pem: Path, *, offer: tuple[bytes, ...] = (b"h2", b"http/1.1"),
-                 client_alpn: tuple[str, ...] = ("h2", "http/1.1"), server_hostname: str | None = None,
+                 client_alpn: tuple[str, ...] = ("h2", "http/1.1"), server_hostname: Optional[str] = None,
                  sni: Any = None) -> None:
         self.clock = Clock()
         self.factory = TLSServerFactory(server_context(str(pem), str(pem)), Offering(list(offer)), self.clock, sni=sni)
@@ -198,7 +198,7 @@ def test_writes_during_the_handshake_wait_for_its_end(pem: Path) -> None:
     ids=["h2", "http2-off", "client-offers-none"],
 )
 def test_alpn_answer_as_negotiated_protocol(pem: Path, offer: tuple[bytes, ...], client_alpn: tuple[str, ...],
-                                            chosen: bytes | None) -> None:
+                                            chosen: Optional[bytes]) -> None:
     """negotiatedProtocol is None before the handshake, then ALPN's answer (None when the client offered nothing)."""
     link = Link(pem, offer=offer, client_alpn=client_alpn)
     before = link.server.negotiatedProtocol
@@ -213,9 +213,9 @@ def test_sni_hook_picks_the_certificate_by_name(pem: Path, tmp_path: Path) -> No
     other_dir.mkdir()
     other = self_signed_pem(other_dir, host="127.0.0.2")
     other_context = server_context(str(other), str(other))
-    asked: list[str | None] = []
+    asked: list[Optional[str]] = []
 
-    def sni(name: str | None) -> ssl.SSLContext | None:
+    def sni(name: Optional[str]) -> Optional[ssl.SSLContext]:
         asked.append(name)
         return other_context if name == "other.test" else None
 
