@@ -181,7 +181,7 @@ class _State(enum.Enum):
 
     HANDSHAKING = "handshaking"  # writes wait for the handshake's end
     OPEN = "open"
-    CLOSING = "closing"  # loseConnection: close_notify sent after what was written
+    CLOSING = "closing"  # loseConnection: close_notify and FIN sent after what was written, the client's close awaited
     CLOSED = "closed"  # the TLS layer is done (closed, failed or aborted); nothing more is read or written
 
 
@@ -251,9 +251,7 @@ class TLSServerProtocol(ProtocolWrapper):
         if self.disconnecting:
             # loseConnection came during the handshake with writes held.
             self._flush()
-            self._state = _State.CLOSING
-            self._close_notify()
-            self.transport.loseConnection()
+            self._shut_down()
         elif self._pending and self._flush_call is None:
             self._flush_call = self.factory.clock.callLater(0, self._flush)
 
@@ -262,11 +260,13 @@ class TLSServerProtocol(ProtocolWrapper):
         sslobj = self._sslobj
         incoming = self._incoming
         deliver = self.wrappedProtocol.dataReceived
-        while self._state is not _State.CLOSED and (at_eof or incoming.pending or sslobj.pending()):
+        while self._state is _State.OPEN and (at_eof or incoming.pending or sslobj.pending()):
             try:
                 data = sslobj.read(READ_SIZE)
             except ssl.SSLWantReadError:
                 break  # a record not whole yet
+            except ssl.SSLZeroReturnError:
+                data = b""
             except ssl.SSLError as e:
                 self._fail(e)
                 return
@@ -276,12 +276,12 @@ class TLSServerProtocol(ProtocolWrapper):
                     # that carried it: this is the socket's end without one
                     # (PyPy's ssl reads it as b"", CPython's raises SSLEOFError).
                     self._fail(ssl.SSLEOFError())
-                    return
-                # The client's close_notify (SSLObject reads it as b""):
-                # answer it, then close.
-                self._state = _State.CLOSED
-                self._close_notify()
-                self.transport.loseConnection()
+                else:
+                    # The client's close_notify (SSLObject reads it as b""):
+                    # answer it, then close.
+                    self._state = _State.CLOSED
+                    self._close_notify()
+                    self.transport.loseConnection()
                 return
             deliver(data)
         # Reading may have made TLS bytes to send (a KeyUpdate's answer).
@@ -289,11 +289,10 @@ class TLSServerProtocol(ProtocolWrapper):
             self._send()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._state is not _State.CLOSED and self._sslobj is not None:
+        if self._state is _State.OPEN:
             # What the client sent before the socket closed is still read.
             self._incoming.write_eof()
-            if self._state is not _State.HANDSHAKING:
-                self._read(at_eof=True)
+            self._read(at_eof=True)
         self._state = _State.CLOSED
         if self._flush_call is not None:
             if self._flush_call.active():
@@ -373,10 +372,27 @@ class TLSServerProtocol(ProtocolWrapper):
         if self._state is _State.OPEN:
             self._flush()
         if self._state is _State.OPEN:
-            self._state = _State.CLOSING
-            self._close_notify()
-            self.transport.loseConnection()
+            self._shut_down()
         # HANDSHAKING with writes held: they go, and the close, once it ends.
+
+    def _shut_down(self) -> None:
+        """Send a close_notify and half-close the socket; it closes once the client closes its end.
+
+        Closing the socket at once would reset it if the client's bytes were
+        still unread, and a reset can destroy what we sent last (a GOAWAY,
+        a 4xx page) before the client reads it.  So, as Twisted's TLS keeps
+        the socket until the peer's close_notify, the socket stays open until
+        the client closes it (or the wrapped protocol aborts); the FIN goes
+        now.  What the client sends meanwhile is dropped unread: OpenSSL
+        reads nothing after its own close_notify.
+        """
+        self._state = _State.CLOSING
+        self._close_notify()
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None:
+            self.transport.loseConnection()
+        else:
+            half_close()
 
     def abortConnection(self) -> None:
         """Close the socket now, sending nothing more."""
@@ -411,6 +427,7 @@ class TLSServerFactory(WrappingFactory):
     """
 
     protocol = TLSServerProtocol
+    noisy = False  # the wrapped factory logs its start and stop already, as under Twisted's TLS
 
     def __init__(self, context: ssl.SSLContext, wrappedFactory: Any, clock: Any,
                  sni: Optional[SNIHook] = None) -> None:

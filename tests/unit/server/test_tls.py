@@ -63,6 +63,7 @@ class CountingTransport(StringTransport):
 
     writes = 0
     aborted = False
+    half_closed = False
 
     def write(self, data: bytes) -> None:
         self.writes += 1
@@ -71,6 +72,9 @@ class CountingTransport(StringTransport):
     def abortConnection(self) -> None:
         self.aborted = True
         super().abortConnection()
+
+    def loseWriteConnection(self) -> None:
+        self.half_closed = True
 
 
 class Link:
@@ -233,16 +237,32 @@ def test_sni_hook_none_keeps_the_listeners_certificate(pem: Path) -> None:
 
 
 def test_lose_connection_sends_what_was_written_then_close_notify(pem: Path) -> None:
-    """loseConnection sends the held writes, then a close_notify, then closes the socket; later writes are dropped."""
+    """loseConnection sends the held writes and a close_notify, half-closes the socket, and drops later writes."""
     link = Link(pem)
     link.handshake()
     link.server.write(b"last words")
     link.server.loseConnection()
     link.server.write(b"too late")
+    link.clock.advance(0)
     sent = link.to_client()
     # SSLObject reads a close_notify as b"".
-    assert (records(sent), link.client.read(100), link.client.read(100), link.transport.disconnecting) == (
-        [23, 23], b"last words", b"", True)
+    assert (records(sent), link.client.read(100), link.client.read(100), link.transport.half_closed,
+            link.transport.disconnecting) == ([23, 23], b"last words", b"", True, False)
+
+
+def test_after_close_notify_the_clients_bytes_are_dropped_until_it_closes(pem: Path) -> None:
+    """Once closing, what the client still sends (its close_notify too) is dropped unread; its socket's end is a clean close."""
+    link = Link(pem)
+    link.handshake()
+    link.server.loseConnection()
+    link.to_client()
+    link.client.write(b"GET /more HTTP/1.1\r\n\r\n")
+    link.client.read(100)  # the server's close_notify
+    link.client.unwrap()
+    link.to_server()
+    still_open = link.transport.disconnecting
+    link.server.connectionLost(Failure(ConnectionDone()))
+    assert (still_open, link.app.received, link.app.lost.type) == (False, [], ConnectionDone)
 
 
 def test_client_close_notify_is_answered_and_the_close_is_clean(pem: Path) -> None:
