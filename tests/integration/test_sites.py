@@ -67,8 +67,9 @@ def _site_yaml(name: str, root: Path, tls: Optional[tuple[Path, Path]], default:
 class Sites:
     """A twistd fephp with sites a, b and *.c on one plain and one TLS listener, each site's pool of the managed php-fpm."""
 
-    def __init__(self, tmp_path: Path, shared: Path) -> None:
+    def __init__(self, tmp_path: Path, shared: Path, tls_engine: str = "pyopenssl") -> None:
         require_binary(find_php("php-fpm"), "php-fpm")
+        self.tls_engine = tls_engine
         self.tmp = tmp_path
         self.shared = shared
         self.config = tmp_path / "fephp.yaml"
@@ -94,6 +95,7 @@ class Sites:
             f"  listen: [{', '.join(repr(x) for x in listen)}]\n"
             "  shutdown_grace: 5\n"
             f"  unknown_host: {unknown_host}\n"
+            f"  tls_engine: {self.tls_engine}\n"
             "sites:\n"
         )
         for name in names:
@@ -140,6 +142,14 @@ def shared() -> Iterator[Path]:
 @pytest.fixture
 def sites(tmp_path: Path, shared: Path) -> Iterator[Sites]:
     s = Sites(tmp_path, shared)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def sites_stdlib(tmp_path: Path, shared: Path) -> Iterator[Sites]:
+    """The same sites with server.tls_engine stdlib."""
+    s = Sites(tmp_path, shared, tls_engine="stdlib")
     yield s
     s.stop()
 
@@ -204,6 +214,20 @@ def test_sni_picks_the_sites_certificate(sites: Sites) -> None:
     assert _tls_subject(sites.tls_port, "a.example") == "CN=a.example"
     assert _tls_subject(sites.tls_port, "b.example") == "CN=b.example"
     assert _tls_subject(sites.tls_port, "x.c.example") == "CN=127.0.0.1"
+
+
+def test_sni_and_alpn_with_the_stdlib_engine(sites_stdlib: Sites) -> None:
+    """With tls_engine stdlib the sites' certificates are chosen by SNI too, and h2 is agreed on a site's context."""
+    port = sites_stdlib.tls_port
+    subjects = [_tls_subject(port, name) for name in ("a.example", "b.example", "x.c.example")]
+    client = H2Client(port, server_hostname="a.example")
+    try:
+        alpn = client.alpn
+        mine = client.wait(client.request("GET", "/only-a.txt", authority="a.example"))
+    finally:
+        client.close()
+    assert (subjects, alpn, mine.status, bytes(mine.body)) == (
+        ["CN=a.example", "CN=b.example", "CN=127.0.0.1"], "h2", 200, b"file of a\n")
 
 
 def test_http2_host_not_of_the_sni_site_is_misdirected(sites: Sites) -> None:
