@@ -300,7 +300,6 @@ class _Job:
         self.since = backend._clock.seconds()
         self.timer: Optional[IDelayedCall] = None
         self.worker: Optional[_Worker] = None
-        self.head_sent = False
         #: The caller went away: the worker finishes (or stops its stream), the output is dropped.
         self.abandoned = False
         self.got_output = False
@@ -376,7 +375,6 @@ class _Worker(ProcessProtocol):
         self.timer: Optional[IDelayedCall] = None
         self.ttl_call: Optional[IDelayedCall] = None
         self.expired = False
-        self.reason: Optional[str] = None
         self._err = b""
 
     # -- output to the worker --------------------------------------------------
@@ -457,7 +455,6 @@ class _Worker(ProcessProtocol):
             return  # WorkerReady is the only event outside a request (the codec refuses others)
         elif isinstance(event, ResponseHead):
             job.got_output = True
-            job.head_sent = True
             if not job.abandoned:
                 job.sink.stdout_received(cgi_head(event.status, event.headers))
         elif isinstance(event, ResponseBody):

@@ -223,7 +223,7 @@ def worker_argv(config: Config) -> "list[str]":
 
 
 def build_worker_backend(config: Config, reactor: Any) -> WorkerBackend:
-    """The PHP workers of ``php.worker``, spawned now.
+    """The PHP workers of ``php.worker``, spawned once the reactor runs.
 
     Their environment is ``php.worker.env`` over PATH and the two variables
     RoadRunner's PHP packages read to pick the HTTP worker over pipes;
