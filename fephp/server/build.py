@@ -24,6 +24,7 @@ from ..backend.phpcgi import PHPCGIBackend
 from ..backend.pool import FastCGIPool
 from ..backend.mixed import MixedBackend
 from ..backend.workers import WorkerBackend
+from ..cgi.multipart import MultipartLimits
 from ..cgi.realip import RealIP, parse_trusted
 from ..cgi.routing import Router
 from ..cgi.rules import RuleSet
@@ -248,6 +249,12 @@ def build_worker_backend(config: Config, reactor: Any) -> WorkerBackend:
         max_consecutive_failures=worker.max_consecutive_failures,
         queue_size=config.php.queue_size,
         queue_timeout=config.timeouts.queue,
+        upload_dir=worker.upload_dir,
+        form_limits=MultipartLimits(
+            max_parts=worker.max_form_parts,
+            max_header_size=worker.max_form_header_size,
+            max_field_size=worker.max_form_field_size,
+        ),
     )
 
 

@@ -667,7 +667,8 @@ class _Validator:
             raise self.error(path, f"must be a mapping (script, command, count...), not {_describe(data)}")
         d = WorkerConfig("", ())
         self.known(data, path, ("script", "command", "count", "max_jobs", "max_memory", "ttl", "idle_ttl",
-                                "exec_timeout", "max_consecutive_failures", "env", "match", "watch"))
+                                "exec_timeout", "max_consecutive_failures", "env", "match", "watch",
+                                "upload_dir", "max_form_parts", "max_form_header_size", "max_form_field_size"))
         if "script" not in data:
             raise self.error(path, "needs a script (the worker's PHP entry point)")
         text = self.string((*path, "script"), data["script"])
@@ -700,7 +701,24 @@ class _Validator:
             env=env,
             match=self.string_list((*path, "match"), data.get("match", []), self.url_prefix),
             watch=self.string_list((*path, "watch"), data.get("watch", []), self.watch_glob),
+            upload_dir=self.upload_dir((*path, "upload_dir"), data.get("upload_dir")),
+            max_form_parts=self.integer((*path, "max_form_parts"), data.get("max_form_parts", d.max_form_parts),
+                                        minimum=1),
+            max_form_header_size=self.size((*path, "max_form_header_size"),
+                                           data.get("max_form_header_size", d.max_form_header_size)),
+            max_form_field_size=self.size((*path, "max_form_field_size"),
+                                          data.get("max_form_field_size", d.max_form_field_size)),
         )
+
+    def upload_dir(self, path: Path, value: Any) -> Optional[str]:
+        """``php.worker.upload_dir``: an existing folder (relative to the config file), or null for the temp folder."""
+        text = self.string(path, value, nullable=True)
+        if text is None:
+            return None
+        folder = self.absolute(text)
+        if not os.path.isdir(folder):
+            raise self.error(path, f"{folder} is not an existing folder")
+        return folder
 
     def watch_glob(self, path: Path, value: str) -> str:
         """A ``php.worker.watch`` glob, made absolute from the configuration file's folder."""

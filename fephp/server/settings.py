@@ -106,6 +106,12 @@ class WorkerConfig:
     match: tuple[str, ...] = ()
     #: ``watch``: absolute globs; a change to a matching file restarts the workers (fephp.server.watch).
     watch: tuple[str, ...] = ()
+    #: Where a multipart body's uploads go for the workers (None: the system's temp folder).
+    upload_dir: Optional[str] = None
+    #: Bounds on a multipart body the front parses for the workers (fephp.cgi.multipart.MultipartLimits).
+    max_form_parts: int = 1000
+    max_form_header_size: int = 8 * 1024
+    max_form_field_size: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
