@@ -14,10 +14,11 @@ from typing import Any, Callable, Generic, Iterable, Optional, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from .._twisted import headers_raw
 from .accesslog import AccessLog
+from .adapt import exchange_of
 from .compress import Compression
 from .errors import send_error
 
@@ -177,9 +178,12 @@ class HostDispatch(Resource):
 
     def render(self, request: Request) -> Any:
         site, status = self.site_for(request)
+        exchange = exchange_of(request)
         if site is None:
-            return send_error(request, status)
-        request.site = site  # type: ignore[assignment]  # its compression and access log (FrontSite.log reads the latter)
+            send_error(exchange, status)
+            return NOT_DONE_YET
+        request.site = site  # type: ignore[assignment]  # its access log (FrontSite.log reads it)
+        exchange.compression = site.compression  # the exchange's write path decides with the site's own
         return site.app.render(request)
 
     # -- what the service asks of its app --------------------------------------------
