@@ -84,14 +84,6 @@ def _spelling(name: bytes) -> bytes:
     return found
 
 
-def _address(address: Any) -> Address:
-    """A twisted address as an :class:`Address` (a UNIX socket has no host: ``("unix:", 0)``)."""
-    host = getattr(address, "host", None)
-    if host is None:
-        return _UNIX
-    return _new_tuple(Address, (host, address.port))  # type: ignore[no-any-return]
-
-
 def exchange_of(request: Any) -> Any:
     """The Exchange that serves *request*: the request itself when it is one, else its (new) RequestExchange."""
     found = getattr(request, "exchange", None)
@@ -106,20 +98,26 @@ class RequestExchange:
     """The :class:`fephp.web.exchange.Exchange` of one twisted.web ``Request``."""
 
     __slots__ = (
-        "request", "_front", "method", "target", "version", "_state", "_status", "response_headers", "_preset", "_reason", "_encoder",
+        "request", "_front", "method", "target", "version", "state", "status", "response_headers", "_preset", "_reason",
+        "_encoder",
         "compression", "header_edits", "_headers", "request_id", "_started_at",
         "first_byte_at", "kind", "backend_name", "php_started_at", "php_ended_at",
     )
 
     def __init__(self, request: Any) -> None:
         self.request = request
-        front = self._front = _is_front(request)
+        front = _front_classes.get(type(request))
+        if front is None:
+            front = _is_front(request)
+        self._front = front
         #: The request line's parts, as the Request holds them (FrontRequest made an absolute-form target origin-form).
         self.method: bytes = request.method
         self.target: bytes = request.uri
         self.version: bytes = request.clientproto
-        self._state = _RECEIVED
-        self._status = 0
+        #: Moved on by the response calls; LOST told by FrontRequest.connectionLost (:meth:`lost`) or Twisted's notifyFinish.
+        self.state = _RECEIVED
+        #: The status of ``start_response`` (FrontSite.log takes one Twisted's Request wrote itself, a 500, from it).
+        self.status = 0
         self.response_headers: HeaderList = []
         self._preset: Optional[HeaderList] = None
         self._reason: Optional[bytes] = None
@@ -140,6 +138,7 @@ class RequestExchange:
         else:
             self.compression = None
             self._started_at = _monotonic()
+            request.notifyFinish().addErrback(self._lost_plain)
             given = request.requestHeaders.getRawHeaders(b"x-request-id")
             if given is not None and len(given) == 1 and _REQUEST_ID.fullmatch(given[0]):
                 self.request_id = given[0]
@@ -175,11 +174,15 @@ class RequestExchange:
 
     @property
     def client(self) -> Address:
-        return _address(self.request.getClientAddress())
+        address = self.request.getClientAddress()
+        host = getattr(address, "host", None)  # a UNIX socket's has none
+        return _UNIX if host is None else _new_tuple(Address, (host, address.port))  # type: ignore[no-any-return]
 
     @property
     def server(self) -> Address:
-        return _address(self.request.getHost())
+        address = self.request.getHost()
+        host = getattr(address, "host", None)
+        return _UNIX if host is None else _new_tuple(Address, (host, address.port))  # type: ignore[no-any-return]
 
     @property
     def body(self) -> Body:
@@ -199,19 +202,14 @@ class RequestExchange:
     def started_at(self) -> float:
         return self._started_at
 
-    @property
-    def state(self) -> ExchangeState:
-        state = self._state
-        if state is not _FINISHED and state is not _LOST and request_disconnected(self.request):
-            state = self._state = _LOST
-        return state
+    def lost(self) -> None:
+        """The client went away (FrontRequest.connectionLost says so): LOST unless the response was finished."""
+        if self.state is not _FINISHED:
+            self.state = _LOST
 
-    @property
-    def status(self) -> int:
-        """The status of ``start_response``; one the Request got elsewhere (Twisted's 500) once written."""
-        if self._status == 0 and self.request.startedWriting:
-            return self.request.code  # type: ignore[no-any-return]
-        return self._status
+    def _lost_plain(self, reason: Any) -> None:
+        """A plain Request's notifyFinish failed: its client went before finish."""
+        self.lost()
 
     @property
     def bytes_sent(self) -> int:
@@ -226,23 +224,34 @@ class RequestExchange:
         if preset:
             headers[:0] = preset
         self.response_headers = headers
-        self._status = status
+        self.status = status
         self._reason = reason
-        if self._state is _RECEIVED:
-            self._state = _RESPONDING
+        if self.state is _RECEIVED:
+            self.state = _RESPONDING
 
-    def _begin(self, data: bytes) -> bytes:
-        """The first body bytes: compression decides, the head goes into the Request; returns what to write."""
-        self.first_byte_at = _monotonic()
-        if self._state is _RECEIVED:
-            self.start_response(200, [])
+    def write(self, data: bytes) -> None:
         request = self.request
+        if self.first_byte_at is not None:
+            encoder = self._encoder
+            if encoder is not None:
+                data = encoder.compress(data)
+                if not data:
+                    return
+            if self._front:
+                site_request_write(request, data)
+            else:
+                request.write(data)
+            return
+        # The first body bytes: the rules' edits, compression's decision, then the head into the Request.
+        self.first_byte_at = _monotonic()
+        if self.state is _RECEIVED:
+            self.start_response(200, [])
         if self.header_edits:
             self._edit(request)
         compression = self.compression
         if compression is not None:
             data, self._encoder = compression.begin(self, data)
-        request.setResponseCode(self._status, self._reason)
+        request.setResponseCode(self.status, self._reason)
         if self._front:
             raw = headers_raw(request.responseHeaders)
             spelling = _spellings.get
@@ -257,7 +266,10 @@ class RequestExchange:
             add = request.responseHeaders.addRawHeader
             for name, value in self.response_headers:
                 add(name, value)
-        return data
+        if self._front:
+            site_request_write(request, data)
+        else:
+            request.write(data)
 
     def _edit(self, request: Any) -> None:
         """The rules' edits on the whole head: the Request's own fields (Server, Date, X-Request-Id) taken into the list first."""
@@ -267,19 +279,6 @@ class RequestExchange:
             headers.removeHeader(name)
         self.response_headers[:0] = own
         edit_headers(self.response_headers, self.header_edits)
-
-    def write(self, data: bytes) -> None:
-        request = self.request
-        if self.first_byte_at is None:
-            data = self._begin(data)
-        elif self._encoder is not None:
-            data = self._encoder.compress(data)
-            if not data:
-                return
-        if self._front:
-            site_request_write(request, data)
-        else:
-            request.write(data)
 
     def write_pieces(self, pieces: Sequence[Union[bytes, memoryview]]) -> None:
         if self._front and self.first_byte_at is not None and self._encoder is None:
@@ -300,13 +299,13 @@ class RequestExchange:
             tail = encoder.finish()
             if tail:
                 _http_write(request, tail) if self._front else request.write(tail)
-        self._state = _FINISHED
+        self.state = _FINISHED
         request.finish()
 
     def abort(self) -> None:
-        if self._state is _FINISHED or self._state is _LOST:
+        if self.state is _FINISHED or self.state is _LOST:
             return
-        self._state = _LOST
+        self.state = _LOST
         request = self.request
         if self._front:
             request.channel.abort_response()  # HTTP/1.1: the connection cut; HTTP/2: the stream reset

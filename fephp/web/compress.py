@@ -278,7 +278,11 @@ class Compression:
         """
         headers = exchange.response_headers
         length: Optional[int] = None
-        known = _value(headers, b"content-length")
+        known = None
+        for name, value in headers:
+            if name == b"content-length":
+                known = value
+                break
         if known is not None:
             try:
                 length = int(known)
@@ -330,14 +334,6 @@ class Compression:
         # One compressor per stream: a ZstdCompressor runs one operation at a time.
         s = _zstd.ZstdCompressor(compression_params=self._zstd_params).compressobj()
         return Encoder(s.compress, lambda: s.flush(_zstd.COMPRESSOBJ_FLUSH_BLOCK), s.flush)
-
-
-def _value(headers: HeaderList, name: bytes) -> Optional[bytes]:
-    """The first value of *name* in *headers*, or None."""
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 def _set(headers: HeaderList, name: bytes, value: bytes) -> None:

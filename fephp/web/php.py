@@ -172,7 +172,8 @@ class _PHPResponse:
                     # The whole body is here: its length is known.
                     held = self._held
                     headers.append((b"content-length", b"%d" % (len(held[0]) if len(held) == 1 else sum(map(len, held)))))
-            self._start()
+            self._head = None
+            self._exchange.start_response(status, headers, head[1])
         self.flush()
         return True
 
@@ -251,7 +252,17 @@ class PHPHandler:
             content.seek(0)
         method = exchange.method
         headers = exchange.headers
-        if exchange.header(b"x-sendfile-type") is not None or exchange.header(b"x-accel-mapping") is not None:
+        content_type = host = None
+        strip = False
+        for name, value in headers:
+            # The last of each, as Twisted's getHeader gave them.
+            if name == b"content-type":
+                content_type = value
+            elif name == b"host":
+                host = value
+            elif name in _SENDFILE_REQUEST:
+                strip = True
+        if strip:
             headers = [(name, value) for name, value in headers if name not in _SENDFILE_REQUEST]
         if self.sendfile is not None:
             headers = headers + self.sendfile.request_headers()
@@ -264,7 +275,7 @@ class PHPHandler:
             query_string=query,
             headers=headers,
             content_length=length if length or method in _BODY_METHODS else None,
-            content_type=exchange.header(b"content-type"),
+            content_type=content_type,
             server_protocol=version,
             https=exchange.scheme == b"https",
             # A UNIX-socket listener has no IP or port: "unix:" and 0, as
@@ -273,7 +284,7 @@ class PHPHandler:
             remote_port=client.port,
             server_addr=server.host,
             server_port=server.port,
-            host=exchange.header(b"host"),
+            host=host,
         )
         env = build_env(
             facts,

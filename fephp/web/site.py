@@ -107,6 +107,9 @@ class FrontRequest(server.Request):
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         super().connectionLost(reason)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.lost()
         call = self._on_lost
         if call is not None:
             self._on_lost = None
@@ -1001,7 +1004,11 @@ class FrontSite(server.Site):
 
     def log(self, request: Any) -> None:
         """One finished request: counted in the figures, written to the access log (both from its Exchange)."""
-        exchange = exchange_of(request)
+        exchange = getattr(request, "exchange", None)
+        if exchange is None:
+            exchange = exchange_of(request)  # fephp's own exchange, or a head refused before process()
+        elif exchange.status == 0 and request.startedWriting:
+            exchange.status = request.code  # Twisted's Request answered itself (processingFailed's 500)
         now = _monotonic()
         figures = self.figures
         if figures is not None:
