@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pytest
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyChannel
 
 from fephp.web.hosts import HostDispatch, HostMap, VirtualSite, host_name
@@ -93,8 +93,10 @@ def test_dispatch_renders_the_hosts_site() -> None:
 def test_dispatch_unknown_host(host: Optional[bytes], status: int) -> None:
     """A Host no site names (or none) without a default site gets the configured status and fephp's page."""
     request = _request(host)
-    body = _dispatch().render(request)
+    channel: Any = request.channel
+    assert _dispatch().render(request) is NOT_DONE_YET  # written through the request's Exchange
     assert request.code == status
+    body = channel.transport.written.getvalue().partition(b"\r\n\r\n")[2]
     assert body == (b"<!DOCTYPE html>\n<html><head><title>421 Misdirected Request</title></head>"
                     b"<body><h1>421 Misdirected Request</h1></body></html>\n")
 
