@@ -3,9 +3,11 @@
 Each implementation is a :class:`Carrier`: it serves one request head over
 an in-memory connection, hands the app's side (a scenario) the Exchange, and
 lets the test read what the client got, lose the connection, and pause and
-resume the transport.  A new implementation (fephp's own HTTP/1.1
-protocol, an HTTP/2 stream's exchange) adds its Carrier to
-:data:`CARRIERS`; every scenario then runs against it.
+resume the transport.  :data:`CARRIERS` holds RequestExchange over
+FrontRequest on fephp's Twisted-based channel, fephp's own HTTP/1.1
+protocol (H1Exchange) and RequestExchange over Twisted's plain Request; a
+new implementation (an HTTP/2 stream's own exchange) adds its Carrier
+there and every scenario runs against it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,17 @@ class FrontCarrier(Carrier):
         return site
 
 
+class H1Carrier(FrontCarrier):
+    """fephp's own HTTP/1.1 protocol (fephp.web.h1), whose H1Exchange is the Exchange itself."""
+
+    name = "fephp-http1"
+
+    def site(self, app: Resource) -> Any:
+        site = FrontSite(app, timeout=None, reactor=Clock(), http1="fephp")
+        site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
+        return site
+
+
 class PlainCarrier(Carrier):
     """RequestExchange over Twisted's own Request in a plain twisted.web Site."""
 
@@ -88,7 +101,7 @@ class PlainCarrier(Carrier):
 
 
 #: Every implementation the scenarios run against.
-CARRIERS = [FrontCarrier(), PlainCarrier()]
+CARRIERS = [FrontCarrier(), H1Carrier(), PlainCarrier()]
 
 
 class Served:
