@@ -67,12 +67,13 @@ def _site_yaml(name: str, root: Path, tls: Optional[tuple[Path, Path]], default:
 class Sites:
     """A twistd fephp with sites a, b and *.c on one plain and one TLS listener, each site's pool of the managed php-fpm."""
 
-    def __init__(self, tmp_path: Path, shared: Path, tls_engine: str = "pyopenssl") -> None:
+    def __init__(self, tmp_path: Path, shared: Path, tls_engine: str = "pyopenssl", workers: int = 1) -> None:
         require_binary(find_php("php-fpm"), "php-fpm")
         self.tls_engine = tls_engine
         self.tmp = tmp_path
         self.shared = shared
         self.config = tmp_path / "fephp.yaml"
+        self.workers = workers
         self.roots = {name: _root(shared, name) for name in ("a", "b", "c", "d")}
         self.certs = {name: named_certificate(tmp_path, f"{name}.example") for name in ("a", "b")}
         self.fallback = self_signed_pem(tmp_path)
@@ -80,7 +81,10 @@ class Sites:
         self.pidfile = daemonize(tmp_path, self.config)
         wait_for(self.pidfile.exists, "the pidfile")
         self.pid = int(self.pidfile.read_text())
-        self.port, self.tls_port = listening_on(self.pid, 2)
+        if workers > 1:
+            (self.port,) = listening_on(self.pid, 1)
+        else:
+            self.port, self.tls_port = listening_on(self.pid, 2)
         self.log = tmp_path / "fephp.log"
         wait_for(lambda: self.ask("a.example", "/only-a.txt")[0] == 200, "the listener", within=60)
 
@@ -90,8 +94,11 @@ class Sites:
             "tcp:0:interface=127.0.0.1",
             f"ssl:0:interface=127.0.0.1:privateKey={self.fallback}:certKey={self.fallback}",
         ]
+        if self.workers > 1:
+            listen = listen[:1]  # TLS is not shared by worker processes
         text = (
             "server:\n"
+            f"  workers: {self.workers}\n"
             f"  listen: [{', '.join(repr(x) for x in listen)}]\n"
             "  shutdown_grace: 5\n"
             f"  unknown_host: {unknown_host}\n"
@@ -152,6 +159,19 @@ def sites_stdlib(tmp_path: Path, shared: Path) -> Iterator[Sites]:
     s = Sites(tmp_path, shared, tls_engine="stdlib")
     yield s
     s.stop()
+
+
+def test_sites_with_worker_processes(tmp_path: Path, shared: Path) -> None:
+    """With server.workers: 2, each worker process finds each site's pool of the parent's php-fpm beside the first."""
+    s = Sites(tmp_path, shared, workers=2)
+    try:
+        user = {name: (SITES[name][2] if os.geteuid() == 0 and SITES[name][2] else "root") for name in "abc"}
+        for _ in range(4):  # both worker processes, whichever accepts
+            assert s.ask("a.example", "/who.php") == (200, f"site-a Europe/Paris {user['a']}".encode())
+            assert s.ask("b.example", "/who.php") == (200, f"site-b Asia/Tokyo {user['b']}".encode())
+        assert s.ask("other.example", "/who.php")[0] == 421
+    finally:
+        s.stop()
 
 
 def test_each_site_sees_its_own_root_and_php_ini(sites: Sites) -> None:
