@@ -465,7 +465,8 @@ def build_sites(config: Config, reactor: Any, backends: Mapping[str, Backend]) -
     for site in config.sites:
         view = site_view(config, site)
         app = build_app(view, reactor, backends[site.name])
-        virtual = VirtualSite(site.name, app, compression=build_compression(view), access_log=site.access_log)
+        virtual = VirtualSite(site.name, app, compression=build_compression(view), access_log=site.access_log,
+                              figures=SiteFigures() if config.admin.listen else None)
         sites.append(virtual)
         if site.default:
             default = virtual

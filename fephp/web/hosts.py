@@ -21,6 +21,7 @@ from .accesslog import AccessLog
 from .adapt import exchange_of
 from .compress import Compression
 from .errors import send_error
+from .figures import SiteFigures
 
 __all__ = ["HostDispatch", "HostMap", "VirtualSite", "connection_server_name", "host_name"]
 
@@ -99,8 +100,11 @@ class VirtualSite:
     (:meth:`bind`), so that the request path reads one attribute either way.
     """
 
-    def __init__(self, name: str, app: Any, *, compression: Optional[Compression], access_log: Optional[str] = None) -> None:
+    def __init__(self, name: str, app: Any, *, compression: Optional[Compression], access_log: Optional[str] = None,
+                 figures: Optional[SiteFigures] = None) -> None:
         self.name = name
+        #: This site's requests counted apart (the admin side's ``site`` label), when figures are kept.
+        self.site_figures = figures
         self.app = app
         self.compression = compression
         self.access_log_path = access_log

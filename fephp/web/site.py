@@ -834,6 +834,8 @@ class FrontSite(server.Site):
 
     requestFactory = FrontRequest
     protocol = _Channel  # type: ignore[assignment]  # Twisted types it as its own channel
+    #: One site's figures apart from the whole's: only a VirtualSite has them.
+    site_figures: Optional[SiteFigures] = None
 
     def __init__(
         self,
@@ -1011,10 +1013,13 @@ class FrontSite(server.Site):
             exchange.status = request.code  # Twisted's Request answered itself (processingFailed's 500)
         now = _monotonic()
         figures = self.figures
+        # One site of several (fephp.web.hosts.VirtualSite): its own figures and log, or this one's log.
+        view = getattr(request, "site", None) or self
         if figures is not None:
             figures.exchange_done(exchange, now)
-        # One site of several has its own log or this one (fephp.web.hosts.VirtualSite).
-        access = (getattr(request, "site", None) or self)._access
+            if view.site_figures is not None:
+                view.site_figures.exchange_done(exchange, now)
+        access = view._access
         if access is None:
             return
         entry = logged_request(exchange, now, self.secret_query)

@@ -82,9 +82,9 @@ class Sites:
         wait_for(self.pidfile.exists, "the pidfile")
         self.pid = int(self.pidfile.read_text())
         if workers > 1:
-            (self.port,) = listening_on(self.pid, 1)
+            self.port, self.admin_port = listening_on(self.pid, 2)
         else:
-            self.port, self.tls_port = listening_on(self.pid, 2)
+            self.port, self.tls_port, self.admin_port = listening_on(self.pid, 3)
         self.log = tmp_path / "fephp.log"
         wait_for(lambda: self.ask("a.example", "/only-a.txt")[0] == 200, "the listener", within=60)
 
@@ -103,6 +103,8 @@ class Sites:
             "  shutdown_grace: 5\n"
             f"  unknown_host: {unknown_host}\n"
             f"  tls_engine: {self.tls_engine}\n"
+            "admin:\n"
+            "  listen: ['tcp:port=0:interface=127.0.0.1']\n"
             "sites:\n"
         )
         for name in names:
@@ -294,3 +296,20 @@ def test_doctor_probes_each_site(sites: Sites) -> None:
     assert ran == [f"ok: site {name}: php-fpm ran {sites.roots[name]}/index.php: status 200, 6 bytes" for name in "abc"]
     accepts = [line.strip().rsplit("/", 1)[1] for line in result.stdout.splitlines() if "accepts connections" in line]
     assert accepts == ["site-a.sock", "site-b.sock", "site-c.sock"]
+
+
+def test_metrics_count_each_site_apart(sites: Sites) -> None:
+    """/metrics counts each site's requests under its own site label, beside the whole's."""
+    for _ in range(3):
+        assert sites.ask("a.example", "/only-a.txt")[0] == 200
+    assert sites.ask("x.c.example", "/who.php")[0] == 200
+    with socket.create_connection(("127.0.0.1", sites.admin_port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = [line for line in data.decode().splitlines() if line.startswith("fephp_site_http_requests_total")]
+    assert lines == [
+        'fephp_site_http_requests_total{code="2xx",kind="static",method="GET",site="a"} 4.0',
+        'fephp_site_http_requests_total{code="2xx",kind="php",method="GET",site="c"} 1.0',
+    ]
