@@ -409,6 +409,11 @@ class TLSServerProtocol(ProtocolWrapper):
         chosen = self._sslobj.selected_alpn_protocol()
         return chosen.encode("ascii") if chosen else None
 
+    @property
+    def server_name(self) -> Optional[str]:
+        """The name the client gave by SNI (recorded by the servername callback, so only with ``sni``), or None."""
+        return getattr(self._sslobj, "fephp_server_name", None) if self._sslobj is not None else None
+
     def getPeerCertificate(self) -> Optional[bytes]:
         """The client's certificate in DER, or None (fephp asks for none)."""
         if self._sslobj is None or self._state is _State.HANDSHAKING:
@@ -452,6 +457,8 @@ def _sni_callback(context: ssl.SSLContext, sni: SNIHook, protocols: list[str]) -
     """OpenSSL's servername callback for *context*: the connection moves to the context *sni* picks."""
 
     def callback(sslobj: Any, name: Optional[str], _: ssl.SSLContext) -> None:
+        # For TLSServerProtocol.server_name: a Host of another site than this name gets 421 (fephp.web.hosts).
+        sslobj.fephp_server_name = name
         chosen = sni(name)
         if chosen is not None and chosen is not context:
             if protocols:

@@ -84,8 +84,12 @@ def connection_server_name(request: Request) -> Optional[bytes]:
     transport = getattr(channel, "transport", None)
     if transport is None:  # an HTTP/2 stream: its connection has the transport
         transport = getattr(getattr(channel, "_connection", None), "transport", None)
-    handle = transport.getHandle() if transport is not None else None
-    get = getattr(handle, "get_servername", None)  # an OpenSSL Connection (TLSMemoryBIOProtocol's handle)
+    if transport is None:
+        return None
+    given = getattr(transport, "server_name", None)  # fephp.server.tls's TLSServerProtocol (tls_engine: stdlib)
+    if isinstance(given, str):
+        return host_name(given.encode("ascii", "replace"))
+    get = getattr(transport.getHandle(), "get_servername", None)  # an OpenSSL Connection (TLSMemoryBIOProtocol's)
     if get is None:
         return None
     name = get()

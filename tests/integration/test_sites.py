@@ -239,17 +239,18 @@ def test_sni_picks_the_sites_certificate(sites: Sites) -> None:
 
 
 def test_sni_and_alpn_with_the_stdlib_engine(sites_stdlib: Sites) -> None:
-    """With tls_engine stdlib the sites' certificates are chosen by SNI too, and h2 is agreed on a site's context."""
+    """With tls_engine stdlib the sites' certificates are chosen by SNI too, h2 is agreed on a site's context, and another site's Host gets 421."""
     port = sites_stdlib.tls_port
     subjects = [_tls_subject(port, name) for name in ("a.example", "b.example", "x.c.example")]
     client = H2Client(port, server_hostname="a.example")
     try:
         alpn = client.alpn
         mine = client.wait(client.request("GET", "/only-a.txt", authority="a.example"))
+        other = client.wait(client.request("GET", "/only-b.txt", authority="b.example"))
     finally:
         client.close()
-    assert (subjects, alpn, mine.status, bytes(mine.body)) == (
-        ["CN=a.example", "CN=b.example", "CN=127.0.0.1"], "h2", 200, b"file of a\n")
+    assert (subjects, alpn, mine.status, bytes(mine.body), other.status) == (
+        ["CN=a.example", "CN=b.example", "CN=127.0.0.1"], "h2", 200, b"file of a\n", 421)
 
 
 def test_http2_host_not_of_the_sni_site_is_misdirected(sites: Sites) -> None:
