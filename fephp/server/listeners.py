@@ -20,7 +20,8 @@ from one to the other on the same socket.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Mapping, Optional, Sequence
 
 from OpenSSL import SSL, crypto
 from twisted.application.service import Service
@@ -61,16 +62,23 @@ def load_tls(tls: TLSConfig, protocols: Sequence[bytes] = ()) -> SSL.Context:
 
 
 class SNIMap:
-    """The TLS contexts of the sites with ``tls``, by the names their hosts give; the default site's for the rest."""
+    """The TLS contexts of the sites with ``tls``, by the names their hosts give; the default site's for the rest.
 
-    def __init__(self, sites: Sequence[SiteConfig], protocols: Sequence[bytes]) -> None:
+    *obtained* is where certificates a site did not name come in, by site
+    name (ACME's, issue 20: the chain and key its state folder holds, as a
+    TLSConfig); a site's own ``tls`` files are overridden by them.
+    """
+
+    def __init__(self, sites: Sequence[SiteConfig], protocols: Sequence[bytes],
+                 obtained: Optional[Mapping[str, TLSConfig]] = None) -> None:
+        if obtained:
+            sites = [replace(site, tls=obtained.get(site.name, site.tls)) for site in sites]
         self._sites = tuple(site for site in sites if site.tls is not None)
         self._hook: Optional[SNIHook] = None
         entries = []
         default = None
-        for site in sites:
-            if site.tls is None:
-                continue
+        for site in self._sites:
+            assert site.tls is not None
             context = load_tls(site.tls, protocols)
             entries.append((site.hosts, context))
             if site.default:

@@ -25,6 +25,9 @@ from .figures import SiteFigures
 
 __all__ = ["HostDispatch", "HostMap", "VirtualSite", "connection_server_name", "host_name"]
 
+#: Bound on the Host values whose site HostDispatch remembers: past it, the memory starts again empty.
+HOST_CACHE_SIZE = 1024
+
 T = TypeVar("T")
 
 
@@ -146,6 +149,9 @@ class VirtualSite:
             access.reopen()
 
 
+_UNSEEN: Any = object()
+
+
 class HostDispatch(Resource):
     """The one leaf resource of several sites: the Host chooses the site, whose app renders the request.
 
@@ -164,6 +170,8 @@ class HostDispatch(Resource):
         self.sites = list(sites)
         self.hosts = hosts
         self.unknown_status = unknown_status
+        #: Host value as sent -> its site (or None): most requests repeat a few values.
+        self._by_value: dict[bytes, Optional[VirtualSite]] = {}
         #: The FrontSite reads it for the Server header.
         self.server_software = server_software
 
@@ -175,7 +183,17 @@ class HostDispatch(Resource):
     def site_for(self, request: Request) -> "tuple[Optional[VirtualSite], int]":
         """The site of *request*, or None and the status to answer (the unknown host's, or 421)."""
         given = headers_raw(request.requestHeaders).get(b"Host")
-        site = self.hosts.find(host_name(given[0]) if given else None)
+        if given:
+            value = given[0]
+            cache = self._by_value
+            site = cache.get(value, _UNSEEN)
+            if site is _UNSEEN:
+                site = self.hosts.find(host_name(value))
+                if len(cache) >= HOST_CACHE_SIZE:
+                    cache.clear()  # a client sending ever new names cannot grow it
+                cache[value] = site
+        else:
+            site = self.hosts.default
         if site is None:
             return None, self.unknown_status
         if request.isSecure():

@@ -8,7 +8,7 @@ import pytest
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from fephp.web.hosts import HostDispatch, HostMap, VirtualSite, host_name
+from fephp.web.hosts import HOST_CACHE_SIZE, HostDispatch, HostMap, VirtualSite, host_name
 
 
 @pytest.mark.parametrize(
@@ -106,3 +106,14 @@ def test_dispatch_unknown_host_404() -> None:
     request = _request(b"other.example")
     _dispatch(404).render(request)
     assert request.code == 404
+
+
+def test_dispatch_remembers_a_bounded_number_of_host_values() -> None:
+    """Host values are remembered with their site, at most HOST_CACHE_SIZE of them, whatever a client sends."""
+    dispatch = _dispatch()
+    for n in range(HOST_CACHE_SIZE + 10):
+        dispatch.render(_request(b"n%d.example" % n))
+    assert len(dispatch._by_value) == 10
+    request = _request(b"A.example:80")
+    assert (dispatch.render(request), dispatch.render(_request(b"A.example:80"))) == (b"a", b"a")
+    assert dispatch._by_value[b"A.example:80"] is dispatch.sites[0]
