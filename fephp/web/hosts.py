@@ -129,24 +129,21 @@ class VirtualSite:
 
     # -- the access log, opened and closed with the FrontSite's ------------------------
 
-    # ``_access`` is set only when the site has its own log: else it is the FrontSite's.
-    _own_log = False
+    #: The site's own access log while open; None: the FrontSite's is written.
+    own_access: Optional[AccessLog] = None
 
     def open_log(self, call_later: Callable[..., Any]) -> None:
-        if self.access_log_path is not None and not self._own_log:
-            self._own_log = True
-            self._access = AccessLog(self.access_log_path, call_later)
+        if self.access_log_path is not None and self.own_access is None:
+            self.own_access = AccessLog(self.access_log_path, call_later)
 
     def close_log(self) -> None:
-        access = self.__dict__.pop("_access", None)
-        self._own_log = False
+        access, self.own_access = self.own_access, None
         if access is not None:
             access.close()
 
     def reopen_log(self) -> None:
-        access = self.__dict__.get("_access")
-        if access is not None:
-            access.reopen()
+        if self.own_access is not None:
+            self.own_access.reopen()
 
 
 _UNSEEN: Any = object()

@@ -834,8 +834,9 @@ class FrontSite(server.Site):
 
     requestFactory = FrontRequest
     protocol = _Channel  # type: ignore[assignment]  # Twisted types it as its own channel
-    #: One site's figures apart from the whole's: only a VirtualSite has them.
+    #: One site's figures apart from the whole's, and its own access log: only a VirtualSite has them.
     site_figures: Optional[SiteFigures] = None
+    own_access: Optional[AccessLog] = None
 
     def __init__(
         self,
@@ -1019,7 +1020,7 @@ class FrontSite(server.Site):
             figures.exchange_done(exchange, now)
             if view.site_figures is not None:
                 view.site_figures.exchange_done(exchange, now)
-        access = view._access
+        access = view.own_access or self._access
         if access is None:
             return
         entry = logged_request(exchange, now, self.secret_query)

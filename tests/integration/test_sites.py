@@ -109,6 +109,9 @@ class Sites:
         )
         for name in names:
             text += _site_yaml(name, self.roots[name], self.certs.get(name))
+            if name == "a":
+                text += f"    access_log: {self.tmp / 'a.log'}\n"
+        text += f"logging:\n  access_log: {self.tmp / 'all.log'}\n"
         self.config.write_text(text)
 
     def ask(self, host: Optional[str], path: str, version: str = "HTTP/1.1") -> tuple[int, bytes]:
@@ -313,4 +316,19 @@ def test_metrics_count_each_site_apart(sites: Sites) -> None:
     assert lines == [
         'fephp_site_http_requests_total{code="2xx",kind="static",method="GET",site="a"} 4.0',
         'fephp_site_http_requests_total{code="2xx",kind="php",method="GET",site="c"} 1.0',
+    ]
+
+
+def test_a_site_with_its_own_access_log(sites: Sites) -> None:
+    """A site with access_log writes its requests there; the others write to logging.access_log."""
+    assert sites.ask("a.example", "/only-a.txt?site=a")[0] == 200
+    assert sites.ask("b.example", "/only-b.txt?site=b")[0] == 200
+    own, shared = sites.tmp / "a.log", sites.tmp / "all.log"
+    wait_for(lambda: own.exists() and "site=a" in own.read_text(), "site a's line in its own log")
+    wait_for(lambda: shared.exists() and "site=b" in shared.read_text(), "site b's line in the shared log")
+    assert [line.split('"')[3] for line in own.read_text().splitlines() if "site=" in line] == [
+        "GET /only-a.txt?site=a HTTP/1.1"
+    ]
+    assert [line.split('"')[3] for line in shared.read_text().splitlines() if "site=" in line] == [
+        "GET /only-b.txt?site=b HTTP/1.1"
     ]
