@@ -465,6 +465,11 @@ class H1Exchange:
     def getClientAddress(self) -> Address:  # noqa: N802 - Twisted's name
         return self.client
 
+    @property
+    def transport(self) -> Any:
+        """The connection's transport, as Twisted's Request has it (fephp.web.hosts reads its TLS server name)."""
+        return self._protocol.transport
+
 
 @implementer(IPushProducer)
 class H1Protocol(Protocol):

@@ -14,9 +14,8 @@ from typing import Any, Callable, Generic, Iterable, Optional, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET
 
-from .._twisted import headers_raw
 from .accesslog import AccessLog
 from .adapt import exchange_of
 from .compress import Compression
@@ -81,12 +80,15 @@ class HostMap(Generic[T]):
         return self.default
 
 
-def connection_server_name(request: Request) -> Optional[bytes]:
-    """The name the client asked for in TLS (SNI) on *request*'s connection, lowercase; None without TLS or SNI."""
-    channel: Any = request.channel
-    transport = getattr(channel, "transport", None)
+def connection_server_name(request: Any) -> Optional[bytes]:
+    """The name the client asked for in TLS (SNI) on *request*'s connection, lowercase; None without TLS or SNI.
+
+    *request* is a twisted.web Request (its ``transport``, or an HTTP/2
+    stream's connection's) or fephp's own HTTP/1.x exchange (its ``transport``).
+    """
+    transport = getattr(request, "transport", None)
     if transport is None:  # an HTTP/2 stream: its connection has the transport
-        transport = getattr(getattr(channel, "_connection", None), "transport", None)
+        transport = getattr(getattr(getattr(request, "channel", None), "_connection", None), "transport", None)
     if transport is None:
         return None
     given = getattr(transport, "server_name", None)  # fephp.server.tls's TLSServerProtocol (tls_engine: stdlib)
@@ -177,11 +179,10 @@ class HostDispatch(Resource):
         for site in self.sites:
             site.bind(front)
 
-    def site_for(self, request: Request) -> "tuple[Optional[VirtualSite], int]":
-        """The site of *request*, or None and the status to answer (the unknown host's, or 421)."""
-        given = headers_raw(request.requestHeaders).get(b"Host")
-        if given:
-            value = given[0]
+    def site_for(self, exchange: Any, request: Any) -> "tuple[Optional[VirtualSite], int]":
+        """The site of *exchange* (*request*'s), or None and the status to answer (the unknown host's, or 421)."""
+        value = exchange.header(b"host")  # one at most: the channel refused two
+        if value:
             cache = self._by_value
             site = cache.get(value, _UNSEEN)
             if site is _UNSEEN:
@@ -193,19 +194,20 @@ class HostDispatch(Resource):
             site = self.hosts.default
         if site is None:
             return None, self.unknown_status
-        if request.isSecure():
+        if exchange.scheme == b"https":
             server_name = connection_server_name(request)
             if server_name is not None and self.hosts.find(server_name) is not site:
                 return None, 421
         return site, 200
 
-    def render(self, request: Request) -> Any:
-        site, status = self.site_for(request)
+    def render(self, request: Any) -> Any:
+        """Serve *request* (a twisted.web Request, or fephp's own HTTP/1.x exchange) with its Host's site's resource."""
         exchange = exchange_of(request)
+        site, status = self.site_for(exchange, request)
         if site is None:
             send_error(exchange, status)
             return NOT_DONE_YET
-        request.site = site  # type: ignore[assignment]  # its access log (FrontSite.log reads it)
+        request.site = site  # its access log and figures (FrontSite.log reads them)
         exchange.compression = site.compression  # the exchange's write path decides with the site's own
         return site.app.render(request)
 
