@@ -45,7 +45,6 @@ __all__ = [
     "View",
     "backend_part",
     "backend_pools",
-    "sites_figures",
     "backends_part",
     "render_status_html",
     "server_part",
@@ -163,11 +162,6 @@ def backend_pools(backend: Any) -> list[dict[str, Any]]:
     return []
 
 
-def sites_figures(site: Any) -> dict[str, Any]:
-    """Each site's own figures by name, when the FrontSite serves several (``sites``) and keeps figures."""
-    return {v.name: v.site_figures.figures() for v in getattr(site, "virtual_sites", ()) if v.site_figures is not None}
-
-
 def config_digest(text: Optional[str]) -> Optional[str]:
     return hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None
 
@@ -176,8 +170,11 @@ class LocalView:
     """The figures of the one serving process: *front* is its FrontService (read anew at each ask, so a reload shows at once)."""
 
     def __init__(self, front: Any, *, config: Callable[[], Any], config_text: Callable[[], Optional[str]],
-                 fpm: Callable[[], Optional[PHPFPMStatus]], reloads: Callable[[], int] = lambda: 0) -> None:
+                 fpm: Callable[[], Optional[PHPFPMStatus]], reloads: Callable[[], int] = lambda: 0,
+                 certificates: Callable[[], "list[dict[str, Any]]"] = lambda: []) -> None:
         self._front = front
+        #: The ACME certificates' figures (AcmeService.figures), for /status and /metrics.
+        self._certificates = certificates
         self._config = config
         self._config_text = config_text
         self._fpm = fpm
@@ -194,7 +191,6 @@ class LocalView:
             "index": 0,
             "pid": os.getpid(),
             "site": site.figures.figures() if site.figures is not None else None,
-            "sites": sites_figures(site),
             "connections": connections,
             "in_flight": in_flight,
             "pools": pools,
@@ -207,6 +203,7 @@ class LocalView:
                 "server": server_part(config, self._config_text(), self.started, "single", reloads=self._reloads()),
                 "processes": [process],
                 "backends": backends_part(config, pools, status, managed),
+                "certificates": self._certificates(),
             }
 
         return (fpm.status() if fpm is not None else succeed(None)).addCallback(done)

@@ -10,13 +10,13 @@ checkers above them.  ``docs/configuration.md`` describes every key.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import math
 import os
 import re
 import shutil
 from dataclasses import replace
-import ssl
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
@@ -32,9 +32,12 @@ from ..process.binaries import find_php, php_cli_for
 from ..web.compress import CODINGS
 from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
+from ..acme import Storage
+from .acme import storage_folder
 from .listeners import load_tls
 from .rules_config import parse_rules
 from .settings import (
+    AcmeConfig,
     AdminConfig,
     BackendConfig,
     CompressionConfig,
@@ -50,9 +53,6 @@ from .settings import (
     TLSConfig,
     WorkerConfig,
 )
-from .tls import ENGINES as TLS_ENGINES
-from .tls import context_from_description
-from .watch import glob_regex
 
 #: Config and ConfigError are re-exported: what load_config returns and raises.
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config"]
@@ -196,6 +196,7 @@ class _Validator:
         self.source = source
         self.base_dir = base_dir
         self.lines = lines
+        self.workers_count = 1
 
     def error(self, path: Path, problem: str) -> ConfigError:
         line = self.lines.get(()) if not path else None
@@ -229,6 +230,7 @@ class _Validator:
         )
         if not has_sites:
             return config
+        self.workers_count = config.server.workers  # tls.acme needs one process
         return replace(config, sites=self.sites(("sites",), data["sites"], config, sections["php"]))
 
     #: A value as an error names it ("a mapping", "the string 'x'"), for the parsers outside this class.
@@ -324,9 +326,8 @@ class _Validator:
         self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
                              "server_software", "server_name", "shutdown_grace", "workers", "http2",
                              "x_sendfile_roots", "early_hints", "early_hints_max_routes",
-                             "trusted_proxies", "real_ip_header", "unknown_host", "tls_engine"))
+                             "trusted_proxies", "real_ip_header", "unknown_host"))
         workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
-        tls_engine = self.choice((*p, "tls_engine"), data.get("tls_engine", defaults.tls_engine), TLS_ENGINES)
 
         def endpoint(path: Path, text: str) -> str:
             kind = text.split(":", 1)[0]
@@ -337,10 +338,7 @@ class _Validator:
                     " use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
                     " or set server.workers to 1",
                 )
-            text = self.server_endpoint(path, text)
-            if kind == "ssl" and tls_engine == "stdlib":
-                self.stdlib_tls(path, text)
-            return text
+            return self.server_endpoint(path, text)
 
         listen = self.string_list((*p, "listen"), data.get("listen", list(defaults.listen)), endpoint)
         if not listen:
@@ -387,7 +385,6 @@ class _Validator:
             early_hints_max_routes=max_routes,
             trusted_proxies=trusted,
             real_ip_header=real_ip_header,
-            tls_engine=tls_engine,
         )
 
     def index_name(self, path: Path, name: str) -> str:
@@ -482,7 +479,7 @@ class _Validator:
         compression = (self.compression(data["compression"] or {}, (*p, "compression"))
                        if "compression" in data else top.compression)
         access_log = self.access_log((*p, "access_log"), data["access_log"]) if "access_log" in data else None
-        tls = self.site_tls((*p, "tls"), data["tls"]) if data.get("tls") is not None else None
+        tls = self.site_tls((*p, "tls"), data["tls"], hosts) if data.get("tls") is not None else None
         rules = parse_rules(self, (*p, "rules"), data["rules"]) if "rules" in data else top.rules
         return SiteConfig(
             name=name, hosts=hosts, default=default, root=root, index=index,
@@ -498,11 +495,16 @@ class _Validator:
             raise self.error(path, f"must be a host name like example.com or *.example.com (no port, no path), not {text!r}")
         return host
 
-    def site_tls(self, path: Path, value: Any) -> TLSConfig:
-        """sites[].tls: certificate and key files (PEM), read now so that a bad pair fails here."""
+    def site_tls(self, path: Path, value: Any, hosts: tuple[str, ...] = ()) -> TLSConfig:
+        """sites[].tls: certificate and key files (PEM), read now so that a bad pair fails here; or acme (and
+        storage): the certificate for the site's hosts comes from an ACME CA."""
         if not isinstance(value, dict):
             raise self.error(path, f"must be a mapping with certificate and key, not {_describe(value)}")
-        self.known(value, path, ("certificate", "key"))
+        self.known(value, path, ("certificate", "key", "acme", "storage"))
+        if value.get("acme") is not None:
+            return self.site_acme(path, value, hosts)
+        if "storage" in value:
+            raise self.error((*path, "storage"), "is the folder of acme's certificates: it needs tls.acme")
         files = {}
         for key in ("certificate", "key"):
             if key not in value:
@@ -519,6 +521,80 @@ class _Validator:
             raise self.error(path, f"cannot use this certificate and key: {_strerror(e) or type(e).__name__}") from None
         return tls
 
+    def site_acme(self, path: Path, value: dict[Any, Any], hosts: tuple[str, ...]) -> TLSConfig:
+        """sites[].tls.acme and tls.storage: the CA, the account, the challenges; the files the certificate for
+        *hosts* will be stored in."""
+        for key in ("certificate", "key"):
+            if key in value:
+                raise self.error((*path, key), "cannot be given with acme, which stores its own certificate")
+        if self.workers_count > 1:
+            raise self.error((*path, "acme"), f"needs server.workers: 1 (ssl: listeners, which show its"
+                             f" certificates, cannot be shared by {self.workers_count} workers)")
+        if not hosts:
+            raise self.error((*path, "acme"), "needs the site's hosts: the names to obtain a certificate for")
+        for host in hosts:
+            if host.startswith("*."):
+                raise self.error((*path, "acme"), f"cannot obtain {host!r}: a wildcard needs DNS-01, which fephp does"
+                                 " not answer; name the hosts one by one")
+        p = (*path, "acme")
+        acme = value["acme"]
+        if not isinstance(acme, dict):
+            raise self.error(p, f"must be a mapping (email, directory, eab...), not {_describe(acme)}")
+        self.known(acme, p, ("email", "directory", "eab", "key_type", "challenges", "redirect", "ca_root"))
+        d = AcmeConfig()
+        email = self.string((*p, "email"), acme.get("email"), nullable=True)
+        if email is not None and ("@" not in email or any(c in email for c in " <>,")):
+            raise self.error((*p, "email"), f"must be one e-mail address, not {email!r}")
+        directory = self.string((*p, "directory"), acme.get("directory", d.directory))
+        assert directory is not None
+        if not directory.startswith("https://"):
+            raise self.error((*p, "directory"), f"must be an https:// URL (RFC 8555 6.1), not {directory!r}")
+        kid, hmac_key = None, None
+        if acme.get("eab") is not None:
+            eab = acme["eab"]
+            if not isinstance(eab, dict):
+                raise self.error((*p, "eab"), f"must be a mapping with kid and hmac_key, not {_describe(eab)}")
+            self.known(eab, (*p, "eab"), ("kid", "hmac_key"))
+            for key in ("kid", "hmac_key"):
+                if key not in eab:
+                    raise self.error((*p, "eab"), f"needs {key} (as the CA gave it)")
+            kid = self.string((*p, "eab", "kid"), eab["kid"])
+            encoded = self.string((*p, "eab", "hmac_key"), eab["hmac_key"])
+            assert encoded is not None
+            try:
+                hmac_key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            except ValueError:
+                hmac_key = b""
+            if len(hmac_key) < 16 or not re.fullmatch(r"[A-Za-z0-9_=-]+", encoded):
+                raise self.error((*p, "eab", "hmac_key"), "must be the CA's HMAC key in base64url (16 bytes or more)")
+        key_type = acme.get("key_type", d.key_type)
+        if key_type not in ("ecdsa-p256", "rsa-2048"):
+            raise self.error((*p, "key_type"), f"must be ecdsa-p256 or rsa-2048, not {_describe(key_type)}")
+        challenges = self.string_list((*p, "challenges"), acme.get("challenges", list(d.challenges)), self.challenge)
+        if not challenges or len(set(challenges)) != len(challenges):
+            raise self.error((*p, "challenges"), "must name http-01, tls-alpn-01 or both, each once")
+        redirect = self.boolean((*p, "redirect"), acme.get("redirect", d.redirect))
+        ca_root = None
+        if acme.get("ca_root") is not None:
+            text = self.string((*p, "ca_root"), acme["ca_root"])
+            assert text is not None
+            ca_root = self.absolute(text)
+            if not os.path.isfile(ca_root):
+                raise self.error((*p, "ca_root"), f"{ca_root} is not an existing file")
+        config = AcmeConfig(email, directory, kid, hmac_key, key_type, challenges, redirect, ca_root)
+        storage_text = self.string((*path, "storage"), value.get("storage", "acme"))
+        assert storage_text is not None
+        storage = self.absolute(storage_text)
+        if os.path.exists(storage) and not os.path.isdir(storage):
+            raise self.error((*path, "storage"), f"{storage} is not a folder")
+        folder = Storage(storage_folder(storage, directory)).folder_for(hosts)
+        return TLSConfig(str(folder / "chain.pem"), str(folder / "key.pem"), acme=config, storage=storage)
+
+    def challenge(self, path: Path, text: str) -> str:
+        if text not in ("http-01", "tls-alpn-01"):
+            raise self.error(path, f"must be http-01 or tls-alpn-01 (dns-01 is not answered), not {text!r}")
+        return text
+
     def access_log(self, path: Path, value: Any) -> Optional[str]:
         access = self.string(path, value, nullable=True)
         if access is not None and access != "-":
@@ -529,15 +605,6 @@ class _Validator:
             if os.path.isdir(access):
                 raise self.error(path, f"{access} is a directory")
         return access
-
-    def stdlib_tls(self, path: Path, text: str) -> None:
-        """An ``ssl:`` string's files as the standard library's ssl loads them (server.tls_engine: stdlib)."""
-        try:
-            context_from_description(text)
-        except (OSError, ssl.SSLError, ValueError) as e:
-            raise self.error(
-                path, f"the standard library's ssl (server.tls_engine: stdlib) cannot load {text!r} ({_strerror(e) or type(e).__name__})"
-            ) from None
 
     def sendfile_root(self, path: Path, text: str) -> SendfileRoot:
         """``/srv/files`` (X-Sendfile) or ``/srv/files=/protected/`` (also X-Accel-Redirect of /protected/...)."""
@@ -667,8 +734,7 @@ class _Validator:
             raise self.error(path, f"must be a mapping (script, command, count...), not {_describe(data)}")
         d = WorkerConfig("", ())
         self.known(data, path, ("script", "command", "count", "max_jobs", "max_memory", "ttl", "idle_ttl",
-                                "exec_timeout", "max_consecutive_failures", "env", "match", "watch",
-                                "upload_dir", "max_form_parts", "max_form_header_size", "max_form_field_size"))
+                                "exec_timeout", "max_consecutive_failures", "env", "match"))
         if "script" not in data:
             raise self.error(path, "needs a script (the worker's PHP entry point)")
         text = self.string((*path, "script"), data["script"])
@@ -700,34 +766,7 @@ class _Validator:
             ),
             env=env,
             match=self.string_list((*path, "match"), data.get("match", []), self.url_prefix),
-            watch=self.string_list((*path, "watch"), data.get("watch", []), self.watch_glob),
-            upload_dir=self.upload_dir((*path, "upload_dir"), data.get("upload_dir")),
-            max_form_parts=self.integer((*path, "max_form_parts"), data.get("max_form_parts", d.max_form_parts),
-                                        minimum=1),
-            max_form_header_size=self.size((*path, "max_form_header_size"),
-                                           data.get("max_form_header_size", d.max_form_header_size)),
-            max_form_field_size=self.size((*path, "max_form_field_size"),
-                                          data.get("max_form_field_size", d.max_form_field_size)),
         )
-
-    def upload_dir(self, path: Path, value: Any) -> Optional[str]:
-        """``php.worker.upload_dir``: an existing folder (relative to the config file), or null for the temp folder."""
-        text = self.string(path, value, nullable=True)
-        if text is None:
-            return None
-        folder = self.absolute(text)
-        if not os.path.isdir(folder):
-            raise self.error(path, f"{folder} is not an existing folder")
-        return folder
-
-    def watch_glob(self, path: Path, value: str) -> str:
-        """A ``php.worker.watch`` glob, made absolute from the configuration file's folder."""
-        pattern = self.absolute(value)
-        try:
-            glob_regex(pattern)
-        except ValueError as e:
-            raise self.error(path, str(e)) from None
-        return pattern
 
     def worker_env(self, path: Path, value: Any) -> Mapping[str, str]:
         """``php.worker.env``: variables added to the workers' environment (names as a shell takes them)."""

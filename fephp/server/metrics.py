@@ -121,25 +121,6 @@ class SnapshotCollector(Collector):
             connections.add_metric(k, process["connections"])
         yield from (requests, duration, first, sent, in_flight, connections)
 
-        # Several sites (``sites``): each one's requests apart, by its name.
-        site_requests = CounterMetricFamily(
-            "fephp_site_http_requests", "HTTP requests one site of several finished, by method, status class and kind.",
-            labels=["site", "method", "code", "kind", *wl],
-        )
-        site_duration = HistogramMetricFamily(
-            "fephp_site_http_request_duration_seconds", "One site's requests, from the end of the head to the end of the response.",
-            labels=["site", "kind", *wl],
-        )
-        for process in processes:
-            k = key(process)
-            for name, figures in sorted((process.get("sites") or {}).items()):
-                for method, code, kind, n in figures["requests"]:
-                    site_requests.add_metric([name, method, code, kind, *k], n)
-                for kind, h in figures["duration"].items():
-                    _add_histogram(site_duration, [name, kind, *k], h)
-        if site_requests.samples:
-            yield from (site_requests, site_duration)
-
         bl = ["backend", *wl]
         conns = GaugeMetricFamily("fephp_pool_connections", "Kept FastCGI connections, by state.", labels=[*bl, "state"])
         size = GaugeMetricFamily("fephp_pool_size", "The most connections the pool may hold (php.worker_pool_size).", labels=bl)
@@ -201,6 +182,22 @@ class SnapshotCollector(Collector):
                 if field in fpm:
                     fields[suffix].add_metric([name], fpm[field])
         yield from (up, procs, *fields.values(), restarts)
+
+        certificates = snap.get("certificates") or []
+        if certificates:
+            expiry = GaugeMetricFamily(
+                "fephp_tls_certificate_expiry_seconds", "Seconds until the ACME certificate serving the name expires.",
+                labels=["name"],
+            )
+            renewal_failures = CounterMetricFamily(
+                "fephp_tls_renewal_failures", "Failed attempts to obtain or renew the name's certificate.", labels=["name"]
+            )
+            for certificate in certificates:
+                for name in certificate["names"]:
+                    if certificate["expiry_seconds"] is not None:
+                        expiry.add_metric([name], certificate["expiry_seconds"])
+                    renewal_failures.add_metric([name], certificate["failures_total"])
+            yield from (expiry, renewal_failures)
 
         if labelled:
             yield GaugeMetricFamily("fephp_workers", "Worker processes running now.", value=sum(1 for p in processes if p.get("pid")))

@@ -20,6 +20,8 @@ from ..web.sendfile import SendfileRoot
 from ..web.static import CacheRule
 
 __all__ = [
+    "LETS_ENCRYPT",
+    "AcmeConfig",
     "AdminConfig",
     "BackendConfig",
     "CompressionConfig",
@@ -37,6 +39,29 @@ __all__ = [
     "changed_sections",
     "site_configs",
 ]
+
+
+#: ``tls.acme.directory``'s default: Let's Encrypt's production directory.
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    """A site's ``tls.acme``: where and as whom to obtain its certificate (issue 20)."""
+
+    email: Optional[str] = None
+    directory: str = LETS_ENCRYPT
+    #: External Account Binding (RFC 8555 7.3.4): the key id and the HMAC key (decoded from base64url).
+    eab_kid: Optional[str] = None
+    eab_hmac_key: Optional[bytes] = field(default=None, repr=False)
+    #: "ecdsa-p256" or "rsa-2048", for the account and the certificates.
+    key_type: str = "ecdsa-p256"
+    #: The challenges to answer, in order of preference: "http-01", "tls-alpn-01".
+    challenges: tuple[str, ...] = ("http-01", "tls-alpn-01")
+    #: Redirect the site's plain-HTTP requests to HTTPS (308), except the challenge path.
+    redirect: bool = True
+    #: A PEM root to trust for the directory's HTTPS instead of the system's (a private CA; Pebble in tests).
+    ca_root: Optional[str] = None
 
 
 class ConfigError(Exception):
@@ -80,8 +105,6 @@ class ServerConfig:
     real_ip_header: str = "X-Forwarded-For"
     #: The status for a Host no site of ``sites`` names when none is the default: 421 or 404.
     unknown_host: int = 421
-    #: Who runs TLS on the ssl: listeners: "pyopenssl" (Twisted's) or "stdlib" (fephp.server.tls).
-    tls_engine: str = "pyopenssl"
 
 
 @dataclass(frozen=True)
@@ -104,14 +127,6 @@ class WorkerConfig:
     max_consecutive_failures: int = 3
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     match: tuple[str, ...] = ()
-    #: ``watch``: absolute globs; a change to a matching file restarts the workers (fephp.server.watch).
-    watch: tuple[str, ...] = ()
-    #: Where a multipart body's uploads go for the workers (None: the system's temp folder).
-    upload_dir: Optional[str] = None
-    #: Bounds on a multipart body the front parses for the workers (fephp.cgi.multipart.MultipartLimits).
-    max_form_parts: int = 1000
-    max_form_header_size: int = 8 * 1024
-    max_form_field_size: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -246,6 +261,11 @@ class TLSConfig:
 
     certificate: str
     key: str
+    #: ``tls.acme``: the certificate comes from an ACME CA; certificate and key are then the files it is stored in
+    #: (under ``storage``), absent until the first one is obtained.
+    acme: Optional[AcmeConfig] = None
+    #: ``tls.storage``: the ACME state folder (account key, certificates), absolute.
+    storage: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,170 @@
+"""Automatic HTTPS, from the server's side: ACME certificates for the sites that ask, HTTP-01 answers, HTTP->HTTPS.
+
+:func:`build_acme` makes one :class:`~fephp.acme.AcmeService` per ACME
+account (sites with the same ``tls.acme`` and ``tls.storage`` share one),
+each keeping one certificate per site (its ``hosts``, one order per name
+set), and hands every certificate to an ``installed(site, stored)``
+callback that swaps it into the TLS listeners' SNI map
+(:meth:`~fephp.server.listeners.SNIMap.install`).  :class:`AcmeFront`
+sits in front of the sites' resource: ``/.well-known/acme-challenge/``
+is answered from the tokens before any rule or PHP, and a plain-HTTP
+request for an ACME site is redirected to HTTPS (308) unless the site
+switched that off.  TLS-ALPN-01 is answered by a
+:class:`~fephp.acme.TlsAlpnResponder` the SNI map installs on each TLS context.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from treq.client import HTTPClient
+from twisted.internet import ssl
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from twisted.web.resource import Resource
+
+from ..acme import (
+    CHALLENGE_PATH,
+    AccountKey,
+    AcmeClient,
+    AcmeService,
+    ChallengeSolver,
+    ChallengeTokens,
+    ExternalAccount,
+    Http01,
+    KeyType,
+    Storage,
+    Stored,
+    TlsAlpnResponder,
+)
+from ..web.errors import error_page
+from .settings import AcmeConfig, SiteConfig
+
+__all__ = ["AcmeFront", "AcmeSite", "acme_sites", "build_acme", "front_for", "storage_folder"]
+
+
+@dataclass(frozen=True)
+class AcmeSite:
+    """A site whose certificate comes from ACME: its name (for logs and metrics), its hosts, its ACME settings."""
+
+    name: str
+    hosts: tuple[str, ...]
+    default: bool
+    acme: AcmeConfig
+    #: ``tls.storage``, absolute.
+    storage: str
+
+
+def acme_sites(sites: Sequence[SiteConfig]) -> list[AcmeSite]:
+    """The sites among *sites* whose certificate comes from ACME."""
+    return [
+        AcmeSite(site.name, site.hosts, site.default, site.tls.acme, site.tls.storage or "")
+        for site in sites
+        if site.tls is not None and site.tls.acme is not None
+    ]
+
+
+def front_for(resource: Any, sites: Sequence[AcmeSite], tokens: ChallengeTokens) -> Any:
+    """*resource* behind an :class:`AcmeFront` when some sites use ACME; else *resource* itself."""
+    if not sites:
+        return resource
+    redirect = frozenset(host for site in sites if site.acme.redirect for host in site.hosts)
+    return AcmeFront(resource, tokens, redirect)
+
+
+def storage_folder(storage: str, directory: str) -> Path:
+    """The state folder of one CA under ``tls.storage``: a folder per directory URL, so that certificates from
+    Let's Encrypt's staging are never served once the directory is production's."""
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", directory.split("://", 1)[-1]).strip("_")
+    return Path(storage) / slug
+
+
+def _http_client(reactor: Any, ca_root: Optional[str]) -> HTTPClient:
+    """treq over an Agent that trusts the platform's roots, or only the PEM root in *ca_root* (a private CA)."""
+    if ca_root is None:
+        return HTTPClient(Agent(reactor))
+    with open(ca_root, "rb") as f:
+        root = ssl.Certificate.loadPEM(f.read())
+    return HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=root)))
+
+
+def build_acme(
+    sites: Sequence[AcmeSite],
+    reactor: Any,
+    tokens: ChallengeTokens,
+    alpn: TlsAlpnResponder,
+    installed: Callable[[AcmeSite, Stored], object],
+) -> list[AcmeService]:
+    """One AcmeService per ACME account among *sites*, each keeping its sites' certificates valid."""
+    groups: dict[tuple[AcmeConfig, str], list[AcmeSite]] = {}
+    for site in sites:
+        groups.setdefault((site.acme, site.storage), []).append(site)
+    services = []
+    for (acme, storage_path), members in groups.items():
+        storage = Storage(storage_folder(storage_path, acme.directory))
+        key_type = KeyType(acme.key_type)
+        client = AcmeClient(
+            _http_client(reactor, acme.ca_root), acme.directory, AccountKey(storage.account_key(key_type)), reactor
+        )
+        solvers: list[ChallengeSolver] = []
+        for challenge in acme.challenges:
+            solvers.append(Http01(tokens) if challenge == "http-01" else alpn)
+        by_names = {tuple(sorted(set(site.hosts))): site for site in members}
+
+        def install(stored: Stored, by_names: dict[tuple[str, ...], AcmeSite] = by_names) -> None:
+            installed(by_names[stored.names], stored)
+
+        eab = ExternalAccount(acme.eab_kid, acme.eab_hmac_key) if acme.eab_kid and acme.eab_hmac_key else None
+        services.append(AcmeService(
+            client=client, storage=storage, name_sets=list(by_names), solvers=solvers, installed=install,
+            clock=reactor, email=acme.email, eab=eab, key_type=key_type,
+        ))
+    return services
+
+
+class AcmeFront(Resource):
+    """In front of the sites: HTTP-01 answers (before any rule or PHP), then plain HTTP to HTTPS for ACME hosts.
+
+    *redirect_hosts* are the lowercase names (no port) whose plain-HTTP
+    requests get a 308 to the same URL on https (RFC 9110 15.4.9: the method
+    and body are kept); the challenge path is never redirected, as the CA
+    fetches it over plain HTTP on port 80 (RFC 8555 8.3).
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Any, tokens: ChallengeTokens, redirect_hosts: frozenset[str]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.tokens = tokens
+        self.redirect_hosts = redirect_hosts
+        #: Read by FrontSite for its Server header, as it reads the resource it serves.
+        self.server_software = getattr(inner, "server_software", "fephp")
+
+    def render(self, request: Any) -> Any:
+        path = request.path
+        if path.startswith(CHALLENGE_PATH):
+            answer = self.tokens.answer(path)
+            if answer is None:
+                return _answer(request, 404, b"text/html; charset=utf-8", error_page(404))
+            return _answer(request, 200, b"application/octet-stream", answer)
+        if self.redirect_hosts and not request.isSecure():
+            host = (request.getHeader(b"host") or b"").decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.rstrip(".") in self.redirect_hosts:
+                location = b"https://" + name.encode("latin-1") + request.uri
+                return _answer(request, 308, b"text/html; charset=utf-8", error_page(308), location)
+        return self.inner.render(request)
+
+
+def _answer(request: Any, status: int, content_type: bytes, body: bytes, location: Optional[bytes] = None) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.setHeader(b"cache-control", b"no-store")
+    if location is not None:
+        request.setHeader(b"location", location)
+    return body  # Twisted's Request sends no body for HEAD, keeping the length
+

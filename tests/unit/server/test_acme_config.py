@@ -1,0 +1,104 @@
+"""``sites[].tls.acme`` and ``tls.storage``: what a site asking for automatic HTTPS reads as, and each error with its
+file, key and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fephp.acme import Storage
+from fephp.server.acme import acme_sites, storage_folder
+from fephp.server.config import load_config
+from fephp.server.settings import LETS_ENCRYPT, AcmeConfig, ConfigError, TLSConfig
+from tests.support.configs import write
+
+SHOP = """\
+php:
+  fpm_socket: 127.0.0.1:9000
+sites:
+  - hosts: [shop.example, www.shop.example]
+    root: public
+    tls:
+      acme:
+        email: admin@shop.example
+{more}"""
+
+
+def test_the_defaults_are_lets_encrypt_ecdsa_both_challenges_and_a_redirect(site: Path) -> None:
+    """Only an email: Let's Encrypt's production directory, P-256, http-01 then tls-alpn-01, redirect on, storage
+    acme/ beside the config, the certificate files in the name set's folder under the directory's."""
+    config = load_config(str(write(site, SHOP.format(more=""))))
+    tls = config.sites[0].tls
+    folder = storage_folder(str(site / "acme"), LETS_ENCRYPT)
+    assert folder == site / "acme" / "acme-v02.api.letsencrypt.org_directory"
+    stored = Storage(folder).folder_for(["shop.example", "www.shop.example"])
+    assert tls == TLSConfig(
+        certificate=str(stored / "chain.pem"), key=str(stored / "key.pem"),
+        acme=AcmeConfig(email="admin@shop.example"), storage=str(site / "acme"),
+    )
+    assert AcmeConfig().challenges == ("http-01", "tls-alpn-01")
+    [acme_site] = acme_sites(config.sites)
+    assert (acme_site.name, acme_site.hosts, acme_site.storage) == (
+        "shop.example", ("shop.example", "www.shop.example"), str(site / "acme"))
+
+
+def test_every_key_is_read(site: Path) -> None:
+    """directory, eab (hmac_key decoded from base64url), key_type, challenges, redirect, ca_root, storage."""
+    more = """\
+        directory: https://ca.internal/acme/directory
+        eab: {kid: kid-1, hmac_key: c2VjcmV0LXNlY3JldC1zZWNyZXQ}
+        key_type: rsa-2048
+        challenges: [tls-alpn-01]
+        redirect: false
+        ca_root: afile
+      storage: state
+"""
+    tls = load_config(str(write(site, SHOP.format(more=more)))).sites[0].tls
+    assert tls is not None and tls.acme == AcmeConfig(
+        email="admin@shop.example", directory="https://ca.internal/acme/directory", eab_kid="kid-1",
+        eab_hmac_key=b"secret-secret-secret", key_type="rsa-2048", challenges=("tls-alpn-01",), redirect=False,
+        ca_root=str(site / "afile"),
+    )
+    assert (tls.storage, Path(tls.certificate).is_relative_to(site / "state" / "ca.internal_acme_directory")) == (
+        str(site / "state"), True)
+
+
+@pytest.mark.parametrize(
+    ("more", "line", "message"),
+    [
+        ("        directory: http://ca.example/dir\n", 9,
+         "sites[0].tls.acme.directory: must be an https:// URL (RFC 8555 6.1), not 'http://ca.example/dir'"),
+        ("        key_type: ed25519\n", 9,
+         "sites[0].tls.acme.key_type: must be ecdsa-p256 or rsa-2048, not the string 'ed25519'"),
+        ("        challenges: [dns-01]\n", 9,
+         "sites[0].tls.acme.challenges[0]: must be http-01 or tls-alpn-01 (dns-01 is not answered), not 'dns-01'"),
+        ("        eab: {kid: k}\n", 9, "sites[0].tls.acme.eab: needs hmac_key (as the CA gave it)"),
+        ("        eab: {kid: k, hmac_key: 'not base64!'}\n", 9,
+         "sites[0].tls.acme.eab.hmac_key: must be the CA's HMAC key in base64url (16 bytes or more)"),
+        ("        emial: x\n", 9, "sites[0].tls.acme.emial: unknown key; did you mean 'email'?"),
+        ("      certificate: afile\n", 9, "sites[0].tls.certificate: cannot be given with acme, which stores its own"
+         " certificate"),
+    ],
+    ids=["http-directory", "key-type", "dns-01", "eab-no-key", "eab-not-base64", "typo", "certificate-too"],
+)
+def test_acme_errors_name_file_key_and_line(site: Path, more: str, line: int, message: str) -> None:
+    """A bad tls.acme is refused with the file, the line and the dotted key of the problem."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(write(site, SHOP.format(more=more))))
+    assert str(raised.value) == f"{site / 'fephp.yaml'}, line {line}: {message}"
+
+
+def test_a_wildcard_host_and_several_workers_are_refused(site: Path) -> None:
+    """A wildcard needs DNS-01; workers cannot share ssl: listeners: both refused at tls.acme's line."""
+    wildcard = SHOP.format(more="").replace("[shop.example, www.shop.example]", "['*.shop.example']")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(write(site, wildcard)))
+    assert str(raised.value) == (
+        f"{site / 'fephp.yaml'}, line 7: sites[0].tls.acme: cannot obtain '*.shop.example': a wildcard needs DNS-01,"
+        " which fephp does not answer; name the hosts one by one")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(write(site, "server:\n  workers: 2\n" + SHOP.format(more=""))))
+    assert str(raised.value) == (
+        f"{site / 'fephp.yaml'}, line 9: sites[0].tls.acme: needs server.workers: 1 (ssl: listeners, which show its"
+        " certificates, cannot be shared by 2 workers)")
