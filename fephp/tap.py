@@ -59,8 +59,9 @@ def makeService(options: Options) -> Service:  # noqa: N802 - twistd's name
     }
     reactor.callWhenRunning(install_signal_handlers, reactor, handlers)
     how = f" with {config.server.workers} worker processes" if config.server.workers > 1 else ""
+    what = f"{len(config.sites)} sites" if config.sites else config.server.root
     for description in config.server.listen:
-        print(f"fephp: serving {config.server.root} on {_describe(description)}{how}", file=sys.stderr)
+        print(f"fephp: serving {what} on {_describe(description)}{how}", file=sys.stderr)
     return service
 
 

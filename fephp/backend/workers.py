@@ -72,7 +72,7 @@ from ..roadrunner import (
     cookies_from_headers,
     encode_request_context,
 )
-from ..cgi.multipart import FilePart, MultipartError, ParsedBody, boundary_of, parse_multipart
+from ..cgi.multipart import FilePart, MultipartError, MultipartLimits, ParsedBody, boundary_of, parse_multipart
 from .errors import BackendClosed, BackendError, BackendProtocolError, ConnectError, PoolOverloaded, QueueTimeout, ResponseTimeout
 from .interface import Body, Params, ResponseSink
 
@@ -145,7 +145,9 @@ def _header_name(variable: bytes) -> str:
     return "-".join(part.capitalize() for part in variable[5:].decode("latin-1").split("_"))
 
 
-def multipart_form(params: Params, body: Body, upload_dir: str) -> Optional[ParsedBody]:
+def multipart_form(
+    params: Params, body: Body, upload_dir: str, limits: MultipartLimits = MultipartLimits()
+) -> Optional[ParsedBody]:
     """A multipart/form-data body parsed into its fields and uploads (files in *upload_dir*), or None for another body.
 
     PHP's command-line mode does not parse a POST body as php-fpm does, so
@@ -158,7 +160,8 @@ def multipart_form(params: Params, body: Body, upload_dir: str) -> Optional[Pars
     boundary = boundary_of(content_type) if content_type[:19].lower() == b"multipart/form-data" else None
     if boundary is None:
         return None
-    return parse_multipart(bytes(body) if isinstance(body, (bytearray, memoryview)) else body, boundary, upload_dir)
+    raw = bytes(body) if isinstance(body, (bytearray, memoryview)) else body
+    return parse_multipart(raw, boundary, upload_dir, limits)
 
 
 def _uploads(tree: object) -> Any:
@@ -300,7 +303,6 @@ class _Job:
         self.since = backend._clock.seconds()
         self.timer: Optional[IDelayedCall] = None
         self.worker: Optional[_Worker] = None
-        self.head_sent = False
         #: The caller went away: the worker finishes (or stops its stream), the output is dropped.
         self.abandoned = False
         self.got_output = False
@@ -376,7 +378,6 @@ class _Worker(ProcessProtocol):
         self.timer: Optional[IDelayedCall] = None
         self.ttl_call: Optional[IDelayedCall] = None
         self.expired = False
-        self.reason: Optional[str] = None
         self._err = b""
 
     # -- output to the worker --------------------------------------------------
@@ -457,7 +458,6 @@ class _Worker(ProcessProtocol):
             return  # WorkerReady is the only event outside a request (the codec refuses others)
         elif isinstance(event, ResponseHead):
             job.got_output = True
-            job.head_sent = True
             if not job.abandoned:
                 job.sink.stdout_received(cgi_head(event.status, event.headers))
         elif isinstance(event, ResponseBody):
@@ -549,6 +549,7 @@ class WorkerBackend:
         queue_timeout: float = 30.0,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         upload_dir: Optional[str] = None,
+        form_limits: MultipartLimits = MultipartLimits(),
         name: str = "php workers",
         spawn: Optional[Callable[[ProcessProtocol], Any]] = None,
         rss: Callable[[int], Optional[int]] = read_rss,
@@ -571,6 +572,8 @@ class WorkerBackend:
         self.max_payload = max_payload
         #: Where a multipart body's files go for the worker (``tempfile.gettempdir()`` unless given).
         self.upload_dir = upload_dir or tempfile.gettempdir()
+        #: Bounds on such a body (``php.worker.max_form_*``): past one, 400.
+        self.form_limits = form_limits
         self.name = name
         self._spawn = spawn or _spawner(reactor, argv, env, cwd)
         self._rss = rss
@@ -786,7 +789,7 @@ class WorkerBackend:
         job.worker = worker
         try:
             if job.prepared is None:
-                job.form = multipart_form(job.params, job.body, self.upload_dir)
+                job.form = multipart_form(job.params, job.body, self.upload_dir, self.form_limits)
                 job.prepared = worker_context(job.params, job.body, job.form)
             frame = worker.client.send_request(*job.prepared)
         except MultipartError as e:

@@ -37,6 +37,7 @@ __all__ = [
     "ParsedBody",
     "boundary_of",
     "parse_multipart",
+    "register",
 ]
 
 #: PHP's max_input_nesting_level default: a name nested deeper is dropped.

@@ -45,6 +45,7 @@ __all__ = [
     "View",
     "backend_part",
     "backend_pools",
+    "sites_figures",
     "backends_part",
     "render_status_html",
     "server_part",
@@ -162,6 +163,11 @@ def backend_pools(backend: Any) -> list[dict[str, Any]]:
     return []
 
 
+def sites_figures(site: Any) -> dict[str, Any]:
+    """Each site's own figures by name, when the FrontSite serves several (``sites``) and keeps figures."""
+    return {v.name: v.site_figures.figures() for v in getattr(site, "virtual_sites", ()) if v.site_figures is not None}
+
+
 def config_digest(text: Optional[str]) -> Optional[str]:
     return hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None
 
@@ -191,6 +197,7 @@ class LocalView:
             "index": 0,
             "pid": os.getpid(),
             "site": site.figures.figures() if site.figures is not None else None,
+            "sites": sites_figures(site),
             "connections": connections,
             "in_flight": in_flight,
             "pools": pools,

@@ -24,6 +24,7 @@ from ..backend.phpcgi import PHPCGIBackend
 from ..backend.pool import FastCGIPool
 from ..backend.mixed import MixedBackend
 from ..backend.workers import WorkerBackend
+from ..cgi.multipart import MultipartLimits
 from ..cgi.realip import RealIP, parse_trusted
 from ..cgi.routing import Router
 from ..cgi.rules import RuleSet
@@ -39,7 +40,6 @@ from ..web.sendfile import SendfileRoots
 from ..web.site import FrontSite
 from .admin import FPM_TIMEOUT, PHPFPMStatus
 from .config import Config
-from ..acme import TlsAlpnResponder
 from .listeners import SNIMap
 from .settings import SiteConfig, site_configs
 from .service import FrontService
@@ -62,7 +62,6 @@ __all__ = [
     "worker_argv",
     "build_sites",
     "build_sni",
-    "tls_protocols",
     "managed_pools",
     "needs_managed",
     "managed_settings",
@@ -225,7 +224,7 @@ def worker_argv(config: Config) -> "list[str]":
 
 
 def build_worker_backend(config: Config, reactor: Any) -> WorkerBackend:
-    """The PHP workers of ``php.worker``, spawned now.
+    """The PHP workers of ``php.worker``, spawned once the reactor runs.
 
     Their environment is ``php.worker.env`` over PATH and the two variables
     RoadRunner's PHP packages read to pick the HTTP worker over pipes;
@@ -250,6 +249,12 @@ def build_worker_backend(config: Config, reactor: Any) -> WorkerBackend:
         max_consecutive_failures=worker.max_consecutive_failures,
         queue_size=config.php.queue_size,
         queue_timeout=config.timeouts.queue,
+        upload_dir=worker.upload_dir,
+        form_limits=MultipartLimits(
+            max_parts=worker.max_form_parts,
+            max_header_size=worker.max_form_header_size,
+            max_field_size=worker.max_form_field_size,
+        ),
     )
 
 
@@ -460,7 +465,8 @@ def build_sites(config: Config, reactor: Any, backends: Mapping[str, Backend]) -
     for site in config.sites:
         view = site_view(config, site)
         app = build_app(view, reactor, backends[site.name])
-        virtual = VirtualSite(site.name, app, compression=build_compression(view), access_log=site.access_log)
+        virtual = VirtualSite(site.name, app, compression=build_compression(view), access_log=site.access_log,
+                              figures=SiteFigures() if config.admin.listen else None)
         sites.append(virtual)
         if site.default:
             default = virtual
@@ -473,17 +479,11 @@ def build_sites(config: Config, reactor: Any, backends: Mapping[str, Backend]) -
     return dispatch, front
 
 
-def build_sni(config: Config, alpn: Optional[TlsAlpnResponder] = None) -> Optional[SNIMap]:
-    """The sites' certificates for the ``ssl:`` listeners, or None when no site has ``tls``; with *alpn*, each
-    context answers TLS-ALPN-01 (sites with ``tls.acme``)."""
+def build_sni(config: Config) -> Optional[SNIMap]:
+    """The sites' certificates for the ``ssl:`` listeners, or None when no site has ``tls``."""
     if not any(site.tls is not None for site in config.sites):
         return None
-    return SNIMap(config.sites, tls_protocols(config), alpn)
-
-
-def tls_protocols(config: Config) -> "list[bytes]":
-    """What the ``ssl:`` listeners offer by ALPN, the preferred first."""
-    return [b"h2", b"http/1.1"] if config.server.http2 else [b"http/1.1"]
+    return SNIMap(config.sites, [b"h2", b"http/1.1"] if config.server.http2 else [b"http/1.1"])
 
 
 def build_front(

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 from dataclasses import replace
+import ssl
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
@@ -53,6 +54,9 @@ from .settings import (
     TLSConfig,
     WorkerConfig,
 )
+from .tls import ENGINES as TLS_ENGINES
+from .tls import context_from_description
+from .watch import glob_regex
 
 #: Config and ConfigError are re-exported: what load_config returns and raises.
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config"]
@@ -326,8 +330,9 @@ class _Validator:
         self.known(data, p, ("listen", "root", "index", "front_controller", "deny",
                              "server_software", "server_name", "shutdown_grace", "workers", "http2",
                              "x_sendfile_roots", "early_hints", "early_hints_max_routes",
-                             "trusted_proxies", "real_ip_header", "unknown_host"))
+                             "trusted_proxies", "real_ip_header", "unknown_host", "tls_engine"))
         workers = self.workers((*p, "workers"), data.get("workers", defaults.workers))
+        tls_engine = self.choice((*p, "tls_engine"), data.get("tls_engine", defaults.tls_engine), TLS_ENGINES)
 
         def endpoint(path: Path, text: str) -> str:
             kind = text.split(":", 1)[0]
@@ -338,7 +343,10 @@ class _Validator:
                     " use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
                     " or set server.workers to 1",
                 )
-            return self.server_endpoint(path, text)
+            text = self.server_endpoint(path, text)
+            if kind == "ssl" and tls_engine == "stdlib":
+                self.stdlib_tls(path, text)
+            return text
 
         listen = self.string_list((*p, "listen"), data.get("listen", list(defaults.listen)), endpoint)
         if not listen:
@@ -385,6 +393,7 @@ class _Validator:
             early_hints_max_routes=max_routes,
             trusted_proxies=trusted,
             real_ip_header=real_ip_header,
+            tls_engine=tls_engine,
         )
 
     def index_name(self, path: Path, name: str) -> str:
@@ -606,6 +615,15 @@ class _Validator:
                 raise self.error(path, f"{access} is a directory")
         return access
 
+    def stdlib_tls(self, path: Path, text: str) -> None:
+        """An ``ssl:`` string's files as the standard library's ssl loads them (server.tls_engine: stdlib)."""
+        try:
+            context_from_description(text)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise self.error(
+                path, f"the standard library's ssl (server.tls_engine: stdlib) cannot load {text!r} ({_strerror(e) or type(e).__name__})"
+            ) from None
+
     def sendfile_root(self, path: Path, text: str) -> SendfileRoot:
         """``/srv/files`` (X-Sendfile) or ``/srv/files=/protected/`` (also X-Accel-Redirect of /protected/...)."""
         folder, eq, uri = text.partition("=")
@@ -734,7 +752,8 @@ class _Validator:
             raise self.error(path, f"must be a mapping (script, command, count...), not {_describe(data)}")
         d = WorkerConfig("", ())
         self.known(data, path, ("script", "command", "count", "max_jobs", "max_memory", "ttl", "idle_ttl",
-                                "exec_timeout", "max_consecutive_failures", "env", "match"))
+                                "exec_timeout", "max_consecutive_failures", "env", "match", "watch",
+                                "upload_dir", "max_form_parts", "max_form_header_size", "max_form_field_size"))
         if "script" not in data:
             raise self.error(path, "needs a script (the worker's PHP entry point)")
         text = self.string((*path, "script"), data["script"])
@@ -766,7 +785,34 @@ class _Validator:
             ),
             env=env,
             match=self.string_list((*path, "match"), data.get("match", []), self.url_prefix),
+            watch=self.string_list((*path, "watch"), data.get("watch", []), self.watch_glob),
+            upload_dir=self.upload_dir((*path, "upload_dir"), data.get("upload_dir")),
+            max_form_parts=self.integer((*path, "max_form_parts"), data.get("max_form_parts", d.max_form_parts),
+                                        minimum=1),
+            max_form_header_size=self.size((*path, "max_form_header_size"),
+                                           data.get("max_form_header_size", d.max_form_header_size)),
+            max_form_field_size=self.size((*path, "max_form_field_size"),
+                                          data.get("max_form_field_size", d.max_form_field_size)),
         )
+
+    def upload_dir(self, path: Path, value: Any) -> Optional[str]:
+        """``php.worker.upload_dir``: an existing folder (relative to the config file), or null for the temp folder."""
+        text = self.string(path, value, nullable=True)
+        if text is None:
+            return None
+        folder = self.absolute(text)
+        if not os.path.isdir(folder):
+            raise self.error(path, f"{folder} is not an existing folder")
+        return folder
+
+    def watch_glob(self, path: Path, value: str) -> str:
+        """A ``php.worker.watch`` glob, made absolute from the configuration file's folder."""
+        pattern = self.absolute(value)
+        try:
+            glob_regex(pattern)
+        except ValueError as e:
+            raise self.error(path, str(e)) from None
+        return pattern
 
     def worker_env(self, path: Path, value: Any) -> Mapping[str, str]:
         """``php.worker.env``: variables added to the workers' environment (names as a shell takes them)."""

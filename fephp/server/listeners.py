@@ -10,13 +10,18 @@ listener reads its certificate and key files again.
 With several sites, a TLS listener shows each site's certificate to the
 clients that name it (SNI, :class:`SNIMap`): the endpoint string's own
 certificate is for the names no site with ``tls`` has.
+
+An ``ssl:`` listener runs Twisted's TLS (pyOpenSSL) or, with
+``server.tls_engine: stdlib``, the standard library's (:mod:`fephp.server.tls`):
+both are a TCP port whose factory wraps the site's, so a reload can switch
+from one to the other on the same socket.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from typing import Any, Callable, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Mapping, Optional, Sequence
 
 from OpenSSL import SSL, crypto
 from twisted.application.service import Service
@@ -26,9 +31,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from ..acme import TlsAlpnResponder
 from ..web.hosts import HostMap, host_name
 from .settings import SiteConfig, TLSConfig
+from .tls import SNIHook, TLSServerFactory, context_from_description, listen_ssl, server_context
 
 __all__ = ["Listener", "SNIMap", "load_tls", "tls_context"]
 
@@ -59,48 +64,29 @@ def load_tls(tls: TLSConfig, protocols: Sequence[bytes] = ()) -> SSL.Context:
 class SNIMap:
     """The TLS contexts of the sites with ``tls``, by the names their hosts give; the default site's for the rest.
 
-    A site whose certificate comes from ACME (``tls.acme``) is in the map
-    once its files are stored; until then its names get the default's
-    context (or the ``ssl:`` listener's own), and :meth:`install` puts in
-    each certificate the ACME service obtains, for the handshakes from then
-    on.  With *alpn*, every context (and the listener's own) answers
-    TLS-ALPN-01 handshakes (RFC 8737) through it.
+    *obtained* is where certificates a site did not name come in, by site
+    name (ACME's, issue 20: the chain and key its state folder holds, as a
+    TLSConfig); a site's own ``tls`` files are overridden by them.
     """
 
-    def __init__(
-        self, sites: Sequence[SiteConfig], protocols: Sequence[bytes], alpn: Optional[TlsAlpnResponder] = None
-    ) -> None:
-        self.protocols = list(protocols)
-        self.alpn = alpn
-        self._entries: list[tuple[tuple[str, ...], Any, bool]] = []
-        for site in sites:
-            if site.tls is None:
-                continue
-            if site.tls.acme is not None and not (os.path.isfile(site.tls.certificate) and os.path.isfile(site.tls.key)):
-                continue  # not obtained yet: install() puts it in
+    def __init__(self, sites: Sequence[SiteConfig], protocols: Sequence[bytes],
+                 obtained: Optional[Mapping[str, TLSConfig]] = None) -> None:
+        if obtained:
+            sites = [replace(site, tls=obtained.get(site.name, site.tls)) for site in sites]
+        self._sites = tuple(site for site in sites if site.tls is not None)
+        self._hook: Optional[SNIHook] = None
+        entries = []
+        default = None
+        for site in self._sites:
+            assert site.tls is not None
             context = load_tls(site.tls, protocols)
-            self._watch(context)
-            self._entries.append((site.hosts, context, site.default))
-        self._rebuild()
-
-    def _watch(self, context: SSL.Context) -> None:
-        if self.alpn is not None:
-            self.alpn.install(context, _first_offered(self.protocols))
-
-    def _rebuild(self) -> None:
-        default = next((context for _, context, is_default in self._entries if is_default), None)
-        self.contexts: HostMap[Any] = HostMap([(hosts, context) for hosts, context, _ in self._entries], default)
-
-    def install(self, hosts: Sequence[str], default: bool, context: SSL.Context) -> None:
-        """Show *context* to the clients naming one of *hosts* from now on (a new ACME certificate)."""
-        self._watch(context)
-        self._entries = [e for e in self._entries if e[0] != tuple(hosts)] + [(tuple(hosts), context, default)]
-        self._rebuild()
+            entries.append((site.hosts, context))
+            if site.default:
+                default = context
+        self.contexts: HostMap[Any] = HostMap(entries, default)
 
     def __bool__(self) -> bool:
-        return bool(self.contexts.exact or self.contexts.wildcards or self.contexts.default is not None) or (
-            self.alpn is not None  # (a TlsAlpnResponder is falsy while it holds nothing)
-        )
+        return bool(self.contexts.exact or self.contexts.wildcards or self.contexts.default is not None)
 
     def choose(self, connection: SSL.Connection) -> None:
         """OpenSSL's server name callback: switch *connection* to the context of the name the client gave."""
@@ -110,16 +96,24 @@ class SNIMap:
             connection.set_context(context)
 
 
-def _first_offered(protocols: Sequence[bytes]) -> Callable[[SSL.Connection, Sequence[bytes]], bytes]:
-    """The ALPN choice of a listener offering *protocols* (preferred first): the first the client offers too."""
+    def stdlib_hook(self) -> SNIHook:
+        """The same choice for server.tls_engine stdlib: the sites' files loaded by the standard library (once)."""
+        if self._hook is None:
+            entries = []
+            default = None
+            for site in self._sites:
+                assert site.tls is not None
+                context = server_context(site.tls.certificate, site.tls.key)
+                entries.append((site.hosts, context))
+                if site.default:
+                    default = context
+            contexts: HostMap[Any] = HostMap(entries, default)
 
-    def select(connection: SSL.Connection, offered: Sequence[bytes]) -> bytes:
-        for protocol in protocols:
-            if protocol in offered:
-                return protocol
-        return b""  # no overlap: as Twisted's own callback answers
+            def choose(name: Optional[str]) -> Optional[Any]:
+                return contexts.find(host_name(name.encode("ascii")) if name else None)
 
-    return select
+            self._hook = choose
+        return self._hook
 
 
 class _SNIContextFactory:
@@ -128,7 +122,6 @@ class _SNIContextFactory:
     def __init__(self, base: Any, sni: SNIMap) -> None:
         self._context = base.getContext()
         self._context.set_tlsext_servername_callback(sni.choose)
-        sni._watch(self._context)
 
     def getContext(self) -> Any:  # noqa: N802 - Twisted's name
         return self._context
@@ -156,13 +149,20 @@ def tls_context(description: str) -> Optional[Any]:
 class Listener(Service):
     """One endpoint, listening from privilegedStartService on, whose factory can be replaced."""
 
-    def __init__(self, reactor: Any, description: str, factory: Any, sni: Optional[SNIMap] = None) -> None:
+    def __init__(self, reactor: Any, description: str, factory: Any, sni: Optional[SNIMap] = None,
+                 tls_engine: str = "pyopenssl") -> None:
         self._reactor = reactor
         self.description = description
         self.factory = factory
         #: The sites' certificates by name (``ssl:`` only); :meth:`use` takes the one set here at that time.
         self.sni = sni
+        #: server.tls_engine, for an ssl: description: "pyopenssl" or "stdlib".
+        self.tls_engine = tls_engine
         self.port: Any = None
+
+    @property
+    def _stdlib_tls(self) -> bool:
+        return self.tls_engine == "stdlib" and self.description.split(":", 1)[0] == "ssl"
 
     def privilegedStartService(self) -> None:  # noqa: N802 - Twisted's name
         super().privilegedStartService()
@@ -174,6 +174,10 @@ class Listener(Service):
 
     def _listen(self) -> None:
         if self.port is not None:
+            return
+        if self._stdlib_tls:
+            sni = self.sni.stdlib_hook() if self.sni else None
+            self.port = listen_ssl(self._reactor, self.description, self.factory, sni=sni)
             return
         result: list[Any] = []
         serverFromString(self._reactor, self.description).listen(self.factory).addBoth(result.append)
@@ -188,15 +192,20 @@ class Listener(Service):
             self.use(self.factory)  # the same factory, behind a context that chooses by SNI
 
     def use(self, factory: Any) -> None:
-        """Serve new connections with *factory* (a TLS listener re-reads its certificate and key)."""
+        """Serve new connections with *factory* (a TLS listener re-reads its certificate and key, with its tls_engine now)."""
         self.factory = factory
         port = self.port
         if port is None:
             return
-        context = tls_context(self.description)
-        if context is not None and self.sni:
-            context = _SNIContextFactory(context, self.sni)
-        wrapped = TLSMemoryBIOFactory(context, False, factory) if context is not None else factory
+        wrapped: Any
+        if self._stdlib_tls:
+            sni = self.sni.stdlib_hook() if self.sni else None
+            wrapped = TLSServerFactory(context_from_description(self.description), factory, self._reactor, sni=sni)
+        else:
+            context = tls_context(self.description)
+            if context is not None and self.sni:
+                context = _SNIContextFactory(context, self.sni)
+            wrapped = TLSMemoryBIOFactory(context, False, factory) if context is not None else factory
         old = port.factory
         wrapped.doStart()  # what the port did for the old one when it started listening
         port.factory = wrapped

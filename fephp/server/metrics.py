@@ -121,6 +121,25 @@ class SnapshotCollector(Collector):
             connections.add_metric(k, process["connections"])
         yield from (requests, duration, first, sent, in_flight, connections)
 
+        # Several sites (``sites``): each one's requests apart, by its name.
+        site_requests = CounterMetricFamily(
+            "fephp_site_http_requests", "HTTP requests one site of several finished, by method, status class and kind.",
+            labels=["site", "method", "code", "kind", *wl],
+        )
+        site_duration = HistogramMetricFamily(
+            "fephp_site_http_request_duration_seconds", "One site's requests, from the end of the head to the end of the response.",
+            labels=["site", "kind", *wl],
+        )
+        for process in processes:
+            k = key(process)
+            for name, figures in sorted((process.get("sites") or {}).items()):
+                for method, code, kind, n in figures["requests"]:
+                    site_requests.add_metric([name, method, code, kind, *k], n)
+                for kind, h in figures["duration"].items():
+                    _add_histogram(site_duration, [name, kind, *k], h)
+        if site_requests.samples:
+            yield from (site_requests, site_duration)
+
         bl = ["backend", *wl]
         conns = GaugeMetricFamily("fephp_pool_connections", "Kept FastCGI connections, by state.", labels=[*bl, "state"])
         size = GaugeMetricFamily("fephp_pool_size", "The most connections the pool may hold (php.worker_pool_size).", labels=bl)

@@ -9,7 +9,6 @@ and both carry the admin listeners of ``admin.listen``.
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import time
@@ -19,7 +18,6 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from ..acme import ChallengeTokens, Stored, TlsAlpnResponder
 from ..backend.balancer import Balancer
 from ..process.phpfpm import ManagedPHPFPM
 from ..web.site import FrontSite
@@ -37,16 +35,15 @@ from .build import (
     build_site_backends,
     build_sites,
     build_sni,
-    tls_protocols,
     managed_settings,
     needs_managed,
     pool_settings,
 )
 from .config import Config, ConfigError, load_config
-from .acme import AcmeSite, acme_sites, build_acme, front_for
-from .listeners import Listener, load_tls
+from .listeners import Listener
 from .service import adopt, release
-from .settings import TLSConfig, changed_sections, site_configs
+from .settings import changed_sections, site_configs
+from .watch import WatchService
 from .workers import FIRST_LISTEN_FD, SharedListener, WorkersService, WorkerSupervisor, connections_per_worker
 
 __all__ = ["ParentServer", "SingleServer", "build_server"]
@@ -78,11 +75,19 @@ class _Reloadable:
         self._reloading = False
         self.fpm_status: Optional[PHPFPMStatus] = build_fpm_status(config, reactor, _socket_of(managed))
         self.admin_site = admin_site
+        # php.worker.watch (every site's): a change restarts the workers by the reload SIGHUP runs (new ones
+        # boot first). The globs are the ones the server started with; a reload does not change what is watched.
+        watched = [g for site in site_configs(config) if site.php.worker is not None for g in site.php.worker.watch]
+        if watched:
+            WatchService(watched, self._watched_change, clock=reactor).setServiceParent(self)  # type: ignore[arg-type]
         self.admin: dict[str, Listener] = {}
         for description in config.admin.listen:
             listener = Listener(reactor, description, admin_site)
             self.admin[description] = listener
             listener.setServiceParent(self)  # type: ignore[arg-type]
+
+    def _watched_change(self) -> None:
+        self.reload().addErrback(lambda f: self.log.failure("php.worker.watch: the restart failed", f))
 
     def reload(self) -> "Deferred[bool]":
         """SIGHUP: switch to the configuration in the file now, or keep this one; fires with whether it switched."""
@@ -221,39 +226,25 @@ class SingleServer(_Reloadable, MultiService):
     def __init__(self, config: Config, config_text: Optional[str], reactor: Any) -> None:
         MultiService.__init__(self)
 
-        # Automatic HTTPS (tls.acme): the services are made once, at start; a reload keeps them.
-        self.acme_tokens = ChallengeTokens()
-        self.acme_alpn = TlsAlpnResponder(lambda: datetime.datetime.now(datetime.timezone.utc))
-        self.acme_sites = acme_sites(config.sites)
-        sni = self.sni = build_sni(config, self.acme_alpn if self.acme_sites else None)
+        sni = build_sni(config)
 
         def listeners(site: FrontSite) -> list[Service]:
             # A port that cannot be bound stops twistd with the error, instead
             # of a server that runs and serves nothing.
-            return [Listener(reactor, description, site, sni) for description in config.server.listen]
+            return [Listener(reactor, description, site, sni, tls_engine=config.server.tls_engine)
+                    for description in config.server.listen]
 
         self.front = build_front(config, reactor, listeners)
-        self.front.site.resource = front_for(self.front.site.resource, self.acme_sites, self.acme_tokens)
         self.front.setServiceParent(self)
-        self.acme = build_acme(self.acme_sites, reactor, self.acme_tokens, self.acme_alpn, self._acme_installed)
-        for acme in self.acme:
-            acme.setServiceParent(self)
         view = LocalView(
             self.front,
             config=lambda: self.config,
             config_text=lambda: self.config_text,
             fpm=lambda: self.fpm_status,
             reloads=lambda: self.reloads,
-            certificates=lambda: [figures for acme in self.acme for figures in acme.figures()],
         )
         self.view = view
         self._init_reloadable(config, config_text, reactor, AdminSite(view, reactor), _managed(self.front.php_fpm))
-
-    def _acme_installed(self, site: AcmeSite, stored: Stored) -> None:
-        """A certificate from ACME: shown from the next handshake on, by the SNI map the listeners use now."""
-        if self.sni is not None:
-            tls = TLSConfig(str(stored.chain_path), str(stored.key_path))
-            self.sni.install(site.hosts, site.default, load_tls(tls, tls_protocols(self.config)))
 
     def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
         d: Deferred[Any] = MultiService.stopService(self)
@@ -312,10 +303,10 @@ class SingleServer(_Reloadable, MultiService):
                 else:
                     backend = front.backend
                 app, site = build_site(config, reactor, backend)
-            sni = build_sni(config, self.acme_alpn if self.acme_sites else None)  # the certificate files read again
-            site.resource = front_for(site.resource, self.acme_sites, self.acme_tokens)
+            sni = build_sni(config)  # the sites' certificate files read again
             current: dict[str, Any] = {getattr(l, "description", ""): l for l in front.listeners}
-            listeners = _bind(config.server.listen, current, lambda d: Listener(reactor, d, site, sni), started)
+            listeners = _bind(config.server.listen, current,
+                              lambda d: Listener(reactor, d, site, sni, tls_engine=config.server.tls_engine), started)
             admin = _bind(config.admin.listen, self.admin, lambda d: Listener(reactor, d, self.admin_site), started)
             admin_new = [listener for listener in admin if listener.description not in self.admin]
         except Exception as e:
@@ -324,7 +315,6 @@ class SingleServer(_Reloadable, MultiService):
         # Nothing can fail from here on: switch.
         for listener in listeners:
             listener.sni = sni  # taken by Listener.use in the swap
-        self.sni = sni
         if isinstance(front.backend, SiteBackends):
             front.backend.keep(kept)  # the retiring set drains only the backends not handed on
         for new_admin in admin_new:
@@ -337,6 +327,8 @@ class SingleServer(_Reloadable, MultiService):
         if retell:
             assert isinstance(backend, Balancer)
             backend.reconfigure(backend_specs(config))
+        for listener in listeners:
+            listener.tls_engine = config.server.tls_engine  # a kept ssl: listener switches engine with its new site
         retired = front.swap(app=app, site=site, backend=backend, listeners=listeners, php_fpm=new_managed)
         self.log.info(
             "reload: serving the configuration in {file} ({changed}){fpm}",
@@ -451,11 +443,24 @@ class _WorkersView:
         parent = self._parent
         if not parent.supervisor.pids:
             return succeed((False, "no worker process runs"))
-        fpm = parent.fpm_status
+        if parent.config.php.worker is not None:
+            # PHP workers run in each worker process: ready while none reports them unhealthy.
+            return parent.supervisor.ask_figures().addCallback(self._workers_ready)
+        return self._fpm_ready()
+
+    def _fpm_ready(self) -> "Deferred[tuple[bool, str]]":
+        fpm = self._parent.fpm_status
         if fpm is None:
-            return succeed((True, "PHP workers run in each worker process" if parent.config.php.workers_only
+            return succeed((True, "PHP workers run in each worker process" if self._parent.config.php.workers_only
                             else "php-cgi runs per request"))
         return fpm.ping().addCallback(lambda ok: (ok, "php-fpm answers" if ok else "php-fpm does not answer its ping"))
+
+    def _workers_ready(self, processes: "list[dict[str, Any]]") -> Any:
+        for process in processes:
+            for pool in process.get("pools", []):
+                if pool.get("healthy") is False:
+                    return (False, f"{pool['name']} of worker process {process['index']} fail to boot")
+        return self._fpm_ready()
 
 
 class ParentServer(_Reloadable, WorkersService):

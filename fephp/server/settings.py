@@ -105,6 +105,8 @@ class ServerConfig:
     real_ip_header: str = "X-Forwarded-For"
     #: The status for a Host no site of ``sites`` names when none is the default: 421 or 404.
     unknown_host: int = 421
+    #: Who runs TLS on the ssl: listeners: "pyopenssl" (Twisted's) or "stdlib" (fephp.server.tls).
+    tls_engine: str = "pyopenssl"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,14 @@ class WorkerConfig:
     max_consecutive_failures: int = 3
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     match: tuple[str, ...] = ()
+    #: ``watch``: absolute globs; a change to a matching file restarts the workers (fephp.server.watch).
+    watch: tuple[str, ...] = ()
+    #: Where a multipart body's uploads go for the workers (None: the system's temp folder).
+    upload_dir: Optional[str] = None
+    #: Bounds on a multipart body the front parses for the workers (fephp.cgi.multipart.MultipartLimits).
+    max_form_parts: int = 1000
+    max_form_header_size: int = 8 * 1024
+    max_form_field_size: int = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from .._twisted import adopt_listening_port
 from ..process.supervisor import die_with_parent
 from ..web.site import FrontSite
-from .admin import backend_pools
+from .admin import backend_pools, sites_figures
 from .build import build_front
 from .config import ConfigError, load_config
 from .reactor import install_if_free
@@ -225,6 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "connections": connections,
                 "in_flight": in_flight,
                 "pools": backend_pools(backend),
+                "sites": sites_figures(site),
             })
 
     def stop() -> None:

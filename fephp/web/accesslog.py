@@ -26,6 +26,7 @@ __all__ = [
     "LoggedRequest",
     "combined_line",
     "json_line",
+    "logged_request",
     "redact_query",
     "secret_names",
 ]
@@ -54,6 +55,30 @@ class LoggedRequest:
     request_id: bytes
     referer: Optional[bytes]
     user_agent: Optional[bytes]
+
+
+def logged_request(exchange: Any, now: float, secret: "frozenset[bytes]") -> LoggedRequest:
+    """What the log says of *exchange* (an :class:`fephp.web.exchange.Exchange`), finished at *now* (monotonic)."""
+    php = None
+    started, ended = exchange.php_started_at, exchange.php_ended_at
+    if started is not None and ended is not None:
+        php = ended - started
+    host = exchange.client.host
+    return LoggedRequest(
+        time=time.time(),
+        remote=host if host and host != "unix:" else "-",
+        method=exchange.method,
+        uri=redact_query(exchange.target, secret),
+        protocol=exchange.version,
+        status=exchange.status,
+        bytes_sent=exchange.bytes_sent,
+        duration=now - exchange.started_at,
+        php_duration=php,
+        backend=exchange.backend_name,
+        request_id=exchange.request_id or b"-",
+        referer=exchange.header(b"referer"),
+        user_agent=exchange.header(b"user-agent"),
+    )
 
 
 def redact_query(uri: bytes, secret: "frozenset[bytes]") -> bytes:

@@ -1,4 +1,14 @@
-"""The site's one resource, from the HTTP side: route a request, then serve a file, run PHP or refuse.
+"""The PHP app as a Twisted Web resource, from the HTTP side: route a request, then serve a file, run PHP or refuse.
+
+:class:`PHPResource` renders a PHP app (a document root's static files and
+scripts, the rules before them) for any twisted.web ``Request``: fephp's own
+site has it as its root, and anyone's ``twisted.web.server.Site`` may hold
+it as a child beside Python resources.  It serves an
+:class:`fephp.web.exchange.Exchange`: the request itself when it is one,
+else the Request adapted (:func:`fephp.web.adapt.exchange_of`).  It is a
+leaf: everything under where it is mounted is the app's, and the router
+sees the whole URL path (as nginx's ``root``: ``/php/a.php`` under a mount
+at ``/php`` is the file ``php/a.php`` of the document root).
 
 Every refusal and failure becomes a short page from
 :func:`fephp.web.errors.error_page`, which names the status and nothing
@@ -14,19 +24,20 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET
 
-from .._twisted import request_disconnected
 from ..backend.interface import Backend
 from ..cgi.routing import BadRequest, Forbidden, PHPWorkers, Redirect, Router, Script, StaticFile
 from ..cgi.rules import Answer, Proceed, RequestView, RuleSet, Verify
+from .adapt import exchange_of
 from .errors import send_error
+from .exchange import ExchangeState
 from .hints import EarlyHints
 from .php import PHPHandler
 from .sendfile import SendfileRoots
 from .static import CacheHeaders, CacheRule, FileCache, serve_static
 
-__all__ = ["PHPApp", "check_bcrypt"]
+__all__ = ["PHPApp", "PHPResource", "check_bcrypt"]
 
 
 def check_bcrypt(password: bytes, hashed: bytes) -> bool:
@@ -34,8 +45,8 @@ def check_bcrypt(password: bytes, hashed: bytes) -> bool:
     return bool(bcrypt.checkpw(password, hashed))
 
 
-class PHPApp(Resource):
-    """The whole site as one leaf resource: static files and PHP scripts under one root."""
+class PHPResource(Resource):
+    """A PHP app as one leaf resource: static files and PHP scripts under one document root, PHP through *backend*."""
 
     isLeaf = True
 
@@ -102,97 +113,102 @@ class PHPApp(Resource):
         both = gatherResults([self.php.wait_idle(), self.workers.wait_idle()])
         return both.addCallback(lambda _: None)
 
-    def render(self, request: Request) -> Any:
-        uri = request.uri
-        path, _, query = uri.partition(b"?")
+    def render(self, request: Any) -> Any:
+        """Serve *request* (twisted.web's IResource.render) through its Exchange; the answer comes later."""
+        exchange = getattr(request, "exchange", None)  # FrontRequest made its own
+        self.serve(exchange if exchange is not None else exchange_of(request))
+        return NOT_DONE_YET
+
+    def serve(self, exchange: Any) -> None:
+        """Answer *exchange* (an :class:`fephp.web.exchange.Exchange`): the rules, then PHP, a file, a redirect or a page."""
+        path, _, query = exchange.target.partition(b"?")
         if not path.startswith(b"/"):
             # "*" (OPTIONS *) and absolute-form targets are not for PHP.
-            return send_error(request, 400)
+            send_error(exchange, 400)
+            return
         if self.rules is not None:
-            return self._ruled(request, self.rules.evaluate(_view(request, path, query)))
-        return self._serve(request, path, query)
+            self._ruled(exchange, self.rules.evaluate(_view(exchange, path, query)))
+            return
+        self._serve(exchange, path, query)
 
-    def _ruled(self, request: Request, outcome: Any) -> Any:
+    def _ruled(self, exchange: Any, outcome: Any) -> None:
         """Go on as the rules' *outcome* says: route its path, answer, or check a password first."""
         kind = type(outcome)
         if kind is Verify:
-            return self._verify(request, outcome)
+            self._verify(exchange, outcome)
+            return
         if outcome.edits:
-            request.header_edits = outcome.edits  # type: ignore[attr-defined]  # FrontRequest applies them to the head
+            exchange.header_edits = outcome.edits  # the exchange applies them to the head as it goes out
         if kind is Proceed:
-            return self._serve(request, outcome.raw_path, outcome.query)
+            self._serve(exchange, outcome.raw_path, outcome.query)
+            return
         assert kind is Answer
         if outcome.body is None:
-            return send_error(request, outcome.status, dict(outcome.headers))
-        request.setResponseCode(outcome.status)
-        for name, value in outcome.headers:
-            request.setHeader(name, value)
-        if outcome.status in (204, 304):
-            # RFC 9110 8.6: neither has a Content-Length, which Twisted's render adds to any body returned.
-            request.finish()
-            return NOT_DONE_YET
-        request.setHeader(b"content-length", b"%d" % len(outcome.body))
-        return outcome.body
+            send_error(exchange, outcome.status, [(name.lower(), value) for name, value in outcome.headers])
+            return
+        headers = [(name.lower(), value) for name, value in outcome.headers]
+        if outcome.status not in (204, 304):
+            # RFC 9110 8.6: neither 204 nor 304 has a Content-Length.
+            headers.append((b"content-length", b"%d" % len(outcome.body)))
+        exchange.start_response(outcome.status, headers)
+        exchange.write(outcome.body)
+        exchange.finish()
 
-    def _verify(self, request: Request, check: Verify) -> Any:
+    def _verify(self, exchange: Any, check: Verify) -> None:
         """A password checked in a thread (bcrypt takes tens of milliseconds), then the rest of the rules and the request."""
         rules = self.rules
         assert rules is not None
 
         def checked(ok: "bool | Failure") -> None:
             resumed = rules.resume(check, ok is True)
-            if not request_disconnected(request):
-                request.render(_Resume(self, resumed))  # Twisted's render writes and finishes what it returns
+            if exchange.state is not ExchangeState.LOST:
+                self._ruled(exchange, resumed)
 
         self._in_thread(lambda: rules.verify(check)).addBoth(checked)
-        return NOT_DONE_YET
 
-    def _serve(self, request: Request, path: bytes, query: bytes) -> Any:
+    def _serve(self, exchange: Any, path: bytes, query: bytes) -> None:
         route = self.router.route(path)
         kind = type(route)
         if kind is Script:
-            return self.php.run(request, route, query)  # type: ignore[arg-type]
+            self.php.run(exchange, route, query)  # type: ignore[arg-type]
+            return
         if kind is StaticFile:
-            request.kind = "static"  # type: ignore[attr-defined]  # for the access log and the figures
-            return serve_static(request, route, cache=self.static_cache, files=self.files)  # type: ignore[arg-type]
+            exchange.kind = "static"  # for the access log and the figures
+            serve_static(exchange, route, cache=self.static_cache, files=self.files)  # type: ignore[arg-type]
+            return
         if kind is Redirect:
             location = route.location.encode("utf-8")  # type: ignore[union-attr]
             if query:
                 location += b"?" + query
-            return send_error(request, 301, {b"location": location})
+            send_error(exchange, 301, [(b"location", location)])
+            return
         if kind is PHPWorkers and self.workers is not None:
             # php.worker.match: the workers' app routes it, file or no file; the CGI paths name the worker script.
             uri = route.uri  # type: ignore[union-attr]
-            return self.workers.run(request, Script(self.worker_script, uri, "", uri), query)
+            self.workers.run(exchange, Script(self.worker_script, uri, "", uri), query)
+            return
         if kind is Forbidden:
-            return send_error(request, 403)
-        if kind is BadRequest:
-            return send_error(request, 400)
-        return send_error(request, 404)
+            send_error(exchange, 403)
+        elif kind is BadRequest:
+            send_error(exchange, 400)
+        else:
+            send_error(exchange, 404)
 
 
-def _view(request: Request, path: bytes, query: bytes) -> RequestView:
-    """What the rules see of *request*: its address is the client's after trusted_proxies (FrontRequest)."""
-    headers = request.requestHeaders
+#: The name fephp's site and its tests knew the resource by.
+PHPApp = PHPResource
+
+
+def _view(exchange: Any, path: bytes, query: bytes) -> RequestView:
+    """What the rules see of *exchange*: its address is the client's after trusted_proxies; a header is its last value."""
+    headers = exchange.headers
 
     def header(name: bytes) -> Optional[bytes]:
-        values = headers.getRawHeaders(name)
-        return values[-1] if values else None
+        found = None
+        lower = name.lower()
+        for key, value in headers:
+            if key == lower:
+                found = value
+        return found
 
-    return RequestView(
-        request.method, path, query, getattr(request.getClientAddress(), "host", "unix:"), header,
-    )
-
-
-class _Resume(Resource):
-    """The rest of a request whose password was checked in a thread, rendered through Twisted's own render."""
-
-    isLeaf = True
-
-    def __init__(self, app: PHPApp, outcome: Any) -> None:
-        super().__init__()
-        self.app = app
-        self.outcome = outcome
-
-    def render(self, request: Request) -> Any:
-        return self.app._ruled(request, self.outcome)
+    return RequestView(exchange.method, path, query, exchange.client.host, header)

@@ -3,8 +3,9 @@
 :class:`Compression` holds the site's policy (the codings in order of
 preference, the minimum size, the levels, the content types worth
 compressing) and makes the decision for one response when its first body
-bytes are written (:meth:`Compression.begin`, called by
-``FrontRequest.write``).  A body whose whole length is known and which comes
+bytes are written (:meth:`Compression.begin`, called by every Exchange's
+write path: :class:`fephp.web.adapt.RequestExchange` and fephp's own
+protocols).  A body whose whole length is known and which comes
 in one write (a small PHP page, a small static file) is compressed in one
 call and keeps a Content-Length, so it still goes out in one send; any other
 body is compressed as it is written, each write flushed through the encoder
@@ -33,7 +34,7 @@ try:
 except ImportError:  # no zstandard for PyPy 3.9 (setup.cfg)
     _zstd = None  # type: ignore[assignment]
 
-from .._twisted import headers_raw
+from .exchange import HeaderList
 
 __all__ = [
     "AVAILABLE",
@@ -238,67 +239,76 @@ class Compression:
                 cache[content_type] = found
         return found
 
-    def varies(self, code: int, headers: Any, length: Optional[int]) -> bool:
+    def varies(self, code: int, headers: HeaderList, length: Optional[int]) -> bool:
         """Whether this response's body would be compressed for some client: then it carries Vary.
 
         Never for 1xx, 204, 304 or 206, a body PHP encoded itself or marked
         ``Cache-Control: no-transform`` (RFC 9110 7.7), a type outside the
-        list, or a known length under ``min_size``.
+        list, or a known length under ``min_size``.  *headers* are the
+        response's (lowercase names).
         """
-        # Read from the Headers' dict: asked for every response.
-        raw = headers_raw(headers)
-        types = raw.get(b"Content-Type")
-        if not types or not self.type_compressible(types[0]):
-            return False
         if code < 200 or code == 204 or code == 304 or code == 206:
             return False
         if length is not None and length < self.min_size:
             return False
-        if b"Content-Encoding" in raw or b"Content-Range" in raw:
+        content_type = None
+        control = []
+        for name, value in headers:
+            if name == b"content-type":
+                if content_type is None:
+                    content_type = value
+            elif name == b"content-encoding" or name == b"content-range":
+                return False
+            elif name == b"cache-control":
+                control.append(value)
+        if not self.type_compressible(content_type):
             return False
-        control = raw.get(b"Cache-Control")
         return not control or not _has_token(control, b"no-transform")
 
-    def begin(self, request: Any, data: bytes) -> "tuple[bytes, Optional[Encoder]]":
-        """Decide for *request*, whose head is about to go out with *data*, its first body bytes.
+    def begin(self, exchange: Any, data: bytes) -> "tuple[bytes, Optional[Encoder]]":
+        """Decide for *exchange* (an :class:`fephp.web.exchange.Exchange`), whose head is about to go out with *data*.
 
-        Returns the bytes to write instead of *data* and the encoder for
-        the rest of the body (None when the body is not compressed, or was
-        compressed whole).  Sets Content-Encoding, Vary, the weakened ETag
-        and the new Content-Length on *request* as needed.
+        *data* are its first body bytes (empty at a ``finish`` with nothing
+        written).  Returns the bytes to write instead of *data* and the
+        encoder for the rest of the body (None when the body is not
+        compressed, or was compressed whole).  Sets Content-Encoding, Vary,
+        the weakened ETag and the new Content-Length in the exchange's
+        ``response_headers`` as needed.  Every implementation of the
+        Exchange calls this at its first write, so the rule is one.
         """
-        headers = request.responseHeaders
-        lengths = headers_raw(headers).get(b"Content-Length") or None
+        headers = exchange.response_headers
         length: Optional[int] = None
-        if lengths is not None:
+        known = None
+        for name, value in headers:
+            if name == b"content-length":
+                known = value
+                break
+        if known is not None:
             try:
-                length = int(lengths[0])
+                length = int(known)
             except ValueError:
                 return data, None  # not ours to mend
-        if not self.varies(request.code, headers, length):
+        if not self.varies(exchange.status, headers, length):
             return data, None
         add_vary(headers)
-        if request.method == b"HEAD":
+        if exchange.method == b"HEAD":
             return data, None
-        codings = self.codings_for(_joined(request.requestHeaders.getRawHeaders(b"accept-encoding")))
+        codings = self.codings_for(exchange.header(b"accept-encoding"))
         if not codings:
             return data, None
         coding = codings[0]
-        headers.setRawHeaders(b"content-encoding", [coding.encode()])
-        headers.removeHeader(b"accept-ranges")  # ranges would be of the compressed bytes
-        etag = request.etag
-        if etag is not None:
-            request.etag = weak_etag(etag)
-        tags = headers.getRawHeaders(b"etag")
-        if tags is not None:
-            headers.setRawHeaders(b"etag", [weak_etag(tag) for tag in tags])
+        _set(headers, b"content-encoding", coding.encode())
+        _remove(headers, b"accept-ranges")  # ranges would be of the compressed bytes
+        for i, (name, value) in enumerate(headers):
+            if name == b"etag":
+                headers[i] = (name, weak_etag(value))
         if length is not None and length == len(data):
             # The whole body, in one write: compressed in one call, sent with its length in one send.
             body = self.compress_whole(coding, data)
-            headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+            _set(headers, b"content-length", b"%d" % len(body))
             return body, None
-        if lengths is not None:
-            headers.removeHeader(b"content-length")  # the compressed length is not known yet
+        if known is not None:
+            _remove(headers, b"content-length")  # the compressed length is not known yet
         encoder = self.encoder(coding)
         return encoder.compress(data), encoder
 
@@ -326,16 +336,24 @@ class Compression:
         return Encoder(s.compress, lambda: s.flush(_zstd.COMPRESSOBJ_FLUSH_BLOCK), s.flush)
 
 
-def _joined(values: Optional[list[bytes]]) -> Optional[bytes]:
-    if values is None:
-        return None
-    return values[0] if len(values) == 1 else b",".join(values)
+def _set(headers: HeaderList, name: bytes, value: bytes) -> None:
+    """*name* set to *value* alone: in the place of its first line, or at the end."""
+    for i, (key, _) in enumerate(headers):
+        if key == name:
+            headers[i] = (name, value)
+            headers[i + 1:] = [pair for pair in headers[i + 1:] if pair[0] != name]
+            return
+    headers.append((name, value))
 
 
-def add_vary(headers: Any) -> None:
-    """Add ``Accept-Encoding`` to Vary, unless it is there already or Vary is ``*``."""
-    vary = headers.getRawHeaders(b"vary")
-    if vary is None:
-        headers.setRawHeaders(b"vary", [b"Accept-Encoding"])
+def _remove(headers: HeaderList, name: bytes) -> None:
+    headers[:] = [pair for pair in headers if pair[0] != name]
+
+
+def add_vary(headers: HeaderList) -> None:
+    """Add ``Accept-Encoding`` to Vary in *headers* (lowercase names), unless it is there already or Vary is ``*``."""
+    vary = [value for name, value in headers if name == b"vary"]
+    if not vary:
+        headers.append((b"vary", b"Accept-Encoding"))
     elif not _has_token(vary, b"accept-encoding") and not _has_token(vary, b"*"):
-        headers.addRawHeader(b"vary", b"Accept-Encoding")
+        headers.append((b"vary", b"Accept-Encoding"))

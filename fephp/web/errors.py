@@ -7,9 +7,9 @@ no PHP message (those go to the log).
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Optional
+from typing import Any, Optional
 
-from twisted.web.server import Request
+from .exchange import HeaderList
 
 __all__ = ["error_page", "raw_error_response", "send_error"]
 
@@ -27,15 +27,19 @@ def error_page(status: int) -> bytes:
     ).encode()
 
 
-def send_error(request: Request, status: int, headers: Optional[dict[bytes, bytes]] = None) -> bytes:
-    """Set *status* with its page on *request*; returns the body for render()."""
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"text/html; charset=utf-8")
-    for name, value in (headers or {}).items():
-        request.setHeader(name, value)
+def send_error(exchange: Any, status: int, headers: Optional[HeaderList] = None) -> None:
+    """Answer *exchange* (an :class:`fephp.web.exchange.Exchange`) with *status* and its page, and finish it.
+
+    *headers* (lowercase names) go out beside the page's own.
+    """
     body = error_page(status)
-    request.setHeader(b"content-length", b"%d" % len(body))
-    return body
+    head = [(b"content-type", b"text/html; charset=utf-8")]
+    if headers:
+        head += headers
+    head.append((b"content-length", b"%d" % len(body)))
+    exchange.start_response(status, head)
+    exchange.write(body)
+    exchange.finish()
 
 
 def raw_error_response(status: int) -> bytes:

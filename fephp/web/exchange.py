@@ -15,14 +15,31 @@ the order and the repetitions it was given in.  The request side is complete
 when the app is called (the body read, within the site's limits); the
 response side is driven by the app: ``start_response``, then ``write`` /
 ``write_pieces`` any number of times, then ``finish`` (or ``abort``).
+
+An implementation decides compression at its first body write (or at
+``finish`` when nothing was written) by calling
+:meth:`fephp.web.compress.Compression.begin` with itself, and passes every
+later write through the encoder it got; :mod:`fephp.web.adapt` shows how.
+
+Added since the first version (issue 18): ``compression`` (the site's
+policy, read by static files for precompressed siblings and by the write
+path); ``header_edits`` (the ``headers`` rules' edits, which the carrier
+applies with :func:`edit_headers` at its first write, before compression
+decides, to the whole head: the site's Server, Date and X-Request-Id too);
+``start_response`` may be called again while nothing was sent
+(``first_byte_at`` is None): an error page replacing an answer PHP began.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import IO, Any, Callable, NamedTuple, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, Sequence, Union, runtime_checkable
 
-__all__ = ["Address", "Exchange", "ExchangeState", "Body", "HeaderList", "header_value"]
+if TYPE_CHECKING:
+    from ..cgi.rules import HeaderEdit
+    from .compress import Compression
+
+__all__ = ["Address", "Exchange", "ExchangeState", "Body", "HeaderList", "edit_headers", "header_value"]
 
 #: Header pairs: lowercase names, raw values, in order.
 HeaderList = list[tuple[bytes, bytes]]
@@ -78,6 +95,10 @@ class Exchange(Protocol):
     body: Body
     #: The X-Request-Id of this exchange (the client's when well-formed, else one of ours).
     request_id: bytes
+    #: The site's response compression policy (:class:`fephp.web.compress.Compression`), None for none.
+    compression: Optional["Compression"]
+    #: The ``headers`` rules' edits of the response head (:mod:`fephp.cgi.rules`), () for none.
+    header_edits: "tuple[HeaderEdit, ...]"
 
     # -- the response ------------------------------------------------------------
 
@@ -105,7 +126,13 @@ class Exchange(Protocol):
         """The value of request header *name* (lowercase), several joined with ``", "``; None when absent."""
 
     def start_response(self, status: int, headers: HeaderList, reason: Optional[bytes] = None) -> None:
-        """Fix the status and headers; they go out with the first body bytes or at ``finish``."""
+        """Fix the status and headers; they go out with the first body bytes or at ``finish``.
+
+        *headers* (lowercase names) are taken over, not copied: the result
+        is what ``response_headers`` held (kept first), then *headers*.
+        Called again before any byte went out, it starts the response anew
+        from what ``response_headers`` held before the first call.
+        """
 
     def write(self, data: bytes) -> None:
         """Send body bytes (none for HEAD, 204 and 304: the transport drops them)."""
@@ -151,3 +178,22 @@ def header_value(headers: HeaderList, name: bytes) -> Optional[bytes]:
     if len(found) == 1:
         return found[0]
     return (b"; " if name == b"cookie" else b", ").join(found)
+
+
+def edit_headers(headers: HeaderList, edits: "Sequence[HeaderEdit]") -> None:
+    """Apply the ``headers`` rules' *edits*, in order, to a response head about to go out (lowercase names)."""
+    for edit in edits:
+        name = edit.name.lower()
+        if edit.op == "remove":
+            headers[:] = [pair for pair in headers if pair[0] != name]
+        elif edit.op == "set":
+            kept = [pair for pair in headers if pair[0] != name]
+            # In the place of its first line, as a dict key keeps its place.
+            at = next((i for i, pair in enumerate(headers) if pair[0] == name), None)
+            if at is None:
+                kept.append((name, edit.value))
+            else:
+                kept.insert(sum(1 for pair in headers[:at] if pair[0] != name), (name, edit.value))
+            headers[:] = kept
+        else:
+            headers.append((name, edit.value))

@@ -45,6 +45,15 @@ class SiteFigures:
             self.first_byte[kind].observe(first_byte)
         self.bytes_sent[kind] += sent
 
+    def exchange_done(self, exchange: Any, now: float) -> None:
+        """*exchange* (an :class:`fephp.web.exchange.Exchange`) finished at *now* (monotonic)."""
+        started = exchange.started_at
+        first = exchange.first_byte_at
+        self.request_done(
+            exchange.method, exchange.status, exchange.kind, now - started,
+            None if first is None else first - started, exchange.bytes_sent,
+        )
+
     def figures(self) -> dict[str, Any]:
         """A JSON-able copy, as worker processes send it to their parent."""
         return {

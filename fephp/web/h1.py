@@ -51,7 +51,7 @@ from ..http import (
 )
 from .compress import Compression, Encoder
 from .errors import error_page, raw_error_response
-from .exchange import Address, Body, ExchangeState, HeaderList, header_value
+from .exchange import Address, Body, ExchangeState, HeaderList, edit_headers, header_value
 from .http2 import H2Connection
 from .heads import origin_form, valid_host, valid_request_id
 
@@ -183,6 +183,8 @@ class H1Exchange:
     php_ended_at: Optional[float] = None
     request_id = b""
     scheme = b"http"
+    #: The ``headers`` rules' edits of the response head (the app sets them; applied at the first write).
+    header_edits: "tuple[Any, ...]" = ()
     #: Response fields that were there before start_response (a second call keeps only them).
     _preset = 0
     #: The body's streaming encoder, once the first write chose to compress.
@@ -241,6 +243,8 @@ class H1Exchange:
     def _begin(self, data: bytes) -> "tuple[bytes, bytes]":
         """The first body bytes (b"" at a finish with none): compression decides, then the head; returns (head, data)."""
         self.first_byte_at = _monotonic()
+        if self.header_edits:
+            edit_headers(self.response_headers, self.header_edits)
         compression = self.compression
         if compression is not None:
             data, self._encoder = compression.begin(self, data)
@@ -460,6 +464,11 @@ class H1Exchange:
 
     def getClientAddress(self) -> Address:  # noqa: N802 - Twisted's name
         return self.client
+
+    @property
+    def transport(self) -> Any:
+        """The connection's transport, as Twisted's Request has it (fephp.web.hosts reads its TLS server name)."""
+        return self._protocol.transport
 
 
 @implementer(IPushProducer)

@@ -14,14 +14,18 @@ from typing import Any, Callable, Generic, Iterable, Optional, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET
 
-from .._twisted import headers_raw
 from .accesslog import AccessLog
+from .adapt import exchange_of
 from .compress import Compression
 from .errors import send_error
+from .figures import SiteFigures
 
 __all__ = ["HostDispatch", "HostMap", "VirtualSite", "connection_server_name", "host_name"]
+
+#: Bound on the Host values whose site HostDispatch remembers: past it, the memory starts again empty.
+HOST_CACHE_SIZE = 1024
 
 T = TypeVar("T")
 
@@ -76,14 +80,21 @@ class HostMap(Generic[T]):
         return self.default
 
 
-def connection_server_name(request: Request) -> Optional[bytes]:
-    """The name the client asked for in TLS (SNI) on *request*'s connection, lowercase; None without TLS or SNI."""
-    channel: Any = request.channel
-    transport = getattr(channel, "transport", None)
+def connection_server_name(request: Any) -> Optional[bytes]:
+    """The name the client asked for in TLS (SNI) on *request*'s connection, lowercase; None without TLS or SNI.
+
+    *request* is a twisted.web Request (its ``transport``, or an HTTP/2
+    stream's connection's) or fephp's own HTTP/1.x exchange (its ``transport``).
+    """
+    transport = getattr(request, "transport", None)
     if transport is None:  # an HTTP/2 stream: its connection has the transport
-        transport = getattr(getattr(channel, "_connection", None), "transport", None)
-    handle = transport.getHandle() if transport is not None else None
-    get = getattr(handle, "get_servername", None)  # an OpenSSL Connection (TLSMemoryBIOProtocol's handle)
+        transport = getattr(getattr(getattr(request, "channel", None), "_connection", None), "transport", None)
+    if transport is None:
+        return None
+    given = getattr(transport, "server_name", None)  # fephp.server.tls's TLSServerProtocol (tls_engine: stdlib)
+    if isinstance(given, str):
+        return host_name(given.encode("ascii", "replace"))
+    get = getattr(transport.getHandle(), "get_servername", None)  # an OpenSSL Connection (TLSMemoryBIOProtocol's)
     if get is None:
         return None
     name = get()
@@ -98,8 +109,11 @@ class VirtualSite:
     (:meth:`bind`), so that the request path reads one attribute either way.
     """
 
-    def __init__(self, name: str, app: Any, *, compression: Optional[Compression], access_log: Optional[str] = None) -> None:
+    def __init__(self, name: str, app: Any, *, compression: Optional[Compression], access_log: Optional[str] = None,
+                 figures: Optional[SiteFigures] = None) -> None:
         self.name = name
+        #: This site's requests counted apart (the admin side's ``site`` label), when figures are kept.
+        self.site_figures = figures
         self.app = app
         self.compression = compression
         self.access_log_path = access_log
@@ -117,24 +131,24 @@ class VirtualSite:
 
     # -- the access log, opened and closed with the FrontSite's ------------------------
 
-    # ``_access`` is set only when the site has its own log: else it is the FrontSite's.
-    _own_log = False
+    #: The site's own access log while open; None: the FrontSite's is written.
+    own_access: Optional[AccessLog] = None
 
     def open_log(self, call_later: Callable[..., Any]) -> None:
-        if self.access_log_path is not None and not self._own_log:
-            self._own_log = True
-            self._access = AccessLog(self.access_log_path, call_later)
+        if self.access_log_path is not None and self.own_access is None:
+            self.own_access = AccessLog(self.access_log_path, call_later)
 
     def close_log(self) -> None:
-        access = self.__dict__.pop("_access", None)
-        self._own_log = False
+        access, self.own_access = self.own_access, None
         if access is not None:
             access.close()
 
     def reopen_log(self) -> None:
-        access = self.__dict__.get("_access")
-        if access is not None:
-            access.reopen()
+        if self.own_access is not None:
+            self.own_access.reopen()
+
+
+_UNSEEN: Any = object()
 
 
 class HostDispatch(Resource):
@@ -155,6 +169,8 @@ class HostDispatch(Resource):
         self.sites = list(sites)
         self.hosts = hosts
         self.unknown_status = unknown_status
+        #: Host value as sent -> its site (or None): most requests repeat a few values.
+        self._by_value: dict[bytes, Optional[VirtualSite]] = {}
         #: The FrontSite reads it for the Server header.
         self.server_software = server_software
 
@@ -163,23 +179,36 @@ class HostDispatch(Resource):
         for site in self.sites:
             site.bind(front)
 
-    def site_for(self, request: Request) -> "tuple[Optional[VirtualSite], int]":
-        """The site of *request*, or None and the status to answer (the unknown host's, or 421)."""
-        given = headers_raw(request.requestHeaders).get(b"Host")
-        site = self.hosts.find(host_name(given[0]) if given else None)
+    def site_for(self, exchange: Any, request: Any) -> "tuple[Optional[VirtualSite], int]":
+        """The site of *exchange* (*request*'s), or None and the status to answer (the unknown host's, or 421)."""
+        value = exchange.header(b"host")  # one at most: the channel refused two
+        if value:
+            cache = self._by_value
+            site = cache.get(value, _UNSEEN)
+            if site is _UNSEEN:
+                site = self.hosts.find(host_name(value))
+                if len(cache) >= HOST_CACHE_SIZE:
+                    cache.clear()  # a client sending ever new names cannot grow it
+                cache[value] = site
+        else:
+            site = self.hosts.default
         if site is None:
             return None, self.unknown_status
-        if request.isSecure():
+        if exchange.scheme == b"https":
             server_name = connection_server_name(request)
             if server_name is not None and self.hosts.find(server_name) is not site:
                 return None, 421
         return site, 200
 
-    def render(self, request: Request) -> Any:
-        site, status = self.site_for(request)
+    def render(self, request: Any) -> Any:
+        """Serve *request* (a twisted.web Request, or fephp's own HTTP/1.x exchange) with its Host's site's resource."""
+        exchange = exchange_of(request)
+        site, status = self.site_for(exchange, request)
         if site is None:
-            return send_error(request, status)
-        request.site = site  # type: ignore[assignment]  # its compression and access log (FrontSite.log reads the latter)
+            send_error(exchange, status)
+            return NOT_DONE_YET
+        request.site = site  # its access log and figures (FrontSite.log reads them)
+        exchange.compression = site.compression  # the exchange's write path decides with the site's own
         return site.app.render(request)
 
     # -- what the service asks of its app --------------------------------------------

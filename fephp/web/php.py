@@ -17,62 +17,63 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import NO_BODY_CODES
-from twisted.web.http_headers import Headers
-from twisted.web.server import NOT_DONE_YET, Request
 
 from .._deferreds import Waiters
-from .._twisted import header_name, headers_raw, request_disconnected
 from ..backend.errors import BackendError
 from ..backend.interface import Backend, Chunk
 from ..cgi.environ import RequestFacts, build_env
 from ..cgi.response import CGIResponseError, HeadParser
 from ..cgi.routing import Script, StaticFile
 from .errors import send_error
+from .exchange import ExchangeState, HeaderList
 from .hints import EarlyHints
 from .sendfile import X_ACCEL_REDIRECT, X_SENDFILE, Refused, SendfileRoots
 from .static import serve_static
 
 __all__ = ["PHPHandler"]
 
-_SERVER = b"server"
-_REQUEST_ID = b"x-request-id"
 _monotonic = time.monotonic
+_RECEIVED = ExchangeState.RECEIVED
+_LOST = ExchangeState.LOST
 #: Headers about PHP's connection to us, not ours to the client (RFC 9110 7.6.1);
-#: Twisted frames the response itself.
+#: the exchange frames the response itself.
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"))
 #: Methods whose empty body is still announced as CONTENT_LENGTH 0.
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+#: Statuses whose response has no body (RFC 9110 6.4.1): no Content-Length of PHP's empty one.
+_NO_BODY_CODES = frozenset((204, 304))
 #: What PHP's headers about a file handed over say of PHP's own (empty)
 #: body, never of the file: dropped before the file is served.
-_BODY_HEADERS = (b"content-length", b"content-encoding", b"content-range", b"etag", b"last-modified", b"accept-ranges")
+_BODY_HEADERS = frozenset(
+    (b"content-type", b"content-length", b"content-encoding", b"content-range", b"etag", b"last-modified", b"accept-ranges")
+)
 #: Request headers only fephp may set: a client's would tell PHP that X-Sendfile works.
 _SENDFILE_REQUEST = (b"x-sendfile-type", b"x-accel-mapping")
 
 
 class _PHPResponse:
-    """A :class:`fephp.backend.interface.ResponseSink` that turns CGI output into the HTTP response.
+    """A :class:`fephp.backend.interface.ResponseSink` that turns CGI output into the exchange's response.
 
-    Body bytes are held until the backend has passed on all it read
-    (``flush``) or the response ends (``complete``).  A response that PHP
-    produced in one piece, most small pages, then goes out with a
-    Content-Length, head and body in one send, instead of a chunked head,
-    a chunk and a terminating chunk.
+    PHP's head is held until body bytes go out, and body bytes until the
+    backend has passed on all it read (``flush``) or the response ends
+    (``complete``).  A response that PHP produced in one piece, most small
+    pages, then goes out with a Content-Length, head and body in one send,
+    instead of a chunked head, a chunk and a terminating chunk.
     """
 
-    __slots__ = ("_request", "_parser", "_producer", "_held", "_sendfile", "_handover", "_hints", "_route", "_write_pieces")
+    __slots__ = ("_exchange", "_parser", "_producer", "_held", "_sendfile", "_handover", "_hints", "_route", "_head")
 
     log = Logger()
 
     def __init__(
         self,
-        request: Request,
+        exchange: Any,
         max_head_size: int,
         sendfile: Optional[SendfileRoots] = None,
         hints: Optional[EarlyHints] = None,
         route: bytes = b"",
     ) -> None:
-        self._request = request
+        self._exchange = exchange
         #: Where this GET's answer teaches the route's Early Hints (None: not learning).
         self._hints = hints
         self._route = route
@@ -82,15 +83,13 @@ class _PHPResponse:
         self._sendfile = sendfile
         #: (header, value) of an X-Sendfile or X-Accel-Redirect to act on: PHP's body is dropped.
         self._handover: Optional[tuple[bytes, bytes]] = None
-        # FrontRequest sends the held pieces without joining them (large
-        # pieces are memoryviews into the FastCGI reads); any other Request
-        # gets bytes.
-        self._write_pieces = getattr(request, "write_pieces", None)
+        #: PHP's status, reason and headers (lowercase names), until the response starts.
+        self._head: Optional[tuple[int, Optional[bytes], HeaderList]] = None
 
     def response_started(self, producer: IPushProducer) -> None:
         self._producer = producer
         # The HTTP transport pauses the FastCGI connection when the client is slow.
-        self._request.registerProducer(producer, True)
+        self._exchange.register_producer(producer, True)
 
     def stdout_received(self, data: Chunk) -> None:
         parser = self._parser
@@ -110,20 +109,23 @@ class _PHPResponse:
         held = self._held
         if held:
             self._held = []
-            if self._write_pieces is not None:
-                self._write_pieces(held)
-            else:
-                self._request.write(b"".join(held))
+            if self._head is not None:
+                self._start()
+            # Large pieces are memoryviews into the FastCGI reads: sent gathered where the transport can.
+            self._exchange.write_pieces(held)
+
+    def _start(self) -> None:
+        head = self._head
+        assert head is not None
+        self._head = None
+        self._exchange.start_response(head[0], head[2], head[1])
 
     def _send_head(self, head: Any) -> None:
         self._parser = None
-        request = self._request
-        request.setResponseCode(head.status, head.reason or None)
         if self._hints is not None:
             self._hints.learn(self._route, head.status, head.headers)
-        # HeadParser's names are tokens and its values hold no CR or LF:
-        # they go into the Headers' dict as addRawHeader would put them.
-        raw = headers_raw(request.responseHeaders)
+        # HeadParser's names are tokens and its values hold no CR or LF.
+        headers: HeaderList = []
         for name, value in head.headers:
             lower = name.lower()
             if lower in _HOP_BY_HOP:
@@ -133,29 +135,25 @@ class _PHPResponse:
                 if self._sendfile is not None and (lower == X_SENDFILE or lower == X_ACCEL_REDIRECT):
                     self._handover = (lower, value)
                 continue
-            key = header_name(name)
-            values = raw.get(key)
-            if values is None:
-                raw[key] = [value]
-            else:
-                values.append(value)  # Set-Cookie, each apart
+            headers.append((lower, value))
+        self._head = (head.status, head.reason or None, headers)
 
     def stderr_received(self, data: bytes) -> None:
-        request = self._request
+        exchange = self._exchange
         for line in data.decode("utf-8", "replace").splitlines():
             if line:
                 self.log.warn(
                     "[{request_id}] PHP: {php_stderr}",
                     php_stderr=line,
-                    uri=request.uri.decode("latin-1"),
-                    request_id=_request_id(request),
+                    uri=exchange.target.decode("latin-1"),
+                    request_id=_request_id(exchange),
                 )
 
     def complete(self) -> bool:
-        """The response ended: finish a pending head and write what is held.
+        """The response ended: start a pending head and write what is held.
 
         Returns False when the response is a file PHP handed over, which
-        finishes the request itself; True when the caller is to finish it.
+        finishes the exchange itself; True when the caller is to finish it.
         Raises CGIResponseError for a head that never completed.
         """
         if self._parser is not None:
@@ -163,61 +161,49 @@ class _PHPResponse:
         if self._handover is not None:
             self._serve_file(*self._handover)
             return False
-        request = self._request
-        if not request.startedWriting and request.method != b"HEAD" and request.code not in NO_BODY_CODES:  # type: ignore[attr-defined]
-            raw = headers_raw(request.responseHeaders)
-            if b"Content-Length" not in raw:
-                # The whole body is here: its length is known.
-                held = self._held
-                raw[b"Content-Length"] = [b"%d" % (len(held[0]) if len(held) == 1 else sum(map(len, held)))]
+        head = self._head
+        if head is not None:
+            status, _, headers = head
+            if self._exchange.method != b"HEAD" and status not in _NO_BODY_CODES:
+                for name, _ in headers:
+                    if name == b"content-length":
+                        break
+                else:
+                    # The whole body is here: its length is known.
+                    held = self._held
+                    headers.append((b"content-length", b"%d" % (len(held[0]) if len(held) == 1 else sum(map(len, held)))))
+            self._head = None
+            self._exchange.start_response(status, headers, head[1])
         self.flush()
         return True
 
     def _serve_file(self, header: bytes, value: bytes) -> None:
         """Send the file PHP named instead of its body, with the static path's Range, validators and compression."""
-        request = self._request
-        assert self._sendfile is not None
+        exchange = self._exchange
+        assert self._sendfile is not None and self._head is not None
+        _, _, php_headers = self._head
+        self._head = None
+        types = [v for name, v in php_headers if name == b"content-type"]
+        # PHP's other headers (Cache-Control, Content-Disposition, cookies...) go out with the file or the refusal.
+        exchange.response_headers += [(name, v) for name, v in php_headers if name not in _BODY_HEADERS]
         target = self._sendfile.resolve(header, value)
         if isinstance(target, Refused):
             self.log.warn(
                 "[{request_id}] {header} refused for {uri}: {reason}",
                 header=header.decode("latin-1"),
-                uri=request.uri.decode("latin-1"),
+                uri=exchange.target.decode("latin-1"),
                 reason=target.reason,
-                request_id=_request_id(request),
+                request_id=_request_id(exchange),
             )
-            headers = request.responseHeaders
-            for name in (b"content-type", *_BODY_HEADERS):
-                headers.removeHeader(name)
-            body = send_error(request, target.status)
-            request.write(body)
-            request.finish()
+            send_error(exchange, target.status)
             return
-        headers = request.responseHeaders
-        types = headers.getRawHeaders(b"content-type")
-        for name in _BODY_HEADERS:
-            headers.removeHeader(name)
-        request.setResponseCode(200)  # the file's own status: 200, 206, 304, 416
-        served = serve_static(
-            request, StaticFile(target.path, target.stat), content_type=types[0] if types else None, as_get=True
-        )
-        if served is NOT_DONE_YET:
-            return
-        # What twisted.web's Request.render does with a body returned.
-        if request.method == b"HEAD":
-            request.write(b"")
-        else:
-            request.setHeader(b"content-length", b"%d" % len(served))
-            request.write(served)
-        request.finish()
+        # The file's own status: 200, 206, 304, 416.
+        serve_static(exchange, StaticFile(target.path, target.stat), content_type=types[0] if types else None, as_get=True)
 
     def unregister(self) -> None:
         if self._producer is not None:
             self._producer = None
-            # A Request whose client went has no channel left to unregister from
-            # (an HTTP/2 stream reset, or its connection lost, while PHP ran).
-            if not request_disconnected(self._request):
-                self._request.unregisterProducer()
+            self._exchange.unregister_producer()
 
 
 class PHPHandler:
@@ -252,40 +238,53 @@ class PHPHandler:
         self.in_flight = 0
         self._idle_waiters: Waiters[None] = Waiters()
 
-    def run(self, request: Request, route: Script, query: bytes) -> Any:
-        """Send *route* to PHP with the CGI environment of *request*; PHP's answer is streamed to it."""
-        content = request.content
+    def run(self, exchange: Any, route: Script, query: bytes) -> None:
+        """Send *route* to PHP with the CGI environment of *exchange*; PHP's answer is streamed to it."""
+        content = exchange.body
         length: Optional[int]
         if content is None:
             length = None
+        elif type(content) is bytes:
+            length = len(content)
         else:
             content.seek(0, os.SEEK_END)
             length = content.tell()
             content.seek(0)
-        request_headers = headers_raw(request.requestHeaders)
-        headers = [(name, value) for name, values in request_headers.items() for value in values]
-        if b"X-Sendfile-Type" in request_headers or b"X-Accel-Mapping" in request_headers:
-            headers = [(name, value) for name, value in headers if name.lower() not in _SENDFILE_REQUEST]
+        method = exchange.method
+        headers = exchange.headers
+        content_type = host = None
+        strip = False
+        for name, value in headers:
+            # The last of each, as Twisted's getHeader gave them.
+            if name == b"content-type":
+                content_type = value
+            elif name == b"host":
+                host = value
+            elif name in _SENDFILE_REQUEST:
+                strip = True
+        if strip:
+            headers = [(name, value) for name, value in headers if name not in _SENDFILE_REQUEST]
         if self.sendfile is not None:
-            headers += self.sendfile.request_headers()
-        client = request.getClientAddress()
-        host = request.getHost()
+            headers = headers + self.sendfile.request_headers()
+        client = exchange.client
+        server = exchange.server
+        version = exchange.version
         facts = RequestFacts(
-            method=request.method,
-            raw_uri=request.uri,
+            method=method,
+            raw_uri=exchange.target,
             query_string=query,
             headers=headers,
-            content_length=length if length or request.method in _BODY_METHODS else None,
-            content_type=_last(request_headers.get(b"Content-Type")),
-            server_protocol=request.clientproto,
-            https=request.isSecure(),
+            content_length=length if length or method in _BODY_METHODS else None,
+            content_type=content_type,
+            server_protocol=version,
+            https=exchange.scheme == b"https",
             # A UNIX-socket listener has no IP or port: "unix:" and 0, as
             # nginx's $remote_addr and $server_addr say for one.
-            remote_addr=getattr(client, "host", "unix:"),
-            remote_port=getattr(client, "port", 0),
-            server_addr=getattr(host, "host", "unix:"),
-            server_port=getattr(host, "port", 0),
-            host=_last(request_headers.get(b"Host")),
+            remote_addr=client.host,
+            remote_port=client.port,
+            server_addr=server.host,
+            server_port=server.port,
+            host=host,
         )
         env = build_env(
             facts,
@@ -295,105 +294,89 @@ class PHPHandler:
             server_name=self.server_name,
         )
         hints = self.early_hints
-        if hints is not None and request.method == b"GET":
-            path = request.path
+        if hints is not None and method == b"GET":
+            path = exchange.path
             links = hints.hints_for(path)
-            # RFC 9110 15.2: never a 1xx to an HTTP/1.0 client.
-            if links is not None and request.clientproto != b"HTTP/1.0":
-                informational = getattr(request.channel, "write_informational", None)
-                if informational is not None:
-                    informational(103, [(b"link", link) for link in links])
-            sink = _PHPResponse(request, self.max_cgi_head_size, self.sendfile, hints, path)
+            if links is not None:
+                exchange.informational(103, [(b"link", link) for link in links])
+            sink = _PHPResponse(exchange, self.max_cgi_head_size, self.sendfile, hints, path)
         else:
-            sink = _PHPResponse(request, self.max_cgi_head_size, self.sendfile)
+            sink = _PHPResponse(exchange, self.max_cgi_head_size, self.sendfile)
         body = content if length else None
         self.in_flight += 1
-        # For the access log (fephp.web.site.FrontRequest); any Request may come here.
-        request.kind = "php"  # type: ignore[attr-defined]
-        request.backend_name = self.backend_name  # type: ignore[attr-defined]
-        request.php_started_at = _monotonic()  # type: ignore[attr-defined]
+        # For the access log and the figures.
+        exchange.kind = "php"
+        exchange.backend_name = self.backend_name
+        exchange.php_started_at = _monotonic()
         d = self.backend.request(env, body, sink)
-        # The client went away: abort the FastCGI request and free its
-        # connection.  FrontRequest says so without a Deferred of its own.
-        when_lost = getattr(request, "when_lost", None)
-        if when_lost is not None:
-            when_lost(d.cancel)
-        else:
-            request.notifyFinish().addErrback(lambda _: d.cancel())
+        # The client went away: abort the FastCGI request and free its connection.
+        exchange.when_lost(d.cancel)
         # One callback pair: each ends with _request_over.
-        d.addCallbacks(self._php_done, self._php_failed, (request, sink), {}, (request, sink))
-        return NOT_DONE_YET
+        d.addCallbacks(self._php_done, self._php_failed, (exchange, sink), {}, (exchange, sink))
 
-    def _php_done(self, app_status: int, request: Request, sink: _PHPResponse) -> None:
+    def _php_done(self, app_status: int, exchange: Any, sink: _PHPResponse) -> None:
         try:
-            self._answer(request, sink)
+            self._answer(exchange, sink)
         finally:
             self._request_over()
 
-    def _answer(self, request: Request, sink: _PHPResponse) -> None:
-        """PHP's response ended: finish the request with it (or 502 for a head that never completed)."""
-        request.php_ended_at = _monotonic()  # type: ignore[attr-defined]
+    def _answer(self, exchange: Any, sink: _PHPResponse) -> None:
+        """PHP's response ended: finish the exchange with it (or 502 for a head that never completed)."""
+        exchange.php_ended_at = _monotonic()
         sink.unregister()
-        if request_disconnected(request):
+        if exchange.state is _LOST:
             return
         try:
             finish = sink.complete()
         except CGIResponseError as e:
             self.log.error(
                 "[{request_id}] bad CGI response from PHP for {uri}: {error}",
-                uri=request.uri.decode("latin-1"), error=str(e), request_id=_request_id(request),
+                uri=exchange.target.decode("latin-1"), error=str(e), request_id=_request_id(exchange),
             )
-            self._fail(request, sink, 502)
+            self._fail(exchange, 502)
             return
         if finish:
-            request.finish()
+            exchange.finish()
 
-    def _php_failed(self, failure: Failure, request: Request, sink: _PHPResponse) -> None:
+    def _php_failed(self, failure: Failure, exchange: Any, sink: _PHPResponse) -> None:
         try:
-            self._answer_failure(failure, request, sink)
+            self._answer_failure(failure, exchange, sink)
         finally:
             self._request_over()
 
-    def _answer_failure(self, failure: Failure, request: Request, sink: _PHPResponse) -> None:
+    def _answer_failure(self, failure: Failure, exchange: Any, sink: _PHPResponse) -> None:
         """PHP could not answer: an error page, or a cut connection when part of the answer is out."""
-        request.php_ended_at = _monotonic()  # type: ignore[attr-defined]
+        exchange.php_ended_at = _monotonic()
         sink.unregister()
-        if request_disconnected(request) or failure.check(CancelledError):
+        if exchange.state is _LOST or failure.check(CancelledError):
             return  # the client went away; nobody to answer
         error = failure.value
         if isinstance(error, (BackendError, CGIResponseError)):
             status = error.http_status
             self.log.error(
                 "[{request_id}] {uri}: {status} ({kind}: {error})",
-                uri=request.uri.decode("latin-1"),
+                uri=exchange.target.decode("latin-1"),
                 status=status,
                 kind=type(error).__name__,
                 error=str(error),
-                request_id=_request_id(request),
+                request_id=_request_id(exchange),
             )
         else:
             status = 502
             self.log.failure(
                 "[{request_id}] unexpected error while running {uri}", failure,
-                uri=request.uri.decode("latin-1"), request_id=_request_id(request),
+                uri=exchange.target.decode("latin-1"), request_id=_request_id(exchange),
             )
-        self._fail(request, sink, status)
+        self._fail(exchange, status)
 
-    def _fail(self, request: Request, sink: _PHPResponse, status: int) -> None:
-        if request.startedWriting:  # type: ignore[attr-defined]
+    def _fail(self, exchange: Any, status: int) -> None:
+        if exchange.state is not _RECEIVED:
             # Part of the answer is out: the client must see it truncated,
             # never a short response that looks complete.
-            # An HTTP/1.1 channel cuts the connection, an HTTP/2 stream is reset.
-            request.channel.abort_response()  # type: ignore[union-attr,attr-defined]
+            # An HTTP/1.1 connection is cut, an HTTP/2 stream is reset.
+            exchange.abort()
             return
-        request_id = request.responseHeaders.getRawHeaders(_REQUEST_ID)
-        request.responseHeaders = Headers()
-        request.setHeader(_SERVER, self._server_header)
-        if request_id:
-            request.responseHeaders.setRawHeaders(_REQUEST_ID, request_id)
-        body = send_error(request, status)
-        request.write(body)
-        request.finish()
+        send_error(exchange, status)
 
     def _request_over(self) -> None:
         self.in_flight -= 1
@@ -407,11 +390,6 @@ class PHPHandler:
         return self._idle_waiters.wait()
 
 
-def _last(values: Optional[list[bytes]]) -> Optional[bytes]:
-    """The last of a header's values, as ``Request.getHeader`` gives it; None for none."""
-    return values[-1] if values else None
-
-
-def _request_id(request: Request) -> str:
-    """The request's X-Request-Id for a log line ("-" for a Request that has none)."""
-    return (getattr(request, "request_id", b"") or b"-").decode("ascii", "replace")
+def _request_id(exchange: Any) -> str:
+    """The exchange's X-Request-Id for a log line ("-" for none)."""
+    return (exchange.request_id or b"-").decode("ascii", "replace")

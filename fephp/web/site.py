@@ -35,9 +35,9 @@ from .._twisted import (
     site_request_write,
 )
 from ..cgi.realip import UNIX, RealIP
-from ..cgi.rules import HeaderEdit
-from .compress import Compression, Encoder
-from .accesslog import AccessLog, LoggedRequest, combined_line, json_line, redact_query, secret_names
+from .adapt import RequestExchange, exchange_of
+from .compress import Compression
+from .accesslog import AccessLog, combined_line, json_line, logged_request, secret_names
 from .errors import raw_error_response, send_error
 from .figures import SiteFigures
 from .framing import framing_refusal
@@ -87,21 +87,13 @@ class FrontRequest(server.Request):
     _refused = False
     #: The scheme a trusted proxy's X-Forwarded-Proto gave, if any.
     _forwarded_https: Optional[bool] = None
-    #: The body's streaming encoder, once the first write chose to compress.
-    _stream: Optional[Encoder] = None
     #: The X-Request-Id of this request (the client's when well-formed, else one of ours).
     request_id = b""
-    #: ``time.monotonic()`` at the end of the request head, and at the first response byte.
+    #: ``time.monotonic()`` at the end of the request head.
     started_at = 0.0
-    first_byte_at: Optional[float] = None
-    #: What served it ("php", "static" or "other"), and PHP's part (fephp.web.php sets them).
-    kind = "other"
-    backend_name: Optional[str] = None
-    php_started_at: Optional[float] = None
-    php_ended_at: Optional[float] = None
+    #: The Exchange the site's resource and the access log see (made in :meth:`process`).
+    exchange: Optional[RequestExchange] = None
 
-    #: The ``headers`` rules' edits of this request's response head (fephp.cgi.rules), applied as it goes out.
-    header_edits: "tuple[HeaderEdit, ...]" = ()
     #: Called once if the client goes before the response is finished (when_lost).
     _on_lost: Optional[Callable[[], object]] = None
 
@@ -115,38 +107,17 @@ class FrontRequest(server.Request):
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         super().connectionLost(reason)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.lost()
         call = self._on_lost
         if call is not None:
             self._on_lost = None
             call()
 
     def write(self, data: bytes) -> None:
-        """Write body bytes; the first write decides on compression (:meth:`Compression.begin`)."""
-        if not self.startedWriting:
-            if self.first_byte_at is None:
-                self.first_byte_at = _monotonic()
-            if self.header_edits:
-                _edit_headers(self.responseHeaders, self.header_edits)
-            compression = self.site.compression if self.site is not None else None  # type: ignore[attr-defined]
-            if compression is not None:
-                data, self._stream = compression.begin(self, data)
-        elif self._stream is not None:
-            data = self._stream.compress(data)
-            if not data:
-                return
+        """Write body bytes (compression is the Exchange's: :class:`fephp.web.adapt.RequestExchange`)."""
         site_request_write(self, data)
-
-    def finish(self) -> None:
-        if not self.startedWriting and not request_disconnected(self):
-            self.write(b"")  # the head, and with it the decision
-        stream = self._stream
-        if stream is not None:
-            self._stream = None
-            if not request_disconnected(self) and not self.finished:
-                tail = stream.finish()
-                if tail:
-                    super().write(tail)
-        super().finish()
 
     def gotLength(self, length: Optional[int]) -> None:  # noqa: N802 - Twisted's name
         self.started_at = _monotonic()
@@ -240,6 +211,7 @@ class FrontRequest(server.Request):
             # gets the origin form in REQUEST_URI, as from nginx.
             self.uri = origin_form(uri)
             self.path = self.uri.partition(b"?")[0]
+        RequestExchange(self)  # becomes self.exchange, which the resource serves
         try:
             self.render(site.resource)
         except BaseException:
@@ -274,14 +246,13 @@ class FrontRequest(server.Request):
         On fephp's own HTTP/1.1 channel the pieces (in a chunk's framing
         when chunked) reach the socket in one gathered send.  The first
         write (the head, and compression's decision over the first bytes),
-        a compressed body, HEAD and bodiless statuses, a finished or gone
+        HEAD and bodiless statuses, a finished or gone
         request and any other channel (HTTP/2) get the pieces joined, through
         :meth:`write`, as usual.
         """
         channel = self.channel
         if (
             not self.startedWriting
-            or self._stream is not None
             or type(channel) is not _Channel
             or self.finished
             or request_disconnected(self)
@@ -303,8 +274,7 @@ class FrontRequest(server.Request):
         channel = self.channel
         if channel is not None:
             channel.persistent = False  # type: ignore[attr-defined]  # the close the header announces
-        self.write(send_error(self, status, {b"connection": b"close"}))
-        self.finish()
+        send_error(exchange_of(self), status, [(b"connection", b"close")])
 
 
 #: The HTTP/1.x protocols a FrontSite can serve with (FrontSite's http1, FEPHP_HTTP1).
@@ -333,21 +303,6 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 #: Header names seen (all valid tokens), and how Headers spells each one.
 _canonical_names: dict[bytes, bytes] = {}
-
-
-def _edit_headers(headers: Headers, edits: "tuple[HeaderEdit, ...]") -> None:
-    """The ``headers`` rules' edits, in order, on a response head about to go out (PHP's, a file's or an error page's)."""
-    # Straight into the Headers' dict: names are tokens and values hold no
-    # CR or LF (fephp.server.rules_config checked them).
-    raw = headers_raw(headers)
-    for edit in edits:
-        key = header_name(edit.name)
-        if edit.op == "remove":
-            raw.pop(key, None)
-        elif edit.op == "set":
-            raw[key] = [edit.value]
-        else:
-            raw.setdefault(key, []).append(edit.value)
 
 
 def _canonical_name(name: bytes) -> bytes:
@@ -879,6 +834,9 @@ class FrontSite(server.Site):
 
     requestFactory = FrontRequest
     protocol = _Channel  # type: ignore[assignment]  # Twisted types it as its own channel
+    #: One site's figures apart from the whole's, and its own access log: only a VirtualSite has them.
+    site_figures: Optional[SiteFigures] = None
+    own_access: Optional[AccessLog] = None
 
     def __init__(
         self,
@@ -1048,43 +1006,24 @@ class FrontSite(server.Site):
             virtual.reopen_log()
 
     def log(self, request: Any) -> None:
-        """One finished request: counted in the figures, written to the access log."""
+        """One finished request: counted in the figures, written to the access log (both from its Exchange)."""
+        exchange = getattr(request, "exchange", None)
+        if exchange is None:
+            exchange = exchange_of(request)  # fephp's own exchange, or a head refused before process()
+        elif exchange.status == 0 and request.startedWriting:
+            exchange.status = request.code  # Twisted's Request answered itself (processingFailed's 500)
         now = _monotonic()
-        duration = now - request.started_at
-        first = request.first_byte_at
-        kind = request.kind
         figures = self.figures
+        # One site of several (fephp.web.hosts.VirtualSite): its own figures and log, or this one's log.
+        view = getattr(request, "site", None) or self
         if figures is not None:
-            figures.request_done(
-                request.method, request.code, kind, duration,
-                None if first is None else first - request.started_at, request.sentLength,
-            )
-        # One site of several has its own log or this one (fephp.web.hosts.VirtualSite).
-        access = (request.site or self)._access
+            figures.exchange_done(exchange, now)
+            if view.site_figures is not None:
+                view.site_figures.exchange_done(exchange, now)
+        access = view.own_access or self._access
         if access is None:
             return
-        php = None
-        if request.php_started_at is not None and request.php_ended_at is not None:
-            php = request.php_ended_at - request.php_started_at
-        client = request.getClientAddress()
-        headers = request.requestHeaders
-        referer = headers.getRawHeaders(b"referer")
-        agent = headers.getRawHeaders(b"user-agent")
-        entry = LoggedRequest(
-            time=time.time(),
-            remote=getattr(client, "host", None) or "-",
-            method=request.method,
-            uri=redact_query(request.uri, self.secret_query),
-            protocol=request.clientproto,
-            status=request.code,
-            bytes_sent=request.sentLength,
-            duration=duration,
-            php_duration=php,
-            backend=request.backend_name,
-            request_id=request.request_id or b"-",
-            referer=referer[0] if referer else None,
-            user_agent=agent[0] if agent else None,
-        )
+        entry = logged_request(exchange, now, self.secret_query)
         if self.access_log_format == "json":
             access.write(json_line(entry))
         else:

@@ -1,9 +1,11 @@
 """Static files from fephp's side: served by fephp itself, with nginx's validators and types.
 
-A small file is read whole (or taken from the memory cache) and sent with
-its head in one write; a large file over plain TCP goes out with
-``os.sendfile``; Range requests and the rest go through Twisted's File and
-its producers, which read a chunk at a time.  Other methods than GET and HEAD get 405
+Everything is said through an :class:`fephp.web.exchange.Exchange`.  A
+small file is read whole (or taken from the memory cache) and sent with its
+head in one write; a large file goes out with ``os.sendfile`` where the
+exchange offers a socket, else a chunk at a time; Range requests go through
+Twisted's File and its producers, shown the exchange as the few Request
+members File uses (:class:`_FileRequest`).  Other methods than GET and HEAD get 405
 with ``Allow: GET, HEAD`` (RFC 9110 15.5.6), as nginx refuses them.
 """
 
@@ -15,14 +17,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from twisted.web import static
+from twisted.web import http, static
 from twisted.web.http import NOT_MODIFIED, datetimeToString, stringToDatetime
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET
 
-from .._twisted import headers_raw, idle_socket
 from ..cgi.routing import StaticFile
 from .compress import Compression, add_vary, weak_etag
 from .errors import send_error
+from .exchange import HeaderList
 
 from .._compat import SLOTS
 
@@ -61,7 +63,6 @@ _QUEUED_CHUNK = 64 * 1024
 PRECOMPRESSED_SUFFIXES = {"zstd": ".zst", "br": ".br", "gzip": ".gz"}
 
 _content_types: dict[str, bytes] = {}
-_ALLOW = {b"allow": b"GET, HEAD"}
 
 
 def _content_type(path: str) -> bytes:
@@ -110,8 +111,8 @@ class CacheHeaders:
                 return rule
         return None
 
-    def apply(self, request: Request, path: str) -> None:
-        """Set Cache-Control and Expires on *request*, a static file's 200, 206 or 304."""
+    def apply(self, headers: HeaderList, path: str) -> None:
+        """Add Cache-Control and Expires to *headers*, a static file's 200, 206 or 304."""
         rule = self.rule_for(path)
         if rule is None:
             return
@@ -119,19 +120,19 @@ class CacheHeaders:
         expires = rule.expires
         if expires is not None:
             if expires == "max":
-                request.setHeader(b"expires", _EXPIRES_MAX)
+                headers.append((b"expires", _EXPIRES_MAX))
                 derived = _MAX_AGE_MAX
             elif expires == "epoch":
-                request.setHeader(b"expires", _EXPIRES_EPOCH)
+                headers.append((b"expires", _EXPIRES_EPOCH))
                 derived = b"no-cache"
             else:
                 assert isinstance(expires, int)
-                request.setHeader(b"expires", datetimeToString(int(time.time()) + expires))
+                headers.append((b"expires", datetimeToString(int(time.time()) + expires)))
                 derived = b"max-age=%d" % expires if expires >= 0 else b"no-cache"
             if control is None:
                 control = derived
         if control is not None:
-            request.setHeader(b"cache-control", control)
+            headers.append((b"cache-control", control))
 
 
 class FileCache:
@@ -190,37 +191,32 @@ class _Sendfile:
     """A large file sent with ``os.sendfile``, from the page cache to the socket without a copy in Python.
 
     A pull producer, as Twisted's own static producers: each
-    ``resumeProducing`` sends up to :data:`SENDFILE_CHUNK`.  When the socket
-    is full, one chunk is read and written through the request as usual:
-    Twisted buffers it, waits for the socket, and asks again once it drained.
-    Used only where the bytes on the socket are the file's own (a plain TCP
-    connection, nothing queued, no compression, no range, not HEAD).
+    ``resumeProducing`` sends up to :data:`SENDFILE_CHUNK` on the
+    exchange's :meth:`~fephp.web.exchange.Exchange.sendfile_socket`.  When
+    there is none (TLS, HTTP/2, a compressed body) or the socket is full,
+    one chunk is read and written through the exchange as usual: the
+    transport buffers it, and asks again once it drained.  The exchange's
+    response is started (status and headers) before.
     """
 
-    def __init__(self, request: Request, fd: int, size: int) -> None:
-        self._request: Optional[Request] = request
+    def __init__(self, exchange: Any, fd: int, size: int) -> None:
+        self._exchange: Any = exchange
         self._fd = fd
         self._offset = 0
         self._size = size
 
     def start(self) -> None:
-        request = self._request
-        assert request is not None
-        request.write(b"")  # the head (with its Content-Length), held by the channel...
-        flush = getattr(request.channel, "flush_head", None)
-        if flush is not None:
-            flush()  # ...and sent before the file's bytes go past it
-        request.registerProducer(self, False)
+        self._exchange.register_producer(self, False)
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
-        request = self._request
-        if request is None:
+        exchange = self._exchange
+        if exchange is None:
             return
         left = self._size - self._offset
         if left <= 0:
             self._done()
             return
-        sock = idle_socket(request.channel.transport)  # type: ignore[union-attr]
+        sock = exchange.sendfile_socket()
         sent = 0
         if sock is not None:
             try:
@@ -235,9 +231,9 @@ class _Sendfile:
                 return
         if sent > 0:
             self._offset += sent
-            request.sentLength += sent  # type: ignore[attr-defined]
+            exchange.sent_directly(sent)
             return  # Twisted calls again (a pull producer) while nothing is queued
-        # The socket is full, or Twisted holds bytes: queue a chunk behind them.
+        # No socket, the socket is full, or bytes are queued: a chunk behind them.
         try:
             chunk = os.pread(self._fd, min(_QUEUED_CHUNK, left), self._offset)
         except OSError:
@@ -246,7 +242,7 @@ class _Sendfile:
             self._abort()
             return
         self._offset += len(chunk)
-        request.write(chunk)
+        exchange.write(chunk)
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
         pass
@@ -255,23 +251,98 @@ class _Sendfile:
         self._close()
 
     def _done(self) -> None:
-        request, self._request = self._request, None
+        exchange, self._exchange = self._exchange, None
         self._close()
-        if request is not None:
-            request.unregisterProducer()
-            request.finish()
+        if exchange is not None:
+            exchange.unregister_producer()
+            exchange.finish()
 
     def _abort(self) -> None:
-        request, self._request = self._request, None
+        exchange, self._exchange = self._exchange, None
         self._close()
-        if request is not None:
-            request.unregisterProducer()
-            request.channel.transport.abortConnection()  # type: ignore[union-attr]
+        if exchange is not None:
+            exchange.unregister_producer()
+            exchange.abort()
 
     def _close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class _Refusal:
+    """What Twisted's File renders for a file gone or unreadable: fephp's error page on the exchange."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def render(self, request: "_FileRequest") -> Any:
+        send_error(request.exchange, self.status)
+        return NOT_DONE_YET
+
+
+class _FileRequest:
+    """The members of a twisted.web Request that Twisted's File uses for a Range request, over an Exchange.
+
+    File sets its status and Content-* headers here, then writes through a
+    producer; the exchange's response starts at the first write (or
+    producer, or finish) with *headers* (what serve_static set: caching,
+    coding, Vary) and File's, then Last-Modified and ETag.  *hidden* are
+    request headers File must not see (If-Modified-Since when If-None-Match
+    decided, Range when If-Range said no).
+    """
+
+    def __init__(self, exchange: Any, headers: HeaderList, hidden: "tuple[bytes, ...]", mtime: int, etag: bytes) -> None:
+        self.exchange = exchange
+        self.method = exchange.method
+        self.code = 200
+        self._headers = headers
+        self._hidden = hidden
+        self._mtime = mtime
+        self._etag = etag
+        self._started = False
+
+    def getHeader(self, name: bytes) -> Optional[bytes]:  # noqa: N802 - Twisted's name
+        lower = name.lower()
+        return None if lower in self._hidden else self.exchange.header(lower)
+
+    def setHeader(self, name: bytes, value: bytes) -> None:  # noqa: N802 - Twisted's name
+        lower = name.lower()
+        headers = self._headers
+        headers[:] = [pair for pair in headers if pair[0] != lower]
+        headers.append((lower, value))
+
+    def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:  # noqa: N802 - Twisted's name
+        self.code = code
+
+    def setLastModified(self, when: float) -> Any:  # noqa: N802 - Twisted's name
+        since = self.getHeader(b"if-modified-since")
+        if since is not None and _not_modified_since(since, self._mtime):
+            self.code = NOT_MODIFIED
+            return http.CACHED
+        return None
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._headers.append((b"last-modified", datetimeToString(self._mtime)))
+            self._headers.append((b"etag", self._etag))
+            self.exchange.start_response(self.code, self._headers)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802 - Twisted's name
+        self._start()
+        self.exchange.register_producer(producer, streaming)
+
+    def unregisterProducer(self) -> None:  # noqa: N802 - Twisted's name
+        self.exchange.unregister_producer()
+
+    def write(self, data: bytes) -> None:
+        self._start()
+        self.exchange.write(data)
+
+    def finish(self) -> None:
+        self._start()
+        self.exchange.finish()
 
 
 def _none_match(header: bytes, etag: bytes) -> bool:
@@ -307,7 +378,7 @@ def _if_range_holds(value: bytes, etag: bytes, mtime: int) -> bool:
         return False
 
 
-def _negotiated(compression: Optional[Compression], coding: Optional[str], size: int, headers: Any) -> bool:
+def _negotiated(compression: Optional[Compression], coding: Optional[str], size: int, *headers: HeaderList) -> bool:
     """Whether this file's 200 is compressed on the fly for some client, so carries ``Vary: Accept-Encoding``.
 
     Its 206 and 304 then carry that Vary too (RFC 9110 15.3.7, 15.4.5).
@@ -320,7 +391,7 @@ def _negotiated(compression: Optional[Compression], coding: Optional[str], size:
     """
     if compression is None or coding is not None or size < compression.min_size:
         return False
-    control = headers_raw(headers).get(b"Cache-Control")  # the dict, not Headers' lookup: asked per request
+    control = [value for pairs in headers for name, value in pairs if name == b"cache-control"]
     if not control:
         return True
     return not any(token.strip().lower() == b"no-transform" for value in control for token in value.split(b","))
@@ -340,68 +411,73 @@ def _precompressed(codings: tuple[str, ...], path: str, original: os.stat_result
 
 
 def serve_static(
-    request: Request,
+    exchange: Any,
     route: StaticFile,
     *,
     content_type: Optional[bytes] = None,
     as_get: bool = False,
     cache: Optional[CacheHeaders] = None,
     files: Optional[FileCache] = None,
-) -> Any:
-    """Send a static file, with nginx's validators: ETag and Last-Modified.
+) -> None:
+    """Answer *exchange* with a static file, with nginx's validators: ETag and Last-Modified.
 
-    A small file is read whole and sent with its head in one write.
-    Range requests and big files go to Twisted's File; other methods than
-    GET and HEAD get 405.  With compression on, a client that accepts a coding
-    gets ``x.zst``, ``x.br`` or ``x.gz`` instead of ``x`` when one is there
-    and not older, labelled with ``x``'s Content-Type; it is a
-    representation of its own, with its own ETag, Last-Modified and ranges.
+    A small file is read whole and sent with its head in one write; a big
+    one goes out by :class:`_Sendfile`; Range requests go to Twisted's
+    File; other methods than GET and HEAD get 405.  With compression on, a
+    client that accepts a coding gets ``x.zst``, ``x.br`` or ``x.gz``
+    instead of ``x`` when one is there and not older, labelled with ``x``'s
+    Content-Type; it is a representation of its own, with its own ETag,
+    Last-Modified and ranges.
 
     *content_type* replaces the one of the file's extension; *as_get* serves
     any method but HEAD as GET (a file named by X-Sendfile, as nginx does);
     *cache* adds the Cache-Control and Expires of the file's prefix;
-    *files* keeps small files' bytes in memory.
+    *files* keeps small files' bytes in memory.  Headers already in the
+    exchange's ``response_headers`` (PHP's, for X-Sendfile) go out too.
     """
     st = route.stat
-    method = request.method
+    method = exchange.method
     if as_get and method != b"HEAD":
         method = b"GET"
     if method != b"GET" and method != b"HEAD":
-        # nginx's static handler: 405 for POST, OPTIONS, PUT...; Twisted's
-        # File would answer 501 to a method it has no render_ for.
-        return send_error(request, 405, _ALLOW)
-    if st is None:
-        return _StaticFile(route.path).render(request)
+        # nginx's static handler: 405 for POST, OPTIONS, PUT...
+        send_error(exchange, 405, [(b"allow", b"GET, HEAD")])
+        return
     path = route.path
+    if st is None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            send_error(exchange, 404)
+            return
     ctype = content_type or _content_type(path)
-    compression: Optional[Compression] = request.site.compression if request.site is not None else None  # type: ignore[attr-defined]
+    compression: Optional[Compression] = exchange.compression
+    given = exchange.response_headers
+    headers: HeaderList = []
     coding = None
     codings: tuple[str, ...] = ()
     if compression is not None and compression.type_compressible(ctype):
-        codings = compression.codings_for(request.getHeader(b"accept-encoding"))
+        codings = compression.codings_for(exchange.header(b"accept-encoding"))
         found = _precompressed(codings, path, st) if codings and compression.precompressed else None
         if found is not None:
             path, st, coding = found
-            request.setHeader(b"content-encoding", coding.encode())
-            add_vary(request.responseHeaders)
+            headers.append((b"content-encoding", coding.encode()))
+            add_vary(headers)
     else:
         compression = None
     mtime = int(st.st_mtime)
     size = st.st_size
     # nginx's ETag: the modification time and the size, in hex.
     etag = b'"%x-%x"' % (mtime, size)
-    request.etag = etag  # type: ignore[assignment]
-    request.lastModified = mtime  # type: ignore[assignment]
-    headers = request.requestHeaders
-    tags = headers.getRawHeaders(b"if-none-match")
+    tags = exchange.header(b"if-none-match")
     if tags is not None:
         # RFC 9110 13.2.2: If-None-Match, when present, decides alone.
-        fresh = _none_match(b",".join(tags), etag)
+        fresh = _none_match(tags, etag)
     else:
-        since = headers.getRawHeaders(b"if-modified-since")
-        fresh = since is not None and _not_modified_since(since[0], mtime)
+        since = exchange.header(b"if-modified-since")
+        fresh = since is not None and _not_modified_since(since, mtime)
     if cache is not None:
-        cache.apply(request, route.path)
+        cache.apply(headers, route.path)
     if (
         coding is None
         and compression is not None
@@ -409,83 +485,110 @@ def serve_static(
         and len(codings) < len(compression.algorithms)  # a coding whose sibling was not looked for
         # Only a small file, or a no-transform from a cache rule or PHP, lacks the Vary of compression on the fly.
         and (size < compression.min_size or cache is not None or as_get)
-        and not _negotiated(compression, None, size, request.responseHeaders)
+        and not _negotiated(compression, None, size, headers, given)
         and _precompressed(tuple(c for c in compression.algorithms if c not in codings), path, st) is not None
     ):
         # A client accepting another coding gets a sibling: this answer
         # varies by Accept-Encoding too (RFC 9110 12.5.5), as nginx's
         # gzip_static with gzip_vary marks it.
-        add_vary(request.responseHeaders)
+        add_vary(headers)
     if fresh:
-        if _negotiated(compression, coding, size, request.responseHeaders):
+        if _negotiated(compression, coding, size, headers, given):
             # RFC 9110 15.4.5: the 304 carries the Vary and ETag the 200 would.
-            add_vary(request.responseHeaders)
+            add_vary(headers)
             if codings:
-                request.etag = weak_etag(etag)  # type: ignore[assignment]
-        request.setResponseCode(NOT_MODIFIED)
-        request.write(b"")
-        request.finish()
-        return NOT_DONE_YET
-    ranged = headers.hasHeader(b"range")
+                etag = weak_etag(etag)
+        if content_type is not None:
+            headers.append((b"content-type", content_type))  # PHP's, for the file it named
+        headers.append((b"last-modified", datetimeToString(mtime)))
+        headers.append((b"etag", etag))
+        exchange.start_response(NOT_MODIFIED, headers)
+        exchange.finish()
+        return
+    ranged = exchange.header(b"range") is not None
+    hidden: tuple[bytes, ...] = ()
     if ranged:
-        if_range = headers.getRawHeaders(b"if-range")
-        if if_range is not None and not _if_range_holds(if_range[0], etag, mtime):
+        if_range = exchange.header(b"if-range")
+        if if_range is not None and not _if_range_holds(if_range, etag, mtime):
             # RFC 9110 13.1.5: the file changed since the part the client
             # holds; it gets the whole file, not a piece of another one.
-            headers.removeHeader(b"range")
+            hidden = (b"range",)
             ranged = False
-    if (
-        size > SMALL_STATIC_FILE
-        and method == b"GET"
-        and not ranged
-        and (compression is None or coding is not None)  # the bytes sent are the file's own
-        and idle_socket(getattr(request.channel, "transport", None)) is not None
-    ):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except PermissionError:
-            return send_error(request, 403)
-        except OSError:  # gone since the router looked
-            return send_error(request, 404)
-        request.setHeader(b"content-type", ctype)
-        request.setHeader(b"accept-ranges", b"bytes")
-        request.setHeader(b"content-length", b"%d" % size)
-        _Sendfile(request, fd, size).start()
-        return NOT_DONE_YET
-    if size > SMALL_STATIC_FILE or ranged:
-        if ranged and _negotiated(compression, coding, size, request.responseHeaders):
+    if ranged:
+        if _negotiated(compression, coding, size, headers, given):
             # RFC 9110 15.3.7: a 206 carries the Vary its 200 would.  Its
             # bytes are the identity file's, under that file's strong ETag
             # (a 200 gzipped for this client would carry the weak one).
-            add_vary(request.responseHeaders)
+            add_vary(headers)
         if tags is not None:
             # If-None-Match decided (RFC 9110 13.2.2): File must not answer
             # 304 by an If-Modified-Since that If-None-Match overrides.
-            headers.removeHeader(b"if-modified-since")
+            hidden += (b"if-modified-since",)
         big = _StaticFile(path)
         big.type = ctype.decode("latin-1")  # type: ignore[assignment]
         big.encoding = None  # File sets both or neither
-        return big.render_GET(request)
+        shim = _FileRequest(exchange, headers, hidden, mtime, etag)
+        big.childNotFound = _Refusal(404)  # type: ignore[assignment]  # gone since the router looked
+        big.forbidden = _Refusal(403)  # type: ignore[assignment]
+        try:
+            body = big.render_GET(shim)
+        except OSError:
+            send_error(exchange, 404)
+            return
+        if body is not NOT_DONE_YET:
+            # What twisted.web's Request.render does with a body returned (HEAD, 304).
+            if method != b"HEAD":
+                shim.setHeader(b"content-length", b"%d" % len(body))
+            shim.write(body)
+            shim.finish()
+        return
+    if size > SMALL_STATIC_FILE and method == b"GET":
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            send_error(exchange, 403)
+            return
+        except OSError:  # gone since the router looked
+            send_error(exchange, 404)
+            return
+        headers += (
+            (b"content-type", ctype),
+            (b"accept-ranges", b"bytes"),
+            (b"content-length", b"%d" % size),
+            (b"last-modified", datetimeToString(mtime)),
+            (b"etag", etag),
+        )
+        exchange.start_response(200, headers)
+        _Sendfile(exchange, fd, size).start()
+        return
     data = files.get(path, st) if files is not None else None
     if data is None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except PermissionError:
-            return send_error(request, 403)
+            send_error(exchange, 403)
+            return
         except OSError:  # gone since the router looked
-            return send_error(request, 404)
+            send_error(exchange, 404)
+            return
         try:
             data = b"" if method == b"HEAD" else os.read(fd, size)
         except OSError:  # a directory now, or an I/O error
-            return send_error(request, 404)
+            send_error(exchange, 404)
+            return
         finally:
             os.close(fd)
         if files is not None and method != b"HEAD":
             files.put(path, st, data)
     elif method == b"HEAD":
         data = b""
-    request.setHeader(b"content-type", ctype)
-    request.setHeader(b"accept-ranges", b"bytes")
-    if method == b"HEAD":
-        request.setHeader(b"content-length", b"%d" % size)
-    return data  # Twisted's render() adds Content-Length and writes it
+    headers += (
+        (b"content-type", ctype),
+        (b"accept-ranges", b"bytes"),
+        (b"content-length", b"%d" % (size if method == b"HEAD" else len(data))),
+        (b"last-modified", datetimeToString(mtime)),
+        (b"etag", etag),
+    )
+    exchange.start_response(200, headers)
+    exchange.write(data)
+    exchange.finish()

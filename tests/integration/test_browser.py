@@ -15,9 +15,11 @@ from fephp.backend.endpoints import parse_client_endpoint
 from fephp.backend.pool import FastCGIPool
 from fephp.server.build import build_site
 from fephp.server.config import config_from_dict
+from fephp.server.tls import listen_ssl
 from fephp.web.compress import compressible
 from tests.support import REPO
 from tests.support.chromium import Chromium, Load, find_chromium
+from tests.support.inprocess import tls_engine
 from tests.support.processes import require_binary
 from tests.support.tls import self_signed_pem
 
@@ -36,9 +38,11 @@ def example_over_tls(php_fpm, tmp_path: Path) -> Iterator[tuple[int, Any]]:
     pool = FastCGIPool(parse_client_endpoint(reactor, php_fpm.unix_endpoint), clock=reactor, size=4)
     _, site = build_site(config, reactor, pool)
     pem = self_signed_pem(tmp_path)
-    port = pytest_twisted.blockon(
-        serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}").listen(site)
-    )
+    description = f"ssl:0:interface=127.0.0.1:privateKey={pem}"
+    if tls_engine() == "stdlib":  # FEPHP_TLS_ENGINE
+        port = listen_ssl(reactor, description, site)
+    else:
+        port = pytest_twisted.blockon(serverFromString(reactor, description).listen(site))
     try:
         yield int(port.getHost().port), config
     finally:

@@ -152,8 +152,9 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
-    """One daemon listening on TCP, a UNIX socket and TLS answers PHP on each; HTTPS is on only over TLS."""
+@pytest.mark.parametrize("engine", ["pyopenssl", "stdlib"])
+def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path, engine: str) -> None:
+    """One daemon listening on TCP, a UNIX socket and TLS (either server.tls_engine) answers PHP on each; HTTPS is on only over TLS."""
     require_binary(find_php("php-fpm"), "php-fpm")
     import json
     import ssl
@@ -164,7 +165,7 @@ def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path) -> None:
     config.write_text(
         config.read_text().replace(
             f'listen: ["{LISTEN}"]',
-            f'listen: ["{LISTEN}", "unix:{unix_path}", "ssl:0:interface=127.0.0.1:privateKey={pem}"]',
+            f'tls_engine: {engine}\n  listen: ["{LISTEN}", "unix:{unix_path}", "ssl:0:interface=127.0.0.1:privateKey={pem}"]',
         )
     )
     pidfile, pid = _start_daemon(tmp_path, config)

@@ -34,14 +34,15 @@ def _streams(front: InProcessFront) -> list[Any]:
     return found
 
 
-@pytest.fixture
-def tls_front(php_fpm, tmp_path: Path):
+@pytest.fixture(params=["pyopenssl", "stdlib"])
+def tls_front(php_fpm, tmp_path: Path, request: pytest.FixtureRequest):
+    """A maker of fronts on an ssl: listener, each test run with Twisted's TLS and with the standard library's."""
     root = make_docroot(tmp_path)
     pem = self_signed_pem(tmp_path)
 
     async def make(**options: Any) -> InProcessFront:
         front = InProcessFront.php(root, pool(php_fpm.unix_endpoint), router={"deny": ("/data/",)}, **options)
-        await front.start_tls(pem)
+        await front.start_tls(pem, request.param)
         return front
 
     yield from stopped_at_teardown(make)

@@ -165,8 +165,9 @@ def test_sigusr1_reopens_the_logs_after_logrotate(server: Server) -> None:
     assert "after=1" not in (server.tmp / "access.log.1").read_text()
 
 
-def test_a_reload_reads_the_tls_certificate_again(tmp_path: Path) -> None:
-    """An ssl: listener keeps its port across a reload and serves the certificate now in the file, not the one it started with."""
+@pytest.mark.parametrize("engine", ["pyopenssl", "stdlib"])
+def test_a_reload_reads_the_tls_certificate_again(tmp_path: Path, engine: str) -> None:
+    """An ssl: listener (either server.tls_engine) keeps its port across a reload and serves the certificate now in the file."""
     require_binary(find_php("php-fpm"), "php-fpm")
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
@@ -175,7 +176,8 @@ def test_a_reload_reads_the_tls_certificate_again(tmp_path: Path) -> None:
     root = _root(tmp_path, "A")
     config = tmp_path / "fephp.yaml"
     config.write_text(
-        f'server:\n  listen: ["ssl:0:interface=127.0.0.1:privateKey={pem}"]\n  root: {root}\n  shutdown_grace: 5\n'
+        f'server:\n  tls_engine: {engine}\n  listen: ["ssl:0:interface=127.0.0.1:privateKey={pem}"]\n  root: {root}\n'
+        "  shutdown_grace: 5\n"
         "php:\n  worker_pool_size: 2\n"
     )
     pidfile = daemonize(tmp_path, config)

@@ -67,11 +67,13 @@ def _site_yaml(name: str, root: Path, tls: Optional[tuple[Path, Path]], default:
 class Sites:
     """A twistd fephp with sites a, b and *.c on one plain and one TLS listener, each site's pool of the managed php-fpm."""
 
-    def __init__(self, tmp_path: Path, shared: Path) -> None:
+    def __init__(self, tmp_path: Path, shared: Path, tls_engine: str = "pyopenssl", workers: int = 1) -> None:
         require_binary(find_php("php-fpm"), "php-fpm")
+        self.tls_engine = tls_engine
         self.tmp = tmp_path
         self.shared = shared
         self.config = tmp_path / "fephp.yaml"
+        self.workers = workers
         self.roots = {name: _root(shared, name) for name in ("a", "b", "c", "d")}
         self.certs = {name: named_certificate(tmp_path, f"{name}.example") for name in ("a", "b")}
         self.fallback = self_signed_pem(tmp_path)
@@ -79,7 +81,10 @@ class Sites:
         self.pidfile = daemonize(tmp_path, self.config)
         wait_for(self.pidfile.exists, "the pidfile")
         self.pid = int(self.pidfile.read_text())
-        self.port, self.tls_port = listening_on(self.pid, 2)
+        if workers > 1:
+            self.port, self.admin_port = listening_on(self.pid, 2)
+        else:
+            self.port, self.tls_port, self.admin_port = listening_on(self.pid, 3)
         self.log = tmp_path / "fephp.log"
         wait_for(lambda: self.ask("a.example", "/only-a.txt")[0] == 200, "the listener", within=60)
 
@@ -89,15 +94,24 @@ class Sites:
             "tcp:0:interface=127.0.0.1",
             f"ssl:0:interface=127.0.0.1:privateKey={self.fallback}:certKey={self.fallback}",
         ]
+        if self.workers > 1:
+            listen = listen[:1]  # TLS is not shared by worker processes
         text = (
             "server:\n"
+            f"  workers: {self.workers}\n"
             f"  listen: [{', '.join(repr(x) for x in listen)}]\n"
             "  shutdown_grace: 5\n"
             f"  unknown_host: {unknown_host}\n"
+            f"  tls_engine: {self.tls_engine}\n"
+            "admin:\n"
+            "  listen: ['tcp:port=0:interface=127.0.0.1']\n"
             "sites:\n"
         )
         for name in names:
             text += _site_yaml(name, self.roots[name], self.certs.get(name))
+            if name == "a":
+                text += f"    access_log: {self.tmp / 'a.log'}\n"
+        text += f"logging:\n  access_log: {self.tmp / 'all.log'}\n"
         self.config.write_text(text)
 
     def ask(self, host: Optional[str], path: str, version: str = "HTTP/1.1") -> tuple[int, bytes]:
@@ -142,6 +156,27 @@ def sites(tmp_path: Path, shared: Path) -> Iterator[Sites]:
     s = Sites(tmp_path, shared)
     yield s
     s.stop()
+
+
+@pytest.fixture
+def sites_stdlib(tmp_path: Path, shared: Path) -> Iterator[Sites]:
+    """The same sites with server.tls_engine stdlib."""
+    s = Sites(tmp_path, shared, tls_engine="stdlib")
+    yield s
+    s.stop()
+
+
+def test_sites_with_worker_processes(tmp_path: Path, shared: Path) -> None:
+    """With server.workers: 2, each worker process finds each site's pool of the parent's php-fpm beside the first."""
+    s = Sites(tmp_path, shared, workers=2)
+    try:
+        user = {name: (SITES[name][2] if os.geteuid() == 0 and SITES[name][2] else "root") for name in "abc"}
+        for _ in range(4):  # both worker processes, whichever accepts
+            assert s.ask("a.example", "/who.php") == (200, f"site-a Europe/Paris {user['a']}".encode())
+            assert s.ask("b.example", "/who.php") == (200, f"site-b Asia/Tokyo {user['b']}".encode())
+        assert s.ask("other.example", "/who.php")[0] == 421
+    finally:
+        s.stop()
 
 
 def test_each_site_sees_its_own_root_and_php_ini(sites: Sites) -> None:
@@ -206,6 +241,21 @@ def test_sni_picks_the_sites_certificate(sites: Sites) -> None:
     assert _tls_subject(sites.tls_port, "x.c.example") == "CN=127.0.0.1"
 
 
+def test_sni_and_alpn_with_the_stdlib_engine(sites_stdlib: Sites) -> None:
+    """With tls_engine stdlib the sites' certificates are chosen by SNI too, h2 is agreed on a site's context, and another site's Host gets 421."""
+    port = sites_stdlib.tls_port
+    subjects = [_tls_subject(port, name) for name in ("a.example", "b.example", "x.c.example")]
+    client = H2Client(port, server_hostname="a.example")
+    try:
+        alpn = client.alpn
+        mine = client.wait(client.request("GET", "/only-a.txt", authority="a.example"))
+        other = client.wait(client.request("GET", "/only-b.txt", authority="b.example"))
+    finally:
+        client.close()
+    assert (subjects, alpn, mine.status, bytes(mine.body), other.status) == (
+        ["CN=a.example", "CN=b.example", "CN=127.0.0.1"], "h2", 200, b"file of a\n", 421)
+
+
 def test_http2_host_not_of_the_sni_site_is_misdirected(sites: Sites) -> None:
     """Over HTTP/2 on a connection for a.example, a request for a.example is served and one for b.example gets 421."""
     client = H2Client(sites.tls_port, server_hostname="a.example")
@@ -250,3 +300,35 @@ def test_doctor_probes_each_site(sites: Sites) -> None:
     assert ran == [f"ok: site {name}: php-fpm ran {sites.roots[name]}/index.php: status 200, 6 bytes" for name in "abc"]
     accepts = [line.strip().rsplit("/", 1)[1] for line in result.stdout.splitlines() if "accepts connections" in line]
     assert accepts == ["site-a.sock", "site-b.sock", "site-c.sock"]
+
+
+def test_metrics_count_each_site_apart(sites: Sites) -> None:
+    """/metrics counts each site's requests under its own site label, beside the whole's."""
+    for _ in range(3):
+        assert sites.ask("a.example", "/only-a.txt")[0] == 200
+    assert sites.ask("x.c.example", "/who.php")[0] == 200
+    with socket.create_connection(("127.0.0.1", sites.admin_port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = [line for line in data.decode().splitlines() if line.startswith("fephp_site_http_requests_total")]
+    assert lines == [
+        'fephp_site_http_requests_total{code="2xx",kind="static",method="GET",site="a"} 4.0',
+        'fephp_site_http_requests_total{code="2xx",kind="php",method="GET",site="c"} 1.0',
+    ]
+
+
+def test_a_site_with_its_own_access_log(sites: Sites) -> None:
+    """A site with access_log writes its requests there; the others write to logging.access_log."""
+    assert sites.ask("a.example", "/only-a.txt?site=a")[0] == 200
+    assert sites.ask("b.example", "/only-b.txt?site=b")[0] == 200
+    own, shared = sites.tmp / "a.log", sites.tmp / "all.log"
+    wait_for(lambda: own.exists() and "site=a" in own.read_text(), "site a's line in its own log")
+    wait_for(lambda: shared.exists() and "site=b" in shared.read_text(), "site b's line in the shared log")
+    assert [line.split('"')[3] for line in own.read_text().splitlines() if "site=" in line] == [
+        "GET /only-a.txt?site=a HTTP/1.1"
+    ]
+    assert [line.split('"')[3] for line in shared.read_text().splitlines() if "site=" in line] == [
+        "GET /only-b.txt?site=b HTTP/1.1"
+    ]

@@ -79,3 +79,81 @@ php:
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not pidfile.exists(), "the pidfile to go")
         wait_for(lambda: not processes_with(str(APP)), "no worker left")
+
+
+def test_workers_crashing_at_boot_in_worker_processes_make_readyz_fail(tmp_path: Path) -> None:
+    """With server.workers: 2, PHP workers that exit before their handshake make the parent's /readyz answer 503."""
+    require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
+    root = tmp_path / "public"
+    root.mkdir()
+    (root / "index.php").write_text("<?php // served by the workers\n")
+    config = tmp_path / "fephp.yaml"
+    config.write_text(f"""
+server:
+  listen: ["tcp:0:interface=127.0.0.1"]
+  root: {root}
+  workers: 2
+php:
+  worker:
+    script: {APP}
+    command: [{php_cli()}]
+    count: 1
+    max_consecutive_failures: 2
+    env: {{CRASH_AT_BOOT: "1"}}
+admin:
+  listen: ["tcp:0:interface=127.0.0.2"]
+""")
+    pidfile = daemonize(tmp_path, config)
+    wait_for(pidfile.exists, "the pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        port, admin = listening_on(pid, 2)
+        readyz = f"http://127.0.0.2:{admin}/readyz"
+        wait_for(lambda: answers(readyz) and get(readyz)[0] == 503, "/readyz to fail")
+        status, body = get(readyz)
+        assert status == 503
+        assert body.decode().startswith("php workers of worker process ") and body.decode().endswith(" fail to boot\n")
+        assert get(f"http://127.0.0.1:{port}/hello")[0] == 502
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists(), "the pidfile to go")
+
+
+def test_a_reload_whose_workers_cannot_boot_changes_nothing(tmp_path: Path) -> None:
+    """SIGHUP to a configuration whose workers exit at boot is undone: the running workers keep serving."""
+    require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
+    root = tmp_path / "public"
+    root.mkdir()
+    (root / "index.php").write_text("<?php // served by the workers\n")
+    config = tmp_path / "fephp.yaml"
+    text = f"""
+server:
+  listen: ["tcp:0:interface=127.0.0.1"]
+  root: {root}
+php:
+  worker:
+    script: {APP}
+    command: [{php_cli()}]
+    count: 1
+    max_consecutive_failures: 2
+"""
+    config.write_text(text)
+    pidfile = daemonize(tmp_path, config)
+    wait_for(pidfile.exists, "the pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        (port,) = listening_on(pid)
+        url = f"http://127.0.0.1:{port}/hello"
+        wait_for(lambda: answers(url), "the listener")
+        before = json.loads(get(url)[1])["pid"]
+        config.write_text(text + '    env: {CRASH_AT_BOOT: "1"}\n')
+        os.kill(pid, signal.SIGHUP)
+        log = tmp_path / "fephp.log"
+        wait_for(lambda: "keeping the running configuration" in log.read_text(), "the reload to be undone", within=60)
+        assert "php workers: 2 workers in a row failed to boot" in log.read_text()
+        status, body = get(url)
+        assert status == 200 and json.loads(body)["pid"] == before
+        assert processes_with(str(APP)) == [before]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists(), "the pidfile to go")

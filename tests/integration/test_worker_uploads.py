@@ -144,3 +144,26 @@ async def test_the_files_go_when_the_client_went_away(front, tmp_path: Path, upl
     # The worker is free again: the next request is served.
     status, _ = await deferToThread(curl, f.base + "/api/pid")
     assert status == 200
+
+
+SYMFONY = Path(__file__).resolve().parent.parent.parent / "examples" / "symfony-worker"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_symfony_app_gets_the_upload_as_uploaded_files(front, tmp_path: Path, uploads: Path):
+    """examples/symfony-worker's /form (fephp's Symfony Runtime) sees a 5 MiB UploadedFile and the form (md5 in PHP)."""
+    require_php_files(["Symfony/Component/Runtime/autoload.php", "Symfony/Component/HttpKernel/autoload.php"],
+                      "Symfony's runtime and HttpKernel (php-symfony-runtime php-symfony-http-kernel)")
+    f = await front(script=str(SYMFONY / "worker.php"))
+    big = os.urandom(5 * 1024 * 1024 + 3)
+    (tmp_path / "big.bin").write_bytes(big)
+    status, body = await deferToThread(
+        curl, f.base + "/form", "-F", f"doc[main]=@{tmp_path / 'big.bin'};type=application/pdf", "-F", "who=ann",
+    )
+    assert status == 200, body
+    assert json.loads(body) == {
+        "form": {"who": "ann"},
+        "files": {"doc": {"main": {"name": "big.bin", "type": "application/pdf", "size": len(big),
+                                   "md5": hashlib.md5(big).hexdigest()}}},
+    }
+    assert list(uploads.iterdir()) == []

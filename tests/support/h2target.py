@@ -27,6 +27,7 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from tests.support import REPO
+from tests.support.inprocess import tls_engine
 from tests.support.nginx import Nginx, find_nginx
 from tests.support.tls import self_signed_pem
 
@@ -103,6 +104,7 @@ class FephpH2:
         config = {
             "server": {
                 "listen": [f"ssl:0:interface=127.0.0.1:privateKey={self.pem}"],
+                "tls_engine": tls_engine(),  # FEPHP_TLS_ENGINE, as the in-process fronts
                 "root": str(root),
                 "shutdown_grace": 1,
             },

@@ -5,7 +5,7 @@ Built one of two ways, then started and stopped by the test's fixture::
     front = InProcessFront.configured(config, pool(php_fpm.unix_endpoint))   # as build.py builds it
     front = InProcessFront.php(root, pool(address), router={...}, **site)    # PHPApp + FrontSite by hand
     await front.start()                       # tcp:0 on 127.0.0.1, or any listener string
-    port = await front.start_tls(pem)         # an ssl: listener too (HTTP/2 by ALPN)
+    port = await front.start_tls(pem)         # an ssl: listener too (HTTP/2 by ALPN), TLS by tls_engine()
     r = await front.get("/env.php")           # raw HTTP/1.1: a tests.support.rawhttp.Response
     response, body = await front.fetch("/x")  # through treq (redirects, cookies, forms)
     await front.stop()
@@ -18,12 +18,17 @@ A fixture hands the test a maker and stops every front it made::
             return await InProcessFront.configured(...).start()
         yield from stopped_at_teardown(make)
 
+``FEPHP_TLS_ENGINE=stdlib`` runs every test's ssl: listener on the standard
+library's TLS (fephp.server.tls) instead of Twisted's (``pyopenssl``, the
+default), as ``server.tls_engine`` does.
+
 The blocking raw clients run in threads (``deferToThread``): the reactor
 serving fephp keeps turning while they wait.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, Mapping, Optional, Union
 
@@ -38,6 +43,7 @@ from fephp.backend.pool import FastCGIPool
 from fephp.cgi.routing import Router
 from fephp.server.build import build_backend, build_site
 from fephp.server.config import Config, config_from_dict
+from fephp.server.tls import ENGINES, listen_ssl
 from fephp.web.app import PHPApp
 from fephp.web.site import FrontSite
 from tests.support.rawhttp import Response, Timed, exchange, read_until, request_bytes, timed_exchange
@@ -58,6 +64,14 @@ def pool(address: str, **options: Any) -> FastCGIPool:
     """A FastCGI pool to the php-fpm (or fake) at *address* (a client endpoint string), on the global reactor."""
     options.setdefault("size", POOL_SIZE)
     return FastCGIPool(parse_client_endpoint(reactor, address), clock=reactor, **options)
+
+
+def tls_engine() -> str:
+    """The TLS engine of the tests' ssl: listeners: FEPHP_TLS_ENGINE, or pyopenssl (server.tls_engine's default)."""
+    engine = os.environ.get("FEPHP_TLS_ENGINE", "pyopenssl")
+    if engine not in ENGINES:
+        raise ValueError(f"FEPHP_TLS_ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
+    return engine
 
 
 class InProcessFront:
@@ -102,9 +116,16 @@ class InProcessFront:
         self.listening.append(await serverFromString(reactor, listen).listen(self.site))
         return self
 
-    async def start_tls(self, pem: Path) -> int:
-        """An ssl: listener on a free port of 127.0.0.1 too (HTTP/2 by ALPN), with the key and certificate in *pem*; its port."""
-        port = await serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}").listen(self.site)
+    async def start_tls(self, pem: Path, engine: Optional[str] = None) -> int:
+        """An ssl: listener on a free port of 127.0.0.1 too (HTTP/2 by ALPN), with the key and certificate in *pem*; its port.
+
+        *engine* is a server.tls_engine value, :func:`tls_engine` by default.
+        """
+        description = f"ssl:0:interface=127.0.0.1:privateKey={pem}"
+        if (engine or tls_engine()) == "stdlib":
+            port = listen_ssl(reactor, description, self.site)
+        else:
+            port = await serverFromString(reactor, description).listen(self.site)
         self.listening.append(port)
         self.tls_port = int(port.getHost().port)
         return self.tls_port

@@ -6,7 +6,10 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from fephp.backend.workers import multipart_form, worker_context
+from fephp.cgi.multipart import MultipartError, MultipartLimits
 
 BODY = (
     b"--B\r\nContent-Disposition: form-data; name=\"a[]\"\r\n\r\n1\r\n"
@@ -42,4 +45,12 @@ def test_other_bodies_are_passed_as_they_are(tmp_path: Path) -> None:
         assert multipart_form(env, BODY, str(tmp_path)) is None
         context, payload = worker_context(env, BODY)
         assert (json.loads(context)["parsed"], json.loads(context)["uploads"], payload) == (False, None, BODY)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_form_limits_apply(tmp_path: Path) -> None:
+    """A body with more parts than max_parts is a MultipartError, and no file is left behind."""
+    env = params(b"multipart/form-data; boundary=B")
+    with pytest.raises(MultipartError, match="more parts than max_parts"):
+        multipart_form(env, BODY, str(tmp_path), MultipartLimits(max_parts=1))
     assert list(tmp_path.iterdir()) == []

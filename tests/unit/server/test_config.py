@@ -28,6 +28,7 @@ from fephp.server.settings import (
 from fephp.web.sendfile import SendfileRoot
 from fephp.web.static import CacheRule
 from tests.support.configs import EXTERNAL, write
+from tests.support.tls import self_signed_pem
 
 
 def error_for(folder: Path, text: str) -> str:
@@ -635,3 +636,30 @@ def test_trusted_proxies_and_real_ip_header(site: Path) -> None:
         f"{path}, line 2: server.real_ip_header: must be one of X-Forwarded-For, Forwarded, X-Real-IP,"
         " not the string 'X-Client-IP'"
     )
+
+
+@pytest.mark.parametrize("engine", ["pyopenssl", "stdlib"])
+def test_tls_engine(site: Path, engine: str) -> None:
+    """server.tls_engine takes pyopenssl (the default) or stdlib, whose ssl: listeners load through the standard library."""
+    pem = self_signed_pem(site)
+    text = f"server:\n  tls_engine: {engine}\n  listen: ['ssl:0:privateKey={pem}']\n" + EXTERNAL
+    assert (load_config(str(write(site, EXTERNAL))).server.tls_engine, load_config(str(write(site, text))).server.tls_engine) == (
+        "pyopenssl", engine)
+
+
+def test_tls_engine_unknown(site: Path) -> None:
+    """Any other tls_engine is an error at its line naming the two engines."""
+    assert error_for(site, "server:\n  tls_engine: openssl\n" + EXTERNAL) == (
+        f"{site / 'fephp.yaml'}, line 2: server.tls_engine: must be one of pyopenssl, stdlib, not the string 'openssl'"
+    )
+
+
+def test_tls_engine_stdlib_refuses_what_ssl_cannot_load(site: Path) -> None:
+    """With tls_engine stdlib, a dhParameters file the standard library cannot read is an error at the listen item's line."""
+    pem = self_signed_pem(site)
+    (site / "dh.pem").write_text("not DH parameters\n")
+    text = f"server:\n  tls_engine: stdlib\n  listen:\n    - ssl:0:privateKey={pem}:dhParameters={site / 'dh.pem'}\n" + EXTERNAL
+    message = error_for(site, text)
+    assert message.startswith(
+        f"{site / 'fephp.yaml'}, line 4: server.listen[0]: the standard library's ssl (server.tls_engine: stdlib) cannot load"
+    ), message

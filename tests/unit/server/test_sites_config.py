@@ -9,6 +9,7 @@ import pytest
 
 from fephp.server.build import managed_pools, site_view
 from fephp.server.config import load_config
+from fephp.server.listeners import SNIMap
 from fephp.server.settings import ConfigError, PHPConfig, SiteConfig, TLSConfig, changed_sections, site_configs
 from tests.support.configs import write
 from tests.support.tls import named_certificate
@@ -159,3 +160,14 @@ def test_site_errors_name_file_key_and_line(roots: Path, sites: str, line: int, 
     """A bad site is refused with the file, the line and the dotted key of the problem."""
     path = roots / "fephp.yaml"
     assert error_for(roots, sites) == f"{path}, line {line}: " + message.format(base=roots)
+
+
+def test_sni_map_takes_obtained_certificates(roots: Path) -> None:
+    """A certificate obtained for a site (ACME's, by site name) stands in for the site's own tls, or its lack."""
+    config = load_config(str(write(roots, TWO_SITES)))
+    cert, key = named_certificate(roots, "shop.example")
+    assert not SNIMap(config.sites, [b"http/1.1"])
+    sni = SNIMap(config.sites, [b"http/1.1"], obtained={"shop": TLSConfig(str(cert), str(key))})
+    shop_context = sni.contexts.find(b"x.shop.example")
+    assert shop_context is not None
+    assert (sni.contexts.find(b"a.example"), sni.contexts.default) == (shop_context, shop_context)  # shop is the default

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pytest
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from fephp.web.hosts import HostDispatch, HostMap, VirtualSite, host_name
+from fephp.web.hosts import HOST_CACHE_SIZE, HostDispatch, HostMap, VirtualSite, host_name
 
 
 @pytest.mark.parametrize(
@@ -93,8 +93,10 @@ def test_dispatch_renders_the_hosts_site() -> None:
 def test_dispatch_unknown_host(host: Optional[bytes], status: int) -> None:
     """A Host no site names (or none) without a default site gets the configured status and fephp's page."""
     request = _request(host)
-    body = _dispatch().render(request)
+    channel: Any = request.channel
+    assert _dispatch().render(request) is NOT_DONE_YET  # written through the request's Exchange
     assert request.code == status
+    body = channel.transport.written.getvalue().partition(b"\r\n\r\n")[2]
     assert body == (b"<!DOCTYPE html>\n<html><head><title>421 Misdirected Request</title></head>"
                     b"<body><h1>421 Misdirected Request</h1></body></html>\n")
 
@@ -104,3 +106,14 @@ def test_dispatch_unknown_host_404() -> None:
     request = _request(b"other.example")
     _dispatch(404).render(request)
     assert request.code == 404
+
+
+def test_dispatch_remembers_a_bounded_number_of_host_values() -> None:
+    """Host values are remembered with their site, at most HOST_CACHE_SIZE of them, whatever a client sends."""
+    dispatch = _dispatch()
+    for n in range(HOST_CACHE_SIZE + 10):
+        dispatch.render(_request(b"n%d.example" % n))
+    assert len(dispatch._by_value) == 10
+    request = _request(b"A.example:80")
+    assert (dispatch.render(request), dispatch.render(_request(b"A.example:80"))) == (b"a", b"a")
+    assert dispatch._by_value[b"A.example:80"] is dispatch.sites[0]
