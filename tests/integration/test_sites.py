@@ -332,3 +332,36 @@ def test_a_site_with_its_own_access_log(sites: Sites) -> None:
     assert [line.split('"')[3] for line in shared.read_text().splitlines() if "site=" in line] == [
         "GET /only-b.txt?site=b HTTP/1.1"
     ]
+
+
+def _tls_certificate(port: int, server_name: str) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=server_name) as s:
+        der = s.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_reload_reads_the_sites_certificates_again(sites: Sites) -> None:
+    """A site's certificate files replaced, SIGHUP: the TLS listener shows the new certificate for its name, the other site's as before."""
+    before_a, before_b = _tls_certificate(sites.tls_port, "a.example"), _tls_certificate(sites.tls_port, "b.example")
+    fresh = sites.tmp / "fresh"
+    fresh.mkdir()
+    cert, key = named_certificate(fresh, "a.example")
+    shutil.copy(cert, sites.certs["a"][0])
+    shutil.copy(key, sites.certs["a"][1])
+    sites.reload()
+    after_a, after_b = _tls_certificate(sites.tls_port, "a.example"), _tls_certificate(sites.tls_port, "b.example")
+    assert (after_a != before_a, after_a == ssl.PEM_cert_to_DER_cert(cert.read_text()), after_b == before_b) == (True, True, True)
+
+
+def test_reload_removing_a_site(sites: Sites) -> None:
+    """A reload without site b: its names get 421 from then on, the other sites answer as before."""
+    sites.write(["a", "c"])
+    sites.reload()
+    assert sites.ask("b.example", "/who.php")[0] == 421
+    assert sites.ask("a.example", "/only-a.txt") == (200, b"file of a\n")
+    assert sites.ask("x.c.example", "/who.php")[1].startswith(b"site-c ")
