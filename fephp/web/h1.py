@@ -22,11 +22,10 @@ from __future__ import annotations
 import enum
 import tempfile
 import time
-from typing import IO, Any, Callable, Iterator, Optional, Sequence, Union
+from typing import IO, Any, Callable, Optional, Sequence, Union
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import cooperate
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
@@ -132,34 +131,44 @@ class _BodyBuffer:
 
 
 class _PullProducer:
-    """A pull producer driven as a push one: ``resumeProducing`` once per cooperator turn while not paused."""
+    """A pull producer driven as a push one: ``resumeProducing`` once per reactor turn while not paused (Twisted's _PullToPush)."""
 
-    def __init__(self, producer: Any) -> None:
+    _call: Any = None
+    _paused = False
+    _stopped = False
+
+    def __init__(self, producer: Any, call_later: Callable[..., Any]) -> None:
         self._producer = producer
-        self._task = cooperate(self._pull())
+        self._call_later = call_later
+        self._schedule()
 
-    def _pull(self) -> Iterator[None]:
-        while True:
-            self._producer.resumeProducing()
-            yield None
+    def _schedule(self) -> None:
+        if self._call is None and not self._paused and not self._stopped:
+            self._call = self._call_later(0, self._pull)
+
+    def _pull(self) -> None:
+        self._call = None
+        if self._paused or self._stopped:
+            return
+        self._producer.resumeProducing()
+        self._schedule()
 
     def pause(self) -> None:
-        try:
-            self._task.pause()
-        except Exception:  # TaskDone, TaskStopped: nothing left to pause
-            pass
+        self._paused = True
+        self._cancel()
 
     def resume(self) -> None:
-        try:
-            self._task.resume()
-        except Exception:
-            pass
+        self._paused = False
+        self._schedule()
 
     def stop(self) -> None:
-        try:
-            self._task.stop()
-        except Exception:
-            pass
+        self._stopped = True
+        self._cancel()
+
+    def _cancel(self) -> None:
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
 
 
 class H1Exchange:
@@ -359,7 +368,7 @@ class H1Exchange:
         """Have *producer* paused and resumed as the client takes the response."""
         self._producer = producer
         if not streaming:
-            self._pull = _PullProducer(producer)
+            self._pull = _PullProducer(producer, self._protocol.site.reactor.callLater)
             if self._protocol.send_paused:
                 self._pull.pause()
         elif self._protocol.send_paused:

@@ -503,3 +503,34 @@ def test_the_client_address_is_read_at_the_first_request() -> None:
     transport.peer = IPv4Address("TCP", "198.51.100.9", 4242)
     protocol.dataReceived(GET)
     assert app.seen[0].client == Address("198.51.100.9", 4242)
+
+
+def test_a_pull_producer_is_pulled_once_a_reactor_turn_while_the_client_takes_bytes() -> None:
+    """A pull producer gets resumeProducing on the site's reactor while the transport takes bytes, none while it is paused or once unregistered."""
+    app = App(hold=True)
+    _, protocol, _, clock = connect(app)
+    protocol.dataReceived(GET)
+    pulls: list[int] = []
+
+    class Filling:
+        """Each pull fills the transport's buffer (the transport pauses us)."""
+
+        def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+            pulls.append(len(pulls))
+            protocol.pauseProducing()
+
+        def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
+            pulls.append(-1)
+
+    app.seen[0].register_producer(Filling(), False)
+    assert pulls == []
+    clock.advance(0)
+    clock.advance(0)
+    assert pulls == [0]
+    protocol.resumeProducing()
+    clock.advance(0)
+    assert pulls == [0, 1]
+    app.seen[0].unregister_producer()
+    protocol.resumeProducing()
+    clock.advance(0)
+    assert pulls == [0, 1]
