@@ -111,6 +111,7 @@ class Sites:
             text += _site_yaml(name, self.roots[name], self.certs.get(name))
             if name == "a":
                 text += f"    access_log: {self.tmp / 'a.log'}\n"
+                text += "    rules:\n      - match: {path: /healthz}\n        respond: {status: 200, body: a-ok}\n"
         text += f"logging:\n  access_log: {self.tmp / 'all.log'}\n"
         self.config.write_text(text)
 
@@ -365,3 +366,9 @@ def test_reload_removing_a_site(sites: Sites) -> None:
     assert sites.ask("b.example", "/who.php")[0] == 421
     assert sites.ask("a.example", "/only-a.txt") == (200, b"file of a\n")
     assert sites.ask("x.c.example", "/who.php")[1].startswith(b"site-c ")
+
+
+def test_rules_are_per_site(sites: Sites) -> None:
+    """A site's rules answer for it alone: /healthz is site a's fixed answer, and site b's front controller."""
+    assert sites.ask("a.example", "/healthz") == (200, b"a-ok")
+    assert sites.ask("b.example", "/healthz") == (200, b"home b")

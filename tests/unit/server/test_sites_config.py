@@ -171,3 +171,17 @@ def test_sni_map_takes_obtained_certificates(roots: Path) -> None:
     shop_context = sni.contexts.find(b"x.shop.example")
     assert shop_context is not None
     assert (sni.contexts.find(b"a.example"), sni.contexts.default) == (shop_context, shop_context)  # shop is the default
+
+
+def test_sites_rules_are_their_own_or_the_top_levels(roots: Path) -> None:
+    """A site's rules are its own; a site without rules has the top-level ones; a bad one is named with its line."""
+    text = TWO_SITES.replace("server:\n", "rules:\n  - match: {path: /top}\n    respond: {status: 204}\nserver:\n")
+    text = text.replace("    access_log: shop.log\n", "    access_log: shop.log\n    rules:\n      - match: {path: /own}\n        respond: {status: 200}\n")
+    config = load_config(str(write(roots, text)))
+    a, shop = config.sites
+    assert (a.rules, len(shop.rules)) == (config.rules, 1)
+    assert shop.rules != config.rules
+    bad = text.replace("respond: {status: 200}", "respond: {status: 99}")
+    assert error_for(roots, bad) == (
+        f"{roots / 'fephp.yaml'}, line 22: sites[1].rules[0].respond.status: must be at least 200, not 99"
+    )
