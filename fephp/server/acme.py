@@ -94,10 +94,11 @@ def build_acme(
     sites: Sequence[AcmeSite],
     reactor: Any,
     tokens: ChallengeTokens,
-    alpn: TlsAlpnResponder,
+    alpn: Optional[TlsAlpnResponder],
     installed: Callable[[AcmeSite, Stored], object],
 ) -> list[AcmeService]:
-    """One AcmeService per ACME account among *sites*, each keeping its sites' certificates valid."""
+    """One AcmeService per ACME account among *sites*, each keeping its sites' certificates valid; TLS-ALPN-01 only
+    with *alpn* (the listeners' engine can answer it)."""
     groups: dict[tuple[AcmeConfig, str], list[AcmeSite]] = {}
     for site in sites:
         groups.setdefault((site.acme, site.storage), []).append(site)
@@ -110,7 +111,10 @@ def build_acme(
         )
         solvers: list[ChallengeSolver] = []
         for challenge in acme.challenges:
-            solvers.append(Http01(tokens) if challenge == "http-01" else alpn)
+            if challenge == "http-01":
+                solvers.append(Http01(tokens))
+            elif alpn is not None:
+                solvers.append(alpn)
         by_names = {tuple(sorted(set(site.hosts))): site for site in members}
 
         def install(stored: Stored, by_names: dict[tuple[str, ...], AcmeSite] = by_names) -> None:

@@ -40,6 +40,7 @@ from ..web.sendfile import SendfileRoots
 from ..web.site import FrontSite
 from .admin import FPM_TIMEOUT, PHPFPMStatus
 from .config import Config
+from ..acme import TlsAlpnResponder
 from .listeners import SNIMap
 from .settings import SiteConfig, site_configs
 from .service import FrontService
@@ -62,6 +63,7 @@ __all__ = [
     "worker_argv",
     "build_sites",
     "build_sni",
+    "tls_protocols",
     "managed_pools",
     "needs_managed",
     "managed_settings",
@@ -479,11 +481,17 @@ def build_sites(config: Config, reactor: Any, backends: Mapping[str, Backend]) -
     return dispatch, front
 
 
-def build_sni(config: Config) -> Optional[SNIMap]:
-    """The sites' certificates for the ``ssl:`` listeners, or None when no site has ``tls``."""
+def build_sni(config: Config, alpn: Optional[TlsAlpnResponder] = None) -> Optional[SNIMap]:
+    """The sites' certificates for the ``ssl:`` listeners, or None when no site has ``tls``; with *alpn*, each
+    context answers TLS-ALPN-01 (sites with ``tls.acme``)."""
     if not any(site.tls is not None for site in config.sites):
         return None
-    return SNIMap(config.sites, [b"h2", b"http/1.1"] if config.server.http2 else [b"http/1.1"])
+    return SNIMap(config.sites, tls_protocols(config), alpn=alpn)
+
+
+def tls_protocols(config: Config) -> "list[bytes]":
+    """What the ``ssl:`` listeners offer by ALPN, the preferred first."""
+    return [b"h2", b"http/1.1"] if config.server.http2 else [b"http/1.1"]
 
 
 def build_front(

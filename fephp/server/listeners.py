@@ -19,9 +19,10 @@ from one to the other on the same socket.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import replace
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from OpenSSL import SSL, crypto
 from twisted.application.service import Service
@@ -31,6 +32,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from ..acme import TlsAlpnResponder
 from ..web.hosts import HostMap, host_name
 from .settings import SiteConfig, TLSConfig
 from .tls import SNIHook, TLSServerFactory, context_from_description, listen_ssl, server_context
@@ -66,27 +68,52 @@ class SNIMap:
 
     *obtained* is where certificates a site did not name come in, by site
     name (ACME's, issue 20: the chain and key its state folder holds, as a
-    TLSConfig); a site's own ``tls`` files are overridden by them.
+    TLSConfig); a site's own ``tls`` files are overridden by them.  A site
+    whose certificate comes from ACME (``tls.acme``) is in the map once its
+    files are stored; until then its names get the default's context (or
+    the ``ssl:`` listener's own), and :meth:`install` puts in each
+    certificate the ACME service obtains, for the handshakes from then on.
+    With *alpn*, every pyOpenSSL context (and the listener's own) answers
+    TLS-ALPN-01 handshakes (RFC 8737) through it.
     """
 
     def __init__(self, sites: Sequence[SiteConfig], protocols: Sequence[bytes],
-                 obtained: Optional[Mapping[str, TLSConfig]] = None) -> None:
+                 obtained: Optional[Mapping[str, TLSConfig]] = None,
+                 alpn: Optional[TlsAlpnResponder] = None) -> None:
         if obtained:
             sites = [replace(site, tls=obtained.get(site.name, site.tls)) for site in sites]
-        self._sites = tuple(site for site in sites if site.tls is not None)
+        self.protocols = list(protocols)
+        self.alpn = alpn
+        self._acme = any(site.tls is not None and site.tls.acme is not None for site in sites)
+        self._sites = tuple(site for site in sites if site.tls is not None and _present(site.tls))
         self._hook: Optional[SNIHook] = None
-        entries = []
-        default = None
+        self._entries: list[tuple[tuple[str, ...], bool, TLSConfig, Any]] = []
         for site in self._sites:
             assert site.tls is not None
             context = load_tls(site.tls, protocols)
-            entries.append((site.hosts, context))
-            if site.default:
-                default = context
-        self.contexts: HostMap[Any] = HostMap(entries, default)
+            self._watch(context)
+            self._entries.append((site.hosts, site.default, site.tls, context))
+        self._rebuild()
+
+    def _watch(self, context: SSL.Context) -> None:
+        if self.alpn is not None:
+            self.alpn.install(context, _first_offered(self.protocols))
+
+    def _rebuild(self) -> None:
+        default = next((context for _, is_default, _, context in self._entries if is_default), None)
+        self.contexts: HostMap[Any] = HostMap([(hosts, context) for hosts, _, _, context in self._entries], default)
+        self._stdlib: Optional[HostMap[Any]] = None
+
+    def install(self, hosts: Sequence[str], default: bool, tls: TLSConfig) -> None:
+        """Show the certificate in *tls*'s files to the clients naming one of *hosts* from now on (ACME's new one)."""
+        context = load_tls(tls, self.protocols)
+        self._watch(context)
+        self._entries = [e for e in self._entries if e[0] != tuple(hosts)] + [(tuple(hosts), default, tls, context)]
+        self._rebuild()
 
     def __bool__(self) -> bool:
-        return bool(self.contexts.exact or self.contexts.wildcards or self.contexts.default is not None)
+        # Sites with tls.acme count before their certificates come: install() puts them in later.
+        return bool(self.contexts.exact or self.contexts.wildcards or self.contexts.default is not None or self._acme)
 
     def choose(self, connection: SSL.Connection) -> None:
         """OpenSSL's server name callback: switch *connection* to the context of the name the client gave."""
@@ -95,25 +122,43 @@ class SNIMap:
         if context is not None:
             connection.set_context(context)
 
-
     def stdlib_hook(self) -> SNIHook:
-        """The same choice for server.tls_engine stdlib: the sites' files loaded by the standard library (once)."""
+        """The same choice for server.tls_engine stdlib: the sites' files loaded by the standard library (once per
+        set of certificates: again after :meth:`install`)."""
         if self._hook is None:
-            entries = []
-            default = None
-            for site in self._sites:
-                assert site.tls is not None
-                context = server_context(site.tls.certificate, site.tls.key)
-                entries.append((site.hosts, context))
-                if site.default:
-                    default = context
-            contexts: HostMap[Any] = HostMap(entries, default)
 
             def choose(name: Optional[str]) -> Optional[Any]:
-                return contexts.find(host_name(name.encode("ascii")) if name else None)
+                if self._stdlib is None:
+                    default = None
+                    entries = []
+                    for hosts, is_default, tls, _ in self._entries:
+                        context = server_context(tls.certificate, tls.key)
+                        entries.append((hosts, context))
+                        if is_default:
+                            default = context
+                    self._stdlib = HostMap(entries, default)
+                return self._stdlib.find(host_name(name.encode("ascii")) if name else None)
 
             self._hook = choose
         return self._hook
+
+
+def _present(tls: TLSConfig) -> bool:
+    """Whether *tls*'s files are there: always for a site's own files (checked with the configuration), not yet for
+    ACME's before the first certificate is stored."""
+    return tls.acme is None or (os.path.isfile(tls.certificate) and os.path.isfile(tls.key))
+
+
+def _first_offered(protocols: Sequence[bytes]) -> Callable[[SSL.Connection, Sequence[bytes]], bytes]:
+    """The ALPN choice of a listener offering *protocols* (preferred first): the first the client offers too."""
+
+    def select(connection: SSL.Connection, offered: Sequence[bytes]) -> bytes:
+        for protocol in protocols:
+            if protocol in offered:
+                return protocol
+        return b""  # no overlap: as Twisted's own callback answers
+
+    return select
 
 
 class _SNIContextFactory:
@@ -122,6 +167,7 @@ class _SNIContextFactory:
     def __init__(self, base: Any, sni: SNIMap) -> None:
         self._context = base.getContext()
         self._context.set_tlsext_servername_callback(sni.choose)
+        sni._watch(self._context)  # a name under TLS-ALPN-01 validation has no context of its own yet
 
     def getContext(self) -> Any:  # noqa: N802 - Twisted's name
         return self._context

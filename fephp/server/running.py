@@ -9,6 +9,7 @@ and both carry the admin listeners of ``admin.listen``.
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.logger import Logger
 
+from ..acme import ChallengeTokens, Stored, TlsAlpnResponder
 from ..backend.balancer import Balancer
 from ..process.phpfpm import ManagedPHPFPM
 from ..web.site import FrontSite
@@ -40,9 +42,10 @@ from .build import (
     pool_settings,
 )
 from .config import Config, ConfigError, load_config
+from .acme import AcmeSite, acme_sites, build_acme, front_for
 from .listeners import Listener
 from .service import adopt, release
-from .settings import changed_sections, site_configs
+from .settings import TLSConfig, changed_sections, site_configs
 from .watch import WatchService
 from .workers import FIRST_LISTEN_FD, SharedListener, WorkersService, WorkerSupervisor, connections_per_worker
 
@@ -226,7 +229,11 @@ class SingleServer(_Reloadable, MultiService):
     def __init__(self, config: Config, config_text: Optional[str], reactor: Any) -> None:
         MultiService.__init__(self)
 
-        sni = build_sni(config)
+        # Automatic HTTPS (tls.acme): the services are made once, at start; a reload keeps them.
+        self.acme_tokens = ChallengeTokens()
+        self.acme_alpn = TlsAlpnResponder(lambda: datetime.datetime.now(datetime.timezone.utc))
+        self.acme_sites = acme_sites(config.sites)
+        sni = self.sni = build_sni(config, self._alpn(config))
 
         def listeners(site: FrontSite) -> list[Service]:
             # A port that cannot be bound stops twistd with the error, instead
@@ -235,16 +242,31 @@ class SingleServer(_Reloadable, MultiService):
                     for description in config.server.listen]
 
         self.front = build_front(config, reactor, listeners)
+        self.front.site.resource = front_for(self.front.site.resource, self.acme_sites, self.acme_tokens)
         self.front.setServiceParent(self)
+        self.acme = build_acme(self.acme_sites, reactor, self.acme_tokens, self._alpn(config), self._acme_installed)
+        for acme in self.acme:
+            acme.setServiceParent(self)
         view = LocalView(
             self.front,
             config=lambda: self.config,
             config_text=lambda: self.config_text,
             fpm=lambda: self.fpm_status,
             reloads=lambda: self.reloads,
+            certificates=lambda: [figures for acme in self.acme for figures in acme.figures()],
         )
         self.view = view
         self._init_reloadable(config, config_text, reactor, AdminSite(view, reactor), _managed(self.front.php_fpm))
+
+    def _alpn(self, config: Config) -> Optional[TlsAlpnResponder]:
+        """The TLS-ALPN-01 responder when sites use ACME and the TLS engine is pyOpenSSL's (the standard library's
+        ssl has no ALPN callback that could change the certificate: HTTP-01 only there)."""
+        return self.acme_alpn if self.acme_sites and config.server.tls_engine == "pyopenssl" else None
+
+    def _acme_installed(self, site: AcmeSite, stored: Stored) -> None:
+        """A certificate from ACME: shown from the next handshake on, by the SNI map the listeners use now."""
+        if self.sni is not None:
+            self.sni.install(site.hosts, site.default, TLSConfig(str(stored.chain_path), str(stored.key_path)))
 
     def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
         d: Deferred[Any] = MultiService.stopService(self)
@@ -303,7 +325,8 @@ class SingleServer(_Reloadable, MultiService):
                 else:
                     backend = front.backend
                 app, site = build_site(config, reactor, backend)
-            sni = build_sni(config)  # the sites' certificate files read again
+            sni = build_sni(config, self._alpn(config))  # the sites' certificate files read again
+            site.resource = front_for(site.resource, self.acme_sites, self.acme_tokens)
             current: dict[str, Any] = {getattr(l, "description", ""): l for l in front.listeners}
             listeners = _bind(config.server.listen, current,
                               lambda d: Listener(reactor, d, site, sni, tls_engine=config.server.tls_engine), started)
@@ -315,6 +338,7 @@ class SingleServer(_Reloadable, MultiService):
         # Nothing can fail from here on: switch.
         for listener in listeners:
             listener.sni = sni  # taken by Listener.use in the swap
+        self.sni = sni
         if isinstance(front.backend, SiteBackends):
             front.backend.keep(kept)  # the retiring set drains only the backends not handed on
         for new_admin in admin_new:

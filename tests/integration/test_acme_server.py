@@ -1,0 +1,177 @@
+"""Automatic HTTPS in fephp's server against Debian's Pebble: a site with tls.acme obtains its certificate by HTTP-01
+or TLS-ALPN-01 through fephp's own listeners, serves it by SNI, redirects plain HTTP, and reuses it after a restart.
+
+Pebble validates on fixed ports it is told at start, and fephp's listeners
+bind port 0: two relays on 127.0.0.1 (port 0 too) stand between them,
+started first, pointed at fephp's ports once it has bound them.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+from pathlib import Path
+from typing import Any, Generator, Iterator
+
+import pytest
+import pytest_twisted
+from cryptography import x509
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.threads import deferToThread
+from twisted.protocols.portforward import ProxyFactory
+
+from fephp.server.config import config_from_dict
+from fephp.server.metrics import registry_for
+from fephp.server.running import SingleServer
+from tests.support.pebble import Pebble, start_pebble
+from tests.support.tls import self_signed_pem
+
+NAME = "shop.example.test"
+
+
+class Relays:
+    """Two TCP relays on 127.0.0.1 (Pebble's httpPort and tlsPort), pointed at fephp's listeners later."""
+
+    def __init__(self) -> None:
+        self.http = ProxyFactory("127.0.0.1", 0)
+        self.tls = ProxyFactory("127.0.0.1", 0)
+        self.ports: list[IListeningPort] = [
+            reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined, arg-type]
+            for factory in (self.http, self.tls)
+        ]
+
+    def port(self, i: int) -> int:
+        return int(self.ports[i].getHost().port)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def relays() -> Iterator[Relays]:
+    relays = Relays()
+    try:
+        yield relays
+    finally:
+        for port in relays.ports:
+            pytest_twisted.blockon(port.stopListening())
+
+
+@pytest.fixture(scope="module")
+def pebble(relays: Relays, tmp_path_factory: pytest.TempPathFactory) -> Generator[Pebble, None, None]:
+    yield from start_pebble(tmp_path_factory.mktemp("pebble"), relays.port(0), relays.port(1))
+
+
+def config(tmp_path: Path, pebble: Pebble, challenges: list[str], engine: str) -> Any:
+    """One site, NAME, with tls.acme at *pebble* answering *challenges*; a plain and an ssl: listener on port 0
+    (server.tls_engine *engine*)."""
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    (root / "hello.txt").write_text("hello over https\n")
+    ca = tmp_path / "pebble-https-ca.pem"
+    ca.write_bytes(pebble.https_ca_pem)
+    fallback = self_signed_pem(tmp_path)
+    hmac_key = base64.urlsafe_b64encode(pebble.eab_hmac_key).decode().rstrip("=")
+    return config_from_dict({
+        "server": {
+            "listen": ["tcp:0:interface=127.0.0.1", f"ssl:0:interface=127.0.0.1:privateKey={fallback}"],
+            "tls_engine": engine,
+        },
+        "php": {"fpm_socket": str(tmp_path / "no-php-fpm.sock")},
+        "sites": [{
+            "name": "shop", "hosts": [NAME], "root": str(root),
+            "tls": {
+                "acme": {
+                    "email": "admin@example.test", "directory": pebble.directory, "ca_root": str(ca),
+                    "eab": {"kid": pebble.eab_kid, "hmac_key": hmac_key}, "challenges": challenges,
+                },
+                "storage": str(tmp_path / "acme"),
+            },
+        }],
+    }, base_dir=str(tmp_path))
+
+
+async def started(tmp_path: Path, pebble: Pebble, relays: Relays, challenges: list[str], engine: str) -> SingleServer:
+    """A SingleServer for config(), its listeners bound, the relays pointed at them, then started; once its ACME
+    services have settled."""
+    server = SingleServer(config(tmp_path, pebble, challenges, engine), None, reactor)
+    server.privilegedStartService()
+    relays.http.port = plain_port(server)
+    relays.tls.port = tls_port(server)
+    server.startService()
+    await DeferredList([acme.idle() for acme in server.acme])
+    return server
+
+
+def plain_port(server: SingleServer) -> int:
+    return int(server.front.listeners[0].port.getHost().port)  # type: ignore[attr-defined]
+
+
+def tls_port(server: SingleServer) -> int:
+    return int(server.front.listeners[1].port.getHost().port)  # type: ignore[attr-defined]
+
+
+def https_get(port: int, root_pem: bytes, path: str) -> tuple[bytes, x509.Certificate]:
+    """GET *path* from 127.0.0.1:*port* with SNI NAME, trusting only Pebble's issuing root: the answer and the leaf."""
+    context = ssl.create_default_context(cadata=root_pem.decode())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=NAME) as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return answer, x509.load_der_x509_certificate(der)
+
+
+def http_get(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize(
+    ("challenge", "engine"), [("http-01", "pyopenssl"), ("tls-alpn-01", "pyopenssl"), ("http-01", "stdlib")]
+)
+async def test_a_fresh_site_obtains_serves_redirects_and_reuses_after_a_restart(
+    challenge: str, engine: str, pebble: Pebble, relays: Relays, tmp_path: Path
+) -> None:
+    """Obtained by *challenge* through fephp's own listener, served by SNI (with either TLS engine) to a client
+    trusting Pebble's root, plain HTTP redirected with 308 (the challenge path not), the expiry in /metrics; a restart
+    orders nothing."""
+    server = await started(tmp_path, pebble, relays, [challenge], engine)
+    try:
+        [acme] = server.acme
+        [figures] = acme.figures()
+        assert (figures["state"], figures["failures"], acme.client.orders) == ("valid", 0, 1), figures["last_error"]
+        root = pebble.root_pem()
+        answer, leaf = await deferToThread(https_get, tls_port(server), root, "/hello.txt")
+        assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK"
+        assert answer.endswith(b"\r\n\r\nhello over https\n")
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.DNSName) == [NAME]
+        plain = await deferToThread(http_get, plain_port(server), "/hello.txt?a=1")
+        assert plain.split(b"\r\n", 1)[0] == b"HTTP/1.1 308 Permanent Redirect"
+        assert f"\r\nLocation: https://{NAME}/hello.txt?a=1\r\n".encode() in plain
+        challenge_path = await deferToThread(http_get, plain_port(server), "/.well-known/acme-challenge/gone")
+        assert challenge_path.split(b"\r\n", 1)[0] == b"HTTP/1.1 404 Not Found"
+        snapshot = await server.view.snapshot()
+        expiry = registry_for(snapshot).get_sample_value("fephp_tls_certificate_expiry_seconds", {"name": NAME})
+        assert expiry is not None and figures["expiry_seconds"] - 60 < expiry <= figures["expiry_seconds"]
+        assert registry_for(snapshot).get_sample_value("fephp_tls_renewal_failures_total", {"name": NAME}) == 0
+    finally:
+        await server.stopService()
+
+    again = await started(tmp_path, pebble, relays, [challenge], engine)
+    try:
+        [acme] = again.acme
+        assert (acme.client.orders, acme.client.account_url, acme.figures()[0]["state"]) == (0, None, "valid")
+        answer, reused = await deferToThread(https_get, tls_port(again), root, "/hello.txt")
+        assert (answer.split(b"\r\n", 1)[0], reused) == (b"HTTP/1.1 200 OK", leaf)
+    finally:
+        await again.stopService()
