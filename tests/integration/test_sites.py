@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -40,6 +41,10 @@ def _root(base: Path, name: str) -> Path:
         f"<?php usleep(1000); echo 'site-{name} ', ini_get('date.timezone'), ' ', posix_getpwuid(posix_geteuid())['name'];\n"
     )
     (root / f"only-{name}.txt").write_text(f"file of {name}\n")
+    # Marks its start in the folder ?mark= names (for a test that waits for it), then takes ?ms= milliseconds.
+    (root / "slow.php").write_text(
+        f"<?php touch($_GET['mark']); usleep((int) $_GET['ms'] * 1000); echo 'slow {name}';\n"
+    )
     (root / "index.php").write_text(f"<?php echo 'home {name}';\n")
     (root / "peek.php").write_text("<?php $r = @file_get_contents($_GET['f']); echo $r === false ? 'denied' : $r;\n")
     secret = root / "secret.txt"
@@ -360,9 +365,21 @@ def test_reload_reads_the_sites_certificates_again(sites: Sites) -> None:
 
 
 def test_reload_removing_a_site(sites: Sites) -> None:
-    """A reload without site b: its names get 421 from then on, the other sites answer as before."""
-    sites.write(["a", "c"])
-    sites.reload()
+    """A reload without site b lets b's request in flight finish on b; its names get 421 from then on, the other sites answer as before."""
+    marks = sites.shared / "marks"
+    marks.mkdir()
+    marks.chmod(0o777)  # site b's PHP runs as its own user
+    mark = marks / "slow-started"
+    answer: list[tuple[int, bytes]] = []
+    slow = threading.Thread(target=lambda: answer.append(sites.ask("b.example", f"/slow.php?ms=1500&mark={mark}")))
+    slow.start()
+    try:
+        wait_for(mark.exists, "site b's slow request to reach PHP")
+        sites.write(["a", "c"])
+        sites.reload()
+    finally:
+        slow.join(timeout=30)
+    assert answer == [(200, b"slow b")]
     assert sites.ask("b.example", "/who.php")[0] == 421
     assert sites.ask("a.example", "/only-a.txt") == (200, b"file of a\n")
     assert sites.ask("x.c.example", "/who.php")[1].startswith(b"site-c ")
