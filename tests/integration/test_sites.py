@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import signal
@@ -41,6 +42,7 @@ def _root(base: Path, name: str) -> Path:
         f"<?php usleep(1000); echo 'site-{name} ', ini_get('date.timezone'), ' ', posix_getpwuid(posix_geteuid())['name'];\n"
     )
     (root / f"only-{name}.txt").write_text(f"file of {name}\n")
+    (root / "big.txt").write_text("compressible text\n" * 200)
     # Marks its start in the folder ?mark= names (for a test that waits for it), then takes ?ms= milliseconds.
     (root / "slow.php").write_text(
         f"<?php touch($_GET['mark']); usleep((int) $_GET['ms'] * 1000); echo 'slow {name}';\n"
@@ -114,16 +116,19 @@ class Sites:
         )
         for name in names:
             text += _site_yaml(name, self.roots[name], self.certs.get(name))
+            if name == "c":
+                text += "    compression: {enabled: false}\n"
             if name == "a":
                 text += f"    access_log: {self.tmp / 'a.log'}\n"
                 text += "    rules:\n      - match: {path: /healthz}\n        respond: {status: 200, body: a-ok}\n"
         text += f"logging:\n  access_log: {self.tmp / 'all.log'}\n"
         self.config.write_text(text)
 
-    def ask(self, host: Optional[str], path: str, version: str = "HTTP/1.1") -> tuple[int, bytes]:
-        """One GET with *host* as Host (none when None, over HTTP/1.0) on a fresh connection."""
+    def ask(self, host: Optional[str], path: str, version: str = "HTTP/1.1", extra: str = "") -> tuple[int, bytes]:
+        """One GET with *host* as Host (none when None, over HTTP/1.0) and *extra* header lines on a fresh connection."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            head = f"GET {path} {version}\r\n" + (f"Host: {host}\r\n" if host is not None else "") + "Connection: close\r\n\r\n"
+            head = (f"GET {path} {version}\r\n" + (f"Host: {host}\r\n" if host is not None else "") + extra
+                    + "Connection: close\r\n\r\n")
             s.sendall(head.encode())
             data = b""
             while chunk := s.recv(65536):
@@ -389,3 +394,11 @@ def test_rules_are_per_site(sites: Sites) -> None:
     """A site's rules answer for it alone: /healthz is site a's fixed answer, and site b's front controller."""
     assert sites.ask("a.example", "/healthz") == (200, b"a-ok")
     assert sites.ask("b.example", "/healthz") == (200, b"home b")
+
+
+def test_compression_is_per_site(sites: Sites) -> None:
+    """Site a compresses a text file for a client that accepts gzip; site c, with compression off, sends it as it is."""
+    text = b"compressible text\n" * 200
+    status, body = sites.ask("a.example", "/big.txt", extra="Accept-Encoding: gzip\r\n")
+    assert (status, gzip.decompress(body)) == (200, text)
+    assert sites.ask("x.c.example", "/big.txt", extra="Accept-Encoding: gzip\r\n") == (200, text)
