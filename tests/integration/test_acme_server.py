@@ -9,23 +9,30 @@ started first, pointed at fephp's ports once it has bound them.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime
 import socket
 import ssl
+import threading
 from pathlib import Path
 from typing import Any, Generator, Iterator
 
 import pytest
 import pytest_twisted
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThread
 from twisted.protocols.portforward import ProxyFactory
 
+from fephp.acme import Storage
+from fephp.server.acme import storage_folder
 from fephp.server.config import config_from_dict
 from fephp.server.metrics import registry_for
 from fephp.server.running import SingleServer
+from tests.support.acme_fakes import issued
 from tests.support.pebble import Pebble, start_pebble
 from tests.support.tls import self_signed_pem
 
@@ -175,3 +182,118 @@ async def test_a_fresh_site_obtains_serves_redirects_and_reuses_after_a_restart(
         assert (answer.split(b"\r\n", 1)[0], reused) == (b"HTTP/1.1 200 OK", leaf)
     finally:
         await again.stopService()
+
+
+def store_due(tmp_path: Path, directory: str) -> bytes:
+    """A stored certificate for NAME (self-signed, from acme_fakes) 80 days into 90: due; its PEM chain."""
+    storage = Storage(storage_folder(str(tmp_path / "acme"), directory))
+    old = issued([NAME], datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=80))
+    storage.save(old.names, old.key_pem, old.chain_pem)
+    return old.chain_pem
+
+
+#: The most requests the load below makes while it waits for the renewal (each on a new TLS connection).
+LOAD_BOUND = 3000
+
+
+def load(port: int, done: threading.Event, after: int) -> list[tuple[str, bytes]]:
+    """HTTPS GETs of /hello.txt, each on a new connection (so each handshake picks the certificate of that moment),
+    until *after* more once *done* is set, at most LOAD_BOUND; the status line (or the error) and the leaf of each."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    results: list[tuple[str, bytes]] = []
+    left = after
+    while len(results) < LOAD_BOUND and left > 0:
+        if done.is_set():
+            left -= 1
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname=NAME) as tls:
+                    tls.sendall(f"GET /hello.txt HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+                    answer = b""
+                    while chunk := tls.recv(65536):
+                        answer += chunk
+                    leaf = tls.getpeercert(binary_form=True) or b""
+            results.append((answer.split(b"\r\n", 1)[0].decode(), leaf))
+        except OSError as e:
+            results.append((repr(e), b""))
+    return results
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_certificate_due_is_renewed_and_swapped_under_load_without_a_failed_request(
+    pebble: Pebble, relays: Relays, tmp_path: Path
+) -> None:
+    """A stored certificate due for renewal serves at start; the new one from Pebble replaces it while a client
+    makes requests on fresh connections: every one answered 200, the first ones with the old certificate, the
+    last 20 (made once the renewal is over) with the new one."""
+    old_chain = store_due(tmp_path, pebble.directory)
+    server = SingleServer(config(tmp_path, pebble, ["http-01"], "pyopenssl"), None, reactor)
+    server.privilegedStartService()
+    relays.http.port = plain_port(server)
+    relays.tls.port = tls_port(server)
+    renewed = threading.Event()
+    running = deferToThread(load, tls_port(server), renewed, 20)
+    server.startService()
+    try:
+        await DeferredList([acme.idle() for acme in server.acme])
+        renewed.set()
+        results = await running
+        [acme] = server.acme
+        assert (acme.figures()[0]["state"], acme.client.orders) == ("valid", 1)
+        _, new = await deferToThread(https_get, tls_port(server), pebble.root_pem(), "/hello.txt")
+        old = x509.load_pem_x509_certificate(old_chain).public_bytes(Encoding.DER)
+        assert {status for status, _ in results} == {"HTTP/1.1 200 OK"}
+        assert len(results) < LOAD_BOUND  # the renewal ended before the bound
+        leaves = [leaf for _, leaf in results]
+        assert leaves[0] == old and leaves[-20:] == [new.public_bytes(Encoding.DER)] * 20
+    finally:
+        await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ca_that_cannot_be_reached_leaves_the_old_certificate_serving_and_says_so(
+    pebble: Pebble, relays: Relays, tmp_path: Path
+) -> None:
+    """The directory on a port nothing listens on: the stored certificate keeps serving, the failure is in /status
+    and /metrics."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    directory = f"https://localhost:{closed.getsockname()[1]}/dir"  # bound, never listening: refused
+    data = config(tmp_path, pebble, ["http-01"], "pyopenssl")
+    site = data.sites[0]
+    old_chain = store_due(tmp_path, directory)
+    folder = Storage(storage_folder(str(tmp_path / "acme"), directory)).folder_for([NAME])
+    tls = dataclasses.replace(
+        site.tls, acme=dataclasses.replace(site.tls.acme, directory=directory),
+        certificate=str(folder / "chain.pem"), key=str(folder / "key.pem"),
+    )
+    data = dataclasses.replace(data, sites=(dataclasses.replace(site, tls=tls),))
+    server = SingleServer(data, None, reactor)
+    server.privilegedStartService()
+    server.startService()
+    try:
+        await DeferredList([a.idle() for a in server.acme])
+        snapshot = await server.view.snapshot()
+        [certificate] = snapshot["certificates"]
+        assert (certificate["state"], certificate["failures"]) == ("failed", 1)
+        assert certificate["last_error"].startswith(f"ConnectionRefusedError with {directory}: ")
+        registry = registry_for(snapshot)
+        assert registry.get_sample_value("fephp_tls_renewal_failures_total", {"name": NAME}) == 1
+        served = await deferToThread(_served_certificate, tls_port(server))
+        assert served == x509.load_pem_x509_certificate(old_chain)
+    finally:
+        await server.stopService()
+        closed.close()
+
+
+def _served_certificate(port: int) -> x509.Certificate:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=NAME) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
