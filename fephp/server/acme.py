@@ -15,6 +15,7 @@ switched that off.  TLS-ALPN-01 is answered by a
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,14 @@ from ..acme import (
     Storage,
     Stored,
     TlsAlpnResponder,
+    renewal_due_at,
 )
 from ..web.errors import error_page
-from .settings import AcmeConfig, SiteConfig
+from .doctor import Finding
+from .settings import AcmeConfig, Config, SiteConfig
+from .tls import ssl_arguments
 
-__all__ = ["AcmeFront", "AcmeSite", "acme_sites", "build_acme", "front_for", "storage_folder"]
+__all__ = ["AcmeFront", "AcmeSite", "acme_findings", "acme_sites", "build_acme", "front_for", "storage_folder"]
 
 
 @dataclass(frozen=True)
@@ -172,3 +176,56 @@ def _answer(request: Any, status: int, content_type: bytes, body: bytes, locatio
         request.setHeader(b"location", location)
     return body  # Twisted's Request sends no body for HEAD, keeping the length
 
+
+
+def _listener_port(description: str) -> tuple[str, Optional[int]]:
+    """The kind of a ``listen`` string and its port (None: a UNIX socket, systemd's, or no number)."""
+    args, kwargs = ssl_arguments(description)
+    kind = args[0] if args else ""
+    port = kwargs.get("port", args[1] if len(args) > 1 else None)
+    return kind, int(port) if port is not None and str(port).isdigit() else None
+
+
+def acme_findings(config: Config, now: datetime.datetime) -> list[Finding]:
+    """What ``check-config --probe`` says of each site with ``tls.acme``: whether its challenges can reach the
+    listeners (the CA connects to port 80 for http-01, 443 for tls-alpn-01, RFC 8555 8.3 and RFC 8737 3) and what
+    is stored (its expiry, when it is due), as of *now*."""
+    listeners = [_listener_port(d) for d in config.server.listen]
+    plain = [port for kind, port in listeners if kind in ("tcp", "tcp6", "systemd")]
+    secure = [port for kind, port in listeners if kind == "ssl"]
+    findings = []
+    for site in acme_sites(config.sites):
+        said = f"site {site.name}: ACME at {site.acme.directory}"
+        reachable, unreachable = [], []
+        for challenge in site.acme.challenges:
+            if challenge == "http-01":
+                ports = plain
+                why = "no plain listener (tcp:80)" if not ports else f"no plain listener on port 80 ({ports})"
+            else:
+                ports = secure if config.server.tls_engine == "pyopenssl" else []
+                why = ("server.tls_engine stdlib cannot answer it" if config.server.tls_engine != "pyopenssl"
+                       else "no ssl: listener" if not ports else f"no ssl: listener on port 443 ({ports})")
+            wanted = 80 if challenge == "http-01" else 443
+            # A systemd socket's port is unknown here, as is a port forwarded from 80 or 443 by a firewall.
+            if wanted in ports or None in ports:
+                reachable.append(challenge)
+            else:
+                unreachable.append(f"{challenge}: {why}; forward port {wanted} to it or answer another challenge")
+        if reachable:
+            findings.append(Finding(False, f"{said}: the CA can reach fephp by {', '.join(reachable)}"
+                                    + "".join(f"; not by {u}" for u in unreachable)))
+        else:
+            findings.append(Finding(True, f"{said}: no challenge can reach fephp ({'; '.join(unreachable)})"))
+        stored = Storage(storage_folder(site.storage, site.acme.directory)).load(site.hosts)
+        if stored is None:
+            findings.append(Finding(False, f"site {site.name}: no certificate stored yet: obtained at the first start"))
+            continue
+        due = renewal_due_at(stored.not_before, stored.not_after, 0.0)
+        left = (stored.not_after - now).total_seconds() / 86400
+        findings.append(Finding(
+            left <= 0,
+            f"site {site.name}: certificate stored, valid until {stored.not_after.isoformat()} ({left:.1f} days),"
+            f" renewal due from {(due - (stored.not_after - stored.not_before) / 30).isoformat()}"
+            f" to {due.isoformat()} (the CA's renewal window first, if it offers one)",
+        ))
+    return findings

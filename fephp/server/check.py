@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import sys
 from typing import Callable, Optional, Sequence, TextIO
 
 from ..web.compress import AVAILABLE
+from .acme import acme_findings
 from .config import Config, ConfigError, load_config
 from .settings import PHPConfig
 from .doctor import Finding
@@ -93,7 +95,8 @@ def check_config_main(
         print(line, file=out)
     if probe is None:
         return 0
-    findings = probe(config)
+    # Sites with tls.acme: can the CA reach the listeners, and what is stored (issue 20 item 6).
+    findings = list(probe(config)) + acme_findings(config, datetime.datetime.now(datetime.timezone.utc))
     for finding in findings:
         if finding.problem:
             print(f"problem: {finding.text}", file=err)

@@ -3,15 +3,19 @@ file, key and line."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
 
 from fephp.acme import Storage
-from fephp.server.acme import acme_sites, storage_folder
+from fephp.server.acme import acme_findings, acme_sites, storage_folder
+from fephp.server.doctor import Finding
 from fephp.server.config import load_config
 from fephp.server.settings import LETS_ENCRYPT, AcmeConfig, ConfigError, TLSConfig
+from tests.support.acme_fakes import JAN_1, issued
 from tests.support.configs import write
+from tests.support.tls import self_signed_pem
 
 SHOP = """\
 php:
@@ -102,3 +106,28 @@ def test_a_wildcard_host_and_several_workers_are_refused(site: Path) -> None:
     assert str(raised.value) == (
         f"{site / 'fephp.yaml'}, line 9: sites[0].tls.acme: needs server.workers: 1 (ssl: listeners, which show its"
         " certificates, cannot be shared by 2 workers)")
+
+
+def test_the_probe_says_which_challenges_reach_the_listeners_and_what_is_stored(site: Path) -> None:
+    """http-01 needs a plain listener on 80, tls-alpn-01 an ssl: one on 443 (pyOpenSSL); the stored certificate's
+    expiry and due time are told; nothing reachable is a problem."""
+    fallback = self_signed_pem(site)
+    listen = f"server:\n  listen: ['tcp:80', 'ssl:8443:privateKey={fallback}']\n"
+    config = load_config(str(write(site, listen + SHOP.format(more=""))))
+    assert acme_findings(config, JAN_1) == [
+        Finding(False, f"site shop.example: ACME at {LETS_ENCRYPT}: the CA can reach fephp by http-01; not by"
+                " tls-alpn-01: no ssl: listener on port 443 ([8443]); forward port 443 to it or answer another"
+                " challenge"),
+        Finding(False, "site shop.example: no certificate stored yet: obtained at the first start"),
+    ]
+    old = issued(["shop.example", "www.shop.example"], JAN_1)
+    Storage(storage_folder(str(site / "acme"), LETS_ENCRYPT)).save(old.names, old.key_pem, old.chain_pem)
+    only_alpn = "        challenges: [tls-alpn-01]\n"
+    config = load_config(str(write(site, "server:\n  listen: ['tcp:8080']\n" + SHOP.format(more=only_alpn))))
+    assert acme_findings(config, JAN_1 + datetime.timedelta(days=10)) == [
+        Finding(True, f"site shop.example: ACME at {LETS_ENCRYPT}: no challenge can reach fephp (tls-alpn-01: no"
+                " ssl: listener; forward port 443 to it or answer another challenge)"),
+        Finding(False, "site shop.example: certificate stored, valid until 2026-04-01T00:00:00+00:00 (80.0 days),"
+                " renewal due from 2026-02-27T00:00:00+00:00 to 2026-03-02T00:00:00+00:00 (the CA's renewal window"
+                " first, if it offers one)"),
+    ]
