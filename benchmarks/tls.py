@@ -18,6 +18,15 @@ Python and Twisted are in, the kernel is not).
     python3 benchmarks/tls.py
     python3 benchmarks/tls.py --pypy ../.venv-pypy/bin/python --requests 5000 --rounds 3
     python3 benchmarks/tls.py --callgrind --requests 1000 --warmup 300
+
+``--layer`` times the TLS layer alone, in this process, with no socket, no
+PHP and no HTTP: a stdlib client over memory BIOs sends a 100-byte request,
+the server's wrapped protocol answers 300 bytes in two writes, the clock
+turns, and only the server side's calls are timed (each engine's wrapper,
+OpenSSL, and Twisted's clock), per request, on one kept connection.
+
+    python3 benchmarks/tls.py --layer --requests 20000
+    ../.venv-pypy/bin/python benchmarks/tls.py --layer --requests 20000
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -61,6 +71,90 @@ def cpu_s(pid: int) -> float:
     return own + reaped
 
 
+def layer(requests: int, rounds: int) -> int:
+    """The --layer measurement: microseconds of the server's TLS layer per request, each engine, this interpreter."""
+    import platform
+    import ssl
+    import time
+
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.ssl import CertificateOptions
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    sys.path.insert(0, os.path.dirname(HERE))
+    from fephp.server.tls import TLSServerFactory, server_context
+
+    request = b"GET /hello.php HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: h2load\r\nAccept: */*\r\n" + b"x" * 22 + b"\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nServer: fephp\r\nContent-Type: text/html\r\n" + b"X-Pad: " + b"p" * 160 + b"\r\n\r\n"
+    body = b"Hello, world! " * 5
+
+    class Answer(Protocol):
+        def dataReceived(self, data: bytes) -> None:  # noqa: N802
+            self.transport.write(head)
+            self.transport.write(body)
+
+    tmp = tempfile.mkdtemp(prefix="fephp-tls-layer-")
+    try:
+        key, cert = compare.self_signed(tmp)
+        results: dict[str, list[float]] = {}
+        for engine in ENGINES:
+            results[engine] = []
+            for _ in range(rounds):
+                clock = Clock()
+                if engine == "stdlib":
+                    factory: Any = TLSServerFactory(server_context(cert, key), Factory.forProtocol(Answer), clock)
+                else:
+                    from OpenSSL import crypto
+
+                    with open(key, "rb") as f:
+                        pkey = crypto.load_privatekey(crypto.FILETYPE_PEM, f.read())
+                    with open(cert, "rb") as f:
+                        x509 = crypto.load_certificate(crypto.FILETYPE_PEM, f.read())
+                    factory = TLSMemoryBIOFactory(CertificateOptions(privateKey=pkey, certificate=x509), False,
+                                                  Factory.forProtocol(Answer), clock=clock)
+                server = factory.buildProtocol(None)
+                transport = StringTransport()
+                server.makeConnection(transport)
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+                client = context.wrap_bio(incoming, outgoing)
+                for _ in range(5):
+                    try:
+                        client.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        server.dataReceived(outgoing.read())
+                        incoming.write(transport.value())
+                        transport.clear()
+                server.dataReceived(outgoing.read())  # the client's Finished
+                spent = 0.0
+                for i in range(requests + requests // 5):  # the first sixth warms up (PyPy's JIT)
+                    client.write(request)
+                    wire = outgoing.read()
+                    start = time.perf_counter()
+                    server.dataReceived(wire)
+                    clock.advance(0)
+                    took = time.perf_counter() - start
+                    if i >= requests // 5:
+                        spent += took
+                    incoming.write(transport.value())
+                    transport.clear()
+                    assert client.read(65536) == head + body
+                results[engine].append(spent / requests * 1e6)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"TLS layer alone, {platform.python_implementation()} {platform.python_version()}, {requests} requests"
+          f" x {rounds} rounds on one connection: server side, us per request (median; rounds)")
+    for engine in ENGINES:
+        values = results[engine]
+        print(f"{engine:<10} {statistics.median(values):6.2f}  ({', '.join(f'{v:.2f}' for v in values)})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", default="/hello.php")
@@ -71,9 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pypy", help="a PyPy with fephp's dependencies: its fronts too")
     parser.add_argument("--no-nginx", action="store_true", help="leave nginx out")
+    parser.add_argument("--engine", action="append", choices=ENGINES, help="only this engine (repeatable; default both)")
+    parser.add_argument("--plain", action="store_true",
+                        help="also each interpreter's fephp on tcp: (https/1.1 only, as plain HTTP/1.1): what TLS adds")
+    parser.add_argument("--layer", action="store_true",
+                        help="time the TLS layer alone in this process (no socket, PHP or HTTP), each engine")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions per request under callgrind instead of CPU time (no nginx)")
     args = parser.parse_args(argv)
+    if args.layer:
+        return layer(args.requests, args.rounds)
     if args.callgrind:
         args.no_nginx = True
     if not (1 <= args.requests <= 100_000 and 1 <= args.rounds <= 20 and 0 <= args.warmup <= 100_000
@@ -99,14 +200,17 @@ def main(argv: list[str] | None = None) -> int:
         bench.start_fpm()
         key, cert = compare.self_signed(tmp)
         for label, python in pythons:
-            for engine in ENGINES:
+            for engine in (args.engine or list(ENGINES)) + (["tcp"] if args.plain else []):
                 name = f"{label}-{engine}"
                 conf = os.path.join(tmp, f"{name}.yaml")
                 with open(conf, "w") as f:
-                    f.write(compare.fephp_yaml(0, bench.sock, 8, True)
-                            .replace('"tcp:0:interface=127.0.0.1"',
-                                     f'"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"')
-                            .replace("shutdown_grace: 1}", f"shutdown_grace: 1, tls_engine: {engine}}}"))
+                    if engine == "tcp":
+                        f.write(compare.fephp_yaml(0, bench.sock, 8, True))
+                    else:
+                        f.write(compare.fephp_yaml(0, bench.sock, 8, True)
+                                .replace('"tcp:0:interface=127.0.0.1"',
+                                         f'"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"')
+                                .replace("shutdown_grace: 1}", f"shutdown_grace: 1, tls_engine: {engine}}}"))
                 log = os.path.join(tmp, f"{name}.log")
                 env = dict(bench.env)
                 if python is not None:  # as etc/fephp-pypy.service runs it
@@ -120,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc = procs.start(name, run, log=log, env=env, cwd=tmp)
                 # valgrind starts Python slowly; fephp says its port through /proc.
                 port = compare.wait_listening(proc.pid, within=600)[0][1] if args.callgrind else compare.fephp_port(proc)
-                bench.add_front(name, port, proc, log, scheme="https")
+                bench.add_front(name, port, proc, log, scheme="http" if engine == "tcp" else "https")
                 fronts.append(name)
         if not args.no_nginx:
             listener = compare.bound_listener()
@@ -136,8 +240,12 @@ def main(argv: list[str] | None = None) -> int:
             proc = compare.start_nginx(procs, "nginx-tls", nginx, listener, log=log)
             bench.add_front("nginx-tls", port, proc, log, scheme="https")
             fronts.append("nginx-tls")
+        def runs(name: str) -> list[tuple[str, bool]]:
+            # No cleartext HTTP/2 (h2c): a tcp: front is measured over HTTP/1.1 only.
+            return scenarios[:1] if name.endswith("-tcp") else scenarios
+
         for name in fronts:
-            for scenario, h1 in scenarios:
+            for scenario, h1 in runs(name):
                 if args.warmup:
                     h2load(bench.fronts[name].url + args.path, args.warmup, args.clients, args.streams, h1)
                 cpu[name, scenario] = []
@@ -145,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.rounds + 1):
             for scenario, h1 in scenarios:
                 for name in fronts:
+                    if (scenario, h1) not in runs(name):
+                        continue
                     front = bench.fronts[name]
                     if args.callgrind:
                         pid = str(front.proc.pid)
@@ -177,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in fronts:
         cells = []
         for scenario, _ in scenarios:
+            if not cpu.get((name, scenario)):
+                cells += ["", ""]
+                continue
             cells.append(f"{statistics.median(cpu[name, scenario]):.1f}")
             cells.append(f"{statistics.median(rps[name, scenario]):.0f}")
         print(f"| {name} | {' | '.join(cells)} |")

@@ -58,8 +58,10 @@ SNIHook = Callable[[Optional[str]], Optional[ssl.SSLContext]]
 #: Plaintext gathered before it is encrypted and sent without waiting for
 #: the end of the reactor turn (Twisted's _AggregateSmallWrites holds 64 kB).
 WRITE_GATHER = 64 * 1024
-#: Plaintext taken from the TLS layer per read: more than one record (16 KiB).
-READ_SIZE = 64 * 1024
+#: Plaintext taken from the TLS layer per read: one whole record (RFC 8446
+#: 5.1: at most 2^14 bytes), which is all OpenSSL returns per read anyway;
+#: SSLObject.read allocates this much before it shrinks to what it got.
+READ_SIZE = 16 * 1024
 
 
 def ssl_arguments(description: str) -> tuple[list[str], dict[str, str]]:
