@@ -91,6 +91,8 @@ def layer(requests: int, rounds: int) -> int:
     body = b"Hello, world! " * 5
 
     class Answer(Protocol):
+        transport: Any
+
         def dataReceived(self, data: bytes) -> None:  # noqa: N802
             self.transport.write(head)
             self.transport.write(body)
