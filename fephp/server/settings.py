@@ -105,8 +105,8 @@ class ServerConfig:
     real_ip_header: str = "X-Forwarded-For"
     #: The status for a Host no site of ``sites`` names when none is the default: 421 or 404.
     unknown_host: int = 421
-    #: Who runs TLS on the ssl: listeners: "pyopenssl" (Twisted's) or "stdlib" (fephp.server.tls).
-    tls_engine: str = "pyopenssl"
+    #: Who runs TLS on the ssl: listeners: "stdlib" (fephp.server.tls) or "pyopenssl" (Twisted's).
+    tls_engine: str = "stdlib"
 
 
 @dataclass(frozen=True)

@@ -413,8 +413,13 @@ class TLSServerProtocol(ProtocolWrapper):
 
     @property
     def server_name(self) -> Optional[str]:
-        """The name the client gave by SNI (recorded by the servername callback, so only with ``sni``), or None."""
-        return getattr(self._sslobj, "fephp_server_name", None) if self._sslobj is not None else None
+        """The name the client gave by SNI (recorded by the servername callback), or None."""
+        name = self._sslobj.get_servername() if self._sslobj is not None else None
+        return name.decode("ascii") if name else None
+
+    def getHandle(self) -> Any:  # noqa: N802 - Twisted's name
+        """The connection's SSLObject (Twisted's TLS gives its OpenSSL Connection): ``get_servername()`` is the SNI name."""
+        return self._sslobj
 
     def getPeerCertificate(self) -> Optional[bytes]:
         """The client's certificate in DER, or None (fephp asks for none)."""
@@ -445,8 +450,8 @@ class TLSServerFactory(WrappingFactory):
         if IProtocolNegotiationFactory.providedBy(wrappedFactory):
             protocols = [name.decode("ascii") for name in wrappedFactory.acceptableProtocols()]
             context.set_alpn_protocols(protocols)
-        if sni is not None:
-            context.sni_callback = _sni_callback(context, sni, protocols)
+        context.sslobject_class = _ServerSSLObject
+        context.sni_callback = _sni_callback(context, sni, protocols)
 
     def logPrefix(self) -> str:
         """As Twisted's TLS factory names itself: the wrapped factory's prefix and "(TLS)"."""
@@ -455,12 +460,13 @@ class TLSServerFactory(WrappingFactory):
         return f"{name} (TLS)"
 
 
-def _sni_callback(context: ssl.SSLContext, sni: SNIHook, protocols: list[str]) -> Callable[..., None]:
-    """OpenSSL's servername callback for *context*: the connection moves to the context *sni* picks."""
+def _sni_callback(context: ssl.SSLContext, sni: Optional[SNIHook], protocols: list[str]) -> Callable[..., None]:
+    """OpenSSL's servername callback for *context*: keep the name, and move the connection to the context *sni* picks."""
 
     def callback(sslobj: Any, name: Optional[str], _: ssl.SSLContext) -> None:
-        # For TLSServerProtocol.server_name: a Host of another site than this name gets 421 (fephp.web.hosts).
-        sslobj.fephp_server_name = name
+        sslobj._server_name = name.encode("ascii") if name else None
+        if sni is None:
+            return
         chosen = sni(name)
         if chosen is not None and chosen is not context:
             if protocols:
@@ -470,3 +476,19 @@ def _sni_callback(context: ssl.SSLContext, sni: SNIHook, protocols: list[str]) -
             sslobj.context = chosen
 
     return callback
+
+
+class _ServerSSLObject(ssl.SSLObject):
+    """An SSLObject that keeps the name its client asked for (SNI) and tells it as pyOpenSSL's Connection does.
+
+    Server side, ``server_hostname`` stays None: the name is only seen by
+    the servername callback, which stores it here.  fephp.web.hosts reads
+    it through ``transport.getHandle().get_servername()``, as from
+    Twisted's TLS.
+    """
+
+    _server_name: Optional[bytes] = None
+
+    def get_servername(self) -> Optional[bytes]:
+        """The SNI name as the client sent it (bytes), or None."""
+        return self._server_name

@@ -74,7 +74,7 @@ def _site_yaml(name: str, root: Path, tls: Optional[tuple[Path, Path]], default:
 class Sites:
     """A twistd fephp with sites a, b and *.c on one plain and one TLS listener, each site's pool of the managed php-fpm."""
 
-    def __init__(self, tmp_path: Path, shared: Path, tls_engine: str = "pyopenssl", workers: int = 1) -> None:
+    def __init__(self, tmp_path: Path, shared: Path, tls_engine: Optional[str] = None, workers: int = 1) -> None:
         require_binary(find_php("php-fpm"), "php-fpm")
         self.tls_engine = tls_engine
         self.tmp = tmp_path
@@ -109,8 +109,8 @@ class Sites:
             f"  listen: [{', '.join(repr(x) for x in listen)}]\n"
             "  shutdown_grace: 5\n"
             f"  unknown_host: {unknown_host}\n"
-            f"  tls_engine: {self.tls_engine}\n"
-            "admin:\n"
+            + (f"  tls_engine: {self.tls_engine}\n" if self.tls_engine else "")
+            + "admin:\n"
             "  listen: ['tcp:port=0:interface=127.0.0.1']\n"
             "sites:\n"
         )
@@ -170,9 +170,9 @@ def sites(tmp_path: Path, shared: Path) -> Iterator[Sites]:
 
 
 @pytest.fixture
-def sites_stdlib(tmp_path: Path, shared: Path) -> Iterator[Sites]:
-    """The same sites with server.tls_engine stdlib."""
-    s = Sites(tmp_path, shared, tls_engine="stdlib")
+def sites_pyopenssl(tmp_path: Path, shared: Path) -> Iterator[Sites]:
+    """The same sites with server.tls_engine pyopenssl (Twisted's TLS; the others run the default, stdlib)."""
+    s = Sites(tmp_path, shared, tls_engine="pyopenssl")
     yield s
     s.stop()
 
@@ -252,9 +252,9 @@ def test_sni_picks_the_sites_certificate(sites: Sites) -> None:
     assert _tls_subject(sites.tls_port, "x.c.example") == "CN=127.0.0.1"
 
 
-def test_sni_and_alpn_with_the_stdlib_engine(sites_stdlib: Sites) -> None:
-    """With tls_engine stdlib the sites' certificates are chosen by SNI too, h2 is agreed on a site's context, and another site's Host gets 421."""
-    port = sites_stdlib.tls_port
+def test_sni_and_alpn_with_the_pyopenssl_engine(sites_pyopenssl: Sites) -> None:
+    """With tls_engine pyopenssl the sites' certificates are chosen by SNI too, h2 is agreed on a site's context, and another site's Host gets 421."""
+    port = sites_pyopenssl.tls_port
     subjects = [_tls_subject(port, name) for name in ("a.example", "b.example", "x.c.example")]
     client = H2Client(port, server_hostname="a.example")
     try:

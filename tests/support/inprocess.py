@@ -18,9 +18,9 @@ A fixture hands the test a maker and stops every front it made::
             return await InProcessFront.configured(...).start()
         yield from stopped_at_teardown(make)
 
-``FEPHP_TLS_ENGINE=stdlib`` runs every test's ssl: listener on the standard
-library's TLS (fephp.server.tls) instead of Twisted's (``pyopenssl``, the
-default), as ``server.tls_engine`` does.
+``FEPHP_TLS_ENGINE=pyopenssl`` runs every test's ssl: listener on Twisted's
+TLS instead of the standard library's (``stdlib``, fephp.server.tls,
+``server.tls_engine``'s default), as ``server.tls_engine`` does.
 
 The blocking raw clients run in threads (``deferToThread``): the reactor
 serving fephp keeps turning while they wait.
@@ -43,6 +43,7 @@ from fephp.backend.pool import FastCGIPool
 from fephp.cgi.routing import Router
 from fephp.server.build import build_backend, build_site
 from fephp.server.config import Config, config_from_dict
+from fephp.server.settings import ServerConfig
 from fephp.server.tls import ENGINES, listen_ssl
 from fephp.web.app import PHPApp
 from fephp.web.site import FrontSite
@@ -67,8 +68,8 @@ def pool(address: str, **options: Any) -> FastCGIPool:
 
 
 def tls_engine() -> str:
-    """The TLS engine of the tests' ssl: listeners: FEPHP_TLS_ENGINE, or pyopenssl (server.tls_engine's default)."""
-    engine = os.environ.get("FEPHP_TLS_ENGINE", "pyopenssl")
+    """The TLS engine of the tests' ssl: listeners: FEPHP_TLS_ENGINE, or server.tls_engine's default."""
+    engine = os.environ.get("FEPHP_TLS_ENGINE", ServerConfig().tls_engine)
     if engine not in ENGINES:
         raise ValueError(f"FEPHP_TLS_ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
     return engine

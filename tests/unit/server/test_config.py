@@ -640,11 +640,11 @@ def test_trusted_proxies_and_real_ip_header(site: Path) -> None:
 
 @pytest.mark.parametrize("engine", ["pyopenssl", "stdlib"])
 def test_tls_engine(site: Path, engine: str) -> None:
-    """server.tls_engine takes pyopenssl (the default) or stdlib, whose ssl: listeners load through the standard library."""
+    """server.tls_engine takes stdlib (the default), whose ssl: listeners load through the standard library, or pyopenssl."""
     pem = self_signed_pem(site)
     text = f"server:\n  tls_engine: {engine}\n  listen: ['ssl:0:privateKey={pem}']\n" + EXTERNAL
     assert (load_config(str(write(site, EXTERNAL))).server.tls_engine, load_config(str(write(site, text))).server.tls_engine) == (
-        "pyopenssl", engine)
+        "stdlib", engine)
 
 
 def test_tls_engine_unknown(site: Path) -> None:

@@ -225,8 +225,8 @@ def test_sni_hook_picks_the_certificate_by_name(pem: Path, tmp_path: Path) -> No
 
     link = Link(pem, server_hostname="other.test", sni=sni)
     link.handshake()
-    assert (asked, link.client.getpeercert(True) == _der(other), link.server.negotiatedProtocol) == (
-        ["other.test"], True, b"h2")
+    assert (asked, link.client.getpeercert(True) == _der(other), link.server.negotiatedProtocol,
+            link.server.getHandle().get_servername()) == (["other.test"], True, b"h2", b"other.test")
 
 
 def test_sni_hook_none_keeps_the_listeners_certificate(pem: Path) -> None:
@@ -234,6 +234,14 @@ def test_sni_hook_none_keeps_the_listeners_certificate(pem: Path) -> None:
     link = Link(pem, server_hostname="unknown.test", sni=lambda name: None)
     link.handshake()
     assert link.client.getpeercert(True) == _der(pem)
+
+
+@pytest.mark.parametrize(("server_hostname", "name"), [("a.example", b"a.example"), (None, None)], ids=["sni", "none"])
+def test_the_sni_name_through_get_handle(pem: Path, server_hostname: Optional[str], name: Optional[bytes]) -> None:
+    """Without a hook too, getHandle().get_servername() gives the name the client asked for, as under Twisted's TLS."""
+    link = Link(pem, server_hostname=server_hostname)
+    link.handshake()
+    assert link.server.getHandle().get_servername() == name
 
 
 def test_lose_connection_sends_what_was_written_then_close_notify(pem: Path) -> None:
