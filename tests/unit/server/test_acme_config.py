@@ -112,7 +112,8 @@ def test_the_probe_says_which_challenges_reach_the_listeners_and_what_is_stored(
     """http-01 needs a plain listener on 80, tls-alpn-01 an ssl: one on 443 (pyOpenSSL); the stored certificate's
     expiry and due time are told; nothing reachable is a problem."""
     fallback = self_signed_pem(site)
-    listen = f"server:\n  listen: ['tcp:80', 'ssl:8443:privateKey={fallback}']\n"
+    # tls-alpn-01 needs Twisted's TLS (server.tls_engine pyopenssl; the default, stdlib, cannot answer it).
+    listen = f"server:\n  tls_engine: pyopenssl\n  listen: ['tcp:80', 'ssl:8443:privateKey={fallback}']\n"
     config = load_config(str(write(site, listen + SHOP.format(more=""))))
     assert acme_findings(config, JAN_1) == [
         Finding(False, f"site shop.example: ACME at {LETS_ENCRYPT}: the CA can reach fephp by http-01; not by"
@@ -123,7 +124,8 @@ def test_the_probe_says_which_challenges_reach_the_listeners_and_what_is_stored(
     old = issued(["shop.example", "www.shop.example"], JAN_1)
     Storage(storage_folder(str(site / "acme"), LETS_ENCRYPT)).save(old.names, old.key_pem, old.chain_pem)
     only_alpn = "        challenges: [tls-alpn-01]\n"
-    config = load_config(str(write(site, "server:\n  listen: ['tcp:8080']\n" + SHOP.format(more=only_alpn))))
+    config = load_config(str(write(site, "server:\n  tls_engine: pyopenssl\n  listen: ['tcp:8080']\n"
+                                   + SHOP.format(more=only_alpn))))
     assert acme_findings(config, JAN_1 + datetime.timedelta(days=10)) == [
         Finding(True, f"site shop.example: ACME at {LETS_ENCRYPT}: no challenge can reach fephp (tls-alpn-01: no"
                 " ssl: listener; forward port 443 to it or answer another challenge)"),
