@@ -97,12 +97,23 @@ def exchange_of(request: Any) -> Any:
 class RequestExchange:
     """The :class:`fephp.web.exchange.Exchange` of one twisted.web ``Request``."""
 
-    __slots__ = (
-        "request", "_front", "method", "target", "version", "state", "status", "response_headers", "_preset", "_reason",
-        "_encoder",
-        "compression", "header_edits", "_headers", "request_id", "_started_at",
-        "first_byte_at", "kind", "backend_name", "php_started_at", "php_ended_at",
-    )
+    # Defaults as class attributes (an instance stores only what it sets; CPython 3.11 keeps them inline): an
+    # exchange is made per request.
+    #: Moved on by the response calls; LOST told by FrontRequest.connectionLost (:meth:`lost`) or Twisted's notifyFinish.
+    state = _RECEIVED
+    #: The status of ``start_response`` (FrontSite.log takes one Twisted's Request wrote itself, a 500, from it).
+    status = 0
+    _preset: Optional[HeaderList] = None
+    _reason: Optional[bytes] = None
+    _encoder: Optional[Encoder] = None
+    _headers: Optional[HeaderList] = None
+    header_edits: "tuple[Any, ...]" = ()
+    first_byte_at: Optional[float] = None
+    kind = "other"
+    backend_name: Optional[str] = None
+    php_started_at: Optional[float] = None
+    php_ended_at: Optional[float] = None
+    compression: Optional[Compression] = None
 
     def __init__(self, request: Any) -> None:
         self.request = request
@@ -114,29 +125,15 @@ class RequestExchange:
         self.method: bytes = request.method
         self.target: bytes = request.uri
         self.version: bytes = request.clientproto
-        #: Moved on by the response calls; LOST told by FrontRequest.connectionLost (:meth:`lost`) or Twisted's notifyFinish.
-        self.state = _RECEIVED
-        #: The status of ``start_response`` (FrontSite.log takes one Twisted's Request wrote itself, a 500, from it).
-        self.status = 0
         self.response_headers: HeaderList = []
-        self._preset: Optional[HeaderList] = None
-        self._reason: Optional[bytes] = None
-        self._encoder: Optional[Encoder] = None
-        self._headers: Optional[HeaderList] = None
-        self.header_edits: tuple[Any, ...] = ()
-        self.first_byte_at: Optional[float] = None
-        self.kind = "other"
-        self.backend_name: Optional[str] = None
-        self.php_started_at: Optional[float] = None
-        self.php_ended_at: Optional[float] = None
         if front:
             site = getattr(request, "site", None)  # set by process(); None for a head refused before it
-            self.compression: Optional[Compression] = site.compression if site is not None else None
+            if site is not None:
+                self.compression = site.compression
             self.request_id: bytes = request.request_id
             self._started_at: float = request.started_at
             request.exchange = self
         else:
-            self.compression = None
             self._started_at = _monotonic()
             request.notifyFinish().addErrback(self._lost_plain)
             given = request.requestHeaders.getRawHeaders(b"x-request-id")

@@ -116,7 +116,14 @@ class PHPResource(Resource):
     def render(self, request: Any) -> Any:
         """Serve *request* (twisted.web's IResource.render) through its Exchange; the answer comes later."""
         exchange = getattr(request, "exchange", None)  # FrontRequest made its own
-        self.serve(exchange if exchange is not None else exchange_of(request))
+        if exchange is None:
+            exchange = exchange_of(request)
+        if self.rules is None:  # serve()'s common case, one call less per request
+            path, _, query = exchange.target.partition(b"?")
+            if path[:1] == b"/":
+                self._serve(exchange, path, query)
+                return NOT_DONE_YET
+        self.serve(exchange)
         return NOT_DONE_YET
 
     def serve(self, exchange: Any) -> None:
