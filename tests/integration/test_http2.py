@@ -1,9 +1,11 @@
-"""HTTP/2 over TLS (ALPN) through real php-fpm, with curl --http2 and an h2 client of the tests' own."""
+"""HTTP/2 over TLS (ALPN) through real php-fpm, with curl --http2, h2load and an h2 client of the tests' own, on both TLS engines."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -73,6 +75,21 @@ async def test_curl_gets_http2_for_php_and_static(tls_front):
     assert (env["HTTP_HOST"], env["QUERY_STRING"], env["REQUEST_URI"]) == (f"127.0.0.1:{front.port}", "x=1", "/env.php?x=1")
     out = await in_thread(_curl, "--http2", "-w", "%{http_version} %{http_code}", base + "/static/hello.txt")
     assert out.stdout == b"plain text\n2 200"
+
+
+@pytest.mark.parametrize("h1", [False, True], ids=["h2", "https1.1"])
+@pytest_twisted.ensureDeferred
+async def test_h2load_gets_every_answer(tls_front, h1):
+    """h2load (4 connections; 10 streams each over h2, or keep-alive HTTP/1.1 over TLS) gets all of 400 requests for PHP answered 200."""
+    front = await tls_front()
+    binary = require_binary(shutil.which("h2load"), "h2load")
+    argv = [binary, "-n", "400", "-c", "4", "-m", "10", *(["--h1"] if h1 else []), f"https://127.0.0.1:{front.port}/env.php"]
+    out = await in_thread(lambda: subprocess.run(argv, capture_output=True, text=True, timeout=120))
+    done = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out.stdout)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out.stdout)
+    protocol = re.search(r"Application protocol: (\S+)", out.stdout)
+    assert (done and done.groups(), codes and codes.groups(), protocol and protocol.group(1)) == (
+        ("400", "400", "400", "400", "0"), ("400", "0", "0", "0"), "http/1.1" if h1 else "h2"), out.stdout[-2000:]
 
 
 @pytest_twisted.ensureDeferred
