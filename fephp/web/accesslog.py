@@ -64,6 +64,13 @@ def logged_request(exchange: Any, now: float, secret: "frozenset[bytes]") -> Log
     if started is not None and ended is not None:
         php = ended - started
     host = exchange.client.host
+    referer = agent = None
+    for name, value in exchange.headers:  # the first of each, as the log always took it
+        if name == b"referer":
+            if referer is None:
+                referer = value
+        elif name == b"user-agent" and agent is None:
+            agent = value
     return LoggedRequest(
         time=time.time(),
         remote=host if host and host != "unix:" else "-",
@@ -76,8 +83,8 @@ def logged_request(exchange: Any, now: float, secret: "frozenset[bytes]") -> Log
         php_duration=php,
         backend=exchange.backend_name,
         request_id=exchange.request_id or b"-",
-        referer=exchange.header(b"referer"),
-        user_agent=exchange.header(b"user-agent"),
+        referer=referer,
+        user_agent=agent,
     )
 
 

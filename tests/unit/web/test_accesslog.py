@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from fephp.web.accesslog import FLUSH_INTERVAL, AccessLog, LoggedRequest, combined_line, json_line, redact_query
+from fephp.web.accesslog import (
+    FLUSH_INTERVAL,
+    AccessLog,
+    LoggedRequest,
+    combined_line,
+    json_line,
+    logged_request,
+    redact_query,
+)
+from fephp.web.exchange import Address
 
 ENTRY = LoggedRequest(
     time=1796158112.25,
@@ -121,3 +130,39 @@ def test_close_writes_the_rest_and_drops_later_lines(tmp_path: Path) -> None:
     log.write("late\n")
     assert path.read_text() == "last\n"
     assert clock.getDelayedCalls() == []
+
+
+class _Finished:
+    """The members of a finished Exchange that the access log reads."""
+
+    method = b"POST"
+    target = b"/login.php?user=a&token=s3cret"
+    version = b"HTTP/1.1"
+    status = 302
+    bytes_sent = 0
+    started_at = 100.0
+    php_started_at: object = 100.25
+    php_ended_at: object = 100.75
+    backend_name: object = "pool"
+    request_id = b"rid-1"
+    client = Address("unix:", 0)
+    headers = [(b"user-agent", b"first"), (b"referer", b"/r"), (b"user-agent", b"second"), (b"cookie", b"a=1")]
+
+
+def test_logged_request_from_an_exchange() -> None:
+    """An exchange's line: the secret query value redacted, the first User-Agent, "-" for a UNIX-socket client, PHP's time."""
+    entry = logged_request(_Finished(), 101.5, frozenset((b"token",)))
+    assert (entry.remote, entry.method, entry.uri, entry.protocol, entry.status, entry.bytes_sent) == (
+        "-", b"POST", b"/login.php?user=a&token=REDACTED", b"HTTP/1.1", 302, 0
+    )
+    assert (entry.duration, entry.php_duration, entry.backend, entry.request_id, entry.referer, entry.user_agent) == (
+        1.5, 0.5, "pool", b"rid-1", b"/r", b"first"
+    )
+
+
+def test_logged_request_without_php() -> None:
+    """No PHP marks: no PHP duration and no backend."""
+    finished = _Finished()
+    finished.php_started_at = finished.php_ended_at = finished.backend_name = None
+    entry = logged_request(finished, 100.5, frozenset())
+    assert (entry.php_duration, entry.backend, entry.uri) == (None, None, b"/login.php?user=a&token=s3cret")
