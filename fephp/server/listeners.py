@@ -24,6 +24,7 @@ import re
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import twisted
 from OpenSSL import SSL, crypto
 from twisted.application.service import Service
 from twisted.internet import ssl
@@ -121,6 +122,10 @@ class SNIMap:
         context = self.contexts.find(host_name(name) if name else None)
         if context is not None:
             connection.set_context(context)
+        elif self.alpn is not None and _TWISTED_SETS_ALPN_PER_CONNECTION:
+            # Twisted before 26 sets its own ALPN callback on the listener's context for each connection
+            # (TLSMemoryBIOFactory._applyProtocolNegotiation), after this map's: put TLS-ALPN-01's back.
+            self._watch(connection.get_context())
 
     def stdlib_hook(self) -> SNIHook:
         """The same choice for server.tls_engine stdlib: the sites' files loaded by the standard library (once per
@@ -141,6 +146,11 @@ class SNIMap:
 
             self._hook = choose
         return self._hook
+
+
+#: Twisted's TLSMemoryBIOFactory of releases before 26 (PyPy 3.9's newest is 25.5) replaces the ALPN select
+#: callback of a connection's context when the connection is made.
+_TWISTED_SETS_ALPN_PER_CONNECTION = isinstance(twisted.version.major, int) and twisted.version.major < 26
 
 
 def _present(tls: TLSConfig) -> bool:
