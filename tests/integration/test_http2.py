@@ -84,7 +84,7 @@ async def test_h2load_gets_every_answer(tls_front, h1):
     front = await tls_front()
     binary = require_binary(shutil.which("h2load"), "h2load")
     argv = [binary, "-n", "400", "-c", "4", "-m", "10", *(["--h1"] if h1 else []), f"https://127.0.0.1:{front.port}/env.php"]
-    out = await in_thread(lambda: subprocess.run(argv, capture_output=True, text=True, timeout=120))
+    out = await in_thread(lambda: subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False))
     done = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out.stdout)
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out.stdout)
     protocol = re.search(r"Application protocol: (\S+)", out.stdout)
