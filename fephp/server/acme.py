@@ -25,6 +25,7 @@ from treq.client import HTTPClient
 from twisted.internet import ssl
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from ..acme import (
     CHALLENGE_PATH,
@@ -41,7 +42,8 @@ from ..acme import (
     TlsAlpnResponder,
     renewal_due_at,
 )
-from ..web.errors import error_page
+from ..web.adapt import exchange_of
+from ..web.errors import send_error
 from .doctor import Finding
 from .settings import AcmeConfig, Config, SiteConfig
 from .tls import ssl_arguments
@@ -152,30 +154,31 @@ class AcmeFront(Resource):
         self.server_software = getattr(inner, "server_software", "fephp")
 
     def render(self, request: Any) -> Any:
-        path = request.path
+        """Answer a challenge or redirect through *request*'s Exchange (a twisted.web Request's or fephp's own
+        HTTP/1.x one), or hand *request* to the sites."""
+        exchange = exchange_of(request)
+        path = exchange.path
         if path.startswith(CHALLENGE_PATH):
             answer = self.tokens.answer(path)
             if answer is None:
-                return _answer(request, 404, b"text/html; charset=utf-8", error_page(404))
-            return _answer(request, 200, b"application/octet-stream", answer)
-        if self.redirect_hosts and not request.isSecure():
-            host = (request.getHeader(b"host") or b"").decode("latin-1").lower()
+                send_error(exchange, 404, [(b"cache-control", b"no-store")])
+                return NOT_DONE_YET
+            exchange.start_response(200, [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", b"%d" % len(answer)),
+                (b"cache-control", b"no-store"),
+            ])
+            exchange.write(answer)
+            exchange.finish()
+            return NOT_DONE_YET
+        if self.redirect_hosts and exchange.scheme != b"https":
+            host = (exchange.header(b"host") or b"").decode("latin-1").lower()
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name.rstrip(".") in self.redirect_hosts:
-                location = b"https://" + name.encode("latin-1") + request.uri
-                return _answer(request, 308, b"text/html; charset=utf-8", error_page(308), location)
+                location = b"https://" + name.encode("latin-1") + exchange.target
+                send_error(exchange, 308, [(b"location", location), (b"cache-control", b"no-store")])
+                return NOT_DONE_YET
         return self.inner.render(request)
-
-
-def _answer(request: Any, status: int, content_type: bytes, body: bytes, location: Optional[bytes] = None) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", content_type)
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.setHeader(b"cache-control", b"no-store")
-    if location is not None:
-        request.setHeader(b"location", location)
-    return body  # Twisted's Request sends no body for HEAD, keeping the length
-
 
 
 def _listener_port(description: str) -> tuple[str, Optional[int]]:

@@ -143,14 +143,18 @@ def http_get(port: int, path: str) -> bytes:
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize(
-    ("challenge", "engine"), [("http-01", "pyopenssl"), ("tls-alpn-01", "pyopenssl"), ("http-01", "stdlib")]
+    ("challenge", "engine", "http1"),
+    [("http-01", "pyopenssl", "twisted"), ("tls-alpn-01", "pyopenssl", "twisted"), ("http-01", "stdlib", "twisted"),
+     ("http-01", "pyopenssl", "fephp")],
 )
 async def test_a_fresh_site_obtains_serves_redirects_and_reuses_after_a_restart(
-    challenge: str, engine: str, pebble: Pebble, relays: Relays, tmp_path: Path
+    challenge: str, engine: str, http1: str, pebble: Pebble, relays: Relays, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Obtained by *challenge* through fephp's own listener, served by SNI (with either TLS engine) to a client
-    trusting Pebble's root, plain HTTP redirected with 308 (the challenge path not), the expiry in /metrics; a restart
-    orders nothing."""
+    """Obtained by *challenge* through fephp's own listener, served by SNI (with either TLS engine, either HTTP/1.1
+    protocol) to a client trusting Pebble's root, plain HTTP redirected with 308 (the challenge path not), the
+    expiry in /metrics; a restart orders nothing."""
+    monkeypatch.setenv("FEPHP_HTTP1", http1)
     server = await started(tmp_path, pebble, relays, [challenge], engine)
     try:
         [acme] = server.acme
