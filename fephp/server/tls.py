@@ -329,6 +329,20 @@ class TLSServerProtocol(ProtocolWrapper):
         elif self._flush_call is None:
             self._flush_call = self.factory.clock.callLater(0, self._flush)
 
+    # IPushProducer, for the wrapped protocol: reading from the socket below.
+    # ProtocolWrapper has no such methods: they would reach the socket
+    # through __getattr__, an AttributeError raised and caught each time
+    # (twisted.web resumes its transport once per request).
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
+
     def writeSequence(self, data: Any) -> None:
         for piece in data:
             self.write(piece)
