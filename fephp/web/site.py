@@ -282,8 +282,8 @@ HTTP1_ENGINES = ("twisted", "fephp")
 
 
 def _http1_engine(given: Optional[str]) -> str:
-    """*given*, else the environment's FEPHP_HTTP1, else "twisted"; a name not in HTTP1_ENGINES is refused by name."""
-    engine = given if given is not None else os.environ.get("FEPHP_HTTP1") or "twisted"
+    """*given*, else the environment's FEPHP_HTTP1, else "fephp"; a name not in HTTP1_ENGINES is refused by name."""
+    engine = given if given is not None else os.environ.get("FEPHP_HTTP1") or "fephp"
     if engine not in HTTP1_ENGINES:
         source = "FEPHP_HTTP1" if given is None else "http1"
         raise ValueError(f"{source}: {engine!r} is no HTTP/1.x engine (one of {', '.join(HTTP1_ENGINES)})")
@@ -895,9 +895,10 @@ class FrontSite(server.Site):
         self.server_header = [b" ".join(software.splitlines())]
         self._date_second = -1
         self._date = b""
-        #: Which HTTP/1.x protocol serves its connections: "twisted" (_Channel
-        #: over Twisted's HTTPChannel) or "fephp" (fephp.web.h1); the
-        #: environment's FEPHP_HTTP1 when not given.
+        #: Which HTTP/1.x protocol serves its connections: "fephp"
+        #: (fephp.web.h1, the default) or "twisted" (_Channel over Twisted's
+        #: HTTPChannel, kept as the reference); the environment's
+        #: FEPHP_HTTP1 when not given.
         self.http1 = _http1_engine(http1)
         self._channels: set[Any] = set()
         self._all_closed: Waiters[None] = Waiters()

@@ -76,13 +76,14 @@ OK = (
 )
 
 
-def test_the_engine_is_chosen_by_argument_or_fephp_http1(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Twisted's channel by default; fephp's protocol by http1="fephp" or FEPHP_HTTP1=fephp; another name is refused by name."""
+def test_the_engine_is_fephps_unless_twisted_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fephp's protocol by default; Twisted's channel by http1="twisted" or FEPHP_HTTP1=twisted; another name is refused by name."""
     monkeypatch.delenv("FEPHP_HTTP1", raising=False)
+    assert type(FrontSite(App(), reactor=Clock()).buildProtocol(CLIENT)) is H1Protocol
+    assert type(FrontSite(App(), reactor=Clock(), http1="twisted").buildProtocol(CLIENT)) is _Channel
+    monkeypatch.setenv("FEPHP_HTTP1", "twisted")
     assert type(FrontSite(App(), reactor=Clock()).buildProtocol(CLIENT)) is _Channel
     assert type(FrontSite(App(), reactor=Clock(), http1="fephp").buildProtocol(CLIENT)) is H1Protocol
-    monkeypatch.setenv("FEPHP_HTTP1", "fephp")
-    assert type(FrontSite(App(), reactor=Clock()).buildProtocol(CLIENT)) is H1Protocol
     monkeypatch.setenv("FEPHP_HTTP1", "h11")
     with pytest.raises(ValueError) as raised:
         FrontSite(App(), reactor=Clock())

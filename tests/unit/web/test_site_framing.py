@@ -38,7 +38,8 @@ class Counting(Resource):
 
 def connect(resource: Resource, clock: Clock, **options: Any) -> tuple[Any, StringTransport]:
     options.setdefault("timeout", 60.0)
-    site = FrontSite(resource, max_body_size=LIMIT, reactor=clock, **options)
+    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(resource, max_body_size=LIMIT, reactor=clock, **options, http1="twisted")
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()

@@ -43,7 +43,8 @@ class Echo(Resource):
 
 
 def run(data: bytes, *, bytewise: bool, calls: list[bool]) -> tuple[bytes, bool, bool]:
-    site = FrontSite(Echo(), timeout=None, reactor=Clock())
+    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(Echo(), timeout=None, reactor=Clock(), http1="twisted")
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     site.new_request_id = lambda: b"rid"  # type: ignore[method-assign]
     channel = site.buildProtocol(CLIENT)
@@ -124,7 +125,8 @@ def test_the_fast_path_fills_the_request_as_twisted_does() -> None:
 
 def test_pipelined_requests_after_a_fast_one_are_answered_in_order() -> None:
     """A request read whole, then two more in one read: all three answered, in order."""
-    site = FrontSite(Echo(), timeout=None, reactor=Clock())
+    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(Echo(), timeout=None, reactor=Clock(), http1="twisted")
     channel = site.buildProtocol(CLIENT)
     assert isinstance(channel, _Channel)
     transport = client_transport()

@@ -29,7 +29,8 @@ class Pieces(Resource):
 
 
 def answer(head: bytes) -> bytes:
-    site = FrontSite(Pieces(), timeout=None, reactor=Clock())
+    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(Pieces(), timeout=None, reactor=Clock(), http1="twisted")
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()
@@ -77,7 +78,8 @@ class Waiting(Resource):
 
 def _waiting_channel() -> tuple[Waiting, Any]:
     resource = Waiting()
-    site = FrontSite(resource, timeout=None, reactor=Clock())
+    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(resource, timeout=None, reactor=Clock(), http1="twisted")
     channel = site.buildProtocol(CLIENT)
     channel.makeConnection(client_transport())
     channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -84,7 +84,8 @@ def get(
         static_cache=(rule or CacheRule("/", expires="max"),),
         sendfile=SendfileRoots((SendfileRoot(os.path.realpath(root)),)),
     )
-    site = FrontSite(app, timeout=None, reactor=clock, compression=Compression(algorithms=("gzip",)))
+    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(app, timeout=None, reactor=clock, compression=Compression(algorithms=("gzip",)), http1="twisted")
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()
     channel.makeConnection(transport)
