@@ -137,6 +137,20 @@ class AcmeService(Service):
             return succeed(None)
         return DeferredList([chained(d) for d in running]).addCallback(lambda _: None)
 
+    def add(self, names: Sequence[str]) -> Deferred[None]:
+        """Keep a certificate valid for *names* too (on-demand TLS): the stored one installed, else one ordered; fires
+        once that first check is over.  A name set kept already is checked, not added twice."""
+        key = tuple(sorted(set(names)))
+        managed = next((m for m in self.managed if m.names == key), None)
+        if managed is None:
+            managed = Managed(names=key, jitter=self._jitter())
+            self.managed.append(managed)
+            stored = self.storage.load(key)
+            if stored is not None:
+                managed.stored = stored
+                self.installed(stored)
+        return self.check(managed)
+
     def check(self, managed: Managed) -> Deferred[None]:
         """Run one check of *managed* now, or follow the one running."""
         if managed._timer is not None and managed._timer.active():

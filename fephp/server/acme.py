@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from treq.client import HTTPClient
 from twisted.internet import ssl
+from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -42,6 +43,7 @@ from ..acme import (
     TlsAlpnResponder,
     renewal_due_at,
 )
+from ..acme.ondemand import OnDemand
 from ..web.adapt import exchange_of
 from ..web.errors import send_error
 from .doctor import Finding
@@ -62,6 +64,16 @@ class AcmeSite:
     #: ``tls.storage``, absolute.
     storage: str
 
+    @property
+    def exact_hosts(self) -> tuple[str, ...]:
+        """The hosts ordered as one name set (sorted): all but the wildcards, whose names come on demand."""
+        return tuple(sorted(set(host for host in self.hosts if not host.startswith("*."))))
+
+    @property
+    def wildcards(self) -> tuple[str, ...]:
+        """The ``*.`` hosts, whose names are obtained on demand (with ``on_demand``)."""
+        return tuple(host for host in self.hosts if host.startswith("*."))
+
 
 def acme_sites(sites: Sequence[SiteConfig]) -> list[AcmeSite]:
     """The sites among *sites* whose certificate comes from ACME."""
@@ -78,6 +90,14 @@ def front_for(resource: Any, sites: Sequence[AcmeSite], tokens: ChallengeTokens)
         return resource
     redirect = frozenset(host for site in sites if site.acme.redirect for host in site.hosts)
     return AcmeFront(resource, tokens, redirect)
+
+
+def _redirected(name: str, hosts: frozenset[str]) -> bool:
+    """Whether *name* is one of *hosts* or under one of their ``*.`` wildcards (as HostMap matches them)."""
+    if name in hosts:
+        return True
+    labels = name.split(".")
+    return any(f"*.{'.'.join(labels[i:])}" in hosts for i in range(1, len(labels)))
 
 
 def storage_folder(storage: str, directory: str) -> Path:
@@ -101,37 +121,53 @@ def build_acme(
     reactor: Any,
     tokens: ChallengeTokens,
     alpn: Optional[TlsAlpnResponder],
-    installed: Callable[[AcmeSite, Stored], object],
-) -> list[AcmeService]:
-    """One AcmeService per ACME account among *sites*, each keeping its sites' certificates valid; TLS-ALPN-01 only
-    with *alpn* (the listeners' engine can answer it)."""
+    installed: Callable[[Optional[AcmeSite], Stored], object],
+) -> "tuple[list[AcmeService], dict[str, OnDemand]]":
+    """One AcmeService per ACME account among *sites*, each keeping its sites' certificates valid (TLS-ALPN-01 only
+    with *alpn*: the listeners' engine can answer it); and, by site name, the on-demand names of the sites with
+    ``on_demand``.  *installed* is called with the site (None for a name obtained on demand) and the certificate."""
     groups: dict[tuple[AcmeConfig, str], list[AcmeSite]] = {}
     for site in sites:
         groups.setdefault((site.acme, site.storage), []).append(site)
     services = []
+    on_demand: dict[str, OnDemand] = {}
     for (acme, storage_path), members in groups.items():
         storage = Storage(storage_folder(storage_path, acme.directory))
         key_type = KeyType(acme.key_type)
-        client = AcmeClient(
-            _http_client(reactor, acme.ca_root), acme.directory, AccountKey(storage.account_key(key_type)), reactor
-        )
+        http = _http_client(reactor, acme.ca_root)
+        client = AcmeClient(http, acme.directory, AccountKey(storage.account_key(key_type)), reactor)
         solvers: list[ChallengeSolver] = []
         for challenge in acme.challenges:
             if challenge == "http-01":
                 solvers.append(Http01(tokens))
             elif alpn is not None:
                 solvers.append(alpn)
-        by_names = {tuple(sorted(set(site.hosts))): site for site in members}
+        # A site's exact hosts are one name set, ordered at start; its wildcards' names come on demand.
+        by_names = {site.exact_hosts: site for site in members if site.exact_hosts}
 
         def install(stored: Stored, by_names: dict[tuple[str, ...], AcmeSite] = by_names) -> None:
-            installed(by_names[stored.names], stored)
+            installed(by_names.get(stored.names), stored)
 
         eab = ExternalAccount(acme.eab_kid, acme.eab_hmac_key) if acme.eab_kid and acme.eab_hmac_key else None
-        services.append(AcmeService(
+        service = AcmeService(
             client=client, storage=storage, name_sets=list(by_names), solvers=solvers, installed=install,
             clock=reactor, email=acme.email, eab=eab, key_type=key_type,
-        ))
-    return services
+        )
+        services.append(service)
+        for site in members:
+            if acme.on_demand_ask is not None:
+                on_demand[site.name] = OnDemand(
+                    acme.on_demand_ask, HTTPClient(Agent(reactor)), reactor, _adder(service),
+                    rate=acme.on_demand_rate, period=acme.on_demand_period,
+                )
+    return services, on_demand
+
+
+def _adder(service: AcmeService) -> "Callable[[str], Deferred[None]]":
+    def add(name: str) -> "Deferred[None]":
+        return service.add([name])
+
+    return add
 
 
 class AcmeFront(Resource):
@@ -174,7 +210,7 @@ class AcmeFront(Resource):
         if self.redirect_hosts and exchange.scheme != b"https":
             host = (exchange.header(b"host") or b"").decode("latin-1").lower()
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name.rstrip(".") in self.redirect_hosts:
+            if _redirected(name.rstrip("."), self.redirect_hosts):
                 location = b"https://" + name.encode("latin-1") + exchange.target
                 send_error(exchange, 308, [(b"location", location), (b"cache-control", b"no-store")])
                 return NOT_DONE_YET
@@ -219,7 +255,11 @@ def acme_findings(config: Config, now: datetime.datetime) -> list[Finding]:
                                     + "".join(f"; not by {u}" for u in unreachable)))
         else:
             findings.append(Finding(True, f"{said}: no challenge can reach fephp ({'; '.join(unreachable)})"))
-        stored = Storage(storage_folder(site.storage, site.acme.directory)).load(site.hosts)
+        if not site.exact_hosts:
+            ask = site.acme.on_demand_ask
+            findings.append(Finding(False, f"site {site.name}: every name on demand, asked of {ask}"))
+            continue
+        stored = Storage(storage_folder(site.storage, site.acme.directory)).load(site.exact_hosts)
         if stored is None:
             findings.append(Finding(False, f"site {site.name}: no certificate stored yet: obtained at the first start"))
             continue

@@ -177,10 +177,13 @@ class LocalView:
 
     def __init__(self, front: Any, *, config: Callable[[], Any], config_text: Callable[[], Optional[str]],
                  fpm: Callable[[], Optional[PHPFPMStatus]], reloads: Callable[[], int] = lambda: 0,
-                 certificates: Callable[[], "list[dict[str, Any]]"] = lambda: []) -> None:
+                 certificates: Callable[[], "list[dict[str, Any]]"] = lambda: [],
+                 on_demand: Callable[[], "dict[str, Any]"] = lambda: {}) -> None:
         self._front = front
         #: The ACME certificates' figures (AcmeService.figures), for /status and /metrics.
         self._certificates = certificates
+        #: On-demand TLS's names by site (OnDemand.figures).
+        self._on_demand = on_demand
         self._config = config
         self._config_text = config_text
         self._fpm = fpm
@@ -211,6 +214,7 @@ class LocalView:
                 "processes": [process],
                 "backends": backends_part(config, pools, status, managed),
                 "certificates": self._certificates(),
+                "on_demand": self._on_demand(),
             }
 
         return (fpm.status() if fpm is not None else succeed(None)).addCallback(done)

@@ -481,12 +481,16 @@ def build_sites(config: Config, reactor: Any, backends: Mapping[str, Backend]) -
     return dispatch, front
 
 
-def build_sni(config: Config, alpn: Optional[TlsAlpnResponder] = None) -> Optional[SNIMap]:
+def build_sni(
+    config: Config,
+    alpn: Optional[TlsAlpnResponder] = None,
+    on_demand: Optional[Callable[[str, str], object]] = None,
+) -> Optional[SNIMap]:
     """The sites' certificates for the ``ssl:`` listeners, or None when no site has ``tls``; with *alpn*, each
-    context answers TLS-ALPN-01 (sites with ``tls.acme``)."""
+    context answers TLS-ALPN-01 (sites with ``tls.acme``); *on_demand* is told the names on-demand sites see."""
     if not any(site.tls is not None for site in config.sites):
         return None
-    return SNIMap(config.sites, tls_protocols(config), alpn=alpn)
+    return SNIMap(config.sites, tls_protocols(config), alpn=alpn, on_demand=on_demand)
 
 
 def tls_protocols(config: Config) -> "list[bytes]":

@@ -541,15 +541,17 @@ class _Validator:
                              f" certificates, cannot be shared by {self.workers_count} workers)")
         if not hosts:
             raise self.error((*path, "acme"), "needs the site's hosts: the names to obtain a certificate for")
-        for host in hosts:
-            if host.startswith("*."):
-                raise self.error((*path, "acme"), f"cannot obtain {host!r}: a wildcard needs DNS-01, which fephp does"
-                                 " not answer; name the hosts one by one")
         p = (*path, "acme")
         acme = value["acme"]
         if not isinstance(acme, dict):
             raise self.error(p, f"must be a mapping (email, directory, eab...), not {_describe(acme)}")
-        self.known(acme, p, ("email", "directory", "eab", "key_type", "challenges", "redirect", "ca_root"))
+        self.known(acme, p, ("email", "directory", "eab", "key_type", "challenges", "redirect", "ca_root",
+                             "on_demand"))
+        on_demand = self.on_demand((*p, "on_demand"), acme["on_demand"]) if acme.get("on_demand") is not None else None
+        for host in hosts:
+            if host.startswith("*.") and on_demand is None:
+                raise self.error((*path, "acme"), f"cannot obtain {host!r}: a wildcard needs DNS-01, which fephp does"
+                                 " not answer; name the hosts one by one, or obtain each name on demand (on_demand)")
         d = AcmeConfig()
         email = self.string((*p, "email"), acme.get("email"), nullable=True)
         if email is not None and ("@" not in email or any(c in email for c in " <>,")):
@@ -590,14 +592,31 @@ class _Validator:
             ca_root = self.absolute(text)
             if not os.path.isfile(ca_root):
                 raise self.error((*p, "ca_root"), f"{ca_root} is not an existing file")
-        config = AcmeConfig(email, directory, kid, hmac_key, key_type, challenges, redirect, ca_root)
+        ask, rate, period = on_demand if on_demand is not None else (None, 10, 3600.0)
+        config = AcmeConfig(email, directory, kid, hmac_key, key_type, challenges, redirect, ca_root, ask, rate, period)
         storage_text = self.string((*path, "storage"), value.get("storage", "acme"))
         assert storage_text is not None
         storage = self.absolute(storage_text)
         if os.path.exists(storage) and not os.path.isdir(storage):
             raise self.error((*path, "storage"), f"{storage} is not a folder")
-        folder = Storage(storage_folder(storage, directory)).folder_for(hosts)
+        exact = [host for host in hosts if not host.startswith("*.")] or list(hosts)  # on demand: wildcards apart
+        folder = Storage(storage_folder(storage, directory)).folder_for(exact)
         return TLSConfig(str(folder / "chain.pem"), str(folder / "key.pem"), acme=config, storage=storage)
+
+    def on_demand(self, path: Path, value: Any) -> tuple[str, int, float]:
+        """tls.acme.on_demand: the operator's ask URL, and at most rate asks per period seconds."""
+        if not isinstance(value, dict):
+            raise self.error(path, f"must be a mapping with ask (a URL), rate and period, not {_describe(value)}")
+        self.known(value, path, ("ask", "rate", "period"))
+        if "ask" not in value:
+            raise self.error(path, "needs ask: the URL that approves each name (GET <ask>?domain=<name> answering 200)")
+        ask = self.string((*path, "ask"), value["ask"])
+        assert ask is not None
+        if not ask.startswith(("http://", "https://")):
+            raise self.error((*path, "ask"), f"must be an http:// or https:// URL, not {ask!r}")
+        rate = self.integer((*path, "rate"), value.get("rate", 10), minimum=1)
+        period = self.seconds((*path, "period"), value.get("period", 3600.0))
+        return ask, rate, period
 
     def challenge(self, path: Path, text: str) -> str:
         if text not in ("http-01", "tls-alpn-01"):

@@ -80,12 +80,20 @@ class SNIMap:
 
     def __init__(self, sites: Sequence[SiteConfig], protocols: Sequence[bytes],
                  obtained: Optional[Mapping[str, TLSConfig]] = None,
-                 alpn: Optional[TlsAlpnResponder] = None) -> None:
+                 alpn: Optional[TlsAlpnResponder] = None,
+                 on_demand: Optional[Callable[[str, str], object]] = None) -> None:
         if obtained:
             sites = [replace(site, tls=obtained.get(site.name, site.tls)) for site in sites]
         self.protocols = list(protocols)
         self.alpn = alpn
         self._acme = any(site.tls is not None and site.tls.acme is not None for site in sites)
+        #: Told (site name, name) of a handshake naming a wildcard host of an on-demand site, without a certificate
+        #: of its own yet (fephp.acme.ondemand).
+        self.on_demand = on_demand
+        self._demand: HostMap[str] = HostMap([
+            ([h for h in site.hosts if h.startswith("*.")], site.name) for site in sites
+            if site.tls is not None and site.tls.acme is not None and site.tls.acme.on_demand_ask is not None
+        ])
         self._sites = tuple(site for site in sites if site.tls is not None and _present(site.tls))
         self._hook: Optional[SNIHook] = None
         self._entries: list[tuple[tuple[str, ...], bool, TLSConfig, Any]] = []
@@ -119,13 +127,23 @@ class SNIMap:
     def choose(self, connection: SSL.Connection) -> None:
         """OpenSSL's server name callback: switch *connection* to the context of the name the client gave."""
         name = connection.get_servername()
-        context = self.contexts.find(host_name(name) if name else None)
+        key = host_name(name) if name else None
+        context = self.contexts.find(key)
+        if key and self.on_demand is not None:
+            self._seen(key)
         if context is not None:
             connection.set_context(context)
         elif self.alpn is not None and _TWISTED_SETS_ALPN_PER_CONNECTION:
             # Twisted before 26 sets its own ALPN callback on the listener's context for each connection
             # (TLSMemoryBIOFactory._applyProtocolNegotiation), after this map's: put TLS-ALPN-01's back.
             self._watch(connection.get_context())
+
+    def _seen(self, key: bytes) -> None:
+        """On-demand TLS: a name of a wildcard host of an on-demand site, with no certificate of its own, is told."""
+        if key not in self.contexts.exact:
+            site = self._demand.find(key)
+            if site is not None and self.on_demand is not None:
+                self.on_demand(site, key.decode("ascii"))
 
     def stdlib_hook(self) -> SNIHook:
         """The same choice for server.tls_engine stdlib: the sites' files loaded by the standard library (once per
@@ -142,7 +160,10 @@ class SNIMap:
                         if is_default:
                             default = context
                     self._stdlib = HostMap(entries, default)
-                return self._stdlib.find(host_name(name.encode("ascii")) if name else None)
+                key = host_name(name.encode("ascii")) if name else None
+                if key and self.on_demand is not None:
+                    self._seen(key)
+                return self._stdlib.find(key)
 
             self._hook = choose
         return self._hook

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succ
 from twisted.logger import Logger
 
 from ..acme import ChallengeTokens, Stored, TlsAlpnResponder
+from ..acme.ondemand import OnDemand
 from ..backend.balancer import Balancer
 from ..process.phpfpm import ManagedPHPFPM
 from ..web.site import FrontSite
@@ -233,7 +234,10 @@ class SingleServer(_Reloadable, MultiService):
         self.acme_tokens = ChallengeTokens()
         self.acme_alpn = TlsAlpnResponder(lambda: datetime.datetime.now(datetime.timezone.utc))
         self.acme_sites = acme_sites(config.sites)
-        sni = self.sni = build_sni(config, self._alpn(config))
+        self.on_demand: dict[str, OnDemand] = {}
+        #: Certificates obtained on demand, by name set: put again into the SNI map a reload builds.
+        self.on_demand_installed: dict[tuple[str, ...], TLSConfig] = {}
+        sni = self.sni = build_sni(config, self._alpn(config), self._seen)
 
         def listeners(site: FrontSite) -> list[Service]:
             # A port that cannot be bound stops twistd with the error, instead
@@ -244,7 +248,9 @@ class SingleServer(_Reloadable, MultiService):
         self.front = build_front(config, reactor, listeners)
         self.front.site.resource = front_for(self.front.site.resource, self.acme_sites, self.acme_tokens)
         self.front.setServiceParent(self)
-        self.acme = build_acme(self.acme_sites, reactor, self.acme_tokens, self._alpn(config), self._acme_installed)
+        self.acme, self.on_demand = build_acme(
+            self.acme_sites, reactor, self.acme_tokens, self._alpn(config), self._acme_installed
+        )
         for acme in self.acme:
             acme.setServiceParent(self)
         view = LocalView(
@@ -254,6 +260,7 @@ class SingleServer(_Reloadable, MultiService):
             fpm=lambda: self.fpm_status,
             reloads=lambda: self.reloads,
             certificates=lambda: [figures for acme in self.acme for figures in acme.figures()],
+            on_demand=lambda: {site: on_demand.figures() for site, on_demand in self.on_demand.items()},
         )
         self.view = view
         self._init_reloadable(config, config_text, reactor, AdminSite(view, reactor), _managed(self.front.php_fpm))
@@ -263,10 +270,20 @@ class SingleServer(_Reloadable, MultiService):
         ssl has no ALPN callback that could change the certificate: HTTP-01 only there)."""
         return self.acme_alpn if self.acme_sites and config.server.tls_engine == "pyopenssl" else None
 
-    def _acme_installed(self, site: AcmeSite, stored: Stored) -> None:
-        """A certificate from ACME: shown from the next handshake on, by the SNI map the listeners use now."""
+    def _acme_installed(self, site: Optional[AcmeSite], stored: Stored) -> None:
+        """A certificate from ACME (*site* None: a name on demand): shown from the next handshake on, by the SNI map
+        the listeners use now."""
+        tls = TLSConfig(str(stored.chain_path), str(stored.key_path))
+        if site is None:
+            self.on_demand_installed[stored.names] = tls
         if self.sni is not None:
-            self.sni.install(site.hosts, site.default, TLSConfig(str(stored.chain_path), str(stored.key_path)))
+            self.sni.install(site.exact_hosts if site else stored.names, site.default if site else False, tls)
+
+    def _seen(self, site: str, name: str) -> None:
+        """A handshake named *name*, of on-demand *site*'s wildcards, without a certificate of its own yet."""
+        on_demand = self.on_demand.get(site)
+        if on_demand is not None:
+            on_demand.seen(name)
 
     def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
         d: Deferred[Any] = MultiService.stopService(self)
@@ -325,7 +342,10 @@ class SingleServer(_Reloadable, MultiService):
                 else:
                     backend = front.backend
                 app, site = build_site(config, reactor, backend)
-            sni = build_sni(config, self._alpn(config))  # the sites' certificate files read again
+            sni = build_sni(config, self._alpn(config), self._seen)  # the sites' certificate files read again
+            if sni is not None:
+                for names, obtained in self.on_demand_installed.items():
+                    sni.install(names, False, obtained)
             site.resource = front_for(site.resource, self.acme_sites, self.acme_tokens)
             current: dict[str, Any] = {getattr(l, "description", ""): l for l in front.listeners}
             listeners = _bind(config.server.listen, current,

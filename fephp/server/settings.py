@@ -62,6 +62,11 @@ class AcmeConfig:
     redirect: bool = True
     #: A PEM root to trust for the directory's HTTPS instead of the system's (a private CA; Pebble in tests).
     ca_root: Optional[str] = None
+    #: ``on_demand``: the wildcard hosts' names are obtained at their first handshake once this URL approves them
+    #: (``GET <ask>?domain=<name>`` answering 200), at most ``on_demand_rate`` asks per ``on_demand_period`` seconds.
+    on_demand_ask: Optional[str] = None
+    on_demand_rate: int = 10
+    on_demand_period: float = 3600.0
 
 
 class ConfigError(Exception):

@@ -22,10 +22,12 @@ import pytest_twisted
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThread
 from twisted.protocols.portforward import ProxyFactory
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
 
 from fephp.acme import Storage
 from fephp.server.acme import storage_folder
@@ -118,12 +120,13 @@ def tls_port(server: SingleServer) -> int:
     return int(server.front.listeners[1].port.getHost().port)  # type: ignore[attr-defined]
 
 
-def https_get(port: int, root_pem: bytes, path: str) -> tuple[bytes, x509.Certificate]:
-    """GET *path* from 127.0.0.1:*port* with SNI NAME, trusting only Pebble's issuing root: the answer and the leaf."""
+def https_get(port: int, root_pem: bytes, path: str, name: str = NAME) -> tuple[bytes, x509.Certificate]:
+    """GET *path* from 127.0.0.1:*port* with SNI *name*, trusting only Pebble's issuing root: the answer and the
+    leaf."""
     context = ssl.create_default_context(cadata=root_pem.decode())
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=NAME) as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+        with context.wrap_socket(raw, server_hostname=name) as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
             answer = b""
             while chunk := tls.recv(65536):
                 answer += chunk
@@ -301,3 +304,71 @@ def _served_certificate(port: int) -> x509.Certificate:
             der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der)
+
+
+class Ask(Resource):
+    """The operator's ask URL for on-demand TLS: 200 for ok.demand.example.test, 403 for any other domain."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        assert request.args is not None
+        request.setResponseCode(200 if request.args[b"domain"] == [b"ok.demand.example.test"] else 403)
+        return b""
+
+
+def served_to(port: int, server_name: str) -> x509.Certificate:
+    """The leaf 127.0.0.1:*port* shows a client naming *server_name* (not verified)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_demand_obtains_an_approved_name_at_its_first_handshake_and_refuses_a_denied_one(
+    pebble: Pebble, relays: Relays, tmp_path: Path
+) -> None:
+    """A site of *.demand.example.test with on_demand: the first handshake for an approved name gets the listener's
+    own certificate and starts the order, the next ones get the name's certificate from Pebble; a name the ask URL
+    denies is never ordered."""
+    ask_port: IListeningPort = reactor.listenTCP(  # type: ignore[attr-defined]
+        0, Site(Ask()), interface="127.0.0.1"  # type: ignore[arg-type]
+    )
+    data = config(tmp_path, pebble, ["http-01"], "pyopenssl")
+    site = data.sites[0]
+    ask = f"http://127.0.0.1:{ask_port.getHost().port}/ask"  # type: ignore[attr-defined]
+    acme = dataclasses.replace(site.tls.acme, on_demand_ask=ask, on_demand_rate=5, on_demand_period=60.0)
+    site = dataclasses.replace(site, name="demand", hosts=("*.demand.example.test",),
+                               tls=dataclasses.replace(site.tls, acme=acme))
+    server = SingleServer(dataclasses.replace(data, sites=(site,)), None, reactor)
+    server.privilegedStartService()
+    relays.http.port = plain_port(server)
+    relays.tls.port = tls_port(server)
+    server.startService()
+    try:
+        fallback = await deferToThread(served_to, tls_port(server), "ok.demand.example.test")
+        assert fallback.subject.rfc4514_string() == "CN=127.0.0.1"
+        demand = server.on_demand["demand"]
+        await demand.settled["ok.demand.example.test"]
+        _, leaf = await deferToThread(https_get, tls_port(server), pebble.root_pem(), "/hello.txt",
+                                      "ok.demand.example.test")
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.DNSName) == ["ok.demand.example.test"]
+
+        refused = await deferToThread(served_to, tls_port(server), "no.demand.example.test")
+        await demand.settled["no.demand.example.test"]
+        assert refused.subject.rfc4514_string() == "CN=127.0.0.1"
+        assert {n: s.value for n, s in demand.names.items()} == {
+            "ok.demand.example.test": "approved", "no.demand.example.test": "denied"}
+        assert server.acme[0].client.orders == 1
+        snapshot = await server.view.snapshot()
+        assert snapshot["on_demand"] == {"demand": {
+            "ask": ask, "names": {"asking": 0, "approved": 1, "denied": 1}, "refused_by_rate": 0}}
+    finally:
+        await server.stopService()
+        await maybeDeferred(ask_port.stopListening)

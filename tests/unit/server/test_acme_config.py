@@ -100,7 +100,7 @@ def test_a_wildcard_host_and_several_workers_are_refused(site: Path) -> None:
         load_config(str(write(site, wildcard)))
     assert str(raised.value) == (
         f"{site / 'fephp.yaml'}, line 7: sites[0].tls.acme: cannot obtain '*.shop.example': a wildcard needs DNS-01,"
-        " which fephp does not answer; name the hosts one by one")
+        " which fephp does not answer; name the hosts one by one, or obtain each name on demand (on_demand)")
     with pytest.raises(ConfigError) as raised:
         load_config(str(write(site, "server:\n  workers: 2\n" + SHOP.format(more=""))))
     assert str(raised.value) == (
@@ -133,3 +133,18 @@ def test_the_probe_says_which_challenges_reach_the_listeners_and_what_is_stored(
                 " renewal due from 2026-02-27T00:00:00+00:00 to 2026-03-02T00:00:00+00:00 (the CA's renewal window"
                 " first, if it offers one)"),
     ]
+
+
+def test_on_demand_allows_wildcards_and_reads_its_ask_url_and_rate(site: Path) -> None:
+    """on_demand: ask, rate, period read; the wildcard accepted; no ask is an error at its line."""
+    wildcard = SHOP.replace("[shop.example, www.shop.example]", "['*.shop.example', shop.example]")
+    more = "        on_demand: {ask: 'http://127.0.0.1:9/ok', rate: 5, period: 60}\n"
+    tls = load_config(str(write(site, wildcard.format(more=more)))).sites[0].tls
+    assert tls is not None and tls.acme is not None
+    acme = tls.acme
+    assert (acme.on_demand_ask, acme.on_demand_rate, acme.on_demand_period) == ("http://127.0.0.1:9/ok", 5, 60.0)
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(write(site, wildcard.format(more="        on_demand: {rate: 5}\n"))))
+    assert str(raised.value) == (
+        f"{site / 'fephp.yaml'}, line 9: sites[0].tls.acme.on_demand: needs ask: the URL that approves each name"
+        " (GET <ask>?domain=<name> answering 200)")
