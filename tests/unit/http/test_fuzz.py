@@ -216,3 +216,24 @@ def test_the_codec_agrees_with_the_channel(stream: tuple[bytes, list[Built], Any
     assert seen == run.seen, (data, refused)
     assert status_lines(served.out) == status_lines(run.out), data
     assert served.closing == run.closing
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(streams(hostile=True), cut_lists)
+def test_fephps_protocol_agrees_with_the_codec(stream: tuple[bytes, list[Built], Any], cuts: list[int]) -> None:
+    """Generated streams, faults and all, through a FrontSite on fephp's own protocol: the codec's requests, status lines and close."""
+    pieces = pieces_at(stream[0], cuts)
+    run = ChannelRun(max_header_size=MAX_HEADER_SIZE, max_body_size=MAX_BODY_SIZE, http1="fephp")
+    run.feed(pieces)
+    served = serve(pieces, check=host_rule, **LIMITS)
+    seen = []
+    for method, target, version, fields, body in served.requests():
+        if body is None:
+            continue
+        headers: dict[bytes, list[bytes]] = {}
+        for name, value in fields:
+            headers.setdefault(name, []).append(value)
+        seen.append((method, target, version, headers, body))
+    assert seen == run.seen, stream[0]
+    assert status_lines(served.out) == status_lines(run.out), stream[0]
+    assert served.closing == run.closing
