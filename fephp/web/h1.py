@@ -555,9 +555,7 @@ class H1Protocol(Protocol):
         if phase is _ANSWERING:
             # Pipelined bytes wait in the codec until the request in hand is
             # answered; the socket is not read meanwhile (a bound on them).
-            if not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pauseProducing()  # type: ignore[union-attr]
+            self._pace_reading()
             return
         if self._idle_timer is not None:
             self._stop("_idle_timer")
@@ -588,6 +586,7 @@ class H1Protocol(Protocol):
         timeout = self.site.client_send_timeout
         if timeout is not None and self._send_timer is None:
             self._send_timer = self._call_later(timeout, self._send_stalled)
+        self._pace_reading()
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
         self.send_paused = False
@@ -595,6 +594,23 @@ class H1Protocol(Protocol):
         exchange = self.exchange
         if exchange is not None:
             exchange.resume_producer()
+        self._pace_reading()
+
+    def _pace_reading(self) -> None:
+        """Read the socket unless the client is not taking our bytes, or bytes wait behind the request being answered.
+
+        As Twisted's HTTPChannel: a client that pipelines requests and
+        reads no responses would otherwise grow the transport's buffer
+        with answers until client_send ends it.
+        """
+        stop = self.send_paused or (self.phase is _ANSWERING and self.codec.pending > 0)
+        if stop is not self._reading_paused:
+            self._reading_paused = stop
+            transport: Any = self.transport
+            if stop:
+                transport.pauseProducing()
+            else:
+                transport.resumeProducing()
 
     def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
         exchange = self.exchange
@@ -792,8 +808,7 @@ class H1Protocol(Protocol):
         codec.start_next_cycle()
         self.phase = _WAITING
         if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self._pace_reading()
         if not self._advancing:
             self._advance()
 

@@ -535,3 +535,21 @@ def test_a_pull_producer_is_pulled_once_a_reactor_turn_while_the_client_takes_by
     protocol.resumeProducing()
     clock.advance(0)
     assert pulls == [0, 1]
+
+
+def test_a_client_that_takes_no_answers_is_not_read() -> None:
+    """While the transport has paused us (the client takes no bytes), the socket is not read: pipelined requests cannot pile up answers."""
+    app = App()
+    _, protocol, transport, _ = connect(app)
+    protocol.dataReceived(GET)
+    protocol.pauseProducing()
+    assert transport.producerState == "paused"
+    protocol.resumeProducing()
+    assert transport.producerState == "producing"
+    app.hold = True
+    protocol.dataReceived(GET + GET)
+    protocol.pauseProducing()
+    protocol.resumeProducing()
+    assert (transport.producerState, len(app.seen)) == ("paused", 2)  # a request still waits behind the one answered
+    answer(app.seen[1], b"hello")
+    assert (transport.producerState, len(app.seen)) == ("producing", 3)
