@@ -6,12 +6,16 @@ site's limits) into an :class:`H1Exchange`, which the site's resource
 renders.  It replaces, for HTTP/1.x, Twisted's HTTPChannel and Request as
 fephp's ``_Channel`` and ``FrontRequest`` bend them (fephp/web/site.py):
 the same bytes to the client, with the state in one field of each object.
+It is FrontSite's default engine; ``FEPHP_HTTP1=twisted`` (or
+``FrontSite(http1="twisted")``) selects the old channel, kept as the
+reference the differential tests compare it with.
 
 The codec holds RFC 9112's framing and smuggling refusals; this module
 holds what needs a socket or a clock: the client_header, client_body,
 client_send and keep-alive timeouts (the site's settings, on the site's
 reactor), pipelining (the next request is read once the one in hand is
-answered, and the transport is paused meanwhile), the held response head
+answered, and the socket is not read meanwhile, nor while the client
+takes none of our bytes), the held response head
 that leaves with the first body bytes in one send, the TLS connection whose
 ALPN chose "h2" (handed to :class:`fephp.web.http2.H2Connection`), and the
 graceful stop.
@@ -49,7 +53,7 @@ from ..http import (
     State,
 )
 from .compress import Compression, Encoder
-from .errors import error_page, raw_error_response
+from .errors import raw_error_response, send_error
 from .exchange import Address, Body, ExchangeState, HeaderList, edit_headers, header_value
 from .http2 import H2Connection
 from .heads import origin_form, valid_host, valid_request_id
@@ -765,7 +769,7 @@ class H1Protocol(Protocol):
             # build links and password-reset URLs from SERVER_NAME.
             bad = len(hosts) != 1 or not valid_host(hosts[0])
         if bad:
-            _answer(exchange, 400, [(b"connection", b"close")])
+            send_error(exchange, 400, [(b"connection", b"close")])
             return
         target = exchange.target
         if target[:1] != b"/" and target[:4].lower() == b"http":
@@ -779,7 +783,7 @@ class H1Protocol(Protocol):
         except BaseException:
             self.log.failure("rendering {target!r}", Failure(), target=target)
             if exchange.state is _RECEIVED:
-                _answer(exchange, 500)
+                send_error(exchange, 500)
             else:
                 exchange.abort()
             return
@@ -912,17 +916,6 @@ def _address(address: Any) -> Address:
     if host is None:
         return Address(UNIX, 0)
     return Address(host, getattr(address, "port", 0))
-
-
-def _answer(exchange: H1Exchange, status: int, extra: HeaderList = ()) -> None:  # type: ignore[assignment]
-    """Answer *exchange* with fephp's page for *status*."""
-    page = error_page(status)
-    exchange.start_response(
-        status,
-        [(b"content-type", b"text/html; charset=utf-8"), *extra, (b"content-length", b"%d" % len(page))],
-    )
-    exchange.write(page)
-    exchange.finish()
 
 
 def _take_real_ip(exchange: H1Exchange, real_ip: Any) -> None:
