@@ -66,7 +66,8 @@ class ServerConnection:
         if limits is None:
             limits = _limits[key] = Limits(max_header_size, max_line_length, max_headers)
         self._limits = limits
-        self._max_body_size = max_body_size
+        #: limits.max_body_size (None: none); may change between requests (a reload's new site).
+        self.max_body_size = max_body_size
         # Everything else starts as the class attributes below say: a
         # connection is made per client connection, on the accept path.
 
@@ -189,7 +190,7 @@ class ServerConnection:
         self._start = end + 4
         self._scanned = self._judged = self._judged_lines = self._judged_size = 0
         try:
-            request = read_head(buf[start:end], self._limits, self._max_body_size)
+            request = read_head(buf[start:end], self._limits, self.max_body_size)
         except RemoteProtocolError as error:
             self._fail(error)
         self.request = request
@@ -289,7 +290,7 @@ class ServerConnection:
                 except ValueError:
                     self._fail(BodyError("a malformed chunk-size line (RFC 9112 7.1)"))
                 self._start = eol + 2
-                limit = self._max_body_size
+                limit = self.max_body_size
                 if limit is not None and self._received + size > limit:
                     self._fail(BodyError("a chunked body over limits.max_body_size", 413))
                 if size:

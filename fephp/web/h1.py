@@ -810,6 +810,7 @@ class H1Protocol(Protocol):
             self._close()
             return
         codec.start_next_cycle()
+        codec.max_body_size = self.site.max_body_size  # a reload's new site may have another
         self.phase = _WAITING
         if self._reading_paused:
             self._pace_reading()

@@ -553,3 +553,16 @@ def test_a_client_that_takes_no_answers_is_not_read() -> None:
     assert (transport.producerState, len(app.seen)) == ("paused", 2)  # a request still waits behind the one answered
     answer(app.seen[1], b"hello")
     assert (transport.producerState, len(app.seen)) == ("producing", 3)
+
+
+def test_a_reloaded_site_s_body_limit_holds_once_it_answered_there() -> None:
+    """Once an adopted connection has answered a request on the new site, its next is held to that site's max_body_size."""
+    old_app, new_app = App(), App()
+    old, protocol, transport, clock = connect(old_app, max_body_size=100)
+    protocol.dataReceived(POST + b"Content-Length: 50\r\n\r\n" + b"a" * 50)
+    new = FrontSite(new_app, reactor=clock, timeout=None, http1="fephp", max_body_size=10)
+    new.adopt_channels(old)
+    protocol.dataReceived(GET)
+    protocol.dataReceived(POST + b"Content-Length: 50\r\n\r\n")
+    assert transport.value().endswith(b"<h1>413 Request Entity Too Large</h1></body></html>\n")
+    assert (len(old_app.seen), len(new_app.seen), transport.disconnecting) == (1, 1, True)
