@@ -102,6 +102,18 @@ class Phase(enum.Enum):
 _WAITING, _READING, _ANSWERING, _CLOSING, _HTTP2 = Phase
 
 
+#: Lowercase response field names and how Twisted's Headers spelt them on the wire (bounded: names are PHP's).
+_spelt: dict[bytes, bytes] = {}
+
+
+def _spell(name: bytes) -> bytes:
+    """*name* as Twisted's Headers spelt it ("x-request-id" -> "X-Request-Id"), remembered for the next response."""
+    found = header_name(name)
+    if len(_spelt) < 1000:
+        _spelt[name] = found
+    return found
+
+
 class _BodyBuffer:
     """A request body as it arrives: in memory up to BODY_IN_MEMORY bytes, then in a temporary file."""
 
@@ -198,6 +210,8 @@ class H1Exchange:
     scheme = b"http"
     #: The ``headers`` rules' edits of the response head (the app sets them; applied at the first write).
     header_edits: "tuple[Any, ...]" = ()
+    #: The response's fields (lowercase names), the site's first (H1Protocol sets them before the app runs).
+    response_headers: HeaderList
     #: Response fields that were there before start_response (a second call keeps only them).
     _preset = 0
     #: The body's streaming encoder, once the first write chose to compress.
@@ -222,7 +236,6 @@ class H1Exchange:
         if protocol.secure:
             self.scheme = b"https"
         self.started_at = started_at
-        self.response_headers: HeaderList = []
         #: The site's response compression policy (fephp.web.compress), None for none.
         self.compression: Optional[Compression] = protocol.site.compression
 
@@ -265,7 +278,8 @@ class H1Exchange:
         if reason is None:
             reason = RESPONSES.get(self.status, b"Unknown Status")
         # Spelt on the wire as Twisted's Headers spelt them (the same bytes as before).
-        spelt = [(header_name(name), value) for name, value in self.response_headers]
+        known = _spelt
+        spelt = [(known.get(name) or _spell(name), value) for name, value in self.response_headers]
         return self._codec.send_response_head(self.status, spelt, reason), data
 
     def write(self, data: bytes) -> None:
@@ -739,16 +753,16 @@ class H1Protocol(Protocol):
         self.exchange = exchange
         self.phase = _ANSWERING
         site = self.site
-        response = exchange.response_headers
         if self._closing:
             # A graceful stop: this request is answered, then the connection closes.
             self.codec.keep_alive = False
-        if not self.codec.keep_alive and request.version == b"HTTP/1.1":
-            # Where Twisted's channel put it: first, before the site's fields.
-            response.append((b"connection", b"close"))
-        response.append((b"server", site.server_header[0]))
-        response.append((b"date", site.http_date()))
-        given = [value for name, value in request.headers if name == b"x-request-id"]
+        hosts: list[bytes] = []
+        given: list[bytes] = []
+        for name, value in request.headers:
+            if name == b"host":
+                hosts.append(value)
+            elif name == b"x-request-id":
+                given.append(value)
         if len(given) == 1 and valid_request_id(given[0]):
             request_id = given[0]
         else:
@@ -757,10 +771,13 @@ class H1Protocol(Protocol):
             kept = [field for field in request.headers if field[0] != b"x-request-id"] if given else request.headers
             exchange.headers = [*kept, (b"x-request-id", request_id)]
         exchange.request_id = request_id
-        response.append((b"x-request-id", request_id))
+        fields = [(b"server", site.server_header[0]), (b"date", site.http_date()), (b"x-request-id", request_id)]
+        if not self.codec.keep_alive and request.version == b"HTTP/1.1":
+            # Where Twisted's channel put it: first, before the site's fields.
+            fields.insert(0, (b"connection", b"close"))
+        exchange.response_headers = fields
         if site.real_ip is not None:
             _take_real_ip(exchange, site.real_ip)
-        hosts = [value for name, value in request.headers if name == b"host"]
         if not hosts:
             # RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
             bad = request.version != b"HTTP/1.0"
