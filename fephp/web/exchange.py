@@ -88,7 +88,7 @@ class Exchange(Protocol):
     #: ``b"https"`` when the client's connection to us (or, behind a trusted
     #: proxy, to it) is TLS, else ``b"http"``.
     scheme: bytes
-    #: The peer (after the PROXY protocol, before trusted_proxies) and our own end.
+    #: The client (after the PROXY protocol, and after trusted_proxies when a trusted proxy named one) and our own end.
     client: Address
     server: Address
     #: The whole request body (see :data:`Body`).
