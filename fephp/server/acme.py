@@ -11,11 +11,17 @@ is answered from the tokens before any rule or PHP, and a plain-HTTP
 request for an ACME site is redirected to HTTPS (308) unless the site
 switched that off.  TLS-ALPN-01 is answered by a
 :class:`~fephp.acme.TlsAlpnResponder` the SNI map installs on each TLS context.
+
+With ``server.workers`` the parent alone runs the AcmeServices (one order
+per name set however many workers start) and serves no request: its
+HTTP-01 key authorizations go through :class:`ChallengeFiles`, which the
+workers read.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +50,17 @@ from ..acme import (
     renewal_due_at,
 )
 from ..acme.ondemand import OnDemand
+from ..acme.storage import FOLDER_MODE, write_atomically
 from ..web.adapt import exchange_of
 from ..web.errors import send_error
 from .doctor import Finding
 from .settings import AcmeConfig, Config, SiteConfig
 from .tls import ssl_arguments
 
-__all__ = ["AcmeFront", "AcmeSite", "acme_findings", "acme_sites", "build_acme", "front_for", "storage_folder"]
+__all__ = [
+    "AcmeFront", "AcmeSite", "ChallengeFiles", "acme_findings", "acme_sites", "build_acme", "challenge_folder",
+    "front_for", "storage_folder",
+]
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,65 @@ def storage_folder(storage: str, directory: str) -> Path:
     Let's Encrypt's staging are never served once the directory is production's."""
     slug = re.sub(r"[^A-Za-z0-9.-]+", "_", directory.split("://", 1)[-1]).strip("_")
     return Path(storage) / slug
+
+
+def challenge_folder(sites: Sequence[AcmeSite]) -> Path:
+    """Where the parent of ``server.workers`` leaves HTTP-01 key authorizations for its workers: ``http-01`` under
+    the first ACME site's ``tls.storage`` (the parent writes there already, and its workers can read it)."""
+    return Path(sites[0].storage) / "http-01"
+
+
+#: A token as RFC 8555 8.1 makes it: base64url, no padding (128 bits or more; 64 characters is plenty of room).
+_TOKEN = re.compile(rb"[A-Za-z0-9_-]{1,64}")
+#: A key authorization is the token, a dot and a base64url SHA-256 thumbprint (RFC 8555 8.1).
+_MAX_KEY_AUTHORIZATION = 256
+
+
+class ChallengeFiles(ChallengeTokens):
+    """HTTP-01 answers as files in *folder*, one per token: written by the parent of ``server.workers``, read by
+    whichever worker accepts the CA's connection.
+
+    Files rather than a pipe command: :meth:`put` returns once the file is
+    in place (0600, renamed into place), and the ACME client tells the CA to
+    validate only after it returns, so no worker can be asked before it can
+    answer, even a busy one or one started since; a line on each worker's
+    pipe would race with the CA's connection.  A request reads one small
+    file, and only on the challenge path.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def put(self, token: str, key_authorization: str) -> None:
+        """Answer *key_authorization* for *token* from now on, in every worker."""
+        if not _TOKEN.fullmatch(token.encode()):
+            raise ValueError(f"not an ACME token: {token!r}")
+        self.folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        write_atomically(self.folder / token, key_authorization.encode())
+        super().put(token, key_authorization)
+
+    def remove(self, token: str) -> None:
+        """Stop answering for *token*."""
+        super().remove(token)
+        if _TOKEN.fullmatch(token.encode()):
+            (self.folder / token).unlink(missing_ok=True)
+
+    def answer(self, path: bytes) -> Optional[bytes]:
+        """The key authorization stored for the token in *path*, or None (no such token, not a token at all)."""
+        if not path.startswith(CHALLENGE_PATH):
+            return None
+        token = path[len(CHALLENGE_PATH):]
+        if not _TOKEN.fullmatch(token):
+            return None  # nothing but a token names a file here: no "..", no "/"
+        try:
+            fd = os.open(self.folder / token.decode("ascii"), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, _MAX_KEY_AUTHORIZATION)
+        finally:
+            os.close(fd)
 
 
 def _http_client(reactor: Any, ca_root: Optional[str]) -> HTTPClient:

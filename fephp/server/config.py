@@ -188,8 +188,8 @@ _SECTIONS = ("server", "php", "timeouts", "limits", "logging", "admin", "compres
 _DURATION = re.compile(r"^(-?\d+)\s*([smhdwMy]?)$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "M": 30 * 86400, "y": 365 * 86400}
 _MEDIA_TYPE = re.compile(r"^[a-z0-9!#$&^_.+-]+/([a-z0-9!#$&^_.+-]+|\*)$")
-#: Listener types a worker can adopt from its parent: plain stream sockets.
-#: ``ssl:`` would need each worker to wrap the adopted socket in TLS itself.
+#: Listener types a worker can adopt from its parent: stream sockets, and ``ssl:`` with
+#: ``server.tls_engine: stdlib`` (each worker wraps the adopted TCP socket in fephp.server.tls itself).
 _SHAREABLE = ("tcp", "tcp6", "unix", "systemd")
 
 
@@ -201,6 +201,7 @@ class _Validator:
         self.base_dir = base_dir
         self.lines = lines
         self.workers_count = 1
+        self.tls_engine = ServerConfig().tls_engine
 
     def error(self, path: Path, problem: str) -> ConfigError:
         line = self.lines.get(()) if not path else None
@@ -234,7 +235,8 @@ class _Validator:
         )
         if not has_sites:
             return config
-        self.workers_count = config.server.workers  # tls.acme needs one process
+        self.workers_count = config.server.workers  # tls.acme on demand needs one process
+        self.tls_engine = config.server.tls_engine
         return replace(config, sites=self.sites(("sites",), data["sites"], config, sections["php"]))
 
     #: A value as an error names it ("a mapping", "the string 'x'"), for the parsers outside this class.
@@ -336,11 +338,17 @@ class _Validator:
 
         def endpoint(path: Path, text: str) -> str:
             kind = text.split(":", 1)[0]
-            if workers > 1 and kind not in _SHAREABLE:
+            if workers > 1 and kind == "ssl" and tls_engine != "stdlib":
+                raise self.error(
+                    path,
+                    f"ssl: listeners are shared by {workers} workers (server.workers) with server.tls_engine: stdlib"
+                    f" only, not {tls_engine}; or set server.workers to 1",
+                )
+            if workers > 1 and kind not in (*_SHAREABLE, "ssl"):
                 raise self.error(
                     path,
                     f"{kind}: listeners cannot be shared by {workers} workers (server.workers);"
-                    " use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
+                    " use tcp:, tcp6:, unix:, systemd: or ssl: (server.tls_engine: stdlib),"
                     " or set server.workers to 1",
                 )
             text = self.server_endpoint(path, text)
@@ -536,9 +544,6 @@ class _Validator:
         for key in ("certificate", "key"):
             if key in value:
                 raise self.error((*path, key), "cannot be given with acme, which stores its own certificate")
-        if self.workers_count > 1:
-            raise self.error((*path, "acme"), f"needs server.workers: 1 (ssl: listeners, which show its"
-                             f" certificates, cannot be shared by {self.workers_count} workers)")
         if not hosts:
             raise self.error((*path, "acme"), "needs the site's hosts: the names to obtain a certificate for")
         p = (*path, "acme")
@@ -548,6 +553,10 @@ class _Validator:
         self.known(acme, p, ("email", "directory", "eab", "key_type", "challenges", "redirect", "ca_root",
                              "on_demand"))
         on_demand = self.on_demand((*p, "on_demand"), acme["on_demand"]) if acme.get("on_demand") is not None else None
+        if on_demand is not None and self.workers_count > 1:
+            # The names come from handshakes in the workers, and only the parent orders.
+            raise self.error((*p, "on_demand"), f"needs server.workers: 1 (names obtained at a handshake are not"
+                             f" handed from {self.workers_count} workers to the parent)")
         for host in hosts:
             if host.startswith("*.") and on_demand is None:
                 raise self.error((*path, "acme"), f"cannot obtain {host!r}: a wildcard needs DNS-01, which fephp does"

@@ -43,7 +43,7 @@ from .build import (
     pool_settings,
 )
 from .config import Config, ConfigError, load_config
-from .acme import AcmeSite, acme_sites, build_acme, front_for
+from .acme import AcmeSite, ChallengeFiles, acme_sites, build_acme, challenge_folder, front_for
 from .listeners import Listener
 from .service import adopt, release
 from .settings import TLSConfig, changed_sections, site_configs
@@ -416,7 +416,8 @@ def _children_for_workers(config: Config) -> int:
     return per_worker * config.server.workers + admin_spare_children(config)
 
 
-def _worker_argv(config: Config, listeners: "list[SharedListener]", managed: Optional[ManagedPHPFPM]) -> Callable[[int], list[str]]:
+def _worker_argv(config: Config, listeners: "list[SharedListener]", managed: Optional[ManagedPHPFPM],
+                 challenges: Optional[ChallengeFiles] = None) -> Callable[[int], list[str]]:
     workers = config.server.workers
 
     def argv(index: int) -> list[str]:
@@ -431,6 +432,8 @@ def _worker_argv(config: Config, listeners: "list[SharedListener]", managed: Opt
             args += ["--listen", f"{FIRST_LISTEN_FD + i}:{listener.family}"]
         if managed is not None:
             args += ["--fpm-socket", managed.socket_path]
+        if challenges is not None:
+            args += ["--acme-challenges", str(challenges.folder)]
         return args
 
     return argv
@@ -440,18 +443,27 @@ def _build_workers_parent(config: Config, config_text: str, reactor: Any) -> "Pa
     """The parent of ``server.workers`` processes: shared listeners, php-fpm for all, the supervisor."""
     managed = build_managed_php_fpm(config, reactor, children=_children_for_workers(config)) if needs_managed(config) else None
     listeners = [SharedListener(reactor, description) for description in config.server.listen]
+    sites = acme_sites(config.sites)
+    # tls.acme: the parent obtains (its AcmeServices, made once, kept by reloads); the workers answer HTTP-01.
+    challenges = ChallengeFiles(challenge_folder(sites)) if sites else None
     # Not systemd's variables: a worker is not the unit's main process.
     env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET")}
     supervisor = WorkerSupervisor(
         reactor,
         count=config.server.workers,
-        argv=_worker_argv(config, listeners, managed),
+        argv=_worker_argv(config, listeners, managed, challenges),
         config_text=config_text,
         listeners=listeners,
         env=env,
         stop_grace=config.server.shutdown_grace + 5.0,
     )
-    return ParentServer(config, config_text, reactor, listeners, supervisor, managed)
+    parent = ParentServer(config, config_text, reactor, listeners, supervisor, managed)
+    if challenges is not None:
+        parent.acme_challenges = challenges
+        parent.acme, _ = build_acme(sites, reactor, challenges, None, parent.acme_installed)
+        for acme in parent.acme:
+            acme.setServiceParent(parent)
+    return parent
 
 
 class _WorkersView:
@@ -521,10 +533,19 @@ class ParentServer(_Reloadable, WorkersService):
                  supervisor: WorkerSupervisor, managed: Optional[ManagedPHPFPM]) -> None:
         WorkersService.__init__(self, listeners, supervisor, managed)
         self._init_reloadable(config, config_text, reactor, AdminSite(_WorkersView(self), reactor), managed)
+        #: tls.acme: the ACME services (HTTP-01 only: the workers' TLS engine cannot answer TLS-ALPN-01), and where
+        #: the workers read their HTTP-01 answers.
+        self.acme: list[Any] = []
+        self.acme_challenges: Optional[ChallengeFiles] = None
+
+    def acme_installed(self, site: Optional[AcmeSite], stored: Stored) -> None:
+        """A certificate from ACME, stored: every worker loads the stored ones again ("certs")."""
+        self.supervisor.reload_certificates()
 
     def stopService(self) -> "Deferred[Any]":  # noqa: N802 - Twisted's name
+        acme = DeferredList([service.stopService() for service in self.acme if service.running])
         d: Deferred[Any] = WorkersService.stopService(self)
-        return d.addBoth(self._close_admin_and_status)
+        return DeferredList([acme, d]).addBoth(self._close_admin_and_status)
 
     def reopen_logs(self) -> None:
         self.supervisor.reopen_logs()
@@ -553,7 +574,7 @@ class ParentServer(_Reloadable, WorkersService):
         try:
             yield self.supervisor.replace(
                 count=config.server.workers,
-                argv=_worker_argv(config, listeners, new_managed),
+                argv=_worker_argv(config, listeners, new_managed, self.acme_challenges),
                 config_text=text,
                 listeners=listeners,
             )

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from twisted.application.service import Service
@@ -32,12 +33,16 @@ from twisted.python.failure import Failure
 from .._twisted import adopt_listening_port
 from ..process.supervisor import die_with_parent
 from ..web.site import FrontSite
+from .acme import ChallengeFiles, acme_sites, front_for
 from .admin import backend_pools, sites_figures
-from .build import build_front
-from .config import ConfigError, load_config
+from .build import build_front, build_sni
+from .config import Config, ConfigError, load_config
+from .listeners import SNIMap
 from .reactor import install_if_free
 from .signals import ignore_operator_signals
+from .tls import TLSServerFactory, context_from_description
 from .workers import (
+    CERTS,
     CONFIG_HEADER,
     EXIT_CONFIG,
     FIGURES,
@@ -150,6 +155,27 @@ class _ParentWatch:
         self._on_eof()
 
 
+def _served(reactor: Any, description: str, site: FrontSite, sni: Optional[SNIMap]) -> Any:
+    """The factory for an adopted socket of *description*: *site*, behind the standard library's TLS for ``ssl:``
+    (the endpoint's certificate, the sites' by SNI; the configuration allows no other engine with workers)."""
+    if description.split(":", 1)[0] != "ssl":
+        return site
+    return TLSServerFactory(context_from_description(description), site, reactor,
+                            sni=sni.stdlib_hook() if sni else None)
+
+
+def _load_stored(config: Config, sni: Optional[SNIMap]) -> int:
+    """``certs``: the ACME sites' certificates as stored now, shown from the next handshake on; how many."""
+    count = 0
+    for site in config.sites:
+        tls = site.tls
+        if (sni is not None and tls is not None and tls.acme is not None and os.path.isfile(tls.certificate)
+                and os.path.isfile(tls.key)):
+            sni.install(site.hosts, site.default, tls)
+            count += 1
+    return count
+
+
 def _read_config_text(fd: int) -> str:
     def read_exactly(n: int) -> bytes:
         data = b""
@@ -173,6 +199,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--listen", action="append", default=[], help="FD:FAMILY")
     parser.add_argument("--fpm-socket")
+    parser.add_argument("--acme-challenges", help="the folder of the parent's HTTP-01 key authorizations")
     args = parser.parse_args(argv)
 
     die_with_parent(args.parent)
@@ -189,11 +216,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     reactor: Any = install_if_free()
 
+    # The sites' certificates, ACME's as stored now (the parent obtains them; "certs" loads them again).
+    sni = build_sni(config)
+
     def adopted(site: FrontSite) -> list[Service]:
         listeners: list[Service] = []
-        for item in args.listen:
+        # The parent passes the sockets in server.listen order.
+        for item, description in zip(args.listen, config.server.listen):
             fd, family = (int(part) for part in item.split(":"))
-            listeners.append(_AdoptedListener(reactor, fd, family, site))
+            listeners.append(_AdoptedListener(reactor, fd, family, _served(reactor, description, site, sni)))
         return listeners
 
     service = build_front(
@@ -204,8 +235,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pool_size=connections_per_worker(config.php.worker_pool_size, args.workers),
         workers=args.workers,
     )
+    sites = acme_sites(config.sites)
+    if sites and args.acme_challenges:
+        service.site.resource = front_for(service.site.resource, sites, ChallengeFiles(Path(args.acme_challenges)))
 
     stopping: list[bool] = []
+    log = Logger(namespace="fephp.server.worker")
 
     def reply(kind: bytes, payload: Any) -> None:
         log_file.write(reply_record(kind, payload))
@@ -215,6 +250,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         name, _, arg = line.partition(b" ")
         if name == REOPEN:
             service.site.reopen_logs()
+        elif name == CERTS:
+            try:
+                count = _load_stored(config, sni)
+            except Exception:
+                log.failure("the stored certificates do not load; the previous ones are still shown")
+            else:
+                log.info("the stored certificates loaded ({count} sites)", count=count)
         elif name == FIGURES:
             site = service.site
             connections, in_flight = site.activity()
@@ -250,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.callWhenRunning(started)
-    Logger(namespace="fephp.server.worker").info("worker {index} serving (pid {pid})", index=args.index, pid=os.getpid())
+    log.info("worker {index} serving (pid {pid})", index=args.index, pid=os.getpid())
     reactor.run()
     return 0
 

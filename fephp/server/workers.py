@@ -13,8 +13,9 @@ What flows between them:
 - fd 0, parent to worker: the configuration text, length-prefixed, so that a
   worker restarted later runs the configuration the server started with.
   Then commands, one per line: ``figures ID`` (send your figures, for the
-  admin listener) and ``reopen`` (reopen the access log, SIGUSR1).  EOF
-  means the parent is gone and the worker stops.
+  admin listener), ``reopen`` (reopen the access log, SIGUSR1) and
+  ``certs`` (ACME stored a certificate: load the sites' stored ones again).
+  EOF means the parent is gone and the worker stops.
 - fd 1: the worker's standard output (the ``access_log: "-"`` lines), which
   the parent copies to its own standard output a whole line at a time.
 - fd 2: the worker's stderr (a traceback if it cannot start), logged as errors.
@@ -22,7 +23,14 @@ What flows between them:
   log with the worker's number and pid as the log system; and its replies,
   records that start with ``\x1d`` (:func:`reply_record`): ``ready`` once
   it serves, ``figures`` with a JSON document.
-- fd 4 and up: the listening sockets, in ``server.listen`` order.
+- fd 4 and up: the listening sockets, in ``server.listen`` order.  An
+  ``ssl:`` one is a TCP socket: the worker runs TLS on it
+  (:mod:`fephp.server.tls`) with the endpoint's files and the sites' SNI map.
+
+With ``tls.acme``, the parent alone obtains and renews certificates (one
+order per name set): HTTP-01 key authorizations reach the workers as files
+(:class:`fephp.server.acme.ChallengeFiles`), certificates through the state
+folder, which a worker reads at its start and at each ``certs``.
 
 A worker that dies is started again after a backoff.  Stopping the parent
 (SIGTERM) sends SIGTERM to the workers, which drain as a single fephp does,
@@ -54,6 +62,7 @@ from ..process.supervisor import ChildProcess, SupervisedProcess
 from .listeners import Listener
 
 __all__ = [
+    "CERTS",
     "COMMANDS",
     "CONFIG_HEADER",
     "EXIT_CONFIG",
@@ -77,8 +86,9 @@ CONFIG_HEADER = struct.Struct("!I")
 #: The parent's commands to a worker (a line each on its stdin), and the names of its replies.
 FIGURES = b"figures"
 REOPEN = b"reopen"
+CERTS = b"certs"
 READY = b"ready"
-COMMANDS = (FIGURES, REOPEN)
+COMMANDS = (FIGURES, REOPEN, CERTS)
 #: A worker's reply on fd 3 starts with this byte (a log record starts with \x1e).
 REPLY_MARK = "\x1d"
 #: Seconds a worker has to answer ``figures`` before the scrape goes on without it.
@@ -242,6 +252,11 @@ class WorkerSupervisor(Service):
         """Each worker reopens its access log (SIGUSR1 to the parent)."""
         for slot in self._slots.values():
             self._send(slot, REOPEN + b"\n")
+
+    def reload_certificates(self) -> None:
+        """Each worker loads the stored ACME certificates again (the parent's ACME service stored a new one)."""
+        for slot in self._slots.values():
+            self._send(slot, CERTS + b"\n")
 
     def ask_figures(self) -> "Deferred[list[dict[str, Any]]]":
         """Every running worker's figures, by worker number; one that does not answer in time is there without them."""

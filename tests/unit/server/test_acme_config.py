@@ -93,19 +93,25 @@ def test_acme_errors_name_file_key_and_line(site: Path, more: str, line: int, me
     assert str(raised.value) == f"{site / 'fephp.yaml'}, line {line}: {message}"
 
 
-def test_a_wildcard_host_and_several_workers_are_refused(site: Path) -> None:
-    """A wildcard needs DNS-01; workers cannot share ssl: listeners: both refused at tls.acme's line."""
+def test_a_wildcard_host_and_on_demand_with_several_workers_are_refused(site: Path) -> None:
+    """A wildcard needs DNS-01 (refused at tls.acme's line); several workers take tls.acme (the parent orders) but not
+    on_demand (refused at its line)."""
     wildcard = SHOP.format(more="").replace("[shop.example, www.shop.example]", "['*.shop.example']")
     with pytest.raises(ConfigError) as raised:
         load_config(str(write(site, wildcard)))
     assert str(raised.value) == (
         f"{site / 'fephp.yaml'}, line 7: sites[0].tls.acme: cannot obtain '*.shop.example': a wildcard needs DNS-01,"
         " which fephp does not answer; name the hosts one by one, or obtain each name on demand (on_demand)")
+    config = load_config(str(write(site, "server:\n  workers: 2\n" + SHOP.format(more=""))))
+    tls = config.sites[0].tls
+    assert (config.server.workers, tls is not None and tls.acme) == (2, AcmeConfig(email="admin@shop.example"))
+    on_demand = "        on_demand: {ask: 'http://127.0.0.1:9/ok'}\n"
     with pytest.raises(ConfigError) as raised:
-        load_config(str(write(site, "server:\n  workers: 2\n" + SHOP.format(more=""))))
+        load_config(str(write(site, "server:\n  workers: 2\n" + SHOP.format(more=on_demand).replace(
+            "[shop.example, www.shop.example]", "['*.shop.example']"))))
     assert str(raised.value) == (
-        f"{site / 'fephp.yaml'}, line 9: sites[0].tls.acme: needs server.workers: 1 (ssl: listeners, which show its"
-        " certificates, cannot be shared by 2 workers)")
+        f"{site / 'fephp.yaml'}, line 11: sites[0].tls.acme.on_demand: needs server.workers: 1 (names obtained at a"
+        " handshake are not handed from 2 workers to the parent)")
 
 
 def test_the_probe_says_which_challenges_reach_the_listeners_and_what_is_stored(site: Path) -> None:

@@ -444,19 +444,21 @@ def test_workers(site: Path, value: str, expected: int) -> None:
     assert config.server.workers == expected
 
 
-def test_workers_refuse_tls_listeners(site: Path) -> None:
-    """With several workers an ssl: listener is an error at its line (workers cannot share TLS); tcp, unix and systemd pass."""
+def test_workers_share_tls_listeners_with_the_stdlib_engine_only(site: Path) -> None:
+    """With several workers an ssl: listener passes with tls_engine stdlib (each worker wraps it) and is an error at its
+    line with pyopenssl; tcp, unix and systemd pass with both."""
+    pem = self_signed_pem(site)
     text = (
         "server:\n  workers: 2\n  listen:\n    - tcp:8080\n    - unix:/tmp/fephp-w.sock\n"
-        "    - systemd:domain=INET:index=0\n    - ssl:8443:privateKey=key.pem\n" + EXTERNAL
+        f"    - systemd:domain=INET:index=0\n    - ssl:8443:privateKey={pem}\n" + EXTERNAL
     )
-    assert error_for(site, text) == (
-        f"{site / 'fephp.yaml'}, line 7: server.listen[3]: ssl: listeners cannot be shared by 2 workers"
-        " (server.workers); use tcp:, tcp6:, unix: or systemd: and terminate TLS in front of fephp,"
-        " or set server.workers to 1"
+    assert error_for(site, text.replace("  workers: 2\n", "  workers: 2\n  tls_engine: pyopenssl\n")) == (
+        f"{site / 'fephp.yaml'}, line 8: server.listen[3]: ssl: listeners are shared by 2 workers (server.workers)"
+        " with server.tls_engine: stdlib only, not pyopenssl; or set server.workers to 1"
     )
-    config = load_config(str(write(site, text.replace("    - ssl:8443:privateKey=key.pem\n", ""))))
-    assert config.server.listen == ("tcp:8080", "unix:/tmp/fephp-w.sock", "systemd:domain=INET:index=0")
+    config = load_config(str(write(site, text)))
+    assert (config.server.tls_engine, config.server.listen) == (
+        "stdlib", ("tcp:8080", "unix:/tmp/fephp-w.sock", "systemd:domain=INET:index=0", f"ssl:8443:privateKey={pem}"))
 
 
 def test_compression_keys(site: Path) -> None:
