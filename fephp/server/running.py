@@ -490,6 +490,8 @@ class _WorkersView:
                 ),
                 "processes": processes,
                 "backends": backends_part(config, pools, fpm_status, parent.php_fpm),
+                # tls.acme: the parent's AcmeServices, which obtain for every worker.
+                "certificates": [figures for acme in parent.acme for figures in acme.figures()],
             }
 
         both: Deferred[Any] = DeferredList([status, figures], consumeErrors=True)

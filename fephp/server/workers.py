@@ -191,6 +191,8 @@ class WorkerSupervisor(Service):
         self._stopping: Optional[Deferred[Any]] = None
         self._figures: dict[str, Deferred[Any]] = {}
         self._ready: dict[int, Deferred[None]] = {}
+        #: A reload's new worker, from its start until it replaced the old one (told "certs" too).
+        self._pending: list[SupervisedProcess] = []
         self._ids = itertools.count(1)
         self._backoff = backoff
 
@@ -255,7 +257,7 @@ class WorkerSupervisor(Service):
 
     def reload_certificates(self) -> None:
         """Each worker loads the stored ACME certificates again (the parent's ACME service stored a new one)."""
-        for slot in self._slots.values():
+        for slot in [*self._slots.values(), *self._pending]:
             self._send(slot, CERTS + b"\n")
 
     def ask_figures(self) -> "Deferred[list[dict[str, Any]]]":
@@ -350,12 +352,15 @@ class WorkerSupervisor(Service):
             ready: Deferred[None] = Deferred()
             self._ready[id(process)] = ready
             ready.addTimeout(READY_TIMEOUT, self._reactor)
+            self._pending.append(new)
             try:
                 yield ready
             except Exception:
                 self._ready.pop(id(process), None)
                 yield new.stop()
                 raise RuntimeError(f"worker {index} of the new configuration did not get ready")
+            finally:
+                self._pending.remove(new)
             self._slots[index] = new
             if old is not None:
                 yield old.stop()

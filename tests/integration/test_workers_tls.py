@@ -26,6 +26,7 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.protocols.portforward import ProxyFactory
 
 from fephp.server.config import load_config
+from fephp.server.metrics import registry_for
 from fephp.server.running import ParentServer, build_server
 from tests.support import REPO
 from tests.support.daemon import daemonize, listening_on, wait_for, zombie
@@ -187,7 +188,8 @@ async def test_the_parent_alone_orders_and_both_workers_serve_the_certificate(
     pebble: Pebble, relay: ProxyFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """workers: 2 and a fresh ACME site: one order, by the parent, validated by HTTP-01 through whichever worker
-    accepts the CA's connection; after "certs" each worker, alone in accept, shows Pebble's certificate for NAME."""
+    accepts the CA's connection; after "certs" each worker, alone in accept, shows Pebble's certificate for NAME; the
+    parent's /metrics has its expiry."""
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the workers run this checkout's fephp
     path = acme_config(tmp_path, pebble)
     server = build_server(load_config(str(path)), path.read_text(), reactor)
@@ -213,6 +215,9 @@ async def test_the_parent_alone_orders_and_both_workers_serve_the_certificate(
             names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             assert names.get_values_for_type(x509.DNSName) == [NAME]
         assert list((tmp_path / "acme" / "http-01").iterdir()) == []  # the answer removed once validated
+        snapshot = await server.admin_site.resource.view.snapshot()
+        expiry = registry_for(snapshot).get_sample_value("fephp_tls_certificate_expiry_seconds", {"name": NAME})
+        assert expiry is not None and figures["expiry_seconds"] - 60 < expiry <= figures["expiry_seconds"]
     finally:
         forget()
         await DeferredList([server.stopService()])

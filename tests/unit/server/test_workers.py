@@ -192,3 +192,19 @@ def test_adopted_port_accepts_one_connection_per_wakeup() -> None:
             client.close()
         port.socket.close()
         listening.close()
+
+
+def test_certs_reaches_every_worker_and_a_reloads_new_one(fake: Any) -> None:
+    """reload_certificates writes "certs" to each running worker, and to a reload's new worker before it is ready."""
+    reactor, supervisor, _, _ = fake
+    supervisor.startService()
+    first, second = reactor.spawned[0][1], reactor.spawned[1][1]
+    sent = (len(first.written), len(second.written))
+    supervisor.reload_certificates()
+    assert (first.written[sent[0]:], second.written[sent[1]:]) == (b"certs\n", b"certs\n")
+    supervisor.replace(count=1, argv=lambda i: ["python", "new", str(i)], config_text="x\n",
+                       listeners=[FakeListener(7)])  # type: ignore[list-item]
+    successor = reactor.spawned[2][1]
+    start = len(successor.written)
+    supervisor.reload_certificates()
+    assert successor.written[start:] == b"certs\n"
