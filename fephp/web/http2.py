@@ -1,10 +1,11 @@
-"""HTTP/2 from the server's side: one TLS connection's streams, each served as a twisted.web Request, over the sans-io h2 library.
+"""HTTP/2 from the server's side: one TLS connection's streams, each served as an Exchange, over the sans-io h2 library.
 
 The h2 library keeps the protocol state (frames, HPACK, stream states, flow
 control windows); this module is the glue: bytes from the transport go to
-``h2``, its events become :class:`FrontRequest <fephp.web.site.FrontRequest>`
-objects whose channel is a :class:`_Stream`, and what a Request writes goes
-back out as HEADERS and DATA frames.
+``h2``, each stream (a :class:`_Stream`) reads its request and, once it is
+whole, serves it as an :class:`~fephp.web.h2exchange.H2Exchange` (no
+Twisted Request underneath), and what the exchange writes goes back out as
+HEADERS and DATA frames.
 
 A stream holds at most :data:`STREAM_BUFFER` bytes its client has not taken
 (its flow-control window closed, or the connection's socket full); past that
@@ -16,7 +17,7 @@ to :data:`STREAM_SPILL`, while the whole process holds less than
 :data:`SPILL_TOTAL` so (:class:`HeldBytes`, the site's): a response of a page or two then ends in PHP and
 frees its FastCGI connection even if its client opens no window (a zero
 window pins no pool), and ``timeouts.client_send`` ends the stream.  Request bodies are read as fast as they come, into the request's
-content file, as over HTTP/1.1, bounded by ``limits.max_body_size``.
+body buffer (memory, then a temporary file), as over HTTP/1.1, bounded by ``limits.max_body_size`` (413).
 
 Twisted has an HTTP/2 server of its own (``twisted.web._http2``, private and
 "in early draft form"); fephp does not use it: it sends one frame per reactor
@@ -28,6 +29,7 @@ nothing of it would carry fephp's bounds and errors.
 from __future__ import annotations
 
 import enum
+import time
 from collections import deque
 from typing import Any, Optional
 
@@ -38,19 +40,21 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import hpack
-from hpack import NeverIndexedHeaderTuple
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from .._twisted import request_disconnected
+from ..cgi.realip import UNIX
 from .errors import error_page
+from .exchange import Address
+from .h2exchange import H2Exchange, RequestBody, serve
 from .h2server import FrameGuard, FrameRefused, ServerConnection, StreamRejected
+
+_monotonic = time.monotonic
 
 __all__ = ["H2Connection", "HeldBytes", "MAX_CONCURRENT_STREAMS", "SPILL_TOTAL", "STREAM_BUFFER", "STREAM_SPILL"]
 
@@ -93,19 +97,6 @@ ABORTED_RATE = 8.0
 #: our GOAWAY leaves, and the client's close_notify is not waited for.
 CLOSE_GRACE = 1.0
 
-#: Response headers that HTTP/2 forbids (RFC 9113 8.2.2): the connection
-#: frames and persists itself.
-_CONNECTION_SPECIFIC = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
-#: Response headers whose values change from response to response: sent as
-#: literals never added to the HPACK table (RFC 7541 6.2.3), which would
-#: otherwise fill with one-off entries that every later header is searched
-#: against; Set-Cookie also so that it cannot be probed (RFC 7541 7.1.3).
-_VOLATILE = frozenset(
-    (b"date", b"content-length", b"etag", b"last-modified", b"expires", b"set-cookie", b"x-request-id",
-     b"content-range", b"age", b"location")
-)
 #: The part of an HTTP/1.1 request line around the method and the target
 #: (" ", " HTTP/1.1\r\n"), so that a request measures the same in both.
 _LINE_OVERHEAD = 12
@@ -159,9 +150,10 @@ class _Conn(enum.Enum):
 class H2Connection(Protocol, TimeoutMixin):
     """One HTTP/2 connection: the h2 state machine, its streams, and the transport's producer.
 
-    Made by the HTTP/1.1 channel when ALPN chose "h2" on a TLS connection
-    (:class:`fephp.web.site._Channel`), which then passes it every byte
-    it receives.  The idle timeout (the site's keep-alive) runs while no
+    Made by the HTTP/1.x protocol when ALPN chose "h2" on a TLS connection
+    (:class:`fephp.web.h1.H1Protocol`, or the reference engine's
+    :class:`fephp.web.site._Channel`), which then passes it every byte it
+    receives.  The idle timeout (the site's keep-alive) runs while no
     stream is open; a stream being answered stops it, as over HTTP/1.1.
 
     Every read goes through a :class:`FrameGuard` before h2 parses it, so
@@ -237,7 +229,9 @@ class H2Connection(Protocol, TimeoutMixin):
         self._aborts = _Budget(ABORTED_BURST, ABORTED_RATE, now)
         self._host: Any = None
         self._peer: Any = None
-        self._secure: Optional[bool] = None
+        #: The client's and our end as the exchanges state them, read at the first request.
+        self.peer_address: Optional[Address] = None
+        self.host_address: Optional[Address] = None
 
     # -- the transport's side ------------------------------------------------------
 
@@ -412,7 +406,7 @@ class H2Connection(Protocol, TimeoutMixin):
         self.log.info("HTTP/2 client {peer} took nothing for {timeout} s; closing", peer=str(self.getPeer()), timeout=self.client_send_timeout)
         self._abort()
 
-    # -- what the streams' Requests see -----------------------------------------
+    # -- what the streams see -------------------------------------------------------
 
     def getHost(self) -> Any:  # noqa: N802 - Twisted's name
         if self._host is None and self.transport is not None:
@@ -424,16 +418,22 @@ class H2Connection(Protocol, TimeoutMixin):
             self._peer = self.transport.getPeer()
         return self._peer
 
-    def isSecure(self) -> bool:  # noqa: N802 - Twisted's name
-        # HTTP/2 is only negotiated over TLS (ALPN); no cleartext h2c.
-        return True
+    def addresses(self) -> "tuple[Address, Address]":
+        """The client's and our address (an exchange's client and server), read once per connection."""
+        peer = self.peer_address
+        if peer is None:
+            peer = self.peer_address = _address(self.getPeer())
+            self.host_address = _address(self.getHost())
+        host = self.host_address
+        assert host is not None
+        return peer, host
 
     # -- events in ------------------------------------------------------------------
 
     def _request_received(self, event: Any) -> None:
         stream_id = event.stream_id
         method = path = authority = None
-        raw: dict[bytes, list[bytes]] = {}
+        fields: list[tuple[bytes, bytes]] = []
         size = 0
         for name, value in event.headers:
             if name[:1] == b":":
@@ -445,11 +445,7 @@ class H2Connection(Protocol, TimeoutMixin):
                     authority = value
                 continue  # :scheme: always https here (h2 only over TLS)
             size += len(name) + len(value) + _HEADER_OVERHEAD
-            values = raw.get(name)
-            if values is None:
-                raw[name] = [value]
-            else:
-                values.append(value)
+            fields.append((name, value))
         stream = _Stream(self, stream_id, request_in=event.stream_ended is not None)
         self._streams[stream_id] = stream
         self.setTimeout(None)  # a stream is being answered
@@ -467,8 +463,8 @@ class H2Connection(Protocol, TimeoutMixin):
         if authority is not None:
             # :authority is the Host (RFC 9113 8.3.1); h2 has refused a
             # request whose Host header differs from it.
-            raw[b"host"] = [authority]
-        stream.start(method, path, Headers(raw), ended=event.stream_ended is not None)
+            fields = [(b"host", authority), *(field for field in fields if field[0] != b"host")]
+        stream.start(method, path, fields, ended=event.stream_ended is not None)
 
     def _data_received(self, event: Any) -> None:
         stream_id = event.stream_id
@@ -619,39 +615,41 @@ class _Budget:
 
 
 class _Stream:
-    """One request and its response on an HTTP/2 connection: the channel its Request writes to.
+    """One request and its response on an HTTP/2 connection: what its H2Exchange writes to.
 
     States: *open* (the head is in, the body arriving), *whole* (the
-    client's END_STREAM is in; handed to the Request on the pump's turn),
-    *dispatched* (the Request is being answered), *done* (requestDone: the
-    end is queued), *gone* (END_STREAM sent, or the stream reset by either
-    side); a refused request goes from open to gone.
+    client's END_STREAM is in; served on the pump's turn), *dispatched* (its
+    :class:`H2Exchange` is being answered), *done* (the exchange finished:
+    the end is queued), *gone* (END_STREAM sent, or the stream reset by
+    either side); a refused request goes from open to gone.
 
     While open with a body to come, the body may go ``client_body``
     seconds without a byte; while its bytes wait for a window, the client
     has ``client_send`` seconds to open one.  Past either, the stream ends
     (408, or RST_STREAM(CANCEL) and the PHP request abandoned), as the
-    connection would over HTTP/1.1.
+    connection would over HTTP/1.1.  A body past ``limits.max_body_size``
+    (announced by Content-Length, or counted as it arrives) is answered 413.
     """
-
-    #: Request.__init__ reads it; an HTTP/2 stream has no transport of its own.
-    transport = None
 
     def __init__(self, connection: H2Connection, stream_id: int, *, request_in: bool) -> None:
         self._connection = connection
         self.stream_id = stream_id
         self.site = connection.site
-        self.factory = connection.factory
-        self.request: Any = None
+        self.exchange: Optional[H2Exchange] = None
         self._method = b""
         self._path = b""
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._body: Optional[RequestBody] = None
+        self._limit: Optional[int] = None
+        self._started_at = 0.0
         self._head: Optional[list[tuple[bytes, bytes]]] = None
         self._pending: deque[bytes] = deque()
         self._pending_size = 0
         self._spilled = 0  # of _pending_size, what the connection's spill counts for it
-        self._ended = False  # requestDone: nothing more will be written
+        self._ended = False  # the exchange finished: nothing more will be written
         self._gone = False
         self._request_in = request_in  # the client's END_STREAM has arrived
+        self._started = False  # the head was accepted (start), not refused
         self._dispatched = False
         self._producer: Any = None
         self._streaming = False
@@ -662,38 +660,43 @@ class _Stream:
 
     # -- from the connection ---------------------------------------------------------
 
-    def start(self, method: bytes, path: bytes, headers: Headers, *, ended: bool) -> None:
+    def start(self, method: bytes, path: bytes, fields: "list[tuple[bytes, bytes]]", *, ended: bool) -> None:
+        """The request's head is in (and accepted by the connection): refuse an announced body over the limit, else read on."""
         self._method = method
         self._path = path
-        request = self.site.requestFactory(self, queued=False)
-        self.request = request
-        request.requestHeaders = headers
-        request.parseCookies()
-        lengths = headers.getRawHeaders(b"content-length")
-        length: Optional[int] = None
-        if ended:
-            length = 0
-        elif lengths is not None:
-            # h2 has checked that it is a number and that DATA adds up to it.
-            length = int(lengths[0])
-        request.gotLength(length)  # may refuse it (413), which makes the stream gone
-        if self._gone:
-            return
+        self._fields = fields
+        self._started_at = _monotonic()
+        limit = self._limit = self.site.max_body_size
+        if not ended and limit is not None:
+            for name, value in fields:
+                # h2 has checked that it is a number and that DATA adds up to it.
+                if name == b"content-length" and int(value) > limit:
+                    self.refuse(413)
+                    return
+        self._started = True
         if not ended:
             timeout = self._connection.client_body_timeout
             if timeout is not None:
                 clock = self._connection._clock
                 self._body_last = clock.seconds()
                 self._body_timer = clock.callLater(timeout, self._body_idle)
-            expect = headers.getRawHeaders(b"expect")
+            expect = [value for name, value in fields if name == b"expect"]
             if expect and expect[0].lower() == b"100-continue":
                 self._connection.h2.send_headers(self.stream_id, [(b":status", b"100")])
 
     def body_received(self, data: bytes) -> None:
-        if not self._gone and self.request is not None:
-            if self._body_timer is not None:
-                self._body_last = self._connection._clock.seconds()
-            self.request.handleContentChunk(data)
+        if self._gone or not self._started:
+            return
+        if self._body_timer is not None:
+            self._body_last = self._connection._clock.seconds()
+        body = self._body
+        if body is None:
+            body = self._body = RequestBody()
+        limit = self._limit
+        if limit is not None and body.size + len(data) > limit:
+            self.refuse(413)
+            return
+        body.add(data)
 
     def _body_idle(self) -> None:
         self._body_timer = None
@@ -709,18 +712,26 @@ class _Stream:
         self.refuse(408)
 
     def request_whole(self) -> bool:
-        """The client's END_STREAM is in: whether there is a Request to hand the site."""
+        """The client's END_STREAM is in: whether there is a request to serve."""
         self._request_in = True
         self._stop_timer("_body_timer")
-        return not self._gone and self.request is not None
+        return not self._gone and self._started
 
     def dispatch(self) -> None:
-        """Hand the whole request to its Request (and so to the site), unless the stream went meanwhile."""
-        if self._gone or self.request is None:
+        """Serve the whole request as an H2Exchange with the site's resource, unless the stream went meanwhile."""
+        if self._gone or not self._started:
             return
         self._dispatched = True
-        # "HTTP/2.0", as nginx sends SERVER_PROTOCOL and logs it.
-        self.request.requestReceived(self._method, self._path, b"HTTP/2.0")
+        body = self._body
+        self._body = None
+        connection = self._connection
+        client, server = connection.addresses()
+        site = self.site
+        exchange = self.exchange = H2Exchange(
+            self, self._method, self._path, self._fields, body.whole() if body is not None else b"",
+            client, server, self._started_at, site.compression,
+        )
+        serve(exchange, site)
 
     def working(self) -> bool:
         """Whether the site is answering this stream: its request dispatched, its end not sent."""
@@ -730,33 +741,21 @@ class _Stream:
         self._gone = True
         self._drop_pending()
         self._stop_timers()
-        request = self.request
-        if request is not None and not request.finished and not request_disconnected(request):
-            request.connectionLost(reason)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.lost()
 
-    # -- what a Request calls -------------------------------------------------------------
+    # -- what its exchange calls ----------------------------------------------------------
 
-    def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
-        return self._connection.getPeer()
+    @property
+    def connection_transport(self) -> Any:
+        """The connection's transport (the TLS one, whose server name fephp.web.hosts reads)."""
+        return self._connection.transport
 
-    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
-        return self._connection.getHost()
-
-    def isSecure(self) -> bool:  # noqa: N802 - Twisted's name
-        return self._connection.isSecure()
-
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:  # noqa: N802
+    def set_head(self, lines: "list[tuple[bytes, bytes]]") -> None:
+        """The response's HEADERS (``:status`` first, names lowercase): sent on the next pump, with the first DATA."""
         if self._gone:
             return
-        lines: list[tuple[bytes, bytes]] = [(b":status", code)]
-        for name, values in headers.getAllRawHeaders():
-            name = name.lower()
-            if name in _CONNECTION_SPECIFIC:
-                continue
-            if name in _VOLATILE:
-                lines += (NeverIndexedHeaderTuple(name, value) for value in values)
-            else:
-                lines += ((name, value) for value in values)
         self._head = lines
         self._connection.stream_ready(self)
 
@@ -800,16 +799,14 @@ class _Stream:
         if self._spilled:
             self._settle_spill()
 
-    def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted's name
-        self.write(b"".join(iovec))
-
-    def requestDone(self, request: Any) -> None:  # noqa: N802 - Twisted's name
+    def end(self) -> None:
+        """The exchange finished: END_STREAM goes after the bytes held."""
         if self._gone:
             return
         self._ended = True
         self._connection.stream_ready(self)
 
-    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802 - Twisted's name
+    def register_producer(self, producer: Any, streaming: bool) -> None:
         if self._producer is not None:
             raise RuntimeError(f"producer {producer!r} registered while {self._producer!r} still is")
         self._producer = producer
@@ -826,13 +823,9 @@ class _Stream:
             # A pull producer is asked for more after each send (after_send).
             self._connection.stream_ready(self)
 
-    def unregisterProducer(self) -> None:  # noqa: N802 - Twisted's name
+    def unregister_producer(self) -> None:
         self._producer = None
         self._producer_paused = False
-
-    def loseConnection(self) -> None:  # noqa: N802 - Twisted's name
-        # Request.loseConnection: this stream, not the connection.
-        self.abort_response()
 
     def abort_response(self) -> None:
         """End the response cut short: the client sees a reset stream, never a response that looks whole."""
@@ -930,7 +923,7 @@ class _Stream:
             elif conn.local_flow_control_window(stream_id) <= 0:
                 self._wait_for_window()
         except h2.exceptions.StreamClosedError:
-            # The client reset it meanwhile; StreamReset tells the Request.
+            # The client reset it meanwhile; StreamReset tells the exchange.
             self._gone = True
             self._drop_pending()
             self._stop_timers()
@@ -1010,6 +1003,14 @@ class _Stream:
         self._stop_timers()
         self._connection.stream_done(self)
         self._connection._schedule_pump()
-        request = self.request
-        if request is not None and not request.finished and not request_disconnected(request):
-            request.connectionLost(Failure(ConnectionLost("the response was cut short")))
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.lost()  # a reset of ours (client_send, h2's refusal): PHP's request is abandoned
+
+
+def _address(address: Any) -> Address:
+    """An IPv4/IPv6 address as (host, port); anything else as ("unix:", 0)."""
+    host = getattr(address, "host", None)
+    if host is None:
+        return Address(UNIX, 0)
+    return Address(host, getattr(address, "port", 0))

@@ -150,7 +150,7 @@ class FrontRequest(server.Request):
         self.content = _Discard()  # type: ignore[assignment]
         # Twisted would send "100 Continue" after the refusal (allHeadersReceived).
         self.requestHeaders.removeHeader(b"expect")
-        self.channel.refuse(status)  # type: ignore[union-attr,attr-defined]  # _Channel's, or an HTTP/2 stream's
+        self.channel.refuse(status)  # type: ignore[union-attr,attr-defined]  # _Channel's
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802 - Twisted's name
         # A target with raw non-ASCII bytes went through Twisted's parser
@@ -190,7 +190,7 @@ class FrontRequest(server.Request):
             request[b"X-Request-Id"] = [request_id]
         self.request_id = request_id
         response[b"X-Request-Id"] = [request_id]
-        if not self.started_at:  # a request that never announced a length (an HTTP/2 stream)
+        if not self.started_at:  # gotLength not called (a Request made by hand)
             self.started_at = _monotonic()
         if site.real_ip is not None:
             self._take_real_ip(site.real_ip)
@@ -247,7 +247,7 @@ class FrontRequest(server.Request):
         when chunked) reach the socket in one gathered send.  The first
         write (the head, and compression's decision over the first bytes),
         HEAD and bodiless statuses, a finished or gone
-        request and any other channel (HTTP/2) get the pieces joined, through
+        request and any other channel get the pieces joined, through
         :meth:`write`, as usual.
         """
         channel = self.channel

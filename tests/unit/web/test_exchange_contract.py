@@ -5,15 +5,21 @@ an in-memory connection, hands the app's side (a scenario) the Exchange, and
 lets the test read what the client got, lose the connection, and pause and
 resume the transport.  :data:`CARRIERS` holds RequestExchange over
 FrontRequest on fephp's Twisted-based channel, fephp's own HTTP/1.1
-protocol (H1Exchange) and RequestExchange over Twisted's plain Request; a
-new implementation (an HTTP/2 stream's own exchange) adds its Carrier
-there and every scenario runs against it.
+protocol (H1Exchange), RequestExchange over Twisted's plain Request, and
+an HTTP/2 stream's own exchange (H2Exchange, driven by an h2 client whose
+events are written back as HTTP/1.1 text for the scenarios to read); a new
+implementation adds its Carrier there and every scenario runs against it.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Callable, Optional
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import pytest
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
@@ -26,8 +32,9 @@ from zope.interface import implementer
 
 from fephp.web.adapt import exchange_of
 from fephp.web.exchange import Address, Exchange, ExchangeState
+from fephp.web.http2 import H2Connection
 from fephp.web.site import FrontSite
-from tests.support.channel import CLIENT, client_transport
+from tests.support.channel import CLIENT, SERVER, client_transport
 
 Scenario = Callable[[Any], None]
 
@@ -54,6 +61,11 @@ class Carrier:
     name = ""
     #: Whether it can send a 1xx response before the final one.
     informational = True
+    #: Whether it carries HTTP/1.0 requests and a reason phrase; the version and scheme its exchanges state (None: the request's).
+    http10 = True
+    reason_phrase = True
+    version: Optional[bytes] = None
+    scheme = b"http"
 
     def site(self, app: Resource) -> Any:
         raise NotImplementedError
@@ -100,8 +112,40 @@ class PlainCarrier(Carrier):
         return Site(app, reactor=Clock())
 
 
+class H2Carrier(Carrier):
+    """fephp's HTTP/2 connection, whose streams are served as H2Exchanges, spoken to by an h2 client."""
+
+    name = "fephp-http2"
+    http10 = False  # no HTTP/1.0 over HTTP/2
+    reason_phrase = False  # RFC 9113 8.3.2: only the status code
+    version = b"HTTP/2.0"
+    scheme = b"https"  # HTTP/2 only over TLS (ALPN)
+
+    def serve(self, scenario: Scenario, head: bytes) -> "Served":
+        app = _App(scenario)
+        clock = Clock()
+        site = FrontSite(app, timeout=None, reactor=clock)
+        site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
+        connection = H2Connection(site, clock=clock, max_header_size=site.max_header_size, max_line_length=16384)
+        transport = StringTransport(hostAddress=SERVER, peerAddress=CLIENT)
+        connection.makeConnection(transport)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        lines = head.split(b"\r\n\r\n")[0].split(b"\r\n")
+        method, target, _version = lines[0].split(b" ")
+        fields = [tuple(line.split(b": ", 1)) for line in lines[1:]]
+        authority = [value for name, value in fields if name.lower() == b"host"]
+        request = [(b":method", method), (b":path", target), (b":scheme", b"https"), (b":authority", authority[0])]
+        request += [(name.lower(), value) for name, value in fields if name.lower() != b"host"]
+        served = H2Served(app, connection, transport, clock, client)
+        served.stream = client.get_next_available_stream_id()
+        client.send_headers(served.stream, request, end_stream=True)
+        served.flow()
+        return served
+
+
 #: Every implementation the scenarios run against.
-CARRIERS = [FrontCarrier(), H1Carrier(), PlainCarrier()]
+CARRIERS = [FrontCarrier(), H1Carrier(), PlainCarrier(), H2Carrier()]
 
 
 class Served:
@@ -138,6 +182,84 @@ class Served:
     def lose(self) -> None:
         """The client goes away."""
         self.channel.connectionLost(Failure(ConnectionDone()))
+
+    def cut(self) -> bool:
+        """Whether the client saw the response cut (the connection closing) rather than ended."""
+        return bool(self.transport.disconnecting) and not self.out().endswith(b"0\r\n\r\n")
+
+    def transport_producer(self) -> Any:
+        """The producer the transport pauses and resumes."""
+        return self.transport.producer
+
+
+class H2Served(Served):
+    """One request served over HTTP/2: the client's events, written as HTTP/1.1 text by :meth:`out`."""
+
+    stream = 0
+
+    def __init__(self, app: _App, channel: Any, transport: StringTransport, clock: Clock, client: Any) -> None:
+        super().__init__(app, channel, transport)
+        self.clock = clock
+        self.client = client
+        self.events: list[Any] = []
+
+    def flow(self) -> None:
+        """Run the reactor's turns and deliver each side's bytes to the other until both are quiet (bounded)."""
+        for _ in range(50):
+            self.clock.advance(0)
+            to_server = self.client.data_to_send()
+            if to_server:
+                self.channel.dataReceived(to_server)
+            self.clock.advance(0)
+            to_client = self.transport.value()
+            self.transport.clear()
+            if to_client:
+                self.events += self.client.receive_data(to_client)
+            if not to_server and not to_client:
+                return
+
+    def out(self) -> bytes:
+        self.flow()
+        text = b""
+        for event in self.events:
+            if getattr(event, "stream_id", None) != self.stream:
+                continue
+            if isinstance(event, (h2.events.InformationalResponseReceived, h2.events.ResponseReceived)):
+                fields = dict(event.headers)
+                status = int(fields[b":status"])
+                text += b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
+                text += b"".join(b"%s: %s\r\n" % pair for pair in event.headers if pair[0][:1] != b":")
+                text += b"\r\n"
+            elif isinstance(event, h2.events.DataReceived):
+                text += event.data
+        return text
+
+    def cut(self) -> bool:
+        """Whether the stream was reset (INTERNAL_ERROR) without its END_STREAM."""
+        self.flow()
+        mine = [event for event in self.events if getattr(event, "stream_id", None) == self.stream]
+        resets = [event.error_code for event in mine if isinstance(event, h2.events.StreamReset)]
+        ended = any(isinstance(event, h2.events.StreamEnded) for event in mine)
+        return resets == [h2.errors.ErrorCodes.INTERNAL_ERROR] and not ended
+
+    def transport_producer(self) -> Any:
+        return _TurningProducer(self)
+
+
+class _TurningProducer:
+    """The HTTP/2 connection as the transport's producer, with the reactor's turn run after a resume (which it answers on)."""
+
+    def __init__(self, served: H2Served) -> None:
+        self._served = served
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        connection: Any = self._served.transport.producer
+        connection.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        connection: Any = self._served.transport.producer
+        connection.resumeProducing()
+        self._served.clock.advance(0)
 
 
 def _dechunk(body: bytes) -> bytes:
@@ -178,8 +300,8 @@ def test_request_side(carrier: Carrier) -> None:
     carrier.serve(scenario, GET)
     assert seen == {
         "method": b"GET", "target": b"/a/b.php?x=1&y=2", "path": b"/a/b.php", "query": b"x=1&y=2",
-        "version": b"HTTP/1.1", "x_test": b"one, two", "host": b"example.test", "missing": None,
-        "scheme": b"http", "client": Address("127.0.0.1", 5000),
+        "version": carrier.version or b"HTTP/1.1", "x_test": b"one, two", "host": b"example.test", "missing": None,
+        "scheme": carrier.scheme, "client": Address("127.0.0.1", 5000),
         "pairs": [(b"x-test", b"one"), (b"x-test", b"two")], "state": ExchangeState.RECEIVED, "status": 0,
         "is_exchange": True,
     }
@@ -213,7 +335,8 @@ def test_reason_phrase_and_restart_before_any_byte(carrier: Carrier) -> None:
         exchange.finish()
 
     status, headers, body = carrier.serve(scenario, GET).response()
-    assert (status, body, b"x-first" in headers, headers[b"content-length"]) == (b"HTTP/1.1 502 Bad Gateway Here", b"bad", False, b"3")
+    line = b"HTTP/1.1 502 Bad Gateway Here" if carrier.reason_phrase else b"HTTP/1.1 502 Bad Gateway"
+    assert (status, body, b"x-first" in headers, headers[b"content-length"]) == (line, b"bad", False, b"3")
 
 
 def test_head_gets_no_body(carrier: Carrier) -> None:
@@ -270,8 +393,7 @@ def test_abort_cuts_the_response(carrier: Carrier) -> None:
         exchange.abort()
 
     served = carrier.serve(scenario, GET)
-    assert served.transport.disconnecting
-    assert not served.out().endswith(b"0\r\n\r\n")
+    assert served.cut()
     assert served.exchange.state is ExchangeState.LOST
 
 
@@ -294,6 +416,8 @@ def test_informational_before_the_response(carrier: Carrier) -> None:
 
 def test_no_informational_to_an_http10_client(carrier: Carrier) -> None:
     """RFC 9110 15.2: an HTTP/1.0 client never gets a 1xx."""
+    if not carrier.http10:
+        pytest.skip(f"{carrier.name} carries no HTTP/1.0")
 
     def scenario(exchange: Any) -> None:
         exchange.informational(103, [(b"link", b"</a.css>; rel=preload")])
@@ -362,7 +486,7 @@ def test_push_producer_follows_the_transport(carrier: Carrier) -> None:
         exchange.register_producer(producer, True)
 
     served = carrier.serve(scenario, GET)
-    transport_producer: Optional[Any] = served.transport.producer
+    transport_producer: Optional[Any] = served.transport_producer()
     assert transport_producer is not None
     transport_producer.pauseProducing()
     transport_producer.resumeProducing()

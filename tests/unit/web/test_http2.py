@@ -16,6 +16,8 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from fephp.web.exchange import ExchangeState
+from fephp.web.h2exchange import H2Exchange
 from fephp.web.http2 import ABORTED_BURST, CLOSE_GRACE, RESET_BURST, STREAM_BUFFER, STREAM_SPILL, H2Connection
 from fephp.web.site import FrontSite
 
@@ -37,7 +39,7 @@ class Producer:
 
 
 class App(Resource):
-    """"/" answers "hello"; "/stream" keeps the request open for the test to write to."""
+    """"/" answers "hello" and the version; "/stream" keeps the Exchange open for the test to write to."""
 
     isLeaf = True
 
@@ -45,12 +47,16 @@ class App(Resource):
         super().__init__()
         self.open: list[Any] = []
 
-    def render(self, request: Any) -> Any:
-        if request.path == b"/stream":
-            self.open.append(request)
+    def render(self, exchange: Any) -> Any:
+        assert isinstance(exchange, H2Exchange)  # the stream's own exchange, no Twisted Request
+        if exchange.path == b"/stream":
+            self.open.append(exchange)
             return NOT_DONE_YET
-        request.setHeader(b"content-type", b"text/plain")
-        return b"hello " + request.clientproto
+        body = b"hello " + exchange.version
+        exchange.start_response(200, [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))])
+        exchange.write(body)
+        exchange.finish()
+        return NOT_DONE_YET
 
 
 class Pair:
@@ -107,7 +113,7 @@ def _window_spent() -> tuple[Pair, int, Any, Producer]:
     pair.exchange()
     (request,) = pair.app.open
     producer = Producer()
-    request.registerProducer(producer, True)
+    request.register_producer(producer, True)
     request.write(b"x" * 65535)
     pair.exchange()
     return pair, stream, request, producer
@@ -155,16 +161,16 @@ def test_a_shut_window_pauses_the_producer_and_an_update_resumes_it() -> None:
 
 
 def test_a_reset_stream_tells_the_request() -> None:
-    """RST_STREAM from the client makes the Request's notifyFinish fail, which is what cancels PHP."""
+    """RST_STREAM from the client runs the exchange's when_lost call (what cancels PHP) and makes it LOST."""
     pair = Pair()
     stream = pair.get("/stream")
     pair.exchange()
     (request,) = pair.app.open
-    failures: list[Any] = []
-    request.notifyFinish().addErrback(failures.append)
+    failures: list[int] = []
+    request.when_lost(lambda: failures.append(1))
     pair.client.reset_stream(stream)
     pair.exchange()
-    assert len(failures) == 1
+    assert (failures, request.state) == ([1], ExchangeState.LOST)
 
 
 def test_too_many_resets_close_the_connection() -> None:
@@ -253,13 +259,13 @@ def test_a_stalled_upload_gets_408_after_client_body() -> None:
 
 
 def test_a_stream_without_window_is_cancelled_after_client_send() -> None:
-    """A response whose client opens no window for timeouts.client_send is reset CANCEL, which tells the Request."""
+    """A response whose client opens no window for timeouts.client_send is reset CANCEL, which runs the exchange's when_lost call."""
     pair = Pair(client_send_timeout=5.0)
     stream = pair.get("/stream")
     pair.exchange()
     (request,) = pair.app.open
-    failures: list[Any] = []
-    request.notifyFinish().addErrback(failures.append)
+    failures: list[int] = []
+    request.when_lost(lambda: failures.append(1))
     request.write(b"x" * 70000)  # past the client's 65535-byte window
     pair.exchange()
     pair.clock.advance(5.0)
@@ -354,7 +360,7 @@ def test_a_reset_stream_gives_its_spill_back() -> None:
     stream = pair.get("/stream")
     pair.exchange()
     (request,) = pair.app.open
-    request.registerProducer(Producer(), True)
+    request.register_producer(Producer(), True)
     held = pair.server.spill.held
     request.write(b"x" * (65535 + STREAM_BUFFER + 5000))
     pair.exchange()
