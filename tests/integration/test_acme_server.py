@@ -214,6 +214,11 @@ def load(port: int, done: threading.Event, after: int) -> list[tuple[str, bytes]
     while len(results) < LOAD_BOUND and left > 0:
         if done.is_set():
             left -= 1
+        else:
+            # Paced while the renewal runs, so that LOAD_BOUND connections
+            # outlast a renewal slowed by a loaded machine (15 s at least);
+            # returns at once when the renewal is over.
+            done.wait(0.005)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
                 with context.wrap_socket(raw, server_hostname=NAME) as tls:
@@ -251,7 +256,8 @@ async def test_a_certificate_due_is_renewed_and_swapped_under_load_without_a_fai
         assert (acme.figures()[0]["state"], acme.client.orders) == ("valid", 1)
         _, new = await deferToThread(https_get, tls_port(server), pebble.root_pem(), "/hello.txt")
         old = x509.load_pem_x509_certificate(old_chain).public_bytes(Encoding.DER)
-        assert {status for status, _ in results} == {"HTTP/1.1 200 OK"}
+        failed = [status for status, _ in results if status != "HTTP/1.1 200 OK"]
+        assert (failed, len(results) > 0) == ([], True)
         assert len(results) < LOAD_BOUND  # the renewal ended before the bound
         leaves = [leaf for _, leaf in results]
         assert leaves[0] == old and leaves[-20:] == [new.public_bytes(Encoding.DER)] * 20
