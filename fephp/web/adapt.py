@@ -2,9 +2,10 @@
 
 :class:`RequestExchange` is how the app (:class:`fephp.web.app.PHPResource`)
 is served by a request object that is not an exchange itself: fephp's
-:class:`~fephp.web.site.FrontRequest` on today's HTTP/1.x channel and on
-HTTP/2 streams, and Twisted's own ``twisted.web.server.Request`` in anyone's
-``Site``.  What fephp's request and channels do better than Twisted's is
+:class:`~fephp.web.site.FrontRequest` on Twisted's HTTP/1.x channel (the
+``FEPHP_HTTP1=twisted`` reference engine; fephp's own HTTP/1.x protocol and
+its HTTP/2 streams carry exchanges of their own), and Twisted's own
+``twisted.web.server.Request`` in anyone's ``Site``.  What fephp's request and channels do better than Twisted's is
 reached through them (the held head sent with the first bytes,
 ``write_pieces`` gathered, ``when_lost`` without a Deferred, 103 through
 the channel's ``write_informational``, the socket for ``os.sendfile``); a
