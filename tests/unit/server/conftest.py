@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,3 +14,13 @@ def site(tmp_path: Path) -> Path:
     (tmp_path / "public").mkdir()
     (tmp_path / "afile").write_text("x")
     return tmp_path
+
+
+@pytest.fixture
+def php(site: Path) -> Path:
+    """An executable stand-in for the php binary, and a worker script beside the config."""
+    binary = site / "php"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
+    (site / "worker.php").write_text("<?php\n")
+    return binary

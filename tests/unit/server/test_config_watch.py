@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,6 @@ import pytest
 from fephp.server.config import load_config
 from fephp.server.settings import ConfigError
 from tests.support.configs import write
-
-
-@pytest.fixture
-def php(site: Path) -> Path:
-    binary = site / "php"
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
-    (site / "worker.php").write_text("<?php\n")
-    return binary
 
 
 def test_watch_globs_are_absolute(site: Path, php: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from types import MappingProxyType
 
@@ -13,16 +12,6 @@ from fephp.server.build import worker_argv
 from fephp.server.config import load_config
 from fephp.server.settings import ConfigError, WorkerConfig
 from tests.support.configs import write
-
-
-@pytest.fixture
-def php(site: Path) -> Path:
-    """An executable stand-in for the php binary, and a worker script beside the config."""
-    binary = site / "php"
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
-    (site / "worker.php").write_text("<?php\n")
-    return binary
 
 
 def test_every_worker_key(site: Path, php: Path) -> None:
