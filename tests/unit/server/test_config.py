@@ -27,15 +27,8 @@ from fephp.server.settings import (
 )
 from fephp.web.sendfile import SendfileRoot
 from fephp.web.static import CacheRule
-from tests.support.configs import EXTERNAL, write
+from tests.support.configs import EXTERNAL, error_for, write
 from tests.support.tls import self_signed_pem
-
-
-def error_for(folder: Path, text: str) -> str:
-    path = write(folder, text)
-    with pytest.raises(ConfigError) as raised:
-        load_config(str(path))
-    return str(raised.value)
 
 
 def test_defaults(site: Path) -> None:

@@ -10,8 +10,8 @@ import pytest
 from fephp.server.build import managed_pools, site_view
 from fephp.server.config import load_config
 from fephp.server.listeners import SNIMap
-from fephp.server.settings import ConfigError, PHPConfig, SiteConfig, TLSConfig, changed_sections, site_configs
-from tests.support.configs import write
+from fephp.server.settings import PHPConfig, SiteConfig, TLSConfig, changed_sections, site_configs
+from tests.support.configs import error_for, write
 from tests.support.tls import named_certificate
 
 TWO_SITES = """\
@@ -39,12 +39,6 @@ def roots(site: Path) -> Path:
     (site / "a").mkdir()
     (site / "b").mkdir()
     return site
-
-
-def error_for(folder: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as raised:
-        load_config(str(write(folder, text)))
-    return str(raised.value)
 
 
 def test_sites_inherit_the_top_level_and_override_it(roots: Path) -> None:
