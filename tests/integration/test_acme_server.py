@@ -36,7 +36,7 @@ from fephp.server.metrics import registry_for
 from fephp.server.running import SingleServer
 from tests.support.acme_fakes import issued
 from tests.support.pebble import Pebble, start_pebble
-from tests.support.tls import self_signed_pem
+from tests.support.tls import https_get, self_signed_pem, served_certificate
 
 NAME = "shop.example.test"
 
@@ -120,21 +120,6 @@ def tls_port(server: SingleServer) -> int:
     return int(server.front.listeners[1].port.getHost().port)  # type: ignore[attr-defined]
 
 
-def https_get(port: int, root_pem: bytes, path: str, name: str = NAME) -> tuple[bytes, x509.Certificate]:
-    """GET *path* from 127.0.0.1:*port* with SNI *name*, trusting only Pebble's issuing root: the answer and the
-    leaf."""
-    context = ssl.create_default_context(cadata=root_pem.decode())
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=name) as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
-            answer = b""
-            while chunk := tls.recv(65536):
-                answer += chunk
-            der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return answer, x509.load_der_x509_certificate(der)
-
-
 def http_get(port: int, path: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
@@ -164,7 +149,7 @@ async def test_a_fresh_site_obtains_serves_redirects_and_reuses_after_a_restart(
         [figures] = acme.figures()
         assert (figures["state"], figures["failures"], acme.client.orders) == ("valid", 0, 1), figures["last_error"]
         root = pebble.root_pem()
-        answer, leaf = await deferToThread(https_get, tls_port(server), root, "/hello.txt")
+        answer, leaf = await deferToThread(https_get, tls_port(server), root, "/hello.txt", NAME)
         assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK"
         assert answer.endswith(b"\r\n\r\nhello over https\n")
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -185,7 +170,7 @@ async def test_a_fresh_site_obtains_serves_redirects_and_reuses_after_a_restart(
     try:
         [acme] = again.acme
         assert (acme.client.orders, acme.client.account_url, acme.figures()[0]["state"]) == (0, None, "valid")
-        answer, reused = await deferToThread(https_get, tls_port(again), root, "/hello.txt")
+        answer, reused = await deferToThread(https_get, tls_port(again), root, "/hello.txt", NAME)
         assert (answer.split(b"\r\n", 1)[0], reused) == (b"HTTP/1.1 200 OK", leaf)
     finally:
         await again.stopService()
@@ -254,7 +239,7 @@ async def test_a_certificate_due_is_renewed_and_swapped_under_load_without_a_fai
         results = await running
         [acme] = server.acme
         assert (acme.figures()[0]["state"], acme.client.orders) == ("valid", 1)
-        _, new = await deferToThread(https_get, tls_port(server), pebble.root_pem(), "/hello.txt")
+        _, new = await deferToThread(https_get, tls_port(server), pebble.root_pem(), "/hello.txt", NAME)
         old = x509.load_pem_x509_certificate(old_chain).public_bytes(Encoding.DER)
         failed = [status for status, _ in results if status != "HTTP/1.1 200 OK"]
         assert (failed, len(results) > 0) == ([], True)
@@ -294,22 +279,11 @@ async def test_a_ca_that_cannot_be_reached_leaves_the_old_certificate_serving_an
         assert certificate["last_error"].startswith(f"ConnectionRefusedError with {directory}: ")
         registry = registry_for(snapshot)
         assert registry.get_sample_value("fephp_tls_renewal_failures_total", {"name": NAME}) == 1
-        served = await deferToThread(_served_certificate, tls_port(server))
+        served = await deferToThread(served_certificate, tls_port(server), NAME)
         assert served == x509.load_pem_x509_certificate(old_chain)
     finally:
         await server.stopService()
         closed.close()
-
-
-def _served_certificate(port: int) -> x509.Certificate:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=NAME) as tls:
-            der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
 
 
 class Ask(Resource):
@@ -321,18 +295,6 @@ class Ask(Resource):
         assert request.args is not None
         request.setResponseCode(200 if request.args[b"domain"] == [b"ok.demand.example.test"] else 403)
         return b""
-
-
-def served_to(port: int, server_name: str) -> x509.Certificate:
-    """The leaf 127.0.0.1:*port* shows a client naming *server_name* (not verified)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=server_name) as tls:
-            der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
 
 
 @pytest_twisted.ensureDeferred
@@ -357,7 +319,7 @@ async def test_on_demand_obtains_an_approved_name_at_its_first_handshake_and_ref
     relays.tls.port = tls_port(server)
     server.startService()
     try:
-        fallback = await deferToThread(served_to, tls_port(server), "ok.demand.example.test")
+        fallback = await deferToThread(served_certificate, tls_port(server), "ok.demand.example.test")
         assert fallback.subject.rfc4514_string() == "CN=127.0.0.1"
         demand = server.on_demand["demand"]
         await demand.settled["ok.demand.example.test"]
@@ -366,7 +328,7 @@ async def test_on_demand_obtains_an_approved_name_at_its_first_handshake_and_ref
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert names.get_values_for_type(x509.DNSName) == ["ok.demand.example.test"]
 
-        refused = await deferToThread(served_to, tls_port(server), "no.demand.example.test")
+        refused = await deferToThread(served_certificate, tls_port(server), "no.demand.example.test")
         await demand.settled["no.demand.example.test"]
         assert refused.subject.rfc4514_string() == "CN=127.0.0.1"
         assert {n: s.value for n, s in demand.names.items()} == {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from fephp.process.binaries import find_php
 from tests.support.daemon import answers, daemonize, get, listening_on, wait_for
 from tests.support.load import HTTPLoad
 from tests.support.processes import processes_with, require_binary
-from tests.support.tls import self_signed_pem
+from tests.support.tls import self_signed_pem, served_der
 
 pytestmark = pytest.mark.php
 
@@ -206,14 +205,7 @@ def test_a_reload_reads_the_tls_certificate_again(tmp_path: Path, engine: str) -
 
 def _served_certificate(port: int) -> str:
     """The certificate the TLS listener on *port* presents, as PEM (ssl.get_server_certificate's timeout is 3.10's)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw) as tls:
-            der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return ssl.DER_cert_to_PEM_cert(der)
+    return ssl.DER_cert_to_PEM_cert(served_der(port))
 
 
 def _answers_tls(port: int) -> bool:

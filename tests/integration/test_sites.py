@@ -23,7 +23,12 @@ from tests.support.daemon import daemonize, listening_on, wait_for
 from tests.support.h2client import H2Client
 from tests.support.load import HTTPLoad
 from tests.support.processes import processes_with, require_binary
-from tests.support.tls import named_certificate, self_signed_pem
+from tests.support.tls import (
+    named_certificate,
+    self_signed_pem,
+    served_certificate,
+    served_der,
+)
 
 pytestmark = pytest.mark.php
 
@@ -220,6 +225,10 @@ def test_unknown_host_gets_421_and_no_sites_content(sites: Sites) -> None:
     assert sites.ask(None, "/who.php", "HTTP/1.0") == (421, page)
 
 
+def _tls_subject(port: int, server_name: str) -> str:
+    return served_certificate(port, server_name).subject.rfc4514_string()
+
+
 def test_unknown_host_404_and_default_site_after_reload(sites: Sites) -> None:
     """server.unknown_host: 404 answers 404; a default site then takes unknown hosts and HTTP/1.0 without Host."""
     sites.write(["a", "b", "c"], unknown_host=404)
@@ -231,18 +240,6 @@ def test_unknown_host_404_and_default_site_after_reload(sites: Sites) -> None:
     assert sites.ask("other.example", "/who.php")[1].startswith(b"site-b ")
     assert sites.ask(None, "/who.php", "HTTP/1.0")[1].startswith(b"site-b ")
     assert sites.ask("a.example", "/who.php")[1].startswith(b"site-a ")
-
-
-def _tls_subject(port: int, server_name: str) -> str:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=server_name) as s:
-            der = s.getpeercert(binary_form=True)
-    from cryptography import x509
-
-    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
 
 
 def test_sni_picks_the_sites_certificate(sites: Sites) -> None:
@@ -345,27 +342,16 @@ def test_a_site_with_its_own_access_log(sites: Sites) -> None:
     ]
 
 
-def _tls_certificate(port: int, server_name: str) -> bytes:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-            context.wrap_socket(raw, server_hostname=server_name) as s:
-        der = s.getpeercert(binary_form=True)
-    assert der is not None
-    return der
-
-
 def test_reload_reads_the_sites_certificates_again(sites: Sites) -> None:
     """A site's certificate files replaced, SIGHUP: the TLS listener shows the new certificate for its name, the other site's as before."""
-    before_a, before_b = _tls_certificate(sites.tls_port, "a.example"), _tls_certificate(sites.tls_port, "b.example")
+    before_a, before_b = served_der(sites.tls_port, "a.example"), served_der(sites.tls_port, "b.example")
     fresh = sites.tmp / "fresh"
     fresh.mkdir()
     cert, key = named_certificate(fresh, "a.example")
     shutil.copy(cert, sites.certs["a"][0])
     shutil.copy(key, sites.certs["a"][1])
     sites.reload()
-    after_a, after_b = _tls_certificate(sites.tls_port, "a.example"), _tls_certificate(sites.tls_port, "b.example")
+    after_a, after_b = served_der(sites.tls_port, "a.example"), served_der(sites.tls_port, "b.example")
     assert (after_a != before_a, after_a == ssl.PEM_cert_to_DER_cert(cert.read_text()), after_b == before_b) == (True, True, True)
 
 

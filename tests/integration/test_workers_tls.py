@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterator, cast
@@ -33,7 +31,7 @@ from tests.support.daemon import daemonize, listening_on, wait_for, zombie
 from tests.support.docroot import make_docroot
 from tests.support.pebble import Pebble, start_pebble
 from tests.support.processes import children_of, processes_with, require_binary
-from tests.support.tls import self_signed_pem
+from tests.support.tls import https_get, self_signed_pem
 
 NAME = "shop.example.test"
 
@@ -152,20 +150,6 @@ def acme_config(tmp_path: Path, pebble: Pebble) -> Path:
     return path
 
 
-def https_get(port: int, root_pem: bytes) -> tuple[bytes, x509.Certificate]:
-    """GET /hello.txt from 127.0.0.1:*port* with SNI NAME, trusting only Pebble's issuing root: the answer, the leaf."""
-    context = ssl.create_default_context(cadata=root_pem.decode())
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=NAME) as tls:
-            tls.sendall(f"GET /hello.txt HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
-            answer = b""
-            while chunk := tls.recv(65536):
-                answer += chunk
-            der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return answer, x509.load_der_x509_certificate(der)
-
-
 def certificates_loaded(count: int) -> "tuple[Deferred[list[str]], Callable[[], None]]":
     """Fires with the log systems of the first *count* workers' "certificates loaded" events; and a remover."""
     seen: list[str] = []
@@ -209,7 +193,7 @@ async def test_the_parent_alone_orders_and_both_workers_serve_the_certificate(
         assert systems == [f"worker 1 pid {workers[0]}", f"worker 2 pid {workers[1]}"]
         root = pebble.root_pem()
         for worker in workers:
-            answer, leaf = await deferToThread(only, worker, workers, lambda: https_get(tls, root))
+            answer, leaf = await deferToThread(only, worker, workers, lambda: https_get(tls, root, "/hello.txt", NAME))
             assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK"
             assert answer.endswith(b"\r\n\r\nhello over https\n")
             names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -1,9 +1,11 @@
-"""A self-signed certificate for TLS listeners in tests, made fresh by the test that needs it."""
+"""Certificates for TLS listeners in tests, made fresh by the test that needs it, and a client's look at what a listener presents."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -59,3 +61,35 @@ def named_certificate(folder: Path, name: str) -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def served_der(port: int, server_name: str | None = None) -> bytes:
+    """The DER leaf that 127.0.0.1:*port* presents to a client sending SNI *server_name* (none if None), not verified."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=server_name) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def served_certificate(port: int, server_name: str | None = None) -> x509.Certificate:
+    """:func:`served_der`'s leaf, parsed."""
+    return x509.load_der_x509_certificate(served_der(port, server_name))
+
+
+def https_get(port: int, root_pem: bytes, path: str, name: str) -> tuple[bytes, x509.Certificate]:
+    """GET *path* from 127.0.0.1:*port* with SNI and Host *name*, trusting only the CA *root_pem*: the whole answer
+    (the connection closed) and the verified leaf."""
+    context = ssl.create_default_context(cadata=root_pem.decode())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=name) as tls:
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return answer, x509.load_der_x509_certificate(der)
