@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fephp.process.binaries import find_php
-from tests.support.daemon import answers, daemonize, get, listening_on, wait_for, write_config
+from tests.support.daemon import answers, get, listening_on, start_daemon, wait_for, write_config
 from tests.support.processes import require_binary
 
 pytestmark = pytest.mark.php
@@ -46,9 +46,7 @@ class Daemon:
         require_binary(find_php("php-fpm"), "php-fpm")
         # Port 0 too, spelled otherwise: the config refuses an admin listener string that is also a public one.
         self.config = write_config(tmp_path, php, f"admin:\n  listen: [\"tcp:port=0:interface=127.0.0.1\"]\n{admin_extra}")
-        self.pidfile = daemonize(tmp_path, self.config)
-        wait_for(self.pidfile.exists, "the pidfile")
-        self.pid = int(self.pidfile.read_text())
+        self.pidfile, self.pid = start_daemon(tmp_path, self.config)
         try:
             self.port, self.admin = listening_on(self.pid, 2)
             log = (tmp_path / "fephp.log").read_text()

@@ -19,6 +19,7 @@ from tests.support.daemon import (
     daemonize,
     get,
     listening_on,
+    start_daemon,
     wait_for,
     write_config,
     zombie,
@@ -118,17 +119,11 @@ def _parent(pid: int) -> int:
         return 0
 
 
-def _start_daemon(tmp_path: Path, config: Path) -> tuple[Path, int]:
-    pidfile = daemonize(tmp_path, config)
-    wait_for(pidfile.exists, "the pidfile")
-    return pidfile, int(pidfile.read_text())
-
-
 def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     """A response still streaming when SIGTERM arrives is completed, to its last byte, before the daemon exits."""
     require_binary(find_php("php-fpm"), "php-fpm")
     config = write_config(tmp_path, "  use_fpm: true")
-    pidfile, pid = _start_daemon(tmp_path, config)
+    pidfile, pid = start_daemon(tmp_path, config)
     try:
         (port,) = listening_on(pid)
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/static/hello.txt"), "the listener")
@@ -168,7 +163,7 @@ def test_tcp_unix_and_tls_listeners_serve_together(tmp_path: Path, engine: str) 
             f'tls_engine: {engine}\n  listen: ["{LISTEN}", "unix:{unix_path}", "ssl:0:interface=127.0.0.1:privateKey={pem}"]',
         )
     )
-    pidfile, pid = _start_daemon(tmp_path, config)
+    pidfile, pid = start_daemon(tmp_path, config)
     try:
         tcp, tls = listening_on(pid, 2)  # in server.listen's order
         wait_for(lambda: answers(f"http://127.0.0.1:{tcp}/static/hello.txt"), "the listener")

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from fephp.process.binaries import find_php
-from tests.support.daemon import answers, daemonize, get, listening_on, wait_for
+from tests.support.daemon import (
+    answers,
+    daemonize,
+    get,
+    listening_on,
+    start_daemon,
+    wait_for,
+)
 from tests.support.load import HTTPLoad
 from tests.support.processes import processes_with, require_binary
 from tests.support.tls import self_signed_pem, served_der
@@ -51,9 +58,7 @@ class Server:
         self.workers = workers
         self.config = tmp_path / "fephp.yaml"
         _config(self.config, 0, _root(tmp_path, "A"), 2, workers)
-        self.pidfile = daemonize(tmp_path, self.config)
-        wait_for(self.pidfile.exists, "the pidfile")
-        self.pid = int(self.pidfile.read_text())
+        self.pidfile, self.pid = start_daemon(tmp_path, self.config)
         (self.port,) = listening_on(self.pid)
         wait_for(lambda: answers(self.url("/hello.txt")), "the listener")
         if workers > 1:

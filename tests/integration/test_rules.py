@@ -20,7 +20,7 @@ from twisted.internet.threads import deferToThread
 
 from tests.support import REPO
 from tests.support.bench import bench
-from tests.support.daemon import daemonize, get, listening_on, wait_for, write_config
+from tests.support.daemon import get, listening_on, start_daemon, wait_for, write_config
 from tests.support.docroot import make_docroot
 from tests.support.h2client import H2Client
 from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
@@ -215,9 +215,7 @@ def test_check_config_reports_a_rule_error(tmp_path: Path) -> None:
 def test_a_reload_adds_a_rule(php_fpm, tmp_path: Path) -> None:
     """SIGHUP with a rule added to the file: the running daemon refuses the path from then on and logs that rules changed."""
     config = write_config(tmp_path, f"  fpm_socket: {php_fpm.unix_endpoint}")
-    pidfile = daemonize(tmp_path, config)
-    wait_for(pidfile.exists, "the pidfile")
-    pid = int(pidfile.read_text())
+    pidfile, pid = start_daemon(tmp_path, config)
     try:
         (port,) = listening_on(pid)
         url = f"http://127.0.0.1:{port}/static/hello.txt"

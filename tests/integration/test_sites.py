@@ -19,7 +19,7 @@ import pytest
 
 from fephp.process.binaries import find_php
 from tests.support import REPO
-from tests.support.daemon import daemonize, listening_on, wait_for
+from tests.support.daemon import listening_on, start_daemon, wait_for
 from tests.support.h2client import H2Client
 from tests.support.load import HTTPLoad
 from tests.support.processes import processes_with, require_binary
@@ -90,9 +90,7 @@ class Sites:
         self.certs = {name: named_certificate(tmp_path, f"{name}.example") for name in ("a", "b")}
         self.fallback = self_signed_pem(tmp_path)
         self.write(["a", "b", "c"])
-        self.pidfile = daemonize(tmp_path, self.config)
-        wait_for(self.pidfile.exists, "the pidfile")
-        self.pid = int(self.pidfile.read_text())
+        self.pidfile, self.pid = start_daemon(tmp_path, self.config)
         if workers > 1:
             self.port, self.admin_port = listening_on(self.pid, 2)
         else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import answers, daemonize, get, listening_on, wait_for
+from tests.support.daemon import answers, get, listening_on, start_daemon, wait_for
 from tests.support.load import HTTPLoad
 from fephp.process.binaries import find_php
 from tests.support.processes import processes_with, require_binary
@@ -45,9 +45,7 @@ php:
     command: [{php_cli()}]
     count: 2{match}
 """)
-    pidfile = daemonize(tmp_path, config)
-    wait_for(pidfile.exists, "the pidfile")
-    pid = int(pidfile.read_text())
+    pidfile, pid = start_daemon(tmp_path, config)
     try:
         (port,) = listening_on(pid)
         url = f"http://127.0.0.1:{port}/hello"
@@ -103,9 +101,7 @@ php:
 admin:
   listen: ["tcp:0:interface=127.0.0.2"]
 """)
-    pidfile = daemonize(tmp_path, config)
-    wait_for(pidfile.exists, "the pidfile")
-    pid = int(pidfile.read_text())
+    pidfile, pid = start_daemon(tmp_path, config)
     try:
         port, admin = listening_on(pid, 2)
         readyz = f"http://127.0.0.2:{admin}/readyz"
@@ -138,9 +134,7 @@ php:
     max_consecutive_failures: 2
 """
     config.write_text(text)
-    pidfile = daemonize(tmp_path, config)
-    wait_for(pidfile.exists, "the pidfile")
-    pid = int(pidfile.read_text())
+    pidfile, pid = start_daemon(tmp_path, config)
     try:
         (port,) = listening_on(pid)
         url = f"http://127.0.0.1:{port}/hello"

@@ -57,6 +57,13 @@ def daemonize(tmp_path: Path, config: Path, *twistd_options: str) -> Path:
     return pidfile
 
 
+
+def start_daemon(tmp_path: Path, config: Path) -> tuple[Path, int]:
+    """:func:`daemonize`, then its pidfile and pid once the daemon has written it."""
+    pidfile = daemonize(tmp_path, config)
+    wait_for(pidfile.exists, "the pidfile")
+    return pidfile, int(pidfile.read_text())
+
 #: The pidfiles of daemons started by the running test (tests/conftest.py stops what is left).
 _started: list[Path] = []
 
