@@ -8,7 +8,6 @@ started first, pointed at fephp's ports once it has bound them.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
 import socket
@@ -35,8 +34,8 @@ from fephp.server.config import config_from_dict
 from fephp.server.metrics import registry_for
 from fephp.server.running import SingleServer
 from tests.support.acme_fakes import issued
-from tests.support.pebble import Pebble, start_pebble
-from tests.support.tls import https_get, self_signed_pem, served_certificate
+from tests.support.pebble import Pebble, acme_site_config, start_pebble
+from tests.support.tls import https_get, served_certificate
 
 NAME = "shop.example.test"
 
@@ -74,30 +73,9 @@ def pebble(relays: Relays, tmp_path_factory: pytest.TempPathFactory) -> Generato
 def config(tmp_path: Path, pebble: Pebble, challenges: list[str], engine: str) -> Any:
     """One site, NAME, with tls.acme at *pebble* answering *challenges*; a plain and an ssl: listener on port 0
     (server.tls_engine *engine*)."""
-    root = tmp_path / "root"
-    root.mkdir(exist_ok=True)
-    (root / "hello.txt").write_text("hello over https\n")
-    ca = tmp_path / "pebble-https-ca.pem"
-    ca.write_bytes(pebble.https_ca_pem)
-    fallback = self_signed_pem(tmp_path)
-    hmac_key = base64.urlsafe_b64encode(pebble.eab_hmac_key).decode().rstrip("=")
-    return config_from_dict({
-        "server": {
-            "listen": ["tcp:0:interface=127.0.0.1", f"ssl:0:interface=127.0.0.1:privateKey={fallback}"],
-            "tls_engine": engine,
-        },
-        "php": {"fpm_socket": str(tmp_path / "no-php-fpm.sock")},
-        "sites": [{
-            "name": "shop", "hosts": [NAME], "root": str(root),
-            "tls": {
-                "acme": {
-                    "email": "admin@example.test", "directory": pebble.directory, "ca_root": str(ca),
-                    "eab": {"kid": pebble.eab_kid, "hmac_key": hmac_key}, "challenges": challenges,
-                },
-                "storage": str(tmp_path / "acme"),
-            },
-        }],
-    }, base_dir=str(tmp_path))
+    settings = acme_site_config(tmp_path, pebble, NAME, challenges)
+    settings["server"]["tls_engine"] = engine
+    return config_from_dict(settings, base_dir=str(tmp_path))
 
 
 async def started(tmp_path: Path, pebble: Pebble, relays: Relays, challenges: list[str], engine: str) -> SingleServer:

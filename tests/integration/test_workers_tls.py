@@ -3,7 +3,6 @@ certificates (HTTP-01 against Debian's Pebble) that every worker then serves."""
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import os
@@ -29,7 +28,7 @@ from fephp.server.running import ParentServer, build_server
 from tests.support import REPO
 from tests.support.daemon import daemonize, listening_on, wait_for, zombie
 from tests.support.docroot import make_docroot
-from tests.support.pebble import Pebble, start_pebble
+from tests.support.pebble import Pebble, acme_site_config, start_pebble
 from tests.support.processes import children_of, processes_with, require_binary
 from tests.support.tls import https_get, self_signed_pem
 
@@ -121,32 +120,10 @@ def pebble(relay: ProxyFactory, tmp_path_factory: pytest.TempPathFactory) -> Gen
 
 def acme_config(tmp_path: Path, pebble: Pebble) -> Path:
     """workers: 2, one site NAME with tls.acme (HTTP-01) at *pebble*; a plain and an ssl: listener on port 0."""
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "hello.txt").write_text("hello over https\n")
-    ca = tmp_path / "pebble-https-ca.pem"
-    ca.write_bytes(pebble.https_ca_pem)
-    fallback = self_signed_pem(tmp_path)
-    hmac_key = base64.urlsafe_b64encode(pebble.eab_hmac_key).decode().rstrip("=")
+    settings = acme_site_config(tmp_path, pebble, NAME, ["http-01"])
+    settings["server"].update({"workers": 2, "shutdown_grace": 5})
     path = tmp_path / "fephp.yaml"
-    path.write_text(json.dumps({  # JSON is YAML
-        "server": {
-            "listen": ["tcp:0:interface=127.0.0.1", f"ssl:0:interface=127.0.0.1:privateKey={fallback}"],
-            "workers": 2,
-            "shutdown_grace": 5,
-        },
-        "php": {"fpm_socket": str(tmp_path / "no-php-fpm.sock")},
-        "sites": [{
-            "name": "shop", "hosts": [NAME], "root": str(root),
-            "tls": {
-                "acme": {
-                    "email": "admin@example.test", "directory": pebble.directory, "ca_root": str(ca),
-                    "eab": {"kid": pebble.eab_kid, "hmac_key": hmac_key}, "challenges": ["http-01"],
-                },
-                "storage": str(tmp_path / "acme"),
-            },
-        }],
-    }))
+    path.write_text(json.dumps(settings))  # JSON is YAML
     return path
 
 

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator
+from typing import Any, Generator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,8 +34,9 @@ from cryptography.x509.oid import NameOID
 
 from tests.support.ports import alive, wait_listening
 from tests.support.processes import require_binary
+from tests.support.tls import self_signed_pem
 
-__all__ = ["Pebble", "start_pebble", "udp_ports"]
+__all__ = ["Pebble", "acme_site_config", "start_pebble", "udp_ports"]
 
 READY_WITHIN = 20.0
 #: The External Account Binding key id the generated config requires every account to bring.
@@ -220,3 +221,32 @@ def start_pebble(folder: Path, http_port: int, tls_port: int | None = None) -> G
             assert not alive(process.pid)
     finally:
         _stop(dns)
+
+
+def acme_site_config(tmp_path: Path, pebble: Pebble, name: str, challenges: list[str]) -> dict[str, Any]:
+    """A configuration, as a dict: one site "shop" for *name* serving root/hello.txt with tls.acme at *pebble*
+    answering *challenges* (storage acme/), a plain and an ssl: listener on port 0 (a self-signed fallback), an
+    external php-fpm that is not there; all files in *tmp_path*. The caller adds its own server keys."""
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    (root / "hello.txt").write_text("hello over https\n")
+    ca = tmp_path / "pebble-https-ca.pem"
+    ca.write_bytes(pebble.https_ca_pem)
+    fallback = self_signed_pem(tmp_path)
+    hmac_key = base64.urlsafe_b64encode(pebble.eab_hmac_key).decode().rstrip("=")
+    return {
+        "server": {
+            "listen": ["tcp:0:interface=127.0.0.1", f"ssl:0:interface=127.0.0.1:privateKey={fallback}"],
+        },
+        "php": {"fpm_socket": str(tmp_path / "no-php-fpm.sock")},
+        "sites": [{
+            "name": "shop", "hosts": [name], "root": str(root),
+            "tls": {
+                "acme": {
+                    "email": "admin@example.test", "directory": pebble.directory, "ca_root": str(ca),
+                    "eab": {"kid": pebble.eab_kid, "hmac_key": hmac_key}, "challenges": challenges,
+                },
+                "storage": str(tmp_path / "acme"),
+            },
+        }],
+    }
