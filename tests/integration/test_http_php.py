@@ -17,6 +17,7 @@ from fephp.web.static import SMALL_STATIC_FILE
 from tests.support.docroot import make_docroot
 from tests.support.faults import wait_until
 from tests.support.inprocess import InProcessFront, pool, stopped_at_teardown
+from tests.support.rawhttp import flushed_then_rest
 
 pytestmark = pytest.mark.php
 
@@ -410,21 +411,7 @@ async def test_flush_reaches_the_client_early(front, docroot):
     f = await front()
     go = docroot / "flushwait.go"
 
-    def exchange() -> tuple[bytes, bytes]:
-        # Without early flushing "first" comes only when PHP ends, which it
-        # does after 10 s without the file, saying so: a failure, not a hang.
-        with socket.create_connection(("127.0.0.1", f.port), timeout=20) as s:
-            s.sendall(b"GET /flushwait.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            early = b""
-            while b"first\n\r\n" not in early and (chunk := s.recv(65536)):
-                early += chunk
-            go.write_bytes(b"")  # only now may the script end
-            rest = b""
-            while chunk := s.recv(65536):
-                rest += chunk
-        return early, rest
-
-    early, rest = await deferToThread(exchange)
+    early, rest = await deferToThread(flushed_then_rest, f.port, "/flushwait.php", go)
     assert early.startswith(b"HTTP/1.1 200 OK\r\n") and early.endswith(b"\r\n\r\n6\r\nfirst\n\r\n")
     assert rest == b"5\r\nlast\n\r\n0\r\n\r\n"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +20,7 @@ from fephp.cgi.routing import Router
 from fephp.web import PHPResource
 from tests.support.docroot import SITE
 from tests.support.inprocess import LOOPBACK, pool
-from tests.support.rawhttp import Response, exchange, request_bytes
+from tests.support.rawhttp import Response, exchange, flushed_then_rest, request_bytes
 
 pytestmark = pytest.mark.php
 
@@ -131,21 +130,7 @@ async def test_flushed_output_streams_through_a_plain_request(mounted: Mounted, 
     go = tmp_path / "outer" / "php" / "flushwait.go"
     port = mounted.number
 
-    def talk() -> tuple[bytes, bytes]:
-        # Without streaming, "first" comes only when PHP ends, which it does
-        # after 10 s without the file, saying so: a failure, not a hang.
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
-            s.sendall(b"GET /php/flushwait.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            early = b""
-            while b"first\n\r\n" not in early and (chunk := s.recv(65536)):
-                early += chunk
-            go.write_bytes(b"")  # only now may the script end
-            rest = b""
-            while chunk := s.recv(65536):
-                rest += chunk
-        return early, rest
-
-    early, rest = await deferToThread(talk)
+    early, rest = await deferToThread(flushed_then_rest, port, "/php/flushwait.php", go)
     assert early.startswith(b"HTTP/1.1 200 OK\r\n") and early.endswith(b"\r\n\r\n6\r\nfirst\n\r\n")
     assert b"\r\nTransfer-Encoding: chunked\r\n" in early
     assert rest == b"5\r\nlast\n\r\n0\r\n\r\n"

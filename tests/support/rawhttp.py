@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "dechunk",
     "exchange",
     "first_chunk",
+    "flushed_then_rest",
     "read_until",
     "request_bytes",
     "timed_exchange",
@@ -188,3 +190,22 @@ class Response:
     def headers(self) -> dict[str, str]:
         """Each field name with its values joined."""
         return {name: ", ".join(self.values(name)) for name, _ in self.fields}
+
+
+def flushed_then_rest(port: int, path: str, go: Path) -> tuple[bytes, bytes]:
+    """GET *path* (the docroot's flushwait.php) from 127.0.0.1:*port*: what came up to its flushed "first" chunk, then,
+    once *go* is created (which lets the script end), the rest up to the close.
+
+    Without streaming, "first" comes only when PHP ends, which it does after
+    10 s without *go*, saying so: a failure, not a hang.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        early = b""
+        while b"first\n\r\n" not in early and (chunk := s.recv(READ_SIZE)):
+            early += chunk
+        go.write_bytes(b"")  # only now may the script end
+        rest = b""
+        while chunk := s.recv(READ_SIZE):
+            rest += chunk
+    return early, rest
