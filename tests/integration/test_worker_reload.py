@@ -21,6 +21,27 @@ pytestmark = pytest.mark.php
 APP = Path(__file__).resolve().parent.parent / "php" / "workers" / "app.php"
 
 
+def write_worker_config(tmp_path: Path, server: str, worker: str, rest: str = "") -> tuple[Path, str]:
+    """fephp.yaml in *tmp_path* serving public/ (an index.php the workers stand for) on port 0 with PHP workers running
+    APP, the *server* lines after server.root, the *worker* lines after php.worker.command, then *rest*: its path and
+    text."""
+    root = tmp_path / "public"
+    root.mkdir()
+    (root / "index.php").write_text("<?php // served by the workers\n")
+    config = tmp_path / "fephp.yaml"
+    text = f"""
+server:
+  listen: ["tcp:0:interface=127.0.0.1"]
+  root: {root}
+{server}php:
+  worker:
+    script: {APP}
+    command: [{php_cli()}]
+{worker}{rest}"""
+    config.write_text(text)
+    return config, text
+
+
 @pytest.mark.parametrize("match", ["", "\n    match: [/hello]"], ids=["workers-only", "mixed"])
 def test_sighup_under_load_replaces_the_workers_and_drops_nothing(tmp_path: Path, match: str) -> None:
     """A steady load runs through a reload: every request answered, by the old workers before and new ones after.
@@ -30,21 +51,7 @@ def test_sighup_under_load_replaces_the_workers_and_drops_nothing(tmp_path: Path
     if match:
         require_binary(find_php("php-fpm"), "php-fpm")
     require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
-    root = tmp_path / "public"
-    root.mkdir()
-    (root / "index.php").write_text("<?php // served by the workers\n")
-    config = tmp_path / "fephp.yaml"
-    config.write_text(f"""
-server:
-  listen: ["tcp:0:interface=127.0.0.1"]
-  root: {root}
-  shutdown_grace: 5
-php:
-  worker:
-    script: {APP}
-    command: [{php_cli()}]
-    count: 2{match}
-""")
+    config, _ = write_worker_config(tmp_path, "  shutdown_grace: 5\n", f"    count: 2{match}\n")
     pidfile, pid = start_daemon(tmp_path, config)
     try:
         (port,) = listening_on(pid)
@@ -82,25 +89,10 @@ php:
 def test_workers_crashing_at_boot_in_worker_processes_make_readyz_fail(tmp_path: Path) -> None:
     """With server.workers: 2, PHP workers that exit before their handshake make the parent's /readyz answer 503."""
     require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
-    root = tmp_path / "public"
-    root.mkdir()
-    (root / "index.php").write_text("<?php // served by the workers\n")
-    config = tmp_path / "fephp.yaml"
-    config.write_text(f"""
-server:
-  listen: ["tcp:0:interface=127.0.0.1"]
-  root: {root}
-  workers: 2
-php:
-  worker:
-    script: {APP}
-    command: [{php_cli()}]
-    count: 1
-    max_consecutive_failures: 2
-    env: {{CRASH_AT_BOOT: "1"}}
-admin:
-  listen: ["tcp:0:interface=127.0.0.2"]
-""")
+    config, _ = write_worker_config(
+        tmp_path, "  workers: 2\n", '    count: 1\n    max_consecutive_failures: 2\n    env: {CRASH_AT_BOOT: "1"}\n',
+        'admin:\n  listen: ["tcp:0:interface=127.0.0.2"]\n',
+    )
     pidfile, pid = start_daemon(tmp_path, config)
     try:
         port, admin = listening_on(pid, 2)
@@ -118,22 +110,7 @@ admin:
 def test_a_reload_whose_workers_cannot_boot_changes_nothing(tmp_path: Path) -> None:
     """SIGHUP to a configuration whose workers exit at boot is undone: the running workers keep serving."""
     require_php_files(["Nyholm/Psr7/autoload.php"], "nyholm/psr7 (php-nyholm-psr7)")
-    root = tmp_path / "public"
-    root.mkdir()
-    (root / "index.php").write_text("<?php // served by the workers\n")
-    config = tmp_path / "fephp.yaml"
-    text = f"""
-server:
-  listen: ["tcp:0:interface=127.0.0.1"]
-  root: {root}
-php:
-  worker:
-    script: {APP}
-    command: [{php_cli()}]
-    count: 1
-    max_consecutive_failures: 2
-"""
-    config.write_text(text)
+    config, text = write_worker_config(tmp_path, "", "    count: 1\n    max_consecutive_failures: 2\n")
     pidfile, pid = start_daemon(tmp_path, config)
     try:
         (port,) = listening_on(pid)
