@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from fephp.process.binaries import find_php
-from tests.support.daemon import daemonize, listening_on, wait_for, zombie
+from tests.support.daemon import (
+    daemonize,
+    listening_on,
+    wait_for,
+    worker_processes,
+    zombie,
+)
 from tests.support.docroot import make_docroot
 from tests.support.processes import children_of, processes_with, require_binary
 
@@ -125,8 +131,7 @@ logging:
         wait_for(pidfile.exists, "the pidfile")
         parent = int(pidfile.read_text())
         (port,) = listening_on(parent)  # the parent binds, the workers inherit it
-        wait_for(lambda: len(children_of(parent, "fephp.server.worker")) == 2, "two workers")
-        workers = children_of(parent, "fephp.server.worker")
+        workers = worker_processes(parent)
         wait_for(lambda: len(children_of(parent, "php-fpm: master")) == 1, "php-fpm")
         masters = children_of(parent, "php-fpm: master")
         php_fpm = masters + children_of(masters[0], "php-fpm: pool")

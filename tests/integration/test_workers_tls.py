@@ -26,10 +26,16 @@ from fephp.server.config import load_config
 from fephp.server.metrics import registry_for
 from fephp.server.running import ParentServer, build_server
 from tests.support import REPO
-from tests.support.daemon import daemonize, listening_on, wait_for, zombie
+from tests.support.daemon import (
+    daemonize,
+    listening_on,
+    wait_for,
+    worker_processes,
+    zombie,
+)
 from tests.support.docroot import make_docroot
 from tests.support.pebble import Pebble, acme_site_config, start_pebble
-from tests.support.processes import children_of, processes_with, require_binary
+from tests.support.processes import processes_with, require_binary
 from tests.support.tls import https_get, self_signed_pem
 
 NAME = "shop.example.test"
@@ -85,8 +91,7 @@ php:
         wait_for(pidfile.exists, "the pidfile")
         parent = int(pidfile.read_text())
         (port,) = listening_on(parent)  # the parent binds, the workers inherit it
-        wait_for(lambda: len(children_of(parent, "fephp.server.worker")) == 2, "two workers")
-        workers = children_of(parent, "fephp.server.worker")
+        workers = worker_processes(parent)
         for worker in workers:
             answers = [only(worker, workers, functools.partial(curl, port, pem, v)) for v in ("--http1.1", "--http2")]
             assert answers == [("1.1", "hello from a worker\n"), ("2", "hello from a worker\n")]

@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.support import REPO
 from tests.support.docroot import make_docroot
 from tests.support.ports import wait_listening
+from tests.support.processes import children_of
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -138,3 +139,9 @@ def zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def worker_processes(parent: int, count: int = 2) -> list[int]:
+    """The pids of the *count* fephp worker processes of *parent* (server.workers), once they all run."""
+    wait_for(lambda: len(children_of(parent, "fephp.server.worker")) == count, f"{count} workers")
+    return children_of(parent, "fephp.server.worker")
