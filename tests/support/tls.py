@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def self_signed_pem(folder: Path, host: str = "127.0.0.1") -> Path:
-    """A PEM file in *folder* with a fresh key and a one-day self-signed certificate for the IP *host*."""
+def _one_day_self_signed(common_name: str, alt_name: x509.GeneralName) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A fresh P-256 key and a certificate it signs for itself: CN *common_name*, the one SAN *alt_name*, valid from
+    five minutes ago for a day."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -27,9 +28,15 @@ def self_signed_pem(folder: Path, host: str = "127.0.0.1") -> Path:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False)
+        .add_extension(x509.SubjectAlternativeName([alt_name]), False)
         .sign(key, hashes.SHA256())
     )
+    return key, cert
+
+
+def self_signed_pem(folder: Path, host: str = "127.0.0.1") -> Path:
+    """A PEM file in *folder* with a fresh key and a one-day self-signed certificate for the IP *host*."""
+    key, cert = _one_day_self_signed(host, x509.IPAddress(ipaddress.ip_address(host)))
     pem = folder / "server.pem"
     pem.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -40,20 +47,7 @@ def self_signed_pem(folder: Path, host: str = "127.0.0.1") -> Path:
 
 def named_certificate(folder: Path, name: str) -> tuple[Path, Path]:
     """A fresh key and a one-day self-signed certificate for the DNS *name*, as two PEM files (certificate, key) in *folder*."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = _one_day_self_signed(name, x509.DNSName(name))
     cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
