@@ -38,6 +38,7 @@ def self_signed_pem(folder: Path, host: str = "127.0.0.1") -> Path:
     """A PEM file in *folder* with a fresh key and a one-day self-signed certificate for the IP *host*."""
     key, cert = _one_day_self_signed(host, x509.IPAddress(ipaddress.ip_address(host)))
     pem = folder / "server.pem"
+    pem.touch(0o600)  # it holds the private key: 0600 before a byte of it is written
     pem.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         + cert.public_bytes(serialization.Encoding.PEM)
@@ -50,6 +51,7 @@ def named_certificate(folder: Path, name: str) -> tuple[Path, Path]:
     key, cert = _one_day_self_signed(name, x509.DNSName(name))
     cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(0o600)
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
