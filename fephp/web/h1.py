@@ -24,21 +24,17 @@ graceful stop.
 from __future__ import annotations
 
 import enum
-import tempfile
 import time
-from typing import IO, Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
-from twisted.web.http_headers import Headers
-from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from .._twisted import header_name, idle_socket, send_now, send_pieces_now
-from ..cgi.realip import UNIX
 from ..http import (
     NEED_DATA,
     PAUSED,
@@ -52,19 +48,25 @@ from ..http import (
     ServerConnection,
     State,
 )
-from .compress import Compression, Encoder
+from .carrier import (
+    BODY_IN_MEMORY,
+    CarriedExchange,
+    RequestBody,
+    address,
+    render,
+    take_real_ip,
+    take_request_id,
+)
+from .compress import Compression
 from .errors import raw_error_response, send_error
-from .exchange import Address, Body, ExchangeState, HeaderList, edit_headers, header_value
+from .exchange import Address, Body, ExchangeState, HeaderList
 from .http2 import H2Connection
-from .heads import origin_form, valid_host, valid_request_id
+from .heads import valid_host
 
 __all__ = ["BODY_IN_MEMORY", "H1Exchange", "H1Protocol", "Phase"]
 
 _monotonic = time.monotonic
 
-#: A request body up to this many bytes is kept in memory; a larger one goes
-#: to a temporary file as it arrives (Twisted's Request used 100,000 too).
-BODY_IN_MEMORY = 100_000
 #: Above this many bytes a response's pieces are sent gathered (sendmsg)
 #: rather than joined: copying a small body costs less than the iovec.
 _GATHER_FROM = 16 * 1024
@@ -114,38 +116,6 @@ def _spell(name: bytes) -> bytes:
     return found
 
 
-class _BodyBuffer:
-    """A request body as it arrives: in memory up to BODY_IN_MEMORY bytes, then in a temporary file."""
-
-    __slots__ = ("_pieces", "_size", "_file")
-
-    def __init__(self) -> None:
-        self._pieces: list[bytes] = []
-        self._size = 0
-        self._file: Optional[IO[bytes]] = None
-
-    def add(self, data: bytes) -> None:
-        self._size += len(data)
-        spill = self._file
-        if spill is not None:
-            spill.write(data)
-            return
-        self._pieces.append(data)
-        if self._size > BODY_IN_MEMORY:
-            spill = self._file = tempfile.TemporaryFile()
-            spill.write(b"".join(self._pieces))
-            self._pieces = []
-
-    def whole(self) -> Body:
-        """The body: bytes, or the temporary file rewound to its start."""
-        spill = self._file
-        if spill is not None:
-            spill.seek(0)
-            return spill
-        pieces = self._pieces
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-
 class _PullProducer:
     """A pull producer driven as a push one: ``resumeProducing`` once per reactor turn while not paused (Twisted's _PullToPush)."""
 
@@ -187,7 +157,7 @@ class _PullProducer:
             call.cancel()
 
 
-class H1Exchange:
+class H1Exchange(CarriedExchange):
     """One HTTP/1.x request and its response: the Exchange (fephp.web.exchange) over fephp's own protocol.
 
     The request side is filled by :class:`H1Protocol` before the site's
@@ -196,28 +166,6 @@ class H1Exchange:
     and leaves with them in one send.  States: :class:`ExchangeState`.
     """
 
-    # Marks and defaults as class attributes: an exchange is made per request.
-    state = _RECEIVED
-    status = 0
-    reason: Optional[bytes] = None
-    bytes_sent = 0
-    first_byte_at: Optional[float] = None
-    kind = "other"
-    backend_name: Optional[str] = None
-    php_started_at: Optional[float] = None
-    php_ended_at: Optional[float] = None
-    request_id = b""
-    scheme = b"http"
-    #: The ``headers`` rules' edits of the response head (the app sets them; applied at the first write).
-    header_edits: "tuple[Any, ...]" = ()
-    #: The response's fields (lowercase names), the site's first (H1Protocol sets them before the app runs).
-    response_headers: HeaderList
-    #: Response fields that were there before start_response (a second call keeps only them).
-    _preset = 0
-    #: The body's streaming encoder, once the first write chose to compress.
-    _encoder: Optional[Encoder] = None
-    _on_lost: Optional[Callable[[], object]] = None
-    _producer: Any = None
     _pull: Optional[_PullProducer] = None
 
     def __init__(self, protocol: "H1Protocol", request: Request, body: Body, started_at: float) -> None:
@@ -239,41 +187,9 @@ class H1Exchange:
         #: The site's response compression policy (fephp.web.compress), None for none.
         self.compression: Optional[Compression] = protocol.site.compression
 
-    # -- the request ---------------------------------------------------------------------
-
-    def header(self, name: bytes) -> Optional[bytes]:
-        """The value of request header *name* (lowercase), several joined with ``", "``; None when absent."""
-        return header_value(self.headers, name)
-
-    # -- the response --------------------------------------------------------------------
-
-    def start_response(self, status: int, headers: HeaderList, reason: Optional[bytes] = None) -> None:
-        """Fix the status and headers (after those already in response_headers); the head waits for the body.
-
-        Called again while nothing went out, it starts anew from what
-        response_headers held before the first call (an error page
-        replacing an answer the app began).
-        """
-        fields = self.response_headers
-        if self.state is _RECEIVED:
-            self.state = _RESPONDING
-            self._preset = len(fields)
-        elif self.state is _RESPONDING and self.first_byte_at is None:
-            del fields[self._preset :]
-        else:
-            return
-        self.status = status
-        self.reason = reason
-        fields.extend(headers)
-
     def _begin(self, data: bytes) -> "tuple[bytes, bytes]":
         """The first body bytes (b"" at a finish with none): compression decides, then the head; returns (head, data)."""
-        self.first_byte_at = _monotonic()
-        if self.header_edits:
-            edit_headers(self.response_headers, self.header_edits)
-        compression = self.compression
-        if compression is not None:
-            data, self._encoder = compression.begin(self, data)
+        data = self._first_bytes(data)
         reason = self.reason
         if reason is None:
             reason = RESPONSES.get(self.status, b"Unknown Status")
@@ -418,24 +334,6 @@ class H1Exchange:
         elif self._producer is not None:
             self._producer.resumeProducing()
 
-    def when_lost(self, call: Callable[[], object]) -> None:
-        """Have *call*() run once if the client goes away before ``finish``."""
-        self._on_lost = call
-
-    def lost(self) -> None:
-        """The connection is gone (H1Protocol.connectionLost): nothing more is sent."""
-        if self.state is _FINISHED or self.state is _LOST:
-            return
-        self.state = _LOST
-        producer = self._producer
-        if producer is not None:
-            self.unregister_producer()
-            producer.stopProducing()
-        call = self._on_lost
-        if call is not None:
-            self._on_lost = None
-            call()
-
     def sendfile_socket(self) -> Optional[Any]:
         """The socket to ``os.sendfile`` an uncompressed Content-Length body into (the head sent first), or None."""
         if self.state is not _RESPONDING:
@@ -464,34 +362,6 @@ class H1Exchange:
         self.bytes_sent += count
         self._codec.sent_elsewhere(count)
 
-    # -- what Twisted Web's IRequest calls them (the access log, resources written for Twisted) --
-
-    @property
-    def code(self) -> int:
-        return self.status
-
-    @property
-    def sentLength(self) -> int:  # noqa: N802 - Twisted's name
-        return self.bytes_sent
-
-    @property
-    def uri(self) -> bytes:
-        return self.target
-
-    @property
-    def clientproto(self) -> bytes:
-        return self.version
-
-    @property
-    def requestHeaders(self) -> Headers:  # noqa: N802 - Twisted's name
-        headers = Headers()
-        for name, value in self.headers:
-            headers.addRawHeader(name, value)
-        return headers
-
-    def getClientAddress(self) -> Address:  # noqa: N802 - Twisted's name
-        return self.client
-
     @property
     def transport(self) -> Any:
         """The connection's transport, as Twisted's Request has it (fephp.web.hosts reads its TLS server name)."""
@@ -519,7 +389,7 @@ class H1Protocol(Protocol):
     answered = 0
     #: A graceful stop asked this connection to close after the request it is reading or answering.
     _closing = False
-    _body: Optional[_BodyBuffer] = None
+    _body: Optional[RequestBody] = None
     _request: Optional[Request] = None
     _started_at = 0.0
     _head_timer: Any = None
@@ -668,7 +538,7 @@ class H1Protocol(Protocol):
             elif kind is Data:
                 body = self._body
                 if body is None:
-                    body = self._body = _BodyBuffer()
+                    body = self._body = RequestBody()
                 body.add(event.data)  # type: ignore[union-attr]
             elif kind is EndOfMessage:
                 self._stop("_body_timer")
@@ -747,8 +617,8 @@ class H1Protocol(Protocol):
             # Read at the first request, not at connectionMade: a PROXY
             # protocol wrapper knows the client only once its header is in.
             transport: Any = self.transport
-            self.peer = _address(transport.getPeer())
-            self.host = _address(transport.getHost())
+            self.peer = address(transport.getPeer())
+            self.host = address(transport.getHost())
         exchange = H1Exchange(self, request, body, self._started_at)
         self.exchange = exchange
         self.phase = _ANSWERING
@@ -756,28 +626,15 @@ class H1Protocol(Protocol):
         if self._closing:
             # A graceful stop: this request is answered, then the connection closes.
             self.codec.keep_alive = False
-        hosts: list[bytes] = []
-        given: list[bytes] = []
-        for name, value in request.headers:
-            if name == b"host":
-                hosts.append(value)
-            elif name == b"x-request-id":
-                given.append(value)
-        if len(given) == 1 and valid_request_id(given[0]):
-            request_id = given[0]
-        else:
-            # PHP sees the id the log and the client see (HTTP_X_REQUEST_ID).
-            request_id = site.new_request_id()
-            kept = [field for field in request.headers if field[0] != b"x-request-id"] if given else request.headers
-            exchange.headers = [*kept, (b"x-request-id", request_id)]
-        exchange.request_id = request_id
+        hosts = take_request_id(exchange, site)
+        request_id = exchange.request_id
         fields = [(b"server", site.server_header[0]), (b"date", site.http_date()), (b"x-request-id", request_id)]
         if not self.codec.keep_alive and request.version == b"HTTP/1.1":
             # Where Twisted's channel put it: first, before the site's fields.
             fields.insert(0, (b"connection", b"close"))
         exchange.response_headers = fields
         if site.real_ip is not None:
-            _take_real_ip(exchange, site.real_ip)
+            take_real_ip(exchange, site.real_ip)
         if not hosts:
             # RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
             bad = request.version != b"HTTP/1.0"
@@ -788,27 +645,7 @@ class H1Protocol(Protocol):
         if bad:
             send_error(exchange, 400, [(b"connection", b"close")])
             return
-        target = exchange.target
-        if target[:1] != b"/" and target[:4].lower() == b"http":
-            # RFC 9112 3.2.2: a server MUST accept the absolute form; the
-            # app gets the origin form, as PHP does from nginx.
-            origin = origin_form(target)
-            exchange.target = origin
-            exchange.path, _, exchange.query = origin.partition(b"?")
-        try:
-            result = site.resource.render(exchange)
-        except BaseException:
-            self.log.failure("rendering {target!r}", Failure(), target=target)
-            if exchange.state is _RECEIVED:
-                send_error(exchange, 500)
-            else:
-                exchange.abort()
-            return
-        if result is not NOT_DONE_YET and type(result) is bytes and exchange.state is _RECEIVED:
-            # A resource written for Twisted Web returned its whole body.
-            exchange.start_response(200, [(b"content-length", b"%d" % len(result))])
-            exchange.write(result)
-            exchange.finish()
+        render(exchange, site, self._logger)
 
     def exchange_done(self, exchange: H1Exchange) -> None:
         """*exchange* finished: logged, then the next request is read (or the connection closes)."""
@@ -917,6 +754,10 @@ class H1Protocol(Protocol):
     #: The longest line of a head (what HTTPChannel.MAX_LENGTH gave the HTTP/2 connection).
     codec_line_max = 16 * 1024
 
+    def _logger(self) -> Logger:
+        """The protocol's Logger (made at each read, so only read when something is logged)."""
+        return self.log
+
     def _call_later(self, delay: float, call: Callable[..., object], *args: Any) -> Any:
         return self.site.reactor.callLater(delay, call, *args)
 
@@ -926,27 +767,3 @@ class H1Protocol(Protocol):
             setattr(self, name, None)
             if call.active():
                 call.cancel()
-
-
-def _address(address: Any) -> Address:
-    """An IPv4/IPv6 address as (host, port); anything else (a UNIX socket) as ("unix:", 0)."""
-    host = getattr(address, "host", None)
-    if host is None:
-        return Address(UNIX, 0)
-    return Address(host, getattr(address, "port", 0))
-
-
-def _take_real_ip(exchange: H1Exchange, real_ip: Any) -> None:
-    """From a trusted proxy: its client's address (REMOTE_ADDR, the access log) and scheme (HTTPS)."""
-    wanted = real_ip.header_name.lower()
-    values = [value for name, value in exchange.headers if name == wanted]
-    proto = [value for name, value in exchange.headers if name == b"x-forwarded-proto"]
-    if not values and not proto:
-        return
-    found = real_ip.client(exchange.client.host, values, proto)
-    if found is None:
-        return
-    if found.host is not None:
-        exchange.client = Address(found.host, found.port)
-    if found.https is not None:
-        exchange.scheme = b"https" if found.https else b"http"

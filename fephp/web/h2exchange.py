@@ -12,31 +12,31 @@ frames; flow control, the buffer bounds and the timers stay the stream's
 
 from __future__ import annotations
 
-import tempfile
-import time
-from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from hpack import NeverIndexedHeaderTuple
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
-from twisted.web.server import NOT_DONE_YET
 
-from .compress import Compression, Encoder
+from .carrier import (
+    BODY_IN_MEMORY,
+    CarriedExchange,
+    RequestBody,
+    render,
+    take_real_ip,
+    take_request_id,
+)
+from .compress import Compression
 from .errors import send_error
-from .exchange import Address, Body, ExchangeState, HeaderList, edit_headers, header_value
-from .heads import origin_form, valid_host, valid_request_id
+from .exchange import Address, Body, ExchangeState, HeaderList
+from .heads import valid_host
 
 if TYPE_CHECKING:
     from .http2 import _Stream
 
 __all__ = ["BODY_IN_MEMORY", "H2Exchange", "RequestBody", "serve"]
 
-_monotonic = time.monotonic
 log = Logger()
-
-#: A request body up to this many bytes is kept in memory, a larger one goes to a temporary file (as over HTTP/1.x).
-BODY_IN_MEMORY = 100_000
 
 #: Response headers that HTTP/2 forbids (RFC 9113 8.2.2): the connection
 #: frames and persists itself.
@@ -60,39 +60,7 @@ _FINISHED = ExchangeState.FINISHED
 _LOST = ExchangeState.LOST
 
 
-class RequestBody:
-    """A request body as its DATA frames arrive: in memory up to BODY_IN_MEMORY bytes, then in a temporary file."""
-
-    __slots__ = ("_pieces", "size", "_file")
-
-    def __init__(self) -> None:
-        self._pieces: list[bytes] = []
-        self.size = 0
-        self._file: Optional[IO[bytes]] = None
-
-    def add(self, data: bytes) -> None:
-        self.size += len(data)
-        spill = self._file
-        if spill is not None:
-            spill.write(data)
-            return
-        self._pieces.append(data)
-        if self.size > BODY_IN_MEMORY:
-            spill = self._file = tempfile.TemporaryFile()
-            spill.write(b"".join(self._pieces))
-            self._pieces = []
-
-    def whole(self) -> Body:
-        """The body: bytes, or the temporary file rewound to its start."""
-        spill = self._file
-        if spill is not None:
-            spill.seek(0)
-            return spill
-        pieces = self._pieces
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-
-class H2Exchange:
+class H2Exchange(CarriedExchange):
     """One HTTP/2 request and its response: the Exchange (fephp.web.exchange) over one stream.
 
     The response head is handed to the stream at the first body bytes (or
@@ -102,27 +70,10 @@ class H2Exchange:
     response for a whole one.  States: :class:`ExchangeState`.
     """
 
-    # Marks and defaults as class attributes: an exchange is made per request.
-    state = _RECEIVED
-    status = 0
-    reason: Optional[bytes] = None
-    bytes_sent = 0
-    first_byte_at: Optional[float] = None
-    kind = "other"
-    backend_name: Optional[str] = None
-    php_started_at: Optional[float] = None
-    php_ended_at: Optional[float] = None
-    request_id = b""
     #: HTTP/2 is only negotiated over TLS (ALPN); a trusted proxy's X-Forwarded-Proto may say otherwise.
     scheme = b"https"
     #: As nginx sends SERVER_PROTOCOL for HTTP/2 and logs it.
     version = b"HTTP/2.0"
-    header_edits: "tuple[Any, ...]" = ()
-    response_headers: HeaderList
-    _preset = 0
-    _encoder: Optional[Encoder] = None
-    _on_lost: Optional[Callable[[], object]] = None
-    _producer: Any = None
     #: HEAD, 204 or 304: body bytes are dropped.
     _bodiless = False
 
@@ -141,41 +92,11 @@ class H2Exchange:
         self.started_at = started_at
         self.compression = compression
 
-    # -- the request ---------------------------------------------------------------------
-
-    def header(self, name: bytes) -> Optional[bytes]:
-        """The value of request header *name* (lowercase), several joined with ``", "``; None when absent."""
-        return header_value(self.headers, name)
-
     # -- the response --------------------------------------------------------------------
-
-    def start_response(self, status: int, headers: HeaderList, reason: Optional[bytes] = None) -> None:
-        """Fix the status and headers (after those already in response_headers); the head waits for the body.
-
-        Called again while nothing went out, it starts anew from what
-        response_headers held before the first call.  HTTP/2 has no reason
-        phrase: *reason* is kept for the log only.
-        """
-        fields = self.response_headers
-        if self.state is _RECEIVED:
-            self.state = _RESPONDING
-            self._preset = len(fields)
-        elif self.state is _RESPONDING and self.first_byte_at is None:
-            del fields[self._preset :]
-        else:
-            return
-        self.status = status
-        self.reason = reason
-        fields.extend(headers)
 
     def _begin(self, data: bytes) -> bytes:
         """The first body bytes (b"" at a finish with none): compression decides, the head goes to the stream; returns the data."""
-        self.first_byte_at = _monotonic()
-        if self.header_edits:
-            edit_headers(self.response_headers, self.header_edits)
-        compression = self.compression
-        if compression is not None:
-            data, self._encoder = compression.begin(self, data)
+        data = self._first_bytes(data)
         status = self.status
         self._bodiless = self.method == b"HEAD" or status in _NO_BODY_STATUSES
         lines: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
@@ -262,24 +183,6 @@ class H2Exchange:
         self._producer = None
         self._stream.unregister_producer()
 
-    def when_lost(self, call: Callable[[], object]) -> None:
-        """Have *call*() run once if the client goes away (or the stream is reset) before ``finish``."""
-        self._on_lost = call
-
-    def lost(self) -> None:
-        """The stream is gone (reset by either side, or the connection lost): nothing more is sent."""
-        if self.state is _FINISHED or self.state is _LOST:
-            return
-        self.state = _LOST
-        producer = self._producer
-        if producer is not None:
-            self.unregister_producer()
-            producer.stopProducing()
-        call = self._on_lost
-        if call is not None:
-            self._on_lost = None
-            call()
-
     def sendfile_socket(self) -> Optional[Any]:
         """None: an HTTP/2 stream's bytes are framed, never sent straight into the socket."""
         return None
@@ -287,34 +190,6 @@ class H2Exchange:
     def sent_directly(self, count: int) -> None:
         """Never called (no sendfile socket); counted all the same."""
         self.bytes_sent += count
-
-    # -- what Twisted Web's IRequest calls them (the access log, resources written for Twisted) --
-
-    @property
-    def code(self) -> int:
-        return self.status
-
-    @property
-    def sentLength(self) -> int:  # noqa: N802 - Twisted's name
-        return self.bytes_sent
-
-    @property
-    def uri(self) -> bytes:
-        return self.target
-
-    @property
-    def clientproto(self) -> bytes:
-        return self.version
-
-    @property
-    def requestHeaders(self) -> Headers:  # noqa: N802 - Twisted's name
-        headers = Headers()
-        for name, value in self.headers:
-            headers.addRawHeader(name, value)
-        return headers
-
-    def getClientAddress(self) -> Address:  # noqa: N802 - Twisted's name
-        return self.client
 
     @property
     def transport(self) -> Any:
@@ -324,63 +199,19 @@ class H2Exchange:
 
 def serve(exchange: H2Exchange, site: Any) -> None:
     """Prepare *exchange* as fephp.web.h1 prepares an HTTP/1.x one, and render *site*'s resource with it."""
-    hosts: list[bytes] = []
-    given: list[bytes] = []
-    for name, value in exchange.headers:
-        if name == b"host":
-            hosts.append(value)
-        elif name == b"x-request-id":
-            given.append(value)
-    if len(given) == 1 and valid_request_id(given[0]):
-        request_id = given[0]
-    else:
-        # PHP sees the id the log and the client see (HTTP_X_REQUEST_ID).
-        request_id = site.new_request_id()
-        kept = [field for field in exchange.headers if field[0] != b"x-request-id"] if given else exchange.headers
-        exchange.headers = [*kept, (b"x-request-id", request_id)]
-    exchange.request_id = request_id
+    hosts = take_request_id(exchange, site)
+    request_id = exchange.request_id
     exchange.response_headers = [
         (b"server", site.server_header[0]), (b"date", site.http_date()), (b"x-request-id", request_id)
     ]
     if site.real_ip is not None:
-        _take_real_ip(exchange, site.real_ip)
+        take_real_ip(exchange, site.real_ip)
     # :authority is the Host (RFC 9113 8.3.1); without it, one valid Host header must do.
     if len(hosts) != 1 or not valid_host(hosts[0]):
         send_error(exchange, 400)
         return
-    target = exchange.target
-    if target[:1] != b"/" and target[:4].lower() == b"http":
-        # The app gets the origin form, as over HTTP/1.1 (RFC 9112 3.2.2).
-        origin = origin_form(target)
-        exchange.target = origin
-        exchange.path, _, exchange.query = origin.partition(b"?")
-    try:
-        result = site.resource.render(exchange)
-    except BaseException:
-        log.failure("rendering {target!r}", Failure(), target=target)
-        if exchange.state is _RECEIVED:
-            send_error(exchange, 500)
-        else:
-            exchange.abort()
-        return
-    if result is not NOT_DONE_YET and type(result) is bytes and exchange.state is _RECEIVED:
-        # A resource written for Twisted Web returned its whole body.
-        exchange.start_response(200, [(b"content-length", b"%d" % len(result))])
-        exchange.write(result)
-        exchange.finish()
+    render(exchange, site, _log)
 
 
-def _take_real_ip(exchange: H2Exchange, real_ip: Any) -> None:
-    """From a trusted proxy: its client's address (REMOTE_ADDR, the access log) and scheme (HTTPS)."""
-    wanted = real_ip.header_name.lower()
-    values = [value for name, value in exchange.headers if name == wanted]
-    proto = [value for name, value in exchange.headers if name == b"x-forwarded-proto"]
-    if not values and not proto:
-        return
-    found = real_ip.client(exchange.client.host, values, proto)
-    if found is None:
-        return
-    if found.host is not None:
-        exchange.client = Address(found.host, found.port)
-    if found.https is not None:
-        exchange.scheme = b"https" if found.https else b"http"
+def _log() -> Logger:
+    return log
