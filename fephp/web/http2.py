@@ -48,7 +48,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..cgi.realip import UNIX
+from .carrier import address
 from .errors import error_page
 from .exchange import Address
 from .h2exchange import H2Exchange, RequestBody, serve
@@ -422,8 +422,8 @@ class H2Connection(Protocol, TimeoutMixin):
         """The client's and our address (an exchange's client and server), read once per connection."""
         peer = self.peer_address
         if peer is None:
-            peer = self.peer_address = _address(self.getPeer())
-            self.host_address = _address(self.getHost())
+            peer = self.peer_address = address(self.getPeer())
+            self.host_address = address(self.getHost())
         host = self.host_address
         assert host is not None
         return peer, host
@@ -1008,9 +1008,3 @@ class _Stream:
             exchange.lost()  # a reset of ours (client_send, h2's refusal): PHP's request is abandoned
 
 
-def _address(address: Any) -> Address:
-    """An IPv4/IPv6 address as (host, port); anything else as ("unix:", 0)."""
-    host = getattr(address, "host", None)
-    if host is None:
-        return Address(UNIX, 0)
-    return Address(host, getattr(address, "port", 0))
