@@ -12,7 +12,12 @@ timestamp checks).
 Each page (a small JSON page, a small HTML page rendered by Twig) is measured
 with wrk, candidates interleaved round by round; the table gives the
 median req/s, p50 and p99 over ``--rounds`` rounds, the PHP processes' CPU
-per request, and req/s against nginx.
+per request, and req/s against nginx.  nginx and fephp share php-fpm's
+children, and each keeps its idle FastCGI connections (and so the children
+behind them) for 1 s after its turn: a php-fpm front measured right after the
+other would find every child taken and its first requests would wait ~1 s in
+php-fpm's backlog, which wrk's latency correction spreads over its p90 and
+p99.  So such a front waits ``--pause`` seconds first.
 
     .venv/bin/python benchmarks/symfony_worker.py                # 3 rounds of 10 s
     .venv/bin/python benchmarks/symfony_worker.py --duration 3 --rounds 1
@@ -84,6 +89,16 @@ def fephp_yaml(port: int, sock: str, php: int, cache: str, worker: bool) -> str:
         + "timeouts: {connect: 5, response: 60, idle: 1, queue: 30}\n"
         + "logging: {access_log: null, level: warn}\n"
     )
+
+
+def uses_fpm(front: str) -> bool:
+    """Whether *front* runs PHP on the shared php-fpm children (not fephp's worker mode)."""
+    return not front.endswith("worker mode")
+
+
+def waits_for_children(previous: str | None, front: str) -> bool:
+    """Whether *front* must wait before it is measured until *previous*'s idle connections have let php-fpm's children go."""
+    return previous is not None and previous != front and uses_fpm(previous) and uses_fpm(front)
 
 
 class Run:
@@ -209,6 +224,9 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, candidates interleaved (3)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load per front and page before (3)")
+    parser.add_argument("--pause", type=float, default=2.0,
+                        help="seconds a php-fpm front waits after the other one, for its idle FastCGI connections "
+                        "to close (nginx's keepalive_timeout and fephp's timeouts.idle are 1 s; default 2)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--pypy", metavar="PYTHON", help="also fephp's worker mode on this PyPy (a venv with fephp)")
     args = parser.parse_args()
@@ -230,9 +248,13 @@ def main() -> int:
                                    capture_output=True, check=True, timeout=args.warmup + 60)
             results: dict[tuple[str, str], list[dict[str, Any]]] = {}
             load_before = os.getloadavg()
+            previous = list(run.fronts)[-1] if run.fronts else None  # the last one warmed up
             for round_no in range(args.rounds):
                 for page, path in PAGES.items():
                     for front in run.fronts:
+                        if waits_for_children(previous, front):
+                            time.sleep(args.pause)  # nothing to await: php-fpm tells no one when a child is free
+                        previous = front
                         r = run.measure(front, path)
                         results.setdefault((page, front), []).append(r)
                         print(f"round {round_no + 1} {page:4} {front:18} {r['rps']:8.1f} req/s  "
