@@ -35,7 +35,7 @@ import re
 import stat
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Optional, Union
 from urllib.parse import quote
 
 from .._compat import SLOTS
@@ -202,6 +202,26 @@ def _stat(path: str) -> os.stat_result | Forbidden | None:
         return None
 
 
+def path_segments(path: str) -> "Optional[list[str]]":
+    """A decoded path's segments with "." and ".." removed and empty ones dropped (RFC 3986 5.2.4); None above the root.
+
+    The one copy of the rule, for the router and for the rules
+    (:func:`fephp.cgi.rules.normalize_path`), so a rule sees the path the
+    router serves.
+    """
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if not segment or segment == ".":
+            continue
+        if segment == "..":
+            if not segments:
+                return None
+            segments.pop()
+            continue
+        segments.append(segment)
+    return segments
+
+
 @dataclass(frozen=True)
 class Router:
     """Maps a request path to a :data:`Route` under the document root ``root``.
@@ -291,16 +311,9 @@ class Router:
         # ("/%2e%2e/" is ".."), before anything is looked up: the file
         # system never sees a "..", and a path that would climb above the
         # root is refused (nginx: 400).
-        segments: list[str] = []
-        for segment in path.split("/"):
-            if not segment or segment == ".":
-                continue
-            if segment == "..":
-                if not segments:
-                    return _ABOVE_ROOT
-                segments.pop()
-                continue
-            segments.append(segment)
+        segments = path_segments(path)
+        if segments is None:
+            return _ABOVE_ROOT
         for i, segment in enumerate(segments):
             if segment[0] == ".":
                 if i != 0 or segment != ".well-known":

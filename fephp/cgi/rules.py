@@ -41,6 +41,7 @@ from typing import Callable, Optional, Pattern, Union
 from urllib.parse import quote, unquote_to_bytes
 
 from .._compat import SLOTS
+from .routing import path_segments
 
 __all__ = [
     "AUTH_CACHE_SIZE",
@@ -111,16 +112,9 @@ def normalize_path(raw: bytes) -> Optional[str]:
         path = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         return None
-    segments: list[str] = []
-    for segment in path.split("/"):
-        if not segment or segment == ".":
-            continue
-        if segment == "..":
-            if not segments:
-                return None
-            segments.pop()
-            continue
-        segments.append(segment)
+    segments = path_segments(path)
+    if segments is None:
+        return None
     norm = "/" + "/".join(segments)
     if segments and path.endswith(("/", "/.", "/..")):
         norm += "/"
