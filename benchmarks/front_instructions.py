@@ -10,25 +10,35 @@ Twisted, the C library; not the kernel).  Variants are given as
 interleaved, so their ratio holds whatever else the machine does.
 ``--floor`` adds issue 18's floor (``benchmarks/floor.py``, on the same
 interpreter) as one more variant, so that fephp is counted against it.
+``--syscalls`` counts system calls per request instead: the fronts run
+without valgrind, and ``strace -c`` is attached to every thread of a front
+for the turn only (its summary, by name, divided by the requests).
+``--callgrind-out DIR`` keeps each variant's last dump there, for
+``callgrind_annotate``.
 
     python3 benchmarks/front_instructions.py --path /hello.php
     python3 benchmarks/front_instructions.py --path /static.txt \\
         --variant 'cache=' --variant 'nocache=static: {memory_cache_size: 0}'
     python3 benchmarks/front_instructions.py --path /hello.php --floor
+    python3 benchmarks/front_instructions.py --path /hello.php --floor --syscalls
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import glob
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -43,8 +53,8 @@ def control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=CONTROL_TIMEOUT)
 
 
-def dump_total(pid: int, out_dir: str) -> int:
-    """Dump *pid*'s counters; the total instructions (Ir) of that dump."""
+def dump_total(pid: int, out_dir: str, keep: str | None = None) -> int:
+    """Dump *pid*'s counters; the total instructions (Ir) of that dump (copied to *keep* if given)."""
     before = set(glob.glob(os.path.join(out_dir, f"cg.{pid}*")))
     control("--dump", str(pid))
     deadline = time.monotonic() + CONTROL_TIMEOUT
@@ -53,9 +63,42 @@ def dump_total(pid: int, out_dir: str) -> int:
             with open(path, errors="replace") as f:
                 match = re.search(r"^(?:totals|summary):\s+(\d+)", f.read(), re.M)
             if match:
+                if keep:
+                    shutil.copyfile(path, keep)
                 return int(match.group(1))
         time.sleep(0.2)
     raise RuntimeError(f"no callgrind dump from {pid}")
+
+
+def strace_turn(pid: int, out: str, run: Callable[[], int]) -> tuple[int, dict[str, int]]:
+    """Run *run* with ``strace -c`` on every thread of *pid*: its result and the calls by syscall name."""
+    tids = [f"-p{tid}" for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int)]
+    tracer = subprocess.Popen(["strace", "-f", "-c", "-U", "name,calls", "-o", out, *tids],
+                              stderr=subprocess.PIPE, text=True)
+    assert tracer.stderr is not None
+    attached = 0
+    while attached < len(tids):  # strace says "Process N attached" once per thread it traces
+        line = tracer.stderr.readline()
+        if not line:
+            raise RuntimeError(f"strace on {pid} ended before attaching")
+        attached += "attached" in line
+    try:
+        n = run()
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.communicate(timeout=CONTROL_TIMEOUT)
+    with open(out) as f:
+        return n, strace_summary(f.read())
+
+
+def strace_summary(text: str) -> dict[str, int]:
+    """The calls by syscall name in ``strace -c -U name,calls`` output (its "total" row left out)."""
+    calls: dict[str, int] = collections.Counter()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[1].isdigit() and fields[0] != "total":
+            calls[fields[0]] += int(fields[1])
+    return dict(calls)
 
 
 def h2load(url: str, requests: int, clients: int) -> int:
@@ -81,13 +124,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="an environment variable for one variant's fephp (PYPY_GC_NURSERY=32MB...)")
     parser.add_argument("--floor", action="store_true",
                         help="also count benchmarks/floor.py, as the variant 'floor' (it serves PHP scripts only)")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="count system calls per request (strace -c on the front's threads), not instructions")
+    parser.add_argument("--callgrind-out", metavar="DIR",
+                        help="keep each variant's last callgrind dump in DIR as NAME.callgrind (callgrind_annotate)")
     args = parser.parse_args(argv)
     if not (1 <= args.requests <= 100_000 and 1 <= args.rounds <= 20 and 0 <= args.warmup <= 100_000):
         parser.error("requests 1..100000, rounds 1..20, warmup 0..100000")
     variants = [v.split("=", 1) for v in (args.variant or ["fephp="])]
     if args.floor:
         variants.append(["floor", ""])
-    for tool in ("valgrind", "callgrind_control", "h2load"):
+    for tool in ("strace", "h2load") if args.syscalls else ("valgrind", "callgrind_control", "h2load"):
         if shutil.which(tool) is None:
             print(f"front_instructions: {tool} not found", file=sys.stderr)
             return 2
@@ -95,11 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     procs = compare.Processes()
     bench = compare.Bench(argparse.Namespace(children=8, pin=False, nginx_workers="1"), tmp, procs)
     counts: dict[str, list[float]] = {name: [] for name, _ in variants}
+    syscalls: dict[str, list[dict[str, int]]] = {name: [] for name, _ in variants}
     try:
         bench.start_fpm()
         python = os.path.abspath(args.python) if args.python else None
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
                     "--smc-check=all-non-file", "--trace-children=yes", f"--callgrind-out-file={tmp}/cg.%p"]
+        if args.syscalls:
+            valgrind = []
         for name, extra in variants:
             conf = os.path.join(tmp, f"{name}.yaml")
             with open(conf, "w") as f:
@@ -138,11 +188,20 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.rounds + 1):
             for name, _ in variants:
                 front = bench.fronts[name]
+                if args.syscalls:
+                    n, calls = strace_turn(front.proc.pid, os.path.join(tmp, f"{name}.strace"),
+                                           functools.partial(h2load, front.url + args.path, args.requests, args.clients))
+                    syscalls[name].append(calls)
+                    counts[name].append(sum(calls.values()) / n)
+                    print(f"round {round_no} {name:<12} {counts[name][-1]:.2f} syscalls per request",
+                          file=sys.stderr, flush=True)
+                    continue
                 pid = str(front.proc.pid)
                 control("-z", pid)
                 control("--instr=on", pid)
                 n = h2load(front.url + args.path, args.requests, args.clients)
-                per = dump_total(front.proc.pid, tmp) / n  # before switching off, which drops the counts
+                per = dump_total(front.proc.pid, tmp, keep=args.callgrind_out and os.path.join(
+                    args.callgrind_out, f"{name}.callgrind")) / n  # before switching off, which drops the counts
                 control("--instr=off", pid)
                 counts[name].append(per)
                 print(f"round {round_no} {name:<12} {per:,.0f} instructions per request", file=sys.stderr, flush=True)
@@ -154,6 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         if not os.environ.get("KEEP"):
             shutil.rmtree(tmp, ignore_errors=True)
     first = statistics.median(counts[variants[0][0]])
+    if args.syscalls:
+        for name, _ in variants:
+            med = statistics.median(counts[name])
+            names = sorted({call for turn in syscalls[name] for call in turn})
+            per_call = {call: statistics.median(turn.get(call, 0) for turn in syscalls[name]) / args.requests
+                        for call in names}
+            listed = ", ".join(f"{call} {per:.2f}" for call, per in sorted(per_call.items(), key=lambda kv: -kv[1])
+                               if per >= 0.005)
+            print(f"{name:<12} median {med:.2f} syscalls per request ({med / first:.3f}x {variants[0][0]}): {listed}")
+        return 0
     for name, _ in variants:
         med = statistics.median(counts[name])
         print(f"{name:<12} median {med:,.0f} instructions per request ({med / first:.3f}x {variants[0][0]}); "
