@@ -95,7 +95,7 @@ def _remote_user(authorization: bytes | None) -> bytes:
     except binascii.Error:
         return b""
     user, colon, _ = decoded.partition(b":")
-    return user if colon and b"\0" not in user else b""
+    return user if colon and 0 not in user else b""  # 0: NUL, as an int (see below)
 
 
 # os.fsencode's own arguments (POSIX), without its two Python-level calls
@@ -133,12 +133,14 @@ def build_env(
     """
     # FastCGI can carry NUL, but PHP's $_SERVER and C string APIs truncate at
     # it; the HTTP layer refuses such requests, so reaching here is a bug.
+    # A byte as an int: CPython's bytes.__contains__ tries its argument as an int first, and
+    # a bytes argument costs it a formatted TypeError (about 2,000 instructions) each time.
     if (
-        b"\0" in facts.method
-        or b"\0" in facts.raw_uri
-        or b"\0" in facts.query_string
-        or (facts.content_type is not None and b"\0" in facts.content_type)
-        or (facts.host is not None and b"\0" in facts.host)
+        0 in facts.method
+        or 0 in facts.raw_uri
+        or 0 in facts.query_string
+        or (facts.content_type is not None and 0 in facts.content_type)
+        or (facts.host is not None and 0 in facts.host)
     ):
         raise ValueError("NUL byte in the request line, Content-Type or Host")
     content_length = facts.content_length
@@ -150,7 +152,7 @@ def build_env(
     headers: dict[bytes, bytes] = {}
     authorization: bytes | None = None
     for name, value in facts.headers:
-        if b"\0" in name or b"\0" in value:
+        if 0 in name or 0 in value:
             raise ValueError(f"NUL byte in header {name[:40]!r}")
         key = _env_name(name)
         if key is None:

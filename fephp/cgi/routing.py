@@ -173,7 +173,7 @@ is_php_source = _is_php_source
 
 def _percent_decode(raw: bytes) -> bytes | None:
     """*raw* with each "%XY" decoded exactly once, or None if a "%" is not followed by two hex digits."""
-    if b"%" not in raw:
+    if 37 not in raw:  # "%" as an int: a bytes argument costs CPython's bytes.__contains__ a formatted TypeError
         return raw
     parts = raw.split(b"%")
     out = bytearray(parts[0])

@@ -103,7 +103,9 @@ def normalize_path(raw: bytes) -> Optional[str]:
     3986 5.2.4), a trailing slash kept.  None for invalid UTF-8 or a ".."
     above the root: the router refuses those itself (400 or 404).
     """
-    if b"%" not in raw and b"/." not in raw and b"//" not in raw:
+    # "%" as an int and find() for the pairs: a bytes argument to "in" costs
+    # CPython's bytes.__contains__ a formatted TypeError each time (it tries an int first).
+    if 37 not in raw and raw.find(b"/.") < 0 and raw.find(b"//") < 0:
         try:
             return raw.decode("utf-8")  # nothing to decode or remove: most paths
         except UnicodeDecodeError:

@@ -282,7 +282,7 @@ class ServerConnection:
                     line = buf[start:]
                     if line.endswith(b"\r"):
                         line = line[:-1]
-                    if len(line) >= CHUNK_LINE_MAX or b"\n" in line:
+                    if len(line) >= CHUNK_LINE_MAX or 10 in line:  # 10: LF, as an int (see http/_readers.py)
                         self._fail(BodyError("a chunk-size line too long or with a bare LF (RFC 9112 7.1)"))
                     break
                 try:
