@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,7 +15,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -48,9 +50,10 @@ def _root(base: Path, name: str) -> Path:
     )
     (root / f"only-{name}.txt").write_text(f"file of {name}\n")
     (root / "big.txt").write_text("compressible text\n" * 200)
-    # Marks its start in the folder ?mark= names (for a test that waits for it), then takes ?ms= milliseconds.
-    (root / "slow.php").write_text(
-        f"<?php touch($_GET['mark']); usleep((int) $_GET['ms'] * 1000); echo 'slow {name}';\n"
+    # Opens the FIFO ?fifo= (the test holds it open already), touches ?mark= (for the test to wait for), then
+    # answers with what it reads from the FIFO up to its end: the request is held until the test writes and closes it.
+    (root / "held.php").write_text(
+        f"<?php $f = fopen($_GET['fifo'], 'r'); touch($_GET['mark']); echo 'held {name} ', stream_get_contents($f);\n"
     )
     (root / "index.php").write_text(f"<?php echo 'home {name}';\n")
     (root / "peek.php").write_text("<?php $r = @file_get_contents($_GET['f']); echo $r === false ? 'denied' : $r;\n")
@@ -98,7 +101,7 @@ class Sites:
         self.log = tmp_path / "fephp.log"
         wait_for(lambda: self.ask("a.example", "/only-a.txt")[0] == 200, "the listener", within=60)
 
-    def write(self, names: list[str], unknown_host: int = 421) -> None:
+    def write(self, names: list[str], unknown_host: int = 421, own_logs: tuple[str, ...] = ("a",)) -> None:
         # The same strings at every reload: the listeners keep their sockets.
         listen = [
             "tcp:0:interface=127.0.0.1",
@@ -121,15 +124,17 @@ class Sites:
             text += _site_yaml(name, self.roots[name], self.certs.get(name))
             if name == "c":
                 text += "    compression: {enabled: false}\n"
+            if name in own_logs:
+                text += f"    access_log: {self.tmp / (name + '.log')}\n"
             if name == "a":
-                text += f"    access_log: {self.tmp / 'a.log'}\n"
                 text += "    rules:\n      - match: {path: /healthz}\n        respond: {status: 200, body: a-ok}\n"
         text += f"logging:\n  access_log: {self.tmp / 'all.log'}\n"
         self.config.write_text(text)
 
-    def ask(self, host: Optional[str], path: str, version: str = "HTTP/1.1", extra: str = "") -> tuple[int, bytes]:
+    def ask(self, host: Optional[str], path: str, version: str = "HTTP/1.1", extra: str = "",
+            timeout: float = 10.0) -> tuple[int, bytes]:
         """One GET with *host* as Host (none when None, over HTTP/1.0) and *extra* header lines on a fresh connection."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
             head = (f"GET {path} {version}\r\n" + (f"Host: {host}\r\n" if host is not None else "") + extra
                     + "Connection: close\r\n\r\n")
             s.sendall(head.encode())
@@ -138,6 +143,15 @@ class Sites:
                 data += chunk
         head_bytes, _, body = data.partition(b"\r\n\r\n")
         return int(head_bytes.split()[1]), body
+
+    def status(self) -> Any:
+        """The admin side's /status, parsed."""
+        with socket.create_connection(("127.0.0.1", self.admin_port), timeout=10) as s:
+            s.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return json.loads(data.partition(b"\r\n\r\n")[2])
 
     def reload(self) -> None:
         def count() -> tuple[int, int]:
@@ -353,22 +367,93 @@ def test_reload_reads_the_sites_certificates_again(sites: Sites) -> None:
     assert (after_a != before_a, after_a == ssl.PEM_cert_to_DER_cert(cert.read_text()), after_b == before_b) == (True, True, True)
 
 
+def _php_fpm_started(log: str) -> list[tuple[int, Path]]:
+    """Each managed php-fpm the log says started, in order: its pid and its run directory."""
+    found = re.findall(r"php-fpm started \(pid (\d+)\), (\S+)", log)
+    return [(int(pid), Path(socket_path).parent) for pid, socket_path in found]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _pool_of(status: Any, site: str) -> tuple[int, int]:
+    """Site *site*'s pool in a /status: its busy connections and its requests waiting for one."""
+    [pool] = [b["pool"] for b in status["backends"] if b["name"] == f"{site}: managed php-fpm"]
+    return pool["busy"], pool["waiting"]
+
+
 def test_reload_removing_a_site(sites: Sites) -> None:
-    """A reload without site b lets b's request in flight finish on b; its names get 421 from then on, the other sites answer as before."""
+    """A reload removes site b while b holds two requests in PHP and a third waiting for b's pool: b's names get 421 at once, all three still get their whole answers from b's pool and are logged to b's own log, and the old php-fpm holding b's pool is stopped only after them."""
+    sites.write(["a", "b", "c"], own_logs=("a", "b"))
+    sites.reload()
     marks = sites.shared / "marks"
     marks.mkdir()
     marks.chmod(0o777)  # site b's PHP runs as its own user
-    mark = marks / "slow-started"
-    answer: list[tuple[int, bytes]] = []
-    slow = threading.Thread(target=lambda: answer.append(sites.ask("b.example", f"/slow.php?ms=1500&mark={mark}")))
-    slow.start()
+    released: list[int] = []
+    answers: dict[str, tuple[int, bytes]] = {}
+
+    def ask(key: str, path: str) -> threading.Thread:
+        def run() -> None:
+            answers[key] = sites.ask("b.example", path, timeout=180)
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    threads = []
     try:
-        wait_for(mark.exists, "site b's slow request to reach PHP")
+        for key in ("one", "two"):  # b's pool has 2 connections, its php-fpm pool 2 children
+            fifo, mark = marks / f"release-{key}", marks / f"held-{key}"
+            os.mkfifo(fifo)
+            fifo.chmod(0o666)
+            # Read-write: this open does not wait for PHP, and PHP's read ends only when the test closes it.
+            released.append(os.open(fifo, os.O_RDWR))
+            threads.append(ask(key, f"/held.php?mark={mark}&fifo={fifo}"))
+            wait_for(mark.exists, f"b's request {key} to be held in PHP", within=60)
+        threads.append(ask("queued", "/who.php"))
+        wait_for(lambda: _pool_of(sites.status(), "b") == (2, 1), "b's third request to wait for the pool", within=60)
+        [(old_pid, old_run)] = _php_fpm_started(sites.log.read_text())
         sites.write(["a", "c"])
         sites.reload()
+        # The new configuration is served while b's three requests are still on b's pool.
+        assert sites.ask("b.example", "/who.php")[0] == 421
+        log = sites.log.read_text()
+        [_, (new_pid, new_run)] = _php_fpm_started(log)
+        held = (
+            "reload: 3 requests finish on the previous configuration" in log,
+            f"stopping php-fpm (pid {old_pid})" in log,
+            _alive(old_pid),
+            (old_run / "site-b.sock").exists(),
+            sorted(p.name for p in new_run.glob("site-*.sock")),
+            [t.is_alive() for t in threads],
+        )
+        assert held == (True, False, True, True, ["site-a.sock", "site-c.sock"], [True, True, True])
+        for key, fd in zip(("one", "two"), released):
+            os.write(fd, key.encode())
     finally:
-        slow.join(timeout=30)
-    assert answer == [(200, b"slow b")]
+        for fd in released:
+            os.close(fd)
+        for thread in threads:
+            thread.join(timeout=180)
+    user = SITES["b"][2] if os.geteuid() == 0 else "root"
+    assert answers == {
+        "one": (200, b"held b one"),
+        "two": (200, b"held b two"),
+        "queued": (200, f"site-b Asia/Tokyo {user}".encode()),
+    }
+    # Logged to b's own log: the retiring configuration keeps it open until its last request is over.
+    own = sites.tmp / "b.log"
+    wait_for(lambda: own.exists() and own.read_text().count('" 200 ') == 3, "b's three requests in b's own log")
+    assert sorted(line.split('"')[3].split("?")[0] for line in own.read_text().splitlines()) == [
+        "GET /held.php", "GET /held.php", "GET /who.php HTTP/1.1"]
+    # Then, and only then, the old php-fpm (b's pool with it) goes.
+    wait_for(lambda: not _alive(old_pid) and not old_run.exists(), "the old php-fpm to stop", within=60)
+    assert sites.log.read_text().count(f"stopping php-fpm (pid {old_pid})") == 1
+    assert _alive(new_pid)
     assert sites.ask("b.example", "/who.php")[0] == 421
     assert sites.ask("a.example", "/only-a.txt") == (200, b"file of a\n")
     assert sites.ask("x.c.example", "/who.php")[1].startswith(b"site-c ")
