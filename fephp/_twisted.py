@@ -17,29 +17,17 @@ from typing import Any, Optional
 from twisted.internet.endpoints import _parseServer
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.tcp import Connection
-from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
 __all__ = [
     "adopt_listening_port",
-    "channel_between_requests",
-    "channel_dispatch",
-    "channel_head_progress",
-    "channel_partial_line",
-    "channel_receiving",
-    "chunk_left",
     "endpoint_arguments",
     "epoll_poll_and_dispatch",
     "header_name",
-    "headers_from_raw",
-    "headers_raw",
     "raise_listen_errors",
-    "refuse_malformed_heads_with",
-    "request_disconnected",
     "select_and_dispatch",
     "send_now",
     "send_pieces_now",
-    "site_request_write",
     "idle_socket",
 ]
 
@@ -120,144 +108,6 @@ def send_pieces_now(transport: Any, pieces: list[Any]) -> None:
                 return
             pieces = rest
     transport.write(b"".join(pieces))
-
-
-def channel_between_requests(channel: Any) -> bool:
-    """Whether an HTTPChannel waits for the first line of a new request, with nothing buffered.
-
-    Relies on LineReceiver's ``_buffer`` and ``_busyReceiving`` and on
-    HTTPChannel's ``_handlingRequest`` and its name-mangled ``__first_line``
-    (1 before a request line, 2 after one tolerated empty line, 0 inside a
-    head), all in twisted.web.http since Twisted 16.
-    """
-    return bool(
-        channel.line_mode
-        and not channel._buffer
-        and not channel._busyReceiving
-        and not channel._handlingRequest
-        and channel._HTTPChannel__first_line == 1
-    )
-
-
-def channel_dispatch(channel: Any, request: Any, method: bytes, target: bytes, version: bytes) -> None:
-    """Hand *request*, whose whole bodiless head was parsed elsewhere, to its channel.
-
-    What HTTPChannel.allContentReceived does once a head and an empty body
-    are in: the idle timeout is saved and stopped while the request is
-    handled (``_savedTimeOut``, restored by requestDone), the channel is
-    marked busy (``_handlingRequest``: later bytes are buffered for the next
-    request) and put in raw mode, then the request is told it has arrived.
-    """
-    if channel.timeOut:
-        channel._savedTimeOut = channel.setTimeout(None)
-    channel._handlingRequest = True
-    channel.setRawMode()
-    request.requestReceived(method, target, version)
-
-
-def channel_head_progress(channel: Any) -> tuple[bool, int]:
-    """Where Twisted's parser of an HTTPChannel is in a request head: (before the request line, bytes so far).
-
-    Relies on HTTPChannel's name-mangled ``__first_line`` (nonzero until the
-    request line is read) and ``_receivedHeaderSize`` (the bytes of the
-    head's lines so far, checked against ``totalHeadersSize``), both in
-    twisted.web.http since Twisted 16.
-    """
-    return bool(channel._HTTPChannel__first_line), int(channel._receivedHeaderSize)
-
-
-def channel_receiving(channel: Any) -> Optional[str]:
-    """What an HTTPChannel is reading: ``"head"`` (a request head has begun), ``"body"`` (its body), or None.
-
-    None means between requests with nothing buffered, or answering a
-    request (later bytes are then only buffered).  Relies on HTTPChannel's
-    ``_handlingRequest`` and name-mangled ``__first_line`` (0 once a request
-    line was read) and on LineReceiver's ``line_mode`` (raw mode while a
-    body is read) and ``_buffer`` (a line begun), since Twisted 16.
-    """
-    if channel._handlingRequest:
-        return None
-    if not channel.line_mode:
-        return "body"
-    if channel._buffer or channel._HTTPChannel__first_line == 0:
-        return "head"
-    return None
-
-
-def channel_partial_line(channel: Any) -> bytes:
-    """The bytes of a line an HTTPChannel has begun and not ended (LineReceiver's ``_buffer``, since Twisted 16)."""
-    return bytes(channel._buffer)
-
-
-def chunk_left(channel: Any) -> Optional[int]:
-    """Bytes of the current chunk of a chunked request body that its size line announced and that have not come yet.
-
-    None outside a chunk's data.  Relies on HTTPChannel's
-    ``_transferDecoder`` (the body's decoder while a body is read) and on
-    ``_ChunkedTransferDecoder``'s ``state`` ("BODY" inside a chunk's data)
-    and ``length`` (what is left of it), since Twisted 16.
-    """
-    decoder = channel._transferDecoder
-    if decoder is None or getattr(decoder, "state", None) != "BODY":
-        return None
-    return int(decoder.length)
-
-
-def refuse_malformed_heads_with(channel_class: Any, refuse: Any) -> None:
-    """Make HTTPChannel answer a malformed request head by calling ``refuse(channel, 400)``.
-
-    Twisted's own answer (``_respondToBadRequestAndDisconnect``, since
-    Twisted 16) is a bare "400 Bad Request" with no body and no
-    Connection: close; fephp's pages say what they are and close.
-    """
-    channel_class._respondToBadRequestAndDisconnect = lambda channel: refuse(channel, 400)
-
-
-def request_disconnected(request: Any) -> bool:
-    """Whether the client of a twisted.web Request has gone (``Request._disconnected``, since Twisted 8)."""
-    return bool(request._disconnected)
-
-
-def headers_raw(headers: Headers) -> dict[bytes, list[bytes]]:
-    """The dict behind *headers* (name as Headers spells it -> its values), to read and fill on the request path.
-
-    Headers' own methods encode and canonicalize the name and sanitize each
-    value on every call.  Whoever writes to this dict must give what they
-    would have made: a name from :func:`header_name`, values without CR or
-    LF (parsed lines, or values of our own), and never an empty list.
-
-    Relies on ``Headers._rawHeaders`` (that dict, since Twisted 8; a slot
-    since 22).
-    """
-    return headers._rawHeaders
-
-
-def headers_from_raw(raw: dict[bytes, list[bytes]]) -> Headers:
-    """A Headers holding *raw* itself (no copy), whose names and values are as :func:`headers_raw` requires."""
-    headers = Headers()
-    headers._rawHeaders = raw
-    return headers
-
-
-def site_request_write(request: Any, data: bytes) -> None:
-    """``twisted.web.server.Request.write(request, data)``, past its two header lookups when they can change nothing.
-
-    server.Request's write adds a default Content-Type (nothing to add when
-    ``defaultContentType`` is None, as FrontRequest's), drops the body of
-    a HEAD it is faking as a GET (``_inFakeHead``, since Twisted 8) and runs
-    the resource's encoder (``_encoder``, since Twisted 9); without those it
-    is http.Request's write.
-    """
-    if request.defaultContentType is None and not request._inFakeHead and not request._encoder:
-        _http_write(request, data)
-    else:
-        _site_write(request, data)
-
-
-# Bound once: twisted.web.http is a deprecation proxy whose every attribute
-# lookup is a Python call.
-_http_write = http.Request.write
-_site_write = server.Request.write
 
 
 #: Header names seen, and how Headers spells each (bounded: names are the peers' to choose).

@@ -115,7 +115,7 @@ class PHPResource(Resource):
 
     def render(self, request: Any) -> Any:
         """Serve *request* (twisted.web's IResource.render) through its Exchange; the answer comes later."""
-        exchange = getattr(request, "exchange", None)  # FrontRequest made its own
+        exchange = getattr(request, "exchange", None)  # a request that made its own (the tests' reference engine)
         if exchange is None:
             exchange = exchange_of(request)
         if self.rules is None:  # serve()'s common case, one call less per request

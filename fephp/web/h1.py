@@ -3,12 +3,10 @@
 :class:`H1Protocol` feeds what the client sends to :class:`fephp.http.ServerConnection`
 and turns each whole request (head and body, the body buffered within the
 site's limits) into an :class:`H1Exchange`, which the site's resource
-renders.  It replaces, for HTTP/1.x, Twisted's HTTPChannel and Request as
-fephp's ``_Channel`` and ``FrontRequest`` bend them (fephp/web/site.py):
-the same bytes to the client, with the state in one field of each object.
-It is FrontSite's default engine; ``FEPHP_HTTP1=twisted`` (or
-``FrontSite(http1="twisted")``) selects the old channel, kept as the
-reference the differential tests compare it with.
+renders.  It replaced, for HTTP/1.x, Twisted's HTTPChannel and Request as
+fephp bent them, which the tests keep as the reference the differential
+tests compare it with (tests/support/reference_http1.py): the same bytes to
+the client, with the state in one field of each object.
 
 The codec holds RFC 9112's framing and smuggling refusals; this module
 holds what needs a socket or a clock: the client_header, client_body,
@@ -605,7 +603,7 @@ class H1Protocol(Protocol):
     # -- one request ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """A whole request: made an exchange, prepared as FrontRequest.process did, and given to the site's resource."""
+        """A whole request: made an exchange, prepared (request id, Host, real IP), and given to the site's resource."""
         request = self._request
         assert request is not None
         body_buffer = self._body

@@ -151,8 +151,8 @@ class H2Connection(Protocol, TimeoutMixin):
     """One HTTP/2 connection: the h2 state machine, its streams, and the transport's producer.
 
     Made by the HTTP/1.x protocol when ALPN chose "h2" on a TLS connection
-    (:class:`fephp.web.h1.H1Protocol`, or the reference engine's
-    :class:`fephp.web.site._Channel`), which then passes it every byte it
+    (:class:`fephp.web.h1.H1Protocol`, or the tests' reference engine over
+    Twisted's HTTPChannel), which then passes it every byte it
     receives.  The idle timeout (the site's keep-alive) runs while no
     stream is open; a stream being answered stops it, as over HTTP/1.1.
 

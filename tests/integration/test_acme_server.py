@@ -33,8 +33,10 @@ from fephp.server.acme import storage_folder
 from fephp.server.config import config_from_dict
 from fephp.server.metrics import registry_for
 from fephp.server.running import SingleServer
+from fephp.web.site import FrontSite
 from tests.support.acme_fakes import issued
 from tests.support.pebble import Pebble, acme_site_config, start_pebble
+from tests.support.reference_http1 import reference_http1
 from tests.support.tls import https_get, served_certificate
 
 NAME = "shop.example.test"
@@ -120,7 +122,9 @@ async def test_a_fresh_site_obtains_serves_redirects_and_reuses_after_a_restart(
     """Obtained by *challenge* through fephp's own listener, served by SNI (with either TLS engine, either HTTP/1.1
     protocol) to a client trusting Pebble's root, plain HTTP redirected with 308 (the challenge path not), the
     expiry in /metrics; a restart orders nothing."""
-    monkeypatch.setenv("FEPHP_HTTP1", http1)
+    if http1 == "twisted":
+        # The tests' reference engine, for every FrontSite the server builds.
+        monkeypatch.setattr(FrontSite, "http1_protocol", reference_http1)
     server = await started(tmp_path, pebble, relays, [challenge], engine)
     try:
         [acme] = server.acme

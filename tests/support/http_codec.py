@@ -32,6 +32,7 @@ from fephp.web.errors import error_page, raw_error_response
 from fephp.web.h1 import H1Exchange
 from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, client_transport
+from tests.support.reference_http1 import reference_http1
 
 __all__ = ["ChannelRun", "Rendered", "Seen", "Served", "pieces_at", "serve", "splits_of"]
 
@@ -216,10 +217,10 @@ class _ExchangeAnswer:
 
 
 class ChannelRun:
-    """The codec's reference: fephp's current HTTP/1.1 channel (fephp.web.site over Twisted's parser) fed reads by hand.
+    """The codec's reference: Twisted's HTTPChannel path as fephp bent it (tests/support/reference_http1.py) fed reads by hand.
 
     With ``http1="fephp"``, the same run through fephp's own protocol
-    (fephp.web.h1) instead, whose requests are Exchanges.
+    (fephp.web.h1, FrontSite's own) instead, whose requests are Exchanges.
     """
 
     def __init__(self, *, max_header_size: int, max_body_size: int, http1: str = "twisted") -> None:
@@ -230,7 +231,7 @@ class ChannelRun:
             reactor=Clock(),
             max_header_size=max_header_size,
             max_body_size=max_body_size,
-            http1=http1,
+            http1=reference_http1 if http1 == "twisted" else None,
         )
         self.channel = site.buildProtocol(CLIENT)
         self.transport = client_transport()

@@ -1,7 +1,8 @@
-"""fephp's codec against the channel it will replace: the same byte streams, whole and split at every byte, through both.
+"""fephp's codec against the channel it replaced: the same byte streams, whole and split at every byte, through both.
 
-The reference is fephp's own ``_Channel`` over Twisted's HTTPChannel (kept
-here as the reference only), over an in-memory transport, with a resource
+The reference is Twisted's HTTPChannel as fephp bent it, its HTTP/1.x
+engine before fephp.web.h1 (kept in tests/support/reference_http1.py as the
+reference only), over an in-memory transport, with a resource
 that records each request and answers ``ok``; the codec is driven by
 :func:`tests.support.http_codec.serve`, which answers the same way.  What
 the application sees (method, target, version, headers, body of each
@@ -11,7 +12,7 @@ close) must be equal, except for the differences listed in DIFFERENCES,
 each with the RFC clause it follows.
 
 fephp's own HTTP/1.x protocol (fephp.web.h1), the codec's glue to Twisted,
-is held to more: a FrontSite serving with ``http1="fephp"`` must send byte
+is held to more: a FrontSite serving with its own protocol must send byte
 for byte what the channel sends (Date and X-Request-Id values aside, a
 clock and a random prefix), and where the codec differs on purpose it
 answers as the codec does.

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fephp.http import Request
-from fephp.web.site import valid_host
+from fephp.web.heads import valid_host
 from tests.support.http_codec import ChannelRun, pieces_at, serve
 
 MAX_HEADER_SIZE = 400
@@ -157,7 +157,7 @@ def test_generated_requests_come_back_as_built(stream: tuple[bytes, list[Built],
 
 
 def host_rule(request: Request) -> Optional[int]:
-    """The site's Host rule, above the codec (FrontRequest.process today, the Exchange's protocol later): 400 or None.
+    """The site's Host rule, above the codec (fephp.web.carrier, and the reference's ReferenceRequest.process): 400 or None.
 
     RFC 9112 3.2: an HTTP/1.1 request without Host, or any with two, or one
     that is no host[:port] (fephp.web.site.valid_host).

@@ -3,8 +3,8 @@
 Each implementation is a :class:`Carrier`: it serves one request head over
 an in-memory connection, hands the app's side (a scenario) the Exchange, and
 lets the test read what the client got, lose the connection, and pause and
-resume the transport.  :data:`CARRIERS` holds RequestExchange over
-FrontRequest on fephp's Twisted-based channel, fephp's own HTTP/1.1
+resume the transport.  :data:`CARRIERS` holds the tests' reference engine
+(ReferenceExchange over Twisted's HTTPChannel path, tests/support/reference_http1.py), fephp's own HTTP/1.1
 protocol (H1Exchange), RequestExchange over Twisted's plain Request, and
 an HTTP/2 stream's own exchange (H2Exchange, driven by an h2 client whose
 events are written back as HTTP/1.1 text for the scenarios to read); a new
@@ -35,6 +35,7 @@ from fephp.web.exchange import Address, Exchange, ExchangeState
 from fephp.web.http2 import H2Connection
 from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, SERVER, client_transport
+from tests.support.reference_http1 import reference_http1
 
 Scenario = Callable[[Any], None]
 
@@ -80,24 +81,24 @@ class Carrier:
         return Served(app, channel, transport)
 
 
-class FrontCarrier(Carrier):
-    """RequestExchange over fephp's FrontRequest on its HTTP/1.1 channel (_Channel)."""
+class ReferenceCarrier(Carrier):
+    """The tests' reference engine: ReferenceExchange over ReferenceRequest on Twisted's HTTPChannel path."""
 
-    name = "front-http1"
+    name = "reference-http1"
 
     def site(self, app: Resource) -> Any:
-        site = FrontSite(app, timeout=None, reactor=Clock())
+        site = FrontSite(app, timeout=None, reactor=Clock(), http1=reference_http1)
         site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
         return site
 
 
-class H1Carrier(FrontCarrier):
+class H1Carrier(ReferenceCarrier):
     """fephp's own HTTP/1.1 protocol (fephp.web.h1), whose H1Exchange is the Exchange itself."""
 
     name = "fephp-http1"
 
     def site(self, app: Resource) -> Any:
-        site = FrontSite(app, timeout=None, reactor=Clock(), http1="fephp")
+        site = FrontSite(app, timeout=None, reactor=Clock())
         site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
         return site
 
@@ -145,7 +146,7 @@ class H2Carrier(Carrier):
 
 
 #: Every implementation the scenarios run against.
-CARRIERS = [FrontCarrier(), H1Carrier(), PlainCarrier(), H2Carrier()]
+CARRIERS = [ReferenceCarrier(), H1Carrier(), PlainCarrier(), H2Carrier()]
 
 
 class Served:

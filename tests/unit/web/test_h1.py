@@ -15,7 +15,7 @@ from twisted.web.server import NOT_DONE_YET
 from fephp.cgi.realip import RealIP, parse_trusted
 from fephp.web.exchange import Address, Exchange, ExchangeState
 from fephp.web.h1 import BODY_IN_MEMORY, H1Exchange, H1Protocol
-from fephp.web.site import FrontSite, _Channel
+from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, SERVER
 
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -61,7 +61,7 @@ def answer(exchange: H1Exchange, body: bytes) -> None:
 def connect(resource: Resource, **options: Any) -> "tuple[FrontSite, H1Protocol, Writes, Clock]":
     clock = options.pop("reactor", None) or Clock()
     options.setdefault("timeout", None)
-    site = FrontSite(resource, reactor=clock, http1="fephp", **options)
+    site = FrontSite(resource, reactor=clock, **options)
     site.http_date = lambda: DATE  # type: ignore[method-assign]
     site.new_request_id = lambda: b"rid"  # type: ignore[method-assign]
     protocol = site.buildProtocol(CLIENT)
@@ -74,20 +74,6 @@ OK = (
     b"HTTP/1.1 200 OK\r\nServer: fephp\r\nDate: " + DATE + b"\r\nX-Request-Id: rid\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
 )
-
-
-def test_the_engine_is_fephps_unless_twisted_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    """fephp's protocol by default; Twisted's channel by http1="twisted" or FEPHP_HTTP1=twisted; another name is refused by name."""
-    monkeypatch.delenv("FEPHP_HTTP1", raising=False)
-    assert type(FrontSite(App(), reactor=Clock()).buildProtocol(CLIENT)) is H1Protocol
-    assert type(FrontSite(App(), reactor=Clock(), http1="twisted").buildProtocol(CLIENT)) is _Channel
-    monkeypatch.setenv("FEPHP_HTTP1", "twisted")
-    assert type(FrontSite(App(), reactor=Clock()).buildProtocol(CLIENT)) is _Channel
-    assert type(FrontSite(App(), reactor=Clock(), http1="fephp").buildProtocol(CLIENT)) is H1Protocol
-    monkeypatch.setenv("FEPHP_HTTP1", "h11")
-    with pytest.raises(ValueError) as raised:
-        FrontSite(App(), reactor=Clock())
-    assert str(raised.value) == "FEPHP_HTTP1: 'h11' is no HTTP/1.x engine (one of twisted, fephp)"
 
 
 def test_a_small_response_is_one_send_and_the_exchange_is_complete() -> None:
@@ -407,7 +393,7 @@ def test_a_reloaded_site_serves_the_next_request_of_an_open_connection() -> None
     old_app, new_app = App(), App(body=b"howdy")
     old, protocol, transport, clock = connect(old_app)
     protocol.dataReceived(GET)
-    new = FrontSite(new_app, reactor=clock, timeout=None, http1="fephp")
+    new = FrontSite(new_app, reactor=clock, timeout=None)
     new.adopt_channels(old)
     protocol.dataReceived(GET)
     assert (len(old_app.seen), len(new_app.seen), new.activity()) == (1, 1, (1, 0))
@@ -459,7 +445,7 @@ class _TLS(Writes):
 def test_alpn_h2_hands_the_connection_to_http2_and_anything_else_stays_http1(negotiated: Optional[bytes]) -> None:
     """ALPN "h2": the first bytes go to an H2Connection (its SETTINGS come back); http/1.1 or none: served here, as https."""
     app = App()
-    site = FrontSite(app, reactor=Clock(), timeout=None, http1="fephp")
+    site = FrontSite(app, reactor=Clock(), timeout=None)
     protocol = site.buildProtocol(CLIENT)
     transport = _TLS(negotiated)
     protocol.makeConnection(transport)
@@ -497,7 +483,7 @@ class _Proxied(Writes):
 def test_the_client_address_is_read_at_the_first_request() -> None:
     """The peer is asked for when the first request is whole, not at connectionMade (a PROXY header comes first)."""
     app = App()
-    site = FrontSite(app, reactor=Clock(), timeout=None, http1="fephp")
+    site = FrontSite(app, reactor=Clock(), timeout=None)
     protocol = site.buildProtocol(CLIENT)
     transport = _Proxied(hostAddress=SERVER, peerAddress=CLIENT)
     protocol.makeConnection(transport)
@@ -560,7 +546,7 @@ def test_a_reloaded_site_s_body_limit_holds_once_it_answered_there() -> None:
     old_app, new_app = App(), App()
     old, protocol, transport, clock = connect(old_app, max_body_size=100)
     protocol.dataReceived(POST + b"Content-Length: 50\r\n\r\n" + b"a" * 50)
-    new = FrontSite(new_app, reactor=clock, timeout=None, http1="fephp", max_body_size=10)
+    new = FrontSite(new_app, reactor=clock, timeout=None, max_body_size=10)
     new.adopt_channels(old)
     protocol.dataReceived(GET)
     protocol.dataReceived(POST + b"Content-Length: 50\r\n\r\n")

@@ -18,6 +18,7 @@ from twisted.web.server import NOT_DONE_YET
 from fephp.web.errors import error_page
 from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, client_transport, deliver
+from tests.support.reference_http1 import reference_http1
 
 LIMIT = 100
 
@@ -38,8 +39,8 @@ class Counting(Resource):
 
 def connect(resource: Resource, clock: Clock, **options: Any) -> tuple[Any, StringTransport]:
     options.setdefault("timeout", 60.0)
-    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(resource, max_body_size=LIMIT, reactor=clock, **options, http1="twisted")
+    # The tests' reference engine, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(resource, max_body_size=LIMIT, reactor=clock, **options, http1=reference_http1)
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()

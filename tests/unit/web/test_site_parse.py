@@ -14,8 +14,9 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
-from fephp.web.site import FrontSite, _Channel
+from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, client_transport, deliver
+from tests.support.reference_http1 import ReferenceChannel, reference_http1
 
 
 class Echo(Resource):
@@ -43,8 +44,8 @@ class Echo(Resource):
 
 
 def run(data: bytes, *, bytewise: bool, calls: list[bool]) -> tuple[bytes, bool, bool]:
-    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(Echo(), timeout=None, reactor=Clock(), http1="twisted")
+    # The tests' reference engine, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(Echo(), timeout=None, reactor=Clock(), http1=reference_http1)
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     site.new_request_id = lambda: b"rid"  # type: ignore[method-assign]
     channel = site.buildProtocol(CLIENT)
@@ -125,10 +126,10 @@ def test_the_fast_path_fills_the_request_as_twisted_does() -> None:
 
 def test_pipelined_requests_after_a_fast_one_are_answered_in_order() -> None:
     """A request read whole, then two more in one read: all three answered, in order."""
-    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(Echo(), timeout=None, reactor=Clock(), http1="twisted")
+    # The tests' reference engine, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(Echo(), timeout=None, reactor=Clock(), http1=reference_http1)
     channel = site.buildProtocol(CLIENT)
-    assert isinstance(channel, _Channel)
+    assert isinstance(channel, ReferenceChannel)
     transport = client_transport()
     channel.makeConnection(transport)
     channel.dataReceived(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")

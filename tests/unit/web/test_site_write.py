@@ -1,4 +1,4 @@
-"""FrontRequest.write_pieces: a response written as pieces (bytes and memoryviews) comes out as if joined."""
+"""The reference engine's ReferenceRequest.write_pieces and when_lost: a response written as pieces (bytes and memoryviews) comes out as if joined."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, client_transport
+from tests.support.reference_http1 import reference_http1
 
 
 class Pieces(Resource):
@@ -29,8 +30,8 @@ class Pieces(Resource):
 
 
 def answer(head: bytes) -> bytes:
-    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(Pieces(), timeout=None, reactor=Clock(), http1="twisted")
+    # The tests' reference engine, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(Pieces(), timeout=None, reactor=Clock(), http1=reference_http1)
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()
@@ -78,8 +79,8 @@ class Waiting(Resource):
 
 def _waiting_channel() -> tuple[Waiting, Any]:
     resource = Waiting()
-    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(resource, timeout=None, reactor=Clock(), http1="twisted")
+    # The tests' reference engine, which this file reaches into (fephp's own protocol: test_h1.py).
+    site = FrontSite(resource, timeout=None, reactor=Clock(), http1=reference_http1)
     channel = site.buildProtocol(CLIENT)
     channel.makeConnection(client_transport())
     channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -84,8 +84,7 @@ def get(
         static_cache=(rule or CacheRule("/", expires="max"),),
         sendfile=SendfileRoots((SendfileRoot(os.path.realpath(root)),)),
     )
-    # Twisted's channel, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(app, timeout=None, reactor=clock, compression=Compression(algorithms=("gzip",)), http1="twisted")
+    site = FrontSite(app, timeout=None, reactor=clock, compression=Compression(algorithms=("gzip",)))
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()
     channel.makeConnection(transport)
@@ -94,11 +93,10 @@ def get(
         backend = endpoint.last.succeed()
         backend.received()
         backend.proto.dataReceived(backend.server.stdout(1, php_head + b"\r\n\r\n", close=True) + backend.server.end_request(1))
-    request = channel.requests[0] if channel.requests else None  # type: ignore[attr-defined]
-    for _ in range(100):  # Twisted's File: a pull producer, pulled here instead of by the reactor
-        if request is None or request.producer is None:
+    for _ in range(100):  # a file's pull producer, pulled at each turn of the clock, as the reactor would
+        if not any(call.getTime() <= clock.seconds() for call in clock.getDelayedCalls()):
             break
-        request.producer.resumeProducing()
+        clock.advance(0)
     head, _, body = transport.value().partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     headers: dict[bytes, bytes] = {}
