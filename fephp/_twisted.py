@@ -24,11 +24,11 @@ __all__ = [
     "endpoint_arguments",
     "epoll_poll_and_dispatch",
     "header_name",
-    "raise_listen_errors",
     "select_and_dispatch",
     "send_now",
     "send_pieces_now",
     "idle_socket",
+    "observer_file",
 ]
 
 
@@ -126,18 +126,6 @@ def header_name(name: bytes) -> bytes:
     if len(_header_names) < _HEADER_NAMES_KEPT:
         _header_names[name] = known
     return known
-
-
-def raise_listen_errors(service: Any) -> Any:
-    """Make a StreamServerEndpointService raise when its port cannot be bound, instead of logging it.
-
-    ``_raiseSynchronously`` (twisted.application.internet, since Twisted
-    12.2) is what twistd's own ``strports`` services use, so that a server
-    that cannot listen stops with the error instead of running and serving
-    nothing.  Returns *service*.
-    """
-    service._raiseSynchronously = True
-    return service
 
 
 def endpoint_arguments(description: str) -> tuple[tuple[Any, ...], dict[str, Any]]:

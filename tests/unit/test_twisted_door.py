@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import tcp
-from twisted.internet.defer import fail
-from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
@@ -98,18 +94,6 @@ def test_send_pieces_now_writes_joined_bytes_through_other_transports() -> None:
     transport = StringTransport()
     _twisted.send_pieces_now(transport, [b"a", memoryview(b"bc")])
     assert transport.value() == b"abc"
-
-
-class _Unbindable:
-    def listen(self, factory: Any) -> Any:
-        return fail(CannotListenError("127.0.0.1", 1, OSError("in use")))
-
-
-def test_raise_listen_errors_makes_the_service_raise() -> None:
-    """A listener service told to raise fails at start with the endpoint's error instead of logging it."""
-    service = _twisted.raise_listen_errors(StreamServerEndpointService(_Unbindable(), Factory()))  # type: ignore[arg-type]
-    with pytest.raises(CannotListenError):
-        service.privilegedStartService()
 
 
 def test_endpoint_arguments_split_and_unescape() -> None:
@@ -215,7 +199,8 @@ def test_observer_file_is_the_file_a_text_observer_writes() -> None:
 
 
 #: Every private name of Twisted's that fephp/_twisted.py reaches (tests/support/twisted_privates.py says what
-#: counts), with the feature that needs it; 22 before the HTTPChannel path moved to tests/support/reference_http1.py.
+#: counts), with the feature that needs it; 22 before the HTTPChannel path moved to
+#: tests/support/reference_http1.py (and raise_listen_errors, which nothing called, went).
 DOOR_PRIVATES = {
     # send_now, send_pieces_now, idle_socket: a response head and body in one send with no epoll_ctl, a large one
     # gathered by sendmsg, os.sendfile past Twisted's buffer (web/h1.py, backend/protocol.py, server/tls.py, bench).
@@ -233,8 +218,6 @@ DOOR_PRIVATES = {
     "_writes",
     # observer_file: reopening twistd's log file on SIGUSR1, JSON lines (server/logs.py).
     "_outFile",
-    # raise_listen_errors: nothing of fephp calls it.
-    "_raiseSynchronously",
 }
 
 
