@@ -1,4 +1,4 @@
-"""The channel's framing rules and slow-client deadlines, over an in-memory transport and a Clock.
+"""fephp's HTTP/1.x protocol's framing rules and slow-client deadlines, over an in-memory transport and a Clock.
 
 Every hostile head is fed whole and one byte at a time: both must end in the
 same refusal (status, page, Connection: close, the connection closing) with
@@ -15,10 +15,10 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from fephp.web.adapt import exchange_of
 from fephp.web.errors import error_page
 from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, client_transport, deliver
-from tests.support.reference_http1 import reference_http1
 
 LIMIT = 100
 
@@ -33,14 +33,14 @@ class Counting(Resource):
         self.seen: list[tuple[bytes, bytes]] = []
 
     def render(self, request: Any) -> bytes:
-        self.seen.append((request.method, request.content.read() if request.content else b""))
+        body = exchange_of(request).body  # the protocol's Exchange, whichever carries the request
+        self.seen.append((request.method, body if isinstance(body, bytes) else body.read()))
         return b"ok"
 
 
 def connect(resource: Resource, clock: Clock, **options: Any) -> tuple[Any, StringTransport]:
     options.setdefault("timeout", 60.0)
-    # The tests' reference engine, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(resource, max_body_size=LIMIT, reactor=clock, **options, http1=reference_http1)
+    site = FrontSite(resource, max_body_size=LIMIT, reactor=clock, **options)
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()

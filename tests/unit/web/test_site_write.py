@@ -1,4 +1,4 @@
-"""The reference engine's ReferenceRequest.write_pieces and when_lost: a response written as pieces (bytes and memoryviews) comes out as if joined."""
+"""An Exchange's write_pieces and when_lost on fephp's HTTP/1.x protocol: a response written as pieces (bytes and memoryviews) comes out as if joined."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from fephp.web.adapt import exchange_of
 from fephp.web.site import FrontSite
 from tests.support.channel import CLIENT, client_transport
-from tests.support.reference_http1 import reference_http1
 
 
 class Pieces(Resource):
@@ -21,17 +21,17 @@ class Pieces(Resource):
     isLeaf = True
 
     def render(self, request: Any) -> Any:
-        request.setHeader(b"content-type", b"text/plain")
+        exchange = exchange_of(request)
+        exchange.start_response(200, [(b"content-type", b"text/plain")])
         body = memoryview(b"0123456789")
-        request.write_pieces([b"ab", body[2:5]])
-        request.write_pieces([body[:1], b"z"])
-        request.finish()
+        exchange.write_pieces([b"ab", body[2:5]])
+        exchange.write_pieces([body[:1], b"z"])
+        exchange.finish()
         return NOT_DONE_YET
 
 
 def answer(head: bytes) -> bytes:
-    # The tests' reference engine, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(Pieces(), timeout=None, reactor=Clock(), http1=reference_http1)
+    site = FrontSite(Pieces(), timeout=None, reactor=Clock())
     site.http_date = lambda: b"Thu, 01 Jan 1970 00:00:00 GMT"  # type: ignore[method-assign]
     channel = site.buildProtocol(CLIENT)
     transport = client_transport()
@@ -73,14 +73,15 @@ class Waiting(Resource):
 
     def render(self, request: Any) -> Any:
         self.requests.append(request)
-        request.when_lost(lambda: self.lost.append(request))
+        exchange = exchange_of(request)
+        self.requests[-1] = exchange
+        exchange.when_lost(lambda: self.lost.append(exchange))
         return NOT_DONE_YET
 
 
 def _waiting_channel() -> tuple[Waiting, Any]:
     resource = Waiting()
-    # The tests' reference engine, which this file reaches into (fephp's own protocol: test_h1.py).
-    site = FrontSite(resource, timeout=None, reactor=Clock(), http1=reference_http1)
+    site = FrontSite(resource, timeout=None, reactor=Clock())
     channel = site.buildProtocol(CLIENT)
     channel.makeConnection(client_transport())
     channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -97,8 +98,8 @@ def test_when_lost_runs_once_when_the_client_goes_before_the_answer() -> None:
 def test_when_lost_does_not_run_for_a_finished_request() -> None:
     """A request answered and finished before the connection closes never runs its when_lost call."""
     resource, channel = _waiting_channel()
-    request = resource.requests[0]
-    request.write(b"done")
-    request.finish()
+    exchange = resource.requests[0]
+    exchange.write(b"done")
+    exchange.finish()
     channel.connectionLost(Failure(ConnectionDone()))
     assert resource.lost == []
