@@ -9,8 +9,9 @@ Twisted Protocol that does only what a PHP front must: ``floor``, and
 ``floor-pypy`` with ``--pypy``) in the hello.php scenarios.
 Each scenario runs its candidates interleaved round by round (A B C A B C
 ...), with wrk for the throughput scenarios, ``fephp bench`` for fe-php's
-fixed-rate scenario and h2load for HTTP/2 (fephp and nginx on TLS
-listeners, HTTP/2 beside HTTP/1.1 over the same TLS), and reads the CPU time of every process group from
+fixed-rate scenario and h2load for HTTP/2 (fephp, nginx, Caddy and with
+``--pypy`` fephp-pypy on TLS listeners, HTTP/2 beside HTTP/1.1 over the
+same TLS), and reads the CPU time of every process group from
 /proc before and after each measurement: the front's, php-fpm's and the load
 generator's CPU per request are columns, so that the table shows where the
 cores go.  The result is one table, printed
@@ -451,16 +452,28 @@ def nginx_tls_conf(tmp: str, port: int, sock: str, children: int, workers: str, 
     )
 
 
-def caddyfile(port: int, sock: str) -> str:
+def caddyfile(port: int, sock: str, tls: tuple[str, str] | None = None) -> str:
+    """Caddy on plain HTTP, or with *tls* (key, certificate) on an https listener offering h2 and http/1.1.
+
+    ``protocols h1 h2`` leaves out HTTP/3 (Caddy 2.6 opens it on UDP by default), which
+    no other front offers and no scenario measures.
+    """
+    site = f"http://127.0.0.1:{port}"
+    servers = ""
+    certificate = ""
+    if tls is not None:
+        site = f"https://127.0.0.1:{port}"
+        servers = "\tservers {\n\t\tprotocols h1 h2\n\t}\n"
+        certificate = f"\ttls {tls[1]} {tls[0]}\n"
     return f"""\
 {{
 \tadmin off
 \tauto_https off
-}}
+{servers}}}
 
-http://127.0.0.1:{port} {{
+{site} {{
 \tbind 127.0.0.1
-\troot * {DOCROOT}
+{certificate}\troot * {DOCROOT}
 \tencode {{
 \t\tgzip 5
 \t\tminimum_length 512
@@ -674,42 +687,55 @@ class Bench:
         proc = start_nginx(self.procs, name, self.server_prefix + argv, listener, log=log)
         self.add_front(name, port, proc, log)
 
-    def start_caddy(self) -> None:
+    def start_caddy(self, name: str = "caddy", tls: tuple[str, str] | None = None) -> None:
+        """Caddy as *name*: on plain HTTP, or with *tls* (key, certificate) as "caddy-tls"."""
         # Caddy takes no inherited socket without a plugin, and is not installed
         # where this was written to try a site address of port 0: the one
         # bind-close-rebind port left.
         port = free_port()
-        conf = os.path.join(self.tmp, "Caddyfile")
+        conf = os.path.join(self.tmp, f"{name}.Caddyfile")
         with open(conf, "w") as f:
-            f.write(caddyfile(port, self.sock))
-        env = dict(os.environ, HOME=self.tmp, XDG_CONFIG_HOME=os.path.join(self.tmp, "caddy-config"),
-                   XDG_DATA_HOME=os.path.join(self.tmp, "caddy-data"))
-        log = os.path.join(self.tmp, "caddy.log")
+            f.write(caddyfile(port, self.sock, tls))
+        env = dict(os.environ, HOME=self.tmp, XDG_CONFIG_HOME=os.path.join(self.tmp, f"{name}-config"),
+                   XDG_DATA_HOME=os.path.join(self.tmp, f"{name}-data"))
+        log = os.path.join(self.tmp, f"{name}.log")
         argv = ["caddy", "run", "--config", conf, "--adapter", "caddyfile"]
-        proc = self.procs.start("caddy", self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
-        self.add_front("caddy", port, proc, log)
+        proc = self.procs.start(name, self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
+        self.add_front(name, port, proc, log, scheme="https" if tls else "http")
 
-    def start_tls_fronts(self) -> None:
-        """fephp and nginx on TLS listeners (HTTP/2 by ALPN), for the h2load scenarios."""
+    def start_tls_fronts(self, names: set[str]) -> None:
+        """The TLS fronts among *names* (HTTP/2 by ALPN), one certificate for all, for the h2load scenarios."""
         key, cert = self_signed(self.tmp)
-        conf = os.path.join(self.tmp, "fephp-tls.yaml")
-        with open(conf, "w") as f:
-            f.write(fephp_yaml(0, self.sock, self.args.children, True).replace(
-                '"tcp:0:interface=127.0.0.1"', f'"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"'))
-        log = os.path.join(self.tmp, "fephp-tls.log")
-        argv = twistd_argv() + ["-n", "--pidfile", os.path.join(self.tmp, "fephp-tls.pid"), "fephp", "--config", conf]
-        proc = self.procs.start("fephp-tls", self.server_prefix + argv, log=log, env=self.env, cwd=self.tmp)
-        self.add_front("fephp-tls", fephp_port(proc), proc, log, scheme="https")
-        listener = bound_listener()
-        port = listener.getsockname()[1]
-        conf = os.path.join(self.tmp, "nginx-tls.conf")
-        with open(conf, "w") as f:
-            f.write(nginx_tls_conf(self.tmp, port, self.sock, self.args.children, self.args.nginx_workers, key, cert))
-        log = os.path.join(self.tmp, "nginx-tls.log")
-        argv = ["nginx", "-p", self.tmp + "/", "-c", conf, "-e", os.path.join(self.tmp, "nginx-tls-error.log"),
-                "-g", "daemon off;"]
-        proc = start_nginx(self.procs, "nginx-tls", self.server_prefix + argv, listener, log=log)
-        self.add_front("nginx-tls", port, proc, log, scheme="https")
+        for name in ("fephp-tls", "fephp-pypy-tls"):
+            if name not in names:
+                continue
+            python = self.args.pypy if name == "fephp-pypy-tls" else None
+            env = self.env
+            if python is not None:  # as fephp-pypy
+                env = dict({"PYPY_GC_NURSERY": PYPY_GC_NURSERY, "PYPY_GC_MIN": PYPY_GC_MIN}, **env)
+            conf = os.path.join(self.tmp, f"{name}.yaml")
+            with open(conf, "w") as f:
+                f.write(fephp_yaml(0, self.sock, self.args.children, True).replace(
+                    '"tcp:0:interface=127.0.0.1"', f'"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"'))
+            log = os.path.join(self.tmp, f"{name}.log")
+            argv = twistd_argv(python) + ["-n", "--pidfile", os.path.join(self.tmp, f"{name}.pid"), "fephp",
+                                          "--config", conf]
+            proc = self.procs.start(name, self.server_prefix + argv, log=log, env=env, cwd=self.tmp)
+            self.add_front(name, fephp_port(proc), proc, log, scheme="https")
+        if "nginx-tls" in names:
+            listener = bound_listener()
+            port = listener.getsockname()[1]
+            conf = os.path.join(self.tmp, "nginx-tls.conf")
+            with open(conf, "w") as f:
+                f.write(nginx_tls_conf(self.tmp, port, self.sock, self.args.children, self.args.nginx_workers,
+                                       key, cert))
+            log = os.path.join(self.tmp, "nginx-tls.log")
+            argv = ["nginx", "-p", self.tmp + "/", "-c", conf, "-e", os.path.join(self.tmp, "nginx-tls-error.log"),
+                    "-g", "daemon off;"]
+            proc = start_nginx(self.procs, "nginx-tls", self.server_prefix + argv, listener, log=log)
+            self.add_front("nginx-tls", port, proc, log, scheme="https")
+        if "caddy-tls" in names:
+            self.start_caddy("caddy-tls", tls=(key, cert))
 
     def add_front(self, name: str, port: int, proc: subprocess.Popen[bytes], log: str, scheme: str = "http") -> None:
         url = f"{scheme}://127.0.0.1:{port}"
@@ -742,16 +768,17 @@ class Bench:
                 raise RuntimeError(f"{front.name} /page.php with gzip: status {status}, {len(body)} bytes: {body[:80]!r}")
 
     def warm_up(self) -> None:
-        """Compile every script into opcache and let every front open its connections."""
+        """Compile every script into opcache, let every front open its connections and PyPy's JIT compile."""
         for front in self.fronts.values():
             if front.name == "fephp-cgi":
                 continue
+            seconds = warm_up_seconds(front.name, self.args)
             for path in FLOOR_PATHS[:1] if front.name in FLOOR_FRONTS else (
                     "/hello.php", "/big.php", "/static.txt", "/", "/page.php"):
                 if front.url.startswith("https:"):
-                    self.run_h2load(front.url + path, 8, 1.0, streams=1, h1=False)
+                    self.run_h2load(front.url + path, 8, seconds, streams=1, h1=False)
                 else:
-                    self.run_wrk(front.url + path, 8, 1.0)
+                    self.run_wrk(front.url + path, 8, seconds)
         time.sleep(self.args.pause)
 
     # -- measure ----------------------------------------------------------
@@ -980,14 +1007,16 @@ FLOOR_FRONTS = ("floor", "floor-pypy")
 FLOOR_PATHS = ("/hello.php", "/big.php", "/sleep50.php", "/opcache.php", "/page.php")
 
 
-#: The fronts of the TLS scenarios: the same servers on ssl: / "listen ... ssl http2" listeners.
-TLS_FRONTS = ("fephp-tls", "nginx-tls")
+#: The fronts of the TLS scenarios: the same servers on ssl: / "listen ... ssl http2" / https listeners, one
+#: certificate for all; fephp-pypy-tls (the last) only with --pypy.
+TLS_FRONTS = ("fephp-tls", "nginx-tls", "caddy-tls", "fephp-pypy-tls")
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     d = args.duration
     fronts: tuple[str, ...] = ("fephp", "nginx", "nginx-auto", "caddy") + (("fephp-pypy",) if args.pypy else ())
     floors = fronts + FLOOR_FRONTS[:2 if args.pypy else 1]
+    tls = TLS_FRONTS if args.pypy else TLS_FRONTS[:-1]
     all_of_them = [
         Scenario("hello c=1", "/hello.php", 1, d, fronts=floors),
         Scenario("hello c=10", "/hello.php", 10, d, fronts=floors),
@@ -1001,10 +1030,10 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         Scenario("fe-php 100 rps c=10", "/", 10, args.fephp_duration, tool="fephp-bench", rps=100.0,
                  fronts=fronts + ("fephp-cgi",)),
         # Over TLS, h2load for both protocols: HTTP/2 (10 connections of 10
-        # streams each) beside HTTP/1.1 (10 connections), fephp and nginx.
-        Scenario("h2 hello c=10 m=10", "/hello.php", 10, d, tool="h2load", streams=10, fronts=TLS_FRONTS),
-        Scenario("https/1.1 hello c=10", "/hello.php", 10, d, tool="h2load-h1", fronts=TLS_FRONTS),
-        Scenario("h2 static 1 KiB c=10 m=10", "/static.txt", 10, d, tool="h2load", streams=10, fronts=TLS_FRONTS),
+        # streams each) beside HTTP/1.1 (10 connections), fephp, nginx and Caddy.
+        Scenario("h2 hello c=10 m=10", "/hello.php", 10, d, tool="h2load", streams=10, fronts=tls),
+        Scenario("https/1.1 hello c=10", "/hello.php", 10, d, tool="h2load-h1", fronts=tls),
+        Scenario("h2 static 1 KiB c=10 m=10", "/static.txt", 10, d, tool="h2load", streams=10, fronts=tls),
         # Two pools of half the children each, fephp's balancer beside nginx's upstream.
         Scenario("2 backends hello c=64", "/hello.php", 64, d, fronts=TWO_BACKENDS),
         Scenario("2 backends sleep50 c=64", "/sleep50.php", 64, d, fronts=TWO_BACKENDS),
@@ -1017,6 +1046,11 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return all_of_them
 
 
+def warm_up_seconds(front: str, args: argparse.Namespace) -> float:
+    """Seconds of load per path before measuring: 1, and --pypy-warmup for a front on PyPy (its JIT's warm-up)."""
+    return float(args.pypy_warmup) if front.endswith(("-pypy", "-pypy-tls")) else 1.0
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -1027,10 +1061,10 @@ def summarize(scenario_list: list[Scenario]) -> list[dict[str, Any]]:
         by_front: dict[str, list[dict[str, Any]]] = {}
         for r in scenario.rounds:
             by_front.setdefault(r["front"], []).append(r)
-        # The TLS scenarios compare with nginx on TLS, the "2 backends" ones with their own nginx.
+        # The TLS scenarios compare with nginx and Caddy on TLS, the "2 backends" ones with their own nginx.
         nginx_rps = median([r["rps"] for r in by_front.get("nginx", by_front.get("nginx-tls", by_front.get("nginx-2b", [])))])
         nginx_auto_rps = median([r["rps"] for r in by_front.get("nginx-auto", [])])
-        caddy_rps = median([r["rps"] for r in by_front.get("caddy", [])])
+        caddy_rps = median([r["rps"] for r in by_front.get("caddy", by_front.get("caddy-tls", []))])
         for front in scenario.fronts:
             runs = by_front.get(front, [])
             if not runs:
@@ -1112,6 +1146,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fephp-duration", type=float, default=None,
                         help="seconds per fe-php scenario measurement (default 60; 5 with --quick)")
     parser.add_argument("--quick", action="store_true", help="short everything: a smoke run of a minute or two")
+    parser.add_argument("--pypy-warmup", type=float, default=None,
+                        help="seconds of warm-up load per path for the PyPy fronts, for the JIT (default 5; 1 with "
+                        "--quick); every other front gets 1")
     parser.add_argument("--children", type=int, default=8, help="php-fpm pm.max_children, fephp worker_pool_size "
                         "and nginx upstream keepalive (default 8)")
     parser.add_argument("--nginx-workers", default="1", help="nginx worker_processes (default 1; see the config)")
@@ -1123,8 +1160,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="results folder (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder with configs and logs")
     parser.add_argument("--pypy", metavar="PYTHON",
-                        help="also run fephp and the floor on this interpreter, as 'fephp-pypy' and 'floor-pypy' "
-                        "(a PyPy venv with fephp's "
+                        help="also run fephp and the floor on this interpreter, as 'fephp-pypy', 'floor-pypy' "
+                        "and, over TLS, 'fephp-pypy-tls' (a PyPy venv with fephp's "
                         "dependencies, e.g. .venv-pypy/bin/python)")
     args = parser.parse_args(argv)
     if args.pypy:
@@ -1135,9 +1172,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration = 3.0 if args.quick else 10.0
     if args.fephp_duration is None:
         args.fephp_duration = 5.0 if args.quick else 60.0
+    if args.pypy_warmup is None:
+        args.pypy_warmup = 1.0 if args.quick else 5.0
     if not (1 <= args.rounds <= 20):
         parser.error("--rounds must be between 1 and 20")
-    if not (1 <= args.duration <= 600 and 1 <= args.fephp_duration <= 600):
+    if not (1 <= args.duration <= 600 and 1 <= args.fephp_duration <= 600 and 1 <= args.pypy_warmup <= 600):
         parser.error("durations must be between 1 and 600 seconds")
     if not (1 <= args.children <= 256):
         parser.error("--children must be between 1 and 256")
@@ -1186,8 +1225,9 @@ def main(argv: list[str] | None = None) -> int:
                 bench.start_floor(name, python=args.pypy if name == "floor-pypy" else None)
         if any("fephp-cgi" in s.fronts for s in scenario_list):
             bench.start_fephp("fephp-cgi", use_fpm=False)
-        if any(set(TLS_FRONTS) & set(s.fronts) for s in scenario_list):
-            bench.start_tls_fronts()
+        tls_fronts = {name for s in scenario_list for name in s.fronts if name in TLS_FRONTS}
+        if tls_fronts:
+            bench.start_tls_fronts(tls_fronts)
         if any(set(TWO_BACKENDS) & set(s.fronts) for s in scenario_list):
             bench.start_fpm_pair()
             bench.start_fephp_two()
@@ -1250,6 +1290,7 @@ def main(argv: list[str] | None = None) -> int:
         "pinned": args.pin,
     }
     if args.pypy:
+        settings["pypy_warmup_s"] = args.pypy_warmup
         settings["pypy_gc_nursery"] = os.environ.get("PYPY_GC_NURSERY", PYPY_GC_NURSERY)
         settings["pypy_gc_min"] = os.environ.get("PYPY_GC_MIN", PYPY_GC_MIN)
     rss_line = ", ".join(f"{k} {v}" for k, v in rss.items())

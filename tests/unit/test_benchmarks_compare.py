@@ -45,26 +45,51 @@ def test_nginx_auto_config_shares_the_upstream_keepalive() -> None:
 
 
 def test_every_scenario_has_both_nginx() -> None:
-    """Both nginx candidates run in every plain HTTP scenario; the TLS ones (HTTP/2 beside HTTP/1.1) have nginx on TLS."""
+    """Both nginx candidates run in every plain HTTP scenario; the TLS ones (HTTP/2 beside HTTP/1.1) have nginx and Caddy on TLS."""
     for scenario in compare.scenarios(compare.parse_args(["--quick"])):
         if scenario.tool.startswith("h2load"):
-            assert set(scenario.fronts) == set(compare.TLS_FRONTS) == {"fephp-tls", "nginx-tls"}, scenario.name
+            assert scenario.fronts == ("fephp-tls", "nginx-tls", "caddy-tls"), scenario.name
         elif scenario.name.startswith("2 backends"):
             assert set(scenario.fronts) == set(compare.TWO_BACKENDS) == {"fephp-2b", "nginx-2b"}, scenario.name
         else:
             assert {"nginx", "nginx-auto"} <= set(scenario.fronts), scenario.name
 
 
-def test_tls_rows_compare_with_nginx_on_tls() -> None:
-    """An HTTP/2 row's ratio is to nginx-tls, and h2load's summary and per-request log give req/s, p50, p99 and errors."""
+def test_tls_scenarios_have_fephp_on_pypy_with_pypy() -> None:
+    """With --pypy the three TLS scenarios also measure fephp-pypy-tls, last; the plain scenarios keep their fronts."""
+    by_name = {s.name: s.fronts for s in compare.scenarios(compare.parse_args(["--quick", "--pypy", "/p/bin/pypy3"]))}
+    for name in ("h2 hello c=10 m=10", "https/1.1 hello c=10", "h2 static 1 KiB c=10 m=10"):
+        assert by_name[name] == ("fephp-tls", "nginx-tls", "caddy-tls", "fephp-pypy-tls"), name
+    assert by_name["static 1 KiB c=64"] == ("fephp", "nginx", "nginx-auto", "caddy", "fephp-pypy")
+
+
+def test_tls_rows_compare_with_nginx_and_caddy_on_tls() -> None:
+    """An HTTP/2 row's ratios are to nginx-tls and caddy-tls, none to nginx-auto (there is none over TLS)."""
     scenario = compare.Scenario("h2 hello c=10 m=10", "/hello.php", 10, 1.0, tool="h2load", streams=10,
                                 fronts=compare.TLS_FRONTS)
-    scenario.rounds = [measured("fephp-tls", 1000.0), measured("nginx-tls", 4000.0)]
+    scenario.rounds = [measured("fephp-tls", 1000.0), measured("nginx-tls", 4000.0), measured("caddy-tls", 2000.0),
+                       measured("fephp-pypy-tls", 3000.0)]
     rows = {row["front"]: row for row in compare.summarize([scenario])}
-    assert rows["fephp-tls"]["vs_nginx"] == 0.25
+    assert list(rows) == ["fephp-tls", "nginx-tls", "caddy-tls", "fephp-pypy-tls"]
+    assert (rows["fephp-tls"]["vs_nginx"], rows["fephp-tls"]["vs_caddy"]) == (0.25, 0.5)
+    assert (rows["fephp-pypy-tls"]["vs_nginx"], rows["fephp-pypy-tls"]["vs_caddy"]) == (0.75, 1.5)
+    assert rows["fephp-tls"]["vs_nginx_auto"] != rows["fephp-tls"]["vs_nginx_auto"]  # nan
     conf = compare.nginx_tls_conf("/t", 8443, "/t/fpm.sock", 8, "1", "/t/k.pem", "/t/c.pem")
     assert "listen 127.0.0.1:8443 ssl http2;" in conf and "ssl_certificate_key /t/k.pem;" in conf
     assert "pid /t/nginx-tls.pid;" in conf
+
+
+def test_caddyfile_over_tls_serves_h1_and_h2_with_the_runs_certificate() -> None:
+    """caddy-tls's Caddyfile is plain Caddy's on an https site with the given certificate, HTTP/3 left out."""
+    plain = compare.caddyfile(8080, "/t/fpm.sock")
+    tls = compare.caddyfile(8443, "/t/fpm.sock", ("/t/k.pem", "/t/c.pem"))
+    assert plain.startswith("{\n\tadmin off\n\tauto_https off\n}\n\nhttp://127.0.0.1:8080 {\n\tbind 127.0.0.1\n\troot * ")
+    assert tls.startswith(
+        "{\n\tadmin off\n\tauto_https off\n\tservers {\n\t\tprotocols h1 h2\n\t}\n}\n\n"
+        "https://127.0.0.1:8443 {\n\tbind 127.0.0.1\n\ttls /t/c.pem /t/k.pem\n\troot * "
+    )
+    assert plain.split("\troot * ", 1)[1] == tls.split("\troot * ", 1)[1]
+    assert "php_fastcgi unix//t/fpm.sock\n" in tls
 
 
 def test_parse_h2load(tmp_path) -> None:
@@ -97,3 +122,14 @@ def _two(name: str) -> Any:
     scenario = compare.Scenario(name, "/hello.php", 64, 1.0, fronts=compare.TWO_BACKENDS)
     scenario.rounds = [measured("fephp-2b", 1000.0), measured("nginx-2b", 2000.0)]
     return scenario
+
+
+def test_pypy_fronts_warm_up_longer() -> None:
+    """The PyPy fronts get --pypy-warmup seconds per path (5 by default, 1 with --quick), every other front 1."""
+    full = compare.parse_args(["--pypy", "/p/bin/pypy3"])
+    quick = compare.parse_args(["--quick", "--pypy", "/p/bin/pypy3"])
+    chosen = compare.parse_args(["--pypy", "/p/bin/pypy3", "--pypy-warmup", "12"])
+    names = ("fephp", "fephp-tls", "caddy-tls", "floor", "fephp-pypy", "floor-pypy", "fephp-pypy-tls")
+    assert [compare.warm_up_seconds(n, full) for n in names] == [1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0]
+    assert [compare.warm_up_seconds(n, quick) for n in names] == [1.0] * 7
+    assert compare.warm_up_seconds("fephp-pypy-tls", chosen) == 12.0
