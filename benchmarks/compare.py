@@ -776,7 +776,9 @@ class Bench:
             for path in FLOOR_PATHS[:1] if front.name in FLOOR_FRONTS else (
                     "/hello.php", "/big.php", "/static.txt", "/", "/page.php"):
                 if front.url.startswith("https:"):
-                    self.run_h2load(front.url + path, 8, seconds, streams=1, h1=False)
+                    # Both protocols the TLS scenarios measure, half the time each.
+                    self.run_h2load(front.url + path, 8, seconds / 2, streams=1, h1=False)
+                    self.run_h2load(front.url + path, 8, seconds / 2, streams=1, h1=True)
                 else:
                     self.run_wrk(front.url + path, 8, seconds)
         time.sleep(self.args.pause)
