@@ -14,17 +14,17 @@ import socket
 import ssl
 import threading
 from pathlib import Path
-from typing import Any, Generator, Iterator
+from typing import Any, Callable, Generator, Iterator, Optional
 
 import pytest
 import pytest_twisted
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThread
-from twisted.protocols.portforward import ProxyFactory
+from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -42,12 +42,38 @@ from tests.support.tls import https_get, served_certificate
 NAME = "shop.example.test"
 
 
+class GatedProxyServer(ProxyServer):
+    """A relayed connection that waits, unread, while its factory's gate is shut, then relays as ProxyServer does."""
+
+    factory: GatedProxyFactory
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        gate = self.factory.gate
+        if gate is None:
+            ProxyServer.connectionMade(self)
+            return
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+        def open_(result: object) -> object:
+            ProxyServer.connectionMade(self)
+            return result
+
+        gate.addCallback(open_)
+
+
+class GatedProxyFactory(ProxyFactory):
+    """ProxyFactory with a gate: while *gate* is a Deferred not yet fired, new connections wait for it."""
+
+    protocol = GatedProxyServer
+    gate: Optional[Deferred[None]] = None
+
+
 class Relays:
     """Two TCP relays on 127.0.0.1 (Pebble's httpPort and tlsPort), pointed at fephp's listeners later."""
 
     def __init__(self) -> None:
-        self.http = ProxyFactory("127.0.0.1", 0)
-        self.tls = ProxyFactory("127.0.0.1", 0)
+        self.http = GatedProxyFactory("127.0.0.1", 0)
+        self.tls = GatedProxyFactory("127.0.0.1", 0)
         self.ports: list[IListeningPort] = [
             reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined, arg-type]
             for factory in (self.http, self.tls)
@@ -170,9 +196,10 @@ def store_due(tmp_path: Path, directory: str) -> bytes:
 LOAD_BOUND = 3000
 
 
-def load(port: int, done: threading.Event, after: int) -> list[tuple[str, bytes]]:
+def load(port: int, done: threading.Event, after: int, first: Callable[[], object]) -> list[tuple[str, bytes]]:
     """HTTPS GETs of /hello.txt, each on a new connection (so each handshake picks the certificate of that moment),
-    until *after* more once *done* is set, at most LOAD_BOUND; the status line (or the error) and the leaf of each."""
+    until *after* more once *done* is set, at most LOAD_BOUND; the status line (or the error) and the leaf of each.
+    *first* is called once the first answer is in."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -197,6 +224,8 @@ def load(port: int, done: threading.Event, after: int) -> list[tuple[str, bytes]
             results.append((answer.split(b"\r\n", 1)[0].decode(), leaf))
         except OSError as e:
             results.append((repr(e), b""))
+        if len(results) == 1:
+            first()
     return results
 
 
@@ -213,7 +242,18 @@ async def test_a_certificate_due_is_renewed_and_swapped_under_load_without_a_fai
     relays.http.port = plain_port(server)
     relays.tls.port = tls_port(server)
     renewed = threading.Event()
-    running = deferToThread(load, tls_port(server), renewed, 20)
+    # Pebble's HTTP-01 validation waits at the relay until the load has its
+    # first answer, so the renewal cannot end before that answer: on a loaded
+    # machine the load's thread started late and its first handshake already
+    # got the new certificate.
+    gate: Deferred[None] = Deferred()
+    relays.http.gate = gate
+
+    def open_gate() -> None:
+        if not gate.called:
+            gate.callback(None)
+
+    running = deferToThread(load, tls_port(server), renewed, 20, lambda: reactor.callFromThread(open_gate))
     server.startService()
     try:
         await DeferredList([acme.idle() for acme in server.acme])
@@ -229,6 +269,8 @@ async def test_a_certificate_due_is_renewed_and_swapped_under_load_without_a_fai
         leaves = [leaf for _, leaf in results]
         assert leaves[0] == old and leaves[-20:] == [new.public_bytes(Encoding.DER)] * 20
     finally:
+        relays.http.gate = None
+        open_gate()
         await server.stopService()
 
 
