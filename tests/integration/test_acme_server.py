@@ -253,7 +253,8 @@ async def test_a_certificate_due_is_renewed_and_swapped_under_load_without_a_fai
         if not gate.called:
             gate.callback(None)
 
-    running = deferToThread(load, tls_port(server), renewed, 20, lambda: reactor.callFromThread(open_gate))  # type: ignore[attr-defined]
+    call_from_thread = reactor.callFromThread  # type: ignore[attr-defined]
+    running = deferToThread(load, tls_port(server), renewed, 20, lambda: call_from_thread(open_gate))
     server.startService()
     try:
         await DeferredList([acme.idle() for acme in server.acme])
