@@ -4,8 +4,10 @@
 is served by a request object that is not an exchange itself: Twisted's own
 ``twisted.web.server.Request`` in anyone's ``Site`` (fephp's own HTTP/1.x
 protocol and its HTTP/2 streams carry exchanges of their own).  It speaks
-only Twisted's public Request API: no 1xx (Twisted's channel cannot send
-one), no sendfile, no compression, ``write_pieces`` joined.  The tests'
+Twisted's public Request API (reading the request's headers from the dict
+behind them, :func:`fephp._twisted.headers_raw`): no 1xx (Twisted's
+channel cannot send one), no sendfile, no compression, ``write_pieces``
+joined.  The tests'
 reference engine (tests/support/reference_http1.py) extends it with what
 its channel does better.
 
@@ -24,6 +26,7 @@ import secrets
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
+from .._twisted import header_name, headers_raw
 from .compress import Compression, Encoder
 from .exchange import Address, Body, ExchangeState, HeaderList, edit_headers
 
@@ -114,7 +117,7 @@ class RequestExchange:
             lower = _lower_names.get
             found = self._headers = [
                 (lower(name) or _lower(name), value)
-                for name, values in self.request.requestHeaders.getAllRawHeaders()
+                for name, values in headers_raw(self.request.requestHeaders).items()
                 for value in values
             ]
         return found
@@ -140,7 +143,7 @@ class RequestExchange:
         return self.request.content  # type: ignore[no-any-return]
 
     def header(self, name: bytes) -> Optional[bytes]:
-        values = self.request.requestHeaders.getRawHeaders(name)
+        values = headers_raw(self.request.requestHeaders).get(header_name(name))
         if not values:
             return None
         if len(values) == 1:

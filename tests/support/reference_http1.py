@@ -27,7 +27,7 @@ from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import INonQueuedRequestFactory
 
-from fephp._twisted import header_name, idle_socket, send_now, send_pieces_now
+from fephp._twisted import header_name, headers_raw, idle_socket, send_now, send_pieces_now
 from fephp.cgi.realip import UNIX, RealIP
 from fephp.web.adapt import RequestExchange
 from fephp.web.errors import raw_error_response, send_error
@@ -147,22 +147,8 @@ def request_disconnected(request: Any) -> bool:
     return bool(request._disconnected)
 
 
-def headers_raw(headers: Headers) -> dict[bytes, list[bytes]]:
-    """The dict behind *headers* (name as Headers spells it -> its values), to read and fill on the request path.
-
-    Headers' own methods encode and canonicalize the name and sanitize each
-    value on every call.  Whoever writes to this dict must give what they
-    would have made: a name from :func:`header_name`, values without CR or
-    LF (parsed lines, or values of our own), and never an empty list.
-
-    Relies on ``Headers._rawHeaders`` (that dict, since Twisted 8; a slot
-    since 22).
-    """
-    return headers._rawHeaders
-
-
 def headers_from_raw(raw: dict[bytes, list[bytes]]) -> Headers:
-    """A Headers holding *raw* itself (no copy), whose names and values are as :func:`headers_raw` requires."""
+    """A Headers holding *raw* itself (no copy), whose names and values are as :func:`fephp._twisted.headers_raw` requires."""
     headers = Headers()
     headers._rawHeaders = raw
     return headers

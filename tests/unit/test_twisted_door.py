@@ -14,6 +14,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 
 from fephp import _twisted
 from tests.support.twisted_privates import twisted_private_names
@@ -185,6 +186,17 @@ def test_header_name_is_headers_own_spelling() -> None:
     assert _twisted.header_name(b"x-request-id") is _twisted.header_name(b"x-request-id")
 
 
+def test_headers_raw_is_what_the_headers_hold() -> None:
+    """A name written into headers_raw under header_name's spelling is what Headers' own lookups find."""
+    headers = Headers()
+    raw = _twisted.headers_raw(headers)
+    raw[_twisted.header_name(b"x-request-id")] = [b"abc"]
+    assert _twisted.header_name(b"CONTENT-type") == b"Content-Type"
+    assert headers.getRawHeaders(b"X-REQUEST-ID") == [b"abc"]
+    headers.addRawHeader(b"etag", b'"1"')
+    assert raw[_twisted.header_name(b"etag")] == [b'"1"']
+
+
 def test_observer_file_is_the_file_a_text_observer_writes() -> None:
     """The file behind twisted.logger's text observer is found; another observer has none."""
     import io
@@ -218,6 +230,8 @@ DOOR_PRIVATES = {
     "_writes",
     # observer_file: reopening twistd's log file on SIGUSR1, JSON lines (server/logs.py).
     "_outFile",
+    # headers_raw: RequestExchange's header reads (fephp.web.PHPResource in anyone's twisted.web Site).
+    "_rawHeaders",
 }
 
 
