@@ -253,8 +253,13 @@ class _Request:
             else:
                 deferred.callback(result)
             return
+        # Let go of the caller first: it holds this request (the pool's
+        # ``current``), and the cycle would leave both, with the response and
+        # the exchange they hold, to the garbage collector (~25k instructions
+        # per hello.php request on CPython, in its collections).
+        on_done, self.on_done = self.on_done, None
         try:
-            self.on_done(result)  # type: ignore[misc]
+            on_done(result)  # type: ignore[misc]
         except Exception:
             # As a Deferred would: the caller's bug is logged, the connection's state is kept.
             self.proto.log.failure("the caller of a FastCGI request failed on its outcome")

@@ -7,7 +7,9 @@ what the pool wrote and writes what php-fpm would answer.
 
 from __future__ import annotations
 
+import gc
 import io
+import weakref
 from typing import Any
 
 import pytest
@@ -36,6 +38,22 @@ ABORT = b"\x01\x02\x00\x01\x00\x00\x00\x00"
 
 def params(name: str, method: bytes = b"GET") -> list[tuple[bytes, bytes]]:
     return [(b"SCRIPT_NAME", name.encode()), (b"REQUEST_METHOD", method)]
+
+
+class _ForgetfulSink:
+    """A ResponseSink that keeps nothing (RecordingSink keeps the producer, which refers back to it)."""
+
+    def response_started(self, producer: Any) -> None:
+        pass
+
+    def stdout_received(self, data: Any) -> None:
+        pass
+
+    def stderr_received(self, data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 class PoolTestCase(SynchronousTestCase):
@@ -89,6 +107,22 @@ class PoolTestCase(SynchronousTestCase):
         self.assertEqual(backend.script(), b"/2.php")
         backend.respond(app_status=3)
         self.assertEqual(self.successResultOf(d2), 3)
+
+    def test_an_ended_request_is_freed_without_the_garbage_collector(self) -> None:
+        """Once a request has ended and its caller lets go, its sink is freed by reference counting alone: no cycle holds it."""
+        pool = self.make_pool()
+        backend = self.serve_one(pool)  # the request below runs on a kept connection, as most do
+        gc.disable()
+        try:
+            sink = _ForgetfulSink()
+            d = pool.request(params("/a.php"), b"", sink)
+            backend.respond()
+            self.assertEqual(self.successResultOf(d), 0)
+            freed = weakref.ref(sink)
+            del d, sink
+            self.assertIsNone(freed())
+        finally:
+            gc.enable()
 
     def test_never_more_than_size_connections_and_waiters_are_served_in_order(self) -> None:
         """With size 2, four requests make two connects, and the others get connections first come first served."""
