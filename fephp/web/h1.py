@@ -395,6 +395,8 @@ class H1Protocol(Protocol):
     _body_last = 0.0
     _send_timer: Any = None
     _idle_timer: Any = None
+    #: When the connection last became idle (the keep-alive time runs from there).
+    _idle_since = 0.0
     _abort_timer: Any = None
     _reading_paused = False
     #: While _advance runs: an exchange finished inside it is followed by its loop, not by a nested call.
@@ -443,8 +445,8 @@ class H1Protocol(Protocol):
             # answered; the socket is not read meanwhile (a bound on them).
             self._pace_reading()
             return
-        if self._idle_timer is not None:
-            self._stop("_idle_timer")
+        # The keep-alive timer is left running: _idle_over looks at what
+        # the connection does when it fires (see _idle).
         self._advance()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
@@ -586,15 +588,35 @@ class H1Protocol(Protocol):
             self._refuse(408)
 
     def _idle(self) -> None:
-        """Between requests: the keep-alive timeout (the site's ``timeout``) runs."""
-        timeout = self.site.timeOut
-        if timeout is not None and self._idle_timer is None:
+        """Between requests: the keep-alive timeout (the site's ``timeout``) runs from now.
+
+        One timer serves every request of the connection: it is not
+        cancelled when a request comes nor made anew after each answer
+        (a DelayedCall made and cancelled per request is thousands of
+        instructions on CPython); when it fires, _idle_over closes the
+        connection if it has been idle that long, else sets it again.
+        """
+        site = self.site
+        timeout = site.timeOut
+        if timeout is None:
+            return
+        self._idle_since = site.reactor.seconds()
+        if self._idle_timer is None:
             self._idle_timer = self._call_later(timeout, self._idle_over)
 
     def _idle_over(self) -> None:
         self._idle_timer = None
-        if self.phase is _WAITING and self.codec.receiving is None:
-            self._close()
+        if self.phase is not _WAITING or self.codec.receiving is not None:
+            return  # reading or answering a request: _idle sets the timer again after it
+        site = self.site
+        timeout = site.timeOut
+        if timeout is None:
+            return
+        left = self._idle_since + timeout - site.reactor.seconds()
+        if left > 0:
+            self._idle_timer = self._call_later(left, self._idle_over)
+            return
+        self._close()
 
     def _send_stalled(self) -> None:
         self._send_timer = None

@@ -174,6 +174,21 @@ def test_an_idle_kept_connection_closes_quietly_after_keepalive() -> None:
     assert (fresh.value(), fresh.disconnecting) == (b"", True)
 
 
+def test_the_keepalive_time_runs_from_the_last_answer_on_one_timer() -> None:
+    """A request at 3 s moves the 5 s keep-alive close to 8 s, and one delayed call serves all the connection's requests."""
+    _, protocol, transport, clock = connect(App(), timeout=5.0)
+    timer = protocol._idle_timer
+    clock.advance(3)
+    for _ in range(3):
+        protocol.dataReceived(GET)
+    assert (clock.getDelayedCalls(), protocol._idle_timer) == ([timer], timer)
+    transport.clear()
+    clock.advance(4.9)
+    assert transport.disconnecting is False
+    clock.advance(0.1)
+    assert (transport.value(), transport.disconnecting) == (b"", True)
+
+
 def test_a_head_gets_408_at_client_header_even_past_keepalive_then_is_aborted() -> None:
     """A head has client_header seconds in all (keep-alive does not cut it), then 408 and close; abortTimeout later, an abort."""
     _, protocol, transport, clock = connect(App(), timeout=5.0, client_header_timeout=30.0)
