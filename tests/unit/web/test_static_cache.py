@@ -8,6 +8,7 @@ from typing import Optional, Union
 import pytest
 from twisted.web.http import stringToDatetime
 
+from fephp.web import static
 from fephp.web.static import CacheHeaders, CacheRule
 
 RULES = (
@@ -62,3 +63,17 @@ def test_headers(control: Optional[str], expires: Union[int, str, None], want_co
     else:
         assert got is not None
         assert before + want_expires <= stringToDatetime(got[0]) <= int(time.time()) + want_expires
+
+
+def test_validators_are_formatted_once_per_time_and_size_in_a_bounded_table() -> None:
+    """A file's ETag and Last-Modified come from one table entry per (mtime, size), which starts over when full."""
+    static._validators.clear()
+    first = static._validators_of(1_700_000_000, 1024)
+    assert first == (b'"6553f100-400"', b"Tue, 14 Nov 2023 22:13:20 GMT")
+    assert static._validators_of(1_700_000_000, 1024) is first
+    for size in range(static.VALIDATORS_KEPT - 1):
+        static._validators_of(0, size)
+    assert len(static._validators) == static.VALIDATORS_KEPT
+    static._validators_of(1, 1)
+    assert static._validators == {(1, 1): (b'"1-1"', b"Thu, 01 Jan 1970 00:00:01 GMT")}
+    static._validators.clear()
