@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._twisted import send_now
+from .._twisted import plain_reads, send_now
 from ..fastcgi import (
     ClientConnection,
     EndRequest,
@@ -376,6 +376,8 @@ class FastCGIClientProtocol(Protocol):
         # FileDescriptor.bufferSize: the most one read takes (and the write
         # buffer at which a body producer is paused).
         self.transport.bufferSize = READ_SIZE  # type: ignore[union-attr]
+        # recv, not the recvmsg of Twisted's UNIX connections: php-fpm passes no file descriptors.
+        plain_reads(self.transport, READ_SIZE)
 
     def dataReceived(self, data: bytes) -> None:
         try:

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from twisted.internet import tcp
+from twisted.internet import main, tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
@@ -88,6 +88,45 @@ def test_idle_socket_only_for_a_plain_connection_with_nothing_queued() -> None:
         connection.write(b"queued")
         assert _twisted.idle_socket(connection) is None
     assert _twisted.idle_socket(StringTransport()) is None
+
+
+class _Received(Protocol):
+    """Keeps what dataReceived got."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        self.chunks.append(data)
+
+
+@pytest.mark.parametrize("into_buffer", [False, True])
+def test_plain_reads_reads_with_recv_and_reports_the_end(monkeypatch: pytest.MonkeyPatch, into_buffer: bool) -> None:
+    """doRead hands each read's bytes to the protocol as bytes, None with nothing to read, CONNECTION_DONE at the end, CONNECTION_LOST on an error."""
+    monkeypatch.setattr(_twisted, "_READS_INTO_BUFFER", into_buffer)
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    received = _Received()
+    connection = tcp.Connection(ours, received, reactor=MemoryReactor())  # type: ignore[arg-type]
+    received.makeConnection(connection)
+    with ours, peer:
+        assert _twisted.plain_reads(connection, 8)
+        peer.sendall(b"0123456789ab")
+        assert (connection.doRead(), connection.doRead()) == (None, None)
+        assert received.chunks == [b"01234567", b"89ab"]
+        assert [type(chunk) for chunk in received.chunks] == [bytes, bytes]
+        assert connection.doRead() is None  # nothing waits: EWOULDBLOCK
+        peer.shutdown(socket.SHUT_WR)
+        assert connection.doRead() is main.CONNECTION_DONE
+    assert connection.doRead() is main.CONNECTION_LOST  # its socket closed: EBADF
+    assert received.chunks == [b"01234567", b"89ab"]
+
+
+def test_plain_reads_leaves_other_transports_alone() -> None:
+    """A transport that is not a plain connection keeps its own reads."""
+    transport = StringTransport()
+    assert not _twisted.plain_reads(transport, 8)
+    assert "doRead" not in vars(transport)
 
 
 def test_send_pieces_now_writes_joined_bytes_through_other_transports() -> None:
