@@ -17,18 +17,23 @@ Two pieces, neither of which touches a socket or a clock:
 from __future__ import annotations
 
 import enum
+import struct
 from typing import Any
 
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.stream
 import hpack.exceptions
+from h2.connection import ConnectionInputs
 from h2.errors import ErrorCodes
+from h2.stream import StreamInputs
 
 __all__ = [
     "CONTROL_BURST",
     "CONTROL_RATE",
     "INSTANT_RESET_COST",
+    "SEEN_HEADER_LISTS",
     "FrameGuard",
     "FrameRefused",
     "ServerConnection",
@@ -58,6 +63,10 @@ _END_HEADERS = 0x4
 _FIXED_SIZE = {_RST_STREAM: 4, _PING: 8, _WINDOW_UPDATE: 4}
 #: Known frame types that are not controls costing nothing to send.
 _PAYLOAD_TYPES = frozenset((_DATA, _HEADERS, _PUSH_PROMISE, _GOAWAY, _CONTINUATION))
+#: RFC 9113 4.1: a frame's 9-byte header, with the 24-bit length and the 8-bit type packed in one integer.
+_FRAME_HEADER = struct.Struct(">IBI")
+#: Distinct validated request header lists a connection remembers (see ServerConnection).
+SEEN_HEADER_LISTS = 32
 
 
 class FrameRefused(Exception):
@@ -250,7 +259,68 @@ class ServerConnection(h2.connection.H2Connection):
     This overrides two of h2's private methods (``_receive_headers_frame``,
     ``_receive_goaway_frame``), stable across h2 4.x and calling nothing else
     private; ``tests/unit/web/test_h2server.py`` pins them.
+
+    Two things are made cheaper than h2 makes them, with h2's own rules:
+
+    - A request's header list that h2 validated before on this connection
+      (the same list, the same flags) is not run through h2's eight
+      validating generators again: the result is a function of the two
+      (:class:`_ServerStream`, at most :data:`SEEN_HEADER_LISTS` kept).
+    - :meth:`send_response_headers` and :meth:`send_body` are h2's
+      ``send_headers`` and ``send_data`` for a final response, taking the
+      same state machine steps and windows, with the frames written as
+      bytes instead of hyperframe objects; h2's checks that fephp's
+      response cannot fail (priority, padding, informational) are left out.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (header list, validation flags) -> the validated list, for _ServerStream.
+        self.seen_headers: dict[Any, list[Any]] = {}
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = _ServerStream
+        stream.seen_headers = self.seen_headers  # type: ignore[attr-defined]  # a _ServerStream now
+        return stream
+
+    def send_response_headers(self, stream_id: int, headers: Any, end_stream: bool) -> None:
+        """Send a final response's HEADERS (``:status`` >= 200) on *stream_id*, as h2's ``send_headers``."""
+        stream = self._get_stream_by_id(stream_id)  # StreamClosedError for a stream gone, as h2's
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+        block = self.encoder.encode(headers)
+        size = self.max_outbound_frame_size
+        end = 0x1 if end_stream else 0
+        if len(block) <= size:
+            self._data_to_send += _FRAME_HEADER.pack(len(block) << 8 | _HEADERS, end | _END_HEADERS, stream_id) + block
+            return
+        # RFC 9113 6.10: the rest of the block in CONTINUATION frames, END_HEADERS on the last.
+        pieces = [block[i:i + size] for i in range(0, len(block), size)]
+        out = [_FRAME_HEADER.pack(len(pieces[0]) << 8 | _HEADERS, end, stream_id), pieces[0]]
+        for i, piece in enumerate(pieces[1:], 2):
+            out += [_FRAME_HEADER.pack(len(piece) << 8 | _CONTINUATION, _END_HEADERS if i == len(pieces) else 0, stream_id), piece]
+        self._data_to_send += b"".join(out)
+
+    def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        """Send one DATA frame of *data* (within the windows and the frame size: the caller's check), as h2's ``send_data``."""
+        stream = self._get_stream_by_id(stream_id)
+        size = len(data)
+        if size > stream.outbound_flow_control_window or size > self.outbound_flow_control_window:
+            raise h2.exceptions.FlowControlError(f"Cannot send {size} bytes, the flow control window is smaller")
+        if size > self.max_outbound_frame_size:
+            raise h2.exceptions.FrameTooLargeError(f"Cannot send frame size {size}")
+        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_DATA)
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        self._data_to_send += _FRAME_HEADER.pack(size << 8 | _DATA, 0x1 if end_stream else 0, stream_id) + data
 
     #: Set once the client said GOAWAY(NO_ERROR), or the server chose to refuse new streams.
     refusing = False
@@ -296,3 +366,27 @@ class ServerConnection(h2.connection.H2Connection):
         event.last_stream_id = frame.last_stream_id
         event.additional_data = frame.additional_data or None
         return [], [event]
+
+
+class _ServerStream(h2.stream.H2Stream):
+    """h2's stream, remembering the header lists its connection validated (ServerConnection).
+
+    h2's ``normalize_inbound_headers`` and ``validate_headers`` depend only on
+    the list and the flags (request, trailers...), so an identical pair gets
+    the same answer; a list h2 refuses raises as before and is not kept.
+    """
+
+    seen_headers: dict[Any, list[Any]]
+
+    def _process_received_headers(self, headers: Any, header_validation_flags: Any, header_encoding: Any) -> Any:
+        if header_encoding is not None and header_encoding is not False:
+            return super()._process_received_headers(headers, header_validation_flags, header_encoding)
+        key = (tuple(headers), header_validation_flags)
+        seen = self.seen_headers
+        done = seen.get(key)
+        if done is None:
+            done = super()._process_received_headers(key[0], header_validation_flags, header_encoding)
+            if len(seen) >= SEEN_HEADER_LISTS:
+                seen.clear()
+            seen[key] = done
+        return list(done)

@@ -577,7 +577,7 @@ class H2Connection(Protocol, TimeoutMixin):
         return self._paused
 
     @property
-    def h2(self) -> h2.connection.H2Connection:
+    def h2(self) -> ServerConnection:
         """The h2 state machine (for a stream's frames)."""
         return self._conn
 
@@ -879,7 +879,7 @@ class _Stream:
             if self._head is not None:
                 head, self._head = self._head, None
                 end = self._ended and not self._pending
-                conn.send_headers(stream_id, head, end_stream=end)
+                conn.send_response_headers(stream_id, head, end)
                 if end:
                     self._finished()
                     return 0
@@ -900,7 +900,7 @@ class _Stream:
                 sent += len(piece)
                 frames += 1
                 last = self._ended and not pending
-                conn.send_data(stream_id, piece, end_stream=last)
+                conn.send_body(stream_id, piece, last)
                 if last:
                     self._finished()
                     return frames

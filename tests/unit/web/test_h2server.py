@@ -7,6 +7,8 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
+import h2.stream
 import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import (
@@ -289,3 +291,56 @@ def test_a_reset_in_a_later_read_costs_one() -> None:
     guard.feed(HeadersFrame(1, b"a" * 20, flags=["END_HEADERS", "END_STREAM"]).serialize(), 0.0)
     guard.feed(RstStreamFrame(1, 8).serialize(), 0.0)
     assert guard.tokens == CONTROL_BURST - 1
+
+
+def test_a_response_sent_as_bytes_is_what_h2_would_have_sent() -> None:
+    """send_response_headers and send_body put out HEADERS and DATA with END_STREAM, spend both windows and close the stream."""
+    link = Link()
+    link.get(1)
+    link.exchange()
+    before = link.server.local_flow_control_window(1)
+    link.server.send_response_headers(1, [(b":status", b"200"), (b"content-type", b"text/plain")], False)
+    link.server.send_body(1, b"hello", True)
+    assert link.server.outbound_flow_control_window == 65535 - 5 and before == 65535
+    _, client_events = link.exchange()
+    (response,) = _kinds(client_events, h2.events.ResponseReceived)
+    assert response.headers == [(":status", "200"), ("content-type", "text/plain")]
+    assert [e.data for e in _kinds(client_events, h2.events.DataReceived)] == [b"hello"]
+    assert [e.stream_id for e in _kinds(client_events, h2.events.StreamEnded)] == [1]
+    assert link.server.open_inbound_streams == 0
+    with pytest.raises(h2.exceptions.StreamClosedError):
+        link.server.send_body(1, b"more", True)
+
+
+def test_a_header_block_over_the_frame_size_goes_on_in_continuations() -> None:
+    """A 40000-byte header value leaves as HEADERS (END_STREAM) and CONTINUATION frames the client joins into one response."""
+    link = Link()
+    link.get(1)
+    link.exchange()
+    link.server.send_response_headers(1, [(b":status", b"204"), (b"x-big", b"v" * 40000)], True)
+    wire = link.server.data_to_send()
+    kinds = []
+    at = 0
+    while at < len(wire):
+        length = int.from_bytes(wire[at:at + 3], "big")
+        kinds.append((wire[at + 3], wire[at + 4]))
+        at += 9 + length
+    assert kinds == [(1, 0x1), (9, 0), (9, 0x4)]  # HEADERS with END_STREAM, CONTINUATION, the last with END_HEADERS
+    client_events = link.client.receive_data(wire)
+    (response,) = _kinds(client_events, h2.events.ResponseReceived)
+    assert dict(response.headers)["x-big"] == "v" * 40000 and _kinds(client_events, h2.events.StreamEnded)
+
+
+def test_a_header_list_validated_once_is_not_validated_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same request header list on a second stream skips h2's validation and is received the same."""
+    calls: list[int] = []
+    real = h2.stream.validate_headers
+    monkeypatch.setattr(h2.stream, "validate_headers", lambda headers, flags: (calls.append(1), real(headers, flags))[1])
+    link = Link()
+    link.get(1)
+    first, _ = link.exchange()
+    link.get(3)
+    second, _ = link.exchange()
+    heads = [e.headers for e in _kinds(first + second, h2.events.RequestReceived)]
+    assert heads == [[(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a.test")]] * 2
+    assert calls == [1]
