@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
-from hpack import NeverIndexedHeaderTuple
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -42,14 +41,6 @@ log = Logger()
 #: frames and persists itself.
 _CONNECTION_SPECIFIC = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
-#: Response headers whose values change from response to response: sent as
-#: literals never added to the HPACK table (RFC 7541 6.2.3), which would
-#: otherwise fill with one-off entries that every later header is searched
-#: against; Set-Cookie also so that it cannot be probed (RFC 7541 7.1.3).
-_VOLATILE = frozenset(
-    (b"date", b"content-length", b"etag", b"last-modified", b"expires", b"set-cookie", b"x-request-id",
-     b"content-range", b"age", b"location")
 )
 #: RFC 9110 6.4.1: no content in these responses, whatever the app writes.
 _NO_BODY_STATUSES = frozenset((204, 304))
@@ -99,16 +90,15 @@ class H2Exchange(CarriedExchange):
         data = self._first_bytes(data)
         status = self.status
         self._bodiless = self.method == b"HEAD" or status in _NO_BODY_STATUSES
+        # The encoder (fephp.web.h2hpack) marks the fields never to index.
         lines: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
-        for name, value in self.response_headers:
+        for field in self.response_headers:
+            name = field[0]
             if not name.islower():
-                name = name.lower()  # RFC 9113 8.2.1: uppercase names are malformed
-            if name in _CONNECTION_SPECIFIC:
-                continue
-            if name in _VOLATILE:
-                lines.append(NeverIndexedHeaderTuple(name, value))
-            else:
-                lines.append((name, value))
+                field = (name.lower(), field[1])  # RFC 9113 8.2.1: uppercase names are malformed
+                name = field[0]
+            if name not in _CONNECTION_SPECIFIC:
+                lines.append(field)
         self._stream.set_head(lines)
         return data
 

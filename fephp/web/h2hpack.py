@@ -25,7 +25,7 @@ import hpack
 from hpack import NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
-__all__ = ["BLOCK_CACHE", "FIELD_CACHE", "CachingDecoder", "ResponseEncoder", "encode_integer"]
+__all__ = ["BLOCK_CACHE", "FIELD_CACHE", "NEVER_INDEXED", "CachingDecoder", "ResponseEncoder", "encode_integer"]
 
 #: Encoded response fields kept (name, value and whether never indexed);
 #: past it the cache starts again (one-off values, X-Request-Id, pass).
@@ -41,6 +41,15 @@ for _i, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, 1):
     _NAME_INDEX.setdefault(_name, _i)
     if _value:
         _FIELD_INDEX.setdefault((_name, _value), _i)
+
+#: Response fields sent as never-indexed literals (RFC 7541 6.2.3), so that
+#: no intermediary re-encoding them adds them to its table either: values
+#: that change from response to response, and Set-Cookie, which must not
+#: be probed through a table (RFC 7541 7.1.3).
+NEVER_INDEXED = frozenset(
+    (b"date", b"content-length", b"etag", b"last-modified", b"expires", b"set-cookie", b"x-request-id",
+     b"content-range", b"age", b"location")
+)
 
 #: RFC 7541 6.3: a dynamic table size update to 0 (prefix 001, 5-bit integer).
 _TABLE_SIZE_ZERO = b"\x20"
@@ -62,6 +71,7 @@ def encode_integer(value: int, prefix_bits: int, first: int) -> bytes:
 
 def _field(name: bytes, value: bytes, never: bool) -> bytes:
     """One field's bytes: indexed if the static table has it whole, else a literal never put in the dynamic table."""
+    never = never or name in NEVER_INDEXED
     whole = None if never else _FIELD_INDEX.get((name, value))
     if whole is not None:
         return encode_integer(whole, 7, 0x80)  # RFC 7541 6.1
@@ -100,7 +110,7 @@ class ResponseEncoder:
         self._resized = True
 
     def encode(self, headers: Iterable[Any], huffman: bool = False) -> bytes:
-        """The block for *headers*, (name, value) pairs of bytes; a NeverIndexedHeaderTuple stays never indexed."""
+        """The block for *headers*, (name, value) pairs of bytes; NEVER_INDEXED names and NeverIndexedHeaderTuples are never indexed."""
         cache = self._cache
         out = []
         if self._resized:

@@ -55,3 +55,9 @@ def test_a_repeated_block_is_decoded_from_memory_while_the_table_stands() -> Non
     assert decoder.decode(b"\xbe", raw=True) == [(b"x-a", b"1")]
     decoder.decode(client.encode([(b"x-b", b"2")], huffman=False), raw=True)  # index 62 is now x-b: 2
     assert decoder.decode(b"\xbe", raw=True) == [(b"x-b", b"2")]
+
+
+def test_volatile_and_secret_fields_are_never_indexed_by_name() -> None:
+    """Date and Set-Cookie given as plain pairs are never-indexed literals; Server is a literal without indexing."""
+    block = ResponseEncoder().encode([(b"set-cookie", b"a=1"), (b"date", b"d"), (b"server", b"fephp")])
+    assert block == b"\x1f\x28\x03a=1" + b"\x1f\x12\x01d" + b"\x0f\x27\x05fephp"
