@@ -331,7 +331,9 @@ class ServerConnection(h2.connection.H2Connection):
         stream_id = frame.stream_id
         new = stream_id not in self.streams
         # Counted before the stream exists, as h2 counts (the property also forgets closed streams).
-        over = new and (self.refusing or self.open_inbound_streams >= self.local_settings.max_concurrent_streams)
+        limit = self.local_settings.max_concurrent_streams
+        # h2 keeps closed streams until it counts: fewer than the limit in all need no count (a walk over them).
+        over = new and (self.refusing or (len(self.streams) >= limit and self.open_inbound_streams >= limit))
         self._admitting = over  # h2 takes the stream, so that its block is decoded; it is refused below
         try:
             frames, events = super()._receive_headers_frame(frame)
