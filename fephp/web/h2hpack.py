@@ -141,7 +141,7 @@ class _CountedTable(HeaderTable):
 
     @property
     def maxsize(self) -> int:
-        return self._maxsize
+        return HeaderTable.maxsize.fget(self)  # type: ignore[attr-defined]
 
     @maxsize.setter
     def maxsize(self, newmax: int) -> None:

@@ -277,6 +277,39 @@ class ServerConnection(h2.connection.H2Connection):
         super().__init__(*args, **kwargs)
         #: (header list, validation flags) -> the validated list, for _ServerStream.
         self.seen_headers: dict[Any, list[Any]] = {}
+        #: Bytes to send, h2's own moved in before each of ours, so that frames leave in the order they were made.
+        self._outbound = bytearray()
+
+    def data_to_send(self, amount: Any = None) -> bytes:
+        """h2's: the bytes to send (up to *amount*), ours and h2's in the order they were made."""
+        outbound = self._outbound
+        if not outbound:
+            return super().data_to_send(amount)
+        outbound += super().data_to_send()
+        if amount is None:
+            data = bytes(outbound)
+            outbound.clear()
+        else:
+            data = bytes(outbound[:amount])
+            del outbound[:amount]
+        return data
+
+    def clear_outbound_data_buffer(self) -> None:
+        self._outbound.clear()
+        super().clear_outbound_data_buffer()
+
+    def _write(self, frames: bytes) -> None:
+        """Queue frames made here after whatever h2 queued before them."""
+        outbound = self._outbound
+        outbound += super().data_to_send()
+        outbound += frames
+
+    def _stream(self, stream_id: int) -> Any:
+        """h2's stream *stream_id*; StreamClosedError if h2 no longer has it (reset, or closed and forgotten)."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            raise h2.exceptions.StreamClosedError(stream_id)
+        return stream
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
@@ -286,7 +319,7 @@ class ServerConnection(h2.connection.H2Connection):
 
     def send_response_headers(self, stream_id: int, headers: Any, end_stream: bool) -> None:
         """Send a final response's HEADERS (``:status`` >= 200) on *stream_id*, as h2's ``send_headers``."""
-        stream = self._get_stream_by_id(stream_id)  # StreamClosedError for a stream gone, as h2's
+        stream = self._stream(stream_id)
         self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
         machine = stream.state_machine
         machine.process_input(StreamInputs.SEND_HEADERS)
@@ -296,18 +329,18 @@ class ServerConnection(h2.connection.H2Connection):
         size = self.max_outbound_frame_size
         end = 0x1 if end_stream else 0
         if len(block) <= size:
-            self._data_to_send += _FRAME_HEADER.pack(len(block) << 8 | _HEADERS, end | _END_HEADERS, stream_id) + block
+            self._write(_FRAME_HEADER.pack(len(block) << 8 | _HEADERS, end | _END_HEADERS, stream_id) + block)
             return
         # RFC 9113 6.10: the rest of the block in CONTINUATION frames, END_HEADERS on the last.
         pieces = [block[i:i + size] for i in range(0, len(block), size)]
         out = [_FRAME_HEADER.pack(len(pieces[0]) << 8 | _HEADERS, end, stream_id), pieces[0]]
         for i, piece in enumerate(pieces[1:], 2):
             out += [_FRAME_HEADER.pack(len(piece) << 8 | _CONTINUATION, _END_HEADERS if i == len(pieces) else 0, stream_id), piece]
-        self._data_to_send += b"".join(out)
+        self._write(b"".join(out))
 
     def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         """Send one DATA frame of *data* (within the windows and the frame size: the caller's check), as h2's ``send_data``."""
-        stream = self._get_stream_by_id(stream_id)
+        stream = self._stream(stream_id)
         size = len(data)
         if size > stream.outbound_flow_control_window or size > self.outbound_flow_control_window:
             raise h2.exceptions.FlowControlError(f"Cannot send {size} bytes, the flow control window is smaller")
@@ -320,7 +353,7 @@ class ServerConnection(h2.connection.H2Connection):
             machine.process_input(StreamInputs.SEND_END_STREAM)
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
-        self._data_to_send += _FRAME_HEADER.pack(size << 8 | _DATA, 0x1 if end_stream else 0, stream_id) + data
+        self._write(_FRAME_HEADER.pack(size << 8 | _DATA, 0x1 if end_stream else 0, stream_id) + data)
 
     #: Set once the client said GOAWAY(NO_ERROR), or the server chose to refuse new streams.
     refusing = False

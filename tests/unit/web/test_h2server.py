@@ -335,7 +335,12 @@ def test_a_header_list_validated_once_is_not_validated_again(monkeypatch: pytest
     """The same request header list on a second stream skips h2's validation and is received the same."""
     calls: list[int] = []
     real = h2.stream.validate_headers
-    monkeypatch.setattr(h2.stream, "validate_headers", lambda headers, flags: (calls.append(1), real(headers, flags))[1])
+
+    def counted(headers: Any, flags: Any) -> Any:
+        calls.append(1)
+        return real(headers, flags)
+
+    monkeypatch.setattr(h2.stream, "validate_headers", counted)
     link = Link()
     link.get(1)
     first, _ = link.exchange()
@@ -344,3 +349,22 @@ def test_a_header_list_validated_once_is_not_validated_again(monkeypatch: pytest
     heads = [e.headers for e in _kinds(first + second, h2.events.RequestReceived)]
     assert heads == [[(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a.test")]] * 2
     assert calls == [1]
+
+
+def test_frames_written_as_bytes_keep_their_place_among_h2s() -> None:
+    """A PING queued by h2, then a response written here, then h2's RST_STREAM leave in that order."""
+    link = Link()
+    link.get(1)
+    link.get(3, end=False)
+    link.exchange()
+    link.server.ping(b"12345678")
+    link.server.send_response_headers(1, [(b":status", b"204")], True)
+    link.server.reset_stream(3)
+    wire = link.server.data_to_send()
+    kinds = []
+    at = 0
+    while at < len(wire):
+        kinds.append(wire[at + 3])
+        at += 9 + int.from_bytes(wire[at:at + 3], "big")
+    assert kinds == [6, 1, 3]  # PING, HEADERS, RST_STREAM
+    assert link.server.data_to_send() == b""
