@@ -43,7 +43,6 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -134,7 +133,7 @@ class _Conn(enum.Enum):
 
 
 @implementer(IPushProducer)
-class H2Connection(Protocol, TimeoutMixin):
+class H2Connection(Protocol):
     """One HTTP/2 connection: the h2 state machine, its streams, and the transport's producer.
 
     Made by the HTTP/1.x protocol when ALPN chose "h2" on a TLS connection
@@ -142,6 +141,10 @@ class H2Connection(Protocol, TimeoutMixin):
     Twisted's HTTPChannel), which then passes it every byte it
     receives.  The idle timeout (the site's keep-alive) runs while no
     stream is open; a stream being answered stops it, as over HTTP/1.1.
+    It costs no timer per stream: the connection notes when it went idle
+    (or last read a byte while idle), and one timer, armed when it first
+    goes idle, looks at that note when it fires and sleeps again for what
+    is left (:meth:`_idle_check`).
 
     Every read goes through a :class:`FrameGuard` before h2 parses it, so
     an oversized frame, a header block past ``limits.max_header_size`` or a
@@ -162,8 +165,11 @@ class H2Connection(Protocol, TimeoutMixin):
         self.site = site
         self.factory = site
         self._clock = clock
-        self.callLater = clock.callLater  # type: ignore[method-assign]  # TimeoutMixin's clock
-        self.timeOut = getattr(site, "timeOut", None)
+        #: timeouts.keepalive: seconds a connection with no stream open is kept.
+        self.timeOut: Optional[float] = getattr(site, "timeOut", None)
+        #: When the connection went idle (or last read while idle); None while a stream is open.
+        self._idle_since: Optional[float] = None
+        self._idle_call: Any = None  # the one keep-alive timer, armed while idle (see _idle_check)
         #: timeouts.client_body and client_send, per stream as over HTTP/1.1 per connection.
         self.client_body_timeout: Optional[float] = getattr(site, "client_body_timeout", None)
         self.client_send_timeout: Optional[float] = getattr(site, "client_send_timeout", None)
@@ -231,7 +237,7 @@ class H2Connection(Protocol, TimeoutMixin):
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]  # every TCP or TLS transport is a consumer
-        self.setTimeout(self.timeOut)
+        self._went_idle()
         conn = self._conn
         conn.initiate_connection()
         # The connection's window starts at 65535 whatever SETTINGS say
@@ -243,8 +249,9 @@ class H2Connection(Protocol, TimeoutMixin):
         state = self._state
         if state is _Conn.CLOSING or state is _Conn.LOST:
             return  # done with it: not a byte more to h2 (a flood after GOAWAY costs nothing)
+        now = self._clock.seconds()
         try:
-            self._guard.feed(data, self._clock.seconds())
+            self._guard.feed(data, now)
             events = self._conn.receive_data(data)
         except FrameRefused as e:
             self.log.info("HTTP/2 client {peer} refused: {reason}", peer=str(self.getPeer()), reason=str(e))
@@ -256,7 +263,8 @@ class H2Connection(Protocol, TimeoutMixin):
             self._write_control()
             self._close(CLOSE_GRACE)
             return
-        self.resetTimeout()
+        if self._idle_since is not None:
+            self._idle_since = now  # a client still there (a PING, SETTINGS): idle from now
         for event in events:
             kind = type(event)
             if kind is h2.events.RequestReceived:
@@ -289,8 +297,8 @@ class H2Connection(Protocol, TimeoutMixin):
         if self._state is _Conn.LOST:
             return
         self._state = _Conn.LOST
-        self.setTimeout(None)
-        for name in ("_pump_call", "_send_timer", "_close_timer"):
+        self._idle_since = None
+        for name in ("_pump_call", "_send_timer", "_close_timer", "_idle_call"):
             call = getattr(self, name)
             setattr(self, name, None)
             if call is not None and call.active():
@@ -344,7 +352,7 @@ class H2Connection(Protocol, TimeoutMixin):
         if self._state is _Conn.CLOSING or self._state is _Conn.LOST:
             return
         self._state = _Conn.CLOSING
-        self.setTimeout(None)
+        self._idle_since = None
         transport: Any = self.transport
         if transport is None:
             return
@@ -438,7 +446,7 @@ class H2Connection(Protocol, TimeoutMixin):
             fields.append((name, value))
         stream = _Stream(self, stream_id, request_in=event.stream_ended is not None)
         self._streams[stream_id] = stream
-        self.setTimeout(None)  # a stream is being answered
+        self._idle_since = None  # a stream is being answered: the keep-alive waits
         if method is None or path is None:
             # CONNECT (no :path); h2 refuses requests without :method.
             stream.refuse(405 if method == b"CONNECT" else 400)
@@ -526,9 +534,30 @@ class H2Connection(Protocol, TimeoutMixin):
         if self._streams:
             return
         if self._state is _Conn.OPEN:
-            self.setTimeout(self.timeOut)
+            self._went_idle()
         elif self._state is _Conn.DRAINING:
             self._schedule_pump()  # the last answers go out, then the connection closes
+
+    def _went_idle(self) -> None:
+        """No stream is open: the keep-alive counts from now; its timer is armed unless it already is."""
+        timeout = self.timeOut
+        if timeout is None:
+            return
+        self._idle_since = self._clock.seconds()
+        if self._idle_call is None:
+            self._idle_call = self._clock.callLater(timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """The keep-alive timer: close a connection idle for timeOut seconds, else sleep for what is left of them."""
+        self._idle_call = None
+        since = self._idle_since
+        if since is None or self.timeOut is None:
+            return  # a stream is open (going idle again arms the timer), or the connection is closing
+        left = since + self.timeOut - self._clock.seconds()
+        if left > 0:
+            self._idle_call = self._clock.callLater(left, self._idle_check)
+        else:
+            self.timeoutConnection()
 
     def _schedule_pump(self) -> None:
         if self._pump_call is None and (self._state is _Conn.OPEN or self._state is _Conn.DRAINING):

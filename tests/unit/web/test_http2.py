@@ -65,7 +65,7 @@ class Pair:
     def __init__(self, **site_options: Any) -> None:
         self.clock = Clock()
         self.app = App()
-        self.site = FrontSite(self.app, timeout=None, reactor=self.clock, **site_options)
+        self.site = FrontSite(self.app, reactor=self.clock, **{"timeout": None, **site_options})
         self.server = H2Connection(self.site, clock=self.clock, max_header_size=self.site.max_header_size, max_line_length=16384)
         self.transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 443), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
@@ -368,3 +368,38 @@ def test_a_reset_stream_gives_its_spill_back() -> None:
     pair.client.reset_stream(stream)
     pair.exchange()
     assert pair.server.spill.held == held
+
+
+def test_the_keepalive_timeout_ends_a_connection_idle_after_its_requests() -> None:
+    """With timeouts.keepalive 5, a connection whose one request was answered gets GOAWAY(NO_ERROR) 5 s later, not before."""
+    pair = Pair(timeout=5)
+    pair.get("/")
+    pair.exchange()
+    pair.clock.advance(4.9)
+    assert not _of_connection(pair.exchange(), h2.events.ConnectionTerminated)
+    pair.clock.advance(0.2)
+    (goaway,) = _of_connection(pair.exchange(), h2.events.ConnectionTerminated)
+    assert (goaway.error_code, pair.transport.disconnecting) == (h2.errors.ErrorCodes.NO_ERROR, True)
+
+
+def test_a_stream_being_answered_holds_the_connection_past_the_keepalive() -> None:
+    """A response taking 60 s keeps a keepalive-5 connection; 5 s after it ends, the connection goes."""
+    pair = Pair(timeout=5)
+    stream = pair.get("/stream")
+    pair.exchange()
+    (request,) = pair.app.open
+    pair.clock.advance(60)
+    assert not _of_connection(pair.exchange(), h2.events.ConnectionTerminated)
+    request.write(b"late")
+    request.finish()
+    assert [e.stream_id for e in pair.exchange() if isinstance(e, h2.events.StreamEnded)] == [stream]
+    pair.clock.advance(4.9)
+    assert not _of_connection(pair.exchange(), h2.events.ConnectionTerminated)
+    pair.clock.advance(0.2)
+    assert [e.error_code for e in _of_connection(pair.exchange(), h2.events.ConnectionTerminated)] == [
+        h2.errors.ErrorCodes.NO_ERROR
+    ]
+
+
+def _of_connection(events: list[Any], kind: type) -> list[Any]:
+    return [e for e in events if isinstance(e, kind)]
