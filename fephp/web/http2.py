@@ -215,6 +215,8 @@ class H2Connection(Protocol):
         self._ready: dict[int, _Stream] = {}
         #: Streams with bytes to send and no window to send them in.
         self._blocked: dict[int, _Stream] = {}
+        #: Streams with a producer registered (of _streams): those the pump and the transport's pauses speak to.
+        self._producing: dict[int, _Stream] = {}
         #: Streams whose request is whole, to hand to the site on the pump's turn.
         self._arrived: list[_Stream] = []
         self._pump_call: Any = None
@@ -306,6 +308,7 @@ class H2Connection(Protocol):
         streams, self._streams = self._streams, {}
         self._ready.clear()
         self._blocked.clear()
+        self._producing.clear()
         self._arrived.clear()
         for stream in streams.values():
             stream.connection_lost(reason)
@@ -371,7 +374,7 @@ class H2Connection(Protocol):
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
         self._paused = True
-        for stream in self._streams.values():
+        for stream in list(self._producing.values()):
             stream.pause_producer()
         # Nor read what the client sends meanwhile: it could only make us
         # write more (PING and SETTINGS answers, new responses).
@@ -480,6 +483,7 @@ class H2Connection(Protocol):
         stream = self._streams.pop(stream_id, None)
         self._ready.pop(stream_id, None)
         self._blocked.pop(stream_id, None)
+        self._producing.pop(stream_id, None)
         now = self._clock.seconds()
         costly = False
         if stream is not None:
@@ -528,6 +532,7 @@ class H2Connection(Protocol):
             del self._streams[stream.stream_id]
         self._ready.pop(stream.stream_id, None)
         self._blocked.pop(stream.stream_id, None)
+        self._producing.pop(stream.stream_id, None)
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
@@ -590,8 +595,9 @@ class H2Connection(Protocol):
         # From here, what a producer writes schedules the next pump.
         self._pump_call = None
         self._write_control()
-        for stream in list(self._streams.values()):
-            stream.after_send(self._paused)
+        if self._producing:
+            for stream in list(self._producing.values()):
+                stream.after_send(self._paused)
         if self._state is _Conn.DRAINING and not self._streams and not self._ready:
             self._close(CLOSE_GRACE)
 
@@ -834,6 +840,9 @@ class _Stream:
         if self._gone:
             producer.stopProducing()
             return
+        connection = self._connection
+        if connection._streams.get(self.stream_id) is self:
+            connection._producing[self.stream_id] = self
         if streaming:
             size = self._pending_size
             if (size > STREAM_BUFFER and not self._may_spill(size)) or self._connection.paused:
@@ -845,6 +854,7 @@ class _Stream:
     def unregister_producer(self) -> None:
         self._producer = None
         self._producer_paused = False
+        self._connection._producing.pop(self.stream_id, None)
 
     def abort_response(self) -> None:
         """End the response cut short: the client sees a reset stream, never a response that looks whole."""
