@@ -55,9 +55,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, **SLOTS)
+@dataclass(**SLOTS)
 class StaticFile:
-    """Send the file at ``path`` (under the root, symlinks not resolved) as it is.
+    """Send the file at ``path`` (under the root, symlinks not resolved) as it is (read-only by convention).
+
+    StaticFile and Script are made per request, so not frozen dataclasses
+    (as the codec's Request): frozen, each field is set through
+    ``object.__setattr__`` in ``__init__``.
 
     ``stat`` is what the router saw of it (symlinks followed), so that the
     file is not looked up twice.
@@ -67,9 +71,9 @@ class StaticFile:
     stat: Union[os.stat_result, None] = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True, **SLOTS)
+@dataclass(**SLOTS)
 class Script:
-    """Run ``script_filename`` through PHP with these CGI path variables."""
+    """Run ``script_filename`` through PHP with these CGI path variables (read-only by convention, see StaticFile)."""
 
     script_filename: str
     script_name: str

@@ -32,9 +32,14 @@ class Event:
 # What a client (the web server side) receives from the application.
 
 
-@dataclass(frozen=True, **SLOTS)
+@dataclass(**SLOTS)
 class Stdout(Event):
-    """A piece of the response; a long piece is a read-only memoryview into the bytes read (see RecordReader)."""
+    """A piece of the response; a long piece is a read-only memoryview into the bytes read (see RecordReader).
+
+    Stdout and EndRequest come with every response, so they are not frozen
+    dataclasses (read-only by convention): frozen, each field is set
+    through ``object.__setattr__`` in ``__init__``.
+    """
 
     request_id: int
     data: Chunk
@@ -46,9 +51,9 @@ class Stderr(Event):
     data: bytes
 
 
-@dataclass(frozen=True, **SLOTS)
+@dataclass(**SLOTS)
 class EndRequest(Event):
-    """FCGI_END_REQUEST; ``protocol_status`` is a :class:`ProtocolStatus` value."""
+    """FCGI_END_REQUEST; ``protocol_status`` is a :class:`ProtocolStatus` value (read-only by convention, see Stdout)."""
 
     request_id: int
     app_status: int
