@@ -44,9 +44,13 @@ class CGIResponseError(Exception):
     http_status = 502
 
 
-@dataclass(frozen=True, **SLOTS)
+@dataclass(**SLOTS)
 class CGIHead:
-    """The response status and headers, in order, without the Status header; each Set-Cookie apart."""
+    """The response status and headers, in order, without the Status header; each Set-Cookie apart.
+
+    Read-only by convention, not a frozen dataclass: one is made per PHP
+    response, and a frozen one's ``__init__`` sets each field through ``object.__setattr__``.
+    """
 
     status: int
     reason: bytes
