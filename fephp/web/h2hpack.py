@@ -6,8 +6,9 @@ that names its field by the static table's index where it can and is
 never added to the dynamic table (RFC 7541 6.2.2, 6.2.3), without Huffman
 coding (RFC 7541 5.2 leaves it to the encoder).  As nginx does for its
 responses: the encoder keeps no state, so a field's bytes are made once
-and kept (within :data:`FIELD_CACHE`), and no response pays for searching
-a table of earlier ones.  A response's block is some bytes longer than
+and kept (within :data:`FIELD_CACHE`; Set-Cookie and X-Request-Id are made
+each time and not kept), and no response pays for searching a table of
+earlier ones.  A response's block is some bytes longer than
 with a dynamic table, next to the body it precedes.
 
 :class:`CachingDecoder` is hpack's decoder, which answers a block it has
@@ -27,8 +28,8 @@ from hpack.table import HeaderTable
 
 __all__ = ["BLOCK_CACHE", "FIELD_CACHE", "NEVER_INDEXED", "CachingDecoder", "ResponseEncoder", "encode_integer"]
 
-#: Encoded response fields kept (name, value and whether never indexed);
-#: past it the cache starts again (one-off values, X-Request-Id, pass).
+#: Encoded response fields kept, by name and value (never-indexed ones are
+#: made each time); past it the cache starts again.
 FIELD_CACHE = 1024
 #: Decoded request blocks kept per connection.
 BLOCK_CACHE = 32
@@ -50,6 +51,10 @@ NEVER_INDEXED = frozenset(
     (b"date", b"content-length", b"etag", b"last-modified", b"expires", b"set-cookie", b"x-request-id",
      b"content-range", b"age", b"location")
 )
+
+#: Fields encoded each time and not kept: no cookie outlives its response
+#: in the cache, and a request id is never seen twice.
+_NOT_KEPT = frozenset((b"set-cookie", b"x-request-id"))
 
 #: RFC 7541 6.3: a dynamic table size update to 0 (prefix 001, 5-bit integer).
 _TABLE_SIZE_ZERO = b"\x20"
@@ -94,7 +99,7 @@ class ResponseEncoder:
     __slots__ = ("_resized", "_table_size")
 
     #: Shared by every connection: the bytes depend on the field alone.
-    _cache: "ClassVar[dict[tuple[bytes, bytes, bool], bytes]]" = {}
+    _cache: "ClassVar[dict[tuple[bytes, bytes], bytes]]" = {}
 
     def __init__(self) -> None:
         self._resized = False
@@ -117,10 +122,14 @@ class ResponseEncoder:
             self._resized = False
             out.append(_TABLE_SIZE_ZERO)
         for field in headers:
-            key = (field[0], field[1], type(field) is NeverIndexedHeaderTuple)
+            name = field[0]
+            if name in _NOT_KEPT or type(field) is NeverIndexedHeaderTuple:
+                out.append(_field(name, field[1], True))
+                continue
+            key = (name, field[1])
             data = cache.get(key)
             if data is None:
-                data = _field(*key)
+                data = _field(name, field[1], False)  # never indexed if NEVER_INDEXED says so
                 if len(cache) >= FIELD_CACHE:
                     cache.clear()
                 cache[key] = data
@@ -160,14 +169,14 @@ class CachingDecoder(hpack.Decoder):
     def decode(self, data: bytes, raw: bool = False) -> Any:
         table = self._table
         state = (table.changes, self.max_header_list_size, self.max_allowed_table_size)
-        kept = self._blocks.get(data) if raw else None
+        kept = self._blocks.get(data) if raw and type(data) is bytes else None
         if kept is not None and kept[0] == state:
             return list(kept[1])
         headers = super().decode(data, raw)
-        if raw and table.changes == state[0]:
+        if raw and type(data) is bytes and table.changes == state[0]:
             # Only indexed fields and literals left out of the table: the same bytes decode the same while it stands.
             blocks = self._blocks
             if len(blocks) >= BLOCK_CACHE:
                 blocks.clear()
-            blocks[bytes(data)] = (state, list(headers))
+            blocks[data] = (state, list(headers))
         return headers

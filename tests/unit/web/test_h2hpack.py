@@ -61,3 +61,10 @@ def test_volatile_and_secret_fields_are_never_indexed_by_name() -> None:
     """Date and Set-Cookie given as plain pairs are never-indexed literals; Server is a literal without indexing."""
     block = ResponseEncoder().encode([(b"set-cookie", b"a=1"), (b"date", b"d"), (b"server", b"fephp")])
     assert block == b"\x1f\x28\x03a=1" + b"\x1f\x12\x01d" + b"\x0f\x27\x05fephp"
+
+
+def test_no_never_indexed_value_is_kept_past_its_response() -> None:
+    """A Set-Cookie value is encoded for its block and not kept in the encoder's cache; Server's field is."""
+    ResponseEncoder().encode([(b"set-cookie", b"session=secret"), (b"server", b"kept")])
+    cached = ResponseEncoder._cache
+    assert ((b"server", b"kept") in cached, any(b"secret" in value for _name, value in cached)) == (True, False)
