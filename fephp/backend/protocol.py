@@ -527,7 +527,10 @@ class FastCGIClientProtocol(Protocol):
                 _BodyWriter(self, request, body).start(head + codec.send_stdin(_REQUEST_ID, data))
                 return request
         # The whole request in one write.
-        self._write(head + codec.send_stdin(_REQUEST_ID, data) + codec.end_stdin(_REQUEST_ID))
+        if data:
+            self._write(head + codec.send_stdin(_REQUEST_ID, data) + codec.end_stdin(_REQUEST_ID))
+        else:
+            self._write(head + codec.end_stdin(_REQUEST_ID))
         request.body_sent = True
         return request
 

@@ -15,7 +15,9 @@ from ._events import (
 )
 from ._reader import RecordReader
 from ._records import (
+    _HEADER,
     NULL_REQUEST_ID,
+    VERSION_1,
     BeginFlags,
     RecordType,
     Role,
@@ -33,6 +35,9 @@ __all__ = ["ClientConnection"]
 _STDOUT = RecordType.STDOUT
 _STDERR = RecordType.STDERR
 _END_REQUEST = RecordType.END_REQUEST
+# Plain ints for struct: an enum member costs a conversion at every pack.
+_STDIN = int(RecordType.STDIN)
+_KEEP_CONN = int(BeginFlags.KEEP_CONN)
 
 
 class ClientConnection:
@@ -75,8 +80,7 @@ class ClientConnection:
         if request_id in self._active:
             raise ValueError(f"request id {request_id} is already active")
         self._active.add(request_id)
-        flags = BeginFlags.KEEP_CONN if keep_conn else BeginFlags.NONE
-        return encode_request_head(request_id, role, flags, params)
+        return encode_request_head(request_id, role, _KEEP_CONN if keep_conn else 0, params)
 
     def send_stdin(self, request_id: int, data: bytes) -> bytes:
         """A piece of the request body; empty *data* gives no bytes."""
@@ -88,7 +92,7 @@ class ClientConnection:
     def end_stdin(self, request_id: int) -> bytes:
         """The empty STDIN record that ends the body (section 3.3)."""
         self._check_active(request_id)
-        return encode_record(RecordType.STDIN, request_id)
+        return _HEADER.pack(VERSION_1, _STDIN, request_id, 0, 0)  # no content, no padding
 
     def abort_request(self, request_id: int) -> bytes:
         """ABORT_REQUEST (section 5.4); the request stays active until END_REQUEST."""

@@ -88,6 +88,8 @@ _BEGIN_BODY = struct.Struct("!HB5x")
 _END_BODY = struct.Struct("!IB3x")
 _UNKNOWN_TYPE_BODY = struct.Struct("!B7x")
 _LEN4 = struct.Struct("!I")
+#: A record header, a BEGIN_REQUEST body and another record header, back to back.
+_BEGIN_AND_PARAMS = struct.Struct("!BBHHBx" "HB5x" "BBHHBx")
 
 
 class Header:
@@ -234,14 +236,16 @@ def encode_request_head(
             RecordType.PARAMS, request_id, content, close=True
         )
     pad = -length & 7
-    header = _HEADER.pack
     return b"".join((
-        header(VERSION_1, _BEGIN_REQUEST, request_id, _BEGIN_BODY.size, 0),
-        _BEGIN_BODY.pack(role, flags),
-        header(VERSION_1, _PARAMS, request_id, length, pad),
+        # BEGIN_REQUEST's header and body and the PARAMS record's header, in one pack.
+        _BEGIN_AND_PARAMS.pack(
+            VERSION_1, _BEGIN_REQUEST, request_id, _BEGIN_BODY.size, 0,
+            role, flags,
+            VERSION_1, _PARAMS, request_id, length, pad,
+        ),
         content,
         _PADS[pad],
-        header(VERSION_1, _PARAMS, request_id, 0, 0),  # the empty record that ends the stream
+        _HEADER.pack(VERSION_1, _PARAMS, request_id, 0, 0),  # the empty record that ends the stream
     ))
 
 
