@@ -33,6 +33,7 @@ __all__ = [
     "CONTROL_BURST",
     "CONTROL_RATE",
     "INSTANT_RESET_COST",
+    "UNANSWERED_KEPT",
     "SEEN_HEADER_LISTS",
     "FrameGuard",
     "FrameRefused",
@@ -46,12 +47,18 @@ __all__ = [
 #: reads, which :meth:`FrameGuard.credit` pays back.
 CONTROL_BURST = 300
 CONTROL_RATE = 50.0
-#: What a RST_STREAM costs, in control frames, when it resets a stream whose
-#: HEADERS came in the same read: h2 decoded and checked the request for
-#: nothing (Rapid Reset, CVE-2023-44487, sends both in one write).  A read
-#: holding more than CONTROL_BURST / INSTANT_RESET_COST of them is refused
-#: before h2 parses any of it.
+#: What a RST_STREAM costs, in control frames, when it resets a stream fephp
+#: has not answered yet: h2 decoded and checked the request, and maybe PHP
+#: started it, for nothing (Rapid Reset, CVE-2023-44487).  Whether the reset
+#: comes in the read of its HEADERS or a later one (the attacker's writes
+#: split across TCP reads as the network pleases) it costs the same, so about
+#: CONTROL_BURST / INSTANT_RESET_COST such resets end a connection; a read
+#: holding more than that is refused before h2 parses any of it.  A browser
+#: cancels a few requests when its user leaves a page: well within it.
 INSTANT_RESET_COST = 10
+#: Streams the guard remembers as opened and not answered (a stream refused or
+#: reset by fephp is never answered): past this many the oldest are forgotten.
+UNANSWERED_KEPT = 256
 
 # Frame types (RFC 9113 6) and flags the guard reads.
 _DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = range(10)
@@ -98,7 +105,7 @@ class FrameGuard:
     then sends GOAWAY and reads no more.
     """
 
-    __slots__ = ("_state", "_need", "_partial", "_max_frame", "_max_block", "_block", "_tokens", "_burst", "_rate", "_last", "_opened")
+    __slots__ = ("_state", "_need", "_partial", "_max_frame", "_max_block", "_block", "_tokens", "_burst", "_rate", "_last", "_unanswered")
 
     def __init__(
         self,
@@ -120,8 +127,8 @@ class FrameGuard:
         self._rate = rate
         self._tokens = float(burst)
         self._last = now
-        #: Streams whose HEADERS are in the read being judged.
-        self._opened: set[int] = set()
+        #: Streams whose HEADERS the guard saw and whose answer has not started (bounded by UNANSWERED_KEPT).
+        self._unanswered: set[int] = set()
 
     def feed(self, data: bytes, now: float) -> None:
         """Judge the frames whose headers are in *data*; raise FrameRefused at the first one out of bounds."""
@@ -157,23 +164,27 @@ class FrameGuard:
             cost = self._judge(length, kind, flags)
             if cost:
                 if kind == _HEADERS:
-                    self._opened.add(int.from_bytes(head[5:9], "big") & 0x7FFFFFFF)
+                    unanswered = self._unanswered
+                    if len(unanswered) >= UNANSWERED_KEPT:
+                        unanswered.discard(min(unanswered))
+                    unanswered.add(int.from_bytes(head[5:9], "big") & 0x7FFFFFFF)
                     cost = 0
-                elif kind == _RST_STREAM and self._opened and int.from_bytes(head[5:9], "big") & 0x7FFFFFFF in self._opened:
-                    cost = INSTANT_RESET_COST
+                elif kind == _RST_STREAM and self._unanswered:
+                    stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+                    if stream_id in self._unanswered:
+                        self._unanswered.discard(stream_id)
+                        cost = INSTANT_RESET_COST
                 tokens -= cost
                 if tokens < 0:
                     self._tokens = 0.0
                     if cost == INSTANT_RESET_COST:
-                        raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, "streams reset in the read that opened them")
+                        raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, "streams reset before their answer")
                     raise FrameRefused(ErrorCodes.ENHANCE_YOUR_CALM, f"a flood of frames of type {kind} that carry nothing")
             need = length
             state = _Scan.PAYLOAD if length else _Scan.HEADER
         self._state = state
         self._need = need
         self._tokens = tokens
-        if self._opened:
-            self._opened.clear()
 
     def _judge(self, length: int, kind: int, flags: int) -> int:
         """Check one frame header; what it costs of the control budget (HEADERS: 1, for :meth:`feed` to note the stream)."""
@@ -206,6 +217,10 @@ class FrameGuard:
             raise FrameRefused(ErrorCodes.FRAME_SIZE_ERROR, f"a frame of type {kind} with {length} bytes, not {fixed}")
         # PING, WINDOW_UPDATE, RST_STREAM, PRIORITY, and extension frames that h2 ignores.
         return kind not in _PAYLOAD_TYPES
+
+    def answered(self, stream_id: int) -> None:
+        """The answer of *stream_id* has started: a reset of it from now on costs what any reset costs."""
+        self._unanswered.discard(stream_id)
 
     def credit(self, frames: int) -> None:
         """We sent *frames* DATA frames: the WINDOW_UPDATEs that answer them (the stream's, the connection's) are paid for."""

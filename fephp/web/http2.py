@@ -880,6 +880,7 @@ class _Stream:
         ]
         try:
             conn.send_headers(self.stream_id, headers)
+            self._connection._guard.answered(self.stream_id)
             if conn.local_flow_control_window(self.stream_id) >= len(body):
                 conn.send_data(self.stream_id, body, end_stream=True)
                 if not self._request_in:
@@ -919,6 +920,7 @@ class _Stream:
                 head, self._head = self._head, None
                 end = self._ended and not self._pending
                 conn.send_response_headers(stream_id, head, end)
+                self._connection._guard.answered(stream_id)
                 if end:
                     self._finished()
                     return 0

@@ -77,8 +77,8 @@ def test_rapid_reset_from_many_connections_reaches_php_for_under_one_percent(h2_
     front = h2_front()
     rss = _warm(front)
     floods = rapid_reset(front.port, connections=50, streams=100, tag="rr")
-    # A reset in the read that opened its stream costs INSTANT_RESET_COST of
-    # the control budget: about 30 such pairs, then GOAWAY.
+    # A reset of a stream not answered yet costs INSTANT_RESET_COST of the
+    # control budget, whichever read it comes in: about 30, then GOAWAY.
     assert [f.goaway for f in floods] == [ENHANCE_YOUR_CALM] * 50
     settle_php(front.port, POOL)
     ran = php_runs(docroot, "rr")

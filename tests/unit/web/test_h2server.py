@@ -26,6 +26,7 @@ from fephp.web.h2server import (
     CONTROL_BURST,
     CONTROL_RATE,
     INSTANT_RESET_COST,
+    UNANSWERED_KEPT,
     FrameGuard,
     FrameRefused,
     ServerConnection,
@@ -282,15 +283,35 @@ def test_streams_reset_in_the_read_that_opened_them_spend_ten_each() -> None:
     guard = _guard()
     with pytest.raises(FrameRefused) as caught:
         guard.feed(read + HeadersFrame(2 * pairs + 1, b"a").serialize() + RstStreamFrame(2 * pairs + 1, 8).serialize(), 0.0)
-    assert (caught.value.code, caught.value.reason) == (ErrorCodes.ENHANCE_YOUR_CALM, "streams reset in the read that opened them")
+    assert (caught.value.code, caught.value.reason) == (ErrorCodes.ENHANCE_YOUR_CALM, "streams reset before their answer")
 
 
-def test_a_reset_in_a_later_read_costs_one() -> None:
-    """A RST_STREAM for a stream opened in an earlier read costs one control frame, as any reset."""
+def test_a_reset_of_an_unanswered_stream_in_a_later_read_costs_ten() -> None:
+    """A Rapid Reset whose RST_STREAM comes in the read after its HEADERS (its writes split by the network) costs INSTANT_RESET_COST all the same, and only once per stream."""
     guard = _guard()
     guard.feed(HeadersFrame(1, b"a" * 20, flags=["END_HEADERS", "END_STREAM"]).serialize(), 0.0)
     guard.feed(RstStreamFrame(1, 8).serialize(), 0.0)
+    guard.feed(RstStreamFrame(1, 8).serialize(), 0.0)
+    assert guard.tokens == CONTROL_BURST - INSTANT_RESET_COST - 1
+
+
+def test_a_reset_of_an_answered_stream_costs_one() -> None:
+    """A RST_STREAM for a stream whose answer has started costs one control frame, as any reset."""
+    guard = _guard()
+    guard.feed(HeadersFrame(1, b"a" * 20, flags=["END_HEADERS", "END_STREAM"]).serialize(), 0.0)
+    guard.answered(1)
+    guard.feed(RstStreamFrame(1, 8).serialize(), 0.0)
     assert guard.tokens == CONTROL_BURST - 1
+
+
+def test_the_unanswered_streams_remembered_are_bounded() -> None:
+    """Past UNANSWERED_KEPT streams opened and never answered (refused ones, say), the oldest is forgotten: its reset costs one."""
+    guard = _guard()
+    streams = range(1, 2 * (UNANSWERED_KEPT + 1), 2)
+    guard.feed(b"".join(HeadersFrame(s, b"a", flags=["END_HEADERS", "END_STREAM"]).serialize() for s in streams), 0.0)
+    guard.feed(RstStreamFrame(1, 8).serialize(), 0.0)
+    guard.feed(RstStreamFrame(3, 8).serialize(), 0.0)
+    assert guard.tokens == CONTROL_BURST - 1 - INSTANT_RESET_COST
 
 
 def test_a_response_sent_as_bytes_is_what_h2_would_have_sent() -> None:
