@@ -101,6 +101,13 @@ def strace_summary(text: str) -> dict[str, int]:
     return dict(calls)
 
 
+def merged_yaml(base: str, extra: str) -> str:
+    """*base* (one top-level key a line) with *extra* added; a key *extra* sets replaces base's line for it."""
+    keys = {line.split(":", 1)[0] for line in extra.splitlines() if line[:1].isalpha()}
+    kept = [line for line in base.splitlines(keepends=True) if line.split(":", 1)[0] not in keys]
+    return "".join(kept) + (extra + "\n" if extra else "")
+
+
 def h2load(url: str, requests: int, clients: int) -> int:
     argv = ["h2load", "--h1", "-n", str(requests), "-c", str(clients), url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=CONTROL_TIMEOUT + requests / 20)
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, extra in variants:
             conf = os.path.join(tmp, f"{name}.yaml")
             with open(conf, "w") as f:
-                f.write(compare.fephp_yaml(0, bench.sock, 8, True) + (extra + "\n" if extra else ""))
+                f.write(merged_yaml(compare.fephp_yaml(0, bench.sock, 8, True), extra))
             log = os.path.join(tmp, f"{name}.log")
             argv_ = valgrind + compare.twistd_argv(python) + ["-n", "--pidfile", "", "fephp", "--config", conf]
             if argv_[len(valgrind)].endswith("twistd") and not python:
