@@ -71,7 +71,10 @@ _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Control characters other than HTAB, LF and CR, anywhere in the head: NUL
 # and friends are never valid in a field (RFC 9110 5.5) and would let a
 # script's output smuggle bytes into the client's response head.
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Found by mapping each of them to 0 and every other byte to 1, then looking
+# for a 0: half the instructions of a regex search on a head of tens of bytes.
+_CONTROL_BYTES = frozenset((*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
+_CONTROL_MARKS = bytes(0 if c in _CONTROL_BYTES else 1 for c in range(256))
 
 # RFC 3875 6.3.3: Status: 3-digit code, optional reason phrase.
 _STATUS = re.compile(rb"([0-9]{3})(?:[ \t]+(.*))?")
@@ -87,7 +90,7 @@ _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus
 
 def _parse(head: bytes) -> CGIHead:
     """Parse the head's lines (the text before the blank line, final line ending possibly without its "\\n")."""
-    if _CONTROL.search(head):
+    if head.translate(_CONTROL_MARKS).find(0) >= 0:
         raise CGIResponseError("control character in the response head")
     status: int | None = None
     reason = b""

@@ -299,14 +299,17 @@ class Router:
         decoded = _percent_decode(raw_path)  # exactly once: "%252e" stays the 3 characters "%2e"
         if decoded is None:
             return _BAD_ENCODING
-        if _CONTROL.search(decoded):  # %00 above all: it would truncate the path in C
-            return _CONTROL_BYTE
         try:
             # Strict UTF-8 also refuses overlong forms ("%c0%ae" is not ".")
             # and encoded surrogates, so no second spelling of "." or "/" exists.
             path = decoded.decode("utf-8")
         except UnicodeDecodeError:
-            return _BAD_UTF8
+            return _CONTROL_BYTE if _CONTROL.search(decoded) else _BAD_UTF8
+        # %00 above all: it would truncate the path in C.  Every control byte
+        # makes the text non-printable, so the regex runs only on the rare path
+        # that is not (isprintable() costs a third of a regex search).
+        if not path.isprintable() and _CONTROL.search(decoded):
+            return _CONTROL_BYTE
 
         # Split on "/" only ("%2F" is a "/" by now, a backslash never is) and
         # drop empty segments, which collapses "//" (so a redirect can never

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -210,3 +212,20 @@ def test_round_trip(headers: list[tuple[bytes, bytes]], newline: bytes, body: by
     head, rest = feed_pieces(pieces)
     assert head == CGIHead(200, b"OK", [*headers, (b"Content-Type", b"text/html")])
     assert rest == body
+
+
+# The regex the head's control check used before it became a translate(): the same bytes must be refused.
+_OLD_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def test_control_check_matches_the_old_regex_on_every_byte() -> None:
+    """Each of the 256 byte values in a header value is refused as a control character exactly when the old regex refused it."""
+    for value in range(256):
+        data = b"X-A: a" + bytes((value,)) + b"b\r\n\r\n"
+        try:
+            HeadParser().feed(data)
+            message = None
+        except CGIResponseError as e:
+            message = str(e)
+        refused = message == "control character in the response head"
+        assert (value, refused) == (value, _OLD_CONTROL.search(bytes((value,))) is not None)

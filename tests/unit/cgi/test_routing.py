@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,24 @@ def test_redirect_cannot_be_turned_into_another_host(root: str, tmp_path: Path) 
         Redirect("/a%5Cb/"),
         Redirect("/q%3Fx%23y/"),
     ]
+
+
+# The regex the router's control check was alone before isprintable() went first: the same bytes must be refused.
+_OLD_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def test_control_check_matches_the_old_regex_on_every_byte(root: str) -> None:
+    """Each of the 256 byte values, raw, percent-encoded, or after a bad UTF-8 byte, is a control byte exactly when the old regex said so."""
+    router = Router(root)
+    control = NotFound("control byte in path")
+    for value in range(256):
+        expected = _OLD_CONTROL.search(bytes((value,))) is not None
+        for raw in (b"/a" + bytes((value,)), b"/a%%%02X" % value, b"/%%FF%%%02x" % value):
+            assert (raw, router.route(raw) == control) == (raw, expected)
+
+
+@pytest.mark.parametrize("text", ["\u0085", "\u00a0", "\u2028", "\u200b", "\ufeff", "\U000e0001"])
+def test_non_printable_text_is_not_a_control_byte(root: str, text: str) -> None:
+    """Code points str.isprintable() refuses but that are no C0 control or DEL route as any other name, like nginx."""
+    raw = b"/x" + "".join(f"%{b:02X}" for b in text.encode()).encode()
+    assert Router(root).route(raw) == at(root, script("/index.php"))
