@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Optional, Sequence
 
+from .._compat import SLOTS
+
 __all__ = [
     "FLUSH_INTERVAL",
     "MAX_BUFFER",
@@ -38,9 +40,14 @@ MAX_BUFFER = 64 * 1024
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-@dataclass(frozen=True)
+@dataclass(**SLOTS)
 class LoggedRequest:
-    """What the access log says about one request."""
+    """What the access log says about one request.
+
+    Read-only by convention, not a frozen dataclass: one is made per request
+    while the access log is on, and a frozen one's ``__init__`` sets each of
+    its 13 fields through ``object.__setattr__``.
+    """
 
     time: float  # when it ended, seconds since the epoch
     remote: str  # the client's address ("-" when it has none), as the site's trusted-proxy rules set it
