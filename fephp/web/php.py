@@ -223,6 +223,8 @@ class PHPHandler:
         early_hints: Optional[EarlyHints] = None,
     ) -> None:
         self.backend = backend
+        #: The backend's Deferred-free way (FastCGIPool.send), when it has one.
+        self._send = getattr(backend, "send", None)
         #: Learned 103 Early Hints (``server.early_hints``), or None when off.
         self.early_hints = early_hints
         #: X-Sendfile and X-Accel-Redirect roots, or None when they are off.
@@ -308,11 +310,22 @@ class PHPHandler:
         exchange.kind = "php"
         exchange.backend_name = self.backend_name
         exchange.php_started_at = _monotonic()
+        send = self._send
+        if send is not None:
+            handle = send(env, body, sink, lambda result: self._php_outcome(result, exchange, sink))
+            # The client went away: abort the FastCGI request and free its connection.
+            exchange.when_lost(handle.cancel)
+            return
         d = self.backend.request(env, body, sink)
-        # The client went away: abort the FastCGI request and free its connection.
         exchange.when_lost(d.cancel)
         # One callback pair: each ends with _request_over.
         d.addCallbacks(self._php_done, self._php_failed, (exchange, sink), {}, (exchange, sink))
+
+    def _php_outcome(self, result: Any, exchange: Any, sink: _PHPResponse) -> None:
+        if type(result) is Failure:
+            self._php_failed(result, exchange, sink)
+        else:
+            self._php_done(result, exchange, sink)
 
     def _php_done(self, app_status: int, exchange: Any, sink: _PHPResponse) -> None:
         try:

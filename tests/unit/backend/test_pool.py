@@ -128,6 +128,26 @@ class PoolTestCase(SynchronousTestCase):
         finally:
             gc.enable()
 
+    @pytest.mark.skipif(
+        platform.python_implementation() == "PyPy", reason="PyPy frees objects by its collector alone: no reference counts"
+    )
+    def test_a_sent_request_is_freed_without_the_garbage_collector(self) -> None:
+        """A send whose sink keeps the handle's cancel (as the exchange does) leaves no cycle once it ended."""
+        pool = self.make_pool()
+        backend = self.serve_one(pool)
+        gc.disable()
+        try:
+            sink = _ForgetfulSink()
+            outcomes: list[Any] = []
+            sink.keep = [pool.send(params("/a.php"), b"", sink, outcomes.append).cancel]  # type: ignore[attr-defined]
+            backend.respond()
+            self.assertEqual(outcomes, [0])
+            freed = weakref.ref(sink)
+            del sink
+            self.assertIsNone(freed())
+        finally:
+            gc.enable()
+
     def test_never_more_than_size_connections_and_waiters_are_served_in_order(self) -> None:
         """With size 2, four requests make two connects, and the others get connections first come first served."""
         pool = self.make_pool(size=2)
@@ -524,6 +544,46 @@ class PoolTestCase(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d2), 0)
         self.assertEqual(sink2.stdout, b"Content-Type: text/plain\r\n\r\ntwo")
         self.assertEqual(pool.stats()["draining"], 0)
+
+    def test_send_calls_on_done_once_with_the_app_status(self) -> None:
+        """send gives its outcome once to on_done: the app status, or CancelledError for a waiting one cancelled."""
+        pool = self.make_pool(size=1)
+        outcomes: list[Any] = []
+        handle = pool.send(params("/1.php"), b"", RecordingSink(), outcomes.append)
+        backend = self.endpoint.last.succeed()
+        self.assertEqual(backend.script(), b"/1.php")
+        backend.respond(app_status=7)
+        self.assertEqual(outcomes, [7])
+        handle.cancel()  # after the end: nothing more
+        self.assertEqual(outcomes, [7])
+        backend.received()
+        running = pool.send(params("/2.php"), b"", RecordingSink(), outcomes.append)
+        waiting = pool.send(params("/3.php"), b"", RecordingSink(), outcomes.append)
+        self.assertEqual(pool.stats()["waiting"], 1)
+        waiting.cancel()
+        self.assertEqual(len(outcomes), 2)
+        outcomes.pop().trap(CancelledError)
+        self.assertEqual(pool.stats()["waiting"], 0)
+        backend.respond()
+        self.assertEqual(outcomes, [7, 0])
+        self.assertIs(running.settled, True)
+
+    def test_send_cancelled_while_running_fails_at_once_and_drains(self) -> None:
+        """A cancelled running send fails with CancelledError at once and its connection drains until PHP ends the script."""
+        pool = self.make_pool(size=1)
+        outcomes: list[Any] = []
+        sink = RecordingSink()
+        handle = pool.send(params("/a.php"), b"", sink, outcomes.append)
+        backend = self.endpoint.last.succeed()
+        self.assertEqual([type(e) for e in backend.received()], [BeginRequest, Params, Stdin])
+        handle.cancel()
+        self.assertEqual(len(outcomes), 1)
+        outcomes[0].trap(CancelledError)
+        self.assertEqual(pool.stats(), {"idle": 0, "busy": 0, "draining": 1, "connecting": 0, "waiting": 0, "failures": 0})
+        backend.send_output(b"Status: 200\r\n\r\nfor nobody")
+        backend.end()
+        self.assertEqual((sink.stdout, len(outcomes)), (b"", 1))
+        self.assertEqual(pool.stats(), {"idle": 1, "busy": 0, "draining": 0, "connecting": 0, "waiting": 0, "failures": 0})
 
     def test_draining_connection_that_closes_frees_its_place(self) -> None:
         """A draining connection the backend closes is forgotten, and a waiting request connects anew."""
