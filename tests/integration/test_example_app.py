@@ -287,3 +287,28 @@ async def test_wrong_method_is_405_with_allow(front):
     """DELETE /form is a known path with the wrong method: 405 with Allow."""
     response, _ = await _get(front, "/form", method="DELETE")
     assert (response.code, header(response, "Allow")) == (405, ["GET, POST, HEAD"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_connection_has_tcp_nodelay(front):
+    """The server's side of an HTTP/1.1 connection has TCP_NODELAY set once it has answered a request, as nginx's
+    tcp_nodelay: Nagle's algorithm held the last segment of a large answer until the client's delayed ACK (40 ms)."""
+
+    def get() -> "tuple[socket.socket, bytes]":
+        s = socket.create_connection(("127.0.0.1", front.port), timeout=10)
+        s.sendall(b"GET /static/app.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(65536)
+            assert chunk, head
+            head += chunk
+        return s, head
+
+    client, head = await deferToThread(get)
+    try:
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        channels = list(front.site._channels)
+        flags = [c.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0 for c in channels]
+        assert flags == [True]
+    finally:
+        client.close()
